@@ -1,0 +1,155 @@
+"""Build one Airflow DAG per campaign file. The only module of the package that imports Airflow.
+
+Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp ->
+teardown (teardown task, runs when any step fails), and sweep -> load_results. Cells that share GPUs
+run one lane at a time; `compare` runs after every cell, also when some failed.
+Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
+a local process in the `local` runtime.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, Sequence
+
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+from llmd_bench import catalog, paths
+from llmd_bench.campaign import Campaign, Cell, campaign_files, default_and_schema, load_campaign
+from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError
+from llmd_bench.runtime import selected_runtime
+
+PARAMS_ARG = "{{ params | tojson }}"
+
+
+class LocalStepOperator(BaseOperator):
+    """Run `llmd-bench <arguments>` as a local process (the local runtime's KubernetesPodOperator)."""
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#e8f4ea"
+
+    def __init__(self, *, arguments: list[str], skip_on_exit_code: int | None = SKIP_EXIT_CODE, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arguments = arguments
+        self.skip_on_exit_code = skip_on_exit_code
+        self._proc: subprocess.Popen[str] | None = None
+
+    def execute(self, context: Any) -> None:
+        cmd = [sys.executable, "-m", "llmd_bench", *self.arguments]
+        self.log.info("Running: llmd-bench %s", " ".join(self.arguments[:1] + ["..."]))
+        tail: deque[str] = deque(maxlen=30)
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            self.log.info("%s", line)
+        code = self._proc.wait()
+        if self.skip_on_exit_code is not None and code == self.skip_on_exit_code:
+            raise AirflowSkipException(tail[-1] if tail else "skipped")
+        if code != 0:
+            raise AirflowException(f"llmd-bench {self.arguments[0]} exited with {code}: " + " | ".join(list(tail)[-3:]))
+
+    def on_kill(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            os.killpg(self._proc.pid, 15)
+
+
+def step_arguments(step: str, campaign: Campaign, cell: Cell | None) -> list[str]:
+    args = [step, "--campaign", campaign.name, "--run-id", "{{ run_id }}", "--params", PARAMS_ARG]
+    if cell is not None:
+        args += ["--model", cell.model, "--config", cell.config]
+    return args
+
+
+def k8s_label(value: str) -> str:
+    """A valid Kubernetes label value (<= 63 chars, alphanumerics, '-', '_', '.')."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63].strip("-_.")
+    return cleaned or "none"
+
+
+def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str, **kwargs: Any) -> BaseOperator:
+    arguments = step_arguments(step, campaign, cell)
+    task_id = step
+    if runtime == "local":
+        return LocalStepOperator(task_id=task_id, arguments=arguments, **kwargs)
+    from llmd_bench.runtime.kubernetes import step_pod_settings
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": k8s_label(campaign.dag_id),
+              "llmd-bench/step": k8s_label(step)}
+    if cell is not None:
+        labels |= {"llmd-bench/model": k8s_label(cell.short_model.lower()), "llmd-bench/config": cell.config}
+    return KubernetesPodOperator(task_id=task_id, cmds=["llmd-bench"], arguments=arguments, labels=labels,
+                                 name=k8s_label(f"llmd-{step.replace('_', '-')}"),
+                                 skip_on_exit_code=SKIP_EXIT_CODE, **step_pod_settings(step, campaign), **kwargs)
+
+
+def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
+    runtime = runtime or selected_runtime()
+    versions = catalog.known_versions()
+    params = {name: Param(default, **schema) for name, (default, schema) in default_and_schema(campaign, versions).items()}
+    with DAG(
+        dag_id=campaign.dag_id,
+        description=campaign.description[:200] or None,
+        doc_md=f"Campaign `{campaign.name}` ({campaign.source}); runtime `{runtime}`.\n\n{campaign.description}",
+        schedule=campaign.schedule,
+        catchup=campaign.catchup,
+        max_active_runs=1,
+        params=params,
+        tags=[*campaign.tags, f"runtime:{runtime}"],
+        default_args={"retries": 0},
+        render_template_as_native_obj=False,
+    ) as dag:
+        lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
+        leaves: list[BaseOperator] = []
+        for i, cell in enumerate(campaign.cells()):
+            with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"):
+                deploy = step_operator("deploy", campaign, cell, runtime, trigger_rule="all_done")
+                warmup = step_operator("warmup", campaign, cell, runtime)
+                sweep = step_operator("sweep", campaign, cell, runtime)
+                collect_pcp = step_operator("collect_pcp", campaign, cell, runtime)
+                teardown = step_operator("teardown", campaign, cell, runtime)
+                load_results = step_operator("load_results", campaign, cell, runtime)
+                deploy >> warmup >> sweep >> collect_pcp >> teardown.as_teardown(setups=deploy)
+                sweep >> load_results
+            lane = lanes[i % campaign.lanes]
+            if lane:
+                # The next cell in a lane waits for the previous one to finish, whatever its outcome.
+                lane >> deploy
+            lane[:] = [teardown, load_results]
+            leaves += [teardown, load_results]
+        compare = step_operator("compare", campaign, None, runtime, trigger_rule="all_done")
+        leaves >> compare
+    return dag
+
+
+def invalid_campaign_dag(path: Path, error: str) -> DAG:
+    """A visible stand-in for a campaign file that does not validate: its one task fails with the error."""
+    with DAG(dag_id=f"invalid_campaign__{k8s_label(path.stem)}", schedule=None, tags=["invalid-campaign"],
+             doc_md=f"**Campaign file `{path}` does not validate:**\n\n```\n{error}\n```") as dag:
+        from airflow.providers.standard.operators.python import PythonOperator
+
+        def _fail() -> None:
+            raise AirflowException(error)
+
+        PythonOperator(task_id="campaign_file_is_invalid", python_callable=_fail)
+    return dag
+
+
+def build_dags(directory: Path | None = None) -> dict[str, DAG]:
+    dags: dict[str, DAG] = {}
+    for path in campaign_files(directory or paths.campaigns_dir()):
+        try:
+            campaign = load_campaign(path)
+            dags[campaign.dag_id] = build_dag(campaign)
+        except LlmdBenchError as exc:
+            dag = invalid_campaign_dag(path, str(exc))
+            dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,327 @@
+"""Campaign files (include/campaigns/*.yaml) and the params of one run.
+
+A campaign file is validated with pydantic; every error names the file, the field and the reason.
+Run params (the Airflow trigger form / dag_run.conf) default to the campaign and are validated
+against it, so an unknown model or config is rejected with the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmd_bench import paths
+from llmd_bench.errors import CampaignError, ParamsError
+
+CONFIGS: tuple[str, ...] = ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")
+ROUTING_CONFIGS = frozenset({"llm-d-redis", "llm-d-valkey"})
+BASELINE_CONFIG = "no-offload"
+ConfigName = Literal["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="Hugging Face model id")]
+    size_gb: PositiveFloat = Field(10.0, description="weights size; sets the readiness timeout")
+    max_concurrency: PositiveInt | None = Field(None, description="levels above this are not run")
+
+    @property
+    def short_name(self) -> str:
+        return paths.model_short_name(self.name)
+
+
+class Workload(_Strict):
+    concurrency: Annotated[list[PositiveInt], Field(min_length=1)]
+    duration_s: PositiveFloat
+    prompt_tokens: PositiveInt
+    output_tokens: PositiveInt
+    prefix_tokens: NonNegativeInt
+    turns: PositiveInt
+    seed: int
+    warmup_requests: NonNegativeInt = 8
+
+
+class Serving(_Strict):
+    llmd_version: str
+    tensor_parallel_size: PositiveInt
+    replicas: PositiveInt = 1
+
+
+class SimulationProfile(_Strict):
+    """GuideLLM mock-server settings standing in for one configuration on the local runtime."""
+
+    ttft_ms: PositiveFloat
+    ttft_ms_std: NonNegativeFloat = 0.0
+    itl_ms: PositiveFloat
+    itl_ms_std: NonNegativeFloat = 0.0
+    max_concurrent_requests: PositiveInt | None = None
+
+
+class Campaign(_Strict):
+    dag_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")]
+    description: str = ""
+    schedule: str | None = None
+    catchup: bool = False
+    lanes: PositiveInt = Field(1, description="cells that may run at the same time (they share GPUs)")
+    trials: PositiveInt = 1
+    tags: list[str] = []
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    configs: Annotated[list[ConfigName], Field(min_length=1)]
+    workload: Workload
+    serving: Serving
+    local_simulation: dict[ConfigName, SimulationProfile]
+
+    # Set by the loader, not by the file.
+    source: str = Field("", exclude=True)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in models]
+        shorts = [m.short_name for m in models]
+        if len(set(names)) != len(names) or len(set(shorts)) != len(shorts):
+            raise ValueError(f"model names (and their short names) must be unique, got {names}")
+        return models
+
+    @field_validator("configs")
+    @classmethod
+    def _unique_configs(cls, configs: list[str]) -> list[str]:
+        if len(set(configs)) != len(configs):
+            raise ValueError(f"configs must be unique, got {configs}")
+        return configs
+
+    @model_validator(mode="after")
+    def _simulation_covers_configs(self) -> Campaign:
+        missing = [c for c in self.configs if c not in self.local_simulation]
+        if missing:
+            raise ValueError(f"local_simulation has no profile for {missing}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """The file stem, used by steps to find the campaign again (`--campaign kv_cache_eval`)."""
+        return Path(self.source).stem if self.source else self.dag_id
+
+    def model(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if name in (spec.name, spec.short_name):
+                return spec
+        raise ParamsError(f"model {name!r} is not in campaign {self.dag_id}; allowed: {self.model_names}")
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.models]
+
+    def cells(self) -> list[Cell]:
+        return [Cell(m.name, c) for m in self.models for c in self.configs]
+
+    def default_params(self) -> dict[str, Any]:
+        w, s = self.workload, self.serving
+        return {
+            "models": self.model_names,
+            "configs": list(self.configs),
+            "concurrency": list(w.concurrency),
+            "duration_s": w.duration_s,
+            "prompt_tokens": w.prompt_tokens,
+            "output_tokens": w.output_tokens,
+            "prefix_tokens": w.prefix_tokens,
+            "turns": w.turns,
+            "seed": w.seed,
+            "tensor_parallel_size": s.tensor_parallel_size,
+            "replicas": s.replicas,
+            "llmd_version": s.llmd_version,
+            "trials": self.trials,
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    config: str
+
+    @property
+    def short_model(self) -> str:
+        return paths.model_short_name(self.model)
+
+    @property
+    def group_id(self) -> str:
+        """TaskGroup id, named after both: `Qwen3-8B__llm-d-redis` (Airflow allows no dots: 0.6B -> 0_6B)."""
+        return f"{self.short_model.replace('.', '_')}__{self.config}"
+
+    def __str__(self) -> str:
+        return f"{self.short_model}/{self.config}"
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"field `{loc}`: {e['msg']}")
+    return "; ".join(lines)
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"campaign file {path}: not found") from None
+    except yaml.YAMLError as exc:
+        raise CampaignError(f"campaign file {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise CampaignError(f"campaign file {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        campaign = Campaign.model_validate(raw)
+    except ValidationError as exc:
+        raise CampaignError(f"campaign file {path}: {_format_validation_error(exc)}") from None
+    return campaign.model_copy(update={"source": str(path)})
+
+
+def campaign_files(directory: Path | None = None) -> list[Path]:
+    directory = directory or paths.campaigns_dir()
+    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+
+
+def find_campaign(name: str) -> Campaign:
+    """A campaign by file stem (`kv_cache_eval`), dag id, or path."""
+    candidate = Path(name)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return load_campaign(candidate)
+    files = campaign_files()
+    for f in files:
+        if f.stem == name:
+            return load_campaign(f)
+    for f in files:
+        c = load_campaign(f)
+        if c.dag_id == name:
+            return c
+    raise CampaignError(f"campaign {name!r} not found in {paths.campaigns_dir()}; available: {[f.stem for f in files]}")
+
+
+class RunParams(_Strict):
+    """The params of one run, resolved against the campaign (trigger form values)."""
+
+    models: Annotated[list[str], Field(min_length=1)]
+    configs: Annotated[list[ConfigName], Field(min_length=1)]
+    concurrency: Annotated[list[PositiveInt], Field(min_length=1)]
+    duration_s: PositiveFloat
+    prompt_tokens: PositiveInt
+    output_tokens: PositiveInt
+    prefix_tokens: NonNegativeInt
+    turns: PositiveInt
+    seed: int
+    tensor_parallel_size: PositiveInt
+    replicas: PositiveInt
+    llmd_version: str
+    trials: PositiveInt
+
+    def selects(self, cell: Cell) -> bool:
+        return cell.model in self.models and cell.config in self.configs
+
+    def levels_for(self, model: ModelSpec) -> list[int]:
+        levels = sorted(set(self.concurrency))
+        if model.max_concurrency is not None:
+            levels = [c for c in levels if c <= model.max_concurrency]
+        return levels
+
+
+def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versions: list[str] | None = None) -> RunParams:
+    """Merge trigger conf over campaign defaults and validate; errors name the param and allowed values."""
+    conf = dict(conf or {})
+    defaults = campaign.default_params()
+    unknown = sorted(set(conf) - set(defaults))
+    if unknown:
+        raise ParamsError(f"unknown param(s) {unknown}; allowed params: {sorted(defaults)}")
+    merged = {**defaults, **{k: v for k, v in conf.items() if v is not None}}
+    for key in ("models", "configs", "concurrency"):
+        if isinstance(merged[key], (str, int)) and not isinstance(merged[key], bool):
+            merged[key] = [merged[key]]
+    try:
+        params = RunParams.model_validate(merged)
+    except ValidationError as exc:
+        msgs = []
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else "params"
+            allowed = _allowed_values(campaign, field, known_versions)
+            msgs.append(f"param `{field}`: {e['msg']} (got {merged.get(field)!r}){'; allowed: ' + allowed if allowed else ''}")
+        raise ParamsError("; ".join(msgs)) from None
+    bad_models = [m for m in params.models if m not in campaign.model_names]
+    if bad_models:
+        raise ParamsError(f"param `models`: unknown model(s) {bad_models}; allowed: {campaign.model_names}")
+    bad_configs = [c for c in params.configs if c not in campaign.configs]
+    if bad_configs:
+        raise ParamsError(f"param `configs`: config(s) {bad_configs} not in this campaign; allowed: {list(campaign.configs)}")
+    if known_versions is not None and params.llmd_version not in known_versions:
+        raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; allowed: {known_versions}")
+    for model in params.models:
+        spec = campaign.model(model)
+        if not params.levels_for(spec):
+            raise ParamsError(
+                f"param `concurrency`: no level of {params.concurrency} is within {spec.short_name}'s "
+                f"max_concurrency {spec.max_concurrency}"
+            )
+    return params
+
+
+def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | None) -> str:
+    return {
+        "models": str(campaign.model_names),
+        "configs": str(list(campaign.configs)),
+        "concurrency": "a non-empty list of integers >= 1",
+        "duration_s": "a number of seconds > 0",
+        "llmd_version": str(known_versions) if known_versions else "",
+    }.get(field, "")
+
+
+def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[str, dict[str, Any]]:
+    """JSON schema per param, for the Airflow trigger form (validated at trigger time)."""
+    integer = lambda minimum, desc: {"type": "integer", "minimum": minimum, "description": desc}  # noqa: E731
+    return {
+        "models": {
+            "type": "array", "minItems": 1, "uniqueItems": True,
+            "items": {"type": "string", "enum": campaign.model_names},
+            "examples": campaign.model_names,
+            "description": f"Models to benchmark. Allowed: {', '.join(campaign.model_names)}.",
+        },
+        "configs": {
+            "type": "array", "minItems": 1, "uniqueItems": True,
+            "items": {"type": "string", "enum": list(campaign.configs)},
+            "examples": list(campaign.configs),
+            "description": f"Configurations to benchmark. Allowed: {', '.join(campaign.configs)}.",
+        },
+        "concurrency": {
+            "type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1},
+            "description": "GuideLLM concurrent streams, one level each (integers >= 1). "
+            "Levels above a model's max_concurrency are not run for it.",
+        },
+        "duration_s": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds per concurrency level (> 0)."},
+        "prompt_tokens": integer(1, "Prompt tokens per turn."),
+        "output_tokens": integer(1, "Output tokens per turn."),
+        "prefix_tokens": integer(0, "Shared prefix tokens (the KV-cache reuse under test)."),
+        "turns": integer(1, "Turns per conversation."),
+        "seed": {"type": "integer", "description": "GuideLLM data seed."},
+        "tensor_parallel_size": integer(1, "vLLM tensor parallel size (GPUs per replica)."),
+        "replicas": integer(1, "Model server replicas per cell (routing needs more than one)."),
+        "llmd_version": {
+            "type": "string", "enum": known_versions,
+            "description": f"llm-d version from the version catalog. Allowed: {', '.join(known_versions)}.",
+        },
+        "trials": integer(1, "Sweeps per cell; 2 or more give confidence intervals."),
+    }
+
+
+def default_and_schema(campaign: Campaign, known_versions: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    defaults = campaign.default_params()
+    return {k: (defaults[k], schema) for k, schema in params_json_schema(campaign, known_versions).items()}

@@ -1,0 +1,146 @@
+"""`llmd-bench`: every pipeline step as a command, the same in a pod and in a local process.
+
+Exit codes: 0 done, 1 failed (the message says why), 2 usage error, 99 cell not selected (skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from typing import Any, Callable
+
+from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError, NotSelected
+
+CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
+
+
+def _step_module(name: str):  # noqa: ANN202
+    import importlib
+    return importlib.import_module(f"llmd_bench.steps.{name}")
+
+
+def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
+    from llmd_bench import catalog
+    from llmd_bench.campaign import Cell, find_campaign, resolve_params
+    from llmd_bench.context import StepContext
+    from llmd_bench.runtime import selected_runtime
+
+    campaign = find_campaign(args.campaign)
+    try:
+        conf = json.loads(args.params) if args.params else {}
+    except ValueError as exc:
+        raise LlmdBenchError(f"--params is not valid JSON: {exc}") from None
+    params = resolve_params(campaign, conf, catalog.known_versions())
+    cell = None
+    if with_cell:
+        cell = Cell(campaign.model(args.model).name, args.config)
+        if args.config not in campaign.configs:
+            raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
+    return StepContext(campaign, params, args.run_id, args.runtime or selected_runtime(), cell)
+
+
+def run_cell_step(step: str, args: argparse.Namespace) -> int:
+    from llmd_bench.context import StepTimer, utc_now
+
+    ctx = _context(args, with_cell=True)
+    timer, started = StepTimer(), utc_now()
+    print(f"[llmd-bench] {step} {ctx.cell} run={ctx.run_id} runtime={ctx.runtime}", flush=True)
+    try:
+        summary = _step_module(step).run(ctx)
+    except NotSelected:
+        raise
+    except BaseException as exc:
+        with ctx.update_record() as record:
+            record["steps"][step] = {"status": "failed", "started": started, "ended": utc_now(),
+                                     "elapsed_s": timer.elapsed, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        raise
+    with ctx.update_record() as record:
+        record["steps"][step] = {"status": "ok", "started": started, "ended": utc_now(),
+                                 "elapsed_s": timer.elapsed, "summary": summary}
+    print(f"[llmd-bench] {step} done in {timer.elapsed:.1f} s: {json.dumps(summary, default=str)}", flush=True)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    ctx = _context(args, with_cell=False)
+    summary = _step_module("compare").run(ctx)
+    print(f"[llmd-bench] compare: {json.dumps(summary, default=str)}")
+    return 0
+
+
+def cmd_validate_campaign(args: argparse.Namespace) -> int:
+    from llmd_bench.campaign import campaign_files, load_campaign
+
+    files = args.files or campaign_files()
+    for f in files:
+        c = load_campaign(f)
+        print(f"{f}: ok (dag {c.dag_id}, {len(c.cells())} cells)")
+    return 0
+
+
+def cmd_make_tokenizer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmd_bench.tokenizer import make_tokenizer
+
+    out = make_tokenizer(Path(args.out))
+    print(f"offline tokenizer written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmd-bench", description="llm-d KV-cache evaluation steps")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def run_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--campaign", required=True, help="campaign file stem, dag id or path")
+        p.add_argument("--run-id", required=True, help="the Airflow dag_run id")
+        p.add_argument("--params", default="", help="run params as JSON (defaults from the campaign)")
+        p.add_argument("--runtime", choices=["local", "kubernetes"], default=None,
+                       help="default: LLMD_BENCH_RUNTIME, else local")
+
+    for step in CELL_STEPS:
+        p = sub.add_parser(step, aliases=[step.replace("_", "-")] if "_" in step else [],
+                           help=(_doc(step)))
+        run_args(p)
+        p.add_argument("--model", required=True)
+        p.add_argument("--config", required=True)
+        p.set_defaults(func=lambda a, s=step: run_cell_step(s, a))
+    p = sub.add_parser("compare", help="per-cell verdict of a run")
+    run_args(p)
+    p.set_defaults(func=run_compare)
+    p = sub.add_parser("validate-campaign", help="validate campaign files (default: include/campaigns/*.yaml)")
+    p.add_argument("files", nargs="*")
+    p.set_defaults(func=cmd_validate_campaign)
+    p = sub.add_parser("make-tokenizer", help="write the offline tokenizer for local GuideLLM runs")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_make_tokenizer)
+    return parser
+
+
+def _doc(step: str) -> str:
+    return {"deploy": "bring the cell's serving stack up", "warmup": "check the model is served and warm it",
+            "sweep": "run the GuideLLM concurrency sweep", "collect_pcp": "collect PCP archives",
+            "teardown": "stop everything the cell started", "load_results": "validate and store results"}[step]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], Any] = args.func
+    try:
+        return func(args)
+    except NotSelected as exc:
+        print(f"[llmd-bench] skipped: {exc}", flush=True)
+        return SKIP_EXIT_CODE
+    except LlmdBenchError as exc:
+        print(f"[llmd-bench] error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception:  # a bug, not bad input: keep the traceback
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

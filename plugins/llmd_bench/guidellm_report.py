@@ -1,0 +1,209 @@
+"""Parse and validate GuideLLM benchmark reports (the JSON written by `guidellm run --output kind=json`).
+
+Only layouts of the pinned GuideLLM line are accepted; anything else is a ReportError naming what was
+found and what is supported. A level that parsed but cannot be trusted (errors, stuck requests, too few
+successes, cut short) is kept with an `invalid_reason`; it is never dropped or turned into a zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmd_bench.errors import ReportError
+
+# GuideLLM versions whose JSON layout this parser was tested on (metadata.version is the layout id).
+SUPPORTED_GUIDELLM = ("0.8",)
+SUPPORTED_LAYOUT_VERSIONS = (2,)
+
+# metric name in the report -> short name used in tables and the database
+METRICS = {
+    "output_tokens_per_second": "output_tps",
+    "requests_per_second": "requests_per_s",
+    "time_to_first_token_ms": "ttft_ms",
+    "time_per_output_token_ms": "tpot_ms",
+    "inter_token_latency_ms": "itl_ms",
+    "request_latency": "request_latency_s",
+}
+STATS = ("mean", "median", "p90", "p99", "std_dev")
+
+
+@dataclass(frozen=True)
+class ValidityRules:
+    max_error_ratio: float = 0.05
+    min_successful: int = 5
+    min_duration_ratio: float = 0.95
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    start: float
+    end: float
+    duration_s: float
+    requests_successful: int
+    requests_errored: int
+    requests_incomplete: int
+    # short metric -> stat -> value, successful requests only (the published method)
+    metrics: dict[str, dict[str, float | None]]
+    summary: dict[str, Any] = field(repr=False, default_factory=dict)
+    invalid_reason: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.invalid_reason is None
+
+    def value(self, metric: str, stat: str = "mean") -> float | None:
+        return self.metrics.get(metric, {}).get(stat)
+
+
+@dataclass
+class Report:
+    guidellm_version: str
+    levels: list[LevelResult]
+    spec: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def level(self, concurrency: int) -> LevelResult | None:
+        return next((lv for lv in self.levels if lv.concurrency == concurrency), None)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name}")
+
+
+def load_json(path: Path) -> Any:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise ReportError(f"GuideLLM report {path}: not found") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"GuideLLM report {path}: not a text file") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise ReportError(f"GuideLLM report {path}: not valid JSON (truncated or corrupted?): {exc}") from None
+
+
+def parse_report_file(path: Path, *, expected_duration_s: float | None = None,
+                      rules: ValidityRules = ValidityRules()) -> Report:
+    return parse_report(load_json(path), source=str(path), expected_duration_s=expected_duration_s, rules=rules)
+
+
+def _get(obj: Any, dotted: str, source: str) -> Any:
+    cur = obj
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            raise ReportError(f"GuideLLM report {source}: missing `{dotted}`")
+        cur = cur[part]
+    return cur
+
+
+def _number(value: Any, where: str, source: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportError(f"GuideLLM report {source}: `{where}` is {value!r}, expected a number")
+    if not math.isfinite(value):
+        raise ReportError(f"GuideLLM report {source}: `{where}` is not finite ({value})")
+    return float(value)
+
+
+def _count(value: Any, where: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ReportError(f"GuideLLM report {source}: `{where}` is {value!r}, expected a count >= 0")
+    return value
+
+
+def check_version(doc: Any, source: str) -> str:
+    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
+        raise ReportError(f"GuideLLM report {source}: not a GuideLLM report (no `metadata` object)")
+    version = doc["metadata"].get("guidellm_version")
+    if not isinstance(version, str):
+        raise ReportError(f"GuideLLM report {source}: not a GuideLLM report (no `metadata.guidellm_version`)")
+    layout = doc["metadata"].get("version")
+    if not any(version == s or version.startswith(s + ".") for s in SUPPORTED_GUIDELLM) \
+            or layout not in SUPPORTED_LAYOUT_VERSIONS:
+        raise ReportError(
+            f"GuideLLM report {source}: written by GuideLLM {version} (layout {layout}); "
+            f"supported: GuideLLM {', '.join(s + '.x' for s in SUPPORTED_GUIDELLM)} "
+            f"(layout {', '.join(map(str, SUPPORTED_LAYOUT_VERSIONS))})"
+        )
+    return version
+
+
+def parse_report(doc: Any, *, source: str = "<report>", expected_duration_s: float | None = None,
+                 rules: ValidityRules = ValidityRules()) -> Report:
+    version = check_version(doc, source)
+    benchmarks = doc.get("benchmarks")
+    if not isinstance(benchmarks, list) or not benchmarks:
+        raise ReportError(f"GuideLLM report {source}: no benchmarks (the run produced no level)")
+    levels = []
+    seen: set[int] = set()
+    for i, bench in enumerate(benchmarks):
+        level = _parse_level(bench, i, source, expected_duration_s, rules)
+        if level.concurrency in seen:
+            raise ReportError(f"GuideLLM report {source}: concurrency {level.concurrency} appears twice")
+        seen.add(level.concurrency)
+        levels.append(level)
+    spec = doc.get("config", {}).get("spec", {}) if isinstance(doc.get("config"), dict) else {}
+    return Report(guidellm_version=version, levels=levels, spec=spec if isinstance(spec, dict) else {})
+
+
+def _parse_level(bench: Any, i: int, source: str, expected_duration_s: float | None,
+                 rules: ValidityRules) -> LevelResult:
+    where = f"benchmarks[{i}]"
+    if not isinstance(bench, dict):
+        raise ReportError(f"GuideLLM report {source}: `{where}` is not an object")
+    strategy = _get(bench, "config.strategy", f"{source} {where}")
+    kind = strategy.get("type_") if isinstance(strategy, dict) else strategy
+    if kind != "concurrent":
+        raise ReportError(f"GuideLLM report {source}: `{where}` is not a concurrent-profile level (strategy {kind!r})")
+    concurrency = _count(strategy.get("streams"), f"{where}.config.strategy.streams", source)
+    totals = _get(bench, "metrics.request_totals", f"{source} {where}")
+    successful = _count(totals.get("successful") if isinstance(totals, dict) else None,
+                        f"{where}.metrics.request_totals.successful", source)
+    errored = _count(totals.get("errored"), f"{where}.metrics.request_totals.errored", source)
+    incomplete = _count(totals.get("incomplete"), f"{where}.metrics.request_totals.incomplete", source)
+    metrics: dict[str, dict[str, float | None]] = {}
+    for name, short in METRICS.items():
+        dist = _get(bench, f"metrics.{name}.successful", f"{source} {where}")
+        if not isinstance(dist, dict):
+            raise ReportError(f"GuideLLM report {source}: `{where}.metrics.{name}.successful` is not an object")
+        pct = dist.get("percentiles") or {}
+        metrics[short] = {
+            "mean": _number(dist.get("mean"), f"{where}.metrics.{name}.successful.mean", source),
+            "median": _number(dist.get("median"), f"{where}.metrics.{name}.successful.median", source),
+            "p90": _number(pct.get("p90"), f"{where}.metrics.{name}.successful.percentiles.p90", source),
+            "p99": _number(pct.get("p99"), f"{where}.metrics.{name}.successful.percentiles.p99", source),
+            "std_dev": _number(dist.get("std_dev"), f"{where}.metrics.{name}.successful.std_dev", source),
+        }
+    start = _number(bench.get("start_time"), f"{where}.start_time", source)
+    end = _number(bench.get("end_time"), f"{where}.end_time", source)
+    duration = _number(bench.get("duration"), f"{where}.duration", source)
+    if start is None or end is None or duration is None:
+        raise ReportError(f"GuideLLM report {source}: `{where}` has no start_time/end_time/duration")
+    summary = {k: v for k, v in bench.items() if k != "requests"}
+    level = LevelResult(concurrency, start, end, duration, successful, errored, incomplete, metrics, summary)
+    level.invalid_reason = judge_level(level, expected_duration_s, rules)
+    return level
+
+
+def judge_level(level: LevelResult, expected_duration_s: float | None, rules: ValidityRules) -> str | None:
+    """Why a level cannot be trusted, or None. Reasons are written for the report reader."""
+    reasons = []
+    finished = level.requests_successful + level.requests_errored
+    if finished and level.requests_errored / finished > rules.max_error_ratio:
+        reasons.append(f"error ratio {level.requests_errored / finished:.1%} > {rules.max_error_ratio:.0%}")
+    # At most `concurrency` requests can legitimately be in flight when the level's window closes.
+    if level.requests_incomplete > level.concurrency:
+        reasons.append(f"{level.requests_incomplete} incomplete requests > concurrency {level.concurrency}")
+    if level.requests_successful < rules.min_successful:
+        reasons.append(f"only {level.requests_successful} successful requests (< {rules.min_successful})")
+    if expected_duration_s and level.duration_s < expected_duration_s * rules.min_duration_ratio:
+        reasons.append(f"ran {level.duration_s:.1f} s of the {expected_duration_s:g} s asked")
+    if level.value("output_tps") is None:
+        reasons.append("no output tokens/s for successful requests")
+    return "; ".join(reasons) or None

@@ -1,0 +1,54 @@
+"""Where things live. Every location can be moved with an environment variable."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PROJECT_HOME = Path(os.environ.get("LLMD_BENCH_HOME", Path(__file__).resolve().parents[2]))
+
+
+def home() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_HOME", PROJECT_HOME))
+
+
+def campaigns_dir() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_CAMPAIGNS", home() / "include" / "campaigns"))
+
+
+def catalog_file() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_CATALOG", home() / "include" / "versions.yaml"))
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_RESULTS", home() / "results"))
+
+
+def tokenizer_dir() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_TOKENIZER", home() / ".cache" / "tokenizer"))
+
+
+def model_short_name(model: str) -> str:
+    """`Qwen/Qwen3-8B` -> `Qwen3-8B` (the name used in folders, CSVs and reports)."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
+
+
+_UNSAFE = re.compile(r"[/\\\x00]+")
+
+
+def run_dir(run_id: str) -> Path:
+    return results_root() / safe_component(run_id)
+
+
+def cell_dir(run_id: str, model: str, config: str) -> Path:
+    return run_dir(run_id) / safe_component(model_short_name(model)) / safe_component(config)
+
+
+def safe_component(value: str) -> str:
+    """A path component that cannot escape its parent (run ids come from users); otherwise verbatim,
+    so `results/<dag_run_id>/` carries the run id a user sees in the Airflow UI."""
+    cleaned = _UNSAFE.sub("_", value).lstrip(".")
+    if not cleaned:
+        raise ValueError(f"cannot turn {value!r} into a path component")
+    return cleaned

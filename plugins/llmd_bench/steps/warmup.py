@@ -1,0 +1,65 @@
+"""warmup: prove the model is served and warm it with requests of the campaign's shape."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from llmd_bench.context import StepContext
+from llmd_bench.errors import RuntimeStepError
+from llmd_bench.steps import endpoint_for
+
+REQUEST_TIMEOUT_S = 120.0
+
+
+def served_models(target: str) -> list[str]:
+    try:
+        with urllib.request.urlopen(f"{target}/v1/models", timeout=10) as resp:
+            body = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RuntimeStepError(f"{target}/v1/models did not answer: {exc}") from None
+    return [m.get("id") for m in body.get("data", []) if isinstance(m, dict)]
+
+
+def prompt_text(words: int, variant: int) -> str:
+    # Same prefix for every request (the shared-prefix workload), a distinct tail per request.
+    return " ".join(f"w{i % 97}" for i in range(words)) + f" request {variant}"
+
+
+def send_request(target: str, model: str, prompt: str, max_tokens: int) -> float:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}],
+                       "max_tokens": max_tokens, "stream": False}).encode()
+    req = urllib.request.Request(f"{target}/v1/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+            payload = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeStepError(f"warmup request failed: HTTP {exc.code} {exc.read()[:300]!r}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RuntimeStepError(f"warmup request failed: {exc}") from None
+    if not payload.get("choices"):
+        raise RuntimeStepError(f"warmup response has no choices: {str(payload)[:300]}")
+    return time.monotonic() - started
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    assert ctx.cell is not None
+    target = endpoint_for(ctx)
+    models = served_models(target)
+    if ctx.cell.model not in models:
+        raise RuntimeStepError(f"model {ctx.cell.model!r} is not served at {target}; served: {models}")
+    p = ctx.params
+    n = ctx.campaign.workload.warmup_requests
+    words = p.prefix_tokens + p.prompt_tokens
+    with ThreadPoolExecutor(max_workers=max(1, min(n, 4))) as pool:
+        latencies = list(pool.map(lambda i: send_request(target, ctx.cell.model, prompt_text(words, i), p.output_tokens), range(n)))
+    summary = {"requests": n, "target": target,
+               "latency_s_first": round(latencies[0], 3) if latencies else None,
+               "latency_s_last": round(latencies[-1], 3) if latencies else None}
+    return summary
