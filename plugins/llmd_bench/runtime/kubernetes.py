@@ -44,7 +44,6 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         "on_finish_action": "delete_pod",
         "startup_timeout_seconds": 600,
         "random_name_suffix": True,
-        "reattach_on_restart": True,
     }
 
 

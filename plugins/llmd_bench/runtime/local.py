@@ -8,6 +8,7 @@ llm-d-redis / llm-d-valkey cells get a real Redis / Valkey server.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ START_TIMEOUT_S = 60.0
 
 
 def guidellm_bin() -> str:
+    """The GuideLLM command: LLMD_BENCH_GUIDELLM if set (another install, or a wrapper), else the venv's."""
+    override = os.environ.get("LLMD_BENCH_GUIDELLM")
+    if override:
+        return override
     sibling = Path(sys.executable).with_name("guidellm")
     found = str(sibling) if sibling.exists() else shutil.which("guidellm")
     if not found:
@@ -129,7 +134,7 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
     for p in reversed(procs):
         processes.stop(p)
     problems = processes.leftovers(procs)
-    state["stopped"] = [p.name for p in procs]
+    state["stopped"] = [{"name": p.name, "pid": p.pid, "port": p.port} for p in procs]
     state["leftovers"] = problems
     if not problems:
         state["processes"] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import itertools
 import threading
 import urllib.parse
@@ -30,7 +31,7 @@ def make_handler(backends: list[str]) -> type[BaseHTTPRequestHandler]:
 
         def _forward(self) -> None:
             if self.path == "/router/stats":
-                body = repr(counts).encode()
+                body = json.dumps(counts).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

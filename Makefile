@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything installs into .venv.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TOKENIZER := .cache/tokenizer/tokenizer.json
+
+.PHONY: setup demo test test-fast bench clean help
+
+help:
+	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
+	@echo "make test   - set up and run the test suite"
+	@echo "make bench  - print the performance targets' numbers"
+
+setup: $(STAMP) $(TOKENIZER)
+
+$(STAMP): requirements.txt requirements-steps.txt requirements-dev.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==26.3
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-steps.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	touch $@
+
+$(TOKENIZER): $(STAMP)
+	$(BIN)/llmd-bench make-tokenizer --out .cache/tokenizer
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	bash scripts/test.sh
+
+bench: setup
+	$(BIN)/python benchmarks/targets.py
+
+clean:
+	rm -rf .airflow results reports .cache/pg

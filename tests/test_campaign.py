@@ -1,0 +1,91 @@
+"""Campaign files and run params: the reference campaign's values, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REFERENCE, tiny_campaign, write_campaign
+from llmd_bench import catalog
+from llmd_bench.campaign import load_campaign, resolve_params
+from llmd_bench.errors import CampaignError, ParamsError
+
+
+def test_reference_campaign_matches_the_published_evaluation():
+    c = load_campaign(REFERENCE)
+    assert c.dag_id == "llmd_kv_cache_eval"
+    assert c.model_names == ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-8B", "Qwen/Qwen3-14B", "Qwen/Qwen3-32B-AWQ"]
+    assert list(c.configs) == ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]
+    assert c.workload.concurrency == [1, 50, 100, 150, 300, 400, 500, 650]
+    w = c.workload
+    assert (w.duration_s, w.prompt_tokens, w.output_tokens, w.prefix_tokens, w.turns, w.seed) == (120, 128, 128, 10000, 5, 889)
+    assert c.serving.tensor_parallel_size == 2 and c.serving.llmd_version == "v0.4.0"
+    assert c.schedule == "@weekly" and c.catchup is False and c.lanes == 1
+    assert len(c.cells()) == 16
+    params = resolve_params(c, {}, catalog.known_versions())
+    assert params.levels_for(c.model("Qwen/Qwen3-32B-AWQ")) == [1, 50, 100, 150, 300]
+    assert params.levels_for(c.model("Qwen/Qwen3-8B")) == [1, 50, 100, 150, 300, 400, 500, 650]
+
+
+@pytest.mark.parametrize("mutate, field, reason", [
+    (lambda d: d.pop("workload"), "workload", "Field required"),
+    (lambda d: d["workload"].update(concurrency=[]), "workload.concurrency", "at least 1 item"),
+    (lambda d: d["workload"].update(duration_s=0), "workload.duration_s", "greater than 0"),
+    (lambda d: d.update(configs=["no-offload", "gpu-magic"]), "configs.1", "no-offload"),
+    (lambda d: d["models"].append({"name": "not a model id"}), "models.1.name", "pattern"),
+    (lambda d: d.update(lanes=-1), "lanes", "greater than 0"),
+    (lambda d: d.update(colour="blue"), "colour", "Extra inputs are not permitted"),
+    (lambda d: d["local_simulation"].pop("llm-d-redis"), "local_simulation", "no profile for ['llm-d-redis']"),
+])
+def test_malformed_campaign_names_file_field_and_reason(tmp_path, mutate, field, reason):
+    doc = tiny_campaign()
+    mutate(doc)
+    path = write_campaign(tmp_path, doc)
+    with pytest.raises(CampaignError) as err:
+        load_campaign(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert f"`{field}" in msg or field in msg
+    assert reason in msg
+
+
+def test_campaign_that_is_not_yaml_or_not_a_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed")
+    with pytest.raises(CampaignError, match="bad.yaml: not valid YAML"):
+        load_campaign(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(CampaignError, match="expected a mapping"):
+        load_campaign(bad)
+
+
+@pytest.mark.parametrize("conf, needle", [
+    ({"models": ["Qwen/Qwen3-70B"]}, "param `models`: unknown model(s) ['Qwen/Qwen3-70B']; allowed: ['Qwen/Qwen3-0.6B'"),
+    ({"configs": ["gpu-magic"]}, "param `configs`"),
+    ({"concurrency": []}, "param `concurrency`"),
+    ({"concurrency": [1, -5]}, "param `concurrency`"),
+    ({"duration_s": 0}, "param `duration_s`"),
+    ({"llmd_version": "v9.9.9"}, "param `llmd_version`: 'v9.9.9' is not in the version catalog; allowed: ['v0.4.0'"),
+    ({"turn": 3}, "unknown param(s) ['turn']"),
+    ({"models": ["Qwen/Qwen3-32B-AWQ"], "concurrency": [400, 500]}, "max_concurrency 300"),
+])
+def test_bad_params_are_rejected_with_the_param_and_allowed_values(conf, needle):
+    c = load_campaign(REFERENCE)
+    with pytest.raises(ParamsError) as err:
+        resolve_params(c, conf, catalog.known_versions())
+    assert needle in str(err.value)
+
+
+def test_params_default_to_the_campaign_and_override_it():
+    c = load_campaign(REFERENCE)
+    p = resolve_params(c, {"models": ["Qwen/Qwen3-8B"], "duration_s": 5}, catalog.known_versions())
+    assert p.models == ["Qwen/Qwen3-8B"] and p.duration_s == 5
+    assert p.configs == list(c.configs) and p.seed == 889 and p.trials == 1
+
+
+def test_every_shipped_campaign_validates():
+    from llmd_bench.campaign import campaign_files
+    files = campaign_files()
+    assert files, "no campaign shipped"
+    for f in files:
+        assert yaml.safe_load(f.read_text())["dag_id"] == load_campaign(f).dag_id

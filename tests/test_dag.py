@@ -1,0 +1,160 @@
+"""DAG integrity: one DAG per campaign, one group per cell, setup/teardown wiring, lanes, params, pods."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REFERENCE, ROOT, tiny_campaign, write_campaign
+from llmd_bench.campaign import load_campaign
+
+STEPS = {"deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["llmd_kv_cache_eval"]
+
+
+def test_dags_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "llmd_kv_cache_eval" in dagbag.dag_ids
+
+
+def test_schedule_weekly_no_catchup_one_active_run(dag):
+    assert dag.schedule == "@weekly" or getattr(dag.timetable, "_expression", None) == "0 0 * * 0"
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+
+
+def test_one_group_per_cell_named_after_model_and_config(dag):
+    groups = {k: v for k, v in dag.task_group.children.items() if k != "compare"}
+    expected = {f"{m}__{c}" for m in ("Qwen3-0_6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ")
+                for c in ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")}
+    assert set(groups) == expected
+    for gid, group in groups.items():
+        assert {t.split(".")[-1] for t in group.children} == STEPS, gid
+
+
+def test_setup_teardown_and_step_order(dag):
+    g = "Qwen3-8B__llm-d-redis"
+    t = {s: dag.get_task(f"{g}.{s}") for s in STEPS}
+    assert t["deploy"].is_setup and t["teardown"].is_teardown
+    assert not any(t[s].is_setup or t[s].is_teardown for s in STEPS - {"deploy", "teardown"})
+    assert t["warmup"].upstream_task_ids == {f"{g}.deploy"}
+    assert t["sweep"].upstream_task_ids == {f"{g}.warmup"}
+    assert t["collect_pcp"].upstream_task_ids == {f"{g}.sweep"}
+    assert t["teardown"].upstream_task_ids == {f"{g}.collect_pcp", f"{g}.deploy"}
+    assert t["load_results"].upstream_task_ids == {f"{g}.sweep"}
+    assert t["teardown"].trigger_rule == "all_done_setup_success"
+
+
+def test_cells_run_one_at_a_time_and_a_failure_does_not_stop_the_next(dag):
+    cells = [c.group_id for c in load_campaign(REFERENCE).cells()]
+    for prev, nxt in zip(cells, cells[1:]):
+        deploy = dag.get_task(f"{nxt}.deploy")
+        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results"}
+        assert deploy.trigger_rule == "all_done"
+    compare = dag.get_task("compare")
+    assert compare.trigger_rule == "all_done"
+    assert {f"{c}.teardown" for c in cells} | {f"{c}.load_results" for c in cells} == compare.upstream_task_ids
+
+
+def test_lanes_setting_allows_parallel_cells(campaigns_dir):
+    from llmd_bench.airflow_dag import build_dag
+    doc = tiny_campaign(configs=["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"], lanes=2)
+    dag = build_dag(load_campaign(write_campaign(campaigns_dir, doc)), runtime="local")
+    firsts = [g for g in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__native-offload")]
+    for g in firsts:
+        assert dag.get_task(f"{g}.deploy").upstream_task_ids == set()
+    assert dag.get_task("Qwen3-0_6B__llm-d-redis.deploy").upstream_task_ids == {
+        "Qwen3-0_6B__no-offload.teardown", "Qwen3-0_6B__no-offload.load_results"}
+
+
+def test_params_form_defaults_and_trigger_time_validation(dag):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dag.params
+    assert set(params.keys()) == {"models", "configs", "concurrency", "duration_s", "prompt_tokens", "output_tokens",
+                                  "prefix_tokens", "turns", "seed", "tensor_parallel_size", "replicas",
+                                  "llmd_version", "trials"}
+    assert params["concurrency"] == [1, 50, 100, 150, 300, 400, 500, 650]
+    for name in params.keys():
+        assert params.get_param(name).description, name
+
+    def validate(conf):
+        p = ParamsDict(params)
+        for k, v in conf.items():
+            p[k] = v
+        return p.validate()
+
+    validate({"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload"]})
+    for conf, name in [({"models": ["Qwen/Qwen3-70B"]}, "models"), ({"configs": ["x"]}, "configs"),
+                       ({"concurrency": []}, "concurrency"), ({"concurrency": [-1]}, "concurrency"),
+                       ({"duration_s": 0}, "duration_s"), ({"llmd_version": "v9"}, "llmd_version")]:
+        with pytest.raises((ParamValidationError, ValueError)) as err:
+            validate(conf)
+        assert name in str(err.value)
+    desc = params.get_param("models").description
+    assert "Qwen/Qwen3-0.6B" in desc and "Qwen/Qwen3-32B-AWQ" in desc
+
+
+def test_invalid_campaign_file_becomes_a_visible_failing_dag(campaigns_dir):
+    from llmd_bench.airflow_dag import build_dags
+    write_campaign(campaigns_dir, tiny_campaign())
+    doc = tiny_campaign(dag_id="llmd_broken")
+    doc["workload"]["duration_s"] = -1
+    write_campaign(campaigns_dir, doc, name="broken")
+    dags = build_dags(campaigns_dir)
+    assert "llmd_tiny" in dags
+    broken = dags["invalid_campaign__broken"]
+    assert "workload.duration_s" in broken.doc_md and "broken.yaml" in broken.doc_md
+
+
+def _render_pod(task, run_id="scheduled__2026-11-22T00:00:00+00:00"):
+    from airflow.sdk.definitions.context import Context
+    params = {k: task.dag.params[k] for k in task.dag.params.keys()}
+    context = Context(run_id=run_id, params=params, dag=task.dag, task=task, ti=None)
+    task.render_template_fields(context)
+    return task.build_pod_request_obj(dry_run=True)
+
+
+def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from llmd_bench.airflow_dag import build_dag
+
+    monkeypatch.setenv("LLMD_BENCH_STEP_IMAGE", "registry.example/llmd-bench-steps:0.1.0")
+    monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+    dag = build_dag(load_campaign(REFERENCE), runtime="kubernetes")
+    for step in sorted(STEPS):
+        task = dag.get_task(f"Qwen3-32B-AWQ__llm-d-valkey.{step}")
+        assert isinstance(task, KubernetesPodOperator)
+        pod = _render_pod(task)
+        c = pod.spec.containers[0]
+        assert c.image == "registry.example/llmd-bench-steps:0.1.0"
+        assert pod.metadata.namespace == "bench"
+        assert c.command == ["llmd-bench"]
+        assert c.args[:5] == [step, "--campaign", "kv_cache_eval", "--run-id", "scheduled__2026-11-22T00:00:00+00:00"]
+        assert c.args[-4:] == ["--model", "Qwen/Qwen3-32B-AWQ", "--config", "llm-d-valkey"]
+        params = json.loads(c.args[c.args.index("--params") + 1])
+        assert params["models"][-1] == "Qwen/Qwen3-32B-AWQ" and params["seed"] == 889
+        labels = pod.metadata.labels
+        assert labels["llmd-bench/campaign"] == "llmd_kv_cache_eval"
+        assert labels["llmd-bench/model"] == "qwen3-32b-awq" and labels["llmd-bench/config"] == "llm-d-valkey"
+        assert labels["llmd-bench/step"] == step
+        assert pod.spec.service_account_name == "llmd-bench-steps"
+        assert {e.name: e.value for e in c.env}["LLMD_BENCH_RUNTIME"] == "kubernetes"
+        assert 99 in task.skip_on_exit_code
+    sweep = _render_pod(dag.get_task("Qwen3-8B__no-offload.sweep"))
+    assert sweep.spec.containers[0].resources.requests["cpu"] == "4"
+    compare = _render_pod(dag.get_task("compare"))
+    assert compare.spec.containers[0].args[0] == "compare" and "--model" not in compare.spec.containers[0].args

@@ -1,0 +1,101 @@
+"""End to end through Airflow on the local runtime: real mock servers, real Redis, real GuideLLM runs."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import pytest
+
+from conftest import BIN, tiny_campaign, write_campaign
+from llmd_bench.campaign import load_campaign
+from llmd_bench.guidellm_report import parse_report_file
+from llmd_bench.runtime.processes import pid_alive, port_is_free
+
+pytestmark = pytest.mark.e2e
+
+CONF = {"concurrency": [1, 4], "duration_s": 2}
+
+
+def _states(dr):
+    return {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def _assert_nothing_left(results_dir):
+    states = list(results_dir.rglob("runtime.json"))
+    assert states, "no cell started anything"
+    for path in states:
+        state = json.loads(path.read_text())
+        assert state["processes"] == [] and state["leftovers"] == [], path
+        assert state["stopped"], path
+    for log in results_dir.rglob("cell.json"):
+        record = json.loads(log.read_text())
+        assert record["steps"]["teardown"]["status"] == "ok"
+        for port in record["steps"]["teardown"]["summary"]["ports_freed"]:
+            assert port_is_free(port)
+    for path in states:
+        for proc in json.loads(path.read_text())["stopped"]:
+            assert not pid_alive(proc["pid"]), proc
+            assert port_is_free(proc["port"]), proc
+
+
+def _run(campaign_path, conf):
+    from llmd_bench.airflow_dag import build_dag
+    dag = build_dag(load_campaign(campaign_path), runtime="local")
+    return dag.test(run_conf=conf)
+
+
+def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaigns_dir, results_dir):
+    path = write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "native-offload", "llm-d-valkey"]))
+    dr = _run(path, {**CONF, "configs": ["no-offload", "llm-d-valkey"]})
+    states = _states(dr)
+    assert dr.state == "success", states
+    for cell in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-valkey"):
+        for step in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"):
+            assert states[f"{cell}.{step}"] == "success", (cell, step)
+    # not selected: skipped, not failed
+    assert {states[f"Qwen3-0_6B__native-offload.{s}"] for s in ("deploy", "sweep", "teardown")} == {"skipped"}
+    run_dir = next(results_dir.iterdir())
+    assert run_dir.name == dr.run_id
+    for config in ("no-offload", "llm-d-valkey"):
+        report = parse_report_file(run_dir / "Qwen3-0.6B" / config / "trial-1" / "guidellm_report.json")
+        assert sorted(lv.concurrency for lv in report.levels) == [1, 4]
+        assert all(lv.requests_successful > 0 for lv in report.levels)
+        record = json.loads((run_dir / "Qwen3-0.6B" / config / "cell.json").read_text())
+        assert record["versions"]["guidellm"] == "0.8.1" and record["versions"]["llmd"] == "v0.4.0"
+        assert record["params"]["concurrency"] == [1, 4]
+        windows = record["sweep"]["trials"][0]["level_windows"]
+        assert [w["concurrency"] for w in windows] == [1, 4] and all(w["end"] > w["start"] for w in windows)
+    valkey = json.loads((run_dir / "Qwen3-0.6B" / "llm-d-valkey" / "cell.json").read_text())
+    assert valkey["serving"]["kv_backend"]["kind"] == "valkey"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    by_cell = {(c["model"], c["config"]): c for c in summary["cells"]}
+    assert by_cell[("Qwen3-0.6B", "no-offload")]["status"] == "ok"
+    assert by_cell[("Qwen3-0.6B", "no-offload")]["peak_output_tps"] > 0
+    assert by_cell[("Qwen3-0.6B", "native-offload")]["status"] == "skipped"
+    _assert_nothing_left(results_dir)
+
+
+def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch):
+    wrapper = tmp_path / "guidellm-failing"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"cell=Qwen3-0_6B__no-offload"*) echo "simulated GuideLLM crash" >&2; exit 3;; esac\n'
+        f'exec "{BIN}/guidellm" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("LLMD_BENCH_GUIDELLM", str(wrapper))
+    path = write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "llm-d-redis"]))
+    dr = _run(path, CONF)
+    states = _states(dr)
+    failed = "Qwen3-0_6B__no-offload"
+    assert states[f"{failed}.sweep"] == "failed"
+    assert states[f"{failed}.teardown"] == "success"
+    assert states[f"{failed}.load_results"] == "upstream_failed"
+    assert all(states[f"Qwen3-0_6B__llm-d-redis.{s}"] == "success"
+               for s in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"))
+    assert states["compare"] == "failed" and dr.state == "failed"
+    summary = json.loads((next(results_dir.iterdir()) / "summary.json").read_text())
+    bad = next(c for c in summary["cells"] if c["config"] == "no-offload")
+    assert bad["status"] == "failed" and "guidellm exited with 3" in bad["reason"]
+    assert next(c for c in summary["cells"] if c["config"] == "llm-d-redis")["status"] == "ok"
+    _assert_nothing_left(results_dir)

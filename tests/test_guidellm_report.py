@@ -1,0 +1,118 @@
+"""The GuideLLM report parser on real 0.8.1 reports, and the sweep's command line."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, tiny_campaign, write_campaign
+from llmd_bench import catalog, paths
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.errors import ReportError
+from llmd_bench.guidellm_report import ValidityRules, judge_level, parse_report, parse_report_file
+from llmd_bench.runtime import processes
+from llmd_bench.steps.sweep import guidellm_command
+
+
+@pytest.fixture(scope="session")
+def real_report(tmp_path_factory):
+    """A real GuideLLM 0.8.1 report from a run against the real mock server (two levels, 2 s each)."""
+    out = tmp_path_factory.mktemp("report") / "report.json"
+    port = processes.free_port()
+    log = out.parent / "mock.log"
+    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+                                    "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", "4"], port, log)
+    try:
+        processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
+        cmd = [str(BIN / "guidellm"), "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=Qwen/Qwen3-0.6B",
+               "--profile", '{"kind":"concurrent","streams":[1,4]}', "--constraint", "kind=max_duration,seconds=2",
+               "--seed", "kind=static,value=889",
+               "--data", "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1",
+               "--tokenizer", f"kind=hf_auto,model={paths.tokenizer_dir()}", "--output", f"kind=json,path={out}",
+               "--disable-progress"]
+        subprocess.run(cmd, check=True, capture_output=True)
+    finally:
+        processes.stop(mock)
+    return out
+
+
+def test_real_report_levels_and_metrics(real_report):
+    report = parse_report_file(real_report, expected_duration_s=2)
+    assert report.guidellm_version == "0.8.1"
+    assert [lv.concurrency for lv in report.levels] == [1, 4]
+    for lv in report.levels:
+        assert lv.valid, lv.invalid_reason
+        assert lv.value("output_tps") > 0 and lv.value("ttft_ms") >= 20 and lv.value("tpot_ms") > 0
+        assert lv.requests_successful >= 5 and lv.end > lv.start
+        assert "requests" not in lv.summary  # per-request records are not carried along
+    # More streams, more throughput against a server with no capacity limit
+    assert report.levels[1].value("output_tps") > report.levels[0].value("output_tps")
+
+
+def _doc(real_report):
+    return json.loads(real_report.read_text())
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d["metadata"].update(guidellm_version="0.5.3"), "written by GuideLLM 0.5.3 (layout 2); supported: GuideLLM 0.8.x"),
+    (lambda d: d.pop("metadata"), "not a GuideLLM report"),
+    (lambda d: d.update(benchmarks=[]), "no benchmarks"),
+    (lambda d: d["benchmarks"][0]["metrics"].pop("time_to_first_token_ms"), "missing `metrics.time_to_first_token_ms.successful`"),
+    (lambda d: d["benchmarks"][0]["metrics"]["output_tokens_per_second"]["successful"].update(mean="fast"), "expected a number"),
+    (lambda d: d["benchmarks"][1]["config"]["strategy"].update(streams=1), "concurrency 1 appears twice"),
+    (lambda d: d["benchmarks"][0]["config"]["strategy"].update(type_="poisson"), "not a concurrent-profile level"),
+])
+def test_foreign_or_broken_reports_are_rejected_clearly(real_report, mutate, needle):
+    doc = copy.deepcopy(_doc(real_report))
+    mutate(doc)
+    with pytest.raises(ReportError) as err:
+        parse_report(doc, source="r.json")
+    assert needle in str(err.value)
+
+
+def test_truncated_and_nan_reports(real_report, tmp_path):
+    text = real_report.read_text()
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) // 2])
+    with pytest.raises(ReportError, match="not valid JSON"):
+        parse_report_file(cut)
+    nan = tmp_path / "nan.json"
+    doc = _doc(real_report)
+    doc["benchmarks"][0]["metrics"]["output_tokens_per_second"]["successful"]["mean"] = float("nan")
+    nan.write_text(json.dumps(doc))
+    with pytest.raises(ReportError, match="NaN"):
+        parse_report_file(nan)
+
+
+def test_untrustworthy_levels_are_kept_with_a_reason(real_report):
+    lv = parse_report(_doc(real_report)).levels[1]
+    rules = ValidityRules()
+    lv.requests_errored = lv.requests_successful  # 50 % errors
+    assert "error ratio 50.0% > 5%" in judge_level(lv, None, rules)
+    lv.requests_errored, lv.requests_incomplete = 0, lv.concurrency + 1
+    assert "incomplete requests > concurrency" in judge_level(lv, None, rules)
+    lv.requests_incomplete, lv.requests_successful = 0, 2
+    assert "only 2 successful requests" in judge_level(lv, None, rules)
+    lv.requests_successful = 100
+    assert "ran 2.0 s of the 120 s asked" in judge_level(lv, 120, rules)
+    assert judge_level(lv, 2, rules) is None
+
+
+def test_sweep_command_line_matches_the_campaign(campaigns_dir):
+    campaign = load_campaign(write_campaign(campaigns_dir, tiny_campaign()))
+    params = resolve_params(campaign, {"concurrency": [8, 1, 4, 4], "duration_s": 7.5, "seed": 42}, catalog.known_versions())
+    ctx = StepContext(campaign, params, "run-1", "kubernetes", Cell("Qwen/Qwen3-0.6B", "llm-d-redis"))
+    cmd = guidellm_command(ctx, "guidellm", "http://gw:80", paths.home() / "out.json", trial=2)
+    args = dict(zip(cmd[2::2], cmd[3::2]))
+    assert cmd[:2] == ["guidellm", "run"]
+    assert json.loads(args["--profile"]) == {"kind": "concurrent", "streams": [1, 4, 8]}
+    assert args["--constraint"] == "kind=max_duration,seconds=7.5"
+    assert args["--seed"] == "kind=static,value=42"
+    assert args["--data"] == "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1"
+    assert args["--backend"] == "kind=openai_http,target=http://gw:80,model=Qwen/Qwen3-0.6B"
+    assert args["--tokenizer"] == "kind=hf_auto,model=Qwen/Qwen3-0.6B"  # in a cluster: the model's own tokenizer
