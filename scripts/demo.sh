@@ -7,6 +7,8 @@ DEMO_CONF='{"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload", "native-off
             "concurrency": [1, 8, 16], "duration_s": 4, "prompt_tokens": 64, "output_tokens": 32,
             "prefix_tokens": 256, "turns": 2}'
 mkdir -p "$AIRFLOW_HOME"
+llmd-bench db start
+export AIRFLOW_CONN_LLMD_RESULTS="$(llmd-bench db url)"
 airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { tail -20 "$AIRFLOW_HOME/db-migrate.log"; exit 1; }
 echo "Running DAG llmd_kv_cache_eval on the local runtime (log: $AIRFLOW_HOME/demo.log) ..."
 status=0
@@ -23,6 +25,6 @@ for c in summary["cells"]:
         continue
     peak = f"{c['peak_output_tps']:.1f} output tok/s at concurrency {c['optimal_concurrency']}" if c.get("peak_output_tps") else c.get("reason")
     print(f"  {c['model']:<12} {c['config']:<15} {c['status']:<8} {peak}")
-print(f"\nResults: {run}")
+print(f"\nResults: {run}  (also in PostgreSQL: `llmd-bench db status`; stop it with `llmd-bench db stop`)")
 PY
 exit $status

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmd_bench import paths
+from llmd_bench.runtime import processes
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "include" / "campaigns" / "kv_cache_eval.yaml"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -79,3 +82,63 @@ def airflow_db():
 def artifacts():
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def results_db(tmp_path_factory):
+    """A real PostgreSQL server for the whole test session (never the developer's own results)."""
+    from llmd_bench.db.server import server_at
+    from llmd_bench.runtime.processes import free_port
+
+    server = server_at(tmp_path_factory.mktemp("pg") / "server", free_port())
+    url = server.start()
+    os.environ["LLMD_BENCH_DB_URL"] = url
+    yield server
+    server.stop(mode="immediate")
+    os.environ.pop("LLMD_BENCH_DB_URL", None)
+
+
+@pytest.fixture
+def db_url(results_db):
+    """A fresh, empty database in the session server; dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = results_db.url("postgres")
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    yield results_db.url(name)
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def real_report(tmp_path_factory):
+    """A real GuideLLM 0.8.1 report from a run against the real mock server (two levels, 2 s each)."""
+    out = tmp_path_factory.mktemp("report") / "report.json"
+    port = processes.free_port()
+    log = out.parent / "mock.log"
+    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+                                    "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", "4"], port, log)
+    try:
+        processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
+        cmd = [str(BIN / "guidellm"), "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=Qwen/Qwen3-0.6B",
+               "--profile", '{"kind":"concurrent","streams":[1,4]}', "--constraint", "kind=max_duration,seconds=2",
+               "--seed", "kind=static,value=889",
+               "--data", "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1",
+               "--tokenizer", f"kind=hf_auto,model={paths.tokenizer_dir()}", "--output", f"kind=json,path={out}",
+               "--disable-progress"]
+        subprocess.run(cmd, check=True, capture_output=True)
+    finally:
+        processes.stop(mock)
+    return out
+
+

@@ -45,7 +45,20 @@ def _run(campaign_path, conf):
     return dag.test(run_conf=conf)
 
 
-def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaigns_dir, results_dir):
+def _db_rows(url, sql):
+    from sqlalchemy import text
+
+    from llmd_bench.db.store import make_engine
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     path = write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "native-offload", "llm-d-valkey"]))
     dr = _run(path, {**CONF, "configs": ["no-offload", "llm-d-valkey"]})
     states = _states(dr)
@@ -74,9 +87,17 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     assert by_cell[("Qwen3-0.6B", "no-offload")]["peak_output_tps"] > 0
     assert by_cell[("Qwen3-0.6B", "native-offload")]["status"] == "skipped"
     _assert_nothing_left(results_dir)
+    # the results store holds the run, every cell (skipped ones too) and every level
+    assert _db_rows(db_url, "SELECT dag_run_id, status, llmd_version, guidellm_version FROM runs") == [
+        (dr.run_id, "ok", "v0.4.0", "0.8.1")]
+    assert sorted(_db_rows(db_url, "SELECT config, status FROM cells")) == [
+        ("llm-d-valkey", "ok"), ("native-offload", "skipped"), ("no-offload", "ok")]
+    assert sorted(_db_rows(db_url, "SELECT c.config, l.concurrency FROM level_results l JOIN cells c ON c.id = l.cell_id")) == [
+        ("llm-d-valkey", 1), ("llm-d-valkey", 4), ("no-offload", 1), ("no-offload", 4)]
 
 
-def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch):
+def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch, db_url):
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     wrapper = tmp_path / "guidellm-failing"
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -99,3 +120,6 @@ def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campai
     assert bad["status"] == "failed" and "guidellm exited with 3" in bad["reason"]
     assert next(c for c in summary["cells"] if c["config"] == "llm-d-redis")["status"] == "ok"
     _assert_nothing_left(results_dir)
+    cells = dict(_db_rows(db_url, "SELECT config, status || ': ' || coalesce(reason, '') FROM cells"))
+    assert cells["llm-d-redis"] == "ok: " and cells["no-offload"].startswith("failed: sweep: guidellm exited with 3")
+    assert _db_rows(db_url, "SELECT status FROM runs") == [("failed",)]

@@ -4,41 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import time
 
 import pytest
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import tiny_campaign, write_campaign
 from llmd_bench import catalog, paths
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError
 from llmd_bench.guidellm_report import ValidityRules, judge_level, parse_report, parse_report_file
-from llmd_bench.runtime import processes
 from llmd_bench.steps.sweep import guidellm_command
-
-
-@pytest.fixture(scope="session")
-def real_report(tmp_path_factory):
-    """A real GuideLLM 0.8.1 report from a run against the real mock server (two levels, 2 s each)."""
-    out = tmp_path_factory.mktemp("report") / "report.json"
-    port = processes.free_port()
-    log = out.parent / "mock.log"
-    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
-                                    "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", "4"], port, log)
-    try:
-        processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
-        cmd = [str(BIN / "guidellm"), "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=Qwen/Qwen3-0.6B",
-               "--profile", '{"kind":"concurrent","streams":[1,4]}', "--constraint", "kind=max_duration,seconds=2",
-               "--seed", "kind=static,value=889",
-               "--data", "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1",
-               "--tokenizer", f"kind=hf_auto,model={paths.tokenizer_dir()}", "--output", f"kind=json,path={out}",
-               "--disable-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    finally:
-        processes.stop(mock)
-    return out
 
 
 def test_real_report_levels_and_metrics(real_report):

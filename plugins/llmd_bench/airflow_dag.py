@@ -25,6 +25,7 @@ from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError
 from llmd_bench.runtime import selected_runtime
 
 PARAMS_ARG = "{{ params | tojson }}"
+RESULTS_CONN_ID = "llmd_results"
 
 
 class LocalStepOperator(BaseOperator):
@@ -44,7 +45,7 @@ class LocalStepOperator(BaseOperator):
         self.log.info("Running: llmd-bench %s", " ".join(self.arguments[:1] + ["..."]))
         tail: deque[str] = deque(maxlen=30)
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+                                      env=self._env(), start_new_session=True)
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
             line = line.rstrip("\n")
@@ -55,6 +56,17 @@ class LocalStepOperator(BaseOperator):
             raise AirflowSkipException(tail[-1] if tail else "skipped")
         if code != 0:
             raise AirflowException(f"llmd-bench {self.arguments[0]} exited with {code}: " + " | ".join(list(tail)[-3:]))
+
+    def _env(self) -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if "LLMD_BENCH_DB_URL" not in env and "AIRFLOW_CONN_LLMD_RESULTS" not in env:
+            # The results store is the Airflow connection `llmd_results` when one is defined.
+            try:
+                from airflow.sdk import BaseHook
+                env["LLMD_BENCH_DB_URL"] = BaseHook.get_connection(RESULTS_CONN_ID).get_uri()
+            except Exception:  # noqa: BLE001 - not defined: steps use the local default server
+                pass
+        return env
 
     def on_kill(self) -> None:
         if self._proc and self._proc.poll() is None:

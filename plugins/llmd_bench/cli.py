@@ -90,6 +90,42 @@ def cmd_make_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmd_bench.importer import import_reports
+
+    summary = import_reports([Path(f) for f in args.files], args.model, args.config, args.llmd_version,
+                             run_id=args.run_id, campaign=args.campaign)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from llmd_bench.db.server import default_server
+
+    server = default_server()
+    if args.action == "start":
+        url = server.start()
+        print(f"PostgreSQL running on 127.0.0.1:{server.port} (data: {server.data})")
+        print(f"connection: {url}" if args.show_url else "connection URL: llmd-bench db url")
+    elif args.action == "stop":
+        server.stop()
+        print("PostgreSQL stopped")
+    elif args.action == "status":
+        print(f"{'running' if server.running() else 'stopped'} on 127.0.0.1:{server.port} (data: {server.data})")
+        return 0 if server.running() else 3
+    elif args.action == "url":
+        print(server.url() if server.password_file.exists() else "")
+    elif args.action == "migrate":
+        from llmd_bench.db import store
+        url = store.database_url()
+        engine = store.make_engine(url)
+        store.with_retries(lambda: store.migrate(engine), "migrating", url)
+        print(f"results schema at head in {store.redacted(url)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmd-bench", description="llm-d KV-cache evaluation steps")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -114,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-campaign", help="validate campaign files (default: include/campaigns/*.yaml)")
     p.add_argument("files", nargs="*")
     p.set_defaults(func=cmd_validate_campaign)
+    p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
+    p.add_argument("files", nargs="+", metavar="PATH")
+    p.add_argument("--model", required=True, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")
+    p.add_argument("--config", required=True, help="no-offload | native-offload | llm-d-redis | llm-d-valkey")
+    p.add_argument("--llmd-version", required=True)
+    p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
+    p.add_argument("--campaign", default="imported")
+    p.set_defaults(func=cmd_import)
+    p = sub.add_parser("db", help="the local PostgreSQL results server (start|stop|status|url|migrate)")
+    p.add_argument("action", choices=["start", "stop", "status", "url", "migrate"])
+    p.add_argument("--show-url", action="store_true", help="print the connection URL (with its password) on start")
+    p.set_defaults(func=cmd_db)
     p = sub.add_parser("make-tokenizer", help="write the offline tokenizer for local GuideLLM runs")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_make_tokenizer)

@@ -47,6 +47,40 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
     return outcomes
 
 
+def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
+    """Failed and skipped cells go into the store too, so they are never silently missing there."""
+    from sqlalchemy.orm import Session
+
+    from llmd_bench.context import tool_versions
+    from llmd_bench.db import store as db
+
+    versions = tool_versions(ctx.params.llmd_version)
+    run = db.RunInfo(campaign=ctx.campaign.dag_id, dag_run_id=ctx.run_id, runtime=ctx.runtime,
+                     llmd_version=ctx.params.llmd_version, vllm_version=versions["vllm"],
+                     guidellm_version=versions["guidellm"], llmd_bench_version=versions["llmd_bench"],
+                     images=versions["images"], params=ctx.params.model_dump())
+    by_short = {m.short_name: m.name for m in ctx.campaign.models}
+    url = db.database_url()
+    engine = db.make_engine(url)
+
+    def write() -> None:
+        db.migrate(engine)
+        with Session(engine) as session, session.begin():
+            run_pk = db.upsert_run(session, run)
+            for o in outcomes:
+                if o["status"] in ("failed", "skipped"):
+                    db.upsert_cell(session, run_pk, db.CellInfo(
+                        model=by_short[o["model"]], short_model=o["model"], config=o["config"], trial=1,
+                        status=o["status"], reason=o["reason"], tensor_parallel_size=ctx.params.tensor_parallel_size))
+            failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
+            db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
+
+    try:
+        db.with_retries(write, "recording the run's outcome", url)
+    finally:
+        engine.dispose()
+
+
 def format_table(outcomes: list[dict[str, Any]]) -> str:
     header = f"{'model':<16} {'config':<15} {'status':<8} {'peak out tok/s':>14} {'at conc.':>8}  note"
     lines = [header, "-" * len(header)]
@@ -65,6 +99,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     print(format_table(outcomes))
     write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
                                                      "runtime": ctx.runtime, "cells": outcomes})
+    record_outcomes(ctx, outcomes)
     failed = [f"{o['model']}/{o['config']} ({o['reason']})" for o in outcomes if o["status"] in ("failed", "invalid")]
     if failed:
         raise CellsFailed(f"{len(failed)} cell(s) failed: " + "; ".join(failed))

@@ -13,6 +13,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if not ctx.params.selects(ctx.cell):
         raise NotSelected(f"cell {ctx.cell} is not selected by this run's params "
                           f"(models={ctx.params.models}, configs={ctx.params.configs})")
+    if already_stored(ctx):
+        raise NotSelected(f"cell {ctx.cell} is already stored for run {ctx.run_id}; not benchmarked again")
     if ctx.runtime == "local":
         from llmd_bench.runtime import local
         state = local.deploy(ctx)
@@ -29,3 +31,24 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if state.get("kv_backend"):
             record["versions"]["kv_backend"] = {state["kv_backend"]["kind"]: state["kv_backend"]["server_version"]}
     return {"endpoint": state["endpoint"], "replicas": len(state["replicas"]), "kv_backend": state.get("kv_backend")}
+
+
+def already_stored(ctx: StepContext) -> bool:
+    """A cleared or re-run DAG run must not benchmark a cell whose results are already stored.
+    If the store cannot be asked, benchmark anyway: load_results will retry the store."""
+    from sqlalchemy.orm import Session
+
+    from llmd_bench.db import store as db
+
+    assert ctx.cell is not None
+    try:
+        engine = db.make_engine()
+        try:
+            with Session(engine) as session:
+                return db.cell_stored(session, ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config,
+                                      ctx.params.trials)
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - a missing table or a down server is "not stored"
+        print(f"could not check the results store ({type(exc).__name__}); deploying", flush=True)
+        return False

