@@ -35,6 +35,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/targets.py
+	$(BIN)/python benchmarks/store_targets.py $$(ls -t results/*/*/*/trial-1/guidellm_report.json 2>/dev/null | head -1)
 
 clean:
 	rm -rf .airflow results reports .cache/pg

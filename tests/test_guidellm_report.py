@@ -91,3 +91,18 @@ def test_sweep_command_line_matches_the_campaign(campaigns_dir):
     assert args["--data"] == "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1"
     assert args["--backend"] == "kind=openai_http,target=http://gw:80,model=Qwen/Qwen3-0.6B"
     assert args["--tokenizer"] == "kind=hf_auto,model=Qwen/Qwen3-0.6B"  # in a cluster: the model's own tokenizer
+
+
+def test_stored_summary_is_compact_but_keeps_what_matters(real_report):
+    doc = _doc(real_report)
+    lv = parse_report(doc).levels[0]
+    bench = doc["benchmarks"][0]
+    s = lv.summary
+    assert s["start_time"] == bench["start_time"] and s["scheduler_metrics"]["measure_start_time"] == \
+        bench["scheduler_metrics"]["measure_start_time"]  # timestamps exact
+    tps = s["metrics"]["output_tokens_per_second"]["successful"]
+    assert tps["mean"] == pytest.approx(bench["metrics"]["output_tokens_per_second"]["successful"]["mean"], rel=1e-5)
+    assert set(tps["percentiles"]) == {"p50", "p90", "p95", "p99"}
+    assert s["metrics"]["request_totals"] == bench["metrics"]["request_totals"]
+    assert s["config"]["strategy"]["streams"] == 1
+    assert len(json.dumps(s)) < len(json.dumps({k: v for k, v in bench.items() if k != "requests"})) / 5

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections import deque
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -128,7 +129,9 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                 sweep = step_operator("sweep", campaign, cell, runtime)
                 collect_pcp = step_operator("collect_pcp", campaign, cell, runtime)
                 teardown = step_operator("teardown", campaign, cell, runtime)
-                load_results = step_operator("load_results", campaign, cell, runtime)
+                # The store may be briefly down: the step retries with back-off, Airflow retries the step.
+                load_results = step_operator("load_results", campaign, cell, runtime, retries=2,
+                                             retry_delay=timedelta(seconds=30))
                 deploy >> warmup >> sweep >> collect_pcp >> teardown.as_teardown(setups=deploy)
                 sweep >> load_results
             lane = lanes[i % campaign.lanes]

@@ -185,7 +185,7 @@ def _parse_level(bench: Any, i: int, source: str, expected_duration_s: float | N
     duration = _number(bench.get("duration"), f"{where}.duration", source)
     if start is None or end is None or duration is None:
         raise ReportError(f"GuideLLM report {source}: `{where}` has no start_time/end_time/duration")
-    summary = {k: v for k, v in bench.items() if k != "requests"}
+    summary = compact_summary(bench)
     level = LevelResult(concurrency, start, end, duration, successful, errored, incomplete, metrics, summary)
     level.invalid_reason = judge_level(level, expected_duration_s, rules)
     return level
@@ -207,3 +207,66 @@ def judge_level(level: LevelResult, expected_duration_s: float | None, rules: Va
     if level.value("output_tps") is None:
         reasons.append("no output tokens/s for successful requests")
     return "; ".join(reasons) or None
+
+
+# What a level keeps from GuideLLM's summary in the results store: every metric's scalar statistics and
+# headline percentiles for each request outcome. The full report (with per-turn and per-modality
+# breakdowns and the per-request records) stays in the results folder, referenced by path and sha256.
+_KEEP_STATS = ("mean", "median", "mode", "std_dev", "min", "max", "count", "total_sum", "mean_ci")
+_KEEP_PERCENTILES = ("p50", "p90", "p95", "p99")
+_SKIP_METRICS = {"text", "image", "video", "audio", "turns", "tool_call"}
+_KEEP_TOP = ("type_", "start_time", "end_time", "duration", "warmup_duration", "cooldown_duration", "warnings",
+             "scheduler_metrics")
+
+
+def _round(value: Any) -> Any:
+    # 6 significant digits in the JSONB copy; the typed columns keep full precision.
+    if isinstance(value, float) and math.isfinite(value):
+        return float(f"{value:.6g}")
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    return value
+
+
+def _compact_distribution(dist: Any) -> Any:
+    if not isinstance(dist, dict):
+        return dist
+    out = {k: _round(dist[k]) for k in _KEEP_STATS if dist.get(k) is not None}
+    pct = dist.get("percentiles")
+    if isinstance(pct, dict):
+        out["percentiles"] = {k: _round(pct[k]) for k in _KEEP_PERCENTILES if k in pct}
+    return out
+
+
+def _compact_tree(node: Any) -> Any:
+    if isinstance(node, dict):
+        if "percentiles" in node:
+            return _compact_distribution(node)
+        return {k: _compact_tree(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [_compact_tree(v) for v in node]
+    return node  # scalars outside distributions (timestamps among them) stay exact
+
+
+def compact_summary(bench: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {k: _compact_tree(bench[k]) for k in _KEEP_TOP if k in bench}
+    config = bench.get("config") if isinstance(bench.get("config"), dict) else {}
+    summary["config"] = {k: config[k] for k in ("strategy", "constraints", "run_id", "run_index") if k in config}
+    metrics = bench.get("metrics") if isinstance(bench.get("metrics"), dict) else {}
+    compact: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if name in _SKIP_METRICS:
+            continue
+        if isinstance(value, dict) and isinstance(value.get("successful"), dict):
+            # Successful requests in full (the published method uses them); errored and incomplete
+            # ones by count and mean where there are any; `total` is left to the report file.
+            entry = {"successful": _compact_distribution(value.get("successful"))}
+            for outcome in ("errored", "incomplete"):
+                dist = value.get(outcome)
+                if isinstance(dist, dict) and dist.get("count"):
+                    entry[outcome] = {"count": dist["count"], "mean": _round(dist.get("mean"))}
+            compact[name] = entry
+        else:
+            compact[name] = value
+    summary["metrics"] = compact
+    return summary

@@ -1,0 +1,79 @@
+"""Results-store targets (prints numbers; not a test):
+- local server start <= 5 s (first start including initdb, and a restart)
+- ingest 10,000 level rows <= 5 s
+- fetch the latest run's per-cell peaks <= 100 ms
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from llmd_bench.db import store as db
+from llmd_bench.db.queries import latest_run_peaks
+from llmd_bench.db.server import server_at
+from llmd_bench.guidellm_report import LevelResult, compact_summary
+from llmd_bench.runtime.processes import free_port
+
+
+def synthetic_levels(n: int, summary: dict) -> list[LevelResult]:
+    levels = []
+    for i in range(n):
+        m = {k: {"mean": 100.0 + i, "median": 99.0, "p90": 120.0, "p99": 130.0, "std_dev": 5.0}
+             for k in ("output_tps", "requests_per_s", "ttft_ms", "tpot_ms", "itl_ms", "request_latency_s")}
+        levels.append(LevelResult(i + 1, 1.7e9 + i, 1.7e9 + i + 120, 120.0, 500, 0, 3, m, summary))
+    return levels
+
+
+def main() -> None:
+    base = Path(tempfile.mkdtemp(prefix="llmd-bench-store-"))
+    server = server_at(base / "pg", free_port())
+    t = time.perf_counter()
+    url = server.start()
+    first = time.perf_counter() - t
+    server.stop()
+    t = time.perf_counter()
+    server.start()
+    restart = time.perf_counter() - t
+    print(f"local server start: {first:.2f} s first (initdb + start), {restart:.2f} s restart  target <= 5 s")
+
+    sample = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    summary = {}
+    if sample:
+        doc = json.loads(sample.read_text())
+        summary = compact_summary(doc["benchmarks"][0])
+    print(f"level summary JSONB size: {len(json.dumps(summary)) / 1024:.1f} KiB per row"
+          + ("" if sample else " (pass a GuideLLM report to use a real-size summary)"))
+    engine = db.make_engine(url)
+    db.migrate(engine)
+    run = db.RunInfo("bench", "run-0", "local", "v0.4.0", "0.11.2", "0.8.1", "0.1.0", {}, {})
+    # 10,000 rows as a campaign would produce them: 16 cells x 625 levels each, one transaction per cell
+    per_cell = 625
+    t = time.perf_counter()
+    for c in range(16):
+        with Session(engine) as s, s.begin():
+            db.store_cell(s, run, db.CellInfo(f"org/m{c // 4}", f"m{c // 4}", ["no-offload", "native-offload",
+                          "llm-d-redis", "llm-d-valkey"][c % 4], 1, "ok"), synthetic_levels(per_cell, summary))
+    ingest = time.perf_counter() - t
+    print(f"ingest 10,000 level rows (16 cells x 625): {ingest:.2f} s  target <= 5 s")
+    timings = []
+    for _ in range(20):
+        t = time.perf_counter()
+        with Session(engine) as s:
+            peaks = latest_run_peaks(s, "bench")
+        timings.append(time.perf_counter() - t)
+    print(f"latest run's per-cell peaks ({len(peaks)} cells): median {statistics.median(timings) * 1000:.1f} ms, "
+          f"max {max(timings) * 1000:.1f} ms over 20 queries  target <= 100 ms")
+    engine.dispose()
+    server.stop(mode="immediate")
+
+
+if __name__ == "__main__":
+    main()
