@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - print the performance targets' numbers"
 
 setup: $(STAMP) $(TOKENIZER)
+	@bash scripts/system-deps.sh
 
 $(STAMP): requirements.txt requirements-steps.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required")'
@@ -36,6 +37,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/targets.py
 	$(BIN)/python benchmarks/store_targets.py $$(ls -t results/*/*/*/trial-1/guidellm_report.json 2>/dev/null | head -1)
+	$(BIN)/python benchmarks/report_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg

@@ -73,6 +73,9 @@ def main() -> None:
           f"max {max(timings) * 1000:.1f} ms over 20 queries  target <= 100 ms")
     engine.dispose()
     server.stop(mode="immediate")
+    import shutil
+    shutil.rmtree(server.base, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,15 @@ airflow db migrate > "$AIRFLOW_HOME/db-migrate.log" 2>&1 || { tail -20 "$AIRFLOW
 echo "Running DAG llmd_kv_cache_eval on the local runtime (log: $AIRFLOW_HOME/demo.log) ..."
 status=0
 airflow dags test llmd_kv_cache_eval -c "$DEMO_CONF" > "$AIRFLOW_HOME/demo.log" 2>&1 || status=$?
-run_dir=$(ls -td results/*/ 2>/dev/null | head -1)
-python - "$run_dir" <<'PY'
-import json, sys
-from pathlib import Path
-run = Path(sys.argv[1])
-summary = json.loads((run / "summary.json").read_text())
-print(f"\nRun {summary['run_id']} (runtime: {summary['runtime']}; serving layer SIMULATED by GuideLLM mock servers)")
-for c in summary["cells"]:
-    if c["status"] == "skipped":
-        continue
-    peak = f"{c['peak_output_tps']:.1f} output tok/s at concurrency {c['optimal_concurrency']}" if c.get("peak_output_tps") else c.get("reason")
-    print(f"  {c['model']:<12} {c['config']:<15} {c['status']:<8} {peak}")
-print(f"\nResults: {run}  (also in PostgreSQL: `llmd-bench db status`; stop it with `llmd-bench db stop`)")
-PY
+run_id=$(python -c 'import json,sys; from pathlib import Path; runs=sorted(Path("results").glob("*/summary.json"), key=lambda p: p.stat().st_mtime); print(json.loads(runs[-1].read_text())["run_id"])')
+echo
+echo "Run $run_id on the local runtime: the serving layer was SIMULATED by GuideLLM mock servers."
+if [ -f "reports/latest/report.md" ]; then
+  sed -n '/^| Model | Config | Status/,/^$/p' "reports/latest/report.md"
+else
+  echo "No report was written; see $AIRFLOW_HOME/demo.log"
+fi
+echo "Report:  reports/latest/report.html (and report.md, CSVs, plots)"
+echo "Results: results/$run_id"
+echo "Results database: llmd-bench db status | url | stop"
 exit $status

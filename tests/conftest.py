@@ -61,6 +61,7 @@ def campaigns_dir(tmp_path, monkeypatch):
 def results_dir(tmp_path, monkeypatch):
     d = tmp_path / "results"
     monkeypatch.setenv("LLMD_BENCH_RESULTS", str(d))
+    monkeypatch.setenv("LLMD_BENCH_REPORTS", str(tmp_path / "reports"))
     return d
 
 
@@ -96,6 +97,8 @@ def results_db(tmp_path_factory):
     yield server
     server.stop(mode="immediate")
     os.environ.pop("LLMD_BENCH_DB_URL", None)
+    import shutil
+    shutil.rmtree(server.base, ignore_errors=True)  # may be the /var/tmp fallback: leave nothing behind
 
 
 @pytest.fixture

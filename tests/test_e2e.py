@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import stat
 
@@ -84,8 +85,13 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     summary = json.loads((run_dir / "summary.json").read_text())
     by_cell = {(c["model"], c["config"]): c for c in summary["cells"]}
     assert by_cell[("Qwen3-0.6B", "no-offload")]["status"] == "ok"
-    assert by_cell[("Qwen3-0.6B", "no-offload")]["peak_output_tps"] > 0
     assert by_cell[("Qwen3-0.6B", "native-offload")]["status"] == "skipped"
+    report_dir = results_dir.parent / "reports" / dr.run_id
+    assert (results_dir.parent / "reports" / "latest").resolve() == report_dir.resolve()
+    peaks = {(r["config"]): r for r in csv.DictReader(open(report_dir / "all_peak_metrics.csv"))}
+    assert float(peaks["no-offload"]["peak_output_tps"]) > 0 and peaks["no-offload"]["optimal_concurrency"] == "4"
+    assert peaks["native-offload"]["status"] == "skipped" and peaks["native-offload"]["peak_output_tps"] == ""
+    assert "The serving layer was SIMULATED" in (report_dir / "report.md").read_text().split("\n## ")[0]
     _assert_nothing_left(results_dir)
     # the results store holds the run, every cell (skipped ones too) and every level
     assert _db_rows(db_url, "SELECT dag_run_id, status, llmd_version, guidellm_version FROM runs") == [

@@ -3,8 +3,8 @@ a database that is down and comes back, and a cleared run that does not benchmar
 
 from __future__ import annotations
 
-import copy
 import json
+import os
 import subprocess
 import threading
 import time
@@ -71,13 +71,13 @@ def test_import_then_reimport_writes_no_duplicates(db_url, real_report):
 def test_import_command_line(db_url, real_report, monkeypatch):
     out = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), str(real_report), "--model", "Qwen/Qwen3-14B",
                           "--config", "no-offload", "--llmd-version", "v0.4.0", "--run-id", "cli-1"],
-                         capture_output=True, text=True, env={**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url})
+                         capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1])["trials"] == 2
     assert (_count(db_url, Cell), _count(db_url)) == (2, 4)
     bad = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), "--model", "Qwen/Qwen3-14B",
                           "--config", "gpu-magic", "--llmd-version", "v0.4.0"], capture_output=True, text=True,
-                         env={**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url})
+                         env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
     assert bad.returncode == 1 and "--config 'gpu-magic' is not a configuration; allowed: ['no-offload'" in bad.stderr
 
 
@@ -126,6 +126,8 @@ def test_database_down_then_up(tmp_path, real_report, monkeypatch):
     finally:
         time.sleep(0.1)
         server.stop(mode="immediate")
+        import shutil
+        shutil.rmtree(server.base, ignore_errors=True)
 
 
 def test_latest_run_peaks_come_from_valid_levels_only(db_url, real_report):
@@ -149,8 +151,34 @@ def test_cleared_run_does_not_benchmark_a_stored_cell_again(db_url, real_report,
     from conftest import tiny_campaign, write_campaign
     write_campaign(campaigns_dir, tiny_campaign())
     import_reports([real_report], "Qwen/Qwen3-0.6B", "no-offload", "v0.4.0", run_id="run-7", campaign="llmd_tiny", url=db_url)
-    env = {**__import__("os").environ, "LLMD_BENCH_DB_URL": db_url}
+    env = {**os.environ, "LLMD_BENCH_DB_URL": db_url}
     args = [str(BIN / "llmd-bench"), "deploy", "--campaign", "tiny", "--run-id", "run-7", "--model", "Qwen/Qwen3-0.6B"]
     stored = subprocess.run(args + ["--config", "no-offload"], capture_output=True, text=True, env=env)
     assert stored.returncode == 99 and "already stored for run run-7" in stored.stdout
     assert not (results_dir / "run-7" / "Qwen3-0.6B" / "no-offload" / "runtime.json").exists()
+
+
+def test_report_compares_llmd_versions_and_flags_a_regression(db_url, real_report, tmp_path, monkeypatch):
+    from llmd_bench.steps.compare import generate_report
+
+    slower = tmp_path / "slower.json"
+    doc = json.loads(real_report.read_text())
+    for b in doc["benchmarks"]:
+        b["metrics"]["output_tokens_per_second"]["successful"]["mean"] *= 0.7
+    slower.write_text(json.dumps(doc))
+    for config in ("no-offload", "llm-d-redis"):
+        import_reports([real_report], "Qwen/Qwen3-8B", config, "v0.3.1", run_id="old", campaign="camp", url=db_url)
+    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", run_id="new", campaign="camp", url=db_url)
+    import_reports([slower], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="new", campaign="camp", url=db_url)
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    report = generate_report("new", tmp_path / "r", campaign="camp")
+    old_only = generate_report("old", tmp_path / "o", campaign="camp")
+    cv = report.cross_version.set_index("config")
+    assert cv.loc["llm-d-redis", "judgement"] == "REGRESSION"
+    assert cv.loc["llm-d-redis", "change_pct"] == pytest.approx(-30, abs=0.01)
+    assert cv.loc["no-offload", "judgement"] == "within noise" and cv.loc["no-offload", "change_pct"] == pytest.approx(0)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Across llm-d versions" in md and "1 regression(s) beyond noise" in md
+    assert (tmp_path / "r" / "cross_version.csv").exists()
+    # the older run is compared the other way round: an improvement, not a regression
+    assert set(old_only.cross_version["judgement"]) == {"improvement", "within noise"}

@@ -1,33 +1,213 @@
-"""Numbers derived from per-level results: peaks per cell (the published method)."""
+"""The comparison's numbers, computed from per-level data (never copied from anywhere).
+
+Published method: per model x config, the valid level with the highest mean successful output tokens/s
+is the peak; TTFT and TPOT means at that level; % vs the no-offload baseline of the same model.
+On top of it: with 2+ trials a 95 % confidence interval per cell from the trials; with one trial an
+interval from GuideLLM's own within-level dispersion, labelled weak. A difference is "within noise"
+unless the two intervals separate.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+
+import pandas as pd
+
+from llmd_bench.campaign import BASELINE_CONFIG, CONFIGS
+
+LEVEL_COLUMNS = ["model", "config", "trial", "concurrency", "output_tps_mean", "output_tps_std", "ttft_mean_ms",
+                 "tpot_mean_ms", "itl_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms",
+                 "requests_successful", "requests_errored", "requests_incomplete", "request_latency_mean_s",
+                 "request_latency_std_s", "valid", "invalid_reason"]
+_NUMERIC = ["output_tps_mean", "output_tps_std", "ttft_mean_ms", "tpot_mean_ms", "itl_mean_ms", "ttft_p90_ms",
+            "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms", "requests_successful", "requests_errored",
+            "requests_incomplete", "request_latency_mean_s", "request_latency_std_s"]
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: normal).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 25: 2.060, 30: 2.042}
+
+
+WEAK_BASIS = "1 trial (weak: spread of request latency within the level)"
+WEAK_BASIS_RATE = "1 trial (weak: spread of the token rate within the level)"
+
+
+def t95(df: int) -> float:
+    if df <= 0:
+        return math.nan
+    if df in _T95:
+        return _T95[df]
+    if df > 30:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= df)]
+
+
+def config_order(config: str) -> int:
+    return CONFIGS.index(config) if config in CONFIGS else len(CONFIGS)
+
+
+def normalize_levels(levels: pd.DataFrame) -> pd.DataFrame:
+    """Fill optional columns; a level without output tokens/s is invalid (never a zero)."""
+    df = levels.copy()
+    for col in LEVEL_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    df["trial"] = df["trial"].fillna(1).astype(int)
+    df["concurrency"] = df["concurrency"].astype(int)
+    for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    missing = df["output_tps_mean"].isna()
+    df["valid"] = df["valid"].map(lambda v: True if v is None or (isinstance(v, float) and math.isnan(v)) else _truthy(v))
+    df.loc[missing, "invalid_reason"] = df.loc[missing, "invalid_reason"].fillna("no output tokens/s")
+    df.loc[missing, "valid"] = False
+    return df[LEVEL_COLUMNS]
+
+
+def _truthy(v: object) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "t", "1", "yes")
+    return bool(v)
 
 
 @dataclass(frozen=True)
-class Peak:
-    output_tps: float
-    concurrency: int
-    ttft_ms: float | None
-    tpot_ms: float | None
+class Interval:
+    low: float
+    high: float
+    basis: str  # "N trials" | "1 trial (weak: ...)" | "none"
+
+    def separates_from(self, other: Interval) -> bool:
+        return self.low > other.high or self.high < other.low
 
 
-def peak(levels: Iterable[dict[str, Any]]) -> Peak | None:
-    """The valid level with the highest mean successful output tokens/s; ties go to the lower concurrency."""
-    best = None
-    for lv in levels:
-        if not lv.get("valid", True):
-            continue
-        tps = lv["metrics"]["output_tps"]["mean"]
-        if tps is None:
-            continue
-        key = (tps, -lv["concurrency"])
-        if best is None or key > best[0]:
-            best = (key, lv)
-    if best is None:
+def cell_peaks(levels: pd.DataFrame) -> pd.DataFrame:
+    """One row per model x config that has at least one valid level: the peak and its interval."""
+    valid = levels[levels["valid"]]
+    rows = []
+    for (model, config), cell in valid.groupby(["model", "config"], sort=False):
+        trials = sorted(cell["trial"].unique())
+        per_level = cell.groupby("concurrency").agg(
+            output_tps_mean=("output_tps_mean", "mean"), ttft_mean_ms=("ttft_mean_ms", "mean"),
+            tpot_mean_ms=("tpot_mean_ms", "mean"), n=("trial", "nunique")).reset_index()
+        # Only levels measured in every trial compete when there are several trials.
+        complete = per_level[per_level["n"] == len(trials)]
+        candidates = complete if not complete.empty else per_level
+        best = candidates.sort_values(["output_tps_mean", "concurrency"], ascending=[False, True]).iloc[0]
+        at_peak = cell[cell["concurrency"] == best["concurrency"]]
+        interval = _interval(at_peak, len(trials))
+        rows.append({
+            "model": model, "config": config, "peak_output_tps": float(best["output_tps_mean"]),
+            "optimal_concurrency": int(best["concurrency"]), "ttft_mean_ms": _f(best["ttft_mean_ms"]),
+            "tpot_mean_ms": _f(best["tpot_mean_ms"]), "trials": len(trials),
+            "peak_ci_low": interval.low, "peak_ci_high": interval.high, "noise_basis": interval.basis,
+            "valid_levels": int(cell["concurrency"].nunique()),
+        })
+    return pd.DataFrame(rows, columns=["model", "config", "peak_output_tps", "optimal_concurrency", "ttft_mean_ms",
+                                       "tpot_mean_ms", "trials", "peak_ci_low", "peak_ci_high", "noise_basis",
+                                       "valid_levels"])
+
+
+def _f(v: object) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _interval(at_peak: pd.DataFrame, trials: int) -> Interval:
+    values = at_peak["output_tps_mean"].astype(float)
+    mean = float(values.mean())
+    if trials >= 2 and len(values) >= 2:
+        half = t95(len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+        return Interval(mean - half, mean + half, f"{len(values)} trials")
+    row = at_peak.iloc[0]
+    n = row["requests_successful"]
+    lat_mean, lat_std = row["request_latency_mean_s"], row["request_latency_std_s"]
+    if pd.notna(lat_mean) and pd.notna(lat_std) and pd.notna(n) and n > 0 and lat_mean > 0:
+        # With a fixed number of streams, throughput = streams x tokens / mean request latency, so its
+        # relative standard error is that of the mean latency over the level's requests.
+        half = 1.96 * mean * (float(lat_std) / float(lat_mean)) / math.sqrt(float(n))
+        return Interval(mean - half, mean + half, WEAK_BASIS)
+    std = row["output_tps_std"]
+    if pd.notna(std) and pd.notna(n) and n > 0:
+        # Without latency data: GuideLLM's spread of the token rate over the level, per request.
+        half = 1.96 * float(std) / math.sqrt(float(n))
+        return Interval(mean - half, mean + half, WEAK_BASIS_RATE)
+    return Interval(math.nan, math.nan, "none (no dispersion data)")
+
+
+def interval_of(row: pd.Series) -> Interval:
+    return Interval(row["peak_ci_low"], row["peak_ci_high"], row["noise_basis"])
+
+
+def judge(value: pd.Series, reference: pd.Series) -> tuple[str, str]:
+    """('higher' | 'lower' | 'within noise' | 'no noise basis', basis) for value vs reference."""
+    a, b = interval_of(value), interval_of(reference)
+    if any(math.isnan(x) for x in (a.low, a.high, b.low, b.high)):
+        return "no noise basis", "none"
+    basis = a.basis if a.basis == b.basis else f"{a.basis} vs {b.basis}"
+    if not a.separates_from(b):
+        return "within noise", basis
+    return ("higher" if value["peak_output_tps"] > reference["peak_output_tps"] else "lower"), basis
+
+
+def pct(new: float | None, old: float | None) -> float | None:
+    if new is None or old is None or old == 0 or (isinstance(old, float) and math.isnan(old)):
         return None
-    lv = best[1]
-    return Peak(lv["metrics"]["output_tps"]["mean"], lv["concurrency"],
-                lv["metrics"]["ttft_ms"]["mean"], lv["metrics"]["tpot_ms"]["mean"])
+    return (new - old) / old * 100.0
+
+
+def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
+    """Every config vs the no-offload baseline of the same model (the published % vs baseline)."""
+    rows = []
+    for _, row in peaks.iterrows():
+        base = peaks[(peaks["model"] == row["model"]) & (peaks["config"] == BASELINE_CONFIG)]
+        if row["config"] == BASELINE_CONFIG:
+            continue
+        if base.empty:
+            rows.append({"model": row["model"], "config": row["config"], "baseline_peak_output_tps": None,
+                         "peak_output_tps": row["peak_output_tps"], "vs_baseline_pct": None,
+                         "ttft_vs_baseline_pct": None, "tpot_vs_baseline_pct": None,
+                         "judgement": "no baseline", "basis": "none"})
+            continue
+        b = base.iloc[0]
+        verdict, basis = judge(row, b)
+        rows.append({"model": row["model"], "config": row["config"], "baseline_peak_output_tps": b["peak_output_tps"],
+                     "peak_output_tps": row["peak_output_tps"],
+                     "vs_baseline_pct": pct(row["peak_output_tps"], b["peak_output_tps"]),
+                     "ttft_vs_baseline_pct": pct(row["ttft_mean_ms"], b["ttft_mean_ms"]),
+                     "tpot_vs_baseline_pct": pct(row["tpot_mean_ms"], b["tpot_mean_ms"]),
+                     "judgement": verdict, "basis": basis})
+    return pd.DataFrame(rows, columns=["model", "config", "baseline_peak_output_tps", "peak_output_tps",
+                                       "vs_baseline_pct", "ttft_vs_baseline_pct", "tpot_vs_baseline_pct",
+                                       "judgement", "basis"])
+
+
+def redis_vs_valkey(peaks: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for model in peaks["model"].unique():
+        r = peaks[(peaks["model"] == model) & (peaks["config"] == "llm-d-redis")]
+        v = peaks[(peaks["model"] == model) & (peaks["config"] == "llm-d-valkey")]
+        if r.empty or v.empty:
+            continue
+        r, v = r.iloc[0], v.iloc[0]
+        verdict, basis = judge(v, r)
+        rows.append({"model": model, "redis_peak_output_tps": r["peak_output_tps"], "valkey_peak_output_tps": v["peak_output_tps"],
+                     "valkey_vs_redis_tps": v["peak_output_tps"] - r["peak_output_tps"],
+                     "valkey_vs_redis_pct": pct(v["peak_output_tps"], r["peak_output_tps"]),
+                     "ttft_valkey_vs_redis_pct": pct(v["ttft_mean_ms"], r["ttft_mean_ms"]),
+                     "tpot_valkey_vs_redis_pct": pct(v["tpot_mean_ms"], r["tpot_mean_ms"]),
+                     "judgement": verdict, "basis": basis})
+    return pd.DataFrame(rows, columns=["model", "redis_peak_output_tps", "valkey_peak_output_tps", "valkey_vs_redis_tps",
+                                       "valkey_vs_redis_pct", "ttft_valkey_vs_redis_pct", "tpot_valkey_vs_redis_pct",
+                                       "judgement", "basis"])
+
+
+def model_spread(peaks: pd.DataFrame) -> pd.DataFrame:
+    """Per model: how far apart the configurations' peaks are, (max - min) / min."""
+    rows = []
+    for model, g in peaks.groupby("model", sort=False):
+        if len(g) < 2:
+            continue
+        hi, lo = g.loc[g["peak_output_tps"].idxmax()], g.loc[g["peak_output_tps"].idxmin()]
+        rows.append({"model": model, "configs": len(g), "best_config": hi["config"], "worst_config": lo["config"],
+                     "spread_pct": pct(hi["peak_output_tps"], lo["peak_output_tps"])})
+    return pd.DataFrame(rows, columns=["model", "configs", "best_config", "worst_config", "spread_pct"])

@@ -101,6 +101,24 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmd_bench import report as rpt
+
+    out = Path(args.out)
+    if args.from_csv:
+        from llmd_bench.report_data import from_csv_dir
+        report = rpt.build(from_csv_dir(Path(args.from_csv)))
+        rpt.write(report, out)
+    else:
+        from llmd_bench.steps.compare import generate_report
+        report = generate_report(args.run_id, out, campaign=args.campaign)
+    print(rpt.peak_table_text(report))
+    print(f"report written to {out / 'report.html'}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from llmd_bench.db.server import default_server
 
@@ -150,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-campaign", help="validate campaign files (default: include/campaigns/*.yaml)")
     p.add_argument("files", nargs="*")
     p.set_defaults(func=cmd_validate_campaign)
+    p = sub.add_parser("report", help="write the comparison report of a stored run, or of a folder of metrics CSVs")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-id", help="a run in the results store (the Airflow dag_run id)")
+    src.add_argument("--from-csv", metavar="DIR", help="a folder of <model>_<config>_metrics.csv files")
+    p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
     p.add_argument("files", nargs="+", metavar="PATH")
     p.add_argument("--model", required=True, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")

@@ -25,6 +25,10 @@ def results_root() -> Path:
     return Path(os.environ.get("LLMD_BENCH_RESULTS", home() / "results"))
 
 
+def reports_root() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_REPORTS", home() / "reports"))
+
+
 def tokenizer_dir() -> Path:
     return Path(os.environ.get("LLMD_BENCH_TOKENIZER", home() / ".cache" / "tokenizer"))
 

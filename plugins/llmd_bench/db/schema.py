@@ -25,7 +25,8 @@ class Base(DeclarativeBase):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("campaign", "dag_run_id", name="uq_runs_campaign_dag_run"),)
+    __table_args__ = (UniqueConstraint("campaign", "dag_run_id", name="uq_runs_campaign_dag_run"),
+                      Index("ix_runs_campaign_version", "campaign", "llmd_version"))
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     campaign: Mapped[str] = mapped_column(Text)
@@ -50,6 +51,7 @@ class Cell(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "model", "config", "trial", name="uq_cells_run_model_config_trial"),
         CheckConstraint(f"status IN {CELL_STATUSES}", name="ck_cells_status"),
+        Index("ix_cells_run", "run_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -122,3 +124,18 @@ class LevelResult(Base):
 
 def metric_column(metric: str, stat: str) -> str:
     return f"{metric}_{stat}"
+
+
+class StoredReport(Base):
+    """The comparison report of a run, as generated (one per run; regenerating replaces it)."""
+
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("campaign", "dag_run_id", name="uq_reports_campaign_dag_run"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    campaign: Mapped[str] = mapped_column(Text)
+    dag_run_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    markdown: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text)
+    peak_table: Mapped[dict[str, Any]] = mapped_column(default=dict)

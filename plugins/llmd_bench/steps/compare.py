@@ -1,16 +1,21 @@
-"""compare: the run's verdict per cell. Runs after every cell, also when some failed.
+"""compare: the run's report. Runs after every cell, also when some failed.
 
-It prints only numbers that a run produced; a failed cell is named with its reason, never shown as 0.
+Failed and skipped cells are recorded in the store, the report is generated from the stored levels
+into reports/<dag_run_id>/ (reports/latest points at it) and into the store, and the peak table is
+printed. A failed cell is named with its reason, never shown as 0; the task fails when any cell did,
+after the report is written, so the DAG run shows red.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from llmd_bench.analysis import peak
+from llmd_bench import paths
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.report import peak_table_text, point_latest
 from llmd_bench.steps.load_results import LEVELS_FILE
 
 
@@ -34,16 +39,11 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
             outcomes.append(row | {"status": "failed", "reason": reason})
             continue
         levels = json.loads(levels_path.read_text())
-        best = peak(levels)
-        if best is None:
+        if not any(lv["valid"] for lv in levels):
             outcomes.append(row | {"status": "invalid", "reason": "no valid level"})
             continue
-        status = "ok"
         reason = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
-        outcomes.append(row | {"status": status, "reason": reason, "peak_output_tps": round(best.output_tps, 1),
-                               "optimal_concurrency": best.concurrency,
-                               "ttft_mean_ms": None if best.ttft_ms is None else round(best.ttft_ms, 1),
-                               "tpot_mean_ms": None if best.tpot_ms is None else round(best.tpot_ms, 2)})
+        outcomes.append(row | {"status": "ok", "reason": reason})
     return outcomes
 
 
@@ -81,26 +81,46 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
         engine.dispose()
 
 
-def format_table(outcomes: list[dict[str, Any]]) -> str:
-    header = f"{'model':<16} {'config':<15} {'status':<8} {'peak out tok/s':>14} {'at conc.':>8}  note"
-    lines = [header, "-" * len(header)]
-    for o in outcomes:
-        tps = f"{o['peak_output_tps']:.1f}" if o.get("peak_output_tps") is not None else "-"
-        conc = str(o.get("optimal_concurrency") or "-")
-        lines.append(f"{o['model']:<16} {o['config']:<15} {o['status']:<8} {tps:>14} {conc:>8}  {o.get('reason') or ''}")
-    return "\n".join(lines)
-
-
 def run(ctx: StepContext) -> dict[str, Any]:
     outcomes = cell_outcomes(ctx)
-    if ctx.runtime == "local":
-        print("NOTE: local runtime - the serving layer was simulated (GuideLLM mock servers); "
-              "numbers show the pipeline works, not how llm-d performs.")
-    print(format_table(outcomes))
-    write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
-                                                     "runtime": ctx.runtime, "cells": outcomes})
     record_outcomes(ctx, outcomes)
+    out = paths.reports_root() / paths.safe_component(ctx.run_id)
+    report = generate_report(ctx.run_id, out, campaign=ctx.campaign.dag_id, store=True)
+    point_latest(paths.reports_root(), out)
+    print(peak_table_text(report))
+    print(f"report: {out / 'report.html'}")
+    write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
+                                                     "runtime": ctx.runtime, "report": str(out), "cells": outcomes})
     failed = [f"{o['model']}/{o['config']} ({o['reason']})" for o in outcomes if o["status"] in ("failed", "invalid")]
     if failed:
-        raise CellsFailed(f"{len(failed)} cell(s) failed: " + "; ".join(failed))
-    return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes)}
+        raise CellsFailed(f"report written to {out}; {len(failed)} cell(s) failed: " + "; ".join(failed))
+    return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out)}
+
+
+def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):  # noqa: ANN201
+    """Build the report of a stored run into `out` (and into the store when asked)."""
+    from sqlalchemy.orm import Session
+
+    from llmd_bench import report as rpt
+    from llmd_bench.db import store as db
+    from llmd_bench.report_data import from_store
+
+    url = db.database_url()
+    engine = db.make_engine(url)
+    try:
+        data = db.with_retries(lambda: from_store(engine, run_id, campaign), "reading the run", url)
+        report = rpt.build(data)
+        rpt.write(report, out)
+        if store:
+            md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+            table = report.peaks.drop(columns=["full_model"], errors="ignore")
+            records = json.loads(table.to_json(orient="records"))
+
+            def save() -> None:
+                with Session(engine) as session, session.begin():
+                    db.store_report(session, data.campaign, data.run_id, md, page, records)
+
+            db.with_retries(save, "storing the report", url)
+    finally:
+        engine.dispose()
+    return report

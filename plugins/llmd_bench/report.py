@@ -1,0 +1,448 @@
+"""The comparison report: tables, plots and CSVs generated from data, with noise and config-effect judgement.
+
+Outputs in one folder: report.md, report.html (self-contained, plots embedded), PNG plots,
+all_peak_metrics.csv, performance_comparisons.csv and <model>_<config>_metrics.csv per cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmd_bench import analysis
+from llmd_bench.campaign import BASELINE_CONFIG, ROUTING_CONFIGS
+from llmd_bench.report_data import ReportInput, is_missing
+
+PEAK_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "vs_baseline_pct", "ttft_mean_ms",
+                "tpot_mean_ms", "status"]
+CELL_METRIC_COLUMNS = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
+                       "requests_successful", "requests_errored", "trial", "output_tps_std", "requests_incomplete",
+                       "itl_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms",
+                       "request_latency_mean_s", "request_latency_std_s", "valid", "invalid_reason"]
+SIMULATED_BANNER = ("**The serving layer was SIMULATED.** This run used the local runtime: GuideLLM mock servers "
+                    "stood in for vLLM and llm-d, with per-configuration latency profiles from the campaign file. "
+                    "The numbers show that the pipeline works; they say nothing about how llm-d performs.")
+REGRESSION_THRESHOLD_PCT = 0.0  # any drop beyond noise is flagged; the noise test decides
+
+
+@dataclass
+class Report:
+    data: ReportInput
+    peaks: pd.DataFrame            # one row per cell, every cell (failed ones with empty numbers)
+    comparisons: pd.DataFrame
+    redis_valkey: pd.DataFrame
+    spread: pd.DataFrame
+    cross_version: pd.DataFrame | None
+    warnings: list[str]
+
+    @property
+    def failed_cells(self) -> list[str]:
+        return [f"{r.model}/{r.config}" for r in self.peaks.itertuples() if r.status in ("failed", "invalid")]
+
+
+def build(data: ReportInput) -> Report:
+    peaks = analysis.cell_peaks(data.levels)
+    comparisons = analysis.versus_baseline(peaks)
+    table = _peak_table(data, peaks, comparisons)
+    warnings = []
+    for r in table.itertuples():
+        if r.config in ROUTING_CONFIGS and not is_missing(r.replicas) and r.replicas == 1 and r.status == "ok":
+            warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
+                            "to make, so cache-aware routing cannot differ from the baseline by construction.")
+    return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks), analysis.model_spread(peaks),
+                  _cross_version(data), warnings)
+
+
+def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+    cells = data.cells.copy()
+    known = set(zip(cells["model"], cells["config"])) if not cells.empty else set()
+    extra = [{"model": m, "config": c, "full_model": m, "status": "ok", "reason": None, "replicas": None,
+              "config_effect": "not measured", "config_effect_evidence": ""}
+             for m, c in zip(peaks["model"], peaks["config"]) if (m, c) not in known]
+    if extra:
+        cells = pd.concat([cells, pd.DataFrame(extra)], ignore_index=True)
+    table = cells.merge(peaks, on=["model", "config"], how="left")
+    table = table.merge(comparisons[["model", "config", "vs_baseline_pct", "judgement", "basis"]],
+                        on=["model", "config"], how="left")
+    # A cell marked ok with no valid level is invalid: never shown as a number it did not produce.
+    no_peak = table["peak_output_tps"].isna() & (table["status"] == "ok")
+    table.loc[no_peak, "status"] = "invalid"
+    table.loc[no_peak, "reason"] = table.loc[no_peak, "reason"].fillna("no valid level")
+    table.loc[(table["config"] == BASELINE_CONFIG) & (table["status"] == "ok"), "judgement"] = "baseline"
+    for col in ("optimal_concurrency", "trials", "valid_levels", "replicas"):
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    table["config_effect"] = table["config_effect"].fillna("not measured")
+    model_order = {m: i for i, m in enumerate(sorted(dict.fromkeys(table["model"]), key=natural_key))}
+    table["_m"] = table["model"].map(model_order)
+    table["_c"] = table["config"].map(analysis.config_order)
+    table = table.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
+    rest = [c for c in table.columns if c not in PEAK_COLUMNS]
+    return table[PEAK_COLUMNS + rest]
+
+
+def natural_key(name: str) -> list:
+    """Qwen3-0.6B < Qwen3-8B < Qwen3-14B: numbers compare as numbers."""
+    return [float(part) if part.replace(".", "", 1).isdigit() else part for part in re.split(r"(\d+(?:\.\d+)?)", name)]
+
+
+def _cross_version(data: ReportInput) -> pd.DataFrame | None:
+    cv = data.cross_version
+    if cv is None or cv.empty or not data.llmd_version:
+        return None
+    current = cv[cv["llmd_version"] == data.llmd_version]
+    rows = []
+    for _, cur in current.iterrows():
+        others = cv[(cv["model"] == cur["model"]) & (cv["config"] == cur["config"]) & (cv["llmd_version"] != data.llmd_version)]
+        for _, old in others.iterrows():
+            a, b = _version_interval(cur), _version_interval(old)
+            if any(math.isnan(x) for x in (*a, *b)):
+                verdict = "no noise basis"
+            elif a[0] > b[1] or a[1] < b[0]:
+                verdict = "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
+            else:
+                verdict = "within noise"
+            rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
+                         "other_version": old["llmd_version"], "peak_output_tps": cur["peak_output_tps"],
+                         "other_peak_output_tps": old["peak_output_tps"],
+                         "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
+                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _version_interval(row: pd.Series) -> tuple[float, float]:
+    mean, n = float(row["peak_output_tps"]), int(row["samples"])
+    if n >= 2 and not is_missing(row["peak_std"]):
+        half = analysis.t95(n - 1) * float(row["peak_std"]) / math.sqrt(n)
+    elif not is_missing(row["within_level_se"]):
+        half = 1.96 * float(row["within_level_se"])
+    else:
+        return (math.nan, math.nan)
+    return (mean - half, mean + half)
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+def _fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
+    if is_missing(v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}{suffix}"
+    if hasattr(v, "item"):  # numpy / pandas scalars
+        v = v.item()
+    return f"{v}{suffix}"
+
+
+def _signed(v: Any, digits: int = 1) -> str:
+    return "-" if is_missing(v) else f"{v:+.{digits}f}%"
+
+
+class Doc:
+    """A tiny document model rendered to both Markdown and HTML."""
+
+    def __init__(self) -> None:
+        self.blocks: list[tuple[str, Any]] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(("note", text))
+
+    def ul(self, items: list[str]) -> None:
+        if items:
+            self.blocks.append(("ul", items))
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def img(self, name: str, png: bytes, alt: str) -> None:
+        self.blocks.append(("img", (name, png, alt)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append(f"{'#' * v[0]} {v[1]}")
+            elif kind in ("p", "note"):
+                out.append(f"> {v}" if kind == "note" else v)
+            elif kind == "ul":
+                out.append("\n".join(f"- {i}" for i in v))
+            elif kind == "table":
+                header, rows = v
+                lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+                lines += ["| " + " | ".join(r) + " |" for r in rows]
+                out.append("\n".join(lines))
+            elif kind == "img":
+                out.append(f"![{v[2]}]({v[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        def inline(text: str) -> str:
+            t = html.escape(text)
+            parts = t.split("**")
+            return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+        body = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                body.append(f"<h{v[0]}>{inline(v[1])}</h{v[0]}>")
+            elif kind == "p":
+                body.append(f"<p>{inline(v)}</p>")
+            elif kind == "note":
+                body.append(f'<p class="note">{inline(v)}</p>')
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in v) + "</ul>")
+            elif kind == "table":
+                header, rows = v
+                head = "".join(f"<th>{inline(h)}</th>" for h in header)
+                trs = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
+            elif kind == "img":
+                data = base64.b64encode(v[1]).decode()
+                body.append(f'<figure><img alt="{html.escape(v[2])}" src="data:image/png;base64,{data}"/>'
+                            f"<figcaption>{html.escape(v[2])}</figcaption></figure>")
+        css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+               "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+               "text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
+               ".note{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em}img{max-width:100%}"
+               "figcaption{font-size:13px;color:#555}")
+        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
+    d = report.data
+    skipped = report.peaks[report.peaks["status"] == "skipped"]
+    t = report.peaks[report.peaks["status"] != "skipped"]
+    doc = Doc()
+    title = f"llm-d KV-cache evaluation: {d.campaign}, run {d.run_id}"
+    doc.h(1, title)
+    if d.simulated:
+        doc.note(SIMULATED_BANNER)
+    doc.p(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by llmd-bench from {d.source}. Every number "
+          "below is computed from the stored per-level results.")
+
+    doc.h(2, "Summary")
+    counts = report.peaks["status"].value_counts().to_dict()
+    doc.p(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(report.peaks)} cells."
+          + (f" Not selected in this run: {', '.join(f'{r.model}/{r.config}' for r in skipped.itertuples())}."
+             if len(skipped) else ""))
+    items = []
+    for r in t[t["status"].isin(["failed", "invalid"])].itertuples():
+        items.append(f"**{r.model}/{r.config} {r.status}**: {r.reason or 'no reason recorded'}")
+    for model, g in t[t["status"] == "ok"].groupby("model", sort=False):
+        best = g.loc[g["peak_output_tps"].idxmax()]
+        cmp = report.comparisons[(report.comparisons["model"] == model)]
+        beyond = cmp[cmp["judgement"].isin(["higher", "lower"])]
+        if beyond.empty:
+            items.append(f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s); no configuration "
+                         "differs from the no-offload baseline beyond noise." if not cmp.empty else
+                         f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s).")
+        else:
+            diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({c.judgement})" for c in beyond.itertuples())
+            items.append(f"{model}: beyond noise vs baseline: {diffs}.")
+    items += [f"Warning: {w}" for w in report.warnings]
+    doc.ul(items)
+
+    doc.h(2, "Peak output throughput")
+    doc.p("Per model x configuration, the valid concurrency level with the highest mean output tokens/s "
+          "(successful requests); TTFT and TPOT are the means at that level; % vs the no-offload baseline of the same model.")
+    rows = []
+    for r in t.itertuples():
+        ci = "" if is_missing(r.peak_ci_low) else f" [{_fmt(r.peak_ci_low, 0)}, {_fmt(r.peak_ci_high, 0)}]"
+        status = r.status if r.status == "ok" else f"**{r.status}**"
+        rows.append([r.model, r.config, status, (_fmt(r.peak_output_tps) + ci) if r.status == "ok" else "-",
+                     _fmt(r.optimal_concurrency), _signed(r.vs_baseline_pct),
+                     r.judgement if isinstance(r.judgement, str) else "-",
+                     _fmt(r.ttft_mean_ms), _fmt(r.tpot_mean_ms), r.config_effect])
+    doc.table(["Model", "Config", "Status", "Peak output tok/s [95% CI]", "At concurrency", "vs baseline", "Judgement",
+               "TTFT ms", "TPOT ms", "Config effect"], rows)
+
+    doc.h(2, "Latency at the peak")
+    for metric, label in (("ttft_mean_ms", "TTFT (ms)"), ("tpot_mean_ms", "TPOT (ms)")):
+        configs = list(dict.fromkeys(t.sort_values("config", key=lambda s: s.map(analysis.config_order))["config"]))
+        rows = []
+        for model, g in t.groupby("model", sort=False):
+            vals = {r.config: (_fmt(getattr(r, metric)) if r.status == "ok" else r.status) for r in g.itertuples()}
+            rows.append([model] + [vals.get(c, "-") for c in configs])
+        doc.p(f"**{label}** at each cell's peak level")
+        doc.table(["Model"] + configs, rows)
+
+    doc.h(2, "Redis vs Valkey")
+    if report.redis_valkey.empty:
+        doc.p("Not available: no model has valid results for both llm-d-redis and llm-d-valkey.")
+    else:
+        doc.p("Computed from the peak table above (Valkey relative to Redis).")
+        doc.table(["Model", "Redis tok/s", "Valkey tok/s", "Valkey - Redis", "Throughput", "TTFT", "TPOT", "Judgement", "Basis"],
+                  [[r.model, _fmt(r.redis_peak_output_tps), _fmt(r.valkey_peak_output_tps), _fmt(r.valkey_vs_redis_tps),
+                    _signed(r.valkey_vs_redis_pct), _signed(r.ttft_valkey_vs_redis_pct), _signed(r.tpot_valkey_vs_redis_pct),
+                    r.judgement, r.basis] for r in report.redis_valkey.itertuples()])
+    if not report.spread.empty:
+        doc.p("**Per-model spread** of the configurations' peaks, (max - min) / min:")
+        doc.table(["Model", "Configs", "Best", "Worst", "Spread"],
+                  [[r.model, str(r.configs), r.best_config, r.worst_config, _signed(r.spread_pct)] for r in report.spread.itertuples()])
+
+    doc.h(2, "Noise")
+    bases = sorted({b for b in t["noise_basis"].dropna()})
+    doc.p("A difference is called higher or lower only when the two cells' 95 % confidence intervals of the peak "
+          "do not overlap; otherwise it is **within noise**. With 2 or more trials the interval comes from the trials "
+          "(Student t). With one trial it comes from GuideLLM's own per-level data: with a fixed number of streams, "
+          "throughput is streams x tokens / mean request latency, so its relative standard error is the request "
+          "latency's coefficient of variation over the square root of the successful requests. That judgement is "
+          "**weak**: it does not see run-to-run variation (restarts, placement, thermal state). Run with "
+          "`trials` >= 2 for a firm answer.")
+    doc.ul([f"Basis used: {b}" for b in bases])
+    if not report.comparisons.empty:
+        doc.table(["Model", "Config", "Baseline tok/s", "Peak tok/s", "vs baseline", "TTFT vs baseline", "TPOT vs baseline",
+                   "Judgement", "Basis"],
+                  [[r.model, r.config, _fmt(r.baseline_peak_output_tps), _fmt(r.peak_output_tps), _signed(r.vs_baseline_pct),
+                    _signed(r.ttft_vs_baseline_pct), _signed(r.tpot_vs_baseline_pct), r.judgement, r.basis]
+                   for r in report.comparisons.itertuples()])
+
+    doc.h(2, "Did each configuration take effect?")
+    doc.p("A benchmark must show that the configuration under test was active: offload moving blocks, the "
+          "Redis/Valkey index holding keys, more than one replica for cache-aware routing.")
+    doc.table(["Model", "Config", "Replicas", "Verdict", "Evidence"],
+              [[r.model, r.config, _fmt(r.replicas), r.config_effect, r.config_effect_evidence or "-"]
+               for r in t.itertuples() if r.status != "skipped"])
+    doc.ul([f"Warning: {w}" for w in report.warnings])
+
+    if report.cross_version is not None:
+        doc.h(2, "Across llm-d versions")
+        cv = report.cross_version
+        regressions = cv[cv["judgement"] == "REGRESSION"]
+        doc.p(f"Peaks of llm-d {d.llmd_version} against earlier runs of this campaign with other llm-d versions. "
+              + (f"**{len(regressions)} regression(s) beyond noise.**" if len(regressions) else "No regression beyond noise."))
+        doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement"],
+                  [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, _fmt(r.other_peak_output_tps),
+                    _signed(r.change_pct), r.judgement] for r in cv.itertuples()])
+
+    doc.h(2, "Plots")
+    captions = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",
+                "ttft_vs_concurrency.png": "TTFT vs concurrency", "tpot_vs_concurrency.png": "TPOT vs concurrency",
+                "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals"}
+    for name, png in plots.items():
+        doc.img(name, png, captions.get(name, name))
+
+    doc.h(2, "Versions and parameters")
+    doc.table(["Item", "Value"], [[k, str(v)] for k, v in d.versions.items() if v is not None]
+              + [[f"param {k}", str(v)] for k, v in d.params.items() if k not in ("imported_from", "guidellm_spec")])
+    return doc.markdown(), doc.html(title)
+
+
+def plots(report: Report) -> dict[str, bytes]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    levels = report.data.levels[report.data.levels["valid"]]
+    out: dict[str, bytes] = {}
+    models = list(dict.fromkeys(report.peaks["model"]))
+    if levels.empty or not models:
+        return out
+    mean = levels.groupby(["model", "config", "concurrency"], as_index=False)[
+        ["output_tps_mean", "ttft_mean_ms", "tpot_mean_ms"]].mean()
+    for name, col, ylabel in (("throughput_vs_concurrency.png", "output_tps_mean", "output tokens/s"),
+                              ("ttft_vs_concurrency.png", "ttft_mean_ms", "TTFT (ms)"),
+                              ("tpot_vs_concurrency.png", "tpot_mean_ms", "TPOT (ms)")):
+        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            g = mean[mean["model"] == model]
+            for config in sorted(g["config"].unique(), key=analysis.config_order):
+                c = g[g["config"] == config].sort_values("concurrency")
+                ax.plot(c["concurrency"], c[col], marker="o", label=config)
+            ax.set_title(model)
+            ax.set_xlabel("concurrency")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=8)
+        out[name] = _png(fig)
+    ok = report.peaks[report.peaks["status"] == "ok"]
+    if not ok.empty:
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) * 2), 3.6))
+        configs = sorted(ok["config"].unique(), key=analysis.config_order)
+        width = 0.8 / len(configs)
+        for i, config in enumerate(configs):
+            xs, ys, errs = [], [], []
+            for j, model in enumerate(models):
+                row = ok[(ok["model"] == model) & (ok["config"] == config)]
+                if row.empty:
+                    continue
+                r = row.iloc[0]
+                xs.append(j + i * width)
+                ys.append(r["peak_output_tps"])
+                errs.append(0 if is_missing(r["peak_ci_low"]) else (r["peak_ci_high"] - r["peak_ci_low"]) / 2)
+            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=config)
+        ax.set_xticks([j + width * (len(configs) - 1) / 2 for j in range(len(models))], models)
+        ax.set_ylabel("peak output tokens/s")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        out["peak_vs_baseline.png"] = _png(fig)
+    return out
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _csv_value(v: Any) -> Any:
+    return None if is_missing(v) else v
+
+
+def write(report: Report, out: Path) -> dict[str, Path]:
+    """Write every output into `out` (replacing files of the same name) and return their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    images = plots(report)
+    md, page = render(report, images)
+    written = {}
+    for name, png in images.items():
+        (out / name).write_bytes(png)
+        written[name] = out / name
+    (out / "report.md").write_text(md)
+    (out / "report.html").write_text(page)
+    report.peaks.drop(columns=["full_model"], errors="ignore").to_csv(out / "all_peak_metrics.csv", index=False, float_format="%.3f")
+    report.comparisons.to_csv(out / "performance_comparisons.csv", index=False, float_format="%.3f")
+    levels = report.data.levels
+    for (model, config), g in levels.groupby(["model", "config"], sort=False):
+        g.sort_values(["trial", "concurrency"])[CELL_METRIC_COLUMNS].to_csv(
+            out / f"{model}_{config}_metrics.csv", index=False, float_format="%.4f")
+    if report.cross_version is not None:
+        report.cross_version.to_csv(out / "cross_version.csv", index=False, float_format="%.3f")
+    written.update({n: out / n for n in ("report.md", "report.html", "all_peak_metrics.csv", "performance_comparisons.csv")})
+    return written
+
+
+def point_latest(reports_root: Path, run_dir: Path) -> None:
+    link = reports_root / "latest"
+    tmp = reports_root / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
+
+
+def peak_table_text(report: Report) -> str:
+    header = f"{'model':<16} {'config':<15} {'status':<8} {'peak tok/s':>11} {'conc.':>6} {'vs base':>8}  judgement"
+    lines = [header, "-" * len(header)]
+    for r in report.peaks[report.peaks["status"] != "skipped"].itertuples():
+        lines.append(f"{r.model:<16} {r.config:<15} {r.status:<8} {_fmt(r.peak_output_tps):>11} "
+                     f"{_fmt(r.optimal_concurrency):>6} {_signed(r.vs_baseline_pct):>8}  "
+                     f"{r.judgement if isinstance(r.judgement, str) else (r.reason or '')}")
+    return "\n".join(lines)

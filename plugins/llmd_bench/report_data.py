@@ -1,0 +1,166 @@
+"""Where a report's data comes from: the results store (a run) or a folder of per-cell metrics CSVs."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from llmd_bench.analysis import normalize_levels
+from llmd_bench.errors import LlmdBenchError
+
+CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
+                "requests_successful", "requests_errored"]
+CELL_COLUMNS = ["model", "full_model", "config", "status", "reason", "replicas", "config_effect", "config_effect_evidence"]
+
+
+@dataclass
+class ReportInput:
+    campaign: str
+    run_id: str
+    runtime: str
+    levels: pd.DataFrame
+    cells: pd.DataFrame
+    versions: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    cross_version: pd.DataFrame | None = None
+    llmd_version: str | None = None
+
+    @property
+    def simulated(self) -> bool:
+        return self.runtime == "local"
+
+
+# -- from the results store ---------------------------------------------------------------------------
+LEVELS_SQL = """
+SELECT c.short_model AS model, c.config, c.trial, l.concurrency, l.output_tps_mean,
+       l.output_tps_std, l.ttft_ms_mean AS ttft_mean_ms, l.tpot_ms_mean AS tpot_mean_ms, l.itl_ms_mean AS itl_mean_ms,
+       l.ttft_ms_p90 AS ttft_p90_ms, l.ttft_ms_p99 AS ttft_p99_ms, l.tpot_ms_p90 AS tpot_p90_ms,
+       l.tpot_ms_p99 AS tpot_p99_ms, l.requests_successful, l.requests_errored, l.requests_incomplete,
+       l.request_latency_s_mean AS request_latency_mean_s,
+       (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float AS request_latency_std_s,
+       l.valid, l.invalid_reason
+FROM level_results l JOIN cells c ON c.id = l.cell_id
+WHERE c.run_id = :run_pk
+ORDER BY c.short_model, c.config, c.trial, l.concurrency
+"""
+
+CELLS_SQL = """
+SELECT short_model AS model, model AS full_model, config,
+       -- a cell's status is its worst trial's
+       CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_and(status = 'skipped') THEN 'skipped'
+            WHEN bool_or(status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
+       string_agg(DISTINCT reason, '; ') AS reason, max(replicas) AS replicas,
+       max(versions::text) AS versions
+FROM cells WHERE run_id = :run_pk GROUP BY short_model, model, config
+"""
+
+# Peaks per run and cell for every llm-d version of a campaign, aggregated in SQL: the peak level of
+# each cell (with its dispersion), then per version x model x config the mean over runs and trials.
+CROSS_VERSION_SQL = """
+WITH peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           l.id AS level_id, r.llmd_version, r.id AS run_pk, c.short_model, c.config, l.output_tps_mean
+    FROM runs r
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    WHERE r.campaign = :campaign
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), with_se AS (
+    -- the single-run standard error, as in the peak table (relative SE of the mean request latency);
+    -- read from the JSONB summary of the peak rows only, never of every level
+    SELECT p.*, p.output_tps_mean * (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+               / nullif(l.request_latency_s_mean, 0) / sqrt(greatest(l.requests_successful, 1)) AS within_level_se
+    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
+)
+SELECT llmd_version, short_model AS model, config, count(*) AS samples, count(DISTINCT run_pk) AS runs,
+       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
+       avg(within_level_se) AS within_level_se
+FROM with_se
+GROUP BY llmd_version, short_model, config
+"""
+
+
+def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        q = "SELECT id, campaign, dag_run_id, runtime, llmd_version, vllm_version, guidellm_version, llmd_bench_version, " \
+            "images, params FROM runs WHERE dag_run_id = :run_id" + (" AND campaign = :campaign" if campaign else "")
+        runs = conn.execute(text(q), {"run_id": run_id, "campaign": campaign}).mappings().all()
+        if not runs:
+            raise LlmdBenchError(f"run {run_id!r} is not in the results store" + (f" for campaign {campaign}" if campaign else ""))
+        if len(runs) > 1:
+            raise LlmdBenchError(f"run id {run_id!r} exists in several campaigns {[r['campaign'] for r in runs]}: pass --campaign")
+        run = runs[0]
+        levels = pd.DataFrame(conn.execute(text(LEVELS_SQL), {"run_pk": run["id"]}).mappings().all())
+        cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
+        cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
+    if levels.empty:
+        levels = pd.DataFrame(columns=["model", "config", "trial", "concurrency", "output_tps_mean"])
+    cells = _cells_frame(cells)
+    versions = {"llm-d": run["llmd_version"], "vLLM": run["vllm_version"], "GuideLLM": run["guidellm_version"],
+                "llmd-bench": run["llmd_bench_version"], **{f"image {k}": v for k, v in (run["images"] or {}).items()}}
+    return ReportInput(campaign=run["campaign"], run_id=run["dag_run_id"], runtime=run["runtime"],
+                       levels=normalize_levels(levels), cells=cells, versions=versions, params=run["params"] or {},
+                       source=f"results store, run {run['dag_run_id']}",
+                       cross_version=cross if len(cross["llmd_version"].unique() if not cross.empty else []) > 1 else None,
+                       llmd_version=run["llmd_version"])
+
+
+def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    if cells.empty:
+        return pd.DataFrame(columns=CELL_COLUMNS)
+    import json
+
+    def effect(versions: str | None) -> tuple[str, str]:
+        v = json.loads(versions) if versions else {}
+        e = v.get("config_effect") or {}
+        return e.get("verdict", "not measured"), e.get("evidence", "")
+
+    pairs = [effect(v) for v in cells.get("versions", [None] * len(cells))]
+    cells = cells.assign(config_effect=[p[0] for p in pairs], config_effect_evidence=[p[1] for p in pairs])
+    return cells[[c for c in CELL_COLUMNS if c in cells.columns]]
+
+
+# -- from a folder of CSVs ----------------------------------------------------------------------------
+def from_csv_dir(directory: Path) -> ReportInput:
+    # all_peak_metrics.csv (a report's own output) matches the pattern but is not a cell's levels.
+    files = sorted(f for f in directory.glob("*_metrics.csv") if f.name != "all_peak_metrics.csv")
+    if not files:
+        raise LlmdBenchError(f"{directory}: no <model>_<config>_metrics.csv files")
+    frames = []
+    for f in files:
+        try:
+            df = pd.read_csv(f)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise LlmdBenchError(f"{f}: not a readable CSV: {exc}") from None
+        missing = [c for c in CSV_REQUIRED if c not in df.columns]
+        if missing:
+            raise LlmdBenchError(f"{f}: missing column(s) {missing}; required: {CSV_REQUIRED}")
+        if df.empty:
+            raise LlmdBenchError(f"{f}: no rows")
+        bad = pd.to_numeric(df["concurrency"], errors="coerce")
+        if bad.isna().any() or (bad <= 0).any():
+            raise LlmdBenchError(f"{f}: column `concurrency` must hold integers >= 1")
+        frames.append(df)
+    levels = normalize_levels(pd.concat(frames, ignore_index=True))
+    cells = []
+    for (model, config), g in levels.groupby(["model", "config"], sort=False):
+        ok = bool(g["valid"].any())
+        reasons = "; ".join(sorted({f"c={c}: {r}" for c, r in zip(g["concurrency"], g["invalid_reason"]) if isinstance(r, str)}))
+        cells.append({"model": model, "full_model": model, "config": config, "status": "ok" if ok else "invalid",
+                      "reason": None if ok else f"no valid level ({reasons})", "replicas": None,
+                      "config_effect": "not measured", "config_effect_evidence": ""})
+    return ReportInput(campaign=directory.name, run_id=f"csv:{directory.name}", runtime="unknown", levels=levels,
+                       cells=pd.DataFrame(cells, columns=CELL_COLUMNS), source=f"CSV files in {directory}")
+
+
+def is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
