@@ -52,7 +52,7 @@ def test_setup_teardown_and_step_order(dag):
     assert t["sweep"].upstream_task_ids == {f"{g}.warmup"}
     assert t["collect_pcp"].upstream_task_ids == {f"{g}.sweep"}
     assert t["teardown"].upstream_task_ids == {f"{g}.collect_pcp", f"{g}.deploy"}
-    assert t["load_results"].upstream_task_ids == {f"{g}.sweep"}
+    assert t["load_results"].upstream_task_ids == {f"{g}.collect_pcp"}
     assert t["teardown"].trigger_rule == "all_done_setup_success"
 
 

@@ -40,7 +40,7 @@ def test_replicas_behind_a_router_share_the_load_and_teardown_frees_everything(c
         assert all(n >= 3 for n in counts.values()), counts
     finally:
         summary = local.teardown(ctx)
-    assert len(summary["stopped"]) == 3
+    assert {"mock-server-0", "mock-server-1", "router"} <= set(summary["stopped"])
     for port in summary["ports_freed"]:
         assert processes.port_is_free(port)
 

@@ -133,7 +133,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                 load_results = step_operator("load_results", campaign, cell, runtime, retries=2,
                                              retry_delay=timedelta(seconds=30))
                 deploy >> warmup >> sweep >> collect_pcp >> teardown.as_teardown(setups=deploy)
-                sweep >> load_results
+                # collect_pcp writes the evidence that load_results stores with the levels.
+                collect_pcp >> load_results
             lane = lanes[i % campaign.lanes]
             if lane:
                 # The next cell in a lane waits for the previous one to finish, whatever its outcome.

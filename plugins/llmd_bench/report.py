@@ -319,6 +319,9 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
                for r in t.itertuples() if r.status != "skipped"])
     doc.ul([f"Warning: {w}" for w in report.warnings])
 
+    doc.h(2, "Host and serving metrics per level")
+    _evidence_section(doc, report, t)
+
     if report.cross_version is not None:
         doc.h(2, "Across llm-d versions")
         cv = report.cross_version
@@ -332,7 +335,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.h(2, "Plots")
     captions = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",
                 "ttft_vs_concurrency.png": "TTFT vs concurrency", "tpot_vs_concurrency.png": "TPOT vs concurrency",
-                "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals"}
+                "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals",
+                "host_use_per_level.png": "CPU (and GPU, where measured) busy % per level, from PCP"}
     for name, png in plots.items():
         doc.img(name, png, captions.get(name, name))
 
@@ -340,6 +344,43 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.table(["Item", "Value"], [[k, str(v)] for k, v in d.versions.items() if v is not None]
               + [[f"param {k}", str(v)] for k, v in d.params.items() if k not in ("imported_from", "guidellm_spec")])
     return doc.markdown(), doc.html(title)
+
+
+HOST_COLUMNS = [("cpu_util_pct", "CPU %", 1, 1), ("mem_used_bytes", "Memory GiB", 2, 2**30),
+                ("net_in_bytes_per_s", "Net in MB/s", 2, 1e6), ("net_out_bytes_per_s", "Net out MB/s", 2, 1e6),
+                ("disk_write_bytes_per_s", "Disk write MB/s", 2, 1e6), ("gpu_busy_pct", "GPU busy %", 1, 1),
+                ("gpu_mem_used_bytes", "GPU mem GiB", 2, 2**30), ("gpu_power_w", "GPU W", 0, 1)]
+SERVING_COLUMNS = [("prefix_cache_hit_rate", "Prefix hit rate", 3, 1), ("kv_cache_usage_perc", "KV use", 3, 1),
+                   ("requests_running", "Running", 1, 1), ("requests_waiting", "Waiting", 1, 1),
+                   ("preemptions", "Preemptions", 0, 1), ("external_prefix_cache_queries", "Offload lookups", 0, 1)]
+
+
+def _evidence_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
+    obs = report.data.observations
+    doc.p("Per level of each cell, averaged over the level's window: host use from the cell's Performance "
+          "Co-Pilot archive and model-server metrics scraped during the sweep. What was not measured says why.")
+    for r in t[t["status"] != "skipped"].itertuples():
+        info = getattr(r, "observability", None)
+        info = info if isinstance(info, dict) else {}
+        pcp = info.get("pcp") or {}
+        serving = info.get("serving_metrics") or {}
+        kv = info.get("kv_index")
+        notes = [f"PCP: {pcp.get('status', 'not measured')}" + (f" ({pcp['reason']})" if pcp.get("reason") else "")
+                 + (f"; GPU {pcp['gpu']}" if pcp.get("gpu") else ""),
+                 "serving metrics: " + ("scraped" if serving.get("available") else serving.get("reason", "not measured"))]
+        if kv:
+            final = kv.get("final") or {}
+            notes.append(f"KV index ({kv.get('server')}): max {kv.get('max_keys')} keys, "
+                         f"{final.get('used_memory_bytes', '?')} bytes used, {final.get('keyspace_hits', '?')} keyspace hits")
+        doc.p(f"**{r.model}/{r.config}**: " + "; ".join(notes))
+        cell = obs[(obs["model"] == r.model) & (obs["config"] == r.config)] if not obs.empty else obs
+        if cell.empty:
+            continue
+        wide = cell.pivot_table(index="concurrency", columns="metric", values="value", aggfunc="mean")
+        cols = [c for c in HOST_COLUMNS + SERVING_COLUMNS if c[0] in wide.columns]
+        doc.table(["Concurrency"] + [c[1] for c in cols],
+                  [[str(conc)] + [_fmt(row[c[0]] / c[3] if not is_missing(row[c[0]]) else None, c[2]) for c in cols]
+                   for conc, row in wide.iterrows()])
 
 
 def plots(report: Report) -> dict[str, bytes]:
@@ -369,6 +410,23 @@ def plots(report: Report) -> dict[str, bytes]:
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
         out[name] = _png(fig)
+    obs = report.data.observations
+    host = obs[obs["metric"].isin(["cpu_util_pct", "gpu_busy_pct"])] if not obs.empty else obs
+    if not host.empty:
+        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            g = host[host["model"] == model]
+            for (config, metric), c in g.groupby(["config", "metric"]):
+                c = c.sort_values("concurrency")
+                ax.plot(c["concurrency"], c["value"], marker="o", linestyle="-" if metric == "cpu_util_pct" else "--",
+                        label=f"{config} {'CPU' if metric == 'cpu_util_pct' else 'GPU'}")
+            ax.set_title(model)
+            ax.set_xlabel("concurrency")
+            ax.set_ylabel("busy %")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        out["host_use_per_level.png"] = _png(fig)
     ok = report.peaks[report.peaks["status"] == "ok"]
     if not ok.empty:
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) * 2), 3.6))
@@ -418,7 +476,7 @@ def write(report: Report, out: Path) -> dict[str, Path]:
         written[name] = out / name
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(page)
-    report.peaks.drop(columns=["full_model"], errors="ignore").to_csv(out / "all_peak_metrics.csv", index=False, float_format="%.3f")
+    report.peaks.drop(columns=["full_model", "observability"], errors="ignore").to_csv(out / "all_peak_metrics.csv", index=False, float_format="%.3f")
     report.comparisons.to_csv(out / "performance_comparisons.csv", index=False, float_format="%.3f")
     levels = report.data.levels
     for (model, config), g in levels.groupby(["model", "config"], sort=False):

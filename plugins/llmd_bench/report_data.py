@@ -14,6 +14,7 @@ from llmd_bench.errors import LlmdBenchError
 
 CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
                 "requests_successful", "requests_errored"]
+OBSERVATION_COLUMNS = ["model", "config", "concurrency", "source", "metric", "value"]
 CELL_COLUMNS = ["model", "full_model", "config", "status", "reason", "replicas", "config_effect", "config_effect_evidence"]
 
 
@@ -29,6 +30,7 @@ class ReportInput:
     source: str = ""
     cross_version: pd.DataFrame | None = None
     llmd_version: str | None = None
+    observations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=OBSERVATION_COLUMNS))
 
     @property
     def simulated(self) -> bool:
@@ -55,8 +57,16 @@ SELECT short_model AS model, model AS full_model, config,
        CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_and(status = 'skipped') THEN 'skipped'
             WHEN bool_or(status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
        string_agg(DISTINCT reason, '; ') AS reason, max(replicas) AS replicas,
-       max(versions::text) AS versions
+       ((array_agg(config_effect ORDER BY trial))[1])::text AS config_effect_json,
+       ((array_agg(observability ORDER BY trial))[1])::text AS observability_json
 FROM cells WHERE run_id = :run_pk GROUP BY short_model, model, config
+"""
+
+OBSERVATIONS_SQL = """
+SELECT c.short_model AS model, c.config, o.concurrency, o.source, o.metric, avg(o.value) AS value
+FROM level_observations o JOIN cells c ON c.id = o.cell_id
+WHERE c.run_id = :run_pk
+GROUP BY c.short_model, c.config, o.concurrency, o.source, o.metric
 """
 
 # Peaks per run and cell for every llm-d version of a campaign, aggregated in SQL: the peak level of
@@ -99,6 +109,7 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
         run = runs[0]
         levels = pd.DataFrame(conn.execute(text(LEVELS_SQL), {"run_pk": run["id"]}).mappings().all())
         cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
+        observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
         cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
     if levels.empty:
         levels = pd.DataFrame(columns=["model", "config", "trial", "concurrency", "output_tps_mean"])
@@ -109,7 +120,8 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
                        levels=normalize_levels(levels), cells=cells, versions=versions, params=run["params"] or {},
                        source=f"results store, run {run['dag_run_id']}",
                        cross_version=cross if len(cross["llmd_version"].unique() if not cross.empty else []) > 1 else None,
-                       llmd_version=run["llmd_version"])
+                       llmd_version=run["llmd_version"],
+                       observations=observations if not observations.empty else pd.DataFrame(columns=OBSERVATION_COLUMNS))
 
 
 def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
@@ -117,14 +129,12 @@ def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=CELL_COLUMNS)
     import json
 
-    def effect(versions: str | None) -> tuple[str, str]:
-        v = json.loads(versions) if versions else {}
-        e = v.get("config_effect") or {}
-        return e.get("verdict", "not measured"), e.get("evidence", "")
-
-    pairs = [effect(v) for v in cells.get("versions", [None] * len(cells))]
-    cells = cells.assign(config_effect=[p[0] for p in pairs], config_effect_evidence=[p[1] for p in pairs])
-    return cells[[c for c in CELL_COLUMNS if c in cells.columns]]
+    effects = [json.loads(v) if v else {} for v in cells["config_effect_json"]]
+    observability = [json.loads(v) if v else {} for v in cells["observability_json"]]
+    cells = cells.assign(config_effect=[e.get("verdict", "not measured") for e in effects],
+                         config_effect_evidence=[e.get("evidence", "") for e in effects],
+                         observability=observability)
+    return cells[[c for c in CELL_COLUMNS + ["observability"] if c in cells.columns]]
 
 
 # -- from a folder of CSVs ----------------------------------------------------------------------------

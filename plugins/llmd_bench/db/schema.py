@@ -67,6 +67,8 @@ class Cell(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     report_path: Mapped[str | None] = mapped_column(Text)
     report_sha256: Mapped[str | None] = mapped_column(Text)
+    config_effect: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    observability: Mapped[dict[str, Any]] = mapped_column(default=dict)
     loaded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())
 
     run: Mapped[Run] = relationship(back_populates="cells")
@@ -139,3 +141,18 @@ class StoredReport(Base):
     markdown: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     peak_table: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class LevelObservation(Base):
+    """Evidence per cell x level: host metrics from PCP (source `pcp`), model-server metrics (`vllm`).
+    Only measured values are stored; what could not be measured is said in cells.observability."""
+
+    __tablename__ = "level_observations"
+    __table_args__ = (UniqueConstraint("cell_id", "concurrency", "source", "metric", name="uq_level_observations"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"))
+    concurrency: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    metric: Mapped[str] = mapped_column(Text)
+    value: Mapped[float]

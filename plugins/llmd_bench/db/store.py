@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelResult, Run, StoredReport
+from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelObservation, LevelResult, Run, StoredReport
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import LevelResult as ParsedLevel
 
@@ -135,6 +135,8 @@ class CellInfo:
     versions: dict[str, Any] | None = None
     report_path: str | None = None
     report_sha256: str | None = None
+    config_effect: dict[str, Any] | None = None
+    observability: dict[str, Any] | None = None
 
 
 def upsert_run(session: Session, info: RunInfo) -> int:
@@ -150,7 +152,8 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
-    values = dict(info.__dict__, run_id=run_id, versions=info.versions or {})
+    values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
+                  observability=info.observability or {})
     stmt = pg_insert(Cell).values(**values)
     stmt = stmt.on_conflict_do_update(
         constraint="uq_cells_run_model_config_trial",
@@ -172,13 +175,19 @@ def level_row(cell_id: int, lv: ParsedLevel) -> dict[str, Any]:
     return row
 
 
-def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel]) -> int:
-    """Replace the cell's rows with these (run upserted too). The caller owns the transaction."""
+def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel],
+               observations: list[tuple[int, str, str, float]] = ()) -> int:
+    """Replace the cell's rows with these (run upserted too). The caller owns the transaction.
+    observations: (concurrency, source, metric, value) measured values only."""
     run_pk = upsert_run(session, run)
     cell_pk = upsert_cell(session, run_pk, cell)
     session.execute(delete(LevelResult).where(LevelResult.cell_id == cell_pk))
+    session.execute(delete(LevelObservation).where(LevelObservation.cell_id == cell_pk))
     if levels:
         session.execute(insert(LevelResult), [level_row(cell_pk, lv) for lv in levels])
+    if observations:
+        session.execute(insert(LevelObservation), [
+            {"cell_id": cell_pk, "concurrency": c, "source": src, "metric": m, "value": v} for c, src, m, v in observations])
     return cell_pk
 
 

@@ -62,3 +62,7 @@ def endpoint(ctx: StepContext) -> str:
 
 def teardown(ctx: StepContext) -> dict[str, Any]:
     raise _not_yet("tear a cell down")
+
+
+def observation_targets(ctx: StepContext) -> tuple[list[str], int | None]:
+    raise _not_yet("find a cell's replicas")

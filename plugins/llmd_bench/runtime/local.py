@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,45 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
         kv = started(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
         processes.wait_resp_ping(kv, START_TIMEOUT_S)
         state["kv_backend"] = {"kind": name, "port": port, "server_version": kv_server_version(port)}
+    state["pcp"] = start_pcp_recording(ctx, started)
     _save(ctx, state)
     return state
+
+
+def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:  # noqa: ANN001
+    """pmlogger for this cell, from now until collect_pcp; `unavailable` says why when PCP cannot record."""
+    from llmd_bench.observe import pcp
+
+    pcp_dir = ctx.cell_dir / "pcp"
+    try:
+        tools = pcp.ensure_pmcd(ctx.cell_dir / "logs")
+        metrics = pcp.available_metrics(tools, pcp.HOST_METRICS + pcp.GPU_METRICS)
+        pcp_dir.mkdir(parents=True, exist_ok=True)
+        config = pcp_dir / "pmlogger.config"
+        config.write_text(pcp.logger_config(metrics))
+        archive = pcp_dir / "host"
+        proc = started(processes.start("pmlogger", pcp.pmlogger_command(tools, config, archive), 0, pcp_dir / "pmlogger.out"))
+        time.sleep(0.5)
+        if not processes.pid_alive(proc.pid):
+            raise pcp.PcpUnavailable(f"pmlogger exited at start: {processes.tail(proc.log)}")
+        return {"archive": str(archive), "metrics": metrics, "pid": proc.pid}
+    except pcp.PcpUnavailable as exc:
+        return {"unavailable": str(exc)}
+
+
+def observation_targets(ctx: StepContext) -> tuple[list[str], int | None]:
+    state = load_state(ctx)
+    kv = state.get("kv_backend") or {}
+    return list(state.get("replicas", [])), kv.get("port")
+
+
+def stop_pcp_recording(ctx: StepContext) -> dict[str, Any]:
+    state = load_state(ctx)
+    rec = state.get("pcp") or {}
+    for p in state.get("processes", []):
+        if p["name"] == "pmlogger":
+            processes.stop(ManagedProcess(**p), grace_s=10)
+    return rec
 
 
 def kv_server_version(port: int) -> str | None:

@@ -11,3 +11,12 @@ def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to 
         return local.endpoint(ctx)
     from llmd_bench.runtime import kubernetes
     return kubernetes.endpoint(ctx)
+
+
+def observation_targets(ctx) -> tuple[list[str], int | None]:  # noqa: ANN001
+    """The model-server replica URLs to scrape and the KV index's port (None without one)."""
+    if ctx.runtime == "local":
+        from llmd_bench.runtime import local
+        return local.observation_targets(ctx)
+    from llmd_bench.runtime import kubernetes
+    return kubernetes.observation_targets(ctx)

@@ -1,21 +1,103 @@
-"""collect_pcp: Performance Co-Pilot archives for the cell's sweep window.
+"""collect_pcp: the cell's evidence. Stops the cell's pmlogger, summarises its archive per concurrency
+level (xz-compressed archive kept in the cell folder), aggregates the model-server metrics sampled during
+the sweep, reads the KV index's final stats, and decides whether the configuration took effect.
 
-Recording is not wired yet: the step records `not measured` with the reason instead of inventing
-numbers, so the report can say so.
+Writes observations.json; load_results stores it with the levels. Missing evidence is recorded with its
+reason (`not measured`), so this step fails only on a bug, never because PCP or a metric is absent.
 """
 
 from __future__ import annotations
 
-import shutil
 from typing import Any
 
-from llmd_bench.context import StepContext
+from llmd_bench.context import StepContext, write_json_atomic
+from llmd_bench.observe import kv_index, pcp, prometheus, verdict
+from llmd_bench.observe.sampler import read as read_samples
+from llmd_bench.steps import observation_targets
+from llmd_bench.steps.sweep import SAMPLES_FILE
+
+OBSERVATIONS_FILE = "observations.json"
+
+
+def level_windows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [w for t in record.get("sweep", {}).get("trials", []) for w in t.get("level_windows", [])]
+
+
+def host_summaries(ctx: StepContext, windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if ctx.runtime != "local":
+        return {"status": "not measured", "reason": "cluster PCP collection is not implemented yet"}, []
+    from llmd_bench.runtime import local
+
+    rec = local.stop_pcp_recording(ctx)
+    if "archive" not in rec:
+        return {"status": "not measured", "reason": rec.get("unavailable", "PCP did not record this cell")}, []
+    from pathlib import Path
+
+    archive = Path(rec["archive"])
+    try:
+        tools = pcp.tools()
+        rows = pcp.samples(tools, archive, rec["metrics"])
+        levels = pcp.per_level(rows, windows)
+        files = pcp.compress(archive)
+    except (pcp.PcpUnavailable, OSError) as exc:
+        return {"status": "not measured", "reason": str(exc)}, []
+    gpu = any(m.startswith("nvidia.") for m in rec["metrics"])
+    status = {"status": "recorded", "archive": [str(f.relative_to(ctx.cell_dir)) for f in files],
+              "samples": len(rows), "gpu": "recorded" if gpu else "not available (no nvidia PMDA on this host)"}
+    return status, levels
+
+
+def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
+                      windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    vllm = [s for s in samples if s.get("source") == "vllm"]
+    scraped = {s["replica"] for s in vllm}
+    if not vllm:
+        reason = f"no replica exports Prometheus metrics ({len(replicas)} scraped: {', '.join(replicas) or 'none'})"
+        return {"available": False, "reason": f"not available: {reason}"}, []
+    levels = prometheus.per_level(vllm, windows)
+    total = lambda key: sum(v for lv in levels if (v := lv.get(key)) is not None) if any(lv.get(key) is not None for lv in levels) else None  # noqa: E731
+    return {"available": True, "replicas_scraped": sorted(scraped),
+            "external_prefix_cache_queries": total("external_prefix_cache_queries"),
+            "external_prefix_cache_hits": total("external_prefix_cache_hits"),
+            "prefix_cache_queries": total("prefix_cache_queries"), "prefix_cache_hits": total("prefix_cache_hits")}, levels
+
+
+def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], port: int | None) -> dict[str, Any] | None:
+    if port is None:
+        return None
+    record = ctx.read_record()
+    backend = (record.get("serving") or {}).get("kv_backend") or {}
+    counts = [s["keys"] for s in samples if s.get("source") == "kv_index" and s.get("keys") is not None]
+    try:
+        final = kv_index.stats(port)
+    except OSError as exc:
+        return {"server": f"{backend.get('kind')} {backend.get('server_version')}", "max_keys": max(counts) if counts else None,
+                "error": f"could not read the index after the sweep: {exc}"}
+    observed = counts + ([final["keys"]] if final.get("keys") is not None else [])
+    return {"server": f"{backend.get('kind')} {backend.get('server_version')}", "max_keys": max(observed) if observed else None,
+            "samples": len(counts), "final": final}
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    pmlogger = shutil.which("pmlogger") or (shutil.which("pmlogger", path="/usr/lib/pcp/bin"))
-    result = {"status": "not measured",
-              "reason": "PCP archive recording is not implemented yet" if pmlogger else "PCP is not installed"}
-    with ctx.update_record() as record:
-        record["pcp"] = result
-    return result
+    assert ctx.cell is not None
+    record = ctx.read_record()
+    windows = level_windows(record)
+    replicas, kv_port = observation_targets(ctx)
+    samples = [s for t in range(1, ctx.params.trials + 1) for s in read_samples(ctx.cell_dir / f"trial-{t}" / SAMPLES_FILE)]
+    host, host_levels = host_summaries(ctx, windows)
+    serving, serving_levels = serving_summaries(samples, replicas, windows)
+    kv = kv_summary(ctx, samples, kv_port)
+    replica_count = (record.get("serving") or {}).get("replicas")
+    effect = verdict.judge(ctx.cell.config, replica_count, serving, kv)
+    observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
+                    "serving_levels": serving_levels, "kv_index": kv, "config_effect": effect}
+    write_json_atomic(ctx.cell_dir / OBSERVATIONS_FILE, observations)
+    with ctx.update_record() as rec:
+        rec["pcp"] = host
+        rec["serving_metrics"] = serving
+        rec["kv_index"] = kv
+        rec["config_effect"] = effect
+    print(f"configuration effect: {effect['verdict']} ({effect['evidence']})")
+    print(f"PCP: {host.get('status')} {host.get('reason', '')}; serving metrics: "
+          f"{'available' if serving.get('available') else serving.get('reason')}")
+    return {"pcp": host.get("status"), "config_effect": effect["verdict"]}

@@ -113,7 +113,7 @@ def generate_report(run_id: str, out: Path, campaign: str | None = None, store: 
         rpt.write(report, out)
         if store:
             md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-            table = report.peaks.drop(columns=["full_model"], errors="ignore")
+            table = report.peaks.drop(columns=["full_model", "observability"], errors="ignore")
             records = json.loads(table.to_json(orient="records"))
 
             def save() -> None:

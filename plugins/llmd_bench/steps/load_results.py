@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.context import StepContext, write_json_atomic
+from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import ReportError
 from llmd_bench.guidellm_report import Report, parse_report_file
 from llmd_bench.results import cell_status, run_info_from_record, sha256
+from llmd_bench.steps.collect_pcp import OBSERVATIONS_FILE
 from llmd_bench.steps.sweep import report_path
 
 LEVELS_FILE = "levels.json"
@@ -37,6 +38,19 @@ def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
     } for trial, report in reports for lv in report.levels]
 
 
+def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, str, str, float]]:
+    rows = []
+    for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels")):
+        for level in observed.get(key) or []:
+            if level.get("trial", 1) != trial:
+                continue
+            for metric, value in level.items():
+                if metric in ("concurrency", "trial") or value is None:
+                    continue
+                rows.append((level["concurrency"], source, metric, float(value)))
+    return rows
+
+
 def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     from sqlalchemy.orm import Session
 
@@ -45,6 +59,9 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     assert ctx.cell is not None
     record = ctx.read_record()
     run = run_info_from_record(record)
+    observed = read_json(ctx.cell_dir / OBSERVATIONS_FILE)
+    observability = {k: observed.get(k) for k in ("pcp", "serving_metrics", "kv_index")} if observed else \
+        {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
     serving = record.get("serving", {})
     url = db.database_url()
     engine = db.make_engine(url)
@@ -58,8 +75,9 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                 info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
                                    trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
                                    tensor_parallel_size=ctx.params.tensor_parallel_size,
-                                   versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path))
-                db.store_cell(session, run, info, report.levels)
+                                   versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
+                                   config_effect=observed.get("config_effect") or {}, observability=observability)
+                db.store_cell(session, run, info, report.levels, observation_rows(observed, trial))
 
     try:
         db.with_retries(load, f"loading {ctx.cell}", url)

@@ -16,9 +16,11 @@ from llmd_bench import paths
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
-from llmd_bench.steps import endpoint_for
+from llmd_bench.observe.sampler import Sampler
+from llmd_bench.steps import endpoint_for, observation_targets
 
 REPORT_NAME = "guidellm_report.json"
+SAMPLES_FILE = "serving_samples.jsonl"
 
 
 def report_path(ctx: StepContext, trial: int) -> Path:
@@ -86,8 +88,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
         started = time.monotonic()
         env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
         log_path = out.parent / "guidellm.log"
-        with open(log_path, "w") as log:
+        replicas, kv_port = observation_targets(ctx)
+        with open(log_path, "w") as log, Sampler(out.parent / SAMPLES_FILE, replicas, kv_port) as sampler:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        for url, why in sampler.unavailable.items():
+            print(f"serving metrics of {url}: {why}")
         wall = time.monotonic() - started
         print(log_path.read_text(errors="replace")[-6000:], flush=True)
         if proc.returncode != 0:
@@ -102,7 +107,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "guidellm_version": report.guidellm_version,
             "guidellm_wall_s": round(wall, 3),
             "benchmark_s": round(sum(lv.duration_s for lv in report.levels), 3),
-            "level_windows": [{"concurrency": lv.concurrency, "start": lv.start, "end": lv.end} for lv in report.levels],
+            "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
+                              for lv in report.levels],
         })
     with ctx.update_record() as record:
         record["sweep"] = {"target": target, "levels": ctx.levels, "trials": trials}

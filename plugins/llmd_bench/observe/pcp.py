@@ -1,0 +1,173 @@
+"""Performance Co-Pilot on the local runtime: pmcd on demand, one pmlogger per cell, per-level summaries.
+
+pmcd is host infrastructure (a DaemonSet in Kubernetes): started when absent (listening on 127.0.0.1
+and its Unix socket only) and left running. Each cell's pmlogger records from deploy to collect_pcp;
+its archive is summarised per concurrency level (windows from the GuideLLM report) and xz-compressed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PCP_BIN = Path("/usr/lib/pcp/bin")
+PMCD_SOCKET = Path("/run/pcp/pmcd.socket")
+LOG_INTERVAL = "1sec"
+HOST_METRICS = ["kernel.all.cpu.idle", "kernel.all.cpu.user", "kernel.all.cpu.sys", "hinv.ncpu", "mem.util.used",
+                "mem.physmem", "network.interface.in.bytes", "network.interface.out.bytes",
+                "disk.all.read_bytes", "disk.all.write_bytes"]
+GPU_METRICS = ["nvidia.gpuactive", "nvidia.memused", "nvidia.power"]
+
+
+class PcpUnavailable(Exception):
+    """PCP cannot record here; the message says why (it becomes the cell's `not measured` reason)."""
+
+
+@dataclass
+class Tools:
+    pmcd: str
+    pmlogger: str
+    pminfo: str
+    pmrep: str
+
+
+def tools() -> Tools:
+    found = {}
+    for name in ("pmcd", "pmlogger", "pminfo", "pmrep"):
+        path = shutil.which(name) or (str(PCP_BIN / name) if (PCP_BIN / name).exists() else None)
+        if not path:
+            raise PcpUnavailable("PCP is not installed (Debian package `pcp`; `make setup` installs it as root)")
+        found[name] = path
+    return Tools(**found)
+
+
+def _env() -> dict[str, str]:
+    # pmrep is a Python program of the system's Python, not of our virtualenv.
+    return {**os.environ, "PCP_PYTHON_PROG": "/usr/bin/python3"}
+
+
+def pmcd_running(t: Tools) -> bool:
+    return subprocess.run([t.pminfo, "-f", "hinv.ncpu"], capture_output=True, env=_env(), timeout=10).returncode == 0
+
+
+def ensure_pmcd(log_dir: Path, timeout_s: float = 15.0) -> Tools:
+    """pmcd answering on this host, started if needed."""
+    t = tools()
+    if pmcd_running(t):
+        return t
+    if os.geteuid() != 0:
+        raise PcpUnavailable("pmcd is not running and only root can start it here")
+    PMCD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+    shutil.chown(PMCD_SOCKET.parent, "pcp", "pcp")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.Popen([t.pmcd, "-f", "-A", "-i", "127.0.0.1", "-l", str(log_dir / "pmcd.log")],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pmcd_running(t):
+            return t
+        time.sleep(0.3)
+    log = (log_dir / "pmcd.log").read_text(errors="replace")[-800:] if (log_dir / "pmcd.log").exists() else ""
+    raise PcpUnavailable(f"pmcd did not start: {log.strip()}")
+
+
+def available_metrics(t: Tools, names: list[str]) -> list[str]:
+    out = subprocess.run([t.pminfo, *names], capture_output=True, text=True, env=_env(), timeout=10)
+    present = {line.strip() for line in out.stdout.splitlines()}
+    return [n for n in names if any(p == n or p.startswith(n + ".") for p in present)]
+
+
+def logger_config(metrics: list[str]) -> str:
+    body = "\n".join(f"    {m}" for m in metrics)
+    return f"log mandatory on every {LOG_INTERVAL.replace('sec', ' sec')} {{\n{body}\n}}\n"
+
+
+def pmlogger_command(t: Tools, config: Path, archive: Path) -> list[str]:
+    return [t.pmlogger, "-c", str(config), "-t", LOG_INTERVAL, "-l", str(archive.parent / "pmlogger.log"), str(archive)]
+
+
+def archive_files(archive: Path) -> list[Path]:
+    return sorted(archive.parent.glob(archive.name + ".*"))
+
+
+def compress(archive: Path) -> list[Path]:
+    """xz the data volumes (PCP 6 reads them compressed); index and metadata stay as they are."""
+    done = []
+    for f in archive_files(archive):
+        if f.suffix.lstrip(".").isdigit():
+            subprocess.run(["xz", "-f", str(f)], check=True)
+            done.append(f.with_name(f.name + ".xz"))
+        elif f.suffix in (".index", ".meta"):
+            done.append(f)
+    return done
+
+
+def samples(t: Tools, archive: Path, metrics: list[str]) -> list[dict[str, Any]]:
+    """Per-second rows from the archive: counters as rates, instances as separate columns."""
+    out = subprocess.run([t.pmrep, "-a", str(archive), "-o", "csv", "-t", "1s", "-f", "%s", *metrics],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    if out.returncode != 0:
+        raise PcpUnavailable(f"pmrep could not read {archive}: {out.stderr.strip()[-400:]}")
+    rows = []
+    for rec in csv.DictReader(io.StringIO(out.stdout)):
+        row: dict[str, Any] = {"time": float(rec.pop("Time"))}
+        for k, v in rec.items():
+            row[k.strip('"')] = float(v) if v not in ("", None) else None
+        rows.append(row)
+    return rows
+
+
+def host_row(row: dict[str, Any]) -> dict[str, float | None]:
+    """One sample as host metrics: CPU %, memory bytes, network and disk bytes/s, GPU when present."""
+    def total(prefix: str, skip_lo: bool) -> float | None:
+        vals = [v for k, v in row.items() if k.startswith(prefix) and v is not None
+                and not (skip_lo and k.endswith("-lo"))]
+        return sum(vals) if vals else None
+
+    ncpu, idle = row.get("hinv.ncpu"), row.get("kernel.all.cpu.idle")
+    cpu = None if not ncpu or idle is None else max(0.0, min(100.0, 100.0 * (1 - idle / (ncpu * 1000.0))))
+    mem = row.get("mem.util.used")
+    disk_r, disk_w = row.get("disk.all.read_bytes"), row.get("disk.all.write_bytes")
+    return {
+        "cpu_util_pct": cpu,
+        "mem_used_bytes": None if mem is None else mem * 1024,
+        "net_in_bytes_per_s": total("network.interface.in.bytes-", skip_lo=True),
+        "net_out_bytes_per_s": total("network.interface.out.bytes-", skip_lo=True),
+        "net_loopback_bytes_per_s": row.get("network.interface.in.bytes-lo"),
+        "disk_read_bytes_per_s": None if disk_r is None else disk_r * 1024,
+        "disk_write_bytes_per_s": None if disk_w is None else disk_w * 1024,
+        "gpu_busy_pct": _mean_of(row, "nvidia.gpuactive"),
+        "gpu_mem_used_bytes": _sum_of(row, "nvidia.memused"),
+        "gpu_power_w": _sum_of(row, "nvidia.power"),
+    }
+
+
+def _mean_of(row: dict[str, Any], prefix: str) -> float | None:
+    vals = [v for k, v in row.items() if k.startswith(prefix) and v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _sum_of(row: dict[str, Any], prefix: str) -> float | None:
+    vals = [v for k, v in row.items() if k.startswith(prefix) and v is not None]
+    return sum(vals) if vals else None
+
+
+def per_level(rows: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Average each host metric over each level's window [start, end]."""
+    host = [(r["time"], host_row(r)) for r in rows]
+    out = []
+    for w in windows:
+        inside = [h for ts, h in host if w["start"] <= ts <= w["end"]]
+        summary: dict[str, Any] = {"concurrency": w["concurrency"], "trial": w.get("trial", 1), "samples": len(inside)}
+        for key in (host[0][1] if host else {}):
+            vals = [h[key] for h in inside if h[key] is not None]
+            summary[key] = sum(vals) / len(vals) if vals else None
+        out.append(summary)
+    return out

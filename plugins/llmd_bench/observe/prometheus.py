@@ -1,0 +1,90 @@
+"""Model-server metrics: scrape Prometheus text from each replica's /metrics and aggregate per level.
+
+Counters are summed over the replicas and differenced across the level's window; gauges are averaged.
+A server without the endpoint (GuideLLM's mock server has none) yields `not available`, never a value.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+
+# vLLM metric -> (kind, short name used in the store and report)
+VLLM_METRICS = {
+    "vllm:prefix_cache_queries_total": ("counter", "prefix_cache_queries"),
+    "vllm:prefix_cache_hits_total": ("counter", "prefix_cache_hits"),
+    "vllm:external_prefix_cache_queries_total": ("counter", "external_prefix_cache_queries"),
+    "vllm:external_prefix_cache_hits_total": ("counter", "external_prefix_cache_hits"),
+    "vllm:num_preemptions_total": ("counter", "preemptions"),
+    "vllm:kv_cache_usage_perc": ("gauge", "kv_cache_usage_perc"),
+    "vllm:num_requests_running": ("gauge", "requests_running"),
+    "vllm:num_requests_waiting": ("gauge", "requests_waiting"),
+}
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
+
+
+def parse(text: str) -> dict[str, float]:
+    """Sum every sample of each known metric over its label sets (engines, models)."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            continue
+        name = m.group(1)
+        if name not in VLLM_METRICS:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        totals[name] = totals.get(name, 0.0) + value
+    return totals
+
+
+def scrape(url: str, timeout_s: float = 3.0) -> dict[str, float] | str:
+    """Known metrics at `url`, or the reason they are not available."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            body = resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return f"not available (HTTP {exc.code} at {url})"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"not available ({exc} at {url})"
+    values = parse(body)
+    return values if values else f"not available (no vLLM metrics at {url})"
+
+
+def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """samples: [{"time": t, "replica": url, "values": {...}}]. One summary per level window."""
+    out = []
+    for w in windows:
+        row: dict[str, Any] = {"concurrency": w["concurrency"], "trial": w.get("trial", 1)}
+        for metric, (kind, short) in VLLM_METRICS.items():
+            if kind == "counter":
+                row[short] = _counter_delta(samples, metric, w["start"], w["end"])
+            else:
+                vals = [s["values"][metric] for s in samples
+                        if w["start"] <= s["time"] <= w["end"] and metric in s["values"]]
+                row[short] = sum(vals) / len(vals) if vals else None
+        q, h = row.get("prefix_cache_queries"), row.get("prefix_cache_hits")
+        row["prefix_cache_hit_rate"] = h / q if q else None
+        out.append(row)
+    return out
+
+
+def _counter_delta(samples: list[dict[str, Any]], metric: str, start: float, end: float) -> float | None:
+    """Sum over replicas of (last value in or after the window's end - last value before its start)."""
+    total, seen = 0.0, False
+    for replica in {s["replica"] for s in samples}:
+        series = sorted((s["time"], s["values"][metric]) for s in samples if s["replica"] == replica and metric in s["values"])
+        if not series:
+            continue
+        before = [v for t, v in series if t <= start] or [series[0][1]]
+        upto = [v for t, v in series if t <= end] or [series[-1][1]]
+        total += max(0.0, upto[-1] - before[-1])
+        seen = True
+    return total if seen else None

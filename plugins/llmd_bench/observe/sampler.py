@@ -1,0 +1,64 @@
+"""Sample the serving layer while a sweep runs: each replica's /metrics and the KV index's key count."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from llmd_bench.observe import kv_index, prometheus
+
+INTERVAL_S = 2.0
+
+
+class Sampler:
+    """A background thread writing one JSON line per sample to `out` until stopped."""
+
+    def __init__(self, out: Path, replicas: list[str], kv_port: int | None, interval_s: float = INTERVAL_S) -> None:
+        self.out, self.replicas, self.kv_port, self.interval_s = out, replicas, kv_port, interval_s
+        self.unavailable: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="llmd-bench-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._sample_once()  # the final state after the last level
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample_once()
+            self._stop.wait(self.interval_s)
+
+    def _sample_once(self) -> None:
+        now = time.time()
+        lines: list[dict[str, Any]] = []
+        for url in self.replicas:
+            if url in self.unavailable:
+                continue
+            result = prometheus.scrape(f"{url}/metrics")
+            if isinstance(result, str):
+                self.unavailable[url] = result  # no endpoint: stop asking, remember why
+                continue
+            lines.append({"time": now, "source": "vllm", "replica": url, "values": result})
+        if self.kv_port:
+            try:
+                lines.append({"time": now, "source": "kv_index", "keys": kv_index.key_count(self.kv_port)})
+            except OSError as exc:
+                lines.append({"time": now, "source": "kv_index", "error": str(exc)})
+        with open(self.out, "a") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,46 @@
+"""Did the configuration under test take effect? `confirmed`, `not taking effect` (with the evidence) or
+`not measured`. The published evaluation could not tell that its Redis/Valkey index was never used."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CONFIRMED, NOT_EFFECTIVE, NOT_MEASURED, NOT_APPLICABLE = "confirmed", "not taking effect", "not measured", "n/a (baseline)"
+
+
+def judge(config: str, replicas: int | None, serving: dict[str, Any], kv: dict[str, Any] | None) -> dict[str, str]:
+    """serving: {"available": bool, "reason": str, "external_prefix_cache_queries": float | None}
+    kv: {"max_keys": int | None, "final": {...}, "server": "redis 6.2.14"} for the index configs."""
+    if config == "no-offload":
+        return {"verdict": NOT_APPLICABLE, "evidence": "the baseline has no configuration to prove"}
+    if config == "native-offload":
+        if not serving.get("available"):
+            return {"verdict": NOT_MEASURED, "evidence": f"offload counters {serving.get('reason', 'not available')}"}
+        queries = serving.get("external_prefix_cache_queries")
+        if queries is None:
+            return {"verdict": NOT_MEASURED, "evidence": "the server exports no vllm:external_prefix_cache_queries_total"}
+        if queries > 0:
+            hits = serving.get("external_prefix_cache_hits")
+            return {"verdict": CONFIRMED, "evidence": f"offload looked up {queries:.0f} blocks"
+                    + (f", {hits:.0f} hits" if hits is not None else "") + " during the sweep"}
+        return {"verdict": NOT_EFFECTIVE, "evidence": "vllm:external_prefix_cache_queries_total did not move during "
+                                                      "the sweep: the offload path never ran"}
+    # llm-d-redis / llm-d-valkey: the index must hold keys, and the router must have a choice.
+    problems, good = [], []
+    if kv is None or kv.get("max_keys") is None:
+        return {"verdict": NOT_MEASURED, "evidence": "the KV-block index could not be read"}
+    if kv["max_keys"] > 0:
+        good.append(f"the {kv.get('server', 'index')} index held up to {kv['max_keys']} keys")
+    else:
+        final = kv.get("final") or {}
+        problems.append(f"the {kv.get('server', 'index')} index stayed empty (0 keys during and after the sweep; "
+                        f"{final.get('total_commands_processed', '?')} commands processed): nothing published KV events to it")
+    if replicas is None:
+        problems.append("replica count unknown")
+    elif replicas < 2:
+        problems.append(f"{replicas} replica: a router with one endpoint has no choice to make")
+    else:
+        good.append(f"{replicas} replicas to route between")
+    if problems:
+        return {"verdict": NOT_EFFECTIVE, "evidence": "; ".join(problems + good)}
+    return {"verdict": CONFIRMED, "evidence": "; ".join(good)}

@@ -1,0 +1,217 @@
+"""Evidence: real pmcd/pmlogger archives summarised per level, model-server metrics scraped from a local
+server that serves real vLLM metric text, real Redis/Valkey index stats, and the verdict on each outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, tiny_campaign, write_campaign
+from llmd_bench.observe import kv_index, pcp, prometheus, verdict
+from llmd_bench.observe.sampler import Sampler, read
+from llmd_bench.runtime import processes
+
+VLLM_TEXT = """# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{{engine="0",model_name="Qwen/Qwen3-8B"}} {running}
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{{engine="0",model_name="Qwen/Qwen3-8B"}} 0.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{{engine="0",model_name="Qwen/Qwen3-8B"}} 0.42
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{{engine="0",model_name="Qwen/Qwen3-8B"}} {queries}
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{{engine="0",model_name="Qwen/Qwen3-8B"}} {hits}
+# TYPE vllm:external_prefix_cache_queries_total counter
+vllm:external_prefix_cache_queries_total{{engine="0",model_name="Qwen/Qwen3-8B"}} {ext}
+# TYPE vllm:external_prefix_cache_hits_total counter
+vllm:external_prefix_cache_hits_total{{engine="0",model_name="Qwen/Qwen3-8B"}} {ext_hits}
+# TYPE vllm:num_preemptions_total counter
+vllm:num_preemptions_total{{engine="0",model_name="Qwen/Qwen3-8B"}} 3.0
+# TYPE vllm:generation_tokens_total counter
+vllm:generation_tokens_total{{engine="0",model_name="Qwen/Qwen3-8B"}} 123456.0
+"""
+
+
+class FakeVllm:
+    """A local HTTP server whose /metrics counters grow with each scrape, like a busy vLLM."""
+
+    def __init__(self, offload_moves: bool) -> None:
+        self.scrapes = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # noqa: ANN002
+                pass
+
+            def do_GET(self):  # noqa: N802
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                fake.scrapes += 1
+                n = fake.scrapes
+                body = VLLM_TEXT.format(running=4.0, queries=1000.0 * n, hits=750.0 * n,
+                                        ext=(100.0 * n if offload_moves else 0.0),
+                                        ext_hits=(60.0 * n if offload_moves else 0.0)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_parse_sums_label_sets_and_ignores_unknown_metrics():
+    text = VLLM_TEXT.format(running=2, queries=10, hits=5, ext=0, ext_hits=0)
+    text += 'vllm:prefix_cache_queries_total{engine="1",model_name="Qwen/Qwen3-8B"} 30\n'
+    values = prometheus.parse(text)
+    assert values["vllm:prefix_cache_queries_total"] == 40
+    assert values["vllm:kv_cache_usage_perc"] == 0.42
+    assert "vllm:generation_tokens_total" not in values
+
+
+@pytest.mark.parametrize("offload_moves, expected", [(True, verdict.CONFIRMED), (False, verdict.NOT_EFFECTIVE)])
+def test_scraped_offload_counters_decide_native_offload(tmp_path, offload_moves, expected):
+    from llmd_bench.steps.collect_pcp import serving_summaries
+
+    server = FakeVllm(offload_moves)
+    try:
+        out = tmp_path / "samples.jsonl"
+        start = time.time()
+        with Sampler(out, [server.url], None, interval_s=0.2):
+            time.sleep(1.2)
+        end = time.time()
+    finally:
+        server.close()
+    samples = read(out)
+    assert len(samples) >= 4 and all(s["source"] == "vllm" for s in samples)
+    serving, levels = serving_summaries(samples, [server.url], [{"trial": 1, "concurrency": 8, "start": start, "end": end}])
+    level = levels[0]
+    assert level["prefix_cache_hit_rate"] == pytest.approx(0.75)
+    assert level["kv_cache_usage_perc"] == pytest.approx(0.42) and level["requests_running"] == pytest.approx(4)
+    assert level["prefix_cache_queries"] > 0 and level["preemptions"] == 0
+    result = verdict.judge("native-offload", 1, serving, None)
+    assert result["verdict"] == expected
+    if not offload_moves:
+        assert "did not move" in result["evidence"]
+
+
+def test_a_server_without_metrics_is_not_measured_never_zero(tmp_path):
+    from llmd_bench.steps.collect_pcp import serving_summaries
+
+    port = processes.free_port()
+    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+                                    "--model", "m/x"], port, tmp_path / "mock.log")
+    try:
+        processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
+        url = f"http://127.0.0.1:{port}"
+        with Sampler(tmp_path / "s.jsonl", [url], None, interval_s=0.2) as sampler:
+            time.sleep(0.5)
+        assert "HTTP 404" in sampler.unavailable[url]
+    finally:
+        processes.stop(mock)
+    serving, levels = serving_summaries(read(tmp_path / "s.jsonl"), [url], [{"concurrency": 1, "start": 0, "end": 1e12}])
+    assert serving["available"] is False and levels == []
+    assert verdict.judge("native-offload", 1, serving, None)["verdict"] == verdict.NOT_MEASURED
+
+
+@pytest.mark.parametrize("kind", ["llm-d-redis", "llm-d-valkey"])
+def test_index_stats_and_verdicts_on_real_servers(tmp_path, kind):
+    from llmd_bench.runtime.local import kv_server_bin, kv_server_version
+
+    port = processes.free_port()
+    server = processes.start(kind, [kv_server_bin(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                             port, tmp_path / "kv.log")
+    try:
+        processes.wait_resp_ping(server, 30)
+        name = f"{'redis' if kind == 'llm-d-redis' else 'valkey'} {kv_server_version(port)}"
+        empty = kv_index.stats(port)
+        assert empty["keys"] == 0 and empty["used_memory_bytes"] > 0
+        v = verdict.judge(kind, 2, {}, {"server": name, "max_keys": 0, "final": empty})
+        assert v["verdict"] == verdict.NOT_EFFECTIVE and "stayed empty" in v["evidence"]
+        # something publishes KV blocks into the index while the sweep runs
+        with Sampler(tmp_path / "s.jsonl", [], port, interval_s=0.1):
+            for i in range(25):
+                processes.resp_command(port, "HSET", f"kv@10.0.0.{i % 3}@Qwen/Qwen3-8B:{i}", "pod", f"10.0.0.{i % 3}")
+            processes.resp_command(port, "GET", "kv@10.0.0.1@Qwen/Qwen3-8B:1")
+            time.sleep(0.3)
+        counts = [s["keys"] for s in read(tmp_path / "s.jsonl")]
+        assert max(counts) == 25
+        final = kv_index.stats(port)
+        assert final["keys"] == 25
+        assert final["total_commands_processed"] > empty["total_commands_processed"] + 25
+        confirmed = verdict.judge(kind, 2, {}, {"server": name, "max_keys": 25, "final": final})
+        assert confirmed == {"verdict": verdict.CONFIRMED,
+                             "evidence": f"the {name} index held up to 25 keys; 2 replicas to route between"}
+        one = verdict.judge(kind, 1, {}, {"server": name, "max_keys": 25, "final": final})
+        assert one["verdict"] == verdict.NOT_EFFECTIVE and "1 replica: a router with one endpoint" in one["evidence"]
+    finally:
+        processes.stop(server)
+
+
+def _pcp_ready() -> bool:
+    try:
+        pcp.tools()
+    except pcp.PcpUnavailable:
+        return False
+    return os.geteuid() == 0 or subprocess.run(["pminfo", "hinv.ncpu"], capture_output=True).returncode == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not _pcp_ready(), reason="PCP is not installed here (make setup installs it as root)")
+def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir, results_dir, db_url, monkeypatch):
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    doc = tiny_campaign(configs=["llm-d-valkey"])
+    doc["workload"].update(concurrency=[1, 4], duration_s=3)
+    write_campaign(campaigns_dir, doc)
+    args = ["--campaign", "tiny", "--run-id", "pcp-run", "--model", "Qwen/Qwen3-0.6B", "--config", "llm-d-valkey"]
+    for step in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"):
+        out = subprocess.run([str(BIN / "llmd-bench"), step, *args], capture_output=True, text=True)
+        assert out.returncode == 0, (step, out.stdout[-1500:], out.stderr[-1500:])
+    cell = results_dir / "pcp-run" / "Qwen3-0.6B" / "llm-d-valkey"
+    obs = json.loads((cell / "observations.json").read_text())
+    assert obs["pcp"]["status"] == "recorded", obs["pcp"]
+    assert (cell / "pcp" / "host.0.xz").exists() and not (cell / "pcp" / "host.0").exists()
+    # the compressed archive is still a readable PCP archive
+    rows = pcp.samples(pcp.tools(), cell / "pcp" / "host", ["kernel.all.cpu.idle", "hinv.ncpu"])
+    assert len(rows) >= 6
+    windows = json.loads((cell / "cell.json").read_text())["sweep"]["trials"][0]["level_windows"]
+    for level, window in zip(obs["host_levels"], windows):
+        assert level["concurrency"] == window["concurrency"]
+        assert level["samples"] >= 2  # 1 s samples inside a 3 s window
+        assert 0 < level["cpu_util_pct"] <= 100 and level["mem_used_bytes"] > 0
+    # the local simulator never writes to the index: not taking effect, never confirmed
+    assert obs["config_effect"]["verdict"] == verdict.NOT_EFFECTIVE
+    assert "stayed empty" in obs["config_effect"]["evidence"] and "1 replica" in obs["config_effect"]["evidence"]
+    assert obs["serving_metrics"]["available"] is False
+    from sqlalchemy import text
+
+    from llmd_bench.db.store import make_engine
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT o.concurrency, o.value FROM level_observations o JOIN cells c ON c.id = o.cell_id "
+                                   "WHERE o.source = 'pcp' AND o.metric = 'cpu_util_pct' ORDER BY 1")).all()
+        effect = conn.execute(text("SELECT config_effect->>'verdict', observability->'pcp'->>'status' FROM cells")).one()
+    engine.dispose()
+    assert [c for c, _ in stored] == [1, 4]
+    assert effect == ("not taking effect", "recorded")
+    out = subprocess.run([str(BIN / "llmd-bench"), "report", "--run-id", "pcp-run", "--out", str(results_dir / "rep")],
+                         capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
+    assert out.returncode == 0, out.stderr
+    md = (results_dir / "rep" / "report.md").read_text()
+    assert "| Qwen3-0.6B | llm-d-valkey | 1 | not taking effect |" in md
+    assert (results_dir / "rep" / "host_use_per_level.png").exists()
