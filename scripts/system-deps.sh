@@ -4,7 +4,7 @@
 # says what is missing, the local runtime records PCP as `not measured` and the browser test skips.
 set -euo pipefail
 need=()
-[ -x /usr/lib/pcp/bin/pmcd ] && [ -x /usr/bin/pmrep ] || need+=(pcp)
+[ "$(dpkg-query -W -f='${Status}' pcp 2>/dev/null)" = "install ok installed" ] || need+=(pcp)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v xz >/dev/null 2>&1 || need+=(xz-utils)
@@ -20,7 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
   shim=$(mktemp -d)
   printf '#!/bin/sh\nexit 0\n' > "$shim/systemctl"
   chmod +x "$shim/systemctl"
-  PATH="$shim:$PATH" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || true
+  PATH="$shim:$PATH" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || true
   PATH="$shim:$PATH" DEBIAN_FRONTEND=noninteractive dpkg --configure -a >/dev/null
   rm -rf "$shim"
 fi
