@@ -57,6 +57,17 @@ class Serving(_Strict):
     llmd_version: str
     tensor_parallel_size: PositiveInt
     replicas: PositiveInt = 1
+    # Kubernetes runtime only
+    backend: Literal["vllm", "inference-sim"] = Field("vllm", description="inference-sim rehearses on CPU-only clusters")
+    max_num_seqs: PositiveInt = 1024
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    block_size: PositiveInt = 64
+    hash_seed: str = "42"
+    shm_size: str = "16Gi"
+    model_cache_pvc: str | None = None
+    hf_token_secret: str = "llmd-bench-hf-token"
+    offload_cpu_blocks: PositiveInt = Field(20000, description="OffloadingConnector num_cpu_blocks (vLLM < 0.14)")
+    offload_cpu_gib: PositiveFloat = Field(64, description="OffloadingConnector cpu_bytes_to_use in GiB (vLLM >= 0.14)")
 
 
 class SimulationProfile(_Strict):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -119,6 +120,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmd_bench import catalog, manifests
+    from llmd_bench.campaign import Cell, find_campaign, resolve_params
+
+    campaign = find_campaign(args.campaign)
+    conf = {"llmd_version": args.llmd_version, "replicas": args.replicas}
+    params = resolve_params(campaign, {k: v for k, v in conf.items() if v is not None}, catalog.known_versions())
+    model = campaign.model(args.model).name
+    if args.config not in campaign.configs:
+        raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
+    out = Path(args.out)
+    cell_files = manifests.write(manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace), out)
+    ns_files = manifests.write(manifests.render_namespace(args.namespace), out / "namespace")
+    print(f"{len(cell_files)} cell manifests in {out}; namespace set-up (apply once, as an admin) in {out / 'namespace'}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from llmd_bench.db.server import default_server
 
@@ -175,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("render", help="write a cell's Kubernetes manifests as YAML files")
+    p.add_argument("--model", required=True)
+    p.add_argument("--config", required=True)
+    p.add_argument("--llmd-version", default=None, help="default: the campaign's")
+    p.add_argument("--replicas", type=int, default=None, help="default: the campaign's")
+    p.add_argument("--campaign", default="kv_cache_eval")
+    p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
+    p.add_argument("--run-id", default="manual", help="labels the objects with this run")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_render)
     p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
     p.add_argument("files", nargs="+", metavar="PATH")
     p.add_argument("--model", required=True, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")

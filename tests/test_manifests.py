@@ -1,0 +1,194 @@
+"""Every cell's Kubernetes manifests: valid against the official schemas (strict), the InferencePool
+against its CRD, and the configuration differences where they must be and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import BIN, REFERENCE, ROOT
+from llmd_bench import catalog, manifests
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+
+CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+K8S_VERSION = "1.33.0"
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    return load_campaign(REFERENCE)
+
+
+@pytest.fixture(scope="module")
+def pool_schema():
+    if not CRD.exists():
+        pytest.skip("shared/schemas is not beside this checkout")
+    crd = yaml.safe_load(CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def render(campaign, model, config, **conf):
+    params = resolve_params(campaign, conf, catalog.known_versions())
+    docs = manifests.render_cell(campaign, params, Cell(model, config), "scheduled__2026-11-22T00:00:00+00:00", "bench")
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}, docs
+
+
+def by_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def container(docs, name):
+    for d in by_kind(docs, "Deployment"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            if c["name"] == name:
+                return c
+    return None
+
+
+def epp_config(docs):
+    cm = by_kind(docs, "ConfigMap")[0]
+    return yaml.safe_load(cm["data"]["epp-config.yaml"])
+
+
+def all_cells(campaign):
+    for cell in campaign.cells():
+        for backend in ("vllm", "inference-sim"):
+            yield cell, backend
+
+
+def test_every_manifest_of_every_cell_validates_strictly(campaign, pool_schema):
+    count = 0
+    for cell, backend in all_cells(campaign):
+        c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"backend": backend})})
+        _, docs = render(c, cell.model, cell.config, replicas=2)
+        for doc in docs:
+            if doc["kind"] == "InferencePool":
+                jsonschema.validate(doc["spec"], pool_schema["properties"]["spec"])
+                assert doc["apiVersion"] == "inference.networking.k8s.io/v1"
+            else:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            count += 1
+    for doc in manifests.render_namespace("bench"):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert count >= 16 * 2 * 6
+
+
+def test_render_command_writes_files_that_pass_kubernetes_validate(tmp_path):
+    out = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-32B-AWQ", "--config", "native-offload",
+                          "--replicas", "3", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    files = sorted(p for p in tmp_path.rglob("*.yaml") if "inferencepool" not in p.name)
+    check = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", K8S_VERSION, *map(str, files)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (tmp_path / "namespace").is_dir()
+    bad = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-8B", "--config", "gpu-magic",
+                          "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "allowed: ['no-offload'" in bad.stderr
+
+
+def test_configuration_differences_are_where_they_belong(campaign):
+    for cell, _ in all_cells(campaign):
+        _, docs = render(campaign, cell.model, cell.config)
+        vllm = container(docs, "vllm")
+        args = " ".join(vllm["args"])
+        kinds = {d["kind"] for d in docs}
+        images = " ".join(c["image"] for d in by_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"])
+        assert ("OffloadingConnector" in args) == (cell.config == "native-offload"), cell
+        assert ("redis:" in images) == (cell.config == "llm-d-redis"), cell
+        assert ("valkey/valkey:" in images) == (cell.config == "llm-d-valkey"), cell
+        cfg = epp_config(docs)
+        scorers = {p["type"] for p in cfg["plugins"]}
+        if cell.config in ("llm-d-redis", "llm-d-valkey"):
+            assert "precise-prefix-cache-scorer" in scorers and "prefix-cache-scorer" not in scorers
+            assert "--kv-events-config" in vllm["args"] and "--prefix-caching-hash-algo" in vllm["args"]
+        else:
+            assert "prefix-cache-scorer" in scorers and "precise-prefix-cache-scorer" not in scorers
+            assert "--kv-events-config" not in vllm["args"]
+        assert kinds == {"ConfigMap", "Deployment", "Service", "InferencePool"}
+
+
+@pytest.mark.parametrize("config, key", [("llm-d-redis", "redisConfig"), ("llm-d-valkey", "valkeyConfig")])
+def test_index_scorer_kv_events_seed_and_block_size_agree_between_epp_and_vllm(campaign, config, key):
+    objs, docs = render(campaign, "Qwen/Qwen3-14B", config)
+    cfg = epp_config(docs)
+    scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
+    index = scorer["indexerConfig"]["kvBlockIndexConfig"]
+    kv_svc = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-kv"))
+    assert kv_svc["metadata"]["name"] in index[key]["address"] and index[key]["address"].endswith(":6379")
+    assert "inMemoryConfig" in index and index["inMemoryConfig"] is None  # the v0.4.0 pitfall
+    if key == "valkeyConfig":
+        assert index[key]["backendType"] == "valkey"
+    assert "prefix-cache-scorer" not in {p["type"] for p in cfg["plugins"]}  # Redis under the plain scorer is ignored
+    vllm = container(docs, "vllm")
+    events = json.loads(vllm["args"][vllm["args"].index("--kv-events-config") + 1])
+    epp_svc = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-epp"))
+    zmq_port = int(scorer["kvEventsConfig"]["zmqEndpoint"].rsplit(":", 1)[1])
+    assert events["endpoint"] == f"tcp://{epp_svc['metadata']['name']}.bench.svc.cluster.local:{zmq_port}"
+    assert zmq_port in [p["port"] for p in epp_svc["spec"]["ports"]]
+    assert events["topic"].startswith(scorer["kvEventsConfig"]["topicFilter"]) and events["topic"].endswith("@Qwen/Qwen3-14B")
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    assert env["PYTHONHASHSEED"] == scorer["indexerConfig"]["tokenProcessorConfig"]["hashSeed"]
+    block = vllm["args"][vllm["args"].index("--block-size") + 1]
+    assert int(block) == scorer["indexerConfig"]["tokenProcessorConfig"]["blockSize"]
+    assert vllm["args"][vllm["args"].index("--prefix-caching-hash-algo") + 1] == "sha256_cbor"
+
+
+@pytest.mark.parametrize("vllm_version, key", [("0.11.2", "num_cpu_blocks"), ("0.13.0", "num_cpu_blocks"),
+                                               ("0.14.0", "cpu_bytes_to_use"), ("0.15.1", "cpu_bytes_to_use")])
+def test_offload_setting_follows_the_vllm_version(campaign, vllm_version, key):
+    extra = manifests.offload_extra_config(vllm_version, campaign.serving)
+    assert list(extra) == [key]
+    _, docs = render(campaign, "Qwen/Qwen3-8B", "native-offload")
+    vllm = container(docs, "vllm")
+    cfg = json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1])
+    assert cfg["kv_connector"] == "OffloadingConnector"
+    assert cfg["kv_connector_extra_config"] == {"num_cpu_blocks": 20000}  # v0.4.0 ships vLLM 0.11.2
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_gpus_equal_tensor_parallel_size_and_the_rest_of_the_pod(campaign, tp):
+    _, docs = render(campaign, "Qwen/Qwen3-32B-AWQ", "no-offload", tensor_parallel_size=tp, replicas=3)
+    ms = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ms"))
+    vllm = container(docs, "vllm")
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == str(tp) == vllm["resources"]["requests"]["nvidia.com/gpu"]
+    assert vllm["args"][vllm["args"].index("--tensor-parallel-size") + 1] == str(tp)
+    assert ms["spec"]["replicas"] == 3
+    shm = next(v for v in ms["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models" and vllm["livenessProbe"]["httpGet"]["path"] == "/health"
+    token = next(e for e in vllm["env"] if e["name"] == "HF_TOKEN")
+    assert "value" not in token and token["valueFrom"]["secretKeyRef"]["name"] == "llmd-bench-hf-token"
+    assert "--max-num-seqs" in vllm["args"]
+    pool = by_kind(docs, "InferencePool")[0]
+    assert pool["spec"]["selector"]["matchLabels"].items() <= ms["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_labels_account_for_every_object(campaign):
+    _, docs = render(campaign, "Qwen/Qwen3-8B", "llm-d-redis")
+    for d in docs:
+        labels = d["metadata"]["labels"]
+        assert labels["llmd-bench/campaign"] == "llmd_kv_cache_eval"
+        assert labels["llmd-bench/model"] == "qwen3-8b" and labels["llmd-bench/config"] == "llm-d-redis"
+        assert labels["llmd-bench/run"] == "scheduled__2026-11-22T00-00-00-00-00"
+        assert d["metadata"]["namespace"] == "bench"
+
+
+@pytest.mark.parametrize("model", ["Qwen/Qwen3-0.6B", "org/Some_Model.With.DOTS-and-UPPER", "x/" + "very-long-name-" * 8])
+def test_names_are_dns_labels_for_any_model_name(campaign, model):
+    spec = campaign.models[0].model_copy(update={"name": model})
+    c = campaign.model_copy(update={"models": [spec]})
+    for config in ("no-offload", "llm-d-valkey"):
+        _, docs = render(c, model, config)
+        for d in docs:
+            name = d["metadata"]["name"]
+            assert DNS1123.match(name) and len(name) <= 63, name
+            for v in d["metadata"]["labels"].values():
+                assert len(v) <= 63
