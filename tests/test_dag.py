@@ -152,7 +152,12 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
         assert labels["llmd-bench/model"] == "qwen3-32b-awq" and labels["llmd-bench/config"] == "llm-d-valkey"
         assert labels["llmd-bench/step"] == step
         assert pod.spec.service_account_name == "llmd-bench-steps"
-        assert {e.name: e.value for e in c.env}["LLMD_BENCH_RUNTIME"] == "kubernetes"
+        env = {e.name: e for e in c.env}
+        assert env["LLMD_BENCH_RUNTIME"].value == "kubernetes" and env["LLMD_BENCH_NAMESPACE"].value == "bench"
+        assert env["LLMD_BENCH_DB_URL"].value is None  # from a Secret, never inline
+        assert env["LLMD_BENCH_DB_URL"].value_from.secret_key_ref.name == "llmd-bench-results-db"
+        assert [m.mount_path for m in c.volume_mounts] == ["/results"]
+        assert pod.spec.volumes[0].persistent_volume_claim.claim_name == "llmd-bench-results"
         assert 99 in task.skip_on_exit_code
     sweep = _render_pod(dag.get_task("Qwen3-8B__no-offload.sweep"))
     assert sweep.spec.containers[0].resources.requests["cpu"] == "4"

@@ -7,14 +7,14 @@ from typing import Any
 from llmd_bench.runtime.processes import resp_command
 
 
-def _info(port: int, section: str) -> dict[str, str]:
-    reply = resp_command(port, "INFO", section)
+def _info(port: int, section: str, host: str) -> dict[str, str]:
+    reply = resp_command(port, "INFO", section, host=host)
     return dict(line.split(":", 1) for line in reply.splitlines() if ":" in line and not line.startswith("#"))
 
 
-def stats(port: int) -> dict[str, Any]:
-    keys = resp_command(port, "DBSIZE").strip()
-    mem, st = _info(port, "memory"), _info(port, "stats")
+def stats(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
+    keys = resp_command(port, "DBSIZE", host=host).strip()
+    mem, st = _info(port, "memory", host), _info(port, "stats", host)
     return {
         "keys": int(keys.lstrip(":")) if keys.startswith(":") else None,
         "used_memory_bytes": int(mem["used_memory"]) if "used_memory" in mem else None,

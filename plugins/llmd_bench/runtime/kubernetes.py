@@ -1,13 +1,15 @@
 """Kubernetes runtime: step pods (KubernetesPodOperator settings) and the cell's stack in a cluster.
 
 Pod settings come from the deployment's environment, never from a trigger:
-LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS
-(object storage URL), LLMD_BENCH_KUBE_CONN (Airflow connection id).
+LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS_PVC (a
+ReadWriteMany claim shared by the step pods), LLMD_BENCH_DB_SECRET (Secret with the results database URL),
+LLMD_BENCH_KUBE_CONN (Airflow connection id).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from llmd_bench import __version__
@@ -28,14 +30,24 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     from kubernetes.client import models as k8s
 
     res = STEP_RESOURCES.get(step, LIGHT)
+    pvc = os.environ.get("LLMD_BENCH_RESULTS_PVC", "llmd-bench-results")
     return {
+        # Results move between step pods (and to Airflow) through a shared ReadWriteMany volume.
+        "volumes": [k8s.V1Volume(name="results", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=pvc))],
+        "volume_mounts": [k8s.V1VolumeMount(name="results", mount_path="/results")],
         "image": os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE),
         "namespace": os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"),
         "service_account_name": os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", "llmd-bench-steps"),
         "kubernetes_conn_id": os.environ.get("LLMD_BENCH_KUBE_CONN", "kubernetes_default"),
         "env_vars": [
             k8s.V1EnvVar(name="LLMD_BENCH_RUNTIME", value="kubernetes"),
-            k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value=os.environ.get("LLMD_BENCH_RESULTS_URL", "s3://llmd-bench/results")),
+            k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value="/results/results"),
+            k8s.V1EnvVar(name="LLMD_BENCH_REPORTS", value="/results/reports"),
+            k8s.V1EnvVar(name="LLMD_BENCH_NAMESPACE", value=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")),
+            k8s.V1EnvVar(name="LLMD_BENCH_DB_URL", value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+                name=os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), key="url"))),
+            k8s.V1EnvVar(name="HF_TOKEN", value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+                name="llmd-bench-hf-token", key="HF_TOKEN", optional=True))),
             k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
         ],
         "container_resources": k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
@@ -47,22 +59,252 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def _not_yet(what: str) -> RuntimeStepError:
-    return RuntimeStepError(f"the kubernetes runtime cannot {what} yet: cell manifests and cluster steps "
-                            "are not implemented in this version; use LLMD_BENCH_RUNTIME=local")
+# kind -> (API path prefix, plural). The objects this tool creates, in apply order.
+KINDS = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Service": ("/api/v1", "services"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
+}
+FIELD_MANAGER = "llmd-bench"
+WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                    "CreateContainerConfigError", "CreateContainerError"}
+
+
+def namespace() -> str:
+    return os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
+
+
+def api_client() -> Any:
+    """In a pod: the service account. Elsewhere: the kubeconfig. LLMD_BENCH_KUBE_API=URL talks to an API
+    server without authentication (kubectl proxy, or the tests' fake)."""
+    from kubernetes import client, config
+
+    url = os.environ.get("LLMD_BENCH_KUBE_API")
+    if url:
+        cfg = client.Configuration()
+        cfg.host = url
+        return client.ApiClient(cfg)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Cluster:
+    """The few API calls the steps need, namespaced, as plain dicts."""
+
+    def __init__(self, api: Any, ns: str) -> None:
+        from kubernetes import client
+
+        self.api, self.ns = api, ns
+        self.core, self.apps, self.custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+
+    def _plain(self, obj: Any) -> Any:
+        return self.api.sanitize_for_serialization(obj)
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        """Server-side apply, taking ownership of the fields this tool sets."""
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        kw = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
+        if kind == "Deployment":
+            self.apps.patch_namespaced_deployment(name, self.ns, doc, **kw)
+        elif kind == "Service":
+            self.core.patch_namespaced_service(name, self.ns, doc, **kw)
+        elif kind == "ConfigMap":
+            self.core.patch_namespaced_config_map(name, self.ns, doc, **kw)
+        elif kind == "InferencePool":
+            self.custom.patch_namespaced_custom_object("inference.networking.k8s.io", "v1", self.ns, "inferencepools",
+                                                       name, doc, **kw)
+        else:
+            raise RuntimeStepError(f"cannot apply kind {kind}")
+
+    def list(self, kind: str, selector: str) -> list[dict[str, Any]]:
+        if kind == "Deployment":
+            items = self.apps.list_namespaced_deployment(self.ns, label_selector=selector).items
+        elif kind == "Service":
+            items = self.core.list_namespaced_service(self.ns, label_selector=selector).items
+        elif kind == "ConfigMap":
+            items = self.core.list_namespaced_config_map(self.ns, label_selector=selector).items
+        elif kind == "Pod":
+            items = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
+        elif kind == "InferencePool":
+            return self.custom.list_namespaced_custom_object("inference.networking.k8s.io", "v1", self.ns,
+                                                             "inferencepools", label_selector=selector).get("items", [])
+        else:
+            raise RuntimeStepError(f"cannot list kind {kind}")
+        return [self._plain(i) for i in items]
+
+    def delete(self, kind: str, name: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            if kind == "Deployment":
+                self.apps.delete_namespaced_deployment(name, self.ns, propagation_policy="Background")
+            elif kind == "Service":
+                self.core.delete_namespaced_service(name, self.ns)
+            elif kind == "ConfigMap":
+                self.core.delete_namespaced_config_map(name, self.ns)
+            elif kind == "InferencePool":
+                self.custom.delete_namespaced_custom_object("inference.networking.k8s.io", "v1", self.ns,
+                                                            "inferencepools", name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def pod_log(self, pod: str, container: str | None, lines: int = 30) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines)
+        except ApiException as exc:
+            return f"(no log: {exc.status} {exc.reason})"
+
+
+def selector_string(labels: dict[str, str], extra: str = "") -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items()) + (f",{extra}" if extra else "")
+
+
+def _cell_objects(ctx: StepContext) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+    from llmd_bench import manifests
+
+    assert ctx.cell is not None
+    docs = manifests.render_cell(ctx.campaign, ctx.params, ctx.cell, ctx.run_id, namespace())
+    labels, selector = manifests.cell_labels(ctx.campaign, ctx.cell, ctx.run_id)
+    return docs, labels, selector
+
+
+def ready_timeout_s(size_gb: float) -> float:
+    """Pulling the image and loading the weights: 10 min plus 1 min per 2 GB, unless the deployment says."""
+    return float(os.environ.get("LLMD_BENCH_READY_TIMEOUT_S", 600 + 30 * size_gb))
+
+
+def pod_failure(pod: dict[str, Any]) -> str | None:
+    """Why a pod will not become ready by waiting longer, or None."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+            return f"Unschedulable: {cond.get('message', '')}"
+    for cs in (status.get("containerStatuses") or []) + (status.get("initContainerStatuses") or []):
+        state, last = cs.get("state") or {}, cs.get("lastState") or {}
+        waiting = state.get("waiting") or {}
+        for term in (state.get("terminated") or {}, last.get("terminated") or {}):
+            if term.get("reason") == "OOMKilled":
+                return f"OOMKilled: container {cs.get('name')} ran out of memory (exit code {term.get('exitCode')})"
+        if waiting.get("reason") in WAITING_FAILURES:
+            return f"{waiting['reason']}: container {cs.get('name')}: {waiting.get('message', '')}"
+    return None
+
+
+def sweep_leftovers(cluster: Cluster, ctx: StepContext) -> list[str]:
+    """Objects this tool labelled for the campaign in earlier runs: removed before this run deploys."""
+    from llmd_bench import manifests
+
+    run = manifests.label_value(ctx.run_id)
+    sel = (f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={manifests.label_value(ctx.campaign.dag_id)},"
+           f"llmd-bench/run!={run}")
+    removed = []
+    for kind in reversed(list(KINDS)):
+        for obj in cluster.list(kind, sel):
+            cluster.delete(kind, obj["metadata"]["name"])
+            removed.append(f"{kind}/{obj['metadata']['name']} (run {obj['metadata'].get('labels', {}).get('llmd-bench/run')})")
+    return removed
 
 
 def deploy(ctx: StepContext) -> dict[str, Any]:
-    raise _not_yet("deploy a cell")
+    assert ctx.cell is not None
+    cluster = Cluster(api_client(), namespace())
+    removed = sweep_leftovers(cluster, ctx)
+    for r in removed:
+        print(f"removed a leftover of an earlier run: {r}", flush=True)
+    docs, labels, selector = _cell_objects(ctx)
+    for doc in docs:
+        cluster.apply(doc)
+        print(f"applied {doc['kind']}/{doc['metadata']['name']}", flush=True)
+    pods = wait_ready(cluster, docs, selector, ready_timeout_s(ctx.model_spec.size_gb))
+    digests = sorted({f"{cs.get('image')}@{cs.get('imageID', '').rsplit('@', 1)[-1]}"
+                      for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or [] if cs.get("imageID")})
+    with ctx.update_record() as record:
+        record["versions"]["image_digests"] = digests
+    return {"replicas": _replica_urls(pods), "endpoint": endpoint(ctx), "kv_backend": _kv(ctx), "image_digests": digests,
+            "removed_leftovers": removed}
+
+
+def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str, str], timeout_s: float) -> list[dict[str, Any]]:
+    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    deployments = {d["metadata"]["name"]: d["spec"]["replicas"] for d in docs if d["kind"] == "Deployment"}
+    sel = selector_string(selector)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pods = cluster.list("Pod", sel)
+        for pod in pods:
+            reason = pod_failure(pod)
+            if reason:
+                name = pod["metadata"]["name"]
+                container = next(iter((pod.get("status") or {}).get("containerStatuses") or []), {}).get("name")
+                raise RuntimeStepError(f"pod {name} cannot start: {reason}\nlast log lines of {name}:\n"
+                                       f"{cluster.pod_log(name, container)}")
+        ready = {d["metadata"]["name"]: (d.get("status") or {}).get("readyReplicas") or 0
+                 for d in cluster.list("Deployment", sel)}
+        waiting = {n: f"{ready.get(n, 0)}/{want}" for n, want in deployments.items() if ready.get(n, 0) < want}
+        if not waiting:
+            return pods
+        if time.monotonic() > deadline:
+            raise RuntimeStepError(f"not ready after {timeout_s:.0f} s: " + ", ".join(f"{n} {r} ready" for n, r in waiting.items()))
+        time.sleep(poll)
+
+
+def _replica_urls(pods: list[dict[str, Any]]) -> list[str]:
+    from llmd_bench.manifests import MODEL_PORT
+
+    return sorted(f"http://{p['status']['podIP']}:{MODEL_PORT}" for p in pods
+                  if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"
+                  and (p.get("status") or {}).get("podIP"))
+
+
+def _kv(ctx: StepContext) -> dict[str, Any] | None:
+    from llmd_bench.campaign import ROUTING_CONFIGS
+    from llmd_bench.manifests import cell_names
+
+    assert ctx.cell is not None
+    if ctx.cell.config not in ROUTING_CONFIGS:
+        return None
+    return {"kind": "redis" if ctx.cell.config == "llm-d-redis" else "valkey",
+            "host": f"{cell_names(ctx.cell)['kv']}.{namespace()}.svc.cluster.local", "port": 6379}
 
 
 def endpoint(ctx: StepContext) -> str:
-    raise _not_yet("resolve a cell's endpoint")
+    """The EPP's Envoy: every request is routed by the llm-d scheduler (names are deterministic)."""
+    from llmd_bench.manifests import ENVOY_PORT, cell_names
 
-
-def teardown(ctx: StepContext) -> dict[str, Any]:
-    raise _not_yet("tear a cell down")
+    assert ctx.cell is not None
+    return f"http://{cell_names(ctx.cell)['epp']}.{namespace()}.svc.cluster.local:{ENVOY_PORT}"
 
 
 def observation_targets(ctx: StepContext) -> tuple[list[str], int | None]:
-    raise _not_yet("find a cell's replicas")
+    _, _, selector = _cell_objects(ctx)
+    pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
+    # The KV index is read through its Service by collect_pcp; the sampler only sees model servers here.
+    return _replica_urls(pods), None
+
+
+def teardown(ctx: StepContext) -> dict[str, Any]:
+    """Delete everything labelled for the cell (any run), wait, and prove nothing is left."""
+    cluster = Cluster(api_client(), namespace())
+    _, _, selector = _cell_objects(ctx)
+    sel = selector_string(selector)
+    deleted = []
+    for kind in reversed(list(KINDS)):
+        for obj in cluster.list(kind, sel):
+            cluster.delete(kind, obj["metadata"]["name"])
+            deleted.append(f"{kind}/{obj['metadata']['name']}")
+    deadline = time.monotonic() + float(os.environ.get("LLMD_BENCH_TEARDOWN_TIMEOUT_S", 300))
+    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    while True:
+        left = [f"{k}/{o['metadata']['name']}" for k in [*KINDS, "Pod"] for o in cluster.list(k, sel)]
+        if not left:
+            return {"deleted": deleted}
+        if time.monotonic() > deadline:
+            raise RuntimeStepError(f"teardown left things behind in namespace {cluster.ns}: {', '.join(left)}")
+        time.sleep(poll)

@@ -91,10 +91,10 @@ def wait_http(proc: ManagedProcess, url: str, timeout_s: float) -> None:
     raise RuntimeStepError(f"{proc.name} did not answer {url} within {timeout_s:g} s ({last}); last log lines:\n{tail(proc.log)}")
 
 
-def resp_command(port: int, *args: str, timeout_s: float = 2.0) -> str:
+def resp_command(port: int, *args: str, timeout_s: float = 2.0, host: str = "127.0.0.1") -> str:
     """Send one command to a Redis/Valkey server (RESP) and return the raw reply; no client library needed."""
     payload = f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+    with socket.create_connection((host, port), timeout=timeout_s) as s:
         s.sendall(payload.encode())
         chunks = []
         s.settimeout(timeout_s)

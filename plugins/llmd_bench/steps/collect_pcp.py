@@ -63,13 +63,15 @@ def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
 
 
 def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], port: int | None) -> dict[str, Any] | None:
-    if port is None:
-        return None
     record = ctx.read_record()
     backend = (record.get("serving") or {}).get("kv_backend") or {}
+    host = backend.get("host", "127.0.0.1")
+    port = port or backend.get("port")
+    if port is None:
+        return None
     counts = [s["keys"] for s in samples if s.get("source") == "kv_index" and s.get("keys") is not None]
     try:
-        final = kv_index.stats(port)
+        final = kv_index.stats(port, host=host)
     except OSError as exc:
         return {"server": f"{backend.get('kind')} {backend.get('server_version')}", "max_keys": max(counts) if counts else None,
                 "error": f"could not read the index after the sweep: {exc}"}

@@ -1,0 +1,17 @@
+# Step image: `llmd-bench <step>` with GuideLLM and the clients the steps need. Built from the repo root:
+#   docker build -f docker/steps.Dockerfile -t <registry>/llmd-bench-steps:0.1.0 .
+FROM python:3.11.7-slim-bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends xz-utils ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/llmd-bench
+COPY requirements.txt requirements-steps.txt constraints.txt pyproject.toml ./
+# torch from the CPU index: GuideLLM needs it, the load generator needs no GPU (and no 3 GB CUDA build).
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install --no-cache-dir -r requirements.txt -r requirements-steps.txt -c constraints.txt
+COPY plugins/ plugins/
+COPY include/ include/
+RUN pip install --no-cache-dir --no-deps . && llmd-bench --help > /dev/null
+ENV LLMD_BENCH_HOME=/opt/llmd-bench LLMD_BENCH_RUNTIME=kubernetes PYTHONUNBUFFERED=1
+USER 65532:65532
+ENTRYPOINT ["llmd-bench"]

@@ -1,0 +1,192 @@
+"""A local HTTP fake of the Kubernetes API on 127.0.0.1: stores what is applied, serves real-shaped
+objects (Deployments with status, Pods with container statuses, logs), and records every call.
+
+Scenarios decide how model-server pods behave: ready, crashloop, imagepull, unschedulable, oom; and
+`stuck_kinds` makes deletes of those kinds not take effect (a finalizer that never clears).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+PATHS = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
+                   r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
+KIND_OF = {"deployments": "Deployment", "services": "Service", "configmaps": "ConfigMap",
+           "inferencepools": "InferencePool", "pods": "Pod"}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def matches(labels: dict, selector: str) -> bool:
+    for term in filter(None, (selector or "").split(",")):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        else:
+            k, v = term.split("=", 1)
+            if labels.get(k) != v:
+                return False
+    return True
+
+
+class FakeKube:
+    def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = ()) -> None:
+        self.scenario, self.stuck_kinds = scenario, set(stuck_kinds)
+        self.objects: dict[tuple[str, str, str], dict] = {}   # (plural, ns, name) -> object
+        self.calls: list[tuple[str, str, str]] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # noqa: ANN002
+                pass
+
+            def _send(self, code: int, body: object, ctype: str = "application/json") -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _route(self):  # noqa: ANN202
+                url = urlsplit(self.path)
+                m = PATHS.match(url.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                with fake.lock:
+                    fake.calls.append((self.command, url.path, url.query))
+                return m, query
+
+            def do_PATCH(self):  # noqa: N802
+                m, query = self._route()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.headers["Content-Type"] == "application/apply-patch+yaml", self.headers["Content-Type"]
+                assert query.get("fieldManager") == "llmd-bench" and query.get("force", "").lower() == "true", query
+                self._send(200, fake.apply(m["plural"], m["ns"], m["name"], body))
+
+            def do_GET(self):  # noqa: N802
+                m, query = self._route()
+                if not m:
+                    self._send(404, {"kind": "Status", "code": 404})
+                    return
+                if m["sub"] == "log":
+                    self._send(200, fake.log(m["name"]), "text/plain")
+                    return
+                items = fake.list(m["plural"], m["ns"], query.get("labelSelector", ""))
+                kind = KIND_OF[m["plural"]]
+                api = "v1" if not m["group"] else f"{m['group']}/{m['version']}"
+                self._send(200, {"kind": f"{kind}List", "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": items})
+
+            def do_DELETE(self):  # noqa: N802
+                m, _ = self._route()
+                found = fake.delete(m["plural"], m["ns"], m["name"])
+                if not found:
+                    self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+                else:
+                    self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- state -------------------------------------------------------------------------------------
+    def apply(self, plural: str, ns: str, name: str, body: dict) -> dict:
+        with self.lock:
+            old = self.objects.get((plural, ns, name))
+            meta = {**body["metadata"], "uid": old["metadata"]["uid"] if old else str(uuid.uuid4()),
+                    "creationTimestamp": old["metadata"]["creationTimestamp"] if old else now(),
+                    "generation": (old["metadata"]["generation"] + 1) if old else 1, "resourceVersion": "1"}
+            obj = {**body, "metadata": meta}
+            if plural == "deployments":
+                obj["status"] = {"replicas": body["spec"]["replicas"], "observedGeneration": meta["generation"]}
+                self._make_pods(obj)
+            self.objects[(plural, ns, name)] = obj
+            return obj
+
+    def _make_pods(self, dep: dict) -> None:
+        ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        for key in [k for k in self.objects if k[0] == "pods" and k[2].startswith(name + "-")]:
+            del self.objects[key]
+        template = dep["spec"]["template"]
+        is_model = template["metadata"]["labels"].get("llmd-bench/component") == "model-server"
+        scenario = self.scenario if is_model else "ready"
+        ready = 0
+        for i in range(dep["spec"]["replicas"]):
+            pod_name = f"{name}-7d9f8-{i:05d}"
+            statuses = []
+            for c in template["spec"]["containers"]:
+                st = {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
+                      "started": False, "state": {"waiting": {"reason": "ContainerCreating"}}, "lastState": {}}
+                if scenario in ("ready", "oom"):
+                    st.update(ready=scenario == "ready", started=True, state={"running": {"startedAt": now()}},
+                              imageID=f"{c['image'].split(':')[0]}@sha256:{'ab' * 32}")
+                    if scenario == "oom":
+                        st["restartCount"] = 2
+                        st["lastState"] = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+                elif scenario == "crashloop":
+                    st.update(restartCount=5, state={"waiting": {"reason": "CrashLoopBackOff",
+                              "message": f"back-off 5m0s restarting failed container={c['name']} pod={pod_name}"}},
+                              lastState={"terminated": {"reason": "Error", "exitCode": 1}})
+                elif scenario == "imagepull":
+                    st.update(state={"waiting": {"reason": "ImagePullBackOff",
+                                                 "message": f'Back-off pulling image "{c["image"]}"'}})
+                statuses.append(st)
+            conditions = [{"type": "PodScheduled", "status": "True"}]
+            phase = "Running"
+            if scenario == "unschedulable":
+                conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                               "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+                statuses, phase = [], "Pending"
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": pod_name, "namespace": ns, "uid": str(uuid.uuid4()),
+                                "labels": template["metadata"]["labels"], "creationTimestamp": now()},
+                   "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]]},
+                   "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,
+                              "podIP": f"10.1.{len(self.objects) % 250}.{i + 10}" if phase == "Running" else None}}
+            self.objects[("pods", ns, pod_name)] = pod
+            ready += all(s["ready"] for s in statuses) and bool(statuses)
+        dep["status"]["readyReplicas"] = ready
+        dep["status"]["availableReplicas"] = ready
+
+    def list(self, plural: str, ns: str, selector: str) -> list[dict]:
+        with self.lock:
+            return [o for (p, n, _), o in self.objects.items()
+                    if p == plural and n == ns and matches(o["metadata"].get("labels") or {}, selector)]
+
+    def delete(self, plural: str, ns: str, name: str) -> bool:
+        with self.lock:
+            obj = self.objects.get((plural, ns, name))
+            if obj is None:
+                return False
+            if KIND_OF[plural] in self.stuck_kinds:
+                obj["metadata"]["deletionTimestamp"] = now()
+                return True
+            del self.objects[(plural, ns, name)]
+            if plural == "deployments":
+                for key in [k for k in self.objects if k[0] == "pods" and k[2].startswith(name + "-")]:
+                    del self.objects[key]
+            return True
+
+    def log(self, pod: str) -> str:
+        if self.scenario == "crashloop":
+            return ("INFO 11-26 20:00:01 [api_server.py:1] vLLM API server version 0.11.2\n"
+                    "ERROR 11-26 20:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. "
+                    "Tried to allocate 2.00 GiB\n")
+        return "INFO ready\n"
+
+    def kinds_left(self) -> list[str]:
+        with self.lock:
+            return sorted(f"{KIND_OF[p]}/{n}" for (p, _, n) in self.objects)

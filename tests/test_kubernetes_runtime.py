@@ -1,0 +1,108 @@
+"""Deploy, wait, failure detection and teardown against a local fake of the Kubernetes API."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REFERENCE
+from fake_kube import FakeKube
+from llmd_bench import catalog
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.errors import RuntimeStepError
+from llmd_bench.runtime import kubernetes as k8s
+
+
+@pytest.fixture
+def kube(monkeypatch, results_dir):
+    fakes = []
+
+    def make(scenario="ready", stuck_kinds=()):
+        fake = FakeKube(scenario, stuck_kinds)
+        fakes.append(fake)
+        monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
+        monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+        monkeypatch.setenv("LLMD_BENCH_POLL_S", "0.05")
+        monkeypatch.setenv("LLMD_BENCH_READY_TIMEOUT_S", "3")
+        monkeypatch.setenv("LLMD_BENCH_TEARDOWN_TIMEOUT_S", "1")
+        return fake
+
+    yield make
+    for f in fakes:
+        f.close()
+
+
+def ctx(config="llm-d-redis", run_id="run-2", replicas=2):
+    campaign = load_campaign(REFERENCE)
+    params = resolve_params(campaign, {"replicas": replicas}, catalog.known_versions())
+    return StepContext(campaign, params, run_id, "kubernetes", Cell("Qwen/Qwen3-8B", config))
+
+
+def test_happy_path_applies_waits_and_tears_down(kube):
+    fake = kube("ready")
+    c = ctx()
+    state = k8s.deploy(c)
+    applies = [(m, p) for m, p, _ in fake.calls if m == "PATCH"]
+    assert [p.rsplit("/", 2)[-2] for _, p in applies] == ["deployments", "services", "configmaps", "deployments",
+                                                          "services", "inferencepools", "deployments"]
+    assert len(state["replicas"]) == 2 and all(u.startswith("http://10.1.") and u.endswith(":8000") for u in state["replicas"])
+    assert state["endpoint"] == "http://qwen3-8b-llm-d-redis-epp.bench.svc.cluster.local:8081"
+    assert "ghcr.io/llm-d/llm-d-cuda:v0.4.0@sha256:" + "ab" * 32 in state["image_digests"]
+    assert c.read_record()["versions"]["image_digests"] == state["image_digests"]
+    assert k8s.observation_targets(c)[0] == state["replicas"]
+    result = k8s.teardown(c)
+    assert len(result["deleted"]) == 7 and fake.kinds_left() == []
+
+
+@pytest.mark.parametrize("scenario, needle", [
+    ("crashloop", "CrashLoopBackOff: container vllm: back-off 5m0s"),
+    ("imagepull", 'ImagePullBackOff: container vllm: Back-off pulling image "ghcr.io/llm-d/llm-d-cuda:v0.4.0"'),
+    ("unschedulable", "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+    ("oom", "OOMKilled: container vllm ran out of memory (exit code 137)"),
+])
+def test_failing_pods_fail_fast_with_reason_and_log(kube, scenario, needle):
+    fake = kube(scenario)
+    with pytest.raises(RuntimeStepError) as err:
+        k8s.deploy(ctx("native-offload"))
+    msg = str(err.value)
+    assert needle in msg and "qwen3-8b-native-offload-ms-" in msg
+    if scenario == "crashloop":
+        assert "torch.OutOfMemoryError: CUDA out of memory" in msg  # the pod's last log lines
+        assert any("/log" in p and "tailLines=30" in q for _, p, q in fake.calls)
+    # teardown still removes everything of the cell
+    k8s.teardown(ctx("native-offload"))
+    assert fake.kinds_left() == []
+
+
+def test_teardown_fails_loudly_when_an_object_stays(kube):
+    fake = kube("ready", stuck_kinds=("Service",))
+    c = ctx("no-offload")
+    k8s.deploy(c)
+    with pytest.raises(RuntimeStepError) as err:
+        k8s.teardown(c)
+    assert "teardown left things behind in namespace bench: Service/qwen3-8b-no-offload-epp" in str(err.value)
+
+
+def test_leftovers_of_earlier_runs_are_removed_before_deploying(kube):
+    fake = kube("ready")
+    k8s.deploy(ctx("llm-d-valkey", run_id="old-run"))
+    assert any(name.startswith("Deployment/qwen3-8b-llm-d-valkey") for name in fake.kinds_left())
+    state = k8s.deploy(ctx("no-offload", run_id="new-run"))
+    assert len(state["removed_leftovers"]) == 7 and all("(run old-run)" in r for r in state["removed_leftovers"])
+    assert not any("valkey" in name for name in fake.kinds_left())
+    deletes = [p for m, p, _ in fake.calls if m == "DELETE"]
+    assert all("/namespaces/bench/" in p for p in deletes)
+
+
+def test_not_ready_in_time_names_what_is_missing(kube, monkeypatch):
+    fake = kube("ready")
+    monkeypatch.setattr(FakeKube, "_make_pods", lambda self, dep: dep["status"].update(readyReplicas=0))
+    with pytest.raises(RuntimeStepError, match=r"not ready after 3 s: .*qwen3-8b-no-offload-ms 0/2 ready"):
+        k8s.deploy(ctx("no-offload"))
+    assert fake.calls
+
+
+def test_ready_timeout_grows_with_model_size(monkeypatch):
+    monkeypatch.delenv("LLMD_BENCH_READY_TIMEOUT_S", raising=False)
+    assert k8s.ready_timeout_s(1.5) == pytest.approx(645)
+    assert k8s.ready_timeout_s(29.5) == pytest.approx(1485)
