@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOKENIZER := .cache/tokenizer/tokenizer.json
 
-.PHONY: setup demo test test-fast bench clean help
+.PHONY: setup demo test bench airflow stop clean help
 
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make bench  - print the performance targets' numbers"
+	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
 setup: $(STAMP) $(TOKENIZER)
 	@bash scripts/system-deps.sh
@@ -33,6 +34,12 @@ demo: setup
 
 test: setup
 	bash scripts/test.sh
+
+airflow: setup
+	bash scripts/airflow.sh start
+
+stop:
+	bash scripts/airflow.sh stop
 
 bench: setup
 	$(BIN)/python benchmarks/targets.py

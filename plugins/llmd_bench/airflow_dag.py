@@ -126,7 +126,9 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
             with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"):
                 deploy = step_operator("deploy", campaign, cell, runtime, trigger_rule="all_done")
                 warmup = step_operator("warmup", campaign, cell, runtime)
-                sweep = step_operator("sweep", campaign, cell, runtime)
+                # One load generator at a time per machine when the deployment defines a pool for it.
+                sweep = step_operator("sweep", campaign, cell, runtime,
+                                      **({"pool": os.environ["LLMD_BENCH_SWEEP_POOL"]} if os.environ.get("LLMD_BENCH_SWEEP_POOL") else {}))
                 collect_pcp = step_operator("collect_pcp", campaign, cell, runtime)
                 teardown = step_operator("teardown", campaign, cell, runtime)
                 # The store may be briefly down: the step retries with back-off, Airflow retries the step.

@@ -1,0 +1,154 @@
+"""Operating it as users do: a real local Airflow (make airflow), its trigger form driven in headless
+Chromium, a run on the local runtime, and the report opened from the UI. Screenshots are kept in
+test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ARTIFACTS, ROOT
+from llmd_bench.runtime.processes import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("Debian chromium and chromium-driver are not installed (make setup installs them as root)")
+    base = tmp_path_factory.mktemp("stack")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LLMD_BENCH_DB_URL"))}
+    env.update(AIRFLOW_HOME=str(base / "airflow"), LLMD_BENCH_STATE=str(base / "state"), LLMD_AIRFLOW_PORT=str(port),
+               LLMD_BENCH_PGDATA_BASE=str(base / "pg"), LLMD_BENCH_PG_PORT=str(free_port()),
+               LLMD_BENCH_RESULTS=str(base / "results"), LLMD_BENCH_REPORTS=str(base / "reports"))
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
+    password = line.split("password ")[1].rstrip(")")
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "password": password, "base": base, "env": env}
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
+
+
+def api(stack, method, path, body=None):
+    req = urllib.request.Request(f"{stack['url']}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"username": "admin", "password": stack["password"]}).encode())
+    token = json.loads(urllib.request.urlopen(req).read())["access_token"]
+    req = urllib.request.Request(f"{stack['url']}{path}", method=method, data=json.dumps(body).encode() if body else None,
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(req).read())
+
+
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1100"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    driver.implicitly_wait(15)
+    return driver
+
+
+def wait_for(fn, timeout=60, what="element"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            found = fn()
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def button(d, text, below_y=0):
+    from selenium.webdriver.common.by import By
+    return wait_for(lambda: next((b for b in d.find_elements(By.TAG_NAME, "button")
+                                  if b.text == text and b.is_displayed() and b.location["y"] >= below_y), None),
+                    what=f"button {text!r}")
+
+
+def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url = airflow_stack["url"]
+    for _ in range(60):  # the dag-processor parses the campaign files
+        dags = api(airflow_stack, "GET", "/api/v2/dags")["dags"]
+        if any(d["dag_id"] == "llmd_kv_cache_eval" for d in dags):
+            break
+        time.sleep(2)
+    api(airflow_stack, "PATCH", "/api/v2/dags/llmd_kv_cache_eval", {"is_paused": False})
+    d = browser(tmp_path)
+    try:
+        d.get(url)
+        wait_for(lambda: d.find_elements(By.NAME, "username"), what="login form")[0].send_keys("admin")
+        d.find_element(By.NAME, "password").send_keys(airflow_stack["password"])
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        time.sleep(2)
+        d.get(f"{url}/dags/llmd_kv_cache_eval")
+        button(d, "Trigger").click()
+        wait_for(lambda: d.find_elements(By.CSS_SELECTOR, "[aria-label='Remove Qwen/Qwen3-8B']"), what="trigger form")
+        # every param is on the form with its description and allowed values
+        page = d.find_element(By.TAG_NAME, "body").text
+        for needle in ("models", "configs", "concurrency", "duration_s", "llmd_version", "trials",
+                       "Allowed: Qwen/Qwen3-0.6B", "Allowed: no-offload, native-offload, llm-d-redis, llm-d-valkey"):
+            assert needle in page, needle
+        for chip in ("Qwen/Qwen3-8B", "Qwen/Qwen3-14B", "Qwen/Qwen3-32B-AWQ", "native-offload", "llm-d-redis"):
+            d.find_element(By.CSS_SELECTOR, f"[aria-label='Remove {chip}']").click()
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        editor = d.find_elements(By.CSS_SELECTOR, ".monaco-editor")[0]
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", editor)
+        editor.find_element(By.CSS_SELECTOR, ".view-lines").click()
+        # Clearing the array leaves "[]" and the form re-formats valid JSON on every keystroke, so type one
+        # level between the brackets.
+        (ActionChains(d).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys(Keys.DELETE)
+         .key_down(Keys.CONTROL).send_keys(Keys.END).key_up(Keys.CONTROL).send_keys(Keys.LEFT).send_keys("4").perform())
+        text = lambda: "".join(editor.find_element(By.CSS_SELECTOR, ".view-lines").text.split())  # noqa: E731
+        wait_for(lambda: text() == "[4]", timeout=10, what="the concurrency editor to read [4]")
+        for name, value in (("duration_s", "2"), ("prefix_tokens", "64"), ("prompt_tokens", "32"),
+                            ("output_tokens", "16"), ("turns", "1")):
+            field = d.find_element(By.NAME, f"element_{name}")
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(value)
+        d.save_screenshot(str(ARTIFACTS / "ui-trigger-form.png"))
+        button(d, "Trigger", below_y=200).click()
+        time.sleep(3)
+        runs = api(airflow_stack, "GET", "/api/v2/dags/llmd_kv_cache_eval/dagRuns?order_by=-start_date&limit=1")["dag_runs"]
+        assert runs, "the form did not create a run"
+        run = runs[0]
+        assert run["conf"]["models"] == ["Qwen/Qwen3-0.6B"] and run["conf"]["configs"] == ["no-offload", "llm-d-valkey"]
+        assert run["conf"]["concurrency"] == [4] and float(run["conf"]["duration_s"]) == 2
+        deadline = time.time() + 600
+        while run["state"] not in ("success", "failed") and time.time() < deadline:
+            time.sleep(5)
+            run = api(airflow_stack, "GET", f"/api/v2/dags/llmd_kv_cache_eval/dagRuns/{run['dag_run_id']}")
+        assert run["state"] == "success", run
+        # the run's Report tab (plugin external view) and the report it embeds
+        d.get(f"{url}/dags/llmd_kv_cache_eval/runs/{run['dag_run_id']}")
+        time.sleep(3)
+        wait_for(lambda: d.find_elements(By.PARTIAL_LINK_TEXT, "Report"), what="Report tab")[0].click()
+        time.sleep(3)
+        d.save_screenshot(str(ARTIFACTS / "ui-run-report-tab.png"))
+        d.get(f"{url}/llmd-bench/reports/{run['dag_run_id']}/report.html")
+        body = d.find_element(By.TAG_NAME, "body").text
+        assert "The serving layer was SIMULATED" in body and "llm-d-valkey" in body
+        d.save_screenshot(str(ARTIFACTS / "ui-report.png"))
+    finally:
+        d.quit()
