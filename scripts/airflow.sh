@@ -50,6 +50,8 @@ export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=20
 export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=False
 export AIRFLOW_CONN_LLMD_RESULTS="$RESULTS_URL"
 export LLMD_BENCH_SWEEP_POOL=llmd_sweeps
+# False: only manual triggers and backfills run (no weekly run of the full campaign on unpause)
+export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=${LLMD_AIRFLOW_USE_JOB_SCHEDULE:-True}
 ENV
 source "$RUN/env"
 airflow db migrate > "$RUN/db-migrate.log" 2>&1 || { tail -20 "$RUN/db-migrate.log"; exit 1; }

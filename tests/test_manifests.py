@@ -192,3 +192,12 @@ def test_names_are_dns_labels_for_any_model_name(campaign, model):
             assert DNS1123.match(name) and len(name) <= 63, name
             for v in d["metadata"]["labels"].values():
                 assert len(v) <= 63
+
+
+def test_a_backfill_version_takes_its_images_and_offload_setting_from_the_catalog(campaign):
+    _, docs = render(campaign, "Qwen/Qwen3-8B", "native-offload", llmd_version="v0.8.0")
+    vllm = container(docs, "vllm")
+    assert vllm["image"] == "ghcr.io/llm-d/llm-d-cuda:v0.8.0"
+    assert container(docs, "epp")["image"] == "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.9.0"
+    cfg = json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1])
+    assert cfg["kv_connector_extra_config"] == {"cpu_bytes_to_use": 64 * 2**30}  # vLLM 0.23: num_cpu_blocks would fail

@@ -28,7 +28,9 @@ def airflow_stack(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LLMD_BENCH_DB_URL"))}
     env.update(AIRFLOW_HOME=str(base / "airflow"), LLMD_BENCH_STATE=str(base / "state"), LLMD_AIRFLOW_PORT=str(port),
                LLMD_BENCH_PGDATA_BASE=str(base / "pg"), LLMD_BENCH_PG_PORT=str(free_port()),
-               LLMD_BENCH_RESULTS=str(base / "results"), LLMD_BENCH_REPORTS=str(base / "reports"))
+               LLMD_BENCH_RESULTS=str(base / "results"), LLMD_BENCH_REPORTS=str(base / "reports"),
+               # unpausing must not start the weekly run of the full reference campaign in a test
+               LLMD_AIRFLOW_USE_JOB_SCHEDULE="False")
     out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
@@ -152,3 +154,40 @@ def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
         d.save_screenshot(str(ARTIFACTS / "ui-report.png"))
     finally:
         d.quit()
+
+
+def test_backfills_for_two_llmd_versions_are_compared_in_the_report(airflow_stack):
+    """`airflow backfill create ... --dag-run-conf '{"llmd_version": ...}'`, once per version; the second
+    run's report compares its peaks with the first version's."""
+    env = airflow_stack["env"]
+    state = airflow_stack["base"] / "state" / "airflow" / "env"
+    api(airflow_stack, "PATCH", "/api/v2/dags/llmd_kv_cache_eval", {"is_paused": False})
+    small = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload"], "concurrency": [4], "duration_s": 2,
+             "prefix_tokens": 64, "prompt_tokens": 32, "output_tokens": 16, "turns": 1}
+    runs = []
+    for version, (start, end) in (("v0.4.0", ("2026-10-04T00:00:00", "2026-10-05T00:00:00")),
+                                  ("v0.8.0", ("2026-10-11T00:00:00", "2026-10-12T00:00:00"))):
+        conf = json.dumps(small | {"llmd_version": version})
+        cmd = (f"source {ROOT}/scripts/env.sh && source {state} && airflow backfill create --dag-id llmd_kv_cache_eval "
+               f"--from-date {start} --to-date {end} --dag-run-conf '{conf}'")
+        out = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            found = [r for r in api(airflow_stack, "GET", "/api/v2/dags/llmd_kv_cache_eval/dagRuns?limit=50")["dag_runs"]
+                     if r["run_type"] == "backfill" and r["conf"].get("llmd_version") == version]
+            if found and found[0]["state"] in ("success", "failed"):
+                break
+            time.sleep(5)
+        assert found and found[0]["state"] == "success", found
+        runs.append(found[0]["dag_run_id"])
+        # one backfill per DAG at a time: wait until the scheduler closes this one
+        wait_for(lambda: all(b["completed_at"] for b in
+                             api(airflow_stack, "GET", "/api/v2/backfills?dag_id=llmd_kv_cache_eval")["backfills"]),
+                 timeout=120, what="the backfill to complete")
+    report = (airflow_stack["base"] / "reports" / runs[1] / "report.md").read_text()
+    assert "## Across llm-d versions" in report
+    section = report.split("## Across llm-d versions")[1].split("\n## ")[0]
+    assert "| Qwen3-0.6B | no-offload | v0.8.0 |" in section and "| v0.4.0 |" in section
+    # both versions ran on the same simulator: no regression may be claimed
+    assert "No regression beyond noise." in section

@@ -67,7 +67,8 @@ def ensure_pmcd(log_dir: Path, timeout_s: float = 15.0) -> Tools:
     PMCD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
     shutil.chown(PMCD_SOCKET.parent, "pcp", "pcp")
     log_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.Popen([t.pmcd, "-f", "-A", "-i", "127.0.0.1", "-l", str(log_dir / "pmcd.log")],
+    # The PMDAs pmcd starts write their logs into its working directory.
+    subprocess.Popen([t.pmcd, "-f", "-A", "-i", "127.0.0.1", "-l", str(log_dir / "pmcd.log")], cwd=log_dir,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

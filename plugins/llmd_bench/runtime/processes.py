@@ -73,13 +73,17 @@ def tail(path: str | Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def _fail_if_dead(proc: ManagedProcess) -> None:
+    if not pid_alive(proc.pid):
+        raise RuntimeStepError(f"{proc.name} (pid {proc.pid}) exited while starting; last log lines:\n{tail(proc.log)}")
+
+
 def wait_http(proc: ManagedProcess, url: str, timeout_s: float) -> None:
     """Wait until `url` answers 200; fail fast (with the log tail) if the process dies."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
-        if not pid_alive(proc.pid):
-            raise RuntimeStepError(f"{proc.name} (pid {proc.pid}) exited while starting; last log lines:\n{tail(proc.log)}")
+        _fail_if_dead(proc)
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:
                 if resp.status == 200:
@@ -123,8 +127,7 @@ def wait_resp_ping(proc: ManagedProcess, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
-        if not pid_alive(proc.pid):
-            raise RuntimeStepError(f"{proc.name} (pid {proc.pid}) exited while starting; last log lines:\n{tail(proc.log)}")
+        _fail_if_dead(proc)
         try:
             reply = resp_command(proc.port, "PING")
             if reply.startswith("+PONG"):
