@@ -141,6 +141,14 @@ def _fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
     return f"{v}{suffix}"
 
 
+def _judgement(judgement: Any, basis: Any) -> str:
+    """A judgement from one trial says so where it is read, not only in the noise section."""
+    if not isinstance(judgement, str):
+        return "-"
+    weak = isinstance(basis, str) and basis.startswith("1 trial") and judgement in ("higher", "lower")
+    return f"{judgement} (weak: 1 trial)" if weak else judgement
+
+
 def _signed(v: Any, digits: int = 1) -> str:
     return "-" if is_missing(v) else f"{v:+.{digits}f}%"
 
@@ -251,7 +259,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
                          "differs from the no-offload baseline beyond noise." if not cmp.empty else
                          f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s).")
         else:
-            diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({c.judgement})" for c in beyond.itertuples())
+            diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({_judgement(c.judgement, c.basis)})"
+                              for c in beyond.itertuples())
             items.append(f"{model}: beyond noise vs baseline: {diffs}.")
     items += [f"Warning: {w}" for w in report.warnings]
     doc.ul(items)
@@ -264,8 +273,7 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         ci = "" if is_missing(r.peak_ci_low) else f" [{_fmt(r.peak_ci_low, 0)}, {_fmt(r.peak_ci_high, 0)}]"
         status = r.status if r.status == "ok" else f"**{r.status}**"
         rows.append([r.model, r.config, status, (_fmt(r.peak_output_tps) + ci) if r.status == "ok" else "-",
-                     _fmt(r.optimal_concurrency), _signed(r.vs_baseline_pct),
-                     r.judgement if isinstance(r.judgement, str) else "-",
+                     _fmt(r.optimal_concurrency), _signed(r.vs_baseline_pct), _judgement(r.judgement, r.basis),
                      _fmt(r.ttft_mean_ms), _fmt(r.tpot_mean_ms), r.config_effect])
     doc.table(["Model", "Config", "Status", "Peak output tok/s [95% CI]", "At concurrency", "vs baseline", "Judgement",
                "TTFT ms", "TPOT ms", "Config effect"], rows)
