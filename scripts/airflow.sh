@@ -19,6 +19,8 @@ stop() {
       echo "stopped $name"
     fi
   done
+  # cells whose teardown never ran (stopped mid-run) leave servers behind: stop them too
+  llmd-bench cleanup
   llmd-bench db stop
   # pmcd is started on demand by cells (host infrastructure); stop it with the stack.
   pkill -x pmcd 2>/dev/null && echo "stopped pmcd" || true

@@ -107,3 +107,19 @@ def test_deploy_after_an_interrupted_attempt_stops_the_old_processes_first(campa
         assert [p["pid"] for p in second["processes"]] != old
     finally:
         local.teardown(ctx)
+
+
+def test_cleanup_stops_what_a_cell_left_when_its_teardown_never_ran(campaigns_dir, results_dir):
+    from llmd_bench.runtime.local import cleanup_leftovers
+
+    ctx = _ctx(campaigns_dir, config="llm-d-valkey")
+    state = local.deploy(ctx)  # ... and the worker dies here: no teardown
+    pids = [p["pid"] for p in state["processes"]]
+    ports = [p["port"] for p in state["processes"] if p["port"]]
+    assert all(processes.pid_alive(pid) for pid in pids)
+    stopped = cleanup_leftovers(results_dir)
+    assert len(stopped) == len(pids) and any("valkey-server" in s for s in stopped)
+    assert not any(processes.pid_alive(pid) for pid in pids)
+    assert all(processes.port_is_free(port) for port in ports)
+    assert json.loads(local.state_path(ctx).read_text())["processes"] == []
+    assert cleanup_leftovers(results_dir) == []  # nothing twice, and no recycled pid is touched

@@ -139,6 +139,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from llmd_bench import paths
+    from llmd_bench.runtime.local import cleanup_leftovers
+
+    stopped = cleanup_leftovers(paths.results_root())
+    for line in stopped:
+        print(f"stopped leftover {line}")
+    print(f"{len(stopped)} leftover process(es) stopped")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from llmd_bench.db.server import default_server
 
@@ -213,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("cleanup", help="stop servers that local cells left running when their teardown never ran")
+    p.set_defaults(func=cmd_cleanup)
     p = sub.add_parser("db", help="the local PostgreSQL results server (start|stop|status|url|migrate)")
     p.add_argument("action", choices=["start", "stop", "status", "url", "migrate"])
     p.add_argument("--show-url", action="store_true", help="print the connection URL (with its password) on start")

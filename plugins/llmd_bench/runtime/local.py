@@ -180,3 +180,29 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
     if problems:
         raise RuntimeStepError("teardown left things behind: " + "; ".join(problems))
     return {"stopped": [p.name for p in procs], "ports_freed": [p.port for p in procs]}
+
+
+def _same_program(proc: ManagedProcess) -> bool:
+    """The pid still runs what we started (pids are reused)."""
+    try:
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(Path(proc.cmd[0]).name.encode() in part for part in cmdline[:3])
+
+
+def cleanup_leftovers(results_root: Path) -> list[str]:
+    """Stop what cells of any run left running when their teardown never ran (Airflow stopped mid-run,
+    a killed worker). `make stop` calls it; only processes still running the recorded program are touched."""
+    stopped = []
+    for state_file in sorted(results_root.glob(f"*/*/*/{STATE_FILE}")):
+        state = read_json(state_file)
+        procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+        alive = [p for p in procs if processes.pid_alive(p.pid) and _same_program(p)]
+        for p in alive:
+            processes.stop(p)
+            stopped.append(f"{p.name} (pid {p.pid}, port {p.port}) of {state_file.parent.relative_to(results_root)}")
+        if procs:
+            state["processes"] = [p.to_dict() for p in procs if p in alive and processes.pid_alive(p.pid)]
+            write_json_atomic(state_file, state)
+    return stopped
