@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from llmd_bench import catalog, paths
 from llmd_bench.campaign import Campaign, Cell, campaign_files, default_and_schema, load_campaign
 from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError
+from llmd_bench.names import dns_label, label_value
 from llmd_bench.runtime import selected_runtime
 
 PARAMS_ARG = "{{ params | tojson }}"
@@ -81,12 +82,6 @@ def step_arguments(step: str, campaign: Campaign, cell: Cell | None) -> list[str
     return args
 
 
-def k8s_label(value: str) -> str:
-    """A valid Kubernetes label value (<= 63 chars, alphanumerics, '-', '_', '.')."""
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63].strip("-_.")
-    return cleaned or "none"
-
-
 def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str, **kwargs: Any) -> BaseOperator:
     arguments = step_arguments(step, campaign, cell)
     task_id = step
@@ -95,12 +90,13 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
     from llmd_bench.runtime.kubernetes import step_pod_settings
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": k8s_label(campaign.dag_id),
-              "llmd-bench/step": k8s_label(step)}
+    labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": label_value(campaign.dag_id),
+              "llmd-bench/step": label_value(step)}
     if cell is not None:
-        labels |= {"llmd-bench/model": k8s_label(cell.short_model.lower()), "llmd-bench/config": cell.config}
+        # the same model label as the cell's own objects (manifests.cell_labels)
+        labels |= {"llmd-bench/model": dns_label(cell.short_model), "llmd-bench/config": cell.config}
     return KubernetesPodOperator(task_id=task_id, cmds=["llmd-bench"], arguments=arguments, labels=labels,
-                                 name=k8s_label(f"llmd-{step.replace('_', '-')}"),
+                                 name=dns_label(f"llmd-{step}"),
                                  skip_on_exit_code=SKIP_EXIT_CODE, **step_pod_settings(step, campaign), **kwargs)
 
 
@@ -150,7 +146,7 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
 
 def invalid_campaign_dag(path: Path, error: str) -> DAG:
     """A visible stand-in for a campaign file that does not validate: its one task fails with the error."""
-    with DAG(dag_id=f"invalid_campaign__{k8s_label(path.stem)}", schedule=None, tags=["invalid-campaign"],
+    with DAG(dag_id=f"invalid_campaign__{label_value(path.stem)}", schedule=None, tags=["invalid-campaign"],
              doc_md=f"**Campaign file `{path}` does not validate:**\n\n```\n{error}\n```") as dag:
         from airflow.providers.standard.operators.python import PythonOperator
 

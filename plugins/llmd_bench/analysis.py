@@ -155,6 +155,14 @@ def pct(new: float | None, old: float | None) -> float | None:
     return (new - old) / old * 100.0
 
 
+def _versus(value: pd.Series, reference: pd.Series) -> dict[str, object]:
+    """value relative to reference: throughput, TTFT and TPOT in %, and the noise judgement."""
+    verdict, basis = judge(value, reference)
+    return {"tps_pct": pct(value["peak_output_tps"], reference["peak_output_tps"]),
+            "ttft_pct": pct(value["ttft_mean_ms"], reference["ttft_mean_ms"]),
+            "tpot_pct": pct(value["tpot_mean_ms"], reference["tpot_mean_ms"]), "judgement": verdict, "basis": basis}
+
+
 def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
     """Every config vs the no-offload baseline of the same model (the published % vs baseline)."""
     rows = []
@@ -169,13 +177,11 @@ def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
                          "judgement": "no baseline", "basis": "none"})
             continue
         b = base.iloc[0]
-        verdict, basis = judge(row, b)
+        d = _versus(row, b)
         rows.append({"model": row["model"], "config": row["config"], "baseline_peak_output_tps": b["peak_output_tps"],
-                     "peak_output_tps": row["peak_output_tps"],
-                     "vs_baseline_pct": pct(row["peak_output_tps"], b["peak_output_tps"]),
-                     "ttft_vs_baseline_pct": pct(row["ttft_mean_ms"], b["ttft_mean_ms"]),
-                     "tpot_vs_baseline_pct": pct(row["tpot_mean_ms"], b["tpot_mean_ms"]),
-                     "judgement": verdict, "basis": basis})
+                     "peak_output_tps": row["peak_output_tps"], "vs_baseline_pct": d["tps_pct"],
+                     "ttft_vs_baseline_pct": d["ttft_pct"], "tpot_vs_baseline_pct": d["tpot_pct"],
+                     "judgement": d["judgement"], "basis": d["basis"]})
     return pd.DataFrame(rows, columns=["model", "config", "baseline_peak_output_tps", "peak_output_tps",
                                        "vs_baseline_pct", "ttft_vs_baseline_pct", "tpot_vs_baseline_pct",
                                        "judgement", "basis"])
@@ -189,13 +195,11 @@ def redis_vs_valkey(peaks: pd.DataFrame) -> pd.DataFrame:
         if r.empty or v.empty:
             continue
         r, v = r.iloc[0], v.iloc[0]
-        verdict, basis = judge(v, r)
+        d = _versus(v, r)
         rows.append({"model": model, "redis_peak_output_tps": r["peak_output_tps"], "valkey_peak_output_tps": v["peak_output_tps"],
-                     "valkey_vs_redis_tps": v["peak_output_tps"] - r["peak_output_tps"],
-                     "valkey_vs_redis_pct": pct(v["peak_output_tps"], r["peak_output_tps"]),
-                     "ttft_valkey_vs_redis_pct": pct(v["ttft_mean_ms"], r["ttft_mean_ms"]),
-                     "tpot_valkey_vs_redis_pct": pct(v["tpot_mean_ms"], r["tpot_mean_ms"]),
-                     "judgement": verdict, "basis": basis})
+                     "valkey_vs_redis_tps": v["peak_output_tps"] - r["peak_output_tps"], "valkey_vs_redis_pct": d["tps_pct"],
+                     "ttft_valkey_vs_redis_pct": d["ttft_pct"], "tpot_valkey_vs_redis_pct": d["tpot_pct"],
+                     "judgement": d["judgement"], "basis": d["basis"]})
     return pd.DataFrame(rows, columns=["model", "redis_peak_output_tps", "valkey_peak_output_tps", "valkey_vs_redis_tps",
                                        "valkey_vs_redis_pct", "ttft_valkey_vs_redis_pct", "tpot_valkey_vs_redis_pct",
                                        "judgement", "basis"])

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError, NotSelected
 
-CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
+from llmd_bench.steps import CELL_STEPS
 
 
 def _step_module(name: str):  # noqa: ANN202
@@ -169,8 +169,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "migrate":
         from llmd_bench.db import store
         url = store.database_url()
-        engine = store.make_engine(url)
-        store.with_retries(lambda: store.migrate(engine), "migrating", url)
+        store.with_engine(store.migrate, "migrating", url)
         print(f"results schema at head in {store.redacted(url)}")
     return 0
 

@@ -43,24 +43,17 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
                      vllm_version=entry.vllm_version if entry else None, guidellm_version=first.guidellm_version,
                      llmd_bench_version=__version__, images=dict(entry.images) if entry else {},
                      params={"imported_from": [str(f) for f, _, _ in parsed], "guidellm_spec": first.spec})
-    url = url or db.database_url()
-    engine = db.make_engine(url)
 
-    def load() -> None:
-        db.migrate(engine)
-        with Session(engine) as session, session.begin():
-            for trial, (f, report, digest) in enumerate(parsed, start=1):
-                status, reason = cell_status(report)
-                db.store_cell(session, run, db.CellInfo(
-                    model=model, short_model=paths.model_short_name(model), config=config, trial=trial,
-                    status=status, reason=reason, versions={"guidellm_report": report.guidellm_version, "llmd": llmd_version},
-                    report_path=str(f.resolve()), report_sha256=digest), report.levels)
-            db.finish_run(session, campaign, run_id, "ok")
+    def load(session: Session) -> None:
+        for trial, (f, report, digest) in enumerate(parsed, start=1):
+            status, reason = cell_status(report)
+            db.store_cell(session, run, db.CellInfo(
+                model=model, short_model=paths.model_short_name(model), config=config, trial=trial,
+                status=status, reason=reason, versions={"guidellm_report": report.guidellm_version, "llmd": llmd_version},
+                report_path=str(f.resolve()), report_sha256=digest), report.levels)
+        db.finish_run(session, campaign, run_id, "ok")
 
-    try:
-        db.with_retries(load, "importing reports", url)
-    finally:
-        engine.dispose()
+    db.in_transaction(load, "importing reports", url)
     return {"run_id": run_id, "campaign": campaign, "trials": len(parsed),
             "levels": sum(len(r.levels) for _, r, _ in parsed),
             "invalid_levels": sum(not lv.valid for _, r, _ in parsed for lv in r.levels)}

@@ -10,7 +10,6 @@ version catalog. All configuration differences between the four cells are decide
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -21,25 +20,11 @@ import yaml
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import ROUTING_CONFIGS, Campaign, Cell, RunParams
+from llmd_bench.names import dns_label, label_value
 
 EPP_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT = 9002, 8081, 8000, 5557
 ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.33.2"
 STEP_SERVICE_ACCOUNT, EPP_SERVICE_ACCOUNT = "llmd-bench-steps", "llmd-bench-epp"
-_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def dns_label(value: str, limit: int = 63) -> str:
-    """A valid DNS-1123 label for any model/config name; long names keep a hash for uniqueness."""
-    label = _DNS.sub("-", value.lower()).strip("-") or "x"
-    if len(label) > limit:
-        digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-        label = label[: limit - 9].rstrip("-") + "-" + digest
-    return label
-
-
-def label_value(value: str) -> str:
-    v = re.sub(r"[^A-Za-z0-9._-]+", "-", value)[:63].strip("-_.")
-    return v or "none"
 
 
 def vllm_major_minor(version: str) -> tuple[int, int]:

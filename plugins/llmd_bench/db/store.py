@@ -92,6 +92,25 @@ def with_retries(fn: Callable[[], T], what: str, url: str, attempts: int | None 
                               f"{str(getattr(last, 'orig', last)).strip().splitlines()[0]}") from None
 
 
+def with_engine(fn: Callable[[Engine], T], what: str, url: str | None = None) -> T:
+    """Run fn(engine) against the results store, retrying while it is unreachable; the engine is disposed."""
+    url = url or database_url()
+    engine = make_engine(url)
+    try:
+        return with_retries(lambda: fn(engine), what, url)
+    finally:
+        engine.dispose()
+
+
+def in_transaction(fn: Callable[[Session], T], what: str, url: str | None = None) -> T:
+    """Migrate the schema to head, then run fn(session) in one transaction: all of it lands or none."""
+    def run(engine: Engine) -> T:
+        migrate(engine)
+        with Session(engine) as session, session.begin():
+            return fn(session)
+    return with_engine(run, what, url)
+
+
 def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config

@@ -59,13 +59,8 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     }
 
 
-# kind -> (API path prefix, plural). The objects this tool creates, in apply order.
-KINDS = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Service": ("/api/v1", "services"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
-}
+# The kinds of object this tool creates, in apply order (deleted in reverse).
+KINDS = ("ConfigMap", "Service", "Deployment", "InferencePool")
 FIELD_MANAGER = "llmd-bench"
 WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                     "CreateContainerConfigError", "CreateContainerError"}
@@ -199,10 +194,10 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
 
 def sweep_leftovers(cluster: Cluster, ctx: StepContext) -> list[str]:
     """Objects this tool labelled for the campaign in earlier runs: removed before this run deploys."""
-    from llmd_bench import manifests
+    from llmd_bench.names import label_value
 
-    run = manifests.label_value(ctx.run_id)
-    sel = (f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={manifests.label_value(ctx.campaign.dag_id)},"
+    run = label_value(ctx.run_id)
+    sel = (f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={label_value(ctx.campaign.dag_id)},"
            f"llmd-bench/run!={run}")
     removed = []
     for kind in reversed(list(KINDS)):

@@ -1,7 +1,6 @@
 """One module per pipeline stage. Each exposes `run(ctx) -> dict`, the step's summary for the log and cell.json."""
 
-STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
-RUN_STEPS = ("compare",)
+CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
 
 
 def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to keep this module light

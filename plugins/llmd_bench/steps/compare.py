@@ -33,17 +33,16 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
             continue
         record = read_json(sub.record_path)
         failed_steps = {k: v for k, v in record.get("steps", {}).items() if v.get("status") == "failed"}
+        step_errors = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
         levels_path = sub.cell_dir / LEVELS_FILE
         if not levels_path.exists():
-            reason = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or "no results (steps did not run)"
-            outcomes.append(row | {"status": "failed", "reason": reason})
+            outcomes.append(row | {"status": "failed", "reason": step_errors or "no results (steps did not run)"})
             continue
         levels = json.loads(levels_path.read_text())
         if not any(lv["valid"] for lv in levels):
             outcomes.append(row | {"status": "invalid", "reason": "no valid level"})
             continue
-        reason = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
-        outcomes.append(row | {"status": "ok", "reason": reason})
+        outcomes.append(row | {"status": "ok", "reason": step_errors})
     return outcomes
 
 
@@ -53,33 +52,23 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
 
     from llmd_bench.context import tool_versions
     from llmd_bench.db import store as db
+    from llmd_bench.results import run_info
 
-    versions = tool_versions(ctx.params.llmd_version)
-    run = db.RunInfo(campaign=ctx.campaign.dag_id, dag_run_id=ctx.run_id, runtime=ctx.runtime,
-                     llmd_version=ctx.params.llmd_version, vllm_version=versions["vllm"],
-                     guidellm_version=versions["guidellm"], llmd_bench_version=versions["llmd_bench"],
-                     images=versions["images"], params=ctx.params.model_dump())
+    run = run_info(ctx.campaign.dag_id, ctx.run_id, ctx.runtime, tool_versions(ctx.params.llmd_version),
+                   ctx.params.model_dump())
     by_short = {m.short_name: m.name for m in ctx.campaign.models}
-    url = db.database_url()
-    engine = db.make_engine(url)
 
-    def write() -> None:
-        db.migrate(engine)
-        with Session(engine) as session, session.begin():
-            run_pk = db.upsert_run(session, run)
-            for o in outcomes:
-                if o["status"] in ("failed", "skipped"):
-                    db.upsert_cell(session, run_pk, db.CellInfo(
-                        model=by_short[o["model"]], short_model=o["model"], config=o["config"], trial=1,
-                        status=o["status"], reason=o["reason"], tensor_parallel_size=ctx.params.tensor_parallel_size))
-            failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
-            db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
+    def write(session: Session) -> None:
+        run_pk = db.upsert_run(session, run)
+        for o in outcomes:
+            if o["status"] in ("failed", "skipped"):
+                db.upsert_cell(session, run_pk, db.CellInfo(
+                    model=by_short[o["model"]], short_model=o["model"], config=o["config"], trial=1,
+                    status=o["status"], reason=o["reason"], tensor_parallel_size=ctx.params.tensor_parallel_size))
+        failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
+        db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
 
-    try:
-        db.with_retries(write, "recording the run's outcome", url)
-    finally:
-        engine.dispose()
-
+    db.in_transaction(write, "recording the run's outcome")
 
 def run(ctx: StepContext) -> dict[str, Any]:
     outcomes = cell_outcomes(ctx)
@@ -99,28 +88,17 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
 def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):  # noqa: ANN201
     """Build the report of a stored run into `out` (and into the store when asked)."""
-    from sqlalchemy.orm import Session
-
     from llmd_bench import report as rpt
     from llmd_bench.db import store as db
     from llmd_bench.report_data import from_store
 
-    url = db.database_url()
-    engine = db.make_engine(url)
-    try:
-        data = db.with_retries(lambda: from_store(engine, run_id, campaign), "reading the run", url)
-        report = rpt.build(data)
-        rpt.write(report, out)
-        if store:
-            md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-            table = report.peaks.drop(columns=["full_model", "observability"], errors="ignore")
-            records = json.loads(table.to_json(orient="records"))
-
-            def save() -> None:
-                with Session(engine) as session, session.begin():
-                    db.store_report(session, data.campaign, data.run_id, md, page, records)
-
-            db.with_retries(save, "storing the report", url)
-    finally:
-        engine.dispose()
+    data = db.with_engine(lambda engine: from_store(engine, run_id, campaign), "reading the run")
+    report = rpt.build(data)
+    rpt.write(report, out)
+    if store:
+        md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+        table = report.peaks.drop(columns=["full_model", "observability"], errors="ignore")
+        records = json.loads(table.to_json(orient="records"))
+        db.in_transaction(lambda session: db.store_report(session, data.campaign, data.run_id, md, page, records),
+                          "storing the report")
     return report

@@ -63,27 +63,20 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     observability = {k: observed.get(k) for k in ("pcp", "serving_metrics", "kv_index")} if observed else \
         {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
     serving = record.get("serving", {})
-    url = db.database_url()
-    engine = db.make_engine(url)
 
-    def load() -> None:
-        db.migrate(engine)
-        with Session(engine) as session, session.begin():
-            for trial, report in reports:
-                status, reason = cell_status(report)
-                path = report_path(ctx, trial)
-                info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
-                                   trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
-                                   tensor_parallel_size=ctx.params.tensor_parallel_size,
-                                   versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
-                                   config_effect=observed.get("config_effect") or {}, observability=observability)
-                db.store_cell(session, run, info, report.levels, observation_rows(observed, trial))
+    def load(session: Session) -> None:
+        for trial, report in reports:
+            status, reason = cell_status(report)
+            path = report_path(ctx, trial)
+            info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
+                               trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
+                               tensor_parallel_size=ctx.params.tensor_parallel_size,
+                               versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
+                               config_effect=observed.get("config_effect") or {}, observability=observability)
+            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial))
 
-    try:
-        db.with_retries(load, f"loading {ctx.cell}", url)
-    finally:
-        engine.dispose()
-    print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in {db.redacted(url)}")
+    db.in_transaction(load, f"loading {ctx.cell}")
+    print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
