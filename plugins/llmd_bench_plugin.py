@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import html
+import mimetypes
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from llmd_bench import paths
+from llmd_bench import paths, storage
 
 reports_app = FastAPI(title="llmd-bench reports", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -18,20 +19,26 @@ reports_app = FastAPI(title="llmd-bench reports", docs_url=None, redoc_url=None,
 @reports_app.get("/", response_class=HTMLResponse)
 def index() -> str:
     root = paths.reports_root()
-    runs = sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime,
-                  reverse=True) if root.exists() else []
-    items = "".join(f'<li><a href="{quote(r.name)}/report.html">{html.escape(r.name)}</a></li>' for r in runs)
+    local = sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime,
+                   reverse=True) if root.exists() else []
+    # Reports made in pods live in the object store; list them after the local ones.
+    names = [p.name for p in local] + [r for r in storage.report_runs() if r not in {p.name for p in local}]
+    items = "".join(f'<li><a href="{quote(r)}/report.html">{html.escape(r)}</a></li>' for r in names)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>llmd-bench reports</title></head>"
             f"<body><h1>Benchmark reports</h1><ul>{items or '<li>No report yet.</li>'}</ul></body></html>")
 
 
 @reports_app.get("/{run_id}/{name}")
-def report_file(run_id: str, name: str) -> FileResponse:
+def report_file(run_id: str, name: str) -> Response:
     root = paths.reports_root().resolve()
     path = (root / paths.safe_component(run_id) / name).resolve()
-    if root not in path.parents or not path.is_file():
-        raise HTTPException(status_code=404, detail=f"no {name} for run {run_id}: has its compare task run?")
-    return FileResponse(path)
+    if root in path.parents and path.is_file():
+        return FileResponse(path)
+    if "/" not in name and not name.startswith("."):
+        data = storage.read_report_file(run_id, name)
+        if data is not None:
+            return Response(content=data, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
+    raise HTTPException(status_code=404, detail=f"no {name} for run {run_id}: has its compare task run?")
 
 
 class LlmdBenchPlugin(AirflowPlugin):

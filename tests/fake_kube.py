@@ -39,8 +39,9 @@ def matches(labels: dict, selector: str) -> bool:
 
 
 class FakeKube:
-    def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = ()) -> None:
-        self.scenario, self.stuck_kinds = scenario, set(stuck_kinds)
+    def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = (),
+                 host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12")) -> None:
+        self.scenario, self.stuck_kinds, self.host_ips = scenario, set(stuck_kinds), host_ips
         self.objects: dict[tuple[str, str, str], dict] = {}   # (plural, ns, name) -> object
         self.calls: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
@@ -153,8 +154,10 @@ class FakeKube:
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": pod_name, "namespace": ns, "uid": str(uuid.uuid4()),
                                 "labels": template["metadata"]["labels"], "creationTimestamp": now()},
-                   "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]]},
+                   "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]],
+                            **({"nodeName": f"gpu-node-{i % len(self.host_ips)}"} if phase == "Running" else {})},
                    "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,
+                              **({"hostIP": self.host_ips[i % len(self.host_ips)]} if phase == "Running" else {}),
                               "podIP": f"10.1.{len(self.objects) % 250}.{i + 10}" if phase == "Running" else None}}
             self.objects[("pods", ns, pod_name)] = pod
             ready += all(s["ready"] for s in statuses) and bool(statuses)

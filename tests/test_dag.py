@@ -134,6 +134,8 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
 
     monkeypatch.setenv("LLMD_BENCH_STEP_IMAGE", "registry.example/llmd-bench-steps:0.1.0")
     monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "s3://bench-results/campaigns")
+    monkeypatch.setenv("LLMD_BENCH_S3_ENDPOINT", "http://minio.bench:9000")
     dag = build_dag(load_campaign(REFERENCE), runtime="kubernetes")
     for step in sorted(STEPS):
         task = dag.get_task(f"Qwen3-32B-AWQ__llm-d-valkey.{step}")
@@ -156,8 +158,13 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
         assert env["LLMD_BENCH_RUNTIME"].value == "kubernetes" and env["LLMD_BENCH_NAMESPACE"].value == "bench"
         assert env["LLMD_BENCH_DB_URL"].value is None  # from a Secret, never inline
         assert env["LLMD_BENCH_DB_URL"].value_from.secret_key_ref.name == "llmd-bench-results-db"
-        assert [m.mount_path for m in c.volume_mounts] == ["/results"]
-        assert pod.spec.volumes[0].persistent_volume_claim.claim_name == "llmd-bench-results"
+        # results travel through object storage; credentials from a Secret, the pod's folders are scratch
+        assert env["LLMD_BENCH_RESULTS_URL"].value == "s3://bench-results/campaigns"
+        assert env["LLMD_BENCH_S3_ENDPOINT"].value == "http://minio.bench:9000"
+        assert env["AWS_SECRET_ACCESS_KEY"].value is None
+        assert env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == "llmd-bench-object-store"
+        assert env["LLMD_BENCH_RESULTS"].value.startswith("/work/")
+        assert [m.mount_path for m in c.volume_mounts] == ["/work"] and pod.spec.volumes[0].empty_dir is not None
         assert 99 in task.skip_on_exit_code
     sweep = _render_pod(dag.get_task("Qwen3-8B__no-offload.sweep"))
     assert sweep.spec.containers[0].resources.requests["cpu"] == "4"

@@ -17,8 +17,8 @@ from llmd_bench.runtime import kubernetes as k8s
 def kube(monkeypatch, results_dir):
     fakes = []
 
-    def make(scenario="ready", stuck_kinds=()):
-        fake = FakeKube(scenario, stuck_kinds)
+    def make(scenario="ready", stuck_kinds=(), **kw):
+        fake = FakeKube(scenario, stuck_kinds, **kw)
         fakes.append(fake)
         monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
         monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
@@ -49,7 +49,13 @@ def test_happy_path_applies_waits_and_tears_down(kube):
     assert state["endpoint"] == "http://qwen3-8b-llm-d-redis-epp.bench.svc.cluster.local:8081"
     assert "ghcr.io/llm-d/llm-d-cuda:v0.4.0@sha256:" + "ab" * 32 in state["image_digests"]
     assert c.read_record()["versions"]["image_digests"] == state["image_digests"]
-    assert k8s.observation_targets(c)[0] == state["replicas"]
+    targets = k8s.observation_targets(c)
+    assert targets.replicas == state["replicas"]
+    # the sweep pod watches the index and the EPP through their Services
+    assert targets.kv == ("qwen3-8b-llm-d-redis-kv.bench.svc.cluster.local", 6379)
+    assert targets.epp_metrics == "http://qwen3-8b-llm-d-redis-epp.bench.svc.cluster.local:9090/metrics"
+    # PCP: each model server's node, at the DaemonSet's pmcd port on the host network
+    assert k8s.pcp_hosts(c) == {"gpu-node-0": "192.168.10.11:44321", "gpu-node-1": "192.168.10.12:44321"}
     result = k8s.teardown(c)
     assert len(result["deleted"]) == 7 and fake.kinds_left() == []
 
@@ -106,3 +112,55 @@ def test_ready_timeout_grows_with_model_size(monkeypatch):
     monkeypatch.delenv("LLMD_BENCH_READY_TIMEOUT_S", raising=False)
     assert k8s.ready_timeout_s(1.5) == pytest.approx(645)
     assert k8s.ready_timeout_s(29.5) == pytest.approx(1485)
+
+
+def _pcp_ready() -> bool:
+    import os
+    import shutil
+    return bool(shutil.which("pmlogger") or os.path.exists("/usr/lib/pcp/bin/pmlogger")) and os.geteuid() == 0
+
+
+@pytest.mark.skipif(not _pcp_ready(), reason="PCP is not installed here (make setup installs it as root)")
+def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, tmp_path, monkeypatch):
+    """Cluster PCP path with real pmcd/pmlogger: the fake API puts the two model servers on two nodes whose
+    host IP is this machine, so the sweep pod's per-node pmloggers record the real local pmcd."""
+    import time
+
+    from llmd_bench.observe import pcp
+    from llmd_bench.steps import collect_pcp, sweep
+
+    pcp.ensure_pmcd(tmp_path / "pmcd-logs")
+    kube("ready", host_ips=("127.0.0.1", "127.0.0.1"))
+    c = ctx("llm-d-redis")
+    k8s.deploy(c)
+    start = time.time()
+    with sweep.host_recording(c) as state:
+        time.sleep(4.5)
+    end = time.time()
+    assert sorted(state["nodes"]) == ["gpu-node-0", "gpu-node-1"], state
+    with c.update_record() as record:
+        record["sweep"] = {"pcp": state, "trials": [{"level_windows": [
+            {"trial": 1, "concurrency": 1, "start": start + 0.5, "end": end - 0.5}]}]}
+    status, levels = collect_pcp.host_summaries(c, collect_pcp.level_windows(c.read_record()))
+    assert status["status"] == "recorded" and status["nodes"] == ["gpu-node-0", "gpu-node-1"], status
+    assert "no nvidia PMDA" in status["gpu"]
+    assert any(a.endswith("gpu-node-0/host.0.xz") for a in status["archive"])
+    (level,) = levels
+    assert level["nodes"] == 2 and level["samples"] >= 2
+    assert 0 < level["cpu_util_pct"] <= 100 and level["mem_used_bytes"] > 0
+
+
+def test_no_pmcd_on_the_nodes_is_not_measured_with_the_reason(kube, monkeypatch):
+    from llmd_bench.steps import collect_pcp, sweep
+
+    monkeypatch.setenv("LLMD_BENCH_PMCD_PORT", "1")  # nothing listens there
+    kube("ready", host_ips=("127.0.0.1",))
+    c = ctx("no-offload", replicas=1)
+    k8s.deploy(c)
+    with sweep.host_recording(c) as state:
+        pass
+    with c.update_record() as record:
+        record["sweep"] = {"pcp": state, "trials": []}
+    status, levels = collect_pcp.host_summaries(c, [])
+    assert status["status"] == "not measured" and levels == []
+    assert "PCP" in status["reason"] and ("DaemonSet" in status["reason"] or "not installed" in status["reason"])

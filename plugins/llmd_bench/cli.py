@@ -43,30 +43,43 @@ def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
 
 
 def run_cell_step(step: str, args: argparse.Namespace) -> int:
+    from llmd_bench import storage
     from llmd_bench.context import StepTimer, utc_now
 
     ctx = _context(args, with_cell=True)
+    ctx.step = step
     timer, started = StepTimer(), utc_now()
     print(f"[llmd-bench] {step} {ctx.cell} run={ctx.run_id} runtime={ctx.runtime}", flush=True)
+    # In a pod the cell's folder comes from object storage and goes back there, also when the step fails.
+    snapshot = storage.pull_cell(ctx.cell_dir)
     try:
-        summary = _step_module(step).run(ctx)
-    except NotSelected:
-        raise
-    except BaseException as exc:
+        try:
+            summary = _step_module(step).run(ctx)
+        except NotSelected:
+            raise
+        except BaseException as exc:
+            with ctx.update_record() as record:
+                record["steps"][step] = {"status": "failed", "started": started, "ended": utc_now(),
+                                         "elapsed_s": timer.elapsed, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+            raise
         with ctx.update_record() as record:
-            record["steps"][step] = {"status": "failed", "started": started, "ended": utc_now(),
-                                     "elapsed_s": timer.elapsed, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-        raise
-    with ctx.update_record() as record:
-        record["steps"][step] = {"status": "ok", "started": started, "ended": utc_now(),
-                                 "elapsed_s": timer.elapsed, "summary": summary}
+            record["steps"][step] = {"status": "ok", "started": started, "ended": utc_now(),
+                                     "elapsed_s": timer.elapsed, "summary": summary}
+    finally:
+        storage.push(snapshot)
     print(f"[llmd-bench] {step} done in {timer.elapsed:.1f} s: {json.dumps(summary, default=str)}", flush=True)
     return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from llmd_bench import storage
+
     ctx = _context(args, with_cell=False)
-    summary = _step_module("compare").run(ctx)
+    snapshot = storage.pull_run(ctx.run_dir)
+    try:
+        summary = _step_module("compare").run(ctx)
+    finally:
+        storage.push(snapshot)
     print(f"[llmd-bench] compare: {json.dumps(summary, default=str)}")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -29,6 +30,7 @@ class StepContext:
     run_id: str
     runtime: str
     cell: Cell | None = None
+    step: str | None = None
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -52,18 +54,39 @@ class StepContext:
     def record_path(self) -> Path:
         return self.cell_dir / "cell.json"
 
+    @property
+    def record_parts_dir(self) -> Path:
+        return self.cell_dir / "record"
+
     def read_record(self) -> dict[str, Any]:
-        return read_json(self.record_path)
+        """cell.json merged with every step's own part (record/<step>.json); the parts are authoritative,
+        so a step that ran at the same time in another pod cannot erase what this one recorded."""
+        return merged_record(self.cell_dir)
 
     @contextlib.contextmanager
     def update_record(self) -> Iterator[dict[str, Any]]:
-        """Read-modify-write cell.json under a lock (load_results and collect_pcp may run together)."""
+        """Read-modify-write this step's part of the record under a lock, and refresh cell.json."""
         self.cell_dir.mkdir(parents=True, exist_ok=True)
         with open(self.cell_dir / ".cell.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            record = read_json(self.record_path) or self._new_record()
+            record = merged_record(self.cell_dir)
+            if not record:
+                record = self._new_record()
+                write_json_atomic(self.record_path, record)
+            before = copy.deepcopy(record)
             yield record
-            write_json_atomic(self.record_path, record)
+            part_path = self.record_parts_dir / f"{self.step or 'base'}.json"
+            part = read_json(part_path)
+            for key, value in record.items():
+                if value == before.get(key):
+                    continue
+                if isinstance(value, dict) and isinstance(before.get(key), dict):
+                    changed = {k: v for k, v in value.items() if before[key].get(k) != v}
+                    part[key] = {**part.get(key, {}), **changed}
+                else:
+                    part[key] = value
+            write_json_atomic(part_path, part)
+            write_json_atomic(self.record_path, merged_record(self.cell_dir))
 
     def _new_record(self) -> dict[str, Any]:
         assert self.cell is not None
@@ -80,6 +103,24 @@ class StepContext:
             "versions": tool_versions(self.params.llmd_version),
             "steps": {},
         }
+
+
+def merged_record(cell_dir: Path) -> dict[str, Any]:
+    record = read_json(cell_dir / "cell.json")
+    parts = sorted((cell_dir / "record").glob("*.json"), key=lambda f: (f.stem != "base", _step_order(f.stem)))
+    for part_path in parts:
+        for key, value in read_json(part_path).items():
+            if isinstance(value, dict) and isinstance(record.get(key), dict):
+                record[key] = {**record[key], **value}
+            else:
+                record[key] = value
+    return record
+
+
+def _step_order(step: str) -> int:
+    from llmd_bench.steps import CELL_STEPS
+
+    return CELL_STEPS.index(step) if step in CELL_STEPS else len(CELL_STEPS)
 
 
 def tool_versions(llmd_version: str) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import ROUTING_CONFIGS, Campaign, Cell, RunParams
 from llmd_bench.names import dns_label, label_value
 
-EPP_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT = 9002, 8081, 8000, 5557
+SIM_MAX_MODEL_LEN, SIM_KV_CACHE_BLOCKS = 32768, 8192
+EPP_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT, EPP_METRICS_PORT = 9002, 8081, 8000, 5557, 9090
 ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.33.2"
 STEP_SERVICE_ACCOUNT, EPP_SERVICE_ACCOUNT = "llmd-bench-steps", "llmd-bench-epp"
 
@@ -63,6 +64,7 @@ def epp_config(cell: Cell, serving: Any, names: dict[str, str], namespace: str) 
         index = ({"redisConfig": {"address": f"redis://{address}"}} if cell.config == "llm-d-redis"
                  else {"valkeyConfig": {"address": f"valkey://{address}", "backendType": "valkey"}})
         index["inMemoryConfig"] = None  # v0.4.0: a default in-memory index wins unless cleared
+        index["enableMetrics"] = True  # kvcache_index_* on the EPP's /metrics: evidence that the index is used
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": {
             "indexerConfig": {
                 "tokenProcessorConfig": {"blockSize": serving.block_size, "hashSeed": serving.hash_seed},
@@ -144,10 +146,15 @@ def model_server(cell: Cell, params: RunParams, serving: Any, entry: catalog.Ver
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
               "topic": f"kv@$(POD_IP)@{cell.model}"}
     if serving.backend == "inference-sim":
+        # llm-d-inference-sim >= v0.7.0 flags; latencies carry units (v0.9 rejects bare numbers), and the
+        # default --max-model-len (1024) would reject the sweep's 10k-token shared prefixes.
         args = ["--model", cell.model, "--port", str(MODEL_PORT), "--max-num-seqs", str(serving.max_num_seqs),
-                "--block-size", str(serving.block_size), "--time-to-first-token", "50", "--inter-token-latency", "10"]
+                "--max-model-len", str(SIM_MAX_MODEL_LEN), "--block-size", str(serving.block_size),
+                "--time-to-first-token=50ms", "--inter-token-latency=10ms"]
         if kv_events:
-            args += ["--enable-kvcache", "--hash-seed", serving.hash_seed, "--zmq-endpoint", events["endpoint"]]
+            # the simulator dials the EPP's ZMQ endpoint and needs POD_IP for its topic (env above)
+            args += ["--enable-kvcache", "--kv-cache-size", str(SIM_KV_CACHE_BLOCKS), "--hash-seed", serving.hash_seed,
+                     "--zmq-endpoint", events["endpoint"]]
         return {"container": "inference-sim", "image": entry.images["inference_sim"], "command": ["/app/llm-d-inference-sim"],
                 "args": args, "env": env, "kv_events": kv_events, "startup_failures": 30,
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
@@ -180,7 +187,9 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         kind = "redis" if cell.config == "llm-d-redis" else "valkey"
         kv = {"kind": kind, "image": entry.images[kind]}
     epp_args = ["--pool-name", names["pool"], "--pool-namespace", namespace, "--config-file", "/config/epp-config.yaml",
-                "--grpc-port", str(EPP_PORT), "--grpc-health-port", "9003", "--metrics-port", "9090",
+                "--grpc-port", str(EPP_PORT), "--grpc-health-port", "9003", "--metrics-port", str(EPP_METRICS_PORT),
+                # the sweep pod scrapes it inside the namespace; token review would need cluster-scoped RBAC
+                "--metrics-endpoint-auth=false",
                 "--kv-cache-usage-percentage-metric", "vllm:kv_cache_usage_perc", "--v", "2"]
     epp_env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
     if cell.config in ROUTING_CONFIGS:

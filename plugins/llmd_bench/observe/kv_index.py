@@ -24,6 +24,6 @@ def stats(port: int, host: str = "127.0.0.1") -> dict[str, Any]:
     }
 
 
-def key_count(port: int) -> int | None:
-    reply = resp_command(port, "DBSIZE").strip()
+def key_count(port: int, host: str = "127.0.0.1") -> int | None:
+    reply = resp_command(port, "DBSIZE", host=host).strip()
     return int(reply.lstrip(":")) if reply.startswith(":") else None

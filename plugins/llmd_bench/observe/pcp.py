@@ -1,4 +1,4 @@
-"""Performance Co-Pilot on the local runtime: pmcd on demand, one pmlogger per cell, per-level summaries.
+"""Performance Co-Pilot: pmcd on demand (local runtime), pmlogger per cell or per node, per-level summaries.
 
 pmcd is host infrastructure (a DaemonSet in Kubernetes): started when absent (listening on 127.0.0.1
 and its Unix socket only) and left running. Each cell's pmlogger records from deploy to collect_pcp;
@@ -7,6 +7,7 @@ its archive is summarised per concurrency level (windows from the GuideLLM repor
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -15,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 PCP_BIN = Path("/usr/lib/pcp/bin")
 PMCD_SOCKET = Path("/run/pcp/pmcd.socket")
@@ -79,8 +80,12 @@ def ensure_pmcd(log_dir: Path, timeout_s: float = 15.0) -> Tools:
     raise PcpUnavailable(f"pmcd did not start: {log.strip()}")
 
 
-def available_metrics(t: Tools, names: list[str]) -> list[str]:
-    out = subprocess.run([t.pminfo, *names], capture_output=True, text=True, env=_env(), timeout=10)
+def available_metrics(t: Tools, names: list[str], host: str | None = None) -> list[str]:
+    """The metrics the pmcd (this host's, or `host:port`'s) can give."""
+    out = subprocess.run([t.pminfo, *(["-h", host] if host else []), *names], capture_output=True, text=True,
+                         env=_env(), timeout=10)
+    if host and out.returncode != 0 and not out.stdout.strip():
+        raise PcpUnavailable(f"no pmcd answers at {host}: {out.stderr.strip()[-300:]}")
     present = {line.strip() for line in out.stdout.splitlines()}
     return [n for n in names if any(p == n or p.startswith(n + ".") for p in present)]
 
@@ -90,8 +95,9 @@ def logger_config(metrics: list[str]) -> str:
     return f"log mandatory on every {LOG_INTERVAL.replace('sec', ' sec')} {{\n{body}\n}}\n"
 
 
-def pmlogger_command(t: Tools, config: Path, archive: Path) -> list[str]:
-    return [t.pmlogger, "-c", str(config), "-t", LOG_INTERVAL, "-l", str(archive.parent / "pmlogger.log"), str(archive)]
+def pmlogger_command(t: Tools, config: Path, archive: Path, host: str | None = None) -> list[str]:
+    return [t.pmlogger, *(["-h", host] if host else []), "-c", str(config), "-t", LOG_INTERVAL,
+            "-l", str(archive.parent / "pmlogger.log"), str(archive)]
 
 
 def archive_files(archive: Path) -> list[Path]:
@@ -105,8 +111,8 @@ def compress(archive: Path) -> list[Path]:
         if f.suffix.lstrip(".").isdigit():
             subprocess.run(["xz", "-f", str(f)], check=True)
             done.append(f.with_name(f.name + ".xz"))
-        elif f.suffix in (".index", ".meta"):
-            done.append(f)
+        elif f.suffix in (".index", ".meta") or f.name.endswith(".xz"):
+            done.append(f)  # .xz: compressed by an earlier attempt of the step
     return done
 
 
@@ -172,3 +178,68 @@ def per_level(rows: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list
             summary[key] = sum(vals) / len(vals) if vals else None
         out.append(summary)
     return out
+
+
+# How one level's host metrics combine across the nodes serving a cell: shares average, amounts add up.
+_AVERAGED = {"cpu_util_pct", "gpu_busy_pct"}
+
+
+def combine_nodes(per_node: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    if len(per_node) <= 1:
+        return next(iter(per_node.values()), [])
+    combined = []
+    for rows in zip(*per_node.values()):
+        out: dict[str, Any] = {"concurrency": rows[0]["concurrency"], "trial": rows[0]["trial"],
+                               "samples": min(r["samples"] for r in rows), "nodes": len(rows)}
+        for key in rows[0]:
+            if key in out:
+                continue
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            out[key] = None if not vals else (sum(vals) / len(vals) if key in _AVERAGED else sum(vals))
+        combined.append(out)
+    return combined
+
+
+@contextlib.contextmanager
+def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path) -> Iterator[dict[str, Any]]:
+    """One pmlogger per remote pmcd (`host:port`) for the duration of the block (the Kubernetes sweep pod
+    records each GPU node's PCP DaemonSet). Yields the record: {"nodes": {node: {archive, metrics, host}}}
+    or {"unavailable": why}; archive paths are relative to `base_dir`, so they travel with the results."""
+    from llmd_bench.names import dns_label
+    from llmd_bench.runtime import processes
+
+    state: dict[str, Any] = {"nodes": {}}
+    started: list[Any] = []
+    try:
+        t = tools()
+        errors = {}
+        if not hosts:
+            errors["-"] = "no node runs a model server of this cell"
+        for node, host in sorted(hosts.items()):
+            try:
+                metrics = available_metrics(t, HOST_METRICS + GPU_METRICS, host=host)
+            except (PcpUnavailable, OSError, subprocess.TimeoutExpired) as exc:
+                errors[node] = str(exc)
+                continue
+            folder = out_dir / dns_label(node)
+            folder.mkdir(parents=True, exist_ok=True)
+            config = folder / "pmlogger.config"
+            config.write_text(logger_config(metrics))
+            archive = folder / "host"
+            proc = processes.start(f"pmlogger-{node}", pmlogger_command(t, config, archive, host=host), 0,
+                                   folder / "pmlogger.out")
+            started.append(proc)
+            state["nodes"][node] = {"archive": str(archive.relative_to(base_dir)), "metrics": metrics, "host": host}
+        if errors:
+            state["errors"] = errors
+        if not state["nodes"]:
+            state["unavailable"] = ("no pmcd answered on the model servers' nodes (is the PCP DaemonSet installed? "
+                                    "`llmd-bench render --pcp-daemonset`): "
+                                    + "; ".join(f"{n}: {e}" for n, e in errors.items()))
+    except PcpUnavailable as exc:
+        state["unavailable"] = str(exc)
+    try:
+        yield state
+    finally:
+        for proc in started:
+            processes.stop(proc, grace_s=10)

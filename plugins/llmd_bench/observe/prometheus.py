@@ -22,10 +22,17 @@ VLLM_METRICS = {
     "vllm:num_requests_running": ("gauge", "requests_running"),
     "vllm:num_requests_waiting": ("gauge", "requests_waiting"),
 }
+# The EPP's KV-block index (llm-d-kv-cache; registered when kvBlockIndexConfig.enableMetrics is true).
+EPP_METRICS = {
+    "kvcache_index_admissions_total": ("counter", "index_admissions"),
+    "kvcache_index_evictions_total": ("counter", "index_evictions"),
+    "kvcache_index_lookup_requests_total": ("counter", "index_lookups"),
+    "kvcache_index_lookup_hits_total": ("counter", "index_lookup_hits"),
+}
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
-def parse(text: str) -> dict[str, float]:
+def parse(text: str, known: dict[str, tuple[str, str]] = VLLM_METRICS) -> dict[str, float]:
     """Sum every sample of each known metric over its label sets (engines, models)."""
     totals: dict[str, float] = {}
     for line in text.splitlines():
@@ -35,7 +42,7 @@ def parse(text: str) -> dict[str, float]:
         if not m:
             continue
         name = m.group(1)
-        if name not in VLLM_METRICS:
+        if name not in known:
             continue
         try:
             value = float(m.group(3))
@@ -45,7 +52,7 @@ def parse(text: str) -> dict[str, float]:
     return totals
 
 
-def scrape(url: str, timeout_s: float = 3.0) -> dict[str, float] | str:
+def scrape(url: str, timeout_s: float = 3.0, known: dict[str, tuple[str, str]] = VLLM_METRICS) -> dict[str, float] | str:
     """Known metrics at `url`, or the reason they are not available."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
@@ -54,24 +61,27 @@ def scrape(url: str, timeout_s: float = 3.0) -> dict[str, float] | str:
         return f"not available (HTTP {exc.code} at {url})"
     except (urllib.error.URLError, OSError) as exc:
         return f"not available ({exc} at {url})"
-    values = parse(body)
-    return values if values else f"not available (no vLLM metrics at {url})"
+    values = parse(body, known)
+    kind = "vLLM" if known is VLLM_METRICS else "KV-index"
+    return values if values else f"not available (no {kind} metrics at {url})"
 
 
-def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]],
+              known: dict[str, tuple[str, str]] = VLLM_METRICS) -> list[dict[str, Any]]:
     """samples: [{"time": t, "replica": url, "values": {...}}]. One summary per level window."""
     out = []
     for w in windows:
         row: dict[str, Any] = {"concurrency": w["concurrency"], "trial": w.get("trial", 1)}
-        for metric, (kind, short) in VLLM_METRICS.items():
+        for metric, (kind, short) in known.items():
             if kind == "counter":
                 row[short] = _counter_delta(samples, metric, w["start"], w["end"])
             else:
                 vals = [s["values"][metric] for s in samples
                         if w["start"] <= s["time"] <= w["end"] and metric in s["values"]]
                 row[short] = sum(vals) / len(vals) if vals else None
-        q, h = row.get("prefix_cache_queries"), row.get("prefix_cache_hits")
-        row["prefix_cache_hit_rate"] = h / q if q else None
+        if known is VLLM_METRICS:
+            q, h = row.get("prefix_cache_queries"), row.get("prefix_cache_hits")
+            row["prefix_cache_hit_rate"] = h / q if q else None
         out.append(row)
     return out
 
@@ -88,3 +98,12 @@ def _counter_delta(samples: list[dict[str, Any]], metric: str, start: float, end
         total += max(0.0, upto[-1] - before[-1])
         seen = True
     return total if seen else None
+
+
+def counter_totals(samples: list[dict[str, Any]], known: dict[str, tuple[str, str]]) -> dict[str, float | None]:
+    """How much each counter moved over the whole sampling period."""
+    if not samples:
+        return {short: None for _, short in known.values()}
+    start, end = min(s["time"] for s in samples), max(s["time"] for s in samples)
+    return {short: _counter_delta(samples, metric, start - 1e-9, end) if kind == "counter" else None
+            for metric, (kind, short) in known.items()}

@@ -1,10 +1,12 @@
-"""Sample the serving layer while a sweep runs: each replica's /metrics and the KV index's key count."""
+"""Sample the serving layer while a sweep runs: each replica's /metrics, the KV index's key count and,
+in a cluster, the EPP's KV-index metrics."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,20 @@ from llmd_bench.observe import kv_index, prometheus
 INTERVAL_S = 2.0
 
 
+@dataclass
+class Targets:
+    replicas: list[str]
+    kv: tuple[str, int] | None = None  # (host, port) of the Redis/Valkey index
+    epp_metrics: str | None = None  # the EPP's Prometheus URL (Kubernetes only)
+
+
 class Sampler:
     """A background thread writing one JSON line per sample to `out` until stopped."""
 
-    def __init__(self, out: Path, replicas: list[str], kv_port: int | None, interval_s: float = INTERVAL_S) -> None:
-        self.out, self.replicas, self.kv_port, self.interval_s = out, replicas, kv_port, interval_s
+    def __init__(self, out: Path, replicas: list[str], kv: tuple[str, int] | int | None, interval_s: float = INTERVAL_S,
+                 epp_metrics: str | None = None) -> None:
+        self.out, self.replicas, self.interval_s, self.epp_metrics = out, replicas, interval_s, epp_metrics
+        self.kv = ("127.0.0.1", kv) if isinstance(kv, int) else kv
         self.unavailable: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llmd-bench-sampler", daemon=True)
@@ -48,9 +59,15 @@ class Sampler:
                 self.unavailable[url] = result  # no endpoint: stop asking, remember why
                 continue
             lines.append({"time": now, "source": "vllm", "replica": url, "values": result})
-        if self.kv_port:
+        if self.epp_metrics and self.epp_metrics not in self.unavailable:
+            result = prometheus.scrape(self.epp_metrics, known=prometheus.EPP_METRICS)
+            if isinstance(result, str):
+                self.unavailable[self.epp_metrics] = result
+            else:
+                lines.append({"time": now, "source": "epp", "replica": self.epp_metrics, "values": result})
+        if self.kv:
             try:
-                lines.append({"time": now, "source": "kv_index", "keys": kv_index.key_count(self.kv_port)})
+                lines.append({"time": now, "source": "kv_index", "keys": kv_index.key_count(self.kv[1], host=self.kv[0])})
             except OSError as exc:
                 lines.append({"time": now, "source": "kv_index", "error": str(exc)})
         with open(self.out, "a") as f:

@@ -29,12 +29,19 @@ def judge(config: str, replicas: int | None, serving: dict[str, Any], kv: dict[s
     problems, good = [], []
     if kv is None or kv.get("max_keys") is None:
         return {"verdict": NOT_MEASURED, "evidence": "the KV-block index could not be read"}
+    epp = kv.get("epp_index") or {}
     if kv["max_keys"] > 0:
         good.append(f"the {kv.get('server', 'index')} index held up to {kv['max_keys']} keys")
+        if epp.get("index_lookups") is not None:
+            good.append(f"the EPP looked it up {epp['index_lookups']:.0f} times ({(epp.get('index_lookup_hits') or 0):.0f} hits)")
     else:
         final = kv.get("final") or {}
-        problems.append(f"the {kv.get('server', 'index')} index stayed empty (0 keys during and after the sweep; "
-                        f"{final.get('total_commands_processed', '?')} commands processed): nothing published KV events to it")
+        if epp.get("index_admissions"):
+            problems.append(f"the {kv.get('server', 'index')} index stayed empty while the EPP admitted "
+                            f"{epp['index_admissions']:.0f} blocks: they went to another index (the in-memory default?)")
+        else:
+            problems.append(f"the {kv.get('server', 'index')} index stayed empty (0 keys during and after the sweep; "
+                            f"{final.get('total_commands_processed', '?')} commands processed): nothing published KV events to it")
     if replicas is None:
         problems.append("replica count unknown")
     elif replicas < 2:

@@ -1,9 +1,10 @@
 """Kubernetes runtime: step pods (KubernetesPodOperator settings) and the cell's stack in a cluster.
 
 Pod settings come from the deployment's environment, never from a trigger:
-LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS_PVC (a
-ReadWriteMany claim shared by the step pods), LLMD_BENCH_DB_SECRET (Secret with the results database URL),
-LLMD_BENCH_KUBE_CONN (Airflow connection id).
+LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS_URL (the
+S3-compatible store step pods and Airflow exchange results through, default s3://llmd-bench),
+LLMD_BENCH_S3_ENDPOINT, LLMD_BENCH_S3_SECRET (Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY),
+LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CONN (Airflow connection id).
 """
 
 from __future__ import annotations
@@ -30,26 +31,36 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     from kubernetes.client import models as k8s
 
     res = STEP_RESOURCES.get(step, LIGHT)
-    pvc = os.environ.get("LLMD_BENCH_RESULTS_PVC", "llmd-bench-results")
+    ns = os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
+    s3_secret = os.environ.get("LLMD_BENCH_S3_SECRET", "llmd-bench-object-store")
+
+    def from_secret(name: str, secret: str, key: str, optional: bool = False) -> Any:
+        return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+            name=secret, key=key, optional=optional or None)))
+
+    env = [
+        k8s.V1EnvVar(name="LLMD_BENCH_RUNTIME", value="kubernetes"),
+        # Scratch folders in the pod; the step pulls its cell from object storage and pushes it back.
+        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value="/work/results"),
+        k8s.V1EnvVar(name="LLMD_BENCH_REPORTS", value="/work/reports"),
+        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS_URL", value=os.environ.get("LLMD_BENCH_RESULTS_URL", "s3://llmd-bench")),
+        k8s.V1EnvVar(name="LLMD_BENCH_NAMESPACE", value=ns),
+        from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID"),
+        from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY"),
+        from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
+        from_secret("HF_TOKEN", "llmd-bench-hf-token", "HF_TOKEN", optional=True),
+        k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
+    ]
+    if os.environ.get("LLMD_BENCH_S3_ENDPOINT"):
+        env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=os.environ["LLMD_BENCH_S3_ENDPOINT"]))
     return {
-        # Results move between step pods (and to Airflow) through a shared ReadWriteMany volume.
-        "volumes": [k8s.V1Volume(name="results", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name=pvc))],
-        "volume_mounts": [k8s.V1VolumeMount(name="results", mount_path="/results")],
+        "volumes": [k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
+        "volume_mounts": [k8s.V1VolumeMount(name="work", mount_path="/work")],
         "image": os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE),
-        "namespace": os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"),
+        "namespace": ns,
         "service_account_name": os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", "llmd-bench-steps"),
         "kubernetes_conn_id": os.environ.get("LLMD_BENCH_KUBE_CONN", "kubernetes_default"),
-        "env_vars": [
-            k8s.V1EnvVar(name="LLMD_BENCH_RUNTIME", value="kubernetes"),
-            k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value="/results/results"),
-            k8s.V1EnvVar(name="LLMD_BENCH_REPORTS", value="/results/reports"),
-            k8s.V1EnvVar(name="LLMD_BENCH_NAMESPACE", value=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")),
-            k8s.V1EnvVar(name="LLMD_BENCH_DB_URL", value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
-                name=os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), key="url"))),
-            k8s.V1EnvVar(name="HF_TOKEN", value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
-                name="llmd-bench-hf-token", key="HF_TOKEN", optional=True))),
-            k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
-        ],
+        "env_vars": env,
         "container_resources": k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
         "image_pull_policy": "IfNotPresent",
         "get_logs": True,
@@ -265,8 +276,12 @@ def _kv(ctx: StepContext) -> dict[str, Any] | None:
     assert ctx.cell is not None
     if ctx.cell.config not in ROUTING_CONFIGS:
         return None
-    return {"kind": "redis" if ctx.cell.config == "llm-d-redis" else "valkey",
-            "host": f"{cell_names(ctx.cell)['kv']}.{namespace()}.svc.cluster.local", "port": 6379}
+    from llmd_bench import catalog
+
+    kind = "redis" if ctx.cell.config == "llm-d-redis" else "valkey"
+    image = catalog.entry(ctx.params.llmd_version).images[kind]
+    return {"kind": kind, "host": f"{cell_names(ctx.cell)['kv']}.{namespace()}.svc.cluster.local", "port": 6379,
+            "server_version": image.rsplit(":", 1)[-1], "image": image}
 
 
 def endpoint(ctx: StepContext) -> str:
@@ -277,11 +292,32 @@ def endpoint(ctx: StepContext) -> str:
     return f"http://{cell_names(ctx.cell)['epp']}.{namespace()}.svc.cluster.local:{ENVOY_PORT}"
 
 
-def observation_targets(ctx: StepContext) -> tuple[list[str], int | None]:
+def observation_targets(ctx: StepContext) -> Any:
+    """Replica pod IPs, the KV index and the EPP's metrics through their Services (step pods run in the
+    cell's namespace, so they can reach all three)."""
+    from llmd_bench.manifests import EPP_METRICS_PORT, cell_names
+    from llmd_bench.observe.sampler import Targets
+
+    assert ctx.cell is not None
     _, _, selector = _cell_objects(ctx)
     pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
-    # The KV index is read through its Service by collect_pcp; the sampler only sees model servers here.
-    return _replica_urls(pods), None
+    kv = _kv(ctx)
+    epp = f"http://{cell_names(ctx.cell)['epp']}.{namespace()}.svc.cluster.local:{EPP_METRICS_PORT}/metrics"
+    return Targets(_replica_urls(pods), (kv["host"], kv["port"]) if kv else None, epp if kv else None)
+
+
+PMCD_PORT = 44321
+
+
+def pcp_hosts(ctx: StepContext) -> dict[str, str]:
+    """node name -> `hostIP:44321` for each node running a model server of the cell: where the PCP
+    DaemonSet's pmcd listens (host network)."""
+    _, _, selector = _cell_objects(ctx)
+    pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
+    port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
+    return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in pods
+            if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"
+            and (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
 
 
 def teardown(ctx: StepContext) -> dict[str, Any]:

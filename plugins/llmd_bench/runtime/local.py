@@ -133,15 +133,17 @@ def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:  # noqa: A
         time.sleep(0.5)
         if not processes.pid_alive(proc.pid):
             raise pcp.PcpUnavailable(f"pmlogger exited at start: {processes.tail(proc.log)}")
-        return {"archive": str(archive), "metrics": metrics, "pid": proc.pid}
+        return {"archive": str(archive.relative_to(ctx.cell_dir)), "metrics": metrics, "pid": proc.pid}
     except pcp.PcpUnavailable as exc:
         return {"unavailable": str(exc)}
 
 
-def observation_targets(ctx: StepContext) -> tuple[list[str], int | None]:
+def observation_targets(ctx: StepContext) -> Any:
+    from llmd_bench.observe.sampler import Targets
+
     state = load_state(ctx)
     kv = state.get("kv_backend") or {}
-    return list(state.get("replicas", [])), kv.get("port")
+    return Targets(list(state.get("replicas", [])), ("127.0.0.1", kv["port"]) if kv.get("port") else None)
 
 
 def stop_pcp_recording(ctx: StepContext) -> dict[str, Any]:

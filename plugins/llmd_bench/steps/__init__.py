@@ -12,8 +12,8 @@ def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to 
     return kubernetes.endpoint(ctx)
 
 
-def observation_targets(ctx) -> tuple[list[str], int | None]:  # noqa: ANN001
-    """The model-server replica URLs to scrape and the KV index's port (None without one)."""
+def observation_targets(ctx):  # noqa: ANN001, ANN201 - returns observe.sampler.Targets
+    """What to watch during the sweep: replica /metrics, the KV index, the EPP's /metrics."""
     if ctx.runtime == "local":
         from llmd_bench.runtime import local
         return local.observation_targets(ctx)

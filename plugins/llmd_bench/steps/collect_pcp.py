@@ -24,27 +24,37 @@ def level_windows(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def host_summaries(ctx: StepContext, windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    if ctx.runtime != "local":
-        return {"status": "not measured", "reason": "cluster PCP collection is not implemented yet"}, []
-    from llmd_bench.runtime import local
+    """Local runtime: stop the cell's pmlogger. Kubernetes: the per-node archives the sweep pod recorded
+    from each GPU node's pmcd (they arrive with the cell's files). Both: summarise per level, xz."""
+    if ctx.runtime == "local":
+        from llmd_bench.runtime import local
 
-    rec = local.stop_pcp_recording(ctx)
-    if "archive" not in rec:
+        rec = local.stop_pcp_recording(ctx)
+        archives = {"localhost": rec} if "archive" in rec else {}
+    else:
+        rec = (ctx.read_record().get("sweep") or {}).get("pcp") or {}
+        archives = rec.get("nodes") or {}
+    if not archives:
         return {"status": "not measured", "reason": rec.get("unavailable", "PCP did not record this cell")}, []
-    from pathlib import Path
-
-    archive = Path(rec["archive"])
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    files, sample_count = [], 0
     try:
         tools = pcp.tools()
-        rows = pcp.samples(tools, archive, rec["metrics"])
-        levels = pcp.per_level(rows, windows)
-        files = pcp.compress(archive)
+        for node, info in sorted(archives.items()):
+            archive = ctx.cell_dir / info["archive"]
+            if not pcp.archive_files(archive):
+                raise pcp.PcpUnavailable(f"the PCP archive of {node} ({info['archive']}) is missing from the cell's results")
+            rows = pcp.samples(tools, archive, info["metrics"])
+            per_node[node] = pcp.per_level(rows, windows)
+            files += pcp.compress(archive)
+            sample_count += len(rows)
     except (pcp.PcpUnavailable, OSError) as exc:
         return {"status": "not measured", "reason": str(exc)}, []
-    gpu = any(m.startswith("nvidia.") for m in rec["metrics"])
+    gpu = any(m.startswith("nvidia.") for info in archives.values() for m in info["metrics"])
     status = {"status": "recorded", "archive": [str(f.relative_to(ctx.cell_dir)) for f in files],
-              "samples": len(rows), "gpu": "recorded" if gpu else "not available (no nvidia PMDA on this host)"}
-    return status, levels
+              "nodes": sorted(per_node), "samples": sample_count,
+              "gpu": "recorded" if gpu else f"not available (no nvidia PMDA on {', '.join(sorted(per_node))})"}
+    return status, pcp.combine_nodes(per_node)
 
 
 def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
@@ -62,37 +72,43 @@ def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
             "prefix_cache_queries": total("prefix_cache_queries"), "prefix_cache_hits": total("prefix_cache_hits")}, levels
 
 
-def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], port: int | None) -> dict[str, Any] | None:
+def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], kv: tuple[str, int] | None) -> dict[str, Any] | None:
     record = ctx.read_record()
     backend = (record.get("serving") or {}).get("kv_backend") or {}
-    host = backend.get("host", "127.0.0.1")
-    port = port or backend.get("port")
+    host, port = kv if kv else (backend.get("host", "127.0.0.1"), backend.get("port"))
     if port is None:
         return None
+    server = f"{backend.get('kind')} {backend.get('server_version')}"
     counts = [s["keys"] for s in samples if s.get("source") == "kv_index" and s.get("keys") is not None]
+    summary: dict[str, Any] = {"server": server}
+    epp = [s for s in samples if s.get("source") == "epp"]
+    if epp:
+        # The EPP's own view of its index: blocks admitted from KV events, lookups and hits while routing.
+        summary["epp_index"] = prometheus.counter_totals(epp, prometheus.EPP_METRICS)
     try:
         final = kv_index.stats(port, host=host)
     except OSError as exc:
-        return {"server": f"{backend.get('kind')} {backend.get('server_version')}", "max_keys": max(counts) if counts else None,
-                "error": f"could not read the index after the sweep: {exc}"}
+        return summary | {"max_keys": max(counts) if counts else None,
+                          "error": f"could not read the index after the sweep: {exc}"}
     observed = counts + ([final["keys"]] if final.get("keys") is not None else [])
-    return {"server": f"{backend.get('kind')} {backend.get('server_version')}", "max_keys": max(observed) if observed else None,
-            "samples": len(counts), "final": final}
+    return summary | {"max_keys": max(observed) if observed else None, "samples": len(counts), "final": final}
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
     assert ctx.cell is not None
     record = ctx.read_record()
     windows = level_windows(record)
-    replicas, kv_port = observation_targets(ctx)
+    targets = observation_targets(ctx)
     samples = [s for t in range(1, ctx.params.trials + 1) for s in read_samples(ctx.cell_dir / f"trial-{t}" / SAMPLES_FILE)]
     host, host_levels = host_summaries(ctx, windows)
-    serving, serving_levels = serving_summaries(samples, replicas, windows)
-    kv = kv_summary(ctx, samples, kv_port)
+    serving, serving_levels = serving_summaries(samples, targets.replicas, windows)
+    epp_samples = [s for s in samples if s.get("source") == "epp"]
+    epp_levels = prometheus.per_level(epp_samples, windows, prometheus.EPP_METRICS) if epp_samples else []
+    kv = kv_summary(ctx, samples, targets.kv)
     replica_count = (record.get("serving") or {}).get("replicas")
     effect = verdict.judge(ctx.cell.config, replica_count, serving, kv)
     observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
-                    "serving_levels": serving_levels, "kv_index": kv, "config_effect": effect}
+                    "serving_levels": serving_levels, "epp_levels": epp_levels, "kv_index": kv, "config_effect": effect}
     write_json_atomic(ctx.cell_dir / OBSERVATIONS_FILE, observations)
     with ctx.update_record() as rec:
         rec["pcp"] = host

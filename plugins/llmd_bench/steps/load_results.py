@@ -40,7 +40,7 @@ def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
 
 def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, str, str, float]]:
     rows = []
-    for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels")):
+    for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels"), ("epp", "epp_levels")):
         for level in observed.get(key) or []:
             if level.get("trial", 1) != trial:
                 continue

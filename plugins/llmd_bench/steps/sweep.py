@@ -5,6 +5,7 @@ A trial whose report is already complete is not run again, so a retried or clear
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -71,10 +72,33 @@ def complete_report(ctx: StepContext, path: Path) -> bool:
     return sorted(lv.concurrency for lv in report.levels) == ctx.levels
 
 
+def host_recording(ctx: StepContext) -> Any:
+    """Kubernetes: record each model-server node's PCP for the sweep, from this pod. The local runtime's
+    pmlogger runs from deploy to collect_pcp instead."""
+    if ctx.runtime == "local":
+        return contextlib.nullcontext(None)
+    from llmd_bench.observe import pcp
+    from llmd_bench.runtime.kubernetes import pcp_hosts
+
+    return pcp.recording(pcp_hosts(ctx), ctx.cell_dir / "pcp", ctx.cell_dir)
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
+    target = endpoint_for(ctx)
+    with host_recording(ctx) as pcp_state:
+        trials = run_trials(ctx, target)
+    with ctx.update_record() as record:
+        record["sweep"] = {"target": target, "levels": ctx.levels, "trials": trials}
+        if pcp_state is not None:
+            record["sweep"]["pcp"] = pcp_state
+        if trials and trials[-1].get("guidellm_version"):
+            record["versions"]["guidellm_report"] = trials[-1]["guidellm_version"]
+    return {"trials": len(trials), "levels": ctx.levels}
+
+
+def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
     from llmd_bench.runtime.local import guidellm_bin
 
-    target = endpoint_for(ctx)
     trials = []
     for trial in range(1, ctx.params.trials + 1):
         out = report_path(ctx, trial)
@@ -88,8 +112,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
         started = time.monotonic()
         env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
         log_path = out.parent / "guidellm.log"
-        replicas, kv_port = observation_targets(ctx)
-        with open(log_path, "w") as log, Sampler(out.parent / SAMPLES_FILE, replicas, kv_port) as sampler:
+        targets = observation_targets(ctx)
+        with open(log_path, "w") as log, Sampler(out.parent / SAMPLES_FILE, targets.replicas, targets.kv,
+                                                 epp_metrics=targets.epp_metrics) as sampler:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         for url, why in sampler.unavailable.items():
             print(f"serving metrics of {url}: {why}")
@@ -110,8 +135,4 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
                               for lv in report.levels],
         })
-    with ctx.update_record() as record:
-        record["sweep"] = {"target": target, "levels": ctx.levels, "trials": trials}
-        if trials and trials[-1].get("guidellm_version"):
-            record["versions"]["guidellm_report"] = trials[-1]["guidellm_version"]
-    return {"trials": len(trials), "levels": ctx.levels}
+    return trials

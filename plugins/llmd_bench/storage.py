@@ -1,0 +1,196 @@
+"""Results in object storage: how step pods and Airflow hand files to each other.
+
+`LLMD_BENCH_RESULTS_URL` names the store: `s3://bucket/prefix` (any S3-compatible service; endpoint from
+`LLMD_BENCH_S3_ENDPOINT` or `AWS_ENDPOINT_URL`, credentials from the usual `AWS_*` variables) or
+`file:///path` (a shared mount). Unset means the results folder itself is the store (the local runtime).
+
+Layout under the URL: `results/<run_id>/<model>/<config>/...` (a cell's files, as in the results folder)
+and `reports/<run_id>/...`. A step pulls its cell's folder into its scratch results folder, works there,
+and pushes back only the files it created or changed, so steps running at the same time (teardown and
+load_results) never overwrite each other's files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from llmd_bench import paths
+from llmd_bench.errors import LlmdBenchError
+
+URL_ENV = "LLMD_BENCH_RESULTS_URL"
+SCHEMES = ("s3", "file")
+# Never leave the machine: lock files, temporary files of atomic writes, local process state.
+_PRIVATE_PREFIXES = (".",)
+
+
+class StorageError(LlmdBenchError):
+    pass
+
+
+class ObjectStore:
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in SCHEMES:
+            raise StorageError(f"{URL_ENV}={url!r}: scheme must be one of {list(SCHEMES)} "
+                               "(s3://bucket/prefix or file:///path)")
+        self.url = url.rstrip("/")
+        self.scheme = parsed.scheme
+        import fsspec
+
+        if self.scheme == "s3":
+            if not parsed.netloc:
+                raise StorageError(f"{URL_ENV}={url!r}: an s3 URL needs a bucket (s3://bucket/prefix)")
+            self.root = f"{parsed.netloc}{parsed.path}".rstrip("/")
+            self.endpoint = os.environ.get("LLMD_BENCH_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+            options: dict[str, Any] = {"skip_instance_cache": True}
+            if self.endpoint:
+                options["endpoint_url"] = self.endpoint
+            self.fs = fsspec.filesystem("s3", **options)
+        else:
+            self.root = parsed.path.rstrip("/") or "/"
+            self.endpoint = None
+            self.fs = fsspec.filesystem("file")
+
+    def key(self, *parts: str) -> str:
+        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - network, credentials, missing bucket: all need the same message
+            where = f" at {self.endpoint}" if self.endpoint else ""
+            raise StorageError(f"object storage {self.url}{where}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    def list_files(self, *parts: str) -> dict[str, int]:
+        """Relative path -> size of every object under the prefix (empty when there is none)."""
+        prefix = self.key(*parts)
+        try:
+            found = self._call(f"listing {prefix}", self.fs.find, prefix, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {name[len(prefix):].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()
+                if info.get("type") == "file"}
+
+    def download_tree(self, local_dir: Path, *parts: str) -> int:
+        files = self.list_files(*parts)
+        for rel in files:
+            target = local_dir / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.download")
+            self._call(f"downloading {rel}", self.fs.get_file, self.key(*parts, rel), str(tmp))
+            os.replace(tmp, target)
+        return len(files)
+
+    def upload(self, local_file: Path, *parts: str) -> None:
+        target = self.key(*parts)
+        if self.scheme == "file":
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._call(f"uploading {local_file.name}", self.fs.put_file, str(local_file), target)
+
+    def read_bytes(self, *parts: str) -> bytes | None:
+        try:
+            return self._call(f"reading {'/'.join(parts)}", self.fs.cat_file, self.key(*parts))
+        except FileNotFoundError:
+            return None
+
+    def list_dirs(self, *parts: str) -> list[str]:
+        prefix = self.key(*parts)
+        try:
+            entries = self._call(f"listing {prefix}", self.fs.ls, prefix, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+
+
+def configured() -> ObjectStore | None:
+    url = os.environ.get(URL_ENV, "").strip()
+    if not url:
+        return None
+    store = ObjectStore(url)
+    if store.scheme == "file" and Path(store.root).resolve() == paths.results_root().parent.resolve():
+        return None  # the store is the local folder itself: nothing to move
+    return store
+
+
+@dataclass
+class Snapshot:
+    """What a folder held after the pull, so that the push sends only what the step changed."""
+
+    local_dir: Path
+    remote_parts: tuple[str, ...]
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _local_files(folder: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    if folder.exists():
+        for f in folder.rglob("*"):
+            rel = f.relative_to(folder)
+            if f.is_file() and not f.is_symlink() and not any(p.startswith(_PRIVATE_PREFIXES) for p in rel.parts):
+                st = f.stat()
+                out[rel.as_posix()] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def _rel_parts(local_dir: Path, base: Path, remote_top: str) -> tuple[str, ...]:
+    return (remote_top, *local_dir.relative_to(base).parts)
+
+
+def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None = None) -> Snapshot | None:
+    """Copy the folder's objects into `local_dir` (under `base`, mirrored under `remote_top/`)."""
+    store = store or configured()
+    if store is None:
+        return None
+    parts = _rel_parts(local_dir, base, remote_top)
+    local_dir.mkdir(parents=True, exist_ok=True)
+    count = store.download_tree(local_dir, *parts)
+    print(f"[llmd-bench] pulled {count} file(s) from {store.key(*parts)}", flush=True)
+    return Snapshot(local_dir, parts, _local_files(local_dir))
+
+
+def push(snapshot: Snapshot | None, store: ObjectStore | None = None) -> int:
+    if snapshot is None:
+        return 0
+    store = store or configured()
+    assert store is not None
+    changed = [rel for rel, sig in _local_files(snapshot.local_dir).items() if snapshot.files.get(rel) != sig]
+    for rel in sorted(changed):
+        store.upload(snapshot.local_dir / rel, *snapshot.remote_parts, rel)
+    print(f"[llmd-bench] pushed {len(changed)} file(s) to {store.key(*snapshot.remote_parts)}", flush=True)
+    return len(changed)
+
+
+def pull_cell(cell_dir: Path) -> Snapshot | None:
+    return pull(cell_dir, paths.results_root(), "results")
+
+
+def pull_run(run_dir: Path) -> Snapshot | None:
+    return pull(run_dir, paths.results_root(), "results")
+
+
+def push_report(report_dir: Path) -> int:
+    """Send a generated report folder to `reports/<run_id>/`."""
+    store = configured()
+    if store is None:
+        return 0
+    snapshot = Snapshot(report_dir, ("reports", report_dir.name))
+    return push(snapshot, store)
+
+
+def read_report_file(run_id: str, name: str) -> bytes | None:
+    """A report file from the store (the Airflow UI reads reports made in pods from here)."""
+    store = configured()
+    if store is None:
+        return None
+    return store.read_bytes("reports", paths.safe_component(run_id), name)
+
+
+def report_runs() -> list[str]:
+    store = configured()
+    return store.list_dirs("reports") if store else []
