@@ -1,9 +1,12 @@
 # Step image: `llmd-bench <step>` with GuideLLM and the clients the steps need. Built from the repo root:
 #   docker build -f docker/steps.Dockerfile -t <registry>/llmd-bench-steps:0.1.0 .
 FROM python:3.11.7-slim-bookworm
-RUN apt-get update \
- && apt-get install -y --no-install-recommends xz-utils ca-certificates \
- && rm -rf /var/lib/apt/lists/*
+# pcp: the sweep pod runs pmlogger against each GPU node's pmcd (the DaemonSet), collect_pcp runs pmrep.
+# Its post-install calls systemctl; a no-op stand-in lets it configure without systemd.
+RUN printf '#!/bin/sh\nexit 0\n' > /usr/local/bin/systemctl && chmod +x /usr/local/bin/systemctl \
+ && apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends xz-utils ca-certificates pcp=6.0.3-1.1 \
+ && rm -rf /var/lib/apt/lists/* /usr/local/bin/systemctl
 WORKDIR /opt/llmd-bench
 COPY requirements.txt requirements-steps.txt constraints.txt pyproject.toml ./
 # torch from the CPU index: GuideLLM needs it, the load generator needs no GPU (and no 3 GB CUDA build).

@@ -45,3 +45,19 @@ def test_services_volumes_and_connections_are_consistent(compose):
     dockerfile = (ROOT / services["airflow-init"]["build"]["dockerfile"]).read_text()
     assert "FROM apache/airflow:3.3.2" in dockerfile and "requirements.txt" in dockerfile
     assert services["airflow-apiserver"]["ports"] == ["127.0.0.1:8080:8080"]
+
+
+def test_object_store_is_wired_to_airflow_and_created_before_it_starts(compose):
+    services = compose["services"]
+    env = services["airflow-scheduler"]["environment"]
+    # results and reports travel through MinIO: its service, its bucket, the same credentials
+    assert env["LLMD_BENCH_RESULTS_URL"] == "s3://llmd-bench"
+    host = env["LLMD_BENCH_S3_ENDPOINT"].split("//")[1].split(":")[0]
+    assert host in services and services[host]["image"].startswith("quay.io/minio/minio:RELEASE.")
+    init = services["minio-init"]
+    assert "mb --ignore-existing store/llmd-bench" in init["command"][0]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["airflow-scheduler"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert env["AWS_ACCESS_KEY_ID"] == services["minio"]["environment"]["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
+    assert "minio-data" in compose["volumes"]

@@ -16,10 +16,10 @@ def instructions(path):
             for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-@pytest.mark.parametrize("path", ["docker/steps.Dockerfile", "docker/airflow.Dockerfile"])
+@pytest.mark.parametrize("path", ["docker/steps.Dockerfile", "docker/airflow.Dockerfile", "docker/pcp-node.Dockerfile"])
 def test_dockerfiles_are_pinned_and_well_formed(path):
     ins = instructions(path)
-    known = {"FROM", "RUN", "COPY", "WORKDIR", "ENV", "USER", "ENTRYPOINT", "CMD", "ARG", "LABEL"}
+    known = {"FROM", "RUN", "COPY", "WORKDIR", "ENV", "USER", "ENTRYPOINT", "CMD", "ARG", "LABEL", "EXPOSE"}
     assert all(op in known for op, _ in ins), ins
     assert ins[0][0] == "FROM"
     base = ins[0][1]
@@ -48,3 +48,16 @@ def test_requirements_are_pinned_exactly():
             line = line.split("#")[0].strip()
             if line:
                 assert re.match(r"^[A-Za-z0-9_.\-\[\]]+==[0-9][\w.+]*$", line), (name, line)
+
+
+def test_pcp_images_pin_the_tested_pcp_and_the_node_agent_serves_the_nvidia_pmda():
+    import subprocess
+
+    installed = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "pcp"], capture_output=True, text=True).stdout
+    for path in ("docker/steps.Dockerfile", "docker/pcp-node.Dockerfile"):
+        runs = " ".join(a for op, a in instructions(path) if op == "RUN")
+        pin = re.search(r"pcp=(\S+)", runs).group(1)
+        if installed:
+            assert pin == installed, (path, pin, installed)  # the PCP the tests ran with
+    node = " ".join(a for _, a in instructions("docker/pcp-node.Dockerfile"))
+    assert "pmda_nvidia.so" in node and "pmcd -f -A" in node

@@ -89,9 +89,42 @@ def test_render_command_writes_files_that_pass_kubernetes_validate(tmp_path):
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "namespace").is_dir()
+    assert [p.name for p in (tmp_path / "pcp").glob("*.yaml")] == ["00-daemonset-llmd-bench-pcp.yaml"]
     bad = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-8B", "--config", "gpu-magic",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 1 and "allowed: ['no-offload'" in bad.stderr
+
+
+def test_pcp_daemonset_runs_pmcd_on_each_gpu_node_where_sweep_pods_reach_it():
+    (ds,) = manifests.render_pcp("bench", runtime_class="nvidia")
+    kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["hostPID"] is True and pod["runtimeClassName"] == "nvidia"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (c,) = pod["containers"]
+    assert c["securityContext"]["privileged"] is True
+    assert c["ports"][0]["hostPort"] == c["ports"][0]["containerPort"] == 44321  # what pcp_hosts() connects to
+    assert {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"} in c["env"]
+    assert "nvidia.com/gpu" not in str(c.get("resources"))  # watches the GPUs without taking one
+    assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_epp_exposes_index_metrics_and_the_simulator_gets_unit_latencies(campaign):
+    _, docs = render(campaign, "Qwen/Qwen3-8B", "llm-d-valkey", replicas=2)
+    cfg = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and "epp-config.yaml" in d.get("data", {}))
+                         ["data"]["epp-config.yaml"])
+    scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")
+    assert scorer["parameters"]["indexerConfig"]["kvBlockIndexConfig"]["enableMetrics"] is True
+    epp = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-epp"))
+    args = epp["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--metrics-endpoint-auth=false" in args and args[args.index("--metrics-port") + 1] == "9090"
+    sim = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"backend": "inference-sim"})})
+    _, docs = render(sim, "Qwen/Qwen3-8B", "llm-d-valkey", replicas=2)
+    server = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ms"))
+    sim_args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--time-to-first-token=50ms" in sim_args and "--inter-token-latency=10ms" in sim_args
+    assert int(sim_args[sim_args.index("--max-model-len") + 1]) > 10000  # the sweep's shared prefix fits
+    assert sim_args[sim_args.index("--zmq-endpoint") + 1].startswith("tcp://qwen3-8b-llm-d-valkey-epp.")
 
 
 def test_configuration_differences_are_where_they_belong(campaign):

@@ -147,8 +147,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
     out = Path(args.out)
     cell_files = manifests.write(manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace), out)
-    ns_files = manifests.write(manifests.render_namespace(args.namespace), out / "namespace")
-    print(f"{len(cell_files)} cell manifests in {out}; namespace set-up (apply once, as an admin) in {out / 'namespace'}")
+    manifests.write(manifests.render_namespace(args.namespace), out / "namespace")
+    manifests.write(manifests.render_pcp(args.namespace), out / "pcp")
+    print(f"{len(cell_files)} cell manifests in {out}; apply once, as an admin: namespace set-up in "
+          f"{out / 'namespace'}, the PCP DaemonSet for the GPU nodes in {out / 'pcp'}")
     return 0
 
 

@@ -11,6 +11,7 @@ version catalog. All configuration differences between the four cells are decide
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,20 @@ def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, 
 def render_namespace(namespace: str) -> list[dict[str, Any]]:
     text = _env().get_template("namespace/rbac.yaml.j2").render(
         namespace=namespace, step_service_account=STEP_SERVICE_ACCOUNT, epp_service_account=EPP_SERVICE_ACCOUNT)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+PCP_NODE_IMAGE = "ghcr.io/llmd-bench/llmd-bench-pcp-node:6.0.3"  # docker/pcp-node.Dockerfile
+PMCD_PORT = 44321
+
+
+def render_pcp(namespace: str, image: str | None = None, node_selector: dict[str, str] | None = None,
+               runtime_class: str | None = None) -> list[dict[str, Any]]:
+    """The PCP DaemonSet on the GPU nodes (applied once, like the namespace's RBAC)."""
+    text = _env().get_template("pcp/daemonset.yaml.j2").render(
+        namespace=namespace, image=image or os.environ.get("LLMD_BENCH_PCP_IMAGE", PCP_NODE_IMAGE),
+        node_selector=node_selector or {"nvidia.com/gpu.present": "true"}, runtime_class=runtime_class,
+        pmcd_port=PMCD_PORT)
     return [d for d in yaml.safe_load_all(text) if d]
 
 

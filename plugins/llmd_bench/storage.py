@@ -46,7 +46,10 @@ class ObjectStore:
                 raise StorageError(f"{URL_ENV}={url!r}: an s3 URL needs a bucket (s3://bucket/prefix)")
             self.root = f"{parsed.netloc}{parsed.path}".rstrip("/")
             self.endpoint = os.environ.get("LLMD_BENCH_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
-            options: dict[str, Any] = {"skip_instance_cache": True}
+            # A store that is down must fail the step in seconds with its address, not retry for minutes.
+            options: dict[str, Any] = {"skip_instance_cache": True,
+                                       "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
+                                                         "retries": {"max_attempts": 2, "mode": "standard"}}}
             if self.endpoint:
                 options["endpoint_url"] = self.endpoint
             self.fs = fsspec.filesystem("s3", **options)

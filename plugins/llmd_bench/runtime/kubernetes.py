@@ -3,7 +3,7 @@
 Pod settings come from the deployment's environment, never from a trigger:
 LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS_URL (the
 S3-compatible store step pods and Airflow exchange results through, default s3://llmd-bench),
-LLMD_BENCH_S3_ENDPOINT, LLMD_BENCH_S3_SECRET (Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY),
+LLMD_BENCH_S3_ENDPOINT (LLMD_BENCH_STEP_S3_ENDPOINT when pods reach it elsewhere), LLMD_BENCH_S3_SECRET (Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY),
 LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CONN (Airflow connection id).
 """
 
@@ -51,8 +51,10 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         from_secret("HF_TOKEN", "llmd-bench-hf-token", "HF_TOKEN", optional=True),
         k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
     ]
-    if os.environ.get("LLMD_BENCH_S3_ENDPOINT"):
-        env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=os.environ["LLMD_BENCH_S3_ENDPOINT"]))
+    # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
+    endpoint = os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
+    if endpoint:
+        env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
     return {
         "volumes": [k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
         "volume_mounts": [k8s.V1VolumeMount(name="work", mount_path="/work")],
@@ -306,14 +308,13 @@ def observation_targets(ctx: StepContext) -> Any:
     return Targets(_replica_urls(pods), (kv["host"], kv["port"]) if kv else None, epp if kv else None)
 
 
-PMCD_PORT = 44321
-
-
 def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     """node name -> `hostIP:44321` for each node running a model server of the cell: where the PCP
     DaemonSet's pmcd listens (host network)."""
     _, _, selector = _cell_objects(ctx)
     pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
+    from llmd_bench.manifests import PMCD_PORT
+
     port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
     return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in pods
             if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"

@@ -1,0 +1,131 @@
+"""Results through S3-compatible object storage, as step pods use it: a real S3 server on 127.0.0.1
+(moto's), every step in its own scratch folder, teardown and load_results at the same time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+
+import pytest
+
+from conftest import BIN, tiny_campaign, write_campaign
+from llmd_bench import storage
+
+BUCKET = "llmd-bench"
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "llmd-test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "llmd-test-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("LLMD_BENCH_S3_ENDPOINT", s3_server)
+    bucket = f"{BUCKET}-{abs(hash(request.node.name)) % 10**8}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", f"s3://{bucket}/campaigns")
+    return storage.ObjectStore(f"s3://{bucket}/campaigns")
+
+
+def test_push_sends_only_what_the_step_changed(s3, tmp_path):
+    pod_a = tmp_path / "pod-a" / "results"
+    cell = pod_a / "run-1" / "M" / "no-offload"
+    snap = storage.pull(cell, pod_a, "results")
+    (cell / "trial-1").mkdir(parents=True)
+    (cell / "trial-1" / "report.json").write_text("{}")
+    (cell / ".cell.lock").write_text("")  # private: never leaves the pod
+    assert storage.push(snap) == 1
+    assert s3.list_files("results", "run-1", "M", "no-offload") == {"trial-1/report.json": 2}
+
+    pod_b = tmp_path / "pod-b" / "results"
+    cell_b = pod_b / "run-1" / "M" / "no-offload"
+    snap_b = storage.pull(cell_b, pod_b, "results")
+    assert (cell_b / "trial-1" / "report.json").read_text() == "{}"
+    (cell_b / "observations.json").write_text("[]")
+    assert storage.push(snap_b) == 1  # the pulled report is not sent back
+
+
+def test_bad_url_names_the_variable_and_the_allowed_schemes(monkeypatch):
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "ftp://somewhere/x")
+    with pytest.raises(storage.StorageError) as err:
+        storage.configured()
+    assert "LLMD_BENCH_RESULTS_URL" in str(err.value) and "['s3', 'file']" in str(err.value)
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "s3:///no-bucket")
+    with pytest.raises(storage.StorageError, match="needs a bucket"):
+        storage.configured()
+
+
+def test_a_store_that_is_down_fails_the_step_quickly_and_clearly(campaigns_dir, results_dir, monkeypatch):
+    write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload"]))
+    env = {**os.environ, "LLMD_BENCH_RESULTS_URL": "s3://llmd-bench/x", "LLMD_BENCH_S3_ENDPOINT": "http://127.0.0.1:9",
+           "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_DEFAULT_REGION": "us-east-1"}
+    out = subprocess.run([str(BIN / "llmd-bench"), "deploy", "--campaign", "tiny", "--run-id", "r", "--model",
+                          "Qwen/Qwen3-0.6B", "--config", "no-offload"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 1
+    assert "object storage s3://llmd-bench/x at http://127.0.0.1:9" in out.stderr + out.stdout
+    assert not (results_dir / "r" / "Qwen3-0.6B" / "no-offload" / "runtime.json").exists()  # nothing started
+
+
+@pytest.mark.e2e
+def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_dir, tmp_path, db_url, monkeypatch):
+    """Each step in a fresh scratch folder (a new pod), the local runtime serving; nothing is shared but
+    the object store and the results database."""
+    doc = tiny_campaign(configs=["no-offload"])
+    doc["workload"].update(concurrency=[1, 2], duration_s=2)
+    write_campaign(campaigns_dir, doc)
+    args = ["--campaign", "tiny", "--run-id", "s3-run"]
+    cell = ["--model", "Qwen/Qwen3-0.6B", "--config", "no-offload"]
+
+    def pod_env(name):
+        return {**os.environ, "LLMD_BENCH_DB_URL": db_url, "LLMD_BENCH_RESULTS": str(tmp_path / name / "results"),
+                "LLMD_BENCH_REPORTS": str(tmp_path / name / "reports")}
+
+    def step(name, *extra):
+        return subprocess.Popen([str(BIN / "llmd-bench"), name, *args, *extra], env=pod_env(name),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    for name in ("deploy", "warmup", "sweep", "collect_pcp"):
+        proc = step(name, *cell)
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, (name, out[-2000:])
+    # teardown and load_results run at the same time in Airflow: neither may erase the other's record
+    both = [step("teardown", *cell), step("load_results", *cell)]
+    for proc in both:
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode == 0, out[-2000:]
+    proc = step("compare")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out[-2000:]
+
+    files = s3.list_files("results", "s3-run", "Qwen3-0.6B", "no-offload")
+    assert "trial-1/guidellm_report.json" in files and "levels.json" in files and "observations.json" in files
+    assert {f"record/{s}.json" for s in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")} <= set(files)
+    # compare pulled the whole run into its own pod and saw every step of the cell succeed
+    check = tmp_path / "check" / "results"
+    monkeypatch.setenv("LLMD_BENCH_RESULTS", str(check))
+    storage.pull_run(check / "s3-run")
+    from llmd_bench.context import merged_record
+    record = merged_record(check / "s3-run" / "Qwen3-0.6B" / "no-offload")
+    assert {k: v["status"] for k, v in record["steps"].items()} == {s: "ok" for s in (
+        "deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")}
+    summary = json.loads((check / "s3-run" / "summary.json").read_text())
+    assert summary["cells"][0]["status"] == "ok"
+    # the report is where the Airflow UI reads it
+    html = storage.read_report_file("s3-run", "report.html")
+    assert html and b"Qwen3-0.6B" in html and b"simulated" in html.lower()
+    assert "s3-run" in storage.report_runs()
