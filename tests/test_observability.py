@@ -215,3 +215,85 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
     md = (results_dir / "rep" / "report.md").read_text()
     assert "| Qwen3-0.6B | llm-d-valkey | 1 | not taking effect |" in md
     assert (results_dir / "rep" / "host_use_per_level.png").exists()
+
+
+EPP_TEXT = """# HELP kvcache_index_admissions_total Total number of KV-block admissions
+# TYPE kvcache_index_admissions_total counter
+kvcache_index_admissions_total {admissions}
+# TYPE kvcache_index_evictions_total counter
+kvcache_index_evictions_total 0
+# TYPE kvcache_index_lookup_requests_total counter
+kvcache_index_lookup_requests_total {lookups}
+# TYPE kvcache_index_lookup_hits_total counter
+kvcache_index_lookup_hits_total {hits}
+# TYPE kvcache_index_lookup_latency_seconds histogram
+kvcache_index_lookup_latency_seconds_bucket{{le="0.001"}} 10
+# TYPE inference_pool_ready_pods gauge
+inference_pool_ready_pods{{name="pool"}} 2
+"""
+
+
+def _serve(text_for_scrape):
+    class Handler(BaseHTTPRequestHandler):
+        scrapes = 0
+
+        def log_message(self, *a):  # noqa: ANN002
+            pass
+
+        def do_GET(self):  # noqa: N802
+            Handler.scrapes += 1
+            body = text_for_scrape(Handler.scrapes).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+
+def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_index_pitfall(tmp_path):
+    """llm-d v0.4.0: the EPP's default in-memory index wins over Valkey. The EPP's metrics show blocks
+    admitted and looked up; the real Valkey server holds nothing: not taking effect, and the evidence says why."""
+    from llmd_bench.runtime.local import kv_server_bin, kv_server_version
+
+    epp, url = _serve(lambda n: EPP_TEXT.format(admissions=400 * n, lookups=50 * n, hits=30 * n))
+    port = processes.free_port()
+    valkey = processes.start("valkey", [kv_server_bin("llm-d-valkey"), "--port", str(port), "--bind", "127.0.0.1",
+                                        "--save", ""], port, tmp_path / "kv.log")
+    try:
+        processes.wait_resp_ping(valkey, 30)
+        with Sampler(tmp_path / "s.jsonl", [], ("127.0.0.1", port), interval_s=0.1, epp_metrics=url) as sampler:
+            time.sleep(0.6)
+        assert sampler.unavailable == {}
+        samples = read(tmp_path / "s.jsonl")
+        epp_samples = [s for s in samples if s["source"] == "epp"]
+        assert len(epp_samples) >= 3 and "inference_pool_ready_pods" not in epp_samples[0]["values"]
+        totals = prometheus.counter_totals(epp_samples, prometheus.EPP_METRICS)
+        n = len(epp_samples)
+        assert totals["index_admissions"] == 400 * (n - 1) and totals["index_lookup_hits"] == 30 * (n - 1)
+        name = f"valkey {kv_server_version(port)}"
+        kv = {"server": name, "max_keys": max(s["keys"] for s in samples if s["source"] == "kv_index"),
+              "final": kv_index.stats(port), "epp_index": totals}
+        v = verdict.judge("llm-d-valkey", 2, {}, kv)
+        assert v["verdict"] == verdict.NOT_EFFECTIVE
+        assert f"stayed empty while the EPP admitted {400 * (n - 1)} blocks" in v["evidence"]
+        # the same EPP with a backend that holds the blocks: confirmed, with the EPP's lookups as evidence
+        processes.resp_command(port, "HSET", "kv@10.0.0.1@Qwen/Qwen3-8B:1", "pod", "10.0.0.1")
+        ok = verdict.judge("llm-d-valkey", 2, {}, kv | {"max_keys": 1})
+        assert ok["verdict"] == verdict.CONFIRMED and f"the EPP looked it up {50 * (n - 1)} times" in ok["evidence"]
+    finally:
+        processes.stop(valkey)
+        epp.shutdown()
+
+
+def test_an_epp_without_index_metrics_is_not_available_never_zero(tmp_path):
+    server, url = _serve(lambda n: "# TYPE inference_pool_ready_pods gauge\ninference_pool_ready_pods 2\n")
+    try:
+        with Sampler(tmp_path / "s.jsonl", [], None, interval_s=0.1, epp_metrics=url) as sampler:
+            time.sleep(0.3)
+        assert "no KV-index metrics" in sampler.unavailable[url]
+        assert [s for s in read(tmp_path / "s.jsonl") if s["source"] == "epp"] == []
+    finally:
+        server.shutdown()
