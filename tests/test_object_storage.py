@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import BIN, ROOT, tiny_campaign, write_campaign
 from llmd_bench import storage
 
 BUCKET = "llmd-bench"
@@ -129,3 +129,16 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
     html = storage.read_report_file("s3-run", "report.html")
     assert html and b"Qwen3-0.6B" in html and b"simulated" in html.lower()
     assert "s3-run" in storage.report_runs()
+    # ... and the UI plugin serves it from there (this machine has no local copy)
+    import sys
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("LLMD_BENCH_REPORTS", str(tmp_path / "airflow-side-reports"))
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from llmd_bench_plugin import reports_app
+
+    client = TestClient(reports_app)
+    page = client.get("/s3-run/report.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "Qwen3-0.6B" in page.text
+    assert 's3-run/report.html' in client.get("/").text
+    assert client.get("/s3-run/nothing.html").status_code == 404
