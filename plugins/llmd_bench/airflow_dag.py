@@ -1,4 +1,5 @@
-"""Build one Airflow DAG per campaign file. The only module of the package that imports Airflow.
+"""Build one Airflow DAG per campaign file. The only module of the package that imports Airflow when
+imported (notify.py, whose functions are the DAG's callbacks, imports it only when they run).
 
 Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp ->
 teardown (teardown task, runs when any step fails), and sweep -> load_results. Cells that share GPUs
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from llmd_bench import catalog, paths
+from llmd_bench import catalog, notify, paths
 from llmd_bench.campaign import Campaign, Cell, campaign_files, default_and_schema, load_campaign
 from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError
 from llmd_bench.names import dns_label, label_value
@@ -115,6 +116,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         tags=[*campaign.tags, f"runtime:{runtime}"],
         default_args={"retries": 0},
         render_template_as_native_obj=False,
+        # Optional Slack / e-mail notifications (off unless their connections exist): see notify.py.
+        on_failure_callback=notify.on_dag_failure,
     ) as dag:
         lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
         leaves: list[BaseOperator] = []
@@ -139,7 +142,10 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                 lane >> deploy
             lane[:] = [teardown, load_results]
             leaves += [teardown, load_results]
-        compare = step_operator("compare", campaign, None, runtime, trigger_rule="all_done")
+        # compare is the only leaf: its failure fails the run and the DAG's failure callback tells about it
+        # (with the regressions); its success callback tells about regressions in a run that succeeded.
+        compare = step_operator("compare", campaign, None, runtime, trigger_rule="all_done",
+                                on_success_callback=notify.on_compare_success)
         leaves >> compare
     return dag
 

@@ -44,10 +44,28 @@ class Report:
     spread: pd.DataFrame
     cross_version: pd.DataFrame | None
     warnings: list[str]
+    previous_run: pd.DataFrame | None = None  # against the previous run of the same llm-d version
 
     @property
     def failed_cells(self) -> list[str]:
         return [f"{r.model}/{r.config}" for r in self.peaks.itertuples() if r.status in ("failed", "invalid")]
+
+    @property
+    def regressions(self) -> list[dict[str, Any]]:
+        """Every peak lower beyond noise than another llm-d version's or than the previous run's (JSON-ready)."""
+        found = []
+        for kind, table, other in (("llm-d version", self.cross_version, "other_version"),
+                                   ("previous run", self.previous_run, "other_run")):
+            if table is None:
+                continue
+            for r in table[table["judgement"] == "REGRESSION"].itertuples():
+                if kind == "llm-d version" and _version_key(r.other_version) > _version_key(r.version):
+                    continue  # a backfilled older version being slower than a newer one is not a regression
+                found.append({"kind": kind, "model": r.model, "config": r.config, "version": r.version,
+                              "other": getattr(r, other), "peak_output_tps": _rounded(r.peak_output_tps, 3),
+                              "other_peak_output_tps": _rounded(r.other_peak_output_tps, 3),
+                              "change_pct": _rounded(r.change_pct, 2), "judgement": r.judgement})
+        return found
 
 
 def build(data: ReportInput) -> Report:
@@ -60,7 +78,7 @@ def build(data: ReportInput) -> Report:
             warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
                             "to make, so cache-aware routing cannot differ from the baseline by construction.")
     return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks), analysis.model_spread(peaks),
-                  _cross_version(data), warnings)
+                  _cross_version(data), warnings, _previous_run(data))
 
 
 def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -104,19 +122,58 @@ def _cross_version(data: ReportInput) -> pd.DataFrame | None:
     for _, cur in current.iterrows():
         others = cv[(cv["model"] == cur["model"]) & (cv["config"] == cur["config"]) & (cv["llmd_version"] != data.llmd_version)]
         for _, old in others.iterrows():
-            a, b = _version_interval(cur), _version_interval(old)
-            if any(math.isnan(x) for x in (*a, *b)):
-                verdict = "no noise basis"
-            elif a[0] > b[1] or a[1] < b[0]:
-                verdict = "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
-            else:
-                verdict = "within noise"
+            verdict = _judge_peaks(cur, old)
             rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
                          "other_version": old["llmd_version"], "peak_output_tps": cur["peak_output_tps"],
                          "other_peak_output_tps": old["peak_output_tps"],
                          "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
                          "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict})
     return pd.DataFrame(rows) if rows else None
+
+
+def _previous_run(data: ReportInput) -> pd.DataFrame | None:
+    """Each cell's peak against the latest earlier run of the campaign at the same llm-d version that has a
+    valid peak for the cell (report_data.PREVIOUS_RUNS_SQL), judged like the cross-version table."""
+    prev = data.previous_runs
+    if prev is None or prev.empty:
+        return None
+    current, earlier = prev[prev["is_current"].astype(bool)], prev[~prev["is_current"].astype(bool)]
+    rows = []
+    for _, cur in current.iterrows():
+        same = earlier[(earlier["model"] == cur["model"]) & (earlier["config"] == cur["config"])]
+        if same.empty:
+            continue
+        old = same.sort_values(["t", "run_pk"]).iloc[-1]
+        rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
+                     "other_run": old["dag_run_id"], "peak_output_tps": cur["peak_output_tps"],
+                     "other_peak_output_tps": old["peak_output_tps"],
+                     "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
+                     "samples": int(cur["samples"]), "other_samples": int(old["samples"]),
+                     "judgement": _judge_peaks(cur, old)})
+    if not rows:
+        return None
+    out = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(sorted(dict.fromkeys(out["model"]), key=natural_key))}
+    out = out.assign(_m=out["model"].map(order), _c=out["config"].map(analysis.config_order))
+    return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", str(version)))
+
+
+def _rounded(v: Any, digits: int) -> float | None:
+    return None if is_missing(v) else round(float(v), digits)
+
+
+def _judge_peaks(cur: pd.Series, old: pd.Series) -> str:
+    """Higher or lower only when the two peaks' 95 % intervals separate; a drop beyond noise is a REGRESSION."""
+    a, b = _version_interval(cur), _version_interval(old)
+    if any(math.isnan(x) for x in (*a, *b)):
+        return "no noise basis"
+    if a[0] > b[1] or a[1] < b[0]:
+        return "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
+    return "within noise"
 
 
 def _version_interval(row: pd.Series) -> tuple[float, float]:
@@ -262,6 +319,12 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
             diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({_judgement(c.judgement, c.basis)})"
                               for c in beyond.itertuples())
             items.append(f"{model}: beyond noise vs baseline: {diffs}.")
+    regressions = report.regressions
+    if regressions:
+        items.append(f"**{len(regressions)} regression(s) beyond noise**: " + "; ".join(
+            f"{g['model']}/{g['config']} {_signed(g['change_pct'])} vs "
+            + (f"llm-d {g['other']}" if g["kind"] == "llm-d version" else f"previous run {g['other']}")
+            for g in regressions) + ".")
     items += [f"Warning: {w}" for w in report.warnings]
     doc.ul(items)
 
@@ -339,6 +402,17 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement"],
                   [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, _fmt(r.other_peak_output_tps),
                     _signed(r.change_pct), r.judgement] for r in cv.itertuples()])
+
+    if report.previous_run is not None:
+        doc.h(2, "Since the previous run")
+        pr = report.previous_run
+        n = int((pr["judgement"] == "REGRESSION").sum())
+        doc.p(f"Each cell's peak against the latest earlier run of this campaign with the same llm-d version "
+              f"({d.llmd_version}), the same workload and the same kind of runtime, judged against noise as above. "
+              + (f"**{n} regression(s) beyond noise.**" if n else "No regression beyond noise."))
+        doc.table(["Model", "Config", "Peak tok/s", "Previous run", "Previous peak tok/s", "Change", "Judgement"],
+                  [[r.model, r.config, _fmt(r.peak_output_tps), r.other_run, _fmt(r.other_peak_output_tps),
+                    _signed(r.change_pct), r.judgement] for r in pr.itertuples()])
 
     doc.h(2, "Plots")
     captions = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",
@@ -492,6 +566,8 @@ def write(report: Report, out: Path) -> dict[str, Path]:
             out / f"{model}_{config}_metrics.csv", index=False, float_format="%.4f")
     if report.cross_version is not None:
         report.cross_version.to_csv(out / "cross_version.csv", index=False, float_format="%.3f")
+    if report.previous_run is not None:
+        report.previous_run.to_csv(out / "previous_run.csv", index=False, float_format="%.3f")
     written.update({n: out / n for n in ("report.md", "report.html", "all_peak_metrics.csv", "performance_comparisons.csv")})
     return written
 

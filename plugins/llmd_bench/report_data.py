@@ -31,6 +31,9 @@ class ReportInput:
     cross_version: pd.DataFrame | None = None
     llmd_version: str | None = None
     observations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=OBSERVATION_COLUMNS))
+    # Peaks per cell of this run and of the earlier runs of the campaign at the same llm-d version
+    # (PREVIOUS_RUNS_SQL), for the comparison with the previous run.
+    previous_runs: pd.DataFrame | None = None
 
     @property
     def simulated(self) -> bool:
@@ -94,6 +97,49 @@ FROM with_se
 GROUP BY llmd_version, short_model, config
 """
 
+# Weekly drift: peaks per cell of this run and of the earlier runs of the same campaign at the same llm-d
+# version, computed as in CROSS_VERSION_SQL but per run. Earlier = started (first level) before this run,
+# ties broken by insertion order. Only runs that measured the same thing are candidates: the same
+# workload params (levels, durations, tokens, turns, TP, replicas) and simulated only against simulated
+# (the local runtime's numbers say nothing about a cluster's). The last 10 such runs are enough to find,
+# per cell, the latest one that has a valid peak.
+WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
+                   "tensor_parallel_size", "replicas")
+PREVIOUS_RUNS_SQL = """
+WITH cur AS (
+    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
+), earlier AS (
+    SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
+    FROM runs r, cur
+    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
+      AND (r.runtime = 'local') = (cur.runtime = 'local')
+      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+      AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
+    ORDER BY t DESC, r.id DESC
+    LIMIT 10
+), candidates AS (
+    SELECT id, dag_run_id, t, false AS is_current FROM earlier
+    UNION ALL
+    SELECT r.id, r.dag_run_id, cur.t, true FROM runs r JOIN cur ON cur.id = r.id
+), peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           l.id AS level_id, r.id AS run_pk, r.dag_run_id, r.t, r.is_current, c.short_model, c.config, l.output_tps_mean
+    FROM candidates r
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), with_se AS (
+    SELECT p.*, p.output_tps_mean * (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+               / nullif(l.request_latency_s_mean, 0) / sqrt(greatest(l.requests_successful, 1)) AS within_level_se
+    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
+)
+SELECT run_pk, dag_run_id, t, is_current, short_model AS model, config, count(*) AS samples,
+       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
+       avg(within_level_se) AS within_level_se
+FROM with_se
+GROUP BY run_pk, dag_run_id, t, is_current, short_model, config
+"""
+
 
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
     from sqlalchemy import text
@@ -111,6 +157,7 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
         cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
         observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
         cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
+        previous = pd.DataFrame(conn.execute(text(PREVIOUS_RUNS_SQL), {"run_pk": run["id"]}).mappings().all())
     if levels.empty:
         levels = pd.DataFrame(columns=["model", "config", "trial", "concurrency", "output_tps_mean"])
     cells = _cells_frame(cells)
@@ -121,6 +168,7 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
                        source=f"results store, run {run['dag_run_id']}",
                        cross_version=cross if len(cross["llmd_version"].unique() if not cross.empty else []) > 1 else None,
                        llmd_version=run["llmd_version"],
+                       previous_runs=previous if not previous.empty and (~previous["is_current"]).any() else None,
                        observations=observations if not observations.empty else pd.DataFrame(columns=OBSERVATION_COLUMNS))
 
 

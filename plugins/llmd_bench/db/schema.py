@@ -141,6 +141,9 @@ class StoredReport(Base):
     markdown: Mapped[str] = mapped_column(Text)
     html: Mapped[str] = mapped_column(Text)
     peak_table: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Regressions beyond noise the report found (against other llm-d versions and against the previous run
+    # of the same version): a list of {kind, model, config, version, other, change_pct, ...}.
+    regressions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
 
 
 class LevelObservation(Base):

@@ -229,10 +229,17 @@ def finish_run(session: Session, campaign: str, dag_run_id: str, status: str) ->
 
 
 def store_report(session: Session, campaign: str, dag_run_id: str, markdown: str, html: str,
-                 peak_table: list[dict[str, Any]]) -> None:
+                 peak_table: list[dict[str, Any]], regressions: list[dict[str, Any]] | None = None) -> None:
     stmt = pg_insert(StoredReport).values(campaign=campaign, dag_run_id=dag_run_id, markdown=markdown, html=html,
-                                          peak_table={"cells": peak_table})
+                                          peak_table={"cells": peak_table}, regressions=regressions or [])
     session.execute(stmt.on_conflict_do_update(
         constraint="uq_reports_campaign_dag_run",
         set_={"markdown": stmt.excluded.markdown, "html": stmt.excluded.html, "peak_table": stmt.excluded.peak_table,
-              "created_at": func.now()}))
+              "regressions": stmt.excluded.regressions, "created_at": func.now()}))
+
+
+def stored_regressions(session: Session, campaign: str, dag_run_id: str) -> list[dict[str, Any]] | None:
+    """The regressions the run's stored report found; None when the run has no stored report."""
+    row = session.execute(select(StoredReport.regressions).where(
+        StoredReport.campaign == campaign, StoredReport.dag_run_id == dag_run_id)).first()
+    return None if row is None else list(row[0] or [])

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import paths
+from llmd_bench import paths, storage
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
@@ -31,7 +31,7 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
         if not ctx.params.selects(cell):
             outcomes.append(row | {"status": "skipped", "reason": "not selected"})
             continue
-        record = read_json(sub.record_path)
+        record = sub.read_record()
         failed_steps = {k: v for k, v in record.get("steps", {}).items() if v.get("status") == "failed"}
         step_errors = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
         levels_path = sub.cell_dir / LEVELS_FILE
@@ -76,6 +76,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     out = paths.reports_root() / paths.safe_component(ctx.run_id)
     report = generate_report(ctx.run_id, out, campaign=ctx.campaign.dag_id, store=True)
     point_latest(paths.reports_root(), out)
+    storage.push_report(out)  # where the Airflow UI finds it when this step ran in a pod
     print(peak_table_text(report))
     print(f"report: {out / 'report.html'}")
     write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
@@ -99,6 +100,12 @@ def generate_report(run_id: str, out: Path, campaign: str | None = None, store: 
         md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
         table = report.peaks.drop(columns=["full_model", "observability"], errors="ignore")
         records = json.loads(table.to_json(orient="records"))
-        db.in_transaction(lambda session: db.store_report(session, data.campaign, data.run_id, md, page, records),
+        # The regressions go into the store with the report: Airflow's notifications read them from there.
+        regressions = report.regressions
+        db.in_transaction(lambda session: db.store_report(session, data.campaign, data.run_id, md, page, records,
+                                                          regressions),
                           "storing the report")
+        if regressions:
+            print(f"{len(regressions)} regression(s) beyond noise: " + "; ".join(
+                f"{g['model']}/{g['config']} {g['change_pct'] or 0:+.1f}% vs {g['kind']} {g['other']}" for g in regressions))
     return report
