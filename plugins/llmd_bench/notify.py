@@ -219,30 +219,38 @@ def regression_message(run: RunFacts, regressions: list[dict[str, Any]], failed:
 
 # -- where the facts come from -------------------------------------------------------------------------
 def failed_tasks(context: Any, run: RunFacts) -> list[str] | None:
-    """Ids (group.task) of the run's failed tasks; None when Airflow cannot say."""
-    try:
-        # Worker and dag-processor: through the supervisor (task code has no metadata-database access).
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-        states = RuntimeTaskInstance.get_task_states(dag_id=run.dag_id, run_ids=[run.run_id])
-        return sorted(t for t, s in (states.get(run.run_id) or {}).items() if str(s) == "failed")
-    except Exception:  # noqa: BLE001 - no supervisor here (e.g. `airflow dags test`): try the database
-        pass
-    try:
-        from sqlalchemy import select
-
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-        with create_session() as session:
-            return sorted(session.scalars(select(TaskInstance.task_id).where(
-                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "failed")))
-    except Exception:  # noqa: BLE001
-        pass
+    """Ids (group.task) of the run's failed tasks; None when Airflow cannot say. The first source that
+    names any wins: the supervisor, the metadata database, then the task whose failure failed the run."""
+    for source in (_failed_from_supervisor, _failed_from_database):
+        try:
+            found = source(run)
+        except Exception:  # noqa: BLE001 - no supervisor / no database here (e.g. `airflow dags test`)
+            continue
+        if found:
+            return found
     get = context.get if hasattr(context, "get") else (lambda k, d=None: getattr(context, k, d))
     ti = get("ti") or get("task_instance")
     state = getattr(ti, "state", None)
     if ti is not None and (get("reason") == "task_failure" or str(getattr(state, "value", state)) == "failed"):
-        return [ti.task_id]  # the task whose failure failed the run (the dag-processor's context carries it)
+        return [ti.task_id]  # the dag-processor's context carries it
     return None
+
+
+def _failed_from_supervisor(run: RunFacts) -> list[str]:
+    # Worker and dag-processor: task code has no metadata-database access, the supervisor answers.
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+    states = RuntimeTaskInstance.get_task_states(dag_id=run.dag_id, run_ids=[run.run_id])
+    return sorted(t for t, s in (states.get(run.run_id) or {}).items() if str(s) == "failed")
+
+
+def _failed_from_database(run: RunFacts) -> list[str]:
+    from sqlalchemy import select
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    with create_session() as session:
+        return sorted(session.scalars(select(TaskInstance.task_id).where(
+            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "failed")))
 
 
 def results_url() -> str | None:
