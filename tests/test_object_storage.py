@@ -123,6 +123,9 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
     record = merged_record(check / "s3-run" / "Qwen3-0.6B" / "no-offload")
     assert {k: v["status"] for k, v in record["steps"].items()} == {s: "ok" for s in (
         "deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")}
+    pulled = {f.relative_to(check / "s3-run").as_posix() for f in (check / "s3-run").rglob("*") if f.is_file()}
+    assert "Qwen3-0.6B/no-offload/levels.json" in pulled
+    assert not any("guidellm_report" in f or "/pcp/" in f for f in pulled), pulled  # compare needs no raw data
     summary = json.loads((check / "s3-run" / "summary.json").read_text())
     assert summary["cells"][0]["status"] == "ok"
     # the report is where the Airflow UI reads it

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from llmd_bench import paths
@@ -80,8 +80,8 @@ class ObjectStore:
         return {name[len(prefix):].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()
                 if info.get("type") == "file"}
 
-    def download_tree(self, local_dir: Path, *parts: str) -> int:
-        files = self.list_files(*parts)
+    def download_tree(self, local_dir: Path, *parts: str, select: Callable[[str], bool] | None = None) -> int:
+        files = [rel for rel in self.list_files(*parts) if select is None or select(rel)]
         for rel in files:
             target = local_dir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -145,14 +145,16 @@ def _rel_parts(local_dir: Path, base: Path, remote_top: str) -> tuple[str, ...]:
     return (remote_top, *local_dir.relative_to(base).parts)
 
 
-def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None = None) -> Snapshot | None:
-    """Copy the folder's objects into `local_dir` (under `base`, mirrored under `remote_top/`)."""
+def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None = None,
+         select: Callable[[str], bool] | None = None) -> Snapshot | None:
+    """Copy the folder's objects (those `select` accepts) into `local_dir` (under `base`, mirrored under
+    `remote_top/`)."""
     store = store or configured()
     if store is None:
         return None
     parts = _rel_parts(local_dir, base, remote_top)
     local_dir.mkdir(parents=True, exist_ok=True)
-    count = store.download_tree(local_dir, *parts)
+    count = store.download_tree(local_dir, *parts, select=select)
     print(f"[llmd-bench] pulled {count} file(s) from {store.key(*parts)}", flush=True)
     return Snapshot(local_dir, parts, _local_files(local_dir))
 
@@ -173,8 +175,14 @@ def pull_cell(cell_dir: Path) -> Snapshot | None:
     return pull(cell_dir, paths.results_root(), "results")
 
 
+# What compare reads of each cell: the records and the parsed levels, not the GuideLLM reports or archives
+# (a 16-cell run holds hundreds of MB of those).
+RUN_SUMMARY_FILES = ("cell.json", "levels.json", "summary.json")
+
+
 def pull_run(run_dir: Path) -> Snapshot | None:
-    return pull(run_dir, paths.results_root(), "results")
+    return pull(run_dir, paths.results_root(), "results",
+                select=lambda rel: rel.rsplit("/", 1)[-1] in RUN_SUMMARY_FILES or "/record/" in f"/{rel}")
 
 
 def push_report(report_dir: Path) -> int:
