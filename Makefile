@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python benchmarks/targets.py
 	$(BIN)/python benchmarks/store_targets.py $$(ls -t results/*/*/*/trial-1/guidellm_report.json 2>/dev/null | head -1)
 	$(BIN)/python benchmarks/report_targets.py
+	$(BIN)/python benchmarks/storage_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg
