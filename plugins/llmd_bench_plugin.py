@@ -22,10 +22,16 @@ def index() -> str:
     local = sorted((p for p in root.iterdir() if p.is_dir() and not p.is_symlink()), key=lambda p: p.stat().st_mtime,
                    reverse=True) if root.exists() else []
     # Reports made in pods live in the object store; list them after the local ones.
-    names = [p.name for p in local] + [r for r in storage.report_runs() if r not in {p.name for p in local}]
+    try:
+        remote = storage.report_runs()
+    except storage.StorageError as exc:
+        remote, note = [], f"<p>Reports in object storage are not listed: {html.escape(str(exc))}</p>"
+    else:
+        note = ""
+    names = [p.name for p in local] + [r for r in remote if r not in {p.name for p in local}]
     items = "".join(f'<li><a href="{quote(r)}/report.html">{html.escape(r)}</a></li>' for r in names)
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>llmd-bench reports</title></head>"
-            f"<body><h1>Benchmark reports</h1><ul>{items or '<li>No report yet.</li>'}</ul></body></html>")
+            f"<body><h1>Benchmark reports</h1>{note}<ul>{items or '<li>No report yet.</li>'}</ul></body></html>")
 
 
 @reports_app.get("/{run_id}/{name}")
@@ -35,7 +41,10 @@ def report_file(run_id: str, name: str) -> Response:
     if root in path.parents and path.is_file():
         return FileResponse(path)
     if "/" not in name and not name.startswith("."):
-        data = storage.read_report_file(run_id, name)
+        try:
+            data = storage.read_report_file(run_id, name)
+        except storage.StorageError as exc:
+            raise HTTPException(status_code=503, detail=str(exc)) from None
         if data is not None:
             return Response(content=data, media_type=mimetypes.guess_type(name)[0] or "application/octet-stream")
     raise HTTPException(status_code=404, detail=f"no {name} for run {run_id}: has its compare task run?")

@@ -170,3 +170,16 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
     assert sweep.spec.containers[0].resources.requests["cpu"] == "4"
     compare = _render_pod(dag.get_task("compare"))
     assert compare.spec.containers[0].args[0] == "compare" and "--model" not in compare.spec.containers[0].args
+
+
+def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatch):
+    from llmd_bench.errors import RuntimeStepError
+    from llmd_bench.runtime.kubernetes import step_pod_settings
+
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "file:///srv/results")
+    with pytest.raises(RuntimeStepError, match="needs an S3-compatible store"):
+        step_pod_settings("sweep", load_campaign(REFERENCE))
+    monkeypatch.delenv("LLMD_BENCH_RESULTS_URL")
+    env = {e.name: e for e in step_pod_settings("sweep", load_campaign(REFERENCE))["env_vars"]}
+    assert env["LLMD_BENCH_RESULTS_URL"].value == "s3://llmd-bench"
+    assert env["AWS_ACCESS_KEY_ID"].value_from.secret_key_ref.optional is True  # IRSA / workload identity

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import tiny_campaign, write_campaign
+from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench import catalog
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
@@ -123,3 +123,34 @@ def test_cleanup_stops_what_a_cell_left_when_its_teardown_never_ran(campaigns_di
     assert all(processes.port_is_free(port) for port in ports)
     assert json.loads(local.state_path(ctx).read_text())["processes"] == []
     assert cleanup_leftovers(results_dir) == []  # nothing twice, and no recycled pid is touched
+
+
+def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path, monkeypatch):
+    """Each step keeps its own part of cell.json (steps in different pods may write at the same time);
+    merging follows the order of the writes, not the order of the steps."""
+    from llmd_bench import catalog
+    from llmd_bench.campaign import Cell, load_campaign, resolve_params
+    from llmd_bench.context import StepContext, merged_record
+
+    monkeypatch.setenv("LLMD_BENCH_RESULTS", str(tmp_path))
+    campaign = load_campaign(REFERENCE)
+    params = resolve_params(campaign, {}, catalog.known_versions())
+
+    def step(name):
+        return StepContext(campaign, params, "run-1", "local", Cell("Qwen/Qwen3-8B", "no-offload"), step=name)
+
+    with step("teardown").update_record() as rec:
+        rec["serving"] = {"replicas": 1, "endpoint": "old"}
+        rec["steps"]["teardown"] = {"status": "ok"}
+    with step("deploy").update_record() as rec:  # a re-run deploy, after teardown wrote
+        rec["serving"]["endpoint"] = "new"
+        rec["steps"]["deploy"] = {"status": "ok"}
+    with step("load_results").update_record() as rec:
+        rec["steps"]["load_results"] = {"status": "failed"}
+    cell = step("deploy").cell_dir
+    (cell / "cell.json").write_text("{}")  # a stale view pushed by another pod does not lose anything
+    record = merged_record(cell)
+    assert record["serving"] == {"replicas": 1, "endpoint": "new"}
+    assert {k: v["status"] for k, v in record["steps"].items()} == {"teardown": "ok", "deploy": "ok",
+                                                                   "load_results": "failed"}
+    assert "_written_at" not in record

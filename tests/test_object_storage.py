@@ -57,7 +57,38 @@ def test_push_sends_only_what_the_step_changed(s3, tmp_path):
     snap_b = storage.pull(cell_b, pod_b, "results")
     assert (cell_b / "trial-1" / "report.json").read_text() == "{}"
     (cell_b / "observations.json").write_text("[]")
-    assert storage.push(snap_b) == 1  # the pulled report is not sent back
+    (cell_b / "trial-1" / "report.json").unlink()  # e.g. an archive volume replaced by its .xz
+    assert storage.push(snap_b) == 1  # the pulled report is not sent back ...
+    assert s3.list_files("results", "run-1", "M", "no-offload") == {"observations.json": 2}  # ... and is gone
+
+    # a file this machine already has is never replaced by the store's copy (the local runtime's one folder)
+    (cell / "observations.json").write_text("[1, 2]")
+    storage.pull(cell, pod_a, "results")
+    assert (cell / "observations.json").read_text() == "[1, 2]"
+
+
+def test_a_failed_step_reports_its_own_error_even_when_the_push_fails_too(campaigns_dir, results_dir, monkeypatch):
+    import argparse
+    from types import SimpleNamespace
+
+    from llmd_bench import cli
+    from llmd_bench.errors import RuntimeStepError
+
+    write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload"]))
+    monkeypatch.setattr(storage, "pull_cell", lambda cell_dir: "snapshot")
+
+    def failing_push(snapshot):
+        raise storage.StorageError("object storage s3://x: uploading failed")
+
+    def failing_step(ctx):
+        raise RuntimeStepError("the step's own error")
+
+    monkeypatch.setattr(storage, "push", failing_push)
+    monkeypatch.setattr(cli, "_step_module", lambda name: SimpleNamespace(run=failing_step))
+    args = argparse.Namespace(campaign="tiny", run_id="r", params=None, model="Qwen/Qwen3-0.6B", config="no-offload",
+                              runtime=None)
+    with pytest.raises(RuntimeStepError, match="the step's own error"):
+        cli.run_cell_step("warmup", args)
 
 
 def test_bad_url_names_the_variable_and_the_allowed_schemes(monkeypatch):

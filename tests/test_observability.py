@@ -281,7 +281,9 @@ def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_ind
         assert f"stayed empty while the EPP admitted {400 * (n - 1)} blocks" in v["evidence"]
         # the same EPP with a backend that holds the blocks: confirmed, with the EPP's lookups as evidence
         processes.resp_command(port, "HSET", "kv@10.0.0.1@Qwen/Qwen3-8B:1", "pod", "10.0.0.1")
-        ok = verdict.judge("llm-d-valkey", 2, {}, kv | {"max_keys": 1})
+        held = kv_index.stats(port)
+        assert held["keys"] == 1
+        ok = verdict.judge("llm-d-valkey", 2, {}, kv | {"max_keys": held["keys"], "final": held})
         assert ok["verdict"] == verdict.CONFIRMED and f"the EPP looked it up {50 * (n - 1)} times" in ok["evidence"]
     finally:
         processes.stop(valkey)
@@ -297,3 +299,18 @@ def test_an_epp_without_index_metrics_is_not_available_never_zero(tmp_path):
         assert [s for s in read(tmp_path / "s.jsonl") if s["source"] == "epp"] == []
     finally:
         server.shutdown()
+
+
+def test_counters_that_restart_count_from_zero_and_nodes_without_data_do_not_blank_the_others():
+    # a replica restarts in the middle of the window: 100 -> 160, restart, 0 -> 30 = 90, not 30 - 100
+    samples = [{"time": t, "replica": "r", "values": {"vllm:prefix_cache_queries_total": v}}
+               for t, v in ((0, 100.0), (1, 160.0), (2, 10.0), (3, 30.0))]
+    (row,) = prometheus.per_level(samples, [{"concurrency": 1, "start": 0.5, "end": 3.5}])
+    assert row["prefix_cache_queries"] == 160 - 100 + 10 + 20
+
+    empty = [{"concurrency": 1, "trial": 1, "samples": 0, "cpu_util_pct": None, "mem_used_bytes": None}]
+    full = [{"concurrency": 1, "trial": 1, "samples": 4, "cpu_util_pct": 50.0, "mem_used_bytes": 2e9}]
+    (combined,) = pcp.combine_nodes({"gpu-node-0": empty, "gpu-node-1": full})
+    assert combined["cpu_util_pct"] == 50.0 and combined["mem_used_bytes"] == 2e9 and combined["nodes"] == 1
+    (both,) = pcp.combine_nodes({"a": full, "b": full})
+    assert both["cpu_util_pct"] == 50.0 and both["mem_used_bytes"] == 4e9 and both["nodes"] == 2

@@ -65,10 +65,22 @@ def run_cell_step(step: str, args: argparse.Namespace) -> int:
         with ctx.update_record() as record:
             record["steps"][step] = {"status": "ok", "started": started, "ended": utc_now(),
                                      "elapsed_s": timer.elapsed, "summary": summary}
-    finally:
-        storage.push(snapshot)
+    except BaseException:
+        _push_keeping_the_error(snapshot)
+        raise
+    storage.push(snapshot)
     print(f"[llmd-bench] {step} done in {timer.elapsed:.1f} s: {json.dumps(summary, default=str)}", flush=True)
     return 0
+
+
+def _push_keeping_the_error(snapshot) -> None:  # noqa: ANN001 - storage.Snapshot | None
+    """After a failed step, push what it wrote, but let the step's own error be the one reported."""
+    from llmd_bench import storage
+
+    try:
+        storage.push(snapshot)
+    except Exception as exc:  # noqa: BLE001
+        print(f"[llmd-bench] could not push the step's files after it failed: {exc}", file=sys.stderr, flush=True)
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -78,8 +90,10 @@ def run_compare(args: argparse.Namespace) -> int:
     snapshot = storage.pull_run(ctx.run_dir)
     try:
         summary = _step_module("compare").run(ctx)
-    finally:
-        storage.push(snapshot)
+    except BaseException:
+        _push_keeping_the_error(snapshot)
+        raise
+    storage.push(snapshot)
     print(f"[llmd-bench] compare: {json.dumps(summary, default=str)}")
     return 0
 

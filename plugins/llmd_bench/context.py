@@ -85,6 +85,7 @@ class StepContext:
                     part[key] = {**part.get(key, {}), **changed}
                 else:
                     part[key] = value
+            part[WRITTEN_AT] = time.time_ns()
             write_json_atomic(part_path, part)
             write_json_atomic(self.record_path, merged_record(self.cell_dir))
 
@@ -105,22 +106,23 @@ class StepContext:
         }
 
 
+WRITTEN_AT = "_written_at"
+
+
 def merged_record(cell_dir: Path) -> dict[str, Any]:
+    """cell.json, then every step's part from the oldest write to the newest, so the latest value of a key
+    wins whichever step wrote it (dict values merge one level deep; the record only grows)."""
     record = read_json(cell_dir / "cell.json")
-    parts = sorted((cell_dir / "record").glob("*.json"), key=lambda f: (f.stem != "base", _step_order(f.stem)))
-    for part_path in parts:
-        for key, value in read_json(part_path).items():
+    parts = [read_json(f) for f in (cell_dir / "record").glob("*.json")]
+    for part in sorted(parts, key=lambda part: part.get(WRITTEN_AT, 0)):
+        for key, value in part.items():
+            if key == WRITTEN_AT:
+                continue
             if isinstance(value, dict) and isinstance(record.get(key), dict):
                 record[key] = {**record[key], **value}
             else:
                 record[key] = value
     return record
-
-
-def _step_order(step: str) -> int:
-    from llmd_bench.steps import CELL_STEPS
-
-    return CELL_STEPS.index(step) if step in CELL_STEPS else len(CELL_STEPS)
 
 
 def tool_versions(llmd_version: str) -> dict[str, Any]:

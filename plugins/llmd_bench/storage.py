@@ -80,21 +80,31 @@ class ObjectStore:
         return {name[len(prefix):].lstrip("/"): int(info.get("size") or 0) for name, info in found.items()
                 if info.get("type") == "file"}
 
-    def download_tree(self, local_dir: Path, *parts: str, select: Callable[[str], bool] | None = None) -> int:
-        files = [rel for rel in self.list_files(*parts) if select is None or select(rel)]
-        for rel in files:
+    def download_tree(self, local_dir: Path, *parts: str, select: Callable[[str], bool] | None = None) -> set[str]:
+        """The objects under the prefix, downloaded into `local_dir` unless a local file of that name exists
+        (what this machine wrote is never replaced: the local runtime shares one folder). Returns their names."""
+        files = {rel for rel in self.list_files(*parts) if select is None or select(rel)}
+        for rel in sorted(files):
             target = local_dir / rel
+            if target.exists():
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.download")
             self._call(f"downloading {rel}", self.fs.get_file, self.key(*parts, rel), str(tmp))
             os.replace(tmp, target)
-        return len(files)
+        return files
 
     def upload(self, local_file: Path, *parts: str) -> None:
         target = self.key(*parts)
         if self.scheme == "file":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._call(f"uploading {local_file.name}", self.fs.put_file, str(local_file), target)
+
+    def delete(self, *parts: str) -> None:
+        try:
+            self._call(f"deleting {'/'.join(parts)}", self.fs.rm_file, self.key(*parts))
+        except FileNotFoundError:
+            pass
 
     def read_bytes(self, *parts: str) -> bytes | None:
         try:
@@ -111,8 +121,22 @@ class ObjectStore:
         return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
 
 
-def configured() -> ObjectStore | None:
+DEFAULT_CLUSTER_URL = "s3://llmd-bench"
+
+
+def results_url() -> str | None:
+    """The store's URL: LLMD_BENCH_RESULTS_URL, else s3://llmd-bench in the kubernetes runtime (what the
+    step pods are given), else none (the local runtime keeps results in its folder)."""
     url = os.environ.get(URL_ENV, "").strip()
+    if url:
+        return url
+    from llmd_bench.runtime import selected_runtime
+
+    return DEFAULT_CLUSTER_URL if selected_runtime() == "kubernetes" else None
+
+
+def configured() -> ObjectStore | None:
+    url = results_url()
     if not url:
         return None
     store = ObjectStore(url)
@@ -128,6 +152,7 @@ class Snapshot:
     local_dir: Path
     remote_parts: tuple[str, ...]
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
+    remote: set[str] = field(default_factory=set)  # the objects that were in the store at the pull
 
 
 def _local_files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -154,20 +179,27 @@ def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None
         return None
     parts = _rel_parts(local_dir, base, remote_top)
     local_dir.mkdir(parents=True, exist_ok=True)
-    count = store.download_tree(local_dir, *parts, select=select)
-    print(f"[llmd-bench] pulled {count} file(s) from {store.key(*parts)}", flush=True)
-    return Snapshot(local_dir, parts, _local_files(local_dir))
+    remote = store.download_tree(local_dir, *parts, select=select)
+    print(f"[llmd-bench] pulled {len(remote)} file(s) from {store.key(*parts)}", flush=True)
+    return Snapshot(local_dir, parts, _local_files(local_dir), remote)
 
 
 def push(snapshot: Snapshot | None, store: ObjectStore | None = None) -> int:
+    """Send the files the step created or changed; delete the objects of files it removed (an archive
+    volume replaced by its .xz), so the next pod does not pull them again."""
     if snapshot is None:
         return 0
     store = store or configured()
     assert store is not None
-    changed = [rel for rel, sig in _local_files(snapshot.local_dir).items() if snapshot.files.get(rel) != sig]
+    now = _local_files(snapshot.local_dir)
+    changed = [rel for rel, sig in now.items() if snapshot.files.get(rel) != sig]
     for rel in sorted(changed):
         store.upload(snapshot.local_dir / rel, *snapshot.remote_parts, rel)
-    print(f"[llmd-bench] pushed {len(changed)} file(s) to {store.key(*snapshot.remote_parts)}", flush=True)
+    removed = sorted(rel for rel in snapshot.remote if rel in snapshot.files and rel not in now)
+    for rel in removed:
+        store.delete(*snapshot.remote_parts, rel)
+    print(f"[llmd-bench] pushed {len(changed)} file(s) to {store.key(*snapshot.remote_parts)}"
+          + (f", removed {len(removed)}" if removed else ""), flush=True)
     return len(changed)
 
 

@@ -185,15 +185,17 @@ _AVERAGED = {"cpu_util_pct", "gpu_busy_pct"}
 
 
 def combine_nodes(per_node: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per level over the nodes that have data for it (a node whose pmlogger recorded nothing in
+    the window does not blank out the others); `nodes` says how many contributed."""
     if len(per_node) <= 1:
         return next(iter(per_node.values()), [])
     combined = []
     for rows in zip(*per_node.values()):
         out: dict[str, Any] = {"concurrency": rows[0]["concurrency"], "trial": rows[0]["trial"],
-                               "samples": min(r["samples"] for r in rows), "nodes": len(rows)}
-        for key in rows[0]:
-            if key in out:
-                continue
+                               "samples": sum(r["samples"] for r in rows),
+                               "nodes": sum(1 for r in rows if r["samples"])}
+        keys = dict.fromkeys(k for r in rows for k in r if k not in ("concurrency", "trial", "samples"))
+        for key in keys:
             vals = [r[key] for r in rows if r.get(key) is not None]
             out[key] = None if not vals else (sum(vals) / len(vals) if key in _AVERAGED else sum(vals))
         combined.append(out)
@@ -230,14 +232,23 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path) -> Iterator[
                                    folder / "pmlogger.out")
             started.append(proc)
             state["nodes"][node] = {"archive": str(archive.relative_to(base_dir)), "metrics": metrics, "host": host}
+        time.sleep(0.5 if started else 0)
+        for proc, node in zip(started, list(state["nodes"])):
+            if not processes.pid_alive(proc.pid):
+                errors[node] = f"pmlogger exited at start: {processes.tail(proc.log)}"
+                del state["nodes"][node]
         if errors:
             state["errors"] = errors
         if not state["nodes"]:
             state["unavailable"] = ("no pmcd answered on the model servers' nodes (is the PCP DaemonSet installed? "
-                                    "`llmd-bench render --pcp-daemonset`): "
+                                    "`llmd-bench render` writes it to pcp/): "
                                     + "; ".join(f"{n}: {e}" for n, e in errors.items()))
     except PcpUnavailable as exc:
         state["unavailable"] = str(exc)
+    except BaseException:
+        for proc in started:  # started in their own sessions: nothing else would stop them
+            processes.stop(proc, grace_s=10)
+        raise
     try:
         yield state
     finally:

@@ -81,21 +81,25 @@ def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]],
                 row[short] = sum(vals) / len(vals) if vals else None
         if known is VLLM_METRICS:
             q, h = row.get("prefix_cache_queries"), row.get("prefix_cache_hits")
-            row["prefix_cache_hit_rate"] = h / q if q else None
+            row["prefix_cache_hit_rate"] = h / q if q and h is not None else None
         out.append(row)
     return out
 
 
 def _counter_delta(samples: list[dict[str, Any]], metric: str, start: float, end: float) -> float | None:
-    """Sum over replicas of (last value in or after the window's end - last value before its start)."""
+    """Sum over replicas of how much the counter grew from the last sample before the window's start to
+    the last sample up to its end; a drop is a restart (the counter began again from 0), as in PromQL."""
     total, seen = 0.0, False
     for replica in {s["replica"] for s in samples}:
         series = sorted((s["time"], s["values"][metric]) for s in samples if s["replica"] == replica and metric in s["values"])
         if not series:
             continue
-        before = [v for t, v in series if t <= start] or [series[0][1]]
-        upto = [v for t, v in series if t <= end] or [series[-1][1]]
-        total += max(0.0, upto[-1] - before[-1])
+        before = [i for i, (t, _) in enumerate(series) if t <= start]
+        upto = [i for i, (t, _) in enumerate(series) if t <= end]
+        first = before[-1] if before else 0
+        last = upto[-1] if upto else len(series) - 1
+        for (_, prev), (_, cur) in zip(series[first:last], series[first + 1:last + 1]):
+            total += cur - prev if cur >= prev else cur
         seen = True
     return total if seen else None
 

@@ -13,6 +13,7 @@ from typing import Any
 from llmd_bench.observe import kv_index, prometheus
 
 INTERVAL_S = 2.0
+EPP_ATTEMPTS = 3
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Sampler:
                  epp_metrics: str | None = None) -> None:
         self.out, self.replicas, self.interval_s, self.epp_metrics = out, replicas, interval_s, epp_metrics
         self.kv = ("127.0.0.1", kv) if isinstance(kv, int) else kv
+        self._epp_failures, self._epp_answered = 0, False
         self.unavailable: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llmd-bench-sampler", daemon=True)
@@ -62,8 +64,12 @@ class Sampler:
         if self.epp_metrics and self.epp_metrics not in self.unavailable:
             result = prometheus.scrape(self.epp_metrics, known=prometheus.EPP_METRICS)
             if isinstance(result, str):
-                self.unavailable[self.epp_metrics] = result
+                # A busy or restarting EPP may miss a scrape; give up only on one that never answered.
+                self._epp_failures += 1
+                if self._epp_failures >= EPP_ATTEMPTS and not self._epp_answered:
+                    self.unavailable[self.epp_metrics] = result
             else:
+                self._epp_answered = True
                 lines.append({"time": now, "source": "epp", "replica": self.epp_metrics, "values": result})
         if self.kv:
             try:

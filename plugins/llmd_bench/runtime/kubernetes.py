@@ -30,8 +30,15 @@ LIGHT = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1
 def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     from kubernetes.client import models as k8s
 
+    from llmd_bench import storage
+
     res = STEP_RESOURCES.get(step, LIGHT)
     ns = os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
+    results_url = os.environ.get(storage.URL_ENV, "").strip() or storage.DEFAULT_CLUSTER_URL
+    if not results_url.startswith("s3://"):
+        # a file:// path would be each pod's own scratch folder: results would vanish with the pod
+        raise RuntimeStepError(f"{storage.URL_ENV}={results_url!r}: the kubernetes runtime needs an "
+                               "S3-compatible store (s3://bucket[/prefix]) that every step pod can reach")
     s3_secret = os.environ.get("LLMD_BENCH_S3_SECRET", "llmd-bench-object-store")
 
     def from_secret(name: str, secret: str, key: str, optional: bool = False) -> Any:
@@ -43,16 +50,18 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         # Scratch folders in the pod; the step pulls its cell from object storage and pushes it back.
         k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value="/work/results"),
         k8s.V1EnvVar(name="LLMD_BENCH_REPORTS", value="/work/reports"),
-        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS_URL", value=os.environ.get("LLMD_BENCH_RESULTS_URL", "s3://llmd-bench")),
+        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS_URL", value=results_url),
         k8s.V1EnvVar(name="LLMD_BENCH_NAMESPACE", value=ns),
-        from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID"),
-        from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY"),
+        # optional: with IRSA / workload identity the pod's service account carries the credentials
+        from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID", optional=True),
+        from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY", optional=True),
         from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
         from_secret("HF_TOKEN", "llmd-bench-hf-token", "HF_TOKEN", optional=True),
         k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
     ]
     # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
-    endpoint = os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
+    endpoint = (os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
+                or os.environ.get("AWS_ENDPOINT_URL"))
     if endpoint:
         env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
     return {
