@@ -40,35 +40,39 @@ vllm:generation_tokens_total{{engine="0",model_name="Qwen/Qwen3-8B"}} 123456.0
 """
 
 
+def _serve(text_for_scrape):
+    """A local HTTP server answering /metrics with text_for_scrape(n) on the n-th scrape."""
+    class Handler(BaseHTTPRequestHandler):
+        scrapes = 0
+
+        def log_message(self, *a):  # noqa: ANN002
+            pass
+
+        def do_GET(self):  # noqa: N802
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            Handler.scrapes += 1
+            body = text_for_scrape(Handler.scrapes).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+
 class FakeVllm:
-    """A local HTTP server whose /metrics counters grow with each scrape, like a busy vLLM."""
+    """A local vLLM /metrics whose counters grow with each scrape, like a busy server."""
 
     def __init__(self, offload_moves: bool) -> None:
-        self.scrapes = 0
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # noqa: ANN002
-                pass
-
-            def do_GET(self):  # noqa: N802
-                if self.path != "/metrics":
-                    self.send_error(404)
-                    return
-                fake.scrapes += 1
-                n = fake.scrapes
-                body = VLLM_TEXT.format(running=4.0, queries=1000.0 * n, hits=750.0 * n,
-                                        ext=(100.0 * n if offload_moves else 0.0),
-                                        ext_hits=(60.0 * n if offload_moves else 0.0)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, metrics_url = _serve(lambda n: VLLM_TEXT.format(
+            running=4.0, queries=1000.0 * n, hits=750.0 * n, ext=(100.0 * n if offload_moves else 0.0),
+            ext_hits=(60.0 * n if offload_moves else 0.0)))
+        self.url = metrics_url.removesuffix("/metrics")
 
     def close(self) -> None:
         self.server.shutdown()
@@ -231,26 +235,6 @@ kvcache_index_lookup_latency_seconds_bucket{{le="0.001"}} 10
 # TYPE inference_pool_ready_pods gauge
 inference_pool_ready_pods{{name="pool"}} 2
 """
-
-
-def _serve(text_for_scrape):
-    class Handler(BaseHTTPRequestHandler):
-        scrapes = 0
-
-        def log_message(self, *a):  # noqa: ANN002
-            pass
-
-        def do_GET(self):  # noqa: N802
-            Handler.scrapes += 1
-            body = text_for_scrape(Handler.scrapes).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}/metrics"
 
 
 def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_index_pitfall(tmp_path):

@@ -28,7 +28,6 @@ from llmd_bench.names import dns_label, label_value
 from llmd_bench.runtime import selected_runtime
 
 PARAMS_ARG = "{{ params | tojson }}"
-RESULTS_CONN_ID = "llmd_results"
 
 
 class LocalStepOperator(BaseOperator):
@@ -63,12 +62,11 @@ class LocalStepOperator(BaseOperator):
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if "LLMD_BENCH_DB_URL" not in env and "AIRFLOW_CONN_LLMD_RESULTS" not in env:
-            # The results store is the Airflow connection `llmd_results` when one is defined.
-            try:
-                from airflow.sdk import BaseHook
-                env["LLMD_BENCH_DB_URL"] = BaseHook.get_connection(RESULTS_CONN_ID).get_uri()
-            except Exception:  # noqa: BLE001 - not defined: steps use the local default server
-                pass
+            # The results store is the Airflow connection `llmd_results` when one is defined;
+            # otherwise the steps use the project's local server.
+            url = notify.results_connection_url()
+            if url:
+                env["LLMD_BENCH_DB_URL"] = url
         return env
 
     def on_kill(self) -> None:

@@ -166,10 +166,6 @@ def _local_files(folder: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _rel_parts(local_dir: Path, base: Path, remote_top: str) -> tuple[str, ...]:
-    return (remote_top, *local_dir.relative_to(base).parts)
-
-
 def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None = None,
          select: Callable[[str], bool] | None = None) -> Snapshot | None:
     """Copy the folder's objects (those `select` accepts) into `local_dir` (under `base`, mirrored under
@@ -177,7 +173,7 @@ def pull(local_dir: Path, base: Path, remote_top: str, store: ObjectStore | None
     store = store or configured()
     if store is None:
         return None
-    parts = _rel_parts(local_dir, base, remote_top)
+    parts = (remote_top, *local_dir.relative_to(base).parts)
     local_dir.mkdir(parents=True, exist_ok=True)
     remote = store.download_tree(local_dir, *parts, select=select)
     print(f"[llmd-bench] pulled {len(remote)} file(s) from {store.key(*parts)}", flush=True)

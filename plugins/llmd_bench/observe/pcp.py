@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 PCP_BIN = Path("/usr/lib/pcp/bin")
 PMCD_SOCKET = Path("/run/pcp/pmcd.socket")
@@ -98,6 +98,24 @@ def logger_config(metrics: list[str]) -> str:
 def pmlogger_command(t: Tools, config: Path, archive: Path, host: str | None = None) -> list[str]:
     return [t.pmlogger, *(["-h", host] if host else []), "-c", str(config), "-t", LOG_INTERVAL,
             "-l", str(archive.parent / "pmlogger.log"), str(archive)]
+
+
+def start_logger(t: Tools, folder: Path, name: str, host: str | None = None,
+                 on_start: Callable[[Any], Any] = lambda proc: proc) -> tuple[Any, list[str], Path]:
+    """pmlogger recording what `host`'s pmcd (or this host's) offers into folder/host.*; `on_start` gets
+    the process as soon as it exists (so a caller can always stop it). Raises PcpUnavailable if it dies."""
+    from llmd_bench.runtime import processes
+
+    metrics = available_metrics(t, HOST_METRICS + GPU_METRICS, host=host)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "pmlogger.config"
+    config.write_text(logger_config(metrics))
+    archive = folder / "host"
+    proc = on_start(processes.start(name, pmlogger_command(t, config, archive, host=host), 0, folder / "pmlogger.out"))
+    time.sleep(0.5)
+    if not processes.pid_alive(proc.pid):
+        raise PcpUnavailable(f"pmlogger exited at start: {processes.tail(proc.log)}")
+    return proc, metrics, archive
 
 
 def archive_files(archive: Path) -> list[Path]:
@@ -219,24 +237,12 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path) -> Iterator[
             errors["-"] = "no node runs a model server of this cell"
         for node, host in sorted(hosts.items()):
             try:
-                metrics = available_metrics(t, HOST_METRICS + GPU_METRICS, host=host)
+                _, metrics, archive = start_logger(t, out_dir / dns_label(node), f"pmlogger-{node}", host=host,
+                                                   on_start=lambda proc: started.append(proc) or proc)
             except (PcpUnavailable, OSError, subprocess.TimeoutExpired) as exc:
                 errors[node] = str(exc)
                 continue
-            folder = out_dir / dns_label(node)
-            folder.mkdir(parents=True, exist_ok=True)
-            config = folder / "pmlogger.config"
-            config.write_text(logger_config(metrics))
-            archive = folder / "host"
-            proc = processes.start(f"pmlogger-{node}", pmlogger_command(t, config, archive, host=host), 0,
-                                   folder / "pmlogger.out")
-            started.append(proc)
             state["nodes"][node] = {"archive": str(archive.relative_to(base_dir)), "metrics": metrics, "host": host}
-        time.sleep(0.5 if started else 0)
-        for proc, node in zip(started, list(state["nodes"])):
-            if not processes.pid_alive(proc.pid):
-                errors[node] = f"pmlogger exited at start: {processes.tail(proc.log)}"
-                del state["nodes"][node]
         if errors:
             state["errors"] = errors
         if not state["nodes"]:

@@ -275,9 +275,12 @@ def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str,
 def _replica_urls(pods: list[dict[str, Any]]) -> list[str]:
     from llmd_bench.manifests import MODEL_PORT
 
-    return sorted(f"http://{p['status']['podIP']}:{MODEL_PORT}" for p in pods
-                  if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"
-                  and (p.get("status") or {}).get("podIP"))
+    return sorted(f"http://{p['status']['podIP']}:{MODEL_PORT}" for p in _model_server_pods(pods)
+                  if (p.get("status") or {}).get("podIP"))
+
+
+def _model_server_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [p for p in pods if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"]
 
 
 def _kv(ctx: StepContext) -> dict[str, Any] | None:
@@ -325,9 +328,8 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     from llmd_bench.manifests import PMCD_PORT
 
     port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
-    return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in pods
-            if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "model-server"
-            and (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
+    return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in _model_server_pods(pods)
+            if (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
 
 
 def teardown(ctx: StepContext) -> dict[str, Any]:

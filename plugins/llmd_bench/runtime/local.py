@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -121,18 +120,9 @@ def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:  # noqa: A
     """pmlogger for this cell, from now until collect_pcp; `unavailable` says why when PCP cannot record."""
     from llmd_bench.observe import pcp
 
-    pcp_dir = ctx.cell_dir / "pcp"
     try:
         tools = pcp.ensure_pmcd(ctx.cell_dir / "logs")
-        metrics = pcp.available_metrics(tools, pcp.HOST_METRICS + pcp.GPU_METRICS)
-        pcp_dir.mkdir(parents=True, exist_ok=True)
-        config = pcp_dir / "pmlogger.config"
-        config.write_text(pcp.logger_config(metrics))
-        archive = pcp_dir / "host"
-        proc = started(processes.start("pmlogger", pcp.pmlogger_command(tools, config, archive), 0, pcp_dir / "pmlogger.out"))
-        time.sleep(0.5)
-        if not processes.pid_alive(proc.pid):
-            raise pcp.PcpUnavailable(f"pmlogger exited at start: {processes.tail(proc.log)}")
+        proc, metrics, archive = pcp.start_logger(tools, ctx.cell_dir / "pcp", "pmlogger", on_start=started)
         return {"archive": str(archive.relative_to(ctx.cell_dir)), "metrics": metrics, "pid": proc.pid}
     except pcp.PcpUnavailable as exc:
         return {"unavailable": str(exc)}
