@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import BIN, REFERENCE, ROOT
-from llmd_bench import catalog, manifests
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench import catalog, manifests, pcp_manifests
+from llmd_bench.campaign import Architecture, Cell, load_campaign, resolve_params
 
 CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -89,16 +89,24 @@ def test_render_command_writes_files_that_pass_kubernetes_validate(tmp_path):
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert (tmp_path / "namespace").is_dir()
-    assert [p.name for p in (tmp_path / "pcp").glob("*.yaml")] == ["00-daemonset-llmd-bench-pcp.yaml"]
+    assert sorted(p.name for p in (tmp_path / "pcp").glob("*.yaml")) == [
+        "00-namespace-llmd-bench-pcp.yaml", "01-daemonset-llmd-bench-pcp.yaml"]  # its own privileged namespace
     bad = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-8B", "--config", "gpu-magic",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert bad.returncode == 1 and "allowed: ['no-offload'" in bad.stderr
 
 
 def test_pcp_daemonset_runs_pmcd_on_each_gpu_node_where_sweep_pods_reach_it():
-    (ds,) = manifests.render_pcp("bench", runtime_class="nvidia")
-    kubernetes_validate.validate(ds, K8S_VERSION, strict=True)
+    ns, ds = pcp_manifests.render_pcp()
+    for doc in (ns, ds):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # its own namespace, the only one labelled privileged: the bench namespace is not loosened
+    assert ns["kind"] == "Namespace" and ns["metadata"]["name"] == ds["metadata"]["namespace"] == "llmd-bench-pcp"
+    for mode in ("enforce", "audit", "warn"):
+        assert ns["metadata"]["labels"][f"pod-security.kubernetes.io/{mode}"] == "privileged"
+    assert "privileged" not in json.dumps(manifests.render_namespace("bench"))
     pod = ds["spec"]["template"]["spec"]
+    # NVML reaches a pod that requests no GPU only through the NVIDIA runtime class (GPU Operator with CDI)
     assert pod["hostNetwork"] is True and pod["hostPID"] is True and pod["runtimeClassName"] == "nvidia"
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     (c,) = pod["containers"]
@@ -107,6 +115,13 @@ def test_pcp_daemonset_runs_pmcd_on_each_gpu_node_where_sweep_pods_reach_it():
     assert {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"} in c["env"]
     assert "nvidia.com/gpu" not in str(c.get("resources"))  # watches the GPUs without taking one
     assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+    # both settable; runtime_class=None leaves the field out (nodes whose default runtime is NVIDIA's)
+    ns2, ds2 = pcp_manifests.render_pcp("gpu-observability", runtime_class=None)
+    for doc in (ns2, ds2):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert ns2["metadata"]["name"] == ds2["metadata"]["namespace"] == "gpu-observability"
+    assert "runtimeClassName" not in ds2["spec"]["template"]["spec"]
+    assert pcp_manifests.render_pcp(runtime_class="nvidia-cdi")[1]["spec"]["template"]["spec"]["runtimeClassName"] == "nvidia-cdi"
 
 
 def test_epp_exposes_index_metrics_and_the_simulator_gets_unit_latencies(campaign):
@@ -174,16 +189,14 @@ def test_index_scorer_kv_events_seed_and_block_size_agree_between_epp_and_vllm(c
     assert vllm["args"][vllm["args"].index("--prefix-caching-hash-algo") + 1] == "sha256_cbor"
 
 
-@pytest.mark.parametrize("vllm_version, key", [("0.11.2", "num_cpu_blocks"), ("0.13.0", "num_cpu_blocks"),
-                                               ("0.14.0", "cpu_bytes_to_use"), ("0.15.1", "cpu_bytes_to_use")])
-def test_offload_setting_follows_the_vllm_version(campaign, vllm_version, key):
-    extra = manifests.offload_extra_config(vllm_version, campaign.serving)
-    assert list(extra) == [key]
+def test_offload_setting_is_the_published_one_on_v0_4_0(campaign):
     _, docs = render(campaign, "Qwen/Qwen3-8B", "native-offload")
     vllm = container(docs, "vllm")
     cfg = json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1])
     assert cfg["kv_connector"] == "OffloadingConnector"
-    assert cfg["kv_connector_extra_config"] == {"num_cpu_blocks": 20000}  # v0.4.0 ships vLLM 0.11.2
+    # the February evaluation: 10000 CPU blocks of vLLM's default 16 tokens (vLLM 0.11.2 reads num_cpu_blocks)
+    assert cfg["kv_connector_extra_config"] == {"num_cpu_blocks": 10000}
+    assert vllm["args"][vllm["args"].index("--block-size") + 1] == "16"
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4])
@@ -216,7 +229,7 @@ def test_labels_account_for_every_object(campaign):
 
 @pytest.mark.parametrize("model", ["Qwen/Qwen3-0.6B", "org/Some_Model.With.DOTS-and-UPPER", "x/" + "very-long-name-" * 8])
 def test_names_are_dns_labels_for_any_model_name(campaign, model):
-    spec = campaign.models[0].model_copy(update={"name": model})
+    spec = campaign.models[0].model_copy(update={"name": model, "architecture": Architecture(layers=28, kv_heads=8, head_dim=128)})
     c = campaign.model_copy(update={"models": [spec]})
     for config in ("no-offload", "llm-d-valkey"):
         _, docs = render(c, model, config)
@@ -233,4 +246,6 @@ def test_a_backfill_version_takes_its_images_and_offload_setting_from_the_catalo
     assert vllm["image"] == "ghcr.io/llm-d/llm-d-cuda:v0.8.0"
     assert container(docs, "epp")["image"] == "ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.9.0"
     cfg = json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1])
-    assert cfg["kv_connector_extra_config"] == {"cpu_bytes_to_use": 64 * 2**30}  # vLLM 0.23: num_cpu_blocks would fail
+    # vLLM >= 0.14 reads cpu_bytes_to_use (num_cpu_blocks would fail), for all TP ranks together: the same
+    # 10000 blocks of 16 tokens per rank as on v0.4.0, at 2 x 36 layers x 4 KV heads x 128 x 2 bytes per token
+    assert cfg["kv_connector_extra_config"] == {"cpu_bytes_to_use": 2 * 10000 * 16 * (2 * 36 * 4 * 128 * 2)}

@@ -32,10 +32,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Architecture(_Strict):
+    """What sizes the KV cache: from the model's config.json (num_hidden_layers, num_key_value_heads,
+    head_dim or hidden_size / num_attention_heads) and the KV-cache dtype vLLM stores."""
+
+    layers: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    kv_dtype_bytes: Literal[1, 2, 4] = Field(2, description="2 for bf16/fp16 KV (vLLM's default 'auto'), 1 for fp8")
+
+
+class PodResources(_Strict):
+    """Host resources of one model-server pod, per GPU it holds (the offload buffer comes on top)."""
+
+    cpu_per_gpu: PositiveFloat = 4
+    memory_gib_per_gpu: PositiveFloat = Field(16, description="vLLM's own host memory per TP worker")
+
+
 class ModelSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="Hugging Face model id")]
     size_gb: PositiveFloat = Field(10.0, description="weights size; sets the readiness timeout")
     max_concurrency: PositiveInt | None = Field(None, description="levels above this are not run")
+    architecture: Architecture | None = Field(None, description="overrides include/models.yaml")
+    resources: PodResources | None = Field(None, description="overrides serving.resources for this model")
 
     @property
     def short_name(self) -> str:
@@ -53,6 +72,40 @@ class Workload(_Strict):
     warmup_requests: NonNegativeInt = 8
 
 
+class OffloadSize(_Strict):
+    """The CPU tier of native offload, stated the way users think of it: GiB per GPU, or the seed's
+    num_cpu_blocks with the block size they count. Converted per vLLM version (sizing.py)."""
+
+    cpu_gib_per_gpu: PositiveFloat | None = None
+    num_cpu_blocks: PositiveInt | None = None
+    block_size: PositiveInt | None = Field(None, description="tokens per block num_cpu_blocks counts; default serving.block_size")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> OffloadSize:
+        if (self.cpu_gib_per_gpu is None) == (self.num_cpu_blocks is None):
+            raise ValueError("give exactly one of cpu_gib_per_gpu or num_cpu_blocks")
+        if self.block_size is not None and self.num_cpu_blocks is None:
+            raise ValueError("block_size goes with num_cpu_blocks")
+        return self
+
+
+class Placement(_Strict):
+    """Where one component's pods may run (Kubernetes runtime)."""
+
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    affinity: dict[str, Any] | None = None
+    runtime_class_name: str | None = None
+    priority_class_name: str | None = None
+
+
+class Scheduling(_Strict):
+    model_server: Placement = Placement()
+    epp: Placement = Placement()
+    kv_index: Placement = Placement()
+    steps: Placement = Placement()
+
+
 class Serving(_Strict):
     llmd_version: str
     tensor_parallel_size: PositiveInt
@@ -61,13 +114,30 @@ class Serving(_Strict):
     backend: Literal["vllm", "inference-sim"] = Field("vllm", description="inference-sim rehearses on CPU-only clusters")
     max_num_seqs: PositiveInt = 1024
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    block_size: PositiveInt = 64
+    # vLLM's default (vllm/config/cache.py); passed explicitly so the EPP's indexer hashes the same blocks
+    block_size: PositiveInt = 16
     hash_seed: str = "42"
-    shm_size: str = "16Gi"
     model_cache_pvc: str | None = None
+    model_cache_pvc_access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany"] = Field(
+        "ReadWriteMany", description="what the PVC provides; replicas > 1 need ReadWriteMany or ReadOnlyMany")
     hf_token_secret: str = "llmd-bench-hf-token"
-    offload_cpu_blocks: PositiveInt = Field(20000, description="OffloadingConnector num_cpu_blocks (vLLM < 0.14)")
-    offload_cpu_gib: PositiveFloat = Field(64, description="OffloadingConnector cpu_bytes_to_use in GiB (vLLM >= 0.14)")
+    offload: OffloadSize = OffloadSize(num_cpu_blocks=10000, block_size=16)
+    resources: PodResources = PodResources()
+    memory_headroom_pct: Annotated[float, Field(ge=0, le=200)] = Field(
+        25, description="limit = (vLLM host memory + offload buffer) x (1 + headroom)")
+    max_pod_memory_gib: PositiveFloat | None = Field(
+        None, description="largest memory limit a model-server pod may have (the GPU nodes' allocatable memory)")
+    scheduling: Scheduling = Scheduling()
+    image_pull_secrets: list[str] = []
+    registry_mirrors: dict[str, str] = Field(
+        {}, description="image prefix -> mirror prefix, e.g. {'ghcr.io': 'registry.internal/ghcr'}")
+
+    @model_validator(mode="after")
+    def _cache_shared_by_replicas(self) -> Serving:
+        if self.model_cache_pvc and self.replicas > 1 and self.model_cache_pvc_access_mode == "ReadWriteOnce":
+            raise ValueError(f"model_cache_pvc {self.model_cache_pvc!r} is ReadWriteOnce but replicas is "
+                             f"{self.replicas}: pods on other nodes cannot mount it; use a ReadWriteMany volume")
+        return self
 
 
 class SimulationProfile(_Strict):

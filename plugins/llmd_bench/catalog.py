@@ -1,32 +1,127 @@
-"""The llm-d version catalog (include/versions.yaml): images and vLLM version per llm-d version."""
+"""The llm-d version catalog (include/versions.yaml): per llm-d release, the images, component versions and
+the contract with upstream: every setting that differs between releases (EPP flags and serving mode, the
+precise scorer's config layout, the KV-event topic, offload parameter names, RBAC, required CRDs). Each
+value in the YAML names the upstream file and tag it was read from."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmd_bench import paths
 from llmd_bench.errors import CampaignError
 
+REQUIRED_IMAGES = ("vllm", "epp", "inference_sim", "envoy", "guidellm", "redis", "valkey")
+UDS_TOKENIZER_IMAGE = "uds_tokenizer"
 
-class VersionEntry(BaseModel):
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class RbacRule(_Strict):
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...] = ("get", "list", "watch")
+
+
+class EppContract(_Strict):
+    """The EPP's command line at this release."""
+
+    # --secure-serving: the ext_proc gRPC server speaks TLS (self-signed) unless set to false. We set it
+    # explicitly and Envoy's `epp` cluster follows it, so the two can never disagree.
+    secure_serving: bool = True
+    # --tracing exists (and defaults to true, exporting to an OTLP collector that is not there).
+    tracing_flag: bool = True
+    # --metrics-endpoint-auth exists (token review of metrics scrapes needs cluster-scoped RBAC).
+    metrics_endpoint_auth_flag: bool = True
+    # --kv-cache-usage-percentage-metric exists as a flag (else the metric name lives elsewhere).
+    kv_cache_usage_metric_flag: bool = True
+    # the flag that names the InferencePool: "--pool-name" (with --pool-namespace)
+    pool_name_flag: str = "--pool-name"
+    extra_args: tuple[str, ...] = ()
+
+
+class PreciseScorerContract(_Strict):
+    # where `tokenProcessorConfig` (blockSize, hashSeed) is read: under `indexerConfig` (kv-cache < 0.5.0)
+    # or at the top level of the plugin's parameters (kv-cache >= 0.5.0; nested, it is ignored)
+    token_processor_at: Literal["indexerConfig", "top_level"] = "indexerConfig"
+    # a default in-memory index wins over Redis/Valkey unless `inMemoryConfig` is cleared (kv-cache < 0.5.0)
+    inmemory_index_default: bool = False
+    # `kvEventsConfig.discoverPods` exists (kv-cache >= 0.5.0, default true: the EPP would dial each pod's
+    # ZMQ socket); we set it false because vLLM connects to the EPP's bound endpoint. None: no such key.
+    discover_pods_key: bool = False
+    # how the EPP tokenizes: `embedded` (hf in the EPP) or `uds` (a tokenizer sidecar on a Unix socket;
+    # the EPP image is built without embedded tokenizers and exits when the socket does not answer)
+    tokenizer: Literal["embedded", "uds"] = "embedded"
+
+
+class Contract(_Strict):
+    epp: EppContract = EppContract()
+    precise_scorer: PreciseScorerContract = PreciseScorerContract()
+    # the ZMQ topic vLLM publishes KV events on; {port} is the model server's port, {model} the model id.
+    # Scheduler < v0.7 keys pods by IP, >= v0.7 by `address:port`.
+    kv_event_topic: str = "kv@$(POD_IP)@{model}"
+    # OffloadingConnector size: `num_cpu_blocks` (vLLM 0.11-0.13, per TP worker) or `cpu_bytes_to_use`
+    # (vLLM >= 0.14; num_cpu_blocks then fails at start-up)
+    offload_size_key: Literal["num_cpu_blocks", "cpu_bytes_to_use"] = "num_cpu_blocks"
+    # cpu_bytes_to_use counts the whole engine (all TP workers) or one worker
+    offload_bytes_scope: Literal["per_worker", "total"] = "total"
+    # the CPU tier is allocated in /dev/shm (shared between workers) rather than private pinned memory
+    offload_buffer_in_shm: bool = False
+    # Envoy's ext_proc processing mode, as upstream's standalone config sets it
+    envoy_processing_mode: dict[str, str] = Field(default_factory=lambda: {
+        "request_header_mode": "SEND", "response_header_mode": "SEND", "request_body_mode": "FULL_DUPLEX_STREAMED",
+        "response_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"})
+    # what the EPP's service account must read (besides pods and the InferencePool)
+    epp_rbac: tuple[RbacRule, ...] = ()
+    # CRDs (`<plural>.<group>`) that must exist in the cluster before the EPP starts
+    required_crds: tuple[str, ...] = ("inferencepools.inference.networking.k8s.io",)
+
+
+class VersionEntry(_Strict):
+    released: str | None = None
     vllm_version: str
+    components: dict[str, str] = {}
     images: dict[str, str]
-    kv_index_inmemory_default: bool = False
+    contract: Contract = Contract()
+
+    def model_post_init(self, __context: object) -> None:
+        needed = REQUIRED_IMAGES + ((UDS_TOKENIZER_IMAGE,) if self.contract.precise_scorer.tokenizer == "uds" else ())
+        missing = [k for k in needed if k not in self.images]
+        if missing:
+            raise ValueError(f"images: missing {missing}; every entry names {list(REQUIRED_IMAGES)}")
+
+    # Short names the rest of the code reads.
+    @property
+    def required_crds(self) -> tuple[str, ...]:
+        return self.contract.required_crds
+
+    @property
+    def kv_index_inmemory_default(self) -> bool:
+        return self.contract.precise_scorer.inmemory_index_default
 
 
 @lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, VersionEntry]:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
     try:
-        return {str(k): VersionEntry.model_validate(v) for k, v in (raw.get("versions") or {}).items()}
-    except ValidationError as exc:
-        raise CampaignError(f"version catalog {path}: {exc}") from None
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CampaignError(f"version catalog {path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("versions"), dict):
+        raise CampaignError(f"version catalog {path}: expected a mapping `versions: {{<llm-d tag>: {{...}}}}`")
+    out: dict[str, VersionEntry] = {}
+    for key, value in raw["versions"].items():
+        try:
+            out[str(key)] = VersionEntry.model_validate(value)
+        except ValidationError as exc:
+            fields = "; ".join(f"field `{'.'.join(str(p) for p in e['loc']) or '(entry)'}`: {e['msg']}" for e in exc.errors())
+            raise CampaignError(f"version catalog {path}: entry {key}: {fields}") from None
+    return out
 
 
 def load_catalog(path: Path | None = None) -> dict[str, VersionEntry]:

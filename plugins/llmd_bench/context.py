@@ -130,6 +130,7 @@ def tool_versions(llmd_version: str) -> dict[str, Any]:
     return {
         "llmd": llmd_version,
         "vllm": entry.vllm_version,
+        "components": dict(entry.components),
         "images": dict(entry.images),
         "guidellm": _dist_version("guidellm"),
         "llmd_bench": __version__,

@@ -1,17 +1,18 @@
 """Render a cell's Kubernetes manifests (include/manifests/, Jinja) from the campaign, params and the
-version catalog. All configuration differences between the four cells are decided here, in one place:
+version catalog. All configuration differences between cells, and between llm-d releases, are decided
+here, in one place, from the catalog entry's contract (catalog.py):
 
-- no-offload / native-offload: EPP with the in-memory `prefix-cache-scorer` profile;
-  native-offload adds vLLM's OffloadingConnector (`num_cpu_blocks` before vLLM 0.14, `cpu_bytes_to_use` after).
-- llm-d-redis / llm-d-valkey: EPP with `precise-prefix-cache-scorer` indexing into Redis / Valkey (the
-  in-memory index explicitly disabled: in llm-d v0.4.0 it wins otherwise), vLLM publishing KV events to
-  the EPP over ZMQ with the same hash algorithm, block size and PYTHONHASHSEED as the indexer.
+- no-offload / native-offload: EPP with the approximate `prefix-cache-scorer`; native-offload adds vLLM's
+  OffloadingConnector, sized from the model's architecture (sizing.py).
+- llm-d-redis / llm-d-valkey: EPP with `precise-prefix-cache-scorer` indexing into Redis / Valkey, vLLM
+  publishing KV events to the EPP over ZMQ with the same hash algorithm, block size and PYTHONHASHSEED as
+  the indexer, on the topic the release's scheduler parses.
+- Envoy in front of the EPP (standalone mode) speaks TLS to it exactly when the EPP serves TLS.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ from typing import Any
 import jinja2
 import yaml
 
-from llmd_bench import __version__, catalog, paths
-from llmd_bench.campaign import ROUTING_CONFIGS, Campaign, Cell, RunParams
+from llmd_bench import __version__, catalog, paths, sizing
+from llmd_bench.campaign import ROUTING_CONFIGS, Campaign, Cell, Placement, RunParams, Serving
+from llmd_bench.errors import CampaignError
 from llmd_bench.names import dns_label, label_value
 
 SIM_MAX_MODEL_LEN, SIM_KV_CACHE_BLOCKS = 32768, 8192
-EPP_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT, EPP_METRICS_PORT = 9002, 8081, 8000, 5557, 9090
-ENVOY_IMAGE = "docker.io/envoyproxy/envoy:v1.33.2"
+EPP_PORT, EPP_HEALTH_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT, EPP_METRICS_PORT = 9002, 9003, 8081, 8000, 5557, 9090
+INDEX_PORT = 6379
+UDS_SOCKET = "/tmp/tokenizer/tokenizer-uds.socket"
 STEP_SERVICE_ACCOUNT, EPP_SERVICE_ACCOUNT = "llmd-bench-steps", "llmd-bench-epp"
 
 
@@ -36,11 +39,30 @@ def vllm_major_minor(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def offload_extra_config(vllm_version: str, serving: Any) -> dict[str, Any]:
-    """OffloadingConnector's size setting: vLLM 0.11-0.13 read num_cpu_blocks; 0.14 fails on it."""
-    if vllm_major_minor(vllm_version) >= (0, 14):
-        return {"cpu_bytes_to_use": int(serving.offload_cpu_gib * 2**30)}
-    return {"num_cpu_blocks": serving.offload_cpu_blocks}
+def mirrored(image: str, mirrors: dict[str, str]) -> str:
+    """An image through the campaign's registry mirrors (longest matching prefix wins)."""
+    for prefix in sorted(mirrors, key=len, reverse=True):
+        if image == prefix or image.startswith(prefix.rstrip("/") + "/"):
+            return mirrors[prefix].rstrip("/") + image[len(prefix.rstrip("/")):]
+    return image
+
+
+def pod_placement(placement: Placement, serving: Serving) -> dict[str, Any]:
+    """Pod-spec fields for one component: where it may run and how its images are pulled."""
+    spec: dict[str, Any] = {}
+    if placement.node_selector:
+        spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        spec["tolerations"] = [dict(t) for t in placement.tolerations]
+    if placement.affinity:
+        spec["affinity"] = dict(placement.affinity)
+    if placement.runtime_class_name:
+        spec["runtimeClassName"] = placement.runtime_class_name
+    if placement.priority_class_name:
+        spec["priorityClassName"] = placement.priority_class_name
+    if serving.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in serving.image_pull_secrets]
+    return spec
 
 
 def cell_names(cell: Cell) -> dict[str, str]:
@@ -57,23 +79,37 @@ def cell_labels(campaign: Campaign, cell: Cell, run_id: str) -> tuple[dict[str, 
     return labels, selector
 
 
-def epp_config(cell: Cell, serving: Any, names: dict[str, str], namespace: str) -> dict[str, Any]:
+def kv_event_topic(entry: catalog.VersionEntry, model: str) -> str:
+    return entry.contract.kv_event_topic.format(port=MODEL_PORT, model=model)
+
+
+def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: str,
+               entry: catalog.VersionEntry) -> dict[str, Any]:
     base_scorers = [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}]
     tail = [{"type": "max-score-picker"}, {"type": "single-profile-handler"}]
     if cell.config in ROUTING_CONFIGS:
-        address = f"{names['kv']}.{namespace}.svc.cluster.local:6379"
-        index = ({"redisConfig": {"address": f"redis://{address}"}} if cell.config == "llm-d-redis"
-                 else {"valkeyConfig": {"address": f"valkey://{address}", "backendType": "valkey"}})
-        index["inMemoryConfig"] = None  # v0.4.0: a default in-memory index wins unless cleared
+        contract = entry.contract.precise_scorer
+        address = f"{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
+        index: dict[str, Any] = ({"redisConfig": {"address": f"redis://{address}"}} if cell.config == "llm-d-redis"
+                                 else {"valkeyConfig": {"address": f"valkey://{address}", "backendType": "valkey"}})
+        if contract.inmemory_index_default:
+            index["inMemoryConfig"] = None  # kv-cache < 0.5.0: a default in-memory index wins unless cleared
         index["enableMetrics"] = True  # kvcache_index_* on the EPP's /metrics: evidence that the index is used
-        prefix = {"type": "precise-prefix-cache-scorer", "parameters": {
-            "indexerConfig": {
-                "tokenProcessorConfig": {"blockSize": serving.block_size, "hashSeed": serving.hash_seed},
-                "kvBlockIndexConfig": index,
-                "tokenizersPoolConfig": {"modelName": cell.model},
-            },
-            "kvEventsConfig": {"zmqEndpoint": f"tcp://*:{ZMQ_PORT}", "topicFilter": "kv@", "concurrency": 4},
-        }}
+        token_processor = {"blockSize": serving.block_size, "hashSeed": serving.hash_seed}
+        tokenizers: dict[str, Any] = {"modelName": cell.model}
+        if contract.tokenizer == "uds":
+            # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml)
+            tokenizers |= {"local": None, "hf": None, "uds": {"socketFile": UDS_SOCKET}}
+        indexer: dict[str, Any] = {"kvBlockIndexConfig": index, "tokenizersPoolConfig": tokenizers}
+        events: dict[str, Any] = {"zmqEndpoint": f"tcp://*:{ZMQ_PORT}", "topicFilter": "kv@", "concurrency": 4}
+        if contract.discover_pods_key:
+            events["discoverPods"] = False  # vLLM connects to the EPP's endpoint; the EPP does not dial pods
+        parameters: dict[str, Any] = {"indexerConfig": indexer, "kvEventsConfig": events}
+        if contract.token_processor_at == "top_level":
+            parameters = {"tokenProcessorConfig": token_processor, **parameters}
+        else:
+            indexer["tokenProcessorConfig"] = token_processor
+        prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
         prefix = {"type": "prefix-cache-scorer", "parameters": {
             "blockSize": serving.block_size, "maxPrefixBlocksToMatch": 256, "lruCapacityPerServer": 31250}}
@@ -91,8 +127,23 @@ def epp_config(cell: Cell, serving: Any, names: dict[str, str], namespace: str) 
     }
 
 
-def envoy_config() -> dict[str, Any]:
-    """Standalone mode: Envoy asks the EPP (ext_proc on localhost) which pod to use and forwards there."""
+def envoy_config(entry: catalog.VersionEntry) -> dict[str, Any]:
+    """Standalone mode: Envoy asks the EPP (ext_proc on localhost) which pod to use and forwards there.
+    The `epp` cluster speaks TLS exactly when the EPP serves it (--secure-serving, self-signed: no
+    verification, as upstream's standalone config does)."""
+    epp_cluster: dict[str, Any] = {
+        "name": "epp", "type": "STATIC", "connect_timeout": "5s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": "epp", "endpoints": [{"lb_endpoints": [{"endpoint": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": EPP_PORT}}}}]}]}}
+    if entry.contract.epp.secure_serving:
+        epp_cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            # as upstream's Envoy config (GAIE config/charts/inferencepool, envoy sidecar @v1.2.0): the EPP's
+            # certificate is self-signed, so no validation; gRPC needs h2
+            "common_tls_context": {"validation_context": {}, "alpn_protocols": ["h2"]}}}
     return {
         "static_resources": {
             "listeners": [{
@@ -108,10 +159,8 @@ def envoy_config() -> dict[str, Any]:
                             {"name": "envoy.filters.http.ext_proc", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
                                 "grpc_service": {"envoy_grpc": {"cluster_name": "epp"}, "timeout": "10s"},
-                                "processing_mode": {"request_header_mode": "SEND", "response_header_mode": "SEND",
-                                                    "request_body_mode": "FULL_DUPLEX_STREAMED",
-                                                    "request_trailer_mode": "SEND"},
-                                "message_timeout": "1000s", "allow_mode_override": True}},
+                                "processing_mode": dict(entry.contract.envoy_processing_mode),
+                                "message_timeout": "1000s"}},
                             {"name": "envoy.filters.http.router", "typed_config": {
                                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
                         ],
@@ -121,20 +170,34 @@ def envoy_config() -> dict[str, Any]:
                 {"name": "model_servers", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED",
                  "connect_timeout": "10s",
                  "original_dst_lb_config": {"use_http_header": True, "http_header_name": "x-gateway-destination-endpoint"}},
-                {"name": "epp", "type": "STATIC", "connect_timeout": "5s",
-                 "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                     "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                     "explicit_http_config": {"http2_protocol_options": {}}}},
-                 "load_assignment": {"cluster_name": "epp", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": EPP_PORT}}}}]}]}},
+                epp_cluster,
             ],
         }
     }
 
 
-def model_server(cell: Cell, params: RunParams, serving: Any, entry: catalog.VersionEntry, names: dict[str, str],
-                 namespace: str, size_gb: float) -> dict[str, Any]:
+def epp_args(entry: catalog.VersionEntry, names: dict[str, str], namespace: str) -> list[str]:
+    epp = entry.contract.epp
+    args = [epp.pool_name_flag, names["pool"], "--pool-namespace", namespace, "--config-file", "/config/epp-config.yaml",
+            "--grpc-port", str(EPP_PORT), "--grpc-health-port", str(EPP_HEALTH_PORT),
+            "--metrics-port", str(EPP_METRICS_PORT),
+            # stated, not left to the default: Envoy's `epp` cluster is built to match (envoy_config)
+            f"--secure-serving={'true' if epp.secure_serving else 'false'}"]
+    if epp.tracing_flag:
+        args.append("--tracing=false")  # as upstream's chart: no OTLP collector to export to
+    if epp.metrics_endpoint_auth_flag:
+        # the sweep pod scrapes it inside the namespace; token review would need cluster-scoped RBAC
+        args.append("--metrics-endpoint-auth=false")
+    if epp.kv_cache_usage_metric_flag:
+        args += ["--kv-cache-usage-percentage-metric", "vllm:kv_cache_usage_perc"]
+    return args + list(epp.extra_args) + ["--v", "2"]
+
+
+def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
+                 names: dict[str, str], namespace: str) -> dict[str, Any]:
+    serving, spec = campaign.serving, campaign.model(cell.model)
     tp = params.tensor_parallel_size
+    mirrors = serving.registry_mirrors
     env: list[dict[str, Any]] = [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
@@ -145,7 +208,7 @@ def model_server(cell: Cell, params: RunParams, serving: Any, entry: catalog.Ver
     kv_events = cell.config in ROUTING_CONFIGS
     events = {"enable_kv_cache_events": True, "publisher": "zmq",
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
-              "topic": f"kv@$(POD_IP)@{cell.model}"}
+              "topic": kv_event_topic(entry, cell.model)}
     if serving.backend == "inference-sim":
         # llm-d-inference-sim >= v0.7.0 flags; latencies carry units (v0.9 rejects bare numbers), and the
         # default --max-model-len (1024) would reject the sweep's 10k-token shared prefixes.
@@ -156,54 +219,62 @@ def model_server(cell: Cell, params: RunParams, serving: Any, entry: catalog.Ver
             # the simulator dials the EPP's ZMQ endpoint and needs POD_IP for its topic (env above)
             args += ["--enable-kvcache", "--kv-cache-size", str(SIM_KV_CACHE_BLOCKS), "--hash-seed", serving.hash_seed,
                      "--zmq-endpoint", events["endpoint"]]
-        return {"container": "inference-sim", "image": entry.images["inference_sim"], "command": ["/app/llm-d-inference-sim"],
-                "args": args, "env": env, "kv_events": kv_events, "startup_failures": 30,
+        return {"container": "inference-sim", "image": mirrored(entry.images["inference_sim"], mirrors),
+                "command": ["/app/llm-d-inference-sim"], "args": args, "env": env, "kv_events": kv_events,
+                "startup_failures": 30, "memory": None, "shm_size": "1Gi",
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
+    memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=cell.config == "native-offload")
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
             "--max-num-seqs", str(serving.max_num_seqs), "--gpu-memory-utilization", str(serving.gpu_memory_utilization),
             "--block-size", str(serving.block_size), "--enable-prefix-caching"]
     if cell.config == "native-offload":
         args += ["--kv-transfer-config", json.dumps({
             "kv_connector": "OffloadingConnector", "kv_role": "kv_both",
-            "kv_connector_extra_config": offload_extra_config(entry.vllm_version, serving)}, separators=(",", ":"))]
+            "kv_connector_extra_config": memory.offload_setting}, separators=(",", ":"))]
     if kv_events:
         args += ["--prefix-caching-hash-algo", "sha256_cbor", "--kv-events-config", json.dumps(events, separators=(",", ":"))]
     # Loading weights takes longer for bigger models: a startup budget of 10 min + 1 min per 2 GB.
-    startup_failures = int((600 + 30 * size_gb) / 10)
+    startup_failures = int((600 + 30 * spec.size_gb) / 10)
     gpus = str(tp)
-    return {"container": "vllm", "image": entry.images["vllm"], "command": ["vllm", "serve"], "args": args, "env": env,
-            "kv_events": kv_events, "startup_failures": startup_failures,
-            "resources": {"requests": {"nvidia.com/gpu": gpus, "cpu": str(4 * tp), "memory": f"{16 * tp}Gi"},
-                          "limits": {"nvidia.com/gpu": gpus, "memory": f"{32 * tp}Gi"}}}
+    cpu = f"{memory.cpu:g}"
+    return {"container": "vllm", "image": mirrored(entry.images["vllm"], mirrors), "command": ["vllm", "serve"],
+            "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
+            "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
+            "resources": {"requests": {"nvidia.com/gpu": gpus, "cpu": cpu, "memory": sizing.quantity(memory.request_bytes)},
+                          "limits": {"nvidia.com/gpu": gpus, "memory": sizing.quantity(memory.limit_bytes)}}}
 
 
 def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> dict[str, Any]:
     serving = campaign.serving
     entry = catalog.entry(params.llmd_version)
+    if serving.model_cache_pvc and params.replicas > 1 and serving.model_cache_pvc_access_mode == "ReadWriteOnce":
+        raise CampaignError(f"serving.model_cache_pvc {serving.model_cache_pvc!r} is ReadWriteOnce but this run has "
+                            f"{params.replicas} replicas: pods on other nodes cannot mount it")
+    mirrors = serving.registry_mirrors
     names = cell_names(cell)
     labels, selector = cell_labels(campaign, cell, run_id)
-    spec = campaign.model(cell.model)
     kv = None
     if cell.config in ROUTING_CONFIGS:
         kind = "redis" if cell.config == "llm-d-redis" else "valkey"
-        kv = {"kind": kind, "image": entry.images[kind]}
-    epp_args = ["--pool-name", names["pool"], "--pool-namespace", namespace, "--config-file", "/config/epp-config.yaml",
-                "--grpc-port", str(EPP_PORT), "--grpc-health-port", "9003", "--metrics-port", str(EPP_METRICS_PORT),
-                # the sweep pod scrapes it inside the namespace; token review would need cluster-scoped RBAC
-                "--metrics-endpoint-auth=false",
-                "--kv-cache-usage-percentage-metric", "vllm:kv_cache_usage_perc", "--v", "2"]
+        kv = {"kind": kind, "image": mirrored(entry.images[kind], mirrors), "port": INDEX_PORT,
+              "cli": "redis-cli" if kind == "redis" else "valkey-cli",
+              "placement": pod_placement(serving.scheduling.kv_index, serving)}
     epp_env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
     if cell.config in ROUTING_CONFIGS:
         epp_env.append({"name": "PYTHONHASHSEED", "value": serving.hash_seed})
     return {
         "namespace": namespace, "labels": labels, "selector": selector, "names": names,
-        "replicas": params.replicas, "shm_size": serving.shm_size, "model_cache_pvc": serving.model_cache_pvc,
-        "server": model_server(cell, params, serving, entry, names, namespace, spec.size_gb),
-        "epp": {"image": entry.images["epp"], "envoy_image": entry.images.get("envoy", ENVOY_IMAGE),
-                "args": epp_args, "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
-                "kv_events": cell.config in ROUTING_CONFIGS,
-                "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace), sort_keys=False),
-                "envoy_yaml": yaml.safe_dump(envoy_config(), sort_keys=False)},
+        "replicas": params.replicas, "model_cache_pvc": serving.model_cache_pvc,
+        "server": model_server(cell, params, campaign, entry, names, namespace),
+        "server_placement": pod_placement(serving.scheduling.model_server, serving),
+        "epp": {"image": mirrored(entry.images["epp"], mirrors), "envoy_image": mirrored(entry.images["envoy"], mirrors),
+                "args": epp_args(entry, names, namespace), "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
+                "kv_events": cell.config in ROUTING_CONFIGS, "placement": pod_placement(serving.scheduling.epp, serving),
+                "uds_tokenizer": (mirrored(entry.images["uds_tokenizer"], mirrors)
+                                  if cell.config in ROUTING_CONFIGS and entry.contract.precise_scorer.tokenizer == "uds"
+                                  else None),
+                "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace, entry), sort_keys=False),
+                "envoy_yaml": yaml.safe_dump(envoy_config(entry), sort_keys=False)},
         "kv": kv,
     }
 
@@ -227,23 +298,21 @@ def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, 
     return docs
 
 
+def epp_rbac_rules() -> list[dict[str, Any]]:
+    """What the EPP reads, for every llm-d release in the catalog (the namespace is set up once for all)."""
+    rules: dict[tuple[str, ...], set[str]] = {}
+    for entry in catalog.load_catalog().values():
+        for rule in entry.contract.epp_rbac:
+            for resource in rule.resources:
+                rules.setdefault((*rule.api_groups, resource), set()).update(rule.verbs)
+    return [{"apiGroups": list(key[:-1]), "resources": [key[-1]], "verbs": sorted(verbs)}
+            for key, verbs in sorted(rules.items())]
+
+
 def render_namespace(namespace: str) -> list[dict[str, Any]]:
     text = _env().get_template("namespace/rbac.yaml.j2").render(
-        namespace=namespace, step_service_account=STEP_SERVICE_ACCOUNT, epp_service_account=EPP_SERVICE_ACCOUNT)
-    return [d for d in yaml.safe_load_all(text) if d]
-
-
-PCP_NODE_IMAGE = "ghcr.io/llmd-bench/llmd-bench-pcp-node:6.0.3"  # docker/pcp-node.Dockerfile
-PMCD_PORT = 44321
-
-
-def render_pcp(namespace: str, image: str | None = None, node_selector: dict[str, str] | None = None,
-               runtime_class: str | None = None) -> list[dict[str, Any]]:
-    """The PCP DaemonSet on the GPU nodes (applied once, like the namespace's RBAC)."""
-    text = _env().get_template("pcp/daemonset.yaml.j2").render(
-        namespace=namespace, image=image or os.environ.get("LLMD_BENCH_PCP_IMAGE", PCP_NODE_IMAGE),
-        node_selector=node_selector or {"nvidia.com/gpu.present": "true"}, runtime_class=runtime_class,
-        pmcd_port=PMCD_PORT)
+        namespace=namespace, step_service_account=STEP_SERVICE_ACCOUNT, epp_service_account=EPP_SERVICE_ACCOUNT,
+        epp_rules=epp_rbac_rules())
     return [d for d in yaml.safe_load_all(text) if d]
 
 

@@ -56,3 +56,7 @@ def safe_component(value: str) -> str:
     if not cleaned:
         raise ValueError(f"cannot turn {value!r} into a path component")
     return cleaned
+
+
+def models_file() -> Path:
+    return Path(os.environ.get("LLMD_BENCH_MODELS", home() / "include" / "models.yaml"))

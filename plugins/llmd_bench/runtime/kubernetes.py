@@ -56,18 +56,43 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID", optional=True),
         from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY", optional=True),
         from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
-        from_secret("HF_TOKEN", "llmd-bench-hf-token", "HF_TOKEN", optional=True),
+        # the campaign's token Secret, as the model servers use (gated tokenizers)
+        from_secret("HF_TOKEN", campaign.serving.hf_token_secret, "HF_TOKEN", optional=True),
         k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
+        # the image runs as UID 65532: the tokenizer download needs a writable home (the /work emptyDir)
+        k8s.V1EnvVar(name="HOME", value="/work"),
+        k8s.V1EnvVar(name="HF_HOME", value="/work/hf"),
     ]
     # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
     endpoint = (os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
                 or os.environ.get("AWS_ENDPOINT_URL"))
     if endpoint:
         env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
+    from llmd_bench.manifests import mirrored, pod_placement
+
+    serving = campaign.serving
+    placement = pod_placement(serving.scheduling.steps, serving)
+    # Pod Security `restricted`: step pods are plain clients; only the PCP DaemonSet is privileged.
+    pod_security = k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=65532, run_as_group=65532,
+                                            fs_group=65532, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
+    container_security = k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True,
+                                               capabilities=k8s.V1Capabilities(drop=["ALL"]))
+    extra: dict[str, Any] = {}
+    if placement.get("runtimeClassName"):
+        # KubernetesPodOperator has no argument for it: the pod template carries it
+        extra["full_pod_spec"] = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[], runtime_class_name=placement["runtimeClassName"]))
     return {
+        **extra,
         "volumes": [k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
         "volume_mounts": [k8s.V1VolumeMount(name="work", mount_path="/work")],
-        "image": os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE),
+        "image": mirrored(os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE), serving.registry_mirrors),
+        "security_context": pod_security,
+        "container_security_context": container_security,
+        "node_selector": placement.get("nodeSelector"),
+        "tolerations": [k8s.V1Toleration(**{_snake(k): v for k, v in t.items()}) for t in placement.get("tolerations", [])] or None,
+        "affinity": placement.get("affinity"),
+        "priority_class_name": placement.get("priorityClassName"),
+        "image_pull_secrets": [k8s.V1LocalObjectReference(name=n) for n in serving.image_pull_secrets] or None,
         "namespace": ns,
         "service_account_name": os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", "llmd-bench-steps"),
         "kubernetes_conn_id": os.environ.get("LLMD_BENCH_KUBE_CONN", "kubernetes_default"),
@@ -79,6 +104,12 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         "startup_timeout_seconds": 600,
         "random_name_suffix": True,
     }
+
+
+def _snake(key: str) -> str:
+    import re
+
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
@@ -197,6 +228,11 @@ def ready_timeout_s(size_gb: float) -> float:
     return float(os.environ.get("LLMD_BENCH_READY_TIMEOUT_S", 600 + 30 * size_gb))
 
 
+def crashloop_restarts() -> int:
+    """Restarts after which a crash-looping container is taken as failed rather than still starting."""
+    return int(os.environ.get("LLMD_BENCH_CRASHLOOP_RESTARTS", 3))
+
+
 def pod_failure(pod: dict[str, Any]) -> str | None:
     """Why a pod will not become ready by waiting longer, or None."""
     status = pod.get("status") or {}
@@ -209,6 +245,8 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
         for term in (state.get("terminated") or {}, last.get("terminated") or {}):
             if term.get("reason") == "OOMKilled":
                 return f"OOMKilled: container {cs.get('name')} ran out of memory (exit code {term.get('exitCode')})"
+        if waiting.get("reason") == "CrashLoopBackOff" and cs.get("restartCount", 0) < crashloop_restarts():
+            continue  # e.g. the EPP before its index answered: recovers within the readiness timeout
         if waiting.get("reason") in WAITING_FAILURES:
             return f"{waiting['reason']}: container {cs.get('name')}: {waiting.get('message', '')}"
     return None
@@ -236,16 +274,39 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     for r in removed:
         print(f"removed a leftover of an earlier run: {r}", flush=True)
     docs, labels, selector = _cell_objects(ctx)
-    for doc in docs:
-        cluster.apply(doc)
-        print(f"applied {doc['kind']}/{doc['metadata']['name']}", flush=True)
-    pods = wait_ready(cluster, docs, selector, ready_timeout_s(ctx.model_spec.size_gb))
+    from llmd_bench.manifests import cell_names
+
+    # The EPP connects to the Redis/Valkey index while it starts: the index comes up first.
+    index_name = cell_names(ctx.cell)["kv"]
+    index_docs = [d for d in docs if d["metadata"]["name"] == index_name]
+    for batch in (index_docs, [d for d in docs if d not in index_docs]):
+        if not batch:
+            continue
+        for doc in batch:
+            cluster.apply(doc)
+            print(f"applied {doc['kind']}/{doc['metadata']['name']}", flush=True)
+        wait_ready(cluster, batch, selector, ready_timeout_s(ctx.model_spec.size_gb))
+    pods = cluster.list("Pod", selector_string(selector))
     digests = sorted({f"{cs.get('image')}@{cs.get('imageID', '').rsplit('@', 1)[-1]}"
                       for p in pods for cs in (p.get("status") or {}).get("containerStatuses") or [] if cs.get("imageID")})
+    memory = _memory_plan(ctx)
     with ctx.update_record() as record:
         record["versions"]["image_digests"] = digests
+        if memory:
+            record["memory_plan"] = memory
     return {"replicas": _replica_urls(pods), "endpoint": endpoint(ctx), "kv_backend": _kv(ctx), "image_digests": digests,
             "removed_leftovers": removed}
+
+
+def _memory_plan(ctx: StepContext) -> dict[str, Any] | None:
+    from llmd_bench import catalog, sizing
+
+    assert ctx.cell is not None
+    if ctx.campaign.serving.backend != "vllm":
+        return None
+    plan = sizing.plan(ctx.campaign, ctx.model_spec, ctx.cell.config, ctx.params.tensor_parallel_size,
+                       catalog.entry(ctx.params.llmd_version), offloads=ctx.cell.config == "native-offload")
+    return plan.as_dict() | {"summary": plan.describe()}
 
 
 def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str, str], timeout_s: float) -> list[dict[str, Any]]:
@@ -325,7 +386,7 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     DaemonSet's pmcd listens (host network)."""
     _, _, selector = _cell_objects(ctx)
     pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
-    from llmd_bench.manifests import PMCD_PORT
+    from llmd_bench.pcp_manifests import PMCD_PORT
 
     port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
     return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in _model_server_pods(pods)
