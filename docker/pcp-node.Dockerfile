@@ -6,14 +6,17 @@ FROM debian:12.8-slim
 RUN printf '#!/bin/sh\nexit 0\n' > /usr/local/bin/systemctl && chmod +x /usr/local/bin/systemctl \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends pcp=6.0.3-1.1 \
- && rm -rf /var/lib/apt/lists/* /usr/local/bin/systemctl \
- && (cd /var/lib/pcp/pmns && ./Rebuild -u) \
- && echo 'nvidia	120	dso	nvidia_init	/var/lib/pcp/pmdas/nvidia/pmda_nvidia.so' >> /etc/pcp/pmcd/pmcd.conf
+ && rm -rf /var/lib/apt/lists/* /usr/local/bin/systemctl
+# The nvidia PMDA in pmcd.conf (before [access]), its names in the PMNS, its help text: the same script
+# tests/test_pcp_node.py runs against a real pmcd.
+COPY docker/pcp-node-setup.sh /usr/local/sbin/pcp-node-setup
+RUN /usr/local/sbin/pcp-node-setup
 # The nvidia PMDA opens the unversioned libnvidia-ml.so; the NVIDIA runtime injects only .so.1.
+# pmcd logs to stderr with `-l -` (with `-l /dev/stderr` libpcp unlinks the path and writes a file instead).
 RUN printf '%s\n' '#!/bin/sh' \
     'lib=$(ldconfig -p | awk "/libnvidia-ml.so.1 /{print \$NF; exit}")' \
     '[ -n "$lib" ] && ln -sf "$lib" /usr/lib/libnvidia-ml.so' \
     'mkdir -p /run/pcp && chown pcp:pcp /run/pcp' \
-    'exec /usr/lib/pcp/bin/pmcd -f -A -l /dev/stderr' > /usr/local/bin/pcp-node && chmod +x /usr/local/bin/pcp-node
+    'exec /usr/lib/pcp/bin/pmcd -f -A -l -' > /usr/local/bin/pcp-node && chmod +x /usr/local/bin/pcp-node
 EXPOSE 44321
 ENTRYPOINT ["/usr/local/bin/pcp-node"]

@@ -14,7 +14,11 @@ RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu 
  && pip install --no-cache-dir -r requirements.txt -r requirements-steps.txt -c constraints.txt
 COPY plugins/ plugins/
 COPY include/ include/
-RUN pip install --no-cache-dir --no-deps . && llmd-bench --help > /dev/null
-ENV LLMD_BENCH_HOME=/opt/llmd-bench LLMD_BENCH_RUNTIME=kubernetes PYTHONUNBUFFERED=1
+RUN pip install --no-cache-dir --no-deps . && pip check && llmd-bench --help > /dev/null
+# HOME and the Hugging Face cache (the sweep downloads the model's tokenizer) live under /work, the pods'
+# scratch emptyDir; /work exists in the image too, owned by the step user, so it also runs without the mount.
+RUN mkdir -p /work && chown 65532:65532 /work
+ENV LLMD_BENCH_HOME=/opt/llmd-bench LLMD_BENCH_RUNTIME=kubernetes PYTHONUNBUFFERED=1 \
+    HOME=/work HF_HOME=/work/.cache/huggingface
 USER 65532:65532
 ENTRYPOINT ["llmd-bench"]

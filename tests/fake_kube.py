@@ -3,10 +3,16 @@ objects (Deployments with status, Pods with container statuses, logs), and recor
 
 Scenarios decide how model-server pods behave: ready, crashloop, imagepull, unschedulable, oom; and
 `stuck_kinds` makes deletes of those kinds not take effect (a finalizer that never clears).
+
+For preflight: API discovery (`/apis/<group>`, `/apis/<group>/<version>`) from `api_groups`, namespaces,
+nodes with allocatable resources (`add_node`), secrets (`add_secret`), resource quotas (`add_quota`),
+SelfSubjectAccessReviews answered from `denied` ((verb, group, resource[/subresource]) tuples), dry-run
+creates, and `forbidden` resource plurals that answer 403 to this identity.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -18,7 +24,15 @@ from urllib.parse import parse_qs, urlsplit
 PATHS = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
 KIND_OF = {"deployments": "Deployment", "services": "Service", "configmaps": "ConfigMap",
-           "inferencepools": "InferencePool", "pods": "Pod"}
+           "inferencepools": "InferencePool", "pods": "Pod", "secrets": "Secret", "resourcequotas": "ResourceQuota"}
+DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?/?$")
+# group -> version -> [(plural, kind)]: what a cluster with the Gateway API Inference Extension serves
+DEFAULT_API_GROUPS = {
+    "apps": {"v1": [("deployments", "Deployment")]},
+    "inference.networking.k8s.io": {"v1": [("inferencepools", "InferencePool")]},
+    "inference.networking.x-k8s.io": {"v1alpha2": [("inferenceobjectives", "InferenceObjective")]},
+    "authorization.k8s.io": {"v1": [("selfsubjectaccessreviews", "SelfSubjectAccessReview")]},
+}
 
 
 def now() -> str:
@@ -40,9 +54,17 @@ def matches(labels: dict, selector: str) -> bool:
 
 class FakeKube:
     def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = (),
-                 host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12")) -> None:
+                 host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12"),
+                 api_groups: dict | None = None, namespaces: tuple[str, ...] = ("bench",),
+                 denied: set | tuple = (), forbidden: set | tuple = ()) -> None:
         self.scenario, self.stuck_kinds, self.host_ips = scenario, set(stuck_kinds), host_ips
         self.objects: dict[tuple[str, str, str], dict] = {}   # (plural, ns, name) -> object
+        self.api_groups = DEFAULT_API_GROUPS if api_groups is None else api_groups
+        self.namespaces = set(namespaces)
+        self.denied = set(denied)          # {(verb, group, "resource" or "resource/subresource")}
+        self.forbidden = set(forbidden)    # plurals this identity may not read: "nodes", "secrets", ...
+        self.nodes: list[dict] = []
+        self.reviews: list[dict] = []      # the SelfSubjectAccessReviews asked
         self.calls: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
         fake = self
@@ -74,10 +96,28 @@ class FakeKube:
                 assert query.get("fieldManager") == "llmd-bench" and query.get("force", "").lower() == "true", query
                 self._send(200, fake.apply(m["plural"], m["ns"], m["name"], body))
 
+            def _status(self, code: int, reason: str, message: str) -> None:
+                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                                  "message": message, "code": code})
+
             def do_GET(self):  # noqa: N802
                 m, query = self._route()
+                path = urlsplit(self.path).path
                 if not m:
-                    self._send(404, {"kind": "Status", "code": 404})
+                    code, body = fake.get_cluster_path(path)
+                    self._send(code, body)
+                    return
+                if m["plural"] in fake.forbidden:
+                    self._status(403, "Forbidden", f'{m["plural"]} is forbidden: User "system:serviceaccount:'
+                                 f'{m["ns"]}:llmd-bench-steps" cannot get resource "{m["plural"]}" in API group '
+                                 f'"{m["group"] or ""}" in the namespace "{m["ns"]}"')
+                    return
+                if m["name"] and not m["sub"]:
+                    obj = fake.objects.get((m["plural"], m["ns"], m["name"]))
+                    if obj is None:
+                        self._status(404, "NotFound", f'{m["plural"]} "{m["name"]}" not found')
+                    else:
+                        self._send(200, obj)
                     return
                 if m["sub"] == "log":
                     self._send(200, fake.log(m["name"]), "text/plain")
@@ -86,6 +126,23 @@ class FakeKube:
                 kind = KIND_OF[m["plural"]]
                 api = "v1" if not m["group"] else f"{m['group']}/{m['version']}"
                 self._send(200, {"kind": f"{kind}List", "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": items})
+
+            def do_POST(self):  # noqa: N802
+                m, query = self._route()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                path = urlsplit(self.path).path
+                if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews":
+                    self._send(201, fake.review(body))
+                    return
+                if m and query.get("dryRun") == "All":
+                    if m["plural"] in fake.forbidden:
+                        self._status(403, "Forbidden", f'cannot create resource "{m["plural"]}"')
+                    elif m["ns"] not in fake.namespaces:
+                        self._status(404, "NotFound", f'namespaces "{m["ns"]}" not found')
+                    else:
+                        self._send(201, body)
+                    return
+                self._status(405, "MethodNotAllowed", "the fake API only answers dry-run creates")
 
             def do_DELETE(self):  # noqa: N802
                 m, _ = self._route()
@@ -102,6 +159,66 @@ class FakeKube:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    # -- cluster-scoped reads, discovery and access reviews (preflight) ---------------------------------
+    def get_cluster_path(self, path: str) -> tuple[int, dict]:
+        def status(code: int, reason: str, message: str) -> tuple[int, dict]:
+            return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                          "message": message, "code": code}
+
+        if path == "/version":
+            return 200, {"major": "1", "minor": "33", "gitVersion": "v1.33.1-fake"}
+        if path == "/api/v1/nodes":
+            if "nodes" in self.forbidden:
+                return status(403, "Forbidden", 'nodes is forbidden: User "system:serviceaccount:bench:llmd-bench-steps" '
+                                                'cannot list resource "nodes" in API group "" at the cluster scope')
+            return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": self.nodes}
+        ns = re.match(r"^/api/v1/namespaces/([^/]+)$", path)
+        if ns:
+            if "namespaces" in self.forbidden:
+                return status(403, "Forbidden", f'cannot get resource "namespaces" "{ns[1]}" at the cluster scope')
+            if ns[1] not in self.namespaces:
+                return status(404, "NotFound", f'namespaces "{ns[1]}" not found')
+            return 200, {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns[1]},
+                         "status": {"phase": "Active"}}
+        d = DISCOVERY.match(path)
+        if d and d["group"] in self.api_groups:
+            versions = self.api_groups[d["group"]]
+            if d["version"] is None:
+                vs = [{"groupVersion": f"{d['group']}/{v}", "version": v} for v in versions]
+                return 200, {"kind": "APIGroup", "apiVersion": "v1", "name": d["group"], "versions": vs,
+                             "preferredVersion": vs[0]}
+            if d["version"] in versions:
+                return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{d['group']}/{d['version']}",
+                             "resources": [{"name": plural, "singularName": "", "namespaced": True, "kind": kind,
+                                            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
+                                           for plural, kind in versions[d["version"]]]}
+        return status(404, "NotFound", "the server could not find the requested resource")
+
+    def review(self, body: dict) -> dict:
+        attrs = body["spec"]["resourceAttributes"]
+        resource = attrs["resource"] + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        allowed = (attrs["verb"], attrs.get("group", ""), resource) not in self.denied
+        with self.lock:
+            self.reviews.append(attrs)
+        return {**body, "status": {"allowed": allowed, **({} if allowed else {"reason": ""})}}
+
+    def add_node(self, name: str, gpus: int = 8, memory: str = "1000Gi", cpu: str = "96",
+                 unschedulable: bool = False, labels: dict | None = None, taints: list | None = None) -> None:
+        alloc = {"cpu": cpu, "memory": memory, "pods": "110", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+        spec = {**({"unschedulable": True} if unschedulable else {}), **({"taints": taints} if taints else {})}
+        self.nodes.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
+                           "spec": spec, "status": {"allocatable": alloc, "capacity": alloc}})
+
+    def add_secret(self, ns: str, name: str, data: dict[str, str]) -> None:
+        self.objects[("secrets", ns, name)] = {
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": ns},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+    def add_quota(self, ns: str, name: str, hard: dict[str, str], used: dict[str, str] | None = None) -> None:
+        self.objects[("resourcequotas", ns, name)] = {
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name, "namespace": ns},
+            "spec": {"hard": hard}, "status": {"hard": hard, "used": used or {k: "0" for k in hard}}}
 
     # -- state -------------------------------------------------------------------------------------
     def apply(self, plural: str, ns: str, name: str, body: dict) -> dict:

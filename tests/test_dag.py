@@ -172,6 +172,83 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
     assert compare.spec.containers[0].args[0] == "compare" and "--model" not in compare.spec.containers[0].args
 
 
+def test_kubernetes_runtime_checks_the_cluster_before_any_cell_deploys(monkeypatch):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from llmd_bench.airflow_dag import build_dag
+
+    monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+    campaign = load_campaign(REFERENCE)
+    dag = build_dag(campaign, runtime="kubernetes")
+    preflight = dag.get_task("preflight")
+    assert isinstance(preflight, KubernetesPodOperator) and preflight.is_setup
+    assert preflight.upstream_task_ids == set()
+    pod = _render_pod(preflight)
+    c = pod.spec.containers[0]
+    assert c.args[:5] == ["preflight", "--campaign", "kv_cache_eval", "--run-id", "scheduled__2026-11-22T00:00:00+00:00"]
+    assert "--model" not in c.args and json.loads(c.args[c.args.index("--params") + 1])["seed"] == 889
+    assert pod.metadata.labels["llmd-bench/step"] == "preflight" and pod.spec.service_account_name == "llmd-bench-steps"
+    assert {e.name: e.value for e in c.env if e.value}["LLMD_BENCH_NAMESPACE"] == "bench"
+    cells = [cell.group_id for cell in campaign.cells()]
+    first = dag.get_task(f"{cells[0]}.deploy")
+    assert first.upstream_task_ids == {"preflight"} and first.trigger_rule == "all_success"
+    assert preflight.downstream_task_ids == {f"{cells[0]}.deploy"}
+    for prev, nxt in zip(cells, cells[1:]):
+        deploy = dag.get_task(f"{nxt}.deploy")
+        # still runs whatever the previous cell's outcome, but only after a successful preflight (a setup
+        # without teardown: Airflow requires it for every task after it, whatever their trigger rule)
+        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results"}
+        assert deploy.trigger_rule == "all_done"
+        assert "preflight" in {t.task_id for t in deploy.get_upstreams_only_setups()}
+    for task_id in ("compare", f"{cells[-1]}.load_results", f"{cells[-1]}.sweep"):
+        assert "preflight" in {t.task_id for t in dag.get_task(task_id).get_upstreams_only_setups()}, task_id
+    # the local runtime's DAG has no preflight
+    local = build_dag(campaign, runtime="local")
+    assert "preflight" not in local.task_ids and local.get_task(f"{cells[0]}.deploy").upstream_task_ids == set()
+    assert local.get_task(f"{cells[1]}.deploy").trigger_rule == "all_done"
+
+
+def _run_kubernetes_shaped_dag(monkeypatch, campaigns_dir, failing):
+    """The kubernetes DAG's wiring with every step pod replaced by a Python task that fails when named."""
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk.exceptions import AirflowException
+
+    from llmd_bench import airflow_dag
+
+    def fake_step(step, campaign, cell, runtime, **kwargs):
+        name = f"{cell.group_id}.{step}" if cell else step
+
+        def run():
+            if name in failing:
+                raise AirflowException(f"{name} failed")
+        kwargs.pop("on_success_callback", None)
+        return PythonOperator(task_id=step, python_callable=run, **kwargs)
+
+    monkeypatch.setattr(airflow_dag, "step_operator", fake_step)
+    doc = tiny_campaign(configs=["no-offload", "llm-d-redis"])
+    dag = airflow_dag.build_dag(load_campaign(write_campaign(campaigns_dir, doc)), runtime="kubernetes")
+    dr = dag.test()
+    return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def test_a_failed_preflight_stops_every_cell(airflow_db, monkeypatch, campaigns_dir):
+    dr, states = _run_kubernetes_shaped_dag(monkeypatch, campaigns_dir, failing={"preflight"})
+    assert states["preflight"] == "failed"
+    for cell in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-redis"):
+        assert states[f"{cell}.deploy"] in ("upstream_failed", "skipped"), states
+        assert states[f"{cell}.sweep"] in ("upstream_failed", "skipped"), states
+    assert states["compare"] == "upstream_failed" and dr.state == "failed"
+
+
+def test_after_a_good_preflight_a_failed_cell_does_not_stop_the_next(airflow_db, monkeypatch, campaigns_dir):
+    dr, states = _run_kubernetes_shaped_dag(monkeypatch, campaigns_dir, failing={"Qwen3-0_6B__no-offload.sweep"})
+    assert states["preflight"] == "success"
+    assert states["Qwen3-0_6B__no-offload.sweep"] == "failed"
+    assert states["Qwen3-0_6B__no-offload.teardown"] == "success"
+    assert all(states[f"Qwen3-0_6B__llm-d-redis.{s}"] == "success" for s in STEPS), states
+    assert states["compare"] == "success"
+
+
 def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatch):
     from llmd_bench.errors import RuntimeStepError
     from llmd_bench.runtime.kubernetes import step_pod_settings

@@ -60,4 +60,41 @@ def test_pcp_images_pin_the_tested_pcp_and_the_node_agent_serves_the_nvidia_pmda
         if installed:
             assert pin == installed, (path, pin, installed)  # the PCP the tests ran with
     node = " ".join(a for _, a in instructions("docker/pcp-node.Dockerfile"))
-    assert "pmda_nvidia.so" in node and "pmcd -f -A" in node
+    assert "pmcd -f -A -l -'" in node  # foreground, log on stderr (tests/test_pcp_node.py runs it)
+    setup = (ROOT / "docker" / "pcp-node-setup.sh").read_text()
+    assert "pmda_nvidia.so" in setup and "pmnsadd" in setup  # the PMDA in pmcd.conf and its names in the PMNS
+    assert ("COPY", "docker/pcp-node-setup.sh /usr/local/sbin/pcp-node-setup") in instructions("docker/pcp-node.Dockerfile")
+
+
+def _env(path):
+    env = {}
+    for op, arg in instructions(path):
+        if op == "ENV":
+            env.update(dict(pair.split("=", 1) for pair in arg.split()))
+    return env
+
+
+def test_step_image_has_a_writable_home_and_hugging_face_cache_under_work():
+    """The step user (65532) needs a writable HOME for the tokenizer download: /work, the pods' emptyDir, and
+    /work in the image itself, owned by that user, for runs without the mount."""
+    ins = instructions("docker/steps.Dockerfile")
+    env = _env("docker/steps.Dockerfile")
+    user = dict(ins[::-1])["USER"]
+    assert env["HOME"] == "/work" and env["HF_HOME"].startswith("/work/")
+    runs = [a for op, a in ins if op == "RUN"]
+    assert any(re.search(r"mkdir -p /work\b", a) and f"chown {user} /work" in a for a in runs), runs
+    # the pods mount their scratch emptyDir at the same place
+    src = (ROOT / "plugins" / "llmd_bench" / "runtime" / "kubernetes.py").read_text()
+    assert 'mount_path="/work"' in src
+
+
+@pytest.mark.parametrize("path", ["docker/steps.Dockerfile", "docker/airflow.Dockerfile"])
+def test_python_images_check_their_dependencies(path):
+    """`pip check` after the last install: a broken resolution fails the build, not a task at run time."""
+    ins = instructions(path)
+    pip = [i for i, (op, a) in enumerate(ins) if op == "RUN" and "pip install" in a]
+    checks = [i for i, (op, a) in enumerate(ins) if op == "RUN" and re.search(r"(^|&& )pip check\b", a)]
+    assert checks and pip, (pip, checks)
+    last_install = max(pip)
+    assert any(i > last_install or (i == last_install and ins[i][1].rindex("pip check") > ins[i][1].rindex("pip install"))
+               for i in checks)

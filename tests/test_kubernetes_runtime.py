@@ -164,3 +164,63 @@ def test_no_pmcd_on_the_nodes_is_not_measured_with_the_reason(kube, monkeypatch)
     status, levels = collect_pcp.host_summaries(c, [])
     assert status["status"] == "not measured" and levels == []
     assert "PCP" in status["reason"] and ("DaemonSet" in status["reason"] or "not installed" in status["reason"])
+
+
+def test_the_index_is_ready_before_the_epp_that_pings_it_is_applied(kube):
+    fake = kube("ready")
+    c = ctx("llm-d-valkey")
+    k8s.deploy(c)
+    calls = [(m, p) for m, p, _ in fake.calls]
+    kv_service = calls.index(("PATCH", "/api/v1/namespaces/bench/services/qwen3-8b-llm-d-valkey-kv"))
+    epp_config = calls.index(("PATCH", "/api/v1/namespaces/bench/configmaps/qwen3-8b-llm-d-valkey-epp-cfg"))
+    # between the two: the readiness wait of the index's Deployment
+    assert any(m == "GET" and p.endswith("/deployments") for m, p in calls[kv_service:epp_config])
+    plan = c.read_record()["memory_plan"]
+    assert plan["offload_bytes_per_rank"] == 0 and plan["request_bytes"] == 2 * 16 * 2**30 and "request 32.0 GiB" in plan["summary"]
+
+
+def test_a_container_restarting_a_few_times_is_still_starting_but_a_crash_loop_fails(monkeypatch):
+    def pod(restarts):
+        return {"status": {"containerStatuses": [{"name": "epp", "restartCount": restarts, "state": {"waiting": {
+            "reason": "CrashLoopBackOff", "message": "back-off 10s"}}, "lastState": {"terminated": {"exitCode": 1}}}]}}
+
+    assert k8s.pod_failure(pod(1)) is None  # the EPP before its index answered: recovers within the timeout
+    assert k8s.pod_failure(pod(3)).startswith("CrashLoopBackOff: container epp")
+    monkeypatch.setenv("LLMD_BENCH_CRASHLOOP_RESTARTS", "10")
+    assert k8s.pod_failure(pod(5)) is None
+
+
+def test_step_pods_pass_restricted_pod_security_and_follow_the_campaign(monkeypatch):
+    """Placement, pull secrets, a mirrored image, the campaign's token Secret and a writable HOME, as the pod
+    KubernetesPodOperator really builds it; checked against the `restricted` Pod Security rules."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.definitions.context import Context
+
+    from llmd_bench.airflow_dag import build_dag
+
+    monkeypatch.setenv("LLMD_BENCH_STEP_IMAGE", "ghcr.io/llmd-bench/llmd-bench-steps:0.1.0")
+    campaign = load_campaign(REFERENCE)
+    steps = {"node_selector": {"pool": "cpu"}, "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "bench",
+                                                                  "effect": "NoSchedule"}],
+             "runtime_class_name": "gvisor", "priority_class_name": "bench-low"}
+    serving = campaign.serving.model_copy(update={
+        "hf_token_secret": "team-hf", "image_pull_secrets": ["regcred"],
+        "registry_mirrors": {"ghcr.io": "mirror.internal/ghcr"},
+        "scheduling": campaign.serving.scheduling.model_copy(update={"steps": type(campaign.serving.scheduling.steps)(**steps)})})
+    dag = build_dag(campaign.model_copy(update={"serving": serving}), runtime="kubernetes")
+    task = dag.get_task("Qwen3-8B__llm-d-redis.sweep")
+    assert isinstance(task, KubernetesPodOperator)
+    task.render_template_fields(Context(run_id="r1", params={}, dag=dag, task=task, ti=None))
+    pod = task.build_pod_request_obj(dry_run=True)
+    spec, c = pod.spec, pod.spec.containers[0]
+    assert c.image == "mirror.internal/ghcr/llmd-bench/llmd-bench-steps:0.1.0"
+    assert spec.node_selector == {"pool": "cpu"} and spec.tolerations[0].key == "dedicated"
+    assert spec.runtime_class_name == "gvisor" and spec.priority_class_name == "bench-low"
+    assert [s.name for s in spec.image_pull_secrets] == ["regcred"]
+    env = {e.name: e for e in c.env}
+    assert env["HF_TOKEN"].value_from.secret_key_ref.name == "team-hf"
+    assert env["HOME"].value == "/work" and env["HF_HOME"].value.startswith("/work/")
+    # restricted: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp
+    assert spec.security_context.run_as_non_root is True and spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert c.security_context.allow_privilege_escalation is False and c.security_context.capabilities.drop == ["ALL"]
+    assert not c.security_context.privileged and not spec.host_network

@@ -1,7 +1,8 @@
 """Build one Airflow DAG per campaign file. The only module of the package that imports Airflow when
 imported (notify.py, whose functions are the DAG's callbacks, imports it only when they run).
 
-Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp ->
+In the kubernetes runtime a `preflight` task checks the cluster first (preflight.py); every cell's deploy
+runs after it, and none runs when it fails. Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp ->
 teardown (teardown task, runs when any step fails), and sweep -> load_results. Cells that share GPUs
 run one lane at a time; `compare` runs after every cell, also when some failed.
 Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
@@ -119,9 +120,20 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
     ) as dag:
         lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
         leaves: list[BaseOperator] = []
+        preflight = None
+        if runtime == "kubernetes":
+            # Checks the cluster in seconds before any GPU time is spent. A setup task without a teardown:
+            # every task after it (later cells' deploys, load_results, compare) needs it to have succeeded,
+            # whatever their own trigger rule, so a failed preflight stops the whole run.
+            preflight = step_operator("preflight", campaign, None, runtime).as_setup()
         for i, cell in enumerate(campaign.cells()):
+            lane = lanes[i % campaign.lanes]
             with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"):
-                deploy = step_operator("deploy", campaign, cell, runtime, trigger_rule="all_done")
+                # The first cell of a lane starts only after a successful preflight; the next ones run
+                # whatever the previous cell's outcome (and need the preflight through it, see above).
+                first_after_preflight = preflight is not None and not lane
+                deploy = step_operator("deploy", campaign, cell, runtime,
+                                       trigger_rule="all_success" if first_after_preflight else "all_done")
                 warmup = step_operator("warmup", campaign, cell, runtime)
                 # One load generator at a time per machine when the deployment defines a pool for it.
                 sweep = step_operator("sweep", campaign, cell, runtime,
@@ -134,7 +146,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                 deploy >> warmup >> sweep >> collect_pcp >> teardown.as_teardown(setups=deploy)
                 # collect_pcp writes the evidence that load_results stores with the levels.
                 collect_pcp >> load_results
-            lane = lanes[i % campaign.lanes]
+            if preflight is not None and not lane:
+                preflight >> deploy
             if lane:
                 # The next cell in a lane waits for the previous one to finish, whatever its outcome.
                 lane >> deploy

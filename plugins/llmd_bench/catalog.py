@@ -53,8 +53,12 @@ class PreciseScorerContract(_Strict):
     # a default in-memory index wins over Redis/Valkey unless `inMemoryConfig` is cleared (kv-cache < 0.5.0)
     inmemory_index_default: bool = False
     # `kvEventsConfig.discoverPods` exists (kv-cache >= 0.5.0, default true: the EPP would dial each pod's
-    # ZMQ socket); we set it false because vLLM connects to the EPP's bound endpoint. None: no such key.
+    # ZMQ socket); we set it false because vLLM connects to the EPP's bound endpoint
     discover_pods_key: bool = False
+    # the key of the block size in `tokenProcessorConfig` (`blockSizeTokens` from kv-cache 0.9, `blockSize` deprecated)
+    block_size_key: Literal["blockSize", "blockSizeTokens"] = "blockSize"
+    # `tokenizersPoolConfig.modelName` exists (required from kv-cache 0.5.0; before, the request's model is used)
+    tokenizer_model_name: bool = True
     # how the EPP tokenizes: `embedded` (hf in the EPP) or `uds` (a tokenizer sidecar on a Unix socket;
     # the EPP image is built without embedded tokenizers and exits when the socket does not answer)
     tokenizer: Literal["embedded", "uds"] = "embedded"
@@ -62,6 +66,8 @@ class PreciseScorerContract(_Strict):
 
 class Contract(_Strict):
     epp: EppContract = EppContract()
+    # EndpointPickerConfig's apiVersion (`llm-d.ai/v1alpha1` from router v0.9; the old group then only warns)
+    epp_config_api_version: str = "inference.networking.x-k8s.io/v1alpha1"
     precise_scorer: PreciseScorerContract = PreciseScorerContract()
     # the ZMQ topic vLLM publishes KV events on; {port} is the model server's port, {model} the model id.
     # Scheduler < v0.7 keys pods by IP, >= v0.7 by `address:port`.
@@ -77,6 +83,8 @@ class Contract(_Strict):
     envoy_processing_mode: dict[str, str] = Field(default_factory=lambda: {
         "request_header_mode": "SEND", "response_header_mode": "SEND", "request_body_mode": "FULL_DUPLEX_STREAMED",
         "response_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"})
+    # extra environment of the model server this release's images need
+    model_server_env: dict[str, str] = {}
     # what the EPP's service account must read (besides pods and the InferencePool)
     epp_rbac: tuple[RbacRule, ...] = ()
     # CRDs (`<plural>.<group>`) that must exist in the cluster before the EPP starts

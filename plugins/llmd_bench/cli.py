@@ -150,7 +150,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llmd_bench import catalog, manifests
+    from llmd_bench import catalog, manifests, pcp_manifests, preflight
     from llmd_bench.campaign import Cell, find_campaign, resolve_params
 
     campaign = find_campaign(args.campaign)
@@ -161,10 +161,43 @@ def cmd_render(args: argparse.Namespace) -> int:
         raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
     out = Path(args.out)
     cell_files = manifests.write(manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace), out)
-    manifests.write(manifests.render_namespace(args.namespace), out / "namespace")
-    manifests.write(manifests.render_pcp(args.namespace), out / "pcp")
+    secrets = [spec.name for spec in preflight.secret_specs(campaign)]
+    manifests.write(manifests.render_namespace(args.namespace, secrets), out / "namespace")
+    # optional: lets preflight read the nodes' allocatable GPUs and memory (cluster-scoped, read-only)
+    manifests.write(preflight.node_reader_manifests(args.namespace), out / "preflight")
+    manifests.write(pcp_manifests.render_pcp(), out / "pcp")
     print(f"{len(cell_files)} cell manifests in {out}; apply once, as an admin: namespace set-up in "
-          f"{out / 'namespace'}, the PCP DaemonSet for the GPU nodes in {out / 'pcp'}")
+          f"{out / 'namespace'}, the PCP DaemonSet for the GPU nodes in {out / 'pcp'}, and optionally the "
+          f"read-only node access for `llmd-bench preflight` in {out / 'preflight'}")
+    return 0
+
+
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from llmd_bench import catalog, preflight
+    from llmd_bench.campaign import find_campaign, resolve_params
+
+    if args.node_reader_manifest:
+        import yaml
+
+        print(yaml.safe_dump_all(preflight.node_reader_manifests(args.namespace), sort_keys=False), end="")
+        return 0
+    if not args.campaign:
+        raise LlmdBenchError("preflight needs --campaign (or --node-reader-manifest)")
+    campaign = find_campaign(args.campaign)
+    try:
+        conf = json.loads(args.params) if args.params else {}
+    except ValueError as exc:
+        raise LlmdBenchError(f"--params is not valid JSON: {exc}") from None
+    params = resolve_params(campaign, conf, catalog.known_versions())
+    report = preflight.run(campaign, params, args.namespace, run_id=args.run_id, skip=tuple(args.skip or ()))
+    if args.json:
+        print(report.as_json(), flush=True)
+    else:
+        for line in report.lines():
+            print(line, flush=True)
+        print(report.summary(), flush=True)
+    if not report.ok:
+        raise preflight.PreflightFailed(report.summary())
     return 0
 
 
@@ -252,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("preflight", help="check the cluster (CRDs, permissions, secrets, GPUs, quota, object store) "
+                                         "before a kubernetes run; exit 1 when something is missing")
+    p.add_argument("--campaign", default=None, help="campaign file stem, dag id or path")
+    p.add_argument("--params", default="", help="run params as JSON (defaults from the campaign)")
+    p.add_argument("--run-id", default="preflight", help="the Airflow dag_run id (labels of the rendered cells)")
+    p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
+    p.add_argument("--skip", action="append", default=[], metavar="CHECK",
+                   choices=["namespace", "crds", "permissions", "secrets", "nodes", "quota", "store"],
+                   help="leave a check out (repeatable): namespace, crds, permissions, secrets, nodes, quota, store")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--node-reader-manifest", action="store_true",
+                   help="print the optional read-only ClusterRole (+ binding) the nodes check needs, and exit")
+    p.set_defaults(func=cmd_preflight)
     p = sub.add_parser("cleanup", help="stop servers that local cells left running when their teardown never ran")
     p.set_defaults(func=cmd_cleanup)
     p = sub.add_parser("db", help="the local PostgreSQL results server (start|stop|status|url|migrate)")

@@ -95,11 +95,14 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
         if contract.inmemory_index_default:
             index["inMemoryConfig"] = None  # kv-cache < 0.5.0: a default in-memory index wins unless cleared
         index["enableMetrics"] = True  # kvcache_index_* on the EPP's /metrics: evidence that the index is used
-        token_processor = {"blockSize": serving.block_size, "hashSeed": serving.hash_seed}
-        tokenizers: dict[str, Any] = {"modelName": cell.model}
+        token_processor = {contract.block_size_key: serving.block_size, "hashSeed": serving.hash_seed}
+        tokenizers: dict[str, Any] = {"modelName": cell.model} if contract.tokenizer_model_name else {}
         if contract.tokenizer == "uds":
             # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml)
-            tokenizers |= {"local": None, "hf": None, "uds": {"socketFile": UDS_SOCKET}}
+            tokenizers["uds"] = {"socketFile": UDS_SOCKET}
+        else:
+            # the default cache dir is a build-time source path (KVC pkg/tokenization/tokenizer.go): use a writable one
+            tokenizers["hf"] = {"tokenizersCacheDir": "/tmp/tokenizers"}
         indexer: dict[str, Any] = {"kvBlockIndexConfig": index, "tokenizersPoolConfig": tokenizers}
         events: dict[str, Any] = {"zmqEndpoint": f"tcp://*:{ZMQ_PORT}", "topicFilter": "kv@", "concurrency": 4}
         if contract.discover_pods_key:
@@ -111,11 +114,13 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
             indexer["tokenProcessorConfig"] = token_processor
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
-        prefix = {"type": "prefix-cache-scorer", "parameters": {
-            "blockSize": serving.block_size, "maxPrefixBlocksToMatch": 256, "lruCapacityPerServer": 31250}}
+        # upstream's defaults: its blockSize counts prompt bytes, not tokens (GAIE pkg/epp/scheduling/framework/
+        # plugins/multi/prefix/plugin.go @v1.2.0), from GAIE v1.5 the scorer ignores parameters, and from router
+        # v0.9 any parameter but prefixMatchInfoProducerName is fatal
+        prefix = {"type": "prefix-cache-scorer"}
     plugins = base_scorers + [prefix] + tail
     return {
-        "apiVersion": "inference.networking.x-k8s.io/v1alpha1",
+        "apiVersion": entry.contract.epp_config_api_version,
         "kind": "EndpointPickerConfig",
         "plugins": plugins,
         "schedulingProfiles": [{"name": "default", "plugins": [
@@ -205,6 +210,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     ]
     if serving.model_cache_pvc:
         env.append({"name": "HF_HOME", "value": "/models"})
+    env += [{"name": k, "value": v} for k, v in entry.contract.model_server_env.items()]
     kv_events = cell.config in ROUTING_CONFIGS
     events = {"enable_kv_cache_events": True, "publisher": "zmq",
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
@@ -215,6 +221,11 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
         args = ["--model", cell.model, "--port", str(MODEL_PORT), "--max-num-seqs", str(serving.max_num_seqs),
                 "--max-model-len", str(SIM_MAX_MODEL_LEN), "--block-size", str(serving.block_size),
                 "--time-to-first-token=50ms", "--inter-token-latency=10ms"]
+        if kv_events and "{port}" in entry.contract.kv_event_topic:
+            # the simulator's topic is kv@$POD_IP@model (SIM pkg/kv-cache/block_cache.go @v0.9.2, where POD_IP is used
+            # for nothing else); schedulers from v0.7 key pods as address:port, so the port goes into POD_IP
+            env[1] = {"name": "POD_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+            env.insert(2, {"name": "POD_IP", "value": f"$(POD_ADDRESS):{MODEL_PORT}"})
         if kv_events:
             # the simulator dials the EPP's ZMQ endpoint and needs POD_IP for its topic (env above)
             args += ["--enable-kvcache", "--kv-cache-size", str(SIM_KV_CACHE_BLOCKS), "--hash-seed", serving.hash_seed,
@@ -309,10 +320,13 @@ def epp_rbac_rules() -> list[dict[str, Any]]:
             for key, verbs in sorted(rules.items())]
 
 
-def render_namespace(namespace: str) -> list[dict[str, Any]]:
+def render_namespace(namespace: str, secrets: list[str] | None = None) -> list[dict[str, Any]]:
+    """The namespace's identities; `secrets` are the Secret names preflight may read (the template's default
+    names when None)."""
+    extra = {"preflight_secrets": secrets} if secrets else {}
     text = _env().get_template("namespace/rbac.yaml.j2").render(
         namespace=namespace, step_service_account=STEP_SERVICE_ACCOUNT, epp_service_account=EPP_SERVICE_ACCOUNT,
-        epp_rules=epp_rbac_rules())
+        epp_rules=epp_rbac_rules(), **extra)
     return [d for d in yaml.safe_load_all(text) if d]
 
 

@@ -1,2 +1,0 @@
--- A second database on the same server for results (Airflow's metadata lives in `airflow`).
-CREATE DATABASE llmd_results OWNER airflow;

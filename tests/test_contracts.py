@@ -1,0 +1,381 @@
+"""Every llm-d release in the catalog x model x configuration renders manifests that keep the contract with
+upstream. The facts below were read in each release's upstream source (file and tag in include/versions.yaml);
+they are written here independently of the catalog, so a catalog entry that drifts from upstream fails.
+
+A release added to the catalog without its facts here fails `test_every_catalog_release_has_its_upstream_facts`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from conftest import REFERENCE, ROOT
+from llmd_bench import catalog, manifests, sizing
+from llmd_bench.campaign import Cell, OffloadSize, load_campaign, resolve_params
+from llmd_bench.errors import CampaignError
+
+K8S_VERSION = "1.33.0"
+CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
+GIB = 2**30
+SCALAR = None  # a leaf in a parameter schema
+
+# Flags each release's EPP binary accepts that we may pass (an unknown flag makes the Go binary exit).
+_GAIE_1_2_FLAGS = {"--pool-name", "--pool-namespace", "--config-file", "--grpc-port", "--grpc-health-port", "--metrics-port",
+                   "--secure-serving", "--tracing", "--metrics-endpoint-auth", "--kv-cache-usage-percentage-metric", "--v"}
+
+# Parameter keys of the precise-prefix-cache-scorer, as the release's Go structs define them (unknown keys are
+# ignored silently before v0.8 and are fatal from it: both are defects).
+_X_API = "inference.networking.x-k8s.io/v1alpha1"
+_KVM_0_4_PARAMS = {
+    "indexerConfig": {
+        "prefixStoreConfig": SCALAR,
+        "tokenProcessorConfig": {"blockSize": SCALAR, "hashSeed": SCALAR},
+        "kvBlockIndexConfig": {"inMemoryConfig": SCALAR, "redisConfig": {"address": SCALAR, "backendType": SCALAR},
+                               "valkeyConfig": {"address": SCALAR, "backendType": SCALAR, "enableRDMA": SCALAR},
+                               "costAwareMemoryConfig": SCALAR, "enableMetrics": SCALAR, "metricsLoggingInterval": SCALAR},
+        "tokenizersPoolConfig": {"workersCount": SCALAR, "minPrefixOverlapRatio": SCALAR,
+                                 "hf": {"enabled": SCALAR, "huggingFaceToken": SCALAR, "tokenizersCacheDir": SCALAR},
+                                 "local": SCALAR, "uds": SCALAR},
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": {"zmqEndpoint": SCALAR, "topicFilter": SCALAR, "concurrency": SCALAR},
+}
+_INDEX_0_5 = {"inMemoryConfig": SCALAR, "redisConfig": {"address": SCALAR, "backendType": SCALAR, "enableRDMA": SCALAR},
+              "valkeyConfig": {"address": SCALAR, "backendType": SCALAR, "enableRDMA": SCALAR},
+              "costAwareMemoryConfig": SCALAR, "enableMetrics": SCALAR, "metricsLoggingInterval": SCALAR}
+_EVENTS_0_5 = {"zmqEndpoint": SCALAR, "topicFilter": SCALAR, "concurrency": SCALAR, "discoverPods": SCALAR,
+               "podDiscoveryConfig": SCALAR}
+_KVC_0_5_PARAMS = {
+    "tokenProcessorConfig": {"blockSize": SCALAR, "hashSeed": SCALAR},
+    "indexerConfig": {
+        "prefixStoreConfig": SCALAR,
+        "tokenizersPoolConfig": {"modelName": SCALAR, "workersCount": SCALAR, "minPrefixOverlapRatio": SCALAR,
+                                 "hf": {"enabled": SCALAR, "huggingFaceToken": SCALAR, "tokenizersCacheDir": SCALAR},
+                                 "local": SCALAR, "uds": {"socketFile": SCALAR}},
+        "kvBlockIndexConfig": _INDEX_0_5,
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": _EVENTS_0_5,
+}
+_KVC_0_6_PARAMS = {  # default (non-embedded) build: UDS tokenizer only; prefixStoreConfig removed
+    "tokenProcessorConfig": {"blockSize": SCALAR, "hashSeed": SCALAR},
+    "indexerConfig": {
+        "tokenizersPoolConfig": {"modelName": SCALAR, "workersCount": SCALAR,
+                                 "uds": {"socketFile": SCALAR, "useTCP": SCALAR, "modelTokenizerMap": SCALAR}},
+        "kvBlockIndexConfig": _INDEX_0_5,
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": _EVENTS_0_5,
+}
+
+_KVC_0_7_PARAMS = {  # SCHED v0.7.1/v0.8.0 PrecisePrefixCachePluginConfig (json.Unmarshal, unknown keys ignored)
+    "tokenProcessorConfig": {"blockSize": SCALAR, "hashSeed": SCALAR},
+    "speculativeIndexing": SCALAR, "speculativeTTL": SCALAR,
+    "indexerConfig": {
+        "tokenizersPoolConfig": {"modelName": SCALAR, "workersCount": SCALAR,
+                                 "uds": {"socketFile": SCALAR, "useTCP": SCALAR, "modelTokenizerMap": SCALAR}},
+        "kvBlockIndexConfig": _INDEX_0_5,
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
+}
+_ROUTER_0_9_PARAMS = {  # ROUTER v0.9.0: decoded strictly, an unknown key is fatal
+    "tokenProcessorConfig": {"blockSizeTokens": SCALAR, "blockSize": SCALAR, "hashSeed": SCALAR},
+    "speculativeIndexing": SCALAR, "speculativeTTL": SCALAR,
+    "indexerConfig": {
+        "tokenizersPoolConfig": {"modelName": SCALAR, "workersCount": SCALAR,
+                                 "uds": {"socketFile": SCALAR, "useTCP": SCALAR, "modelTokenizerMap": SCALAR}},
+        "kvBlockIndexConfig": _INDEX_0_5,
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
+}
+# From GAIE v1.4.0 setting --kv-cache-usage-percentage-metric is a fatal validation error
+_GAIE_1_4_FLAGS = _GAIE_1_2_FLAGS - {"--kv-cache-usage-percentage-metric"}
+_OBJECTIVES_X = {("inference.networking.x-k8s.io", "inferenceobjectives"), ("inference.networking.x-k8s.io", "inferencemodelrewrites")}
+_POOL_AND_PODS = {("inference.networking.k8s.io", "inferencepools"), ("", "pods")}
+
+UPSTREAM: dict[str, dict[str, Any]] = {
+    # GAIE v1.2.0 runner.go, KVM v0.4.0, SCHED v0.4.0, vLLM 0.11.2
+    "v0.4.0": {"tls_default": True, "flags": _GAIE_1_2_FLAGS, "tracing_default": True, "api_version": _X_API,
+               "precise_params": _KVM_0_4_PARAMS, "token_processor_path": ("indexerConfig", "tokenProcessorConfig"),
+               "inmemory_must_be_cleared": True, "topic": "kv@$(POD_IP)@{model}", "offload_key": "num_cpu_blocks",
+               "offload_in_shm": False, "uds_tokenizer": False,
+               "epp_watches": {("inference.networking.x-k8s.io", "inferenceobjectives"),
+                               ("inference.networking.k8s.io", "inferencepools"), ("", "pods")},
+               "crds": {"inferencepools.inference.networking.k8s.io", "inferenceobjectives.inference.networking.x-k8s.io"}},
+    # GAIE v1.3.0 options.go (no InferenceObjective watch: PopulateControllerConfig is never called), KVC v0.5.0, vLLM 0.14.1
+    "v0.5.0": {"tls_default": True, "flags": _GAIE_1_2_FLAGS, "tracing_default": True, "api_version": _X_API,
+               "precise_params": _KVC_0_5_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
+               "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP)@{model}", "offload_key": "cpu_bytes_to_use",
+               "offload_in_shm": False, "uds_tokenizer": False,
+               "epp_watches": {("inference.networking.k8s.io", "inferencepools"), ("", "pods")},
+               "crds": {"inferencepools.inference.networking.k8s.io"}},
+    # scheduler v0.6.0 on GAIE fd30cb97, KVC v0.6.0 (UDS tokenizer only), vLLM 0.15.1
+    "v0.5.1": {"tls_default": True, "flags": _GAIE_1_2_FLAGS, "tracing_default": True, "api_version": _X_API,
+               "precise_params": _KVC_0_6_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
+               "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP)@{model}", "offload_key": "cpu_bytes_to_use",
+               "offload_in_shm": False, "uds_tokenizer": True,
+               "epp_watches": {("inference.networking.k8s.io", "inferencepools"), ("", "pods")},
+               "crds": {"inferencepools.inference.networking.k8s.io"}},
+    # scheduler v0.7.1 on GAIE v1.4.0, KVC v0.7.1, vLLM 0.17.1
+    "v0.6.0": {"tls_default": True, "flags": _GAIE_1_4_FLAGS, "tracing_default": True, "api_version": _X_API,
+               "precise_params": _KVC_0_7_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
+               "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP):8000@{model}", "offload_key": "cpu_bytes_to_use",
+               "offload_in_shm": False, "uds_tokenizer": True, "epp_watches": _POOL_AND_PODS | _OBJECTIVES_X,
+               "crds": {"inferencepools.inference.networking.k8s.io"}},
+    # scheduler v0.8.0 on GAIE v1.5.0, KVC v0.7.1, vLLM 0.19.1
+    "v0.7.0": {"tls_default": True, "flags": _GAIE_1_4_FLAGS, "tracing_default": True, "api_version": _X_API,
+               "precise_params": _KVC_0_7_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
+               "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP):8000@{model}", "offload_key": "cpu_bytes_to_use",
+               "offload_in_shm": False, "uds_tokenizer": True, "epp_watches": _POOL_AND_PODS | _OBJECTIVES_X,
+               "crds": {"inferencepools.inference.networking.k8s.io"}},
+    # router v0.9.0 (strict plugin parameters, llm-d.ai config group), KVC v0.9.0, vLLM 0.23.0
+    "v0.8.0": {"tls_default": True, "flags": _GAIE_1_4_FLAGS, "tracing_default": True, "api_version": "llm-d.ai/v1alpha1",
+               "precise_params": _ROUTER_0_9_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
+               "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP):8000@{model}", "offload_key": "cpu_bytes_to_use",
+               "offload_in_shm": False, "uds_tokenizer": True,
+               "epp_watches": _POOL_AND_PODS | _OBJECTIVES_X | {("llm-d.ai", "inferenceobjectives"), ("llm-d.ai", "inferencemodelrewrites")},
+               "crds": {"inferencepools.inference.networking.k8s.io"}},
+}
+UPSTREAM["v0.8.1"] = UPSTREAM["v0.8.0"]  # the same router, kv-cache and vLLM
+
+# Qwen3 config.json: (layers, KV heads, head dim); the KV cache is 16-bit
+ARCH = {"Qwen/Qwen3-0.6B": (28, 8, 128), "Qwen/Qwen3-8B": (36, 8, 128), "Qwen/Qwen3-14B": (40, 8, 128),
+        "Qwen/Qwen3-32B-AWQ": (64, 8, 128)}
+
+
+def kv_per_token_per_rank(model: str, tp: int) -> int:
+    layers, kv_heads, head_dim = ARCH[model]
+    return 2 * layers * (kv_heads // tp) * head_dim * 2
+
+
+@pytest.fixture(scope="module")
+def campaign():
+    return load_campaign(REFERENCE)
+
+
+def render(campaign, version, model, config, backend="vllm", **conf):
+    c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"backend": backend})})
+    params = resolve_params(c, {"llmd_version": version, **conf}, catalog.known_versions())
+    return manifests.render_cell(c, params, Cell(model, config), "scheduled__2026-11-22T00:00:00+00:00", "bench")
+
+
+def deployment(docs, suffix):
+    return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(suffix))
+
+
+def containers(dep):
+    return {c["name"]: c for c in dep["spec"]["template"]["spec"]["containers"]}
+
+
+def flag_value(args, flag):
+    for i, a in enumerate(args):
+        if a == flag:
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def unknown_keys(value, schema, path=""):
+    """Keys in `value` that `schema` (nested dicts, SCALAR leaves) does not define."""
+    if schema is SCALAR or not isinstance(value, dict):
+        return []
+    out = []
+    for key, sub in value.items():
+        if key not in schema:
+            out.append(f"{path}{key}")
+        else:
+            out += unknown_keys(sub, schema[key], f"{path}{key}.")
+    return out
+
+
+def dig(value, path):
+    for p in path:
+        value = (value or {}).get(p)
+    return value
+
+
+CELLS = [(v, m, c) for v in UPSTREAM for m in ARCH for c in ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")]
+
+
+def test_every_catalog_release_has_its_upstream_facts():
+    missing = [v for v in catalog.known_versions() if v not in UPSTREAM]
+    assert not missing, f"catalog releases without upstream facts in this test: {missing}"
+
+
+@pytest.mark.parametrize("version, model, config", CELLS)
+def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, config):
+    facts = UPSTREAM[version]
+    docs = render(campaign, version, model, config)
+    for doc in docs:
+        if doc["kind"] != "InferencePool":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    epp_dep = deployment(docs, "-epp")
+    epp_pod = containers(epp_dep)
+    args = epp_pod["epp"]["args"]
+
+    # every flag is one this release's EPP accepts
+    passed = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    assert passed <= facts["flags"], (version, passed - facts["flags"])
+    # Envoy speaks TLS to the EPP exactly when the EPP serves it (the flag, or upstream's default)
+    serves_tls = {None: facts["tls_default"], "true": True, "false": False}[flag_value(args, "--secure-serving")]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
+    envoy = yaml.safe_load(cm["data"]["envoy.yaml"])
+    epp_cluster = next(c for c in envoy["static_resources"]["clusters"] if c["name"] == "epp")
+    tls = epp_cluster.get("transport_socket", {}).get("typed_config", {})
+    assert bool(tls) == serves_tls, (version, "Envoy and the EPP disagree on TLS")
+    if tls:
+        assert tls["@type"].endswith("UpstreamTlsContext") and "h2" in tls["common_tls_context"]["alpn_protocols"]
+    ext_proc = envoy["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+    assert ext_proc["typed_config"]["processing_mode"] == {
+        "request_header_mode": "SEND", "response_header_mode": "SEND", "request_body_mode": "FULL_DUPLEX_STREAMED",
+        "response_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"}
+    # no OTLP collector: tracing off where the flag exists
+    if "--tracing" in facts["flags"]:
+        assert flag_value(args, "--tracing") == "false"
+
+    cfg = yaml.safe_load(cm["data"]["epp-config.yaml"])
+    assert cfg["apiVersion"] == facts["api_version"]
+    approx = [p for p in cfg["plugins"] if p["type"] == "prefix-cache-scorer"]
+    assert all("parameters" not in p for p in approx)  # its blockSize counts bytes; later releases refuse any
+    vllm = containers(deployment(docs, "-ms"))["vllm"]
+    vargs = vllm["args"]
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    if config in ("llm-d-redis", "llm-d-valkey"):
+        scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
+        assert unknown_keys(scorer, facts["precise_params"]) == [], version
+        token = dig(scorer, facts["token_processor_path"])
+        assert token, f"{version}: tokenProcessorConfig not where the release reads it ({facts['token_processor_path']})"
+        # vLLM's block size is what the indexer chunks by (blockSizeTokens wins over the deprecated blockSize)
+        assert int(flag_value(vargs, "--block-size")) == token.get("blockSizeTokens", token.get("blockSize"))
+        assert env["PYTHONHASHSEED"] == token["hashSeed"]
+        index = scorer["indexerConfig"]["kvBlockIndexConfig"]
+        assert ("inMemoryConfig" in index and index["inMemoryConfig"] is None) == facts["inmemory_must_be_cleared"]
+        events = json.loads(flag_value(vargs, "--kv-events-config"))
+        assert events["topic"] == facts["topic"].format(model=model)
+        if "discoverPods" in facts["precise_params"]["kvEventsConfig"]:
+            assert scorer["kvEventsConfig"]["discoverPods"] is False  # vLLM connects to the EPP's bound endpoint
+        assert "wait-for-index" in [c["name"] for c in epp_dep["spec"]["template"]["spec"]["initContainers"]]
+        assert ("tokenizer-uds" in epp_pod) == facts["uds_tokenizer"]
+        if facts["uds_tokenizer"]:
+            socket_dir = scorer["indexerConfig"]["tokenizersPoolConfig"]["uds"]["socketFile"].rsplit("/", 1)[0]
+            for name in ("epp", "tokenizer-uds"):
+                assert socket_dir in [m["mountPath"] for m in epp_pod[name]["volumeMounts"]], name
+    else:
+        assert "--kv-events-config" not in vargs and "tokenizer-uds" not in epp_pod
+
+    # the offload buffer: the release's key, the seed's size, inside the container's memory
+    request = sizing_bytes(vllm["resources"]["requests"]["memory"])
+    limit = sizing_bytes(vllm["resources"]["limits"]["memory"])
+    shm = sizing_bytes(next(v for v in deployment(docs, "-ms")["spec"]["template"]["spec"]["volumes"]
+                            if v["name"] == "shm")["emptyDir"]["sizeLimit"])
+    per_rank = 10000 * 16 * kv_per_token_per_rank(model, 2)  # the published 10000 blocks of 16 tokens
+    if config == "native-offload":
+        extra = json.loads(flag_value(vargs, "--kv-transfer-config"))["kv_connector_extra_config"]
+        assert list(extra) == [facts["offload_key"]]
+        assert extra[facts["offload_key"]] == (10000 if facts["offload_key"] == "num_cpu_blocks" else 2 * per_rank)
+        assert request >= 2 * per_rank + 2 * 8 * GIB  # the buffer in both TP workers plus vLLM's own memory
+        assert limit >= request * 1.2
+        if facts["offload_in_shm"]:
+            assert shm >= 2 * per_rank
+    assert limit >= request and shm < limit
+
+
+def sizing_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+@pytest.mark.parametrize("version", list(UPSTREAM))
+def test_simulator_cells_validate_and_the_index_comes_first(campaign, version):
+    for config in ("no-offload", "llm-d-valkey"):
+        docs = render(campaign, version, "Qwen/Qwen3-8B", config, backend="inference-sim", replicas=2)
+        for doc in docs:
+            if doc["kind"] != "InferencePool":
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
+        if config == "llm-d-valkey":
+            assert kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-kv")) < kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-epp"))
+            # the simulator publishes kv@$POD_IP@model: where the scheduler keys pods as address:port, so must POD_IP
+            sim = containers(deployment(docs, "-ms"))["inference-sim"]
+            pod_ip = next(e for e in sim["env"] if e["name"] == "POD_IP")
+            if ":8000@" in UPSTREAM[version]["topic"]:
+                names = [e["name"] for e in sim["env"]]
+                assert pod_ip["value"] == "$(POD_ADDRESS):8000" and names.index("POD_ADDRESS") < names.index("POD_IP")
+            else:
+                assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def test_namespace_rbac_lets_every_release_s_epp_read_what_it_watches():
+    (epp_role,) = [d for d in manifests.render_namespace("bench") if d["kind"] == "Role" and d["metadata"]["name"] == "llmd-bench-epp"]
+    kubernetes_validate.validate(epp_role, K8S_VERSION, strict=True)
+    granted = {(g, r) for rule in epp_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               if {"get", "list", "watch"} <= set(rule["verbs"])}
+    for version, facts in UPSTREAM.items():
+        if version in catalog.known_versions():
+            assert facts["epp_watches"] <= granted, (version, facts["epp_watches"] - granted)
+
+
+@pytest.mark.parametrize("version", list(UPSTREAM))
+def test_catalog_names_the_crds_each_release_needs(version):
+    assert UPSTREAM[version]["crds"] <= set(catalog.entry(version).required_crds)
+
+
+def test_inference_pool_validates_against_its_crd(campaign):
+    if not CRD.exists():
+        pytest.skip("shared/schemas is not beside this checkout")
+    crd = yaml.safe_load(CRD.read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    for version in UPSTREAM:
+        pool = next(d for d in render(campaign, version, "Qwen/Qwen3-8B", "llm-d-redis") if d["kind"] == "InferencePool")
+        jsonschema.validate(pool["spec"], schema["properties"]["spec"])
+
+
+# -- memory sizing -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model, published_gib", [("Qwen/Qwen3-0.6B", 137), ("Qwen/Qwen3-8B", 176),
+                                                  ("Qwen/Qwen3-14B", 195), ("Qwen/Qwen3-32B-AWQ", 312)])
+def test_the_old_offload_setting_is_refused_with_its_numbers(campaign, model, published_gib):
+    """20000 blocks of 64 tokens per TP worker: what the first manifests asked for, far beyond a 64 GiB pod."""
+    serving = campaign.serving.model_copy(update={"offload": campaign.serving.offload.model_copy(
+        update={"num_cpu_blocks": 20000, "block_size": 64}), "max_pod_memory_gib": 64})
+    c = campaign.model_copy(update={"serving": serving})
+    with pytest.raises(CampaignError) as err:
+        sizing.plan(c, c.model(model), "native-offload", 2, catalog.entry("v0.4.0"), offloads=True)
+    msg = str(err.value)
+    assert "cannot fit" in msg and "max_pod_memory_gib is 64" in msg
+    buffer_gib = 2 * 20000 * 64 * kv_per_token_per_rank(model, 2) / GIB
+    assert abs(buffer_gib - published_gib) < 1.5  # the review's figures
+    assert f"2 x {buffer_gib / 2:.1f} GiB" in msg
+
+
+def test_offload_size_in_gib_per_gpu_becomes_blocks_or_bytes_per_release(campaign):
+    serving = campaign.serving.model_copy(update={"offload": OffloadSize(cpu_gib_per_gpu=8)})
+    c = campaign.model_copy(update={"serving": serving})
+    old = sizing.plan(c, c.model("Qwen/Qwen3-8B"), "native-offload", 2, catalog.entry("v0.4.0"), offloads=True)
+    blocks = 8 * GIB // (16 * kv_per_token_per_rank("Qwen/Qwen3-8B", 2))
+    assert old.offload_setting == {"num_cpu_blocks": blocks}
+    new = sizing.plan(c, c.model("Qwen/Qwen3-8B"), "native-offload", 2, catalog.entry("v0.5.0"), offloads=True)
+    assert new.offload_setting == {"cpu_bytes_to_use": 2 * 8 * GIB}  # all TP ranks together
+    assert new.request_bytes == 2 * 16 * GIB + 2 * 8 * GIB
+
+
+def test_architecture_comes_from_config_json_and_an_unknown_model_is_refused_clearly(campaign):
+    cfg = {"num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128}
+    arch = sizing.architecture_from_config(cfg)
+    assert (arch.layers, arch.kv_heads, arch.head_dim) == ARCH["Qwen/Qwen3-8B"]
+    no_head_dim = sizing.architecture_from_config({"num_hidden_layers": 32, "num_attention_heads": 32,
+                                                   "num_key_value_heads": 8, "hidden_size": 4096})
+    assert no_head_dim.head_dim == 128
+    spec = campaign.models[0].model_copy(update={"name": "acme/unknown-model"})
+    with pytest.raises(CampaignError, match="architecture: {layers, kv_heads, head_dim}"):
+        sizing.architecture(spec)
+    assert sizing.kv_bytes_per_token_per_rank(arch, 16) == 2 * 36 * 1 * 128 * 2  # more ranks than KV heads: replicated
