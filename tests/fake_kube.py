@@ -24,7 +24,8 @@ from urllib.parse import parse_qs, urlsplit
 PATHS = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
 KIND_OF = {"deployments": "Deployment", "services": "Service", "configmaps": "ConfigMap",
-           "inferencepools": "InferencePool", "pods": "Pod", "secrets": "Secret", "resourcequotas": "ResourceQuota"}
+           "inferencepools": "InferencePool", "pods": "Pod", "secrets": "Secret", "resourcequotas": "ResourceQuota",
+           "persistentvolumeclaims": "PersistentVolumeClaim"}
 DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?/?$")
 # group -> version -> [(plural, kind)]: what a cluster with the Gateway API Inference Extension serves
 DEFAULT_API_GROUPS = {
@@ -214,6 +215,11 @@ class FakeKube:
         self.objects[("secrets", ns, name)] = {
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": name, "namespace": ns},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+    def add_pvc(self, ns: str, name: str, access_modes: list[str], phase: str = "Bound") -> None:
+        self.objects[("persistentvolumeclaims", ns, name)] = {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": ns},
+            "spec": {"accessModes": access_modes}, "status": {"phase": phase}}
 
     def add_quota(self, ns: str, name: str, hard: dict[str, str], used: dict[str, str] | None = None) -> None:
         self.objects[("resourcequotas", ns, name)] = {

@@ -15,6 +15,7 @@ import yaml
 from conftest import BIN, REFERENCE, ROOT
 from llmd_bench import catalog, manifests, pcp_manifests
 from llmd_bench.campaign import Architecture, Cell, load_campaign, resolve_params
+from llmd_bench.errors import CampaignError
 
 CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -254,3 +255,46 @@ def test_a_backfill_version_takes_its_images_and_offload_setting_from_the_catalo
     # vLLM >= 0.14 reads cpu_bytes_to_use (num_cpu_blocks would fail), for all TP ranks together: the same
     # 10000 blocks of 16 tokens per rank as on v0.4.0, at 2 x 36 layers x 4 KV heads x 128 x 2 bytes per token
     assert cfg["kv_connector_extra_config"] == {"cpu_bytes_to_use": 2 * 10000 * 16 * (2 * 36 * 4 * 128 * 2)}
+
+
+def test_placement_pull_secrets_and_mirrors_reach_every_component(campaign):
+    from llmd_bench.campaign import Placement, Scheduling
+
+    gpu = Placement(node_selector={"nvidia.com/gpu.product": "NVIDIA-L40S"},
+                    tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    runtime_class_name="nvidia", priority_class_name="bench-high")
+    cpu = Placement(node_selector={"pool": "cpu"}, affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["cpu"]}]}]}}})
+    serving = campaign.serving.model_copy(update={
+        "scheduling": Scheduling(model_server=gpu, epp=cpu, kv_index=cpu), "image_pull_secrets": ["regcred"],
+        "registry_mirrors": {"ghcr.io": "mirror.internal/ghcr", "docker.io": "mirror.internal/hub"}})
+    c = campaign.model_copy(update={"serving": serving})
+    _, docs = render(c, "Qwen/Qwen3-8B", "llm-d-valkey", replicas=2)
+    for d in by_kind(docs, "Deployment"):
+        kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        pod = d["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+        for ctr in pod["containers"] + pod.get("initContainers", []):
+            assert ctr["image"].startswith("mirror.internal/"), ctr["image"]
+        if d["metadata"]["name"].endswith("-ms"):
+            assert pod["nodeSelector"] == gpu.node_selector and pod["runtimeClassName"] == "nvidia"
+            assert pod["priorityClassName"] == "bench-high" and pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+        else:
+            assert pod["nodeSelector"] == {"pool": "cpu"} and "nodeAffinity" in pod["affinity"]
+            assert "runtimeClassName" not in pod
+    assert container(docs, "vllm")["image"] == "mirror.internal/ghcr/llm-d/llm-d-cuda:v0.4.0"
+    assert container(docs, "envoy")["image"] == "mirror.internal/hub/envoyproxy/envoy:distroless-v1.33.2"
+
+
+def test_per_model_resources_and_a_shared_model_cache(campaign):
+    from llmd_bench.campaign import PodResources
+
+    big = campaign.model("Qwen/Qwen3-32B-AWQ").model_copy(update={"resources": PodResources(cpu_per_gpu=12, memory_gib_per_gpu=40)})
+    c = campaign.model_copy(update={"models": [big]})
+    _, docs = render(c, big.name, "no-offload")
+    res = container(docs, "vllm")["resources"]
+    assert res["requests"]["cpu"] == "24" and res["requests"]["memory"] == f"{80 * 1024}Mi"
+    rwo = campaign.serving.model_copy(update={"model_cache_pvc": "models", "model_cache_pvc_access_mode": "ReadWriteOnce"})
+    with pytest.raises(CampaignError, match="ReadWriteOnce but this run has 2 replicas"):
+        render(campaign.model_copy(update={"serving": rwo}), "Qwen/Qwen3-8B", "no-offload", replicas=2)
+    render(campaign.model_copy(update={"serving": rwo}), "Qwen/Qwen3-8B", "no-offload", replicas=1)  # one pod: fine

@@ -474,3 +474,27 @@ def test_the_skip_choices_are_the_checks():
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices["preflight"]
     assert tuple(next(a for a in sub._actions if a.dest == "skip").choices) == preflight.CHECKS
+
+
+@pytest.mark.parametrize("modes, replicas, expected", [
+    (None, 2, "missing model_cache serving.model_cache_pvc models does not exist in namespace bench"),
+    (["ReadWriteOnce"], 2, "missing model_cache PersistentVolumeClaim models is ReadWriteOnce but 2 replicas must mount it"),
+    (["ReadWriteOnce"], 1, "ok model_cache PersistentVolumeClaim models (ReadWriteOnce) for 1 replica(s)"),
+    (["ReadWriteMany"], 2, "ok model_cache PersistentVolumeClaim models (ReadWriteMany) for 2 replica(s)"),
+])
+def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(cluster, capsys, monkeypatch, modes, replicas, expected):
+    import llmd_bench.campaign as campaign_module
+
+    original = campaign_module.load_campaign
+
+    def with_cache(path):
+        c = original(path)
+        return c.model_copy(update={"serving": c.serving.model_copy(update={"model_cache_pvc": "models"})})
+
+    monkeypatch.setattr(campaign_module, "load_campaign", with_cache)
+    if modes:
+        cluster.add_pvc(NS, "models", modes)
+    rc, lines, _ = run(capsys, conf={**ONE_CELL, "replicas": replicas})
+    line = next(x for x in lines if x.split()[1:2] == ["model_cache"])
+    assert " ".join(line.split()).startswith(expected), line
+    assert (rc == 0) == expected.startswith("ok")

@@ -31,7 +31,7 @@ import yaml
 from llmd_bench.campaign import Campaign, Cell, RunParams
 from llmd_bench.errors import LlmdBenchError
 
-CHECKS = ("namespace", "crds", "permissions", "secrets", "nodes", "quota", "store")
+CHECKS = ("namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store")
 STEP_ROLE = "llmd-bench-steps"
 NODE_READER = "llmd-bench-node-reader"
 GPU = "nvidia.com/gpu"
@@ -75,6 +75,7 @@ STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _perms("", ("pods",), ("get", "list"))
     + _perms("", ("pods",), ("get",), sub="log")
     + _perms("", ("events",), ("list",))
+    + _perms("", ("persistentvolumeclaims",), ("get",))
 )
 
 
@@ -406,6 +407,32 @@ def check_secrets(api: Api, report: Report, specs: list[SecretSpec]) -> None:
             report.add("secrets", "ok", f"{s.role} secret {s.name} has {', '.join(s.keys)}")
 
 
+def check_model_cache(api: Api, report: Report, campaign: Campaign, replicas: int) -> None:
+    """The model-cache PVC exists, is bound, and can be mounted by every replica."""
+    name, ns = campaign.serving.model_cache_pvc, report.namespace
+    if not name:
+        report.add("model_cache", "ok", "no model-cache PVC configured (serving.model_cache_pvc): each pod downloads the weights")
+        return
+    try:
+        pvc = api.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}")
+    except ApiError as exc:
+        if exc.status == 404:
+            report.add("model_cache", "missing", f"serving.model_cache_pvc {name} does not exist in namespace {ns}: "
+                                                 "create it (ReadWriteMany when replicas > 1) or remove the setting")
+        else:
+            report.add("model_cache", "missing", f"cannot read PersistentVolumeClaim {name}: {exc}")
+        return
+    modes = set((pvc.get("spec") or {}).get("accessModes") or [])
+    phase = (pvc.get("status") or {}).get("phase")
+    if replicas > 1 and not modes & {"ReadWriteMany", "ReadOnlyMany"}:
+        report.add("model_cache", "missing", f"PersistentVolumeClaim {name} is {', '.join(sorted(modes)) or 'of no access mode'} "
+                                             f"but {replicas} replicas must mount it: use a ReadWriteMany volume")
+    elif phase not in (None, "Bound"):
+        report.add("model_cache", "warning", f"PersistentVolumeClaim {name} is {phase}, not Bound yet")
+    else:
+        report.add("model_cache", "ok", f"PersistentVolumeClaim {name} ({', '.join(sorted(modes))}) for {replicas} replica(s)")
+
+
 def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]], requested: dict[str, Decimal]) -> bool:
     if taint.get("effect") not in ("NoSchedule", "NoExecute"):
         return True
@@ -656,6 +683,7 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
         ("crds", lambda api: check_crds(api, report, catalog.entry(params.llmd_version).required_crds, docs)),
         ("permissions", lambda api: check_permissions(api, report)),
         ("secrets", lambda api: check_secrets(api, report, secret_specs(campaign))),
+        ("model_cache", lambda api: check_model_cache(api, report, campaign, params.replicas)),
         ("nodes", lambda api: check_nodes(api, report, needs, parallel, f"system:serviceaccount:{namespace}:{sa}")),
         ("quota", lambda api: check_quota(api, report, needs, parallel, campaign)),
     ]
