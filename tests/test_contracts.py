@@ -263,14 +263,18 @@ def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, con
         assert events["topic"] == facts["topic"].format(model=model)
         if "discoverPods" in facts["precise_params"]["kvEventsConfig"]:
             assert scorer["kvEventsConfig"]["discoverPods"] is False  # vLLM connects to the EPP's bound endpoint
-        assert "wait-for-index" in [c["name"] for c in epp_dep["spec"]["template"]["spec"]["initContainers"]]
-        assert ("tokenizer-uds" in epp_pod) == facts["uds_tokenizer"]
+        init = {c["name"]: c for c in epp_dep["spec"]["template"]["spec"]["initContainers"]}
+        assert list(init)[0] == "wait-for-index"  # the index answers before the EPP pings it
+        assert ("tokenizer-uds" in init) == facts["uds_tokenizer"]
         if facts["uds_tokenizer"]:
-            socket_dir = scorer["indexerConfig"]["tokenizersPoolConfig"]["uds"]["socketFile"].rsplit("/", 1)[0]
-            for name in ("epp", "tokenizer-uds"):
-                assert socket_dir in [m["mountPath"] for m in epp_pod[name]["volumeMounts"]], name
+            pool = scorer["indexerConfig"]["tokenizersPoolConfig"]
+            assert pool["workersCount"] > 0  # kv-cache >= 0.8 no longer pre-fills it: 0 workers never answer
+            assert init["tokenizer-uds"]["restartPolicy"] == "Always"  # a native sidecar: up before the EPP
+            socket_dir = pool["uds"]["socketFile"].rsplit("/", 1)[0]
+            for c in (epp_pod["epp"], init["tokenizer-uds"]):
+                assert socket_dir in [m["mountPath"] for m in c["volumeMounts"]], c["name"]
     else:
-        assert "--kv-events-config" not in vargs and "tokenizer-uds" not in epp_pod
+        assert "--kv-events-config" not in vargs and "initContainers" not in epp_dep["spec"]["template"]["spec"]
 
     # the offload buffer: the release's key, the seed's size, inside the container's memory
     request = sizing_bytes(vllm["resources"]["requests"]["memory"])
@@ -301,6 +305,21 @@ def test_simulator_cells_validate_and_the_index_comes_first(campaign, version):
         for doc in docs:
             if doc["kind"] != "InferencePool":
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        # the simulator tokenizes a real model id through a sidecar from v0.8 (it exits, or fails every request,
+        # without): the UDS tokenizer on /tmp/tokenizer (v0.8.x) or vLLM's render service on :8082 (v0.9.x)
+        sim_version = catalog.entry(version).images["inference_sim"].rsplit(":v", 1)[1]
+        pod = deployment(docs, "-ms")["spec"]["template"]["spec"]
+        sidecars = {c["name"]: c for c in pod.get("initContainers", [])}
+        sim = pod["containers"][0]
+        if sim_version.startswith("0.7"):
+            assert sidecars == {}
+        elif sim_version.startswith("0.8"):
+            assert "/tmp/tokenizer" in [m["mountPath"] for m in sim["volumeMounts"]]
+            assert "/tmp/tokenizer" in [m["mountPath"] for m in sidecars["tokenizer-uds"]["volumeMounts"]]
+        else:
+            render_args = sidecars["vllm-render"]["args"]
+            assert render_args[:3] == ["launch", "render", "Qwen/Qwen3-8B"] and "--port=8082" in render_args
+        assert all(c["restartPolicy"] == "Always" for c in sidecars.values())
         kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
         if config == "llm-d-valkey":
             assert kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-kv")) < kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-epp"))

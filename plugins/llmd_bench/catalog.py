@@ -83,6 +83,9 @@ class Contract(_Strict):
     envoy_processing_mode: dict[str, str] = Field(default_factory=lambda: {
         "request_header_mode": "SEND", "response_header_mode": "SEND", "request_body_mode": "FULL_DUPLEX_STREAMED",
         "response_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"})
+    # what the simulator needs to tokenize a real model id: nothing (sim < v0.8), the UDS tokenizer sidecar on
+    # /tmp/tokenizer (sim v0.8.x; it exits without one) or a `vllm launch render` sidecar on :8082 (sim v0.9)
+    sim_tokenizer: Literal["none", "uds", "render"] = "none"
     # extra environment of the model server this release's images need
     model_server_env: dict[str, str] = {}
     # what the EPP's service account must read (besides pods and the InferencePool)
@@ -100,6 +103,7 @@ class VersionEntry(_Strict):
 
     def model_post_init(self, __context: object) -> None:
         needed = REQUIRED_IMAGES + ((UDS_TOKENIZER_IMAGE,) if self.contract.precise_scorer.tokenizer == "uds" else ())
+        needed += {"none": (), "uds": ("sim_tokenizer",), "render": ("sim_render",)}[self.contract.sim_tokenizer]
         missing = [k for k in needed if k not in self.images]
         if missing:
             raise ValueError(f"images: missing {missing}; every entry names {list(REQUIRED_IMAGES)}")

@@ -29,6 +29,8 @@ SIM_MAX_MODEL_LEN, SIM_KV_CACHE_BLOCKS = 32768, 8192
 EPP_PORT, EPP_HEALTH_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT, EPP_METRICS_PORT = 9002, 9003, 8081, 8000, 5557, 9090
 INDEX_PORT = 6379
 UDS_SOCKET = "/tmp/tokenizer/tokenizer-uds.socket"
+UDS_TOKENIZER_WORKERS = 24  # LLMD guides/precise-prefix-cache-aware (v0.7.0): workersCount 24
+SIM_RENDER_PORT = 8082      # SIM pkg/common/config.go @v0.9.2 RenderURL default http://localhost:8082
 STEP_SERVICE_ACCOUNT, EPP_SERVICE_ACCOUNT = "llmd-bench-steps", "llmd-bench-epp"
 
 
@@ -98,8 +100,10 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
         token_processor = {contract.block_size_key: serving.block_size, "hashSeed": serving.hash_seed}
         tokenizers: dict[str, Any] = {"modelName": cell.model} if contract.tokenizer_model_name else {}
         if contract.tokenizer == "uds":
-            # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml)
+            # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml);
+            # workersCount stated: from kv-cache 0.8 the pool is no longer pre-filled and 0 workers never answer
             tokenizers["uds"] = {"socketFile": UDS_SOCKET}
+            tokenizers["workersCount"] = UDS_TOKENIZER_WORKERS
         else:
             # the default cache dir is a build-time source path (KVC pkg/tokenization/tokenizer.go): use a writable one
             tokenizers["hf"] = {"tokenizersCacheDir": "/tmp/tokenizers"}
@@ -198,6 +202,37 @@ def epp_args(entry: catalog.VersionEntry, names: dict[str, str], namespace: str)
     return args + list(epp.extra_args) + ["--v", "2"]
 
 
+def uds_tokenizer_container(image: str, hf_token: dict[str, Any]) -> dict[str, Any]:
+    """The UDS tokenizer sidecar, as upstream's precise-prefix-cache guide runs it (llm-d guides/precise-prefix-
+    cache-aware/scheduler/patches/uds-tokenizer/patch-uds-sidecar.yaml @v0.7.0), as a native sidecar so it
+    starts before the container that connects to its socket."""
+    return {"name": "tokenizer-uds", "image": image, "restartPolicy": "Always",
+            "env": [hf_token, {"name": "TOKENIZERS_DIR", "value": "/tokenizers"}, {"name": "HF_HOME", "value": "/tokenizers"}],
+            "resources": {"requests": {"cpu": "8", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+            "volumeMounts": [{"name": "tokenizers", "mountPath": "/tokenizers"},
+                             {"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}]}
+
+
+def sim_tokenizer_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving,
+                           hf_token: dict[str, Any]) -> dict[str, Any]:
+    """What llm-d-inference-sim needs to tokenize a real model id (it exits, or fails every request, without)."""
+    kind, mirrors = entry.contract.sim_tokenizer, serving.registry_mirrors
+    if kind == "uds":  # SIM pkg/tokenizer/tokenizer.go @v0.8.2: UDSSocketPath /tmp/tokenizer/tokenizer-uds.socket
+        return {"init": [uds_tokenizer_container(mirrored(entry.images["sim_tokenizer"], mirrors), hf_token)],
+                "mounts": [{"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}],
+                "volumes": [{"name": "tokenizers", "emptyDir": {}}, {"name": "tokenizer-uds", "emptyDir": {}}]}
+    if kind == "render":  # ROUTER deploy/components/overlays/simulator/kustomization.yaml @v0.9.0
+        render = {"name": "vllm-render", "image": mirrored(entry.images["sim_render"], mirrors), "restartPolicy": "Always",
+                  "command": ["vllm"], "args": ["launch", "render", cell.model, f"--port={SIM_RENDER_PORT}"],
+                  "env": [hf_token], "ports": [{"name": "render", "containerPort": SIM_RENDER_PORT}],
+                  "startupProbe": {"httpGet": {"path": "/health", "port": SIM_RENDER_PORT}, "periodSeconds": 2,
+                                   "failureThreshold": 300},
+                  "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
+                  "volumeMounts": [{"name": "render-cache", "mountPath": "/root/.cache/huggingface"}]}
+        return {"init": [render], "mounts": [], "volumes": [{"name": "render-cache", "emptyDir": {}}]}
+    return {"init": [], "mounts": [], "volumes": []}
+
+
 def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
                  names: dict[str, str], namespace: str) -> dict[str, Any]:
     serving, spec = campaign.serving, campaign.model(cell.model)
@@ -233,6 +268,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
         return {"container": "inference-sim", "image": mirrored(entry.images["inference_sim"], mirrors),
                 "command": ["/app/llm-d-inference-sim"], "args": args, "env": env, "kv_events": kv_events,
                 "startup_failures": 30, "memory": None, "shm_size": "1Gi",
+                "sidecars": sim_tokenizer_sidecars(cell, entry, serving, env[0]),
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
     memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=cell.config == "native-offload")
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
@@ -251,6 +287,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     return {"container": "vllm", "image": mirrored(entry.images["vllm"], mirrors), "command": ["vllm", "serve"],
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
+            "sidecars": {"init": [], "mounts": [], "volumes": []},
             "resources": {"requests": {"nvidia.com/gpu": gpus, "cpu": cpu, "memory": sizing.quantity(memory.request_bytes)},
                           "limits": {"nvidia.com/gpu": gpus, "memory": sizing.quantity(memory.limit_bytes)}}}
 
@@ -281,7 +318,7 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         "epp": {"image": mirrored(entry.images["epp"], mirrors), "envoy_image": mirrored(entry.images["envoy"], mirrors),
                 "args": epp_args(entry, names, namespace), "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
                 "kv_events": cell.config in ROUTING_CONFIGS, "placement": pod_placement(serving.scheduling.epp, serving),
-                "uds_tokenizer": (mirrored(entry.images["uds_tokenizer"], mirrors)
+                "uds_tokenizer": (uds_tokenizer_container(mirrored(entry.images["uds_tokenizer"], mirrors), epp_env[0])
                                   if cell.config in ROUTING_CONFIGS and entry.contract.precise_scorer.tokenizer == "uds"
                                   else None),
                 "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace, entry), sort_keys=False),
