@@ -36,6 +36,14 @@ def test_reference_campaign_matches_the_published_evaluation():
     (lambda d: d.update(lanes=-1), "lanes", "greater than 0"),
     (lambda d: d.update(colour="blue"), "colour", "Extra inputs are not permitted"),
     (lambda d: d["local_simulation"].pop("llm-d-redis"), "local_simulation", "no profile for ['llm-d-redis']"),
+    (lambda d: d["serving"].update(offload={"num_cpu_blocks": 10000, "cpu_gib_per_gpu": 8}), "serving.offload",
+     "exactly one of cpu_gib_per_gpu or num_cpu_blocks"),
+    (lambda d: d["serving"].update(scheduling={"model_servers": {}}), "serving.scheduling.model_servers",
+     "Extra inputs are not permitted"),
+    (lambda d: d["serving"].update(replicas=2, model_cache_pvc="models", model_cache_pvc_access_mode="ReadWriteOnce"),
+     "serving", "ReadWriteOnce but replicas is 2"),
+    (lambda d: d["models"][0].update(architecture={"layers": 28, "kv_heads": 0, "head_dim": 128}),
+     "models.0.architecture.kv_heads", "greater than 0"),
 ])
 def test_malformed_campaign_names_file_field_and_reason(tmp_path, mutate, field, reason):
     doc = tiny_campaign()
