@@ -119,6 +119,29 @@ def test_invalid_campaign_file_becomes_a_visible_failing_dag(campaigns_dir):
     assert "workload.duration_s" in broken.doc_md and "broken.yaml" in broken.doc_md
 
 
+def test_a_bad_schedule_is_refused_by_validation_and_hides_no_other_campaign(campaigns_dir, monkeypatch):
+    """`every tuesday-ish` used to pass validate-campaign and then break the import of the DAG file."""
+    import llmd_bench.airflow_dag as airflow_dag
+
+    write_campaign(campaigns_dir, tiny_campaign())
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_sched", schedule="every tuesday-ish"), name="sched")
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_cron", schedule="0 6 * * 1"), name="cron")
+    dags = airflow_dag.build_dags(campaigns_dir)
+    assert {"llmd_tiny", "llmd_cron", "invalid_campaign__sched"} <= set(dags)
+    assert "schedule" in dags["invalid_campaign__sched"].doc_md and "cron expression" in dags["invalid_campaign__sched"].doc_md
+    # any other failure while building one campaign's DAG stays in that campaign's stand-in
+    original = airflow_dag.build_dag
+
+    def explode(campaign, runtime=None):
+        if campaign.dag_id == "llmd_cron":
+            raise RuntimeError("boom")
+        return original(campaign, runtime)
+
+    monkeypatch.setattr(airflow_dag, "build_dag", explode)
+    dags = airflow_dag.build_dags(campaigns_dir)
+    assert "llmd_tiny" in dags and "RuntimeError: boom" in dags["invalid_campaign__cron"].doc_md
+
+
 def _render_pod(task, run_id="scheduled__2026-11-22T00:00:00+00:00"):
     from airflow.sdk.definitions.context import Context
     params = {k: task.dag.params[k] for k in task.dag.params.keys()}

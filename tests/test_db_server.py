@@ -48,6 +48,11 @@ def test_start_stop_restart_and_url(tmp_path):
         server.stop()
         assert not server.running()
         assert server.start() == url  # data kept across restarts
+        import psycopg2
+
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SHOW fsync")
+            assert cur.fetchone()[0] == "on"  # a crash or power loss must not corrupt the results
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(server.base, ignore_errors=True)

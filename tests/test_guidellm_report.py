@@ -106,3 +106,51 @@ def test_stored_summary_is_compact_but_keeps_what_matters(real_report):
     assert s["metrics"]["request_totals"] == bench["metrics"]["request_totals"]
     assert s["config"]["strategy"]["streams"] == 1
     assert len(json.dumps(s)) < len(json.dumps({k: v for k, v in bench.items() if k != "requests"})) / 5
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("[1, 2]", "not a GuideLLM report (no `metadata` object)"),
+    ('"a string"', "not a GuideLLM report (no `metadata` object)"),
+    ("null", "not a GuideLLM report"),
+    (None, "is a directory; give the report files"),
+])
+def test_import_of_a_report_that_is_not_an_object_fails_cleanly(tmp_path, content, needle):
+    """No traceback, the file named, and the results store never touched (no database is configured here)."""
+    import subprocess
+
+    from conftest import BIN
+
+    target = tmp_path / "bad"
+    if content is None:
+        target.mkdir()
+    else:
+        target.write_text(content)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "LLMD_BENCH_DB_URL"}
+    env["LLMD_BENCH_DB_URL"] = "postgresql://nobody:x@127.0.0.1:1/none"  # any write attempt would fail loudly
+    out = subprocess.run([str(BIN / "llmd-bench"), "import", str(target), "--model", "Qwen/Qwen3-8B", "--config",
+                          "no-offload", "--llmd-version", "v0.4.0"], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert needle in out.stderr and str(target) in out.stderr
+    assert "unreachable" not in out.stderr  # refused before any database access
+
+
+@pytest.mark.parametrize("metric, path", [
+    ("output_tps", ("output_tokens_per_second", "mean")),
+    ("ttft_ms", ("time_to_first_token_ms", "median")),
+    ("request_latency_s", ("request_latency", "mean")),
+])
+def test_a_negative_rate_or_latency_marks_the_level_invalid(real_report, metric, path):
+    doc = _doc(real_report)
+    doc["benchmarks"][0]["metrics"][path[0]]["successful"][path[1]] = -12.5
+    report = parse_report(doc, source="neg.json")
+    level = report.levels[0]
+    assert not level.valid and "impossible negative values" in level.invalid_reason and metric in level.invalid_reason
+    assert report.levels[1].valid  # the other level is untouched
+
+
+def test_a_level_that_ends_before_it_starts_is_invalid(real_report):
+    doc = _doc(real_report)
+    bench = doc["benchmarks"][1]
+    bench["end_time"] = bench["start_time"] - 5
+    level = parse_report(doc, source="window.json").levels[1]
+    assert not level.valid and "impossible window" in level.invalid_reason

@@ -183,4 +183,7 @@ def build_dags(directory: Path | None = None) -> dict[str, DAG]:
         except LlmdBenchError as exc:
             dag = invalid_campaign_dag(path, str(exc))
             dags[dag.dag_id] = dag
+        except Exception as exc:  # noqa: BLE001 - one campaign's failure must not hide the others' DAGs
+            dag = invalid_campaign_dag(path, f"campaign file {path}: building its DAG failed: {type(exc).__name__}: {exc}")
+            dags[dag.dag_id] = dag
     return dags

@@ -22,6 +22,8 @@ ROUTING_CONFIGS = frozenset({"llm-d-redis", "llm-d-valkey"})
 BASELINE_CONFIG = "no-offload"
 ConfigName = Literal["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]
 
+# Airflow's schedule presets (a cron expression is the other form)
+SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -166,6 +168,20 @@ class Campaign(_Strict):
 
     # Set by the loader, not by the file.
     source: str = Field("", exclude=True)
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is None or schedule in SCHEDULE_PRESETS:
+            return schedule
+        try:
+            from croniter import croniter
+        except ImportError:  # pragma: no cover - croniter comes with Airflow
+            return schedule
+        if not croniter.is_valid(schedule):
+            raise ValueError(f"{schedule!r} is not a schedule; use a cron expression ('0 6 * * 1') or one of "
+                             f"{list(SCHEDULE_PRESETS)}, or leave it out for manual runs only")
+        return schedule
 
     @field_validator("models")
     @classmethod

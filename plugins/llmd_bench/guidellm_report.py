@@ -79,6 +79,10 @@ def load_json(path: Path) -> Any:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise ReportError(f"GuideLLM report {path}: not found") from None
+    except IsADirectoryError:
+        raise ReportError(f"GuideLLM report {path}: is a directory; give the report files (one per trial)") from None
+    except PermissionError:
+        raise ReportError(f"GuideLLM report {path}: not readable (permission denied)") from None
     except UnicodeDecodeError:
         raise ReportError(f"GuideLLM report {path}: not a text file") from None
     try:
@@ -206,6 +210,13 @@ def judge_level(level: LevelResult, expected_duration_s: float | None, rules: Va
         reasons.append(f"ran {level.duration_s:.1f} s of the {expected_duration_s:g} s asked")
     if level.value("output_tps") is None:
         reasons.append("no output tokens/s for successful requests")
+    # physically impossible: a negative rate or latency, a window that ends before it starts
+    negative = sorted(f"{metric} {stat}" for metric, stats in level.metrics.items()
+                      for stat, value in stats.items() if value is not None and value < 0)
+    if negative:
+        reasons.append(f"impossible negative values: {', '.join(negative)}")
+    if level.end < level.start or level.duration_s < 0:
+        reasons.append(f"impossible window: start {level.start}, end {level.end}, duration {level.duration_s}")
     return "; ".join(reasons) or None
 
 

@@ -13,8 +13,11 @@ from llmd_bench.guidellm_report import Report, load_json, parse_report
 from llmd_bench.results import cell_status, sha256
 
 
-def _expected_duration(doc: dict[str, Any]) -> float | None:
-    spec = (doc.get("config") or {}).get("spec") or {}
+def _expected_duration(doc: Any) -> float | None:
+    config = doc.get("config") if isinstance(doc, dict) else None
+    spec = (config.get("spec") if isinstance(config, dict) else None) or {}
+    if not isinstance(spec, dict):
+        return None
     for c in spec.get("constraints") or []:
         if isinstance(c, dict) and c.get("kind") == "max_duration" and isinstance(c.get("seconds"), (int, float)):
             return float(c["seconds"])

@@ -135,7 +135,9 @@ class LocalServer:
         if self.running():
             return self.url()
         started = time.monotonic()
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync=off -c max_connections=200"
+        # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
+        fsync = "off" if os.environ.get("LLMD_BENCH_PG_FSYNC", "on").strip().lower() in ("off", "0", "false") else "on"
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync={fsync} -c max_connections=200"
         out = self._run([self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
                          "-t", str(int(timeout_s)), "-o", opts, "start"], timeout=timeout_s + 10)
         if out.returncode != 0:
