@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -145,3 +146,14 @@ def real_report(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3 API (moto's server) on 127.0.0.1 for the object-store paths."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

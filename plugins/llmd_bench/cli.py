@@ -22,18 +22,25 @@ def _step_module(name: str):  # noqa: ANN202
     return importlib.import_module(f"llmd_bench.steps.{name}")
 
 
-def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
+def _campaign_and_params(args: argparse.Namespace):  # noqa: ANN202 - (Campaign, RunParams)
+    """--campaign and --params, resolved and validated against the campaign and the version catalog."""
     from llmd_bench import catalog
-    from llmd_bench.campaign import Cell, find_campaign, resolve_params
-    from llmd_bench.context import StepContext
-    from llmd_bench.runtime import selected_runtime
+    from llmd_bench.campaign import find_campaign, resolve_params
 
     campaign = find_campaign(args.campaign)
     try:
         conf = json.loads(args.params) if args.params else {}
     except ValueError as exc:
         raise LlmdBenchError(f"--params is not valid JSON: {exc}") from None
-    params = resolve_params(campaign, conf, catalog.known_versions())
+    return campaign, resolve_params(campaign, conf, catalog.known_versions())
+
+
+def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
+    from llmd_bench.campaign import Cell
+    from llmd_bench.context import StepContext
+    from llmd_bench.runtime import selected_runtime
+
+    campaign, params = _campaign_and_params(args)
     cell = None
     if with_cell:
         cell = Cell(campaign.model(args.model).name, args.config)
@@ -173,8 +180,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from llmd_bench import catalog, preflight
-    from llmd_bench.campaign import find_campaign, resolve_params
+    from llmd_bench import preflight
 
     if args.node_reader_manifest:
         import yaml
@@ -183,12 +189,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         return 0
     if not args.campaign:
         raise LlmdBenchError("preflight needs --campaign (or --node-reader-manifest)")
-    campaign = find_campaign(args.campaign)
-    try:
-        conf = json.loads(args.params) if args.params else {}
-    except ValueError as exc:
-        raise LlmdBenchError(f"--params is not valid JSON: {exc}") from None
-    params = resolve_params(campaign, conf, catalog.known_versions())
+    campaign, params = _campaign_and_params(args)
     report = preflight.run(campaign, params, args.namespace, run_id=args.run_id, skip=tuple(args.skip or ()))
     if args.json:
         print(report.as_json(), flush=True)
