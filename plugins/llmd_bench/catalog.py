@@ -59,9 +59,15 @@ class PreciseScorerContract(_Strict):
     block_size_key: Literal["blockSize", "blockSizeTokens"] = "blockSize"
     # `tokenizersPoolConfig.modelName` exists (required from kv-cache 0.5.0; before, the request's model is used)
     tokenizer_model_name: bool = True
-    # how the EPP tokenizes: `embedded` (hf in the EPP) or `uds` (a tokenizer sidecar on a Unix socket;
-    # the EPP image is built without embedded tokenizers and exits when the socket does not answer)
-    tokenizer: Literal["embedded", "uds"] = "embedded"
+    # how the EPP tokenizes: `embedded` (hf in the EPP), `uds` (a tokenizer sidecar on a Unix socket; the EPP
+    # image is built without embedded tokenizers and exits when the socket does not answer) or `render`
+    # (a `token-producer` calling a vLLM render sidecar over HTTP, router >= v0.10)
+    tokenizer: Literal["embedded", "uds", "render"] = "embedded"
+    # `scorer`: the precise-prefix-cache-scorer plugin; `producer`: precise-prefix-cache-producer feeding the
+    # prefix-cache-scorer (router >= v0.10, where the scorer plugin is a deprecated wrapper)
+    plugin: Literal["scorer", "producer"] = "scorer"
+    # `valkeyConfig` (with backendType) exists; router v0.10 removed it (Valkey is reached through redisConfig)
+    valkey_config_key: bool = True
 
 
 class Contract(_Strict):
@@ -102,7 +108,8 @@ class VersionEntry(_Strict):
     contract: Contract = Contract()
 
     def model_post_init(self, __context: object) -> None:
-        needed = REQUIRED_IMAGES + ((UDS_TOKENIZER_IMAGE,) if self.contract.precise_scorer.tokenizer == "uds" else ())
+        needed = REQUIRED_IMAGES + {"embedded": (), "uds": (UDS_TOKENIZER_IMAGE,),
+                                    "render": ("epp_render",)}[self.contract.precise_scorer.tokenizer]
         needed += {"none": (), "uds": ("sim_tokenizer",), "render": ("sim_render",)}[self.contract.sim_tokenizer]
         missing = [k for k in needed if k not in self.images]
         if missing:

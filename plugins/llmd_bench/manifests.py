@@ -31,6 +31,7 @@ INDEX_PORT = 6379
 UDS_SOCKET = "/tmp/tokenizer/tokenizer-uds.socket"
 UDS_TOKENIZER_WORKERS = 24  # LLMD guides/precise-prefix-cache-aware (v0.7.0): workersCount 24
 SIM_RENDER_PORT = 8082      # SIM pkg/common/config.go @v0.9.2 RenderURL default http://localhost:8082
+EPP_RENDER_PORT = 8000      # ROUTER .../dataproducer/tokenizer/vllm_http.go @v0.10.0: default http://localhost:8000
 STEP_SERVICE_ACCOUNT, EPP_SERVICE_ACCOUNT = "llmd-bench-steps", "llmd-bench-epp"
 
 
@@ -92,14 +93,19 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
     if cell.config in ROUTING_CONFIGS:
         contract = entry.contract.precise_scorer
         address = f"{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
-        index: dict[str, Any] = ({"redisConfig": {"address": f"redis://{address}"}} if cell.config == "llm-d-redis"
-                                 else {"valkeyConfig": {"address": f"valkey://{address}", "backendType": "valkey"}})
+        if cell.config == "llm-d-redis" or not contract.valkey_config_key:
+            # Valkey speaks RESP: from router v0.10 it is reached through redisConfig (pkg/kvcache/kvblock/redis.go)
+            index: dict[str, Any] = {"redisConfig": {"address": f"redis://{address}"}}
+        else:
+            index = {"valkeyConfig": {"address": f"valkey://{address}", "backendType": "valkey"}}
         if contract.inmemory_index_default:
             index["inMemoryConfig"] = None  # kv-cache < 0.5.0: a default in-memory index wins unless cleared
         index["enableMetrics"] = True  # kvcache_index_* on the EPP's /metrics: evidence that the index is used
         token_processor = {contract.block_size_key: serving.block_size, "hashSeed": serving.hash_seed}
         tokenizers: dict[str, Any] = {"modelName": cell.model} if contract.tokenizer_model_name else {}
-        if contract.tokenizer == "uds":
+        if contract.tokenizer == "render":
+            tokenizers = {}  # the token-producer plugin tokenizes (below)
+        elif contract.tokenizer == "uds":
             # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml);
             # workersCount stated: from kv-cache 0.8 the pool is no longer pre-filled and 0 workers never answer
             tokenizers["uds"] = {"socketFile": UDS_SOCKET}
@@ -107,7 +113,9 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
         else:
             # the default cache dir is a build-time source path (KVC pkg/tokenization/tokenizer.go): use a writable one
             tokenizers["hf"] = {"tokenizersCacheDir": "/tmp/tokenizers"}
-        indexer: dict[str, Any] = {"kvBlockIndexConfig": index, "tokenizersPoolConfig": tokenizers}
+        indexer: dict[str, Any] = {"kvBlockIndexConfig": index}
+        if tokenizers:
+            indexer["tokenizersPoolConfig"] = tokenizers
         events: dict[str, Any] = {"zmqEndpoint": f"tcp://*:{ZMQ_PORT}", "topicFilter": "kv@", "concurrency": 4}
         if contract.discover_pods_key:
             events["discoverPods"] = False  # vLLM connects to the EPP's endpoint; the EPP does not dial pods
@@ -116,13 +124,27 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
             parameters = {"tokenProcessorConfig": token_processor, **parameters}
         else:
             indexer["tokenProcessorConfig"] = token_processor
+        if contract.plugin == "producer":
+            # ROUTER config/charts + pkg/epp/.../dataproducer/{tokenizer,preciseprefixcache} @v0.10.0: the producer
+            # keeps the index (binding zmqEndpoint itself: no dataLayer wiring in central mode), the token-producer
+            # (which must keep its type as name) tokenizes through the render sidecar, the scorer reads the match
+            producers = [
+                {"type": "token-producer", "parameters": {"modelName": cell.model,
+                                                          "vllm": {"url": f"http://localhost:{EPP_RENDER_PORT}", "timeout": "5s"}}},
+                {"type": "precise-prefix-cache-producer", "parameters": parameters}]
+            prefix = {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
+            return _picker_config(entry, base_scorers + producers + [prefix] + tail, prefix["type"])
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
         # upstream's defaults: its blockSize counts prompt bytes, not tokens (GAIE pkg/epp/scheduling/framework/
         # plugins/multi/prefix/plugin.go @v1.2.0), from GAIE v1.5 the scorer ignores parameters, and from router
         # v0.9 any parameter but prefixMatchInfoProducerName is fatal
         prefix = {"type": "prefix-cache-scorer"}
-    plugins = base_scorers + [prefix] + tail
+    return _picker_config(entry, base_scorers + [prefix] + tail, prefix["type"])
+
+
+def _picker_config(entry: catalog.VersionEntry, plugins: list[dict[str, Any]], prefix_scorer: str) -> dict[str, Any]:
+    """The published weights: queue 2, KV-cache utilization 2, prefix 3."""
     return {
         "apiVersion": entry.contract.epp_config_api_version,
         "kind": "EndpointPickerConfig",
@@ -130,7 +152,7 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
         "schedulingProfiles": [{"name": "default", "plugins": [
             {"pluginRef": "queue-scorer", "weight": 2},
             {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
-            {"pluginRef": prefix["type"], "weight": 3},
+            {"pluginRef": prefix_scorer, "weight": 3},
             {"pluginRef": "max-score-picker"},
         ]}],
     }
@@ -202,15 +224,17 @@ def epp_args(entry: catalog.VersionEntry, names: dict[str, str], namespace: str)
     return args + list(epp.extra_args) + ["--v", "2"]
 
 
-def uds_tokenizer_container(image: str, hf_token: dict[str, Any]) -> dict[str, Any]:
+def uds_sidecars(image: str, hf_token: dict[str, Any]) -> dict[str, Any]:
     """The UDS tokenizer sidecar, as upstream's precise-prefix-cache guide runs it (llm-d guides/precise-prefix-
     cache-aware/scheduler/patches/uds-tokenizer/patch-uds-sidecar.yaml @v0.7.0), as a native sidecar so it
-    starts before the container that connects to its socket."""
-    return {"name": "tokenizer-uds", "image": image, "restartPolicy": "Always",
-            "env": [hf_token, {"name": "TOKENIZERS_DIR", "value": "/tokenizers"}, {"name": "HF_HOME", "value": "/tokenizers"}],
-            "resources": {"requests": {"cpu": "8", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
-            "volumeMounts": [{"name": "tokenizers", "mountPath": "/tokenizers"},
-                             {"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}]}
+    starts before the container that connects to its socket; that container mounts /tmp/tokenizer too."""
+    tokenizer = {"name": "tokenizer-uds", "image": image, "restartPolicy": "Always",
+                 "env": [hf_token, {"name": "TOKENIZERS_DIR", "value": "/tokenizers"}, {"name": "HF_HOME", "value": "/tokenizers"}],
+                 "resources": {"requests": {"cpu": "8", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
+                 "volumeMounts": [{"name": "tokenizers", "mountPath": "/tokenizers"},
+                                  {"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}]}
+    return {"init": [tokenizer], "mounts": [{"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}],
+            "volumes": [{"name": "tokenizers", "emptyDir": {}}, {"name": "tokenizer-uds", "emptyDir": {}}]}
 
 
 def sim_tokenizer_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving,
@@ -218,19 +242,35 @@ def sim_tokenizer_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Ser
     """What llm-d-inference-sim needs to tokenize a real model id (it exits, or fails every request, without)."""
     kind, mirrors = entry.contract.sim_tokenizer, serving.registry_mirrors
     if kind == "uds":  # SIM pkg/tokenizer/tokenizer.go @v0.8.2: UDSSocketPath /tmp/tokenizer/tokenizer-uds.socket
-        return {"init": [uds_tokenizer_container(mirrored(entry.images["sim_tokenizer"], mirrors), hf_token)],
-                "mounts": [{"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}],
-                "volumes": [{"name": "tokenizers", "emptyDir": {}}, {"name": "tokenizer-uds", "emptyDir": {}}]}
+        return uds_sidecars(mirrored(entry.images["sim_tokenizer"], mirrors), hf_token)
     if kind == "render":  # ROUTER deploy/components/overlays/simulator/kustomization.yaml @v0.9.0
-        render = {"name": "vllm-render", "image": mirrored(entry.images["sim_render"], mirrors), "restartPolicy": "Always",
-                  "command": ["vllm"], "args": ["launch", "render", cell.model, f"--port={SIM_RENDER_PORT}"],
-                  "env": [hf_token], "ports": [{"name": "render", "containerPort": SIM_RENDER_PORT}],
-                  "startupProbe": {"httpGet": {"path": "/health", "port": SIM_RENDER_PORT}, "periodSeconds": 2,
-                                   "failureThreshold": 300},
-                  "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}},
-                  "volumeMounts": [{"name": "render-cache", "mountPath": "/root/.cache/huggingface"}]}
-        return {"init": [render], "mounts": [], "volumes": [{"name": "render-cache", "emptyDir": {}}]}
-    return {"init": [], "mounts": [], "volumes": []}
+        return render_sidecars(mirrored(entry.images["sim_render"], mirrors), cell.model, SIM_RENDER_PORT, hf_token)
+    return NO_SIDECARS
+
+
+NO_SIDECARS: dict[str, list[dict[str, Any]]] = {"init": [], "mounts": [], "volumes": []}
+
+
+def render_sidecars(image: str, model: str, port: int, hf_token: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's render service (tokenization over HTTP) as a native sidecar, as upstream runs it
+    (ROUTER config/charts/routerlib/templates/_deployment.yaml @v0.10.0)."""
+    render = {"name": "vllm-render", "image": image, "restartPolicy": "Always",
+              "command": ["vllm"], "args": ["launch", "render", model, f"--port={port}"],
+              "env": [hf_token], "ports": [{"name": "render", "containerPort": port}],
+              "startupProbe": {"httpGet": {"path": "/health", "port": port}, "periodSeconds": 2, "failureThreshold": 300},
+              "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+              "volumeMounts": [{"name": "render-cache", "mountPath": "/root/.cache/huggingface"}]}
+    return {"init": [render], "mounts": [], "volumes": [{"name": "render-cache", "emptyDir": {}}]}
+
+
+def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_token: dict[str, Any]) -> dict[str, Any]:
+    """What the EPP's precise scorer tokenizes with, when the EPP image has no embedded tokenizer."""
+    kind, mirrors = entry.contract.precise_scorer.tokenizer, serving.registry_mirrors
+    if cell.config not in ROUTING_CONFIGS or kind == "embedded":
+        return NO_SIDECARS
+    if kind == "render":
+        return render_sidecars(mirrored(entry.images["epp_render"], mirrors), cell.model, EPP_RENDER_PORT, hf_token)
+    return uds_sidecars(mirrored(entry.images["uds_tokenizer"], mirrors), hf_token)
 
 
 def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
@@ -287,7 +327,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     return {"container": "vllm", "image": mirrored(entry.images["vllm"], mirrors), "command": ["vllm", "serve"],
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
-            "sidecars": {"init": [], "mounts": [], "volumes": []},
+            "sidecars": NO_SIDECARS,
             "resources": {"requests": {"nvidia.com/gpu": gpus, "cpu": cpu, "memory": sizing.quantity(memory.request_bytes)},
                           "limits": {"nvidia.com/gpu": gpus, "memory": sizing.quantity(memory.limit_bytes)}}}
 
@@ -318,9 +358,7 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         "epp": {"image": mirrored(entry.images["epp"], mirrors), "envoy_image": mirrored(entry.images["envoy"], mirrors),
                 "args": epp_args(entry, names, namespace), "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
                 "kv_events": cell.config in ROUTING_CONFIGS, "placement": pod_placement(serving.scheduling.epp, serving),
-                "uds_tokenizer": (uds_tokenizer_container(mirrored(entry.images["uds_tokenizer"], mirrors), epp_env[0])
-                                  if cell.config in ROUTING_CONFIGS and entry.contract.precise_scorer.tokenizer == "uds"
-                                  else None),
+                "sidecars": epp_sidecars(cell, entry, serving, epp_env[0]),
                 "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace, entry), sort_keys=False),
                 "envoy_yaml": yaml.safe_dump(envoy_config(entry), sort_keys=False)},
         "kv": kv,
