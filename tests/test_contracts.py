@@ -96,6 +96,18 @@ _ROUTER_0_9_PARAMS = {  # ROUTER v0.9.0: decoded strictly, an unknown key is fat
     },
     "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
 }
+_ROUTER_0_10_PRODUCER = {  # ROUTER v0.10.0 precise-prefix-cache-producer PluginConfig, decoded strictly
+    "tokenProcessorConfig": {"blockSizeTokens": SCALAR, "blockSize": SCALAR, "hashSeed": SCALAR},
+    "speculativeIndexing": SCALAR, "speculativeTTL": SCALAR,
+    "indexerConfig": {
+        "kvBlockIndexConfig": {"inMemoryConfig": SCALAR, "redisConfig": {"address": SCALAR},  # no valkeyConfig
+                               "costAwareMemoryConfig": SCALAR, "enableMetrics": SCALAR, "metricsLoggingInterval": SCALAR},
+        "kvCacheBackendConfigs": SCALAR,
+    },
+    "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
+}
+_ROUTER_0_10_TOKEN_PRODUCER = {"modelName": SCALAR, "vllm": {"url": SCALAR, "timeout": SCALAR, "mmTimeout": SCALAR},
+                               "udsTokenizerConfig": SCALAR, "estimate": SCALAR}
 # From GAIE v1.4.0 setting --kv-cache-usage-percentage-metric is a fatal validation error
 _GAIE_1_4_FLAGS = _GAIE_1_2_FLAGS - {"--kv-cache-usage-percentage-metric"}
 _OBJECTIVES_X = {("inference.networking.x-k8s.io", "inferenceobjectives"), ("inference.networking.x-k8s.io", "inferencemodelrewrites")}
@@ -145,6 +157,9 @@ UPSTREAM: dict[str, dict[str, Any]] = {
                "crds": {"inferencepools.inference.networking.k8s.io"}},
 }
 UPSTREAM["v0.8.1"] = UPSTREAM["v0.8.0"]  # the same router, kv-cache and vLLM
+# router v0.10.0: the producer path (the scorer plugin is a deprecated wrapper), render tokenizer, no valkeyConfig
+UPSTREAM["v0.9.0"] = {**UPSTREAM["v0.8.0"], "precise_plugin": "precise-prefix-cache-producer",
+                      "precise_params": _ROUTER_0_10_PRODUCER, "uds_tokenizer": False, "render_tokenizer": True}
 
 # Qwen3 config.json: (layers, KV heads, head dim); the KV cache is 16-bit
 ARCH = {"Qwen/Qwen3-0.6B": (28, 8, 128), "Qwen/Qwen3-8B": (36, 8, 128), "Qwen/Qwen3-14B": (40, 8, 128),
@@ -244,13 +259,16 @@ def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, con
 
     cfg = yaml.safe_load(cm["data"]["epp-config.yaml"])
     assert cfg["apiVersion"] == facts["api_version"]
-    approx = [p for p in cfg["plugins"] if p["type"] == "prefix-cache-scorer"]
-    assert all("parameters" not in p for p in approx)  # its blockSize counts bytes; later releases refuse any
+    if config in ("no-offload", "native-offload"):
+        (approx,) = [p for p in cfg["plugins"] if p["type"] == "prefix-cache-scorer"]
+        assert "parameters" not in approx  # its blockSize counts bytes; later releases refuse any
+    weighted = {p["pluginRef"]: p.get("weight") for p in cfg["schedulingProfiles"][0]["plugins"]}
+    assert set(weighted) <= {p["type"] for p in cfg["plugins"]} and sorted(w for w in weighted.values() if w) == [2, 2, 3]
     vllm = containers(deployment(docs, "-ms"))["vllm"]
     vargs = vllm["args"]
     env = {e["name"]: e.get("value") for e in vllm["env"]}
     if config in ("llm-d-redis", "llm-d-valkey"):
-        scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
+        scorer = next(p for p in cfg["plugins"] if p["type"] == facts.get("precise_plugin", "precise-prefix-cache-scorer"))["parameters"]
         assert unknown_keys(scorer, facts["precise_params"]) == [], version
         token = dig(scorer, facts["token_processor_path"])
         assert token, f"{version}: tokenProcessorConfig not where the release reads it ({facts['token_processor_path']})"
@@ -266,6 +284,15 @@ def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, con
         init = {c["name"]: c for c in epp_dep["spec"]["template"]["spec"]["initContainers"]}
         assert list(init)[0] == "wait-for-index"  # the index answers before the EPP pings it
         assert ("tokenizer-uds" in init) == facts["uds_tokenizer"]
+        assert ("vllm-render" in init) == facts.get("render_tokenizer", False)
+        if facts.get("render_tokenizer"):
+            # the token-producer (named as its type) tokenizes through the render sidecar; the scorer reads the producer
+            token = next(p for p in cfg["plugins"] if p["type"] == "token-producer")["parameters"]
+            assert unknown_keys(token, _ROUTER_0_10_TOKEN_PRODUCER) == [] and token["modelName"] == model
+            port = int(token["vllm"]["url"].rsplit(":", 1)[1])
+            assert f"--port={port}" in init["vllm-render"]["args"] and init["vllm-render"]["args"][2] == model
+            scorer_params = next(p for p in cfg["plugins"] if p["type"] == "prefix-cache-scorer")["parameters"]
+            assert scorer_params == {"prefixMatchInfoProducerName": facts["precise_plugin"]}
         if facts["uds_tokenizer"]:
             pool = scorer["indexerConfig"]["tokenizersPoolConfig"]
             assert pool["workersCount"] > 0  # kv-cache >= 0.8 no longer pre-fills it: 0 workers never answer
