@@ -85,17 +85,9 @@ _KVC_0_7_PARAMS = {  # SCHED v0.7.1/v0.8.0 PrecisePrefixCachePluginConfig (json.
     },
     "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
 }
-_ROUTER_0_9_PARAMS = {  # ROUTER v0.9.0: decoded strictly, an unknown key is fatal
-    "tokenProcessorConfig": {"blockSizeTokens": SCALAR, "blockSize": SCALAR, "hashSeed": SCALAR},
-    "speculativeIndexing": SCALAR, "speculativeTTL": SCALAR,
-    "indexerConfig": {
-        "tokenizersPoolConfig": {"modelName": SCALAR, "workersCount": SCALAR,
-                                 "uds": {"socketFile": SCALAR, "useTCP": SCALAR, "modelTokenizerMap": SCALAR}},
-        "kvBlockIndexConfig": _INDEX_0_5,
-        "kvCacheBackendConfigs": SCALAR,
-    },
-    "kvEventsConfig": {**_EVENTS_0_5, "engineType": SCALAR},
-}
+# ROUTER v0.9.0: the same keys (decoded strictly from now on: an unknown key is fatal), plus blockSizeTokens
+_ROUTER_0_9_PARAMS = {**_KVC_0_7_PARAMS,
+                      "tokenProcessorConfig": {"blockSizeTokens": SCALAR, "blockSize": SCALAR, "hashSeed": SCALAR}}
 _ROUTER_0_10_PRODUCER = {  # ROUTER v0.10.0 precise-prefix-cache-producer PluginConfig, decoded strictly
     "tokenProcessorConfig": {"blockSizeTokens": SCALAR, "blockSize": SCALAR, "hashSeed": SCALAR},
     "speculativeIndexing": SCALAR, "speculativeTTL": SCALAR,
