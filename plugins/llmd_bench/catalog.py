@@ -41,9 +41,6 @@ class EppContract(_Strict):
     metrics_endpoint_auth_flag: bool = True
     # --kv-cache-usage-percentage-metric exists as a flag (else the metric name lives elsewhere).
     kv_cache_usage_metric_flag: bool = True
-    # the flag that names the InferencePool: "--pool-name" (with --pool-namespace)
-    pool_name_flag: str = "--pool-name"
-    extra_args: tuple[str, ...] = ()
 
 
 class PreciseScorerContract(_Strict):
@@ -85,7 +82,9 @@ class Contract(_Strict):
     offload_bytes_scope: Literal["per_worker", "total"] = "total"
     # the CPU tier is allocated in /dev/shm (shared between workers) rather than private pinned memory
     offload_buffer_in_shm: bool = False
-    # Envoy's ext_proc processing mode, as upstream's standalone config sets it
+    # Envoy's ext_proc processing mode, as upstream's standalone config sets it (every catalog release: LLMD
+    # guides/inference-scheduling/standalone-inference-scheduling/values.yaml @v0.4.0, GAIE config/charts/standalone
+    # @v1.4.0/v1.5.0, ROUTER config/charts/llm-d-router-standalone/values.yaml @v0.9.0/v0.10.0)
     envoy_processing_mode: dict[str, str] = Field(default_factory=lambda: {
         "request_header_mode": "SEND", "response_header_mode": "SEND", "request_body_mode": "FULL_DUPLEX_STREAMED",
         "response_body_mode": "FULL_DUPLEX_STREAMED", "request_trailer_mode": "SEND", "response_trailer_mode": "SEND"})
@@ -119,10 +118,6 @@ class VersionEntry(_Strict):
     @property
     def required_crds(self) -> tuple[str, ...]:
         return self.contract.required_crds
-
-    @property
-    def kv_index_inmemory_default(self) -> bool:
-        return self.contract.precise_scorer.inmemory_index_default
 
 
 @lru_cache(maxsize=4)

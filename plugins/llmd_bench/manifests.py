@@ -102,15 +102,15 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
             index["inMemoryConfig"] = None  # kv-cache < 0.5.0: a default in-memory index wins unless cleared
         index["enableMetrics"] = True  # kvcache_index_* on the EPP's /metrics: evidence that the index is used
         token_processor = {contract.block_size_key: serving.block_size, "hashSeed": serving.hash_seed}
-        tokenizers: dict[str, Any] = {"modelName": cell.model} if contract.tokenizer_model_name else {}
-        if contract.tokenizer == "render":
-            tokenizers = {}  # the token-producer plugin tokenizes (below)
-        elif contract.tokenizer == "uds":
+        # the token-producer plugin tokenizes on the producer path (below): no tokenizer pool then
+        tokenizers: dict[str, Any] = ({"modelName": cell.model}
+                                      if contract.tokenizer_model_name and contract.tokenizer != "render" else {})
+        if contract.tokenizer == "uds":
             # as upstream's precise-prefix-cache guide (llm-d guides/precise-prefix-cache-aware/gaie-kv-events/values.yaml);
             # workersCount stated: from kv-cache 0.8 the pool is no longer pre-filled and 0 workers never answer
             tokenizers["uds"] = {"socketFile": UDS_SOCKET}
             tokenizers["workersCount"] = UDS_TOKENIZER_WORKERS
-        else:
+        elif contract.tokenizer == "embedded":
             # the default cache dir is a build-time source path (KVC pkg/tokenization/tokenizer.go): use a writable one
             tokenizers["hf"] = {"tokenizersCacheDir": "/tmp/tokenizers"}
         indexer: dict[str, Any] = {"kvBlockIndexConfig": index}
@@ -209,19 +209,21 @@ def envoy_config(entry: catalog.VersionEntry) -> dict[str, Any]:
 
 def epp_args(entry: catalog.VersionEntry, names: dict[str, str], namespace: str) -> list[str]:
     epp = entry.contract.epp
-    args = [epp.pool_name_flag, names["pool"], "--pool-namespace", namespace, "--config-file", "/config/epp-config.yaml",
+    args = ["--pool-name", names["pool"], "--pool-namespace", namespace, "--config-file", "/config/epp-config.yaml",
             "--grpc-port", str(EPP_PORT), "--grpc-health-port", str(EPP_HEALTH_PORT),
             "--metrics-port", str(EPP_METRICS_PORT),
             # stated, not left to the default: Envoy's `epp` cluster is built to match (envoy_config)
             f"--secure-serving={'true' if epp.secure_serving else 'false'}"]
     if epp.tracing_flag:
-        args.append("--tracing=false")  # as upstream's chart: no OTLP collector to export to
+        # no OTLP collector to export to (GAIE config/charts/inferencepool/templates/epp-deployment.yaml @v1.2.0)
+        args.append("--tracing=false")
     if epp.metrics_endpoint_auth_flag:
         # the sweep pod scrapes it inside the namespace; token review would need cluster-scoped RBAC
+        # (GAIE cmd/epp/runner/runner.go @v1.2.0: filters.WithAuthenticationAndAuthorization)
         args.append("--metrics-endpoint-auth=false")
     if epp.kv_cache_usage_metric_flag:
         args += ["--kv-cache-usage-percentage-metric", "vllm:kv_cache_usage_perc"]
-    return args + list(epp.extra_args) + ["--v", "2"]
+    return args + ["--v", "2"]
 
 
 def uds_sidecars(image: str, hf_token: dict[str, Any]) -> dict[str, Any]:
@@ -278,15 +280,22 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     serving, spec = campaign.serving, campaign.model(cell.model)
     tp = params.tensor_parallel_size
     mirrors = serving.registry_mirrors
+    pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
+    kv_events = cell.config in ROUTING_CONFIGS
+    if serving.backend == "inference-sim" and kv_events and "{port}" in entry.contract.kv_event_topic:
+        # the simulator's topic is kv@$POD_IP@model (SIM pkg/kv-cache/block_cache.go @v0.9.2, where POD_IP is used
+        # for nothing else); schedulers from v0.7 key pods as address:port, so the port goes into POD_IP
+        ip_env = [{"name": "POD_ADDRESS", "valueFrom": pod_ip}, {"name": "POD_IP", "value": f"$(POD_ADDRESS):{MODEL_PORT}"}]
+    else:
+        ip_env = [{"name": "POD_IP", "valueFrom": pod_ip}]
     env: list[dict[str, Any]] = [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *ip_env,
         {"name": "PYTHONHASHSEED", "value": serving.hash_seed},
     ]
     if serving.model_cache_pvc:
         env.append({"name": "HF_HOME", "value": "/models"})
     env += [{"name": k, "value": v} for k, v in entry.contract.model_server_env.items()]
-    kv_events = cell.config in ROUTING_CONFIGS
     events = {"enable_kv_cache_events": True, "publisher": "zmq",
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
               "topic": kv_event_topic(entry, cell.model)}
@@ -296,11 +305,6 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
         args = ["--model", cell.model, "--port", str(MODEL_PORT), "--max-num-seqs", str(serving.max_num_seqs),
                 "--max-model-len", str(SIM_MAX_MODEL_LEN), "--block-size", str(serving.block_size),
                 "--time-to-first-token=50ms", "--inter-token-latency=10ms"]
-        if kv_events and "{port}" in entry.contract.kv_event_topic:
-            # the simulator's topic is kv@$POD_IP@model (SIM pkg/kv-cache/block_cache.go @v0.9.2, where POD_IP is used
-            # for nothing else); schedulers from v0.7 key pods as address:port, so the port goes into POD_IP
-            env[1] = {"name": "POD_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
-            env.insert(2, {"name": "POD_IP", "value": f"$(POD_ADDRESS):{MODEL_PORT}"})
         if kv_events:
             # the simulator dials the EPP's ZMQ endpoint and needs POD_IP for its topic (env above)
             args += ["--enable-kvcache", "--kv-cache-size", str(SIM_KV_CACHE_BLOCKS), "--hash-seed", serving.hash_seed,

@@ -10,6 +10,7 @@ LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CON
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -107,8 +108,7 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
 
 
 def _snake(key: str) -> str:
-    import re
-
+    """`tolerationSeconds` -> `toleration_seconds` (the Kubernetes client's model arguments)."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
 
 
