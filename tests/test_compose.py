@@ -261,6 +261,10 @@ def test_results_database_init_script_creates_a_role_that_owns_only_the_results_
     for d in (data, sock):
         d.mkdir()
         shutil.chown(d, "postgres")
+    # the checkout may sit in a folder postgres cannot enter (CI clones into a mode-700 temp folder)
+    script = tmp_path / "postgres-init.sh"
+    shutil.copyfile(ROOT / "docker" / "postgres-init.sh", script)
+    script.chmod(0o644)
     (tmp_path / "pw").write_text("airflow-pw\n")
     shutil.chown(tmp_path / "pw", "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
@@ -272,8 +276,8 @@ def test_results_database_init_script_creates_a_role_that_owns_only_the_results_
         subprocess.run(as_pg + ["createdb", "-h", str(sock), "-p", str(port), "-U", "airflow", "airflow"], check=True)
         env = {"PATH": os.environ["PATH"], "PGHOST": str(sock), "PGPORT": str(port), "POSTGRES_USER": "airflow",
                "POSTGRES_DB": "airflow", "LLMD_RESULTS_DB_PASSWORD": "0123abcd"}
-        run = subprocess.run(as_pg + ["env", *[f"{k}={v}" for k, v in env.items()], "sh",
-                                      str(ROOT / "docker" / "postgres-init.sh")], capture_output=True, text=True)
+        run = subprocess.run(as_pg + ["env", *[f"{k}={v}" for k, v in env.items()], "sh", str(script)],
+                             capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
         conn = psycopg2.connect(host="127.0.0.1", port=port, user="llmd_results", password="0123abcd",
                                 dbname="llmd_results")
@@ -291,7 +295,7 @@ def test_results_database_init_script_creates_a_role_that_owns_only_the_results_
             cur.execute("CREATE TABLE intruder (x int)")  # PostgreSQL 15+: no CREATE in others' public schema
         c2.close()
         missing = subprocess.run(as_pg + ["env", *[f"{k}={v}" for k, v in env.items() if k != "LLMD_RESULTS_DB_PASSWORD"],
-                                          "sh", str(ROOT / "docker" / "postgres-init.sh")], capture_output=True, text=True)
+                                          "sh", str(script)], capture_output=True, text=True)
         assert missing.returncode != 0 and "LLMD_RESULTS_DB_PASSWORD" in missing.stderr
     finally:
         subprocess.run(as_pg + [str(pg_bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True)
