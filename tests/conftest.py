@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ REFERENCE = ROOT / "include" / "campaigns" / "kv_cache_eval.yaml"
 ARTIFACTS = ROOT / "test-artifacts"
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="llmd-test-airflow-")
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ.update({
     "AIRFLOW_HOME": _AIRFLOW_HOME,
     "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -28,6 +31,8 @@ os.environ.update({
     "LLMD_BENCH_HOME": str(ROOT),
     "LLMD_BENCH_RUNTIME": "local",
     "HF_HUB_OFFLINE": "1",
+    # every test sweep is a few levels of a few seconds: a GuideLLM stall shows in minutes, not hours
+    "LLMD_BENCH_SWEEP_TIMEOUT_S": "240",
 })
 os.environ.pop("LLMD_BENCH_CAMPAIGNS", None)
 os.environ.pop("LLMD_BENCH_GUIDELLM", None)
@@ -98,7 +103,6 @@ def results_db(tmp_path_factory):
     yield server
     server.stop(mode="immediate")
     os.environ.pop("LLMD_BENCH_DB_URL", None)
-    import shutil
     shutil.rmtree(server.base, ignore_errors=True)  # may be the /var/tmp fallback: leave nothing behind
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,19 @@ from llmd_bench.steps import endpoint_for, observation_targets
 
 REPORT_NAME = "guidellm_report.json"
 SAMPLES_FILE = "serving_samples.jsonl"
+# GuideLLM can stall between levels and never exit (vllm-project/guidellm issues 431 and 1152). Each level
+# may take its duration plus the drain of requests in flight; start-up loads the tokenizer and data.
+LEVEL_ALLOWANCE_FACTOR = 2.0
+LEVEL_ALLOWANCE_S = 60.0
+STARTUP_ALLOWANCE_S = 300.0
+DEADLINE_ENV = "LLMD_BENCH_SWEEP_TIMEOUT_S"
+# A stall is intermittent (a re-run completes), so a stalled trial is run again this many times by default.
+STALL_RETRIES_ENV = "LLMD_BENCH_SWEEP_STALL_RETRIES"
+DEFAULT_STALL_RETRIES = 1
+
+
+class GuidellmStalled(RuntimeStepError):
+    """GuideLLM ran past its deadline and was stopped."""
 
 
 def report_path(ctx: StepContext, trial: int) -> Path:
@@ -83,6 +98,74 @@ def host_recording(ctx: StepContext) -> Any:
     return pcp.recording(pcp_hosts(ctx), ctx.cell_dir / "pcp", ctx.cell_dir)
 
 
+def trial_deadline_s(ctx: StepContext) -> float:
+    """How long one GuideLLM trial may run before it is taken as hung: LLMD_BENCH_SWEEP_TIMEOUT_S when
+    set, else every level's duration doubled plus 60 s, plus 300 s of start-up."""
+    override = os.environ.get(DEADLINE_ENV, "").strip()
+    if override:
+        try:
+            value = float(override)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise RuntimeStepError(f"{DEADLINE_ENV}={override!r}: expected a positive number of seconds")
+        return value
+    per_level = ctx.params.duration_s * LEVEL_ALLOWANCE_FACTOR + LEVEL_ALLOWANCE_S
+    return STARTUP_ALLOWANCE_S + per_level * len(ctx.levels)
+
+
+def stall_retries() -> int:
+    raw = os.environ.get(STALL_RETRIES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_STALL_RETRIES
+    if not raw.isdigit():
+        raise RuntimeStepError(f"{STALL_RETRIES_ENV}={raw!r}: expected a whole number of retries (0 or more)")
+    return int(raw)
+
+
+def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float) -> int:
+    """GuideLLM in its own process group, stopped with its workers when it stalls past the deadline, when
+    the step fails, or when the step is terminated (Airflow killing the task, Kubernetes deleting the pod)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise RuntimeStepError("the sweep was terminated; GuideLLM was stopped")
+
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, terminated)
+        try:
+            return proc.wait(timeout=deadline_s)
+        except subprocess.TimeoutExpired:
+            raise GuidellmStalled(f"guidellm did not finish within {deadline_s:g} s and was stopped "
+                                  f"(GuideLLM can stall between levels)") from None
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
+            stop_process_group(proc)
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the whole group, SIGKILL to whatever is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader so the group can empty
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+    proc.poll()
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     target = endpoint_for(ctx)
     with host_recording(ctx) as pcp_state:
@@ -113,15 +196,29 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
         env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
         log_path = out.parent / "guidellm.log"
         targets = observation_targets(ctx)
-        with open(log_path, "w") as log, Sampler(out.parent / SAMPLES_FILE, targets.replicas, targets.kv,
-                                                 epp_metrics=targets.epp_metrics) as sampler:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline_s, retries = trial_deadline_s(ctx), stall_retries()
+        for attempt in range(1, retries + 2):
+            try:
+                with Sampler(out.parent / SAMPLES_FILE, targets.replicas, targets.kv,
+                             epp_metrics=targets.epp_metrics) as sampler:
+                    returncode = run_guidellm(cmd, log_path, env, deadline_s)
+                break
+            except GuidellmStalled as exc:
+                kept = log_path.with_name(f"guidellm.stalled-{attempt}.log")
+                log_path.replace(kept)
+                if attempt > retries:
+                    raise RuntimeStepError(
+                        f"trial {trial}: {exc}, {attempt} time(s); logs: {kept.parent}/guidellm.stalled-*.log. "
+                        f"Clear the sweep task to run it again (completed trials are kept), or set {DEADLINE_ENV} "
+                        f"if the levels really take longer.") from None
+                print(f"trial {trial}: {exc}; log kept at {kept}; running the trial again "
+                      f"(retry {attempt} of {retries})", flush=True)
         for url, why in sampler.unavailable.items():
             print(f"serving metrics of {url}: {why}")
         wall = time.monotonic() - started
         print(log_path.read_text(errors="replace")[-6000:], flush=True)
-        if proc.returncode != 0:
-            raise RuntimeStepError(f"guidellm exited with {proc.returncode} in trial {trial}; log: {log_path}")
+        if returncode != 0:
+            raise RuntimeStepError(f"guidellm exited with {returncode} in trial {trial}; log: {log_path}")
         report = parse_report_file(out, expected_duration_s=ctx.params.duration_s)
         got = sorted(lv.concurrency for lv in report.levels)
         if got != ctx.levels:
