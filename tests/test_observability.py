@@ -202,6 +202,11 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
     assert obs["config_effect"]["verdict"] == verdict.NOT_EFFECTIVE
     assert "stayed empty" in obs["config_effect"]["evidence"] and "1 replica" in obs["config_effect"]["evidence"]
     assert obs["serving_metrics"]["available"] is False
+    # the load generator's own CPU use, per level of the trial
+    gen = obs["generator_levels"]
+    assert [g["concurrency"] for g in gen] == [1, 4]
+    assert all(g["processes"] >= 1 and 0 < g["cpu_cores"] and 0 < g["busiest_process_pct"] <= 100.5 for g in gen)
+    assert isinstance(obs["suspect_levels"], list)
     from sqlalchemy import text
 
     from llmd_bench.db.store import make_engine
@@ -210,9 +215,12 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
         stored = conn.execute(text("SELECT o.concurrency, o.value FROM level_observations o JOIN cells c ON c.id = o.cell_id "
                                    "WHERE o.source = 'pcp' AND o.metric = 'cpu_util_pct' ORDER BY 1")).all()
         effect = conn.execute(text("SELECT config_effect->>'verdict', observability->'pcp'->>'status' FROM cells")).one()
+        generator_rows = conn.execute(text("SELECT count(*) FROM level_observations WHERE source = 'generator' "
+                                           "AND metric = 'busiest_process_pct'")).scalar_one()
     engine.dispose()
     assert [c for c, _ in stored] == [1, 4]
     assert effect == ("not taking effect", "recorded")
+    assert generator_rows == 2
     out = subprocess.run([str(BIN / "llmd-bench"), "report", "--run-id", "pcp-run", "--out", str(results_dir / "rep")],
                          capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
     assert out.returncode == 0, out.stderr
@@ -298,3 +306,40 @@ def test_counters_that_restart_count_from_zero_and_nodes_without_data_do_not_bla
     assert combined["cpu_util_pct"] == 50.0 and combined["mem_used_bytes"] == 2e9 and combined["nodes"] == 1
     (both,) = pcp.combine_nodes({"a": full, "b": full})
     assert both["cpu_util_pct"] == 50.0 and both["mem_used_bytes"] == 4e9 and both["nodes"] == 2
+
+
+def test_the_generators_cpu_is_measured_per_process_of_its_group(tmp_path):
+    """A real process group with one busy process and one idle one, sampled from /proc like a sweep's GuideLLM."""
+    from llmd_bench.observe import generator
+
+    busy = subprocess.Popen(["sh", "-c", "sleep 30 & exec python3 -c 'while True: pass'"], start_new_session=True)
+    try:
+        out = tmp_path / generator.SAMPLES_FILE
+        start = time.time()
+        with generator.CpuSampler(out, busy.pid, interval_s=0.5):
+            time.sleep(3.5)
+        end = time.time()
+    finally:
+        os.killpg(busy.pid, 9)
+        busy.wait()
+    levels = generator.per_level(generator.read(out), [{"trial": 1, "concurrency": 8, "start": start, "end": end}])
+    assert len(levels) == 1 and levels[0]["processes"] == 2
+    assert levels[0]["busiest_process_pct"] > 50  # one core's worth minus what the rest of the machine takes
+    assert levels[0]["cpu_cores"] == pytest.approx(levels[0]["busiest_process_pct"] / 100, abs=0.05)
+    # a window with fewer than two samples gives nothing rather than a made-up rate
+    assert generator.per_level(generator.read(out), [{"concurrency": 1, "start": end + 10, "end": end + 20}]) == []
+
+
+def test_saturated_levels_are_suspect_with_the_reason():
+    from llmd_bench.observe import generator
+    from llmd_bench.steps.collect_pcp import suspect_levels
+
+    gen = [{"trial": 1, "concurrency": 1, "busiest_process_pct": 35.0}, {"trial": 1, "concurrency": 64, "busiest_process_pct": 97.0}]
+    host = [{"trial": 1, "concurrency": 1, "cpu_util_pct": 40.0}, {"trial": 1, "concurrency": 16, "cpu_util_pct": 99.0}]
+    local = suspect_levels(gen, host, shares_host=True)
+    assert [(s["concurrency"], s["reason"]) for s in local] == [
+        (16, "host CPU 99 % busy while the generator shared it with the servers (limit 95 %)"),
+        (64, "load generator saturated (its busiest process used 97 % of a core; limit 90 %)")]
+    # in a cluster PCP records the GPU nodes, not the generator's host: only the generator's own CPU counts
+    assert [s["concurrency"] for s in suspect_levels(gen, host, shares_host=False)] == [64]
+    assert generator.suspect_reason(None, None, True) is None

@@ -2,9 +2,10 @@
 
 Published method: per model x config, the valid level with the highest mean successful output tokens/s
 is the peak; TTFT and TPOT means at that level; % vs the no-offload baseline of the same model.
-On top of it: with 2+ trials a 95 % confidence interval per cell from the trials; with one trial an
-interval from GuideLLM's own within-level dispersion, labelled weak. A difference is "within noise"
-unless the two intervals separate.
+On top of it: with 2+ trials a 95 % confidence interval per cell from the trials, and a difference is
+"within noise" unless the two intervals separate. With one trial the difference must also exceed the
+noise floor of noise.py (the cells' own run-to-run history, else the campaign's noise_floor_pct). A peak
+measured while the load generator was saturated gets no verdict.
 """
 
 from __future__ import annotations
@@ -14,34 +15,21 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from llmd_bench.campaign import BASELINE_CONFIG, CONFIGS
+from llmd_bench import noise
+from llmd_bench.campaign import BASELINE_CONFIG, CONFIGS, DEFAULT_NOISE_FLOOR_PCT
+from llmd_bench.noise import t95
 
 LEVEL_COLUMNS = ["model", "config", "trial", "concurrency", "output_tps_mean", "output_tps_std", "ttft_mean_ms",
                  "tpot_mean_ms", "itl_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms",
                  "requests_successful", "requests_errored", "requests_incomplete", "request_latency_mean_s",
-                 "request_latency_std_s", "valid", "invalid_reason"]
+                 "request_latency_std_s", "valid", "invalid_reason", "suspect_reason"]
 _NUMERIC = ["output_tps_mean", "output_tps_std", "ttft_mean_ms", "tpot_mean_ms", "itl_mean_ms", "ttft_p90_ms",
             "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms", "requests_successful", "requests_errored",
             "requests_incomplete", "request_latency_mean_s", "request_latency_std_s"]
 
-# Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: normal).
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-        20: 2.086, 25: 2.060, 30: 2.042}
-
-
 WEAK_BASIS = "1 trial (weak: spread of request latency within the level)"
 WEAK_BASIS_RATE = "1 trial (weak: spread of the token rate within the level)"
-
-
-def t95(df: int) -> float:
-    if df <= 0:
-        return math.nan
-    if df in _T95:
-        return _T95[df]
-    if df > 30:
-        return 1.96
-    return _T95[max(k for k in _T95 if k <= df)]
+NO_VERDICT = "no verdict"
 
 
 def config_order(config: str) -> int:
@@ -96,16 +84,26 @@ def cell_peaks(levels: pd.DataFrame) -> pd.DataFrame:
         best = candidates.sort_values(["output_tps_mean", "concurrency"], ascending=[False, True]).iloc[0]
         at_peak = cell[cell["concurrency"] == best["concurrency"]]
         interval = _interval(at_peak, len(trials))
+        trial_values = at_peak["output_tps_mean"].astype(float)
+        suspect = sorted({r for r in at_peak["suspect_reason"] if isinstance(r, str) and r})
         rows.append({
             "model": model, "config": config, "peak_output_tps": float(best["output_tps_mean"]),
             "optimal_concurrency": int(best["concurrency"]), "ttft_mean_ms": _f(best["ttft_mean_ms"]),
             "tpot_mean_ms": _f(best["tpot_mean_ms"]), "trials": len(trials),
             "peak_ci_low": interval.low, "peak_ci_high": interval.high, "noise_basis": interval.basis,
             "valid_levels": int(cell["concurrency"].nunique()),
+            # the trials' own run-to-run spread (noise.py), used against a single-trial cell
+            "trial_sd_rel": (float(trial_values.std(ddof=1) / trial_values.mean())
+                             if len(trial_values) >= 2 and trial_values.mean() > 0 else None),
+            "peak_suspect": "; ".join(suspect) or None,
+            "history_sd": None, "history_n": 0,
         })
-    return pd.DataFrame(rows, columns=["model", "config", "peak_output_tps", "optimal_concurrency", "ttft_mean_ms",
-                                       "tpot_mean_ms", "trials", "peak_ci_low", "peak_ci_high", "noise_basis",
-                                       "valid_levels"])
+    return pd.DataFrame(rows, columns=PEAK_FRAME_COLUMNS)
+
+
+PEAK_FRAME_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "ttft_mean_ms", "tpot_mean_ms",
+                      "trials", "peak_ci_low", "peak_ci_high", "noise_basis", "valid_levels", "trial_sd_rel",
+                      "peak_suspect", "history_sd", "history_n"]
 
 
 def _f(v: object) -> float | None:
@@ -138,15 +136,49 @@ def interval_of(row: pd.Series) -> Interval:
     return Interval(row["peak_ci_low"], row["peak_ci_high"], row["noise_basis"])
 
 
-def judge(value: pd.Series, reference: pd.Series) -> tuple[str, str]:
-    """('higher' | 'lower' | 'within noise' | 'no noise basis', basis) for value vs reference."""
+def cell_noise_of(row: pd.Series) -> noise.CellNoise | None:
+    """A cell's run-to-run spread: from its history in the store, or from this run's trials, whichever
+    has more peaks."""
+    candidates = []
+    n_hist = row.get("history_n")
+    if not _missing(row.get("history_sd")) and not _missing(n_hist) and int(n_hist) >= noise.MIN_HISTORY:
+        candidates.append(noise.CellNoise(float(row["history_sd"]), int(n_hist)))
+    trials = row.get("trials")
+    if not _missing(row.get("trial_sd_rel")) and not _missing(trials) and int(trials) >= noise.MIN_HISTORY:
+        candidates.append(noise.CellNoise(float(row["trial_sd_rel"]), int(trials)))
+    return max(candidates, key=lambda n: n.samples) if candidates else None
+
+
+def _missing(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def judge(value: pd.Series, reference: pd.Series,
+          noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT) -> tuple[str, str]:
+    """('higher' | 'lower' | 'within noise' | 'no noise basis' | 'no verdict', basis) for value vs reference.
+    Both cells with 2+ trials: their 95 % intervals must separate. Otherwise the difference must exceed the
+    noise floor (noise.py) and, where GuideLLM gave dispersion data, the within-level intervals too."""
+    for row in (value, reference):
+        reason = row.get("peak_suspect")
+        if isinstance(reason, str) and reason:
+            return NO_VERDICT, f"{row['config']}'s peak level is suspect: {reason}"
     a, b = interval_of(value), interval_of(reference)
-    if any(math.isnan(x) for x in (a.low, a.high, b.low, b.high)):
+    have_intervals = not any(math.isnan(x) for x in (a.low, a.high, b.low, b.high))
+    direction = "higher" if value["peak_output_tps"] > reference["peak_output_tps"] else "lower"
+    if int(value["trials"]) >= 2 and int(reference["trials"]) >= 2:
+        if not have_intervals:
+            return "no noise basis", "none"
+        basis = a.basis if a.basis == b.basis else f"{a.basis} vs {b.basis}"
+        return (direction if a.separates_from(b) else "within noise"), basis
+    floor = noise.floor_between(cell_noise_of(value), cell_noise_of(reference), noise_floor_pct)
+    change = pct(value["peak_output_tps"], reference["peak_output_tps"])
+    if change is None:
         return "no noise basis", "none"
-    basis = a.basis if a.basis == b.basis else f"{a.basis} vs {b.basis}"
-    if not a.separates_from(b):
-        return "within noise", basis
-    return ("higher" if value["peak_output_tps"] > reference["peak_output_tps"] else "lower"), basis
+    if not noise.beyond(change, floor):
+        return "within noise", floor.basis
+    if have_intervals and not a.separates_from(b):
+        return "within noise", f"{floor.basis}; the within-level intervals overlap"
+    return direction, floor.basis
 
 
 def pct(new: float | None, old: float | None) -> float | None:
@@ -155,15 +187,15 @@ def pct(new: float | None, old: float | None) -> float | None:
     return (new - old) / old * 100.0
 
 
-def _versus(value: pd.Series, reference: pd.Series) -> dict[str, object]:
+def _versus(value: pd.Series, reference: pd.Series, noise_floor_pct: float) -> dict[str, object]:
     """value relative to reference: throughput, TTFT and TPOT in %, and the noise judgement."""
-    verdict, basis = judge(value, reference)
+    verdict, basis = judge(value, reference, noise_floor_pct)
     return {"tps_pct": pct(value["peak_output_tps"], reference["peak_output_tps"]),
             "ttft_pct": pct(value["ttft_mean_ms"], reference["ttft_mean_ms"]),
             "tpot_pct": pct(value["tpot_mean_ms"], reference["tpot_mean_ms"]), "judgement": verdict, "basis": basis}
 
 
-def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
+def versus_baseline(peaks: pd.DataFrame, noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT) -> pd.DataFrame:
     """Every config vs the no-offload baseline of the same model (the published % vs baseline)."""
     rows = []
     for _, row in peaks.iterrows():
@@ -177,7 +209,7 @@ def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
                          "judgement": "no baseline", "basis": "none"})
             continue
         b = base.iloc[0]
-        d = _versus(row, b)
+        d = _versus(row, b, noise_floor_pct)
         rows.append({"model": row["model"], "config": row["config"], "baseline_peak_output_tps": b["peak_output_tps"],
                      "peak_output_tps": row["peak_output_tps"], "vs_baseline_pct": d["tps_pct"],
                      "ttft_vs_baseline_pct": d["ttft_pct"], "tpot_vs_baseline_pct": d["tpot_pct"],
@@ -187,7 +219,7 @@ def versus_baseline(peaks: pd.DataFrame) -> pd.DataFrame:
                                        "judgement", "basis"])
 
 
-def redis_vs_valkey(peaks: pd.DataFrame) -> pd.DataFrame:
+def redis_vs_valkey(peaks: pd.DataFrame, noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT) -> pd.DataFrame:
     rows = []
     for model in peaks["model"].unique():
         r = peaks[(peaks["model"] == model) & (peaks["config"] == "llm-d-redis")]
@@ -195,7 +227,7 @@ def redis_vs_valkey(peaks: pd.DataFrame) -> pd.DataFrame:
         if r.empty or v.empty:
             continue
         r, v = r.iloc[0], v.iloc[0]
-        d = _versus(v, r)
+        d = _versus(v, r, noise_floor_pct)
         rows.append({"model": model, "redis_peak_output_tps": r["peak_output_tps"], "valkey_peak_output_tps": v["peak_output_tps"],
                      "valkey_vs_redis_tps": v["peak_output_tps"] - r["peak_output_tps"], "valkey_vs_redis_pct": d["tps_pct"],
                      "ttft_valkey_vs_redis_pct": d["ttft_pct"], "tpot_valkey_vs_redis_pct": d["tpot_pct"],

@@ -24,6 +24,11 @@ ConfigName = Literal["no-offload", "native-offload", "llm-d-redis", "llm-d-valke
 
 # Airflow's schedule presets (a cron expression is the other form)
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+TrialIsolation = Literal["redeploy", "same-server"]
+TRIAL_ISOLATIONS: tuple[str, ...] = ("redeploy", "same-server")
+# The smallest difference between two single-trial peaks called higher or lower when the cells have no
+# history in the results store (noise.py). Measured: see the README's "Noise" section.
+DEFAULT_NOISE_FLOOR_PCT = 5.0
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -159,6 +164,11 @@ class Campaign(_Strict):
     catchup: bool = False
     lanes: PositiveInt = Field(1, description="cells that may run at the same time (they share GPUs)")
     trials: PositiveInt = 1
+    trial_isolation: TrialIsolation = Field(
+        "redeploy", description="redeploy: each trial after the first re-runs deploy and warm-up, so the trials' "
+        "spread includes deployment variance; same-server: trials reuse the running servers")
+    noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = Field(
+        DEFAULT_NOISE_FLOOR_PCT, description="with one trial and no history, differences up to this % are within noise")
     tags: list[str] = []
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     configs: Annotated[list[ConfigName], Field(min_length=1)]
@@ -240,6 +250,8 @@ class Campaign(_Strict):
             "replicas": s.replicas,
             "llmd_version": s.llmd_version,
             "trials": self.trials,
+            "trial_isolation": self.trial_isolation,
+            "noise_floor_pct": self.noise_floor_pct,
         }
 
 
@@ -323,6 +335,8 @@ class RunParams(_Strict):
     replicas: PositiveInt
     llmd_version: str
     trials: PositiveInt
+    trial_isolation: TrialIsolation = "redeploy"
+    noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = DEFAULT_NOISE_FLOOR_PCT
 
     def selects(self, cell: Cell) -> bool:
         return cell.model in self.models and cell.config in self.configs
@@ -379,6 +393,8 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
         "concurrency": "a non-empty list of integers >= 1",
         "duration_s": "a number of seconds > 0",
         "llmd_version": str(known_versions) if known_versions else "",
+        "trial_isolation": str(list(TRIAL_ISOLATIONS)),
+        "noise_floor_pct": "a percentage from 0 to 100",
     }.get(field, "")
 
 
@@ -416,6 +432,15 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
             "description": f"llm-d version from the version catalog. Allowed: {', '.join(known_versions)}.",
         },
         "trials": integer(1, "Sweeps per cell; 2 or more give confidence intervals."),
+        "trial_isolation": {
+            "type": "string", "enum": list(TRIAL_ISOLATIONS),
+            "description": "redeploy: each trial after the first redeploys and warms up the cell, so the "
+            "trials' spread includes deployment variance; same-server: trials share the running servers.",
+        },
+        "noise_floor_pct": {
+            "type": "number", "minimum": 0, "maximum": 100,
+            "description": "With one trial and no earlier runs of a cell, differences up to this % are within noise.",
+        },
     }
 
 

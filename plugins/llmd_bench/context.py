@@ -99,7 +99,8 @@ class StepContext:
             "short_model": self.cell.short_model,
             "config": self.cell.config,
             "runtime": self.runtime,
-            "params": self.params.model_dump(),
+            # the run's params plus the method facts the report states (warm-up is a campaign setting)
+            "params": {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests},
             "levels": self.levels,
             "versions": tool_versions(self.params.llmd_version),
             "steps": {},

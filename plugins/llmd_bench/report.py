@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from llmd_bench import analysis
-from llmd_bench.campaign import BASELINE_CONFIG, ROUTING_CONFIGS
+from llmd_bench import analysis, noise
+from llmd_bench.campaign import BASELINE_CONFIG, DEFAULT_NOISE_FLOOR_PCT, ROUTING_CONFIGS
 from llmd_bench.report_data import ReportInput, is_missing
 
 PEAK_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "vs_baseline_pct", "ttft_mean_ms",
@@ -68,17 +68,40 @@ class Report:
         return found
 
 
+def noise_floor_pct(data: ReportInput) -> float:
+    """The campaign's floor for single-trial judgements, as stored with the run (older runs: the default)."""
+    value = (data.params or {}).get("noise_floor_pct")
+    return DEFAULT_NOISE_FLOOR_PCT if is_missing(value) else float(value)
+
+
+def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
+    """Each cell's run-to-run spread from its earlier peaks in the store (noise.py)."""
+    peaks = peaks.copy()
+    if history is None or history.empty or peaks.empty:
+        return peaks
+    for i, row in peaks.iterrows():
+        mine = history[(history["model"] == row["model"]) & (history["config"] == row["config"])]
+        values = [float(v) for v in mine["peak_output_tps"]]
+        peaks.at[i, "history_n"] = len(values)
+        found = noise.cell_noise(values)
+        if found is not None:
+            peaks.at[i, "history_n"] = found.samples
+            peaks.at[i, "history_sd"] = found.relative_sd
+    return peaks
+
+
 def build(data: ReportInput) -> Report:
-    peaks = analysis.cell_peaks(data.levels)
-    comparisons = analysis.versus_baseline(peaks)
+    floor = noise_floor_pct(data)
+    peaks = with_history(analysis.cell_peaks(data.levels), data.history)
+    comparisons = analysis.versus_baseline(peaks, floor)
     table = _peak_table(data, peaks, comparisons)
     warnings = []
     for r in table.itertuples():
         if r.config in ROUTING_CONFIGS and not is_missing(r.replicas) and r.replicas == 1 and r.status == "ok":
             warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
                             "to make, so cache-aware routing cannot differ from the baseline by construction.")
-    return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks), analysis.model_spread(peaks),
-                  _cross_version(data), warnings, _previous_run(data))
+    return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks, floor), analysis.model_spread(peaks),
+                  _cross_version(data, peaks, floor), warnings, _previous_run(data, peaks, floor))
 
 
 def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +136,12 @@ def natural_key(name: str) -> list:
     return [float(part) if part.replace(".", "", 1).isdigit() else part for part in re.split(r"(\d+(?:\.\d+)?)", name)]
 
 
-def _cross_version(data: ReportInput) -> pd.DataFrame | None:
+def _cell_row(peaks: pd.DataFrame, model: str, config: str) -> pd.Series | None:
+    found = peaks[(peaks["model"] == model) & (peaks["config"] == config)]
+    return None if found.empty else found.iloc[0]
+
+
+def _cross_version(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
     cv = data.cross_version
     if cv is None or cv.empty or not data.llmd_version:
         return None
@@ -122,16 +150,17 @@ def _cross_version(data: ReportInput) -> pd.DataFrame | None:
     for _, cur in current.iterrows():
         others = cv[(cv["model"] == cur["model"]) & (cv["config"] == cur["config"]) & (cv["llmd_version"] != data.llmd_version)]
         for _, old in others.iterrows():
-            verdict = _judge_peaks(cur, old)
+            verdict, basis = _judge_peaks(cur, old, _cell_row(peaks, cur["model"], cur["config"]), floor_pct)
             rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
                          "other_version": old["llmd_version"], "peak_output_tps": cur["peak_output_tps"],
                          "other_peak_output_tps": old["peak_output_tps"],
                          "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
-                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict})
+                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict,
+                         "basis": basis})
     return pd.DataFrame(rows) if rows else None
 
 
-def _previous_run(data: ReportInput) -> pd.DataFrame | None:
+def _previous_run(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
     """Each cell's peak against the latest earlier run of the campaign at the same llm-d version that has a
     valid peak for the cell (report_data.PREVIOUS_RUNS_SQL), judged like the cross-version table."""
     prev = data.previous_runs
@@ -144,12 +173,13 @@ def _previous_run(data: ReportInput) -> pd.DataFrame | None:
         if same.empty:
             continue
         old = same.sort_values(["t", "run_pk"]).iloc[-1]
+        verdict, basis = _judge_peaks(cur, old, _cell_row(peaks, cur["model"], cur["config"]), floor_pct)
         rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
                      "other_run": old["dag_run_id"], "peak_output_tps": cur["peak_output_tps"],
                      "other_peak_output_tps": old["peak_output_tps"],
                      "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
                      "samples": int(cur["samples"]), "other_samples": int(old["samples"]),
-                     "judgement": _judge_peaks(cur, old)})
+                     "judgement": verdict, "basis": basis})
     if not rows:
         return None
     out = pd.DataFrame(rows)
@@ -166,14 +196,31 @@ def _rounded(v: Any, digits: int) -> float | None:
     return None if is_missing(v) else round(float(v), digits)
 
 
-def _judge_peaks(cur: pd.Series, old: pd.Series) -> str:
-    """Higher or lower only when the two peaks' 95 % intervals separate; a drop beyond noise is a REGRESSION."""
+def _judge_peaks(cur: pd.Series, old: pd.Series, cell: pd.Series | None, floor_pct: float) -> tuple[str, str]:
+    """A peak against the same cell's peak in another run or llm-d version, with the noise model of the
+    comparisons (noise.py): 2+ samples on both sides, their 95 % intervals must separate; otherwise the
+    change must exceed the noise floor (the cell's own history, else the campaign's) and, where known, the
+    within-level intervals. A drop beyond noise is a REGRESSION."""
+    if cell is not None and isinstance(cell.get("peak_suspect"), str) and cell["peak_suspect"]:
+        return analysis.NO_VERDICT, f"this run's peak level is suspect: {cell['peak_suspect']}"
     a, b = _version_interval(cur), _version_interval(old)
-    if any(math.isnan(x) for x in (*a, *b)):
-        return "no noise basis"
-    if a[0] > b[1] or a[1] < b[0]:
-        return "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
-    return "within noise"
+    have_intervals = not any(math.isnan(x) for x in (*a, *b))
+    direction = "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
+    if int(cur["samples"]) >= 2 and int(old["samples"]) >= 2:
+        if not have_intervals:
+            return "no noise basis", "none"
+        basis = f"{int(cur['samples'])} and {int(old['samples'])} peaks (Student t)"
+        return (direction if a[0] > b[1] or a[1] < b[0] else "within noise"), basis
+    own = analysis.cell_noise_of(cell) if cell is not None else None
+    floor = noise.floor_between(own, own, floor_pct)
+    change = analysis.pct(cur["peak_output_tps"], old["peak_output_tps"])
+    if change is None:
+        return "no noise basis", "none"
+    if not noise.beyond(change, floor):
+        return "within noise", floor.basis
+    if have_intervals and not (a[0] > b[1] or a[1] < b[0]):
+        return "within noise", f"{floor.basis}; the within-level intervals overlap"
+    return direction, floor.basis
 
 
 def _version_interval(row: pd.Series) -> tuple[float, float]:
@@ -202,8 +249,8 @@ def _judgement(judgement: Any, basis: Any) -> str:
     """A judgement from one trial says so where it is read, not only in the noise section."""
     if not isinstance(judgement, str):
         return "-"
-    weak = isinstance(basis, str) and basis.startswith("1 trial") and judgement in ("higher", "lower")
-    return f"{judgement} (weak: 1 trial)" if weak else judgement
+    weak = isinstance(basis, str) and "(no history)" in basis and judgement in ("higher", "lower")
+    return f"{judgement} (weak: 1 trial, no history)" if weak else judgement
 
 
 def _signed(v: Any, digits: int = 1) -> str:
@@ -287,6 +334,40 @@ class Doc:
                 f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n")
 
 
+# The published February evaluation's method (shared reference): one GuideLLM concurrent sweep per cell.
+FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "duration_s": 120, "prompt_tokens": 128,
+                   "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1}
+
+
+def _method_section(doc: Doc, report: Report) -> None:
+    p = report.data.params or {}
+    if not p:
+        doc.h(2, "Method")
+        doc.p(f"Not recorded: this report was made from {report.data.source}, which carries no run params.")
+        return
+    trials = int(p.get("trials") or 1)
+    isolation = p.get("trial_isolation") or "same-server"
+    levels = p.get("concurrency") or []
+    doc.h(2, "Method")
+    items = [
+        f"Workload per level: {p.get('prompt_tokens')} prompt + {p.get('output_tokens')} output tokens per turn, "
+        f"{p.get('turns')} turn(s), one shared prefix of {p.get('prefix_tokens')} tokens (prefix_count 1), "
+        f"seed {p.get('seed')}; {_fmt(p.get('duration_s'))} s per level.",
+        f"Levels: concurrency {', '.join(str(c) for c in levels)}; one GuideLLM run per cell sweeps them in order.",
+        "Isolation between levels: none; the servers keep running and their caches carry over from level to level.",
+        f"Warm-up: {p.get('warmup_requests', 'an unrecorded number of')} requests after deploy, before the sweep.",
+        f"Trials: {trials}" + (f", {'each after the first redeployed and warmed up again (its spread includes deployment variance)' if isolation == 'redeploy' else 'on the same running servers (their spread excludes deployment variance)'}."
+                                if trials > 1 else " (no run-to-run interval from this run alone)."),
+        f"Serving: llm-d {p.get('llmd_version')}, TP {p.get('tensor_parallel_size')}, {p.get('replicas')} replica(s).",
+        "Noise: see the Noise section; single-trial judgements use the cells' history or the campaign floor "
+        f"({noise_floor_pct(report.data):g} %).",
+    ]
+    doc.ul(items)
+    differs = [f"{k} {p.get(k)!r} (February: {v!r})" for k, v in FEBRUARY_METHOD.items() if p.get(k) != v]
+    if differs:
+        doc.note("This method differs from the February evaluation's: " + "; ".join(differs) + ".")
+
+
 def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     d = report.data
     skipped = report.peaks[report.peaks["status"] == "skipped"]
@@ -298,6 +379,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         doc.note(SIMULATED_BANNER)
     doc.p(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by llmd-bench from {d.source}. Every number "
           "below is computed from the stored per-level results.")
+
+    _method_section(doc, report)
 
     doc.h(2, "Summary")
     counts = report.peaks["status"].value_counts().to_dict()
@@ -367,14 +450,30 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
 
     doc.h(2, "Noise")
     bases = sorted({b for b in t["noise_basis"].dropna()})
-    doc.p("A difference is called higher or lower only when the two cells' 95 % confidence intervals of the peak "
-          "do not overlap; otherwise it is **within noise**. With 2 or more trials the interval comes from the trials "
-          "(Student t). With one trial it comes from GuideLLM's own per-level data: with a fixed number of streams, "
-          "throughput is streams x tokens / mean request latency, so its relative standard error is the request "
-          "latency's coefficient of variation over the square root of the successful requests. That judgement is "
-          "**weak**: it does not see run-to-run variation (restarts, placement, thermal state). Run with "
-          "`trials` >= 2 for a firm answer.")
-    doc.ul([f"Basis used: {b}" for b in bases])
+    floor = noise_floor_pct(d)
+    doc.p("With 2 or more trials per cell, a difference is called higher or lower only when the two cells' 95 % "
+          "Student t intervals of the peak do not overlap. With one trial, the spread of request latency inside the "
+          "peak level is far smaller than what the same cell does from run to run, so the difference must also "
+          "exceed a **noise floor**: taken from the cells' own earlier runs in the results store (the same campaign, "
+          "model, configuration, llm-d version, workload and kind of runtime; at least "
+          f"{noise.MIN_HISTORY} peaks, the latest {noise.MAX_HISTORY}; the 95 % bound of the difference of two runs "
+          "from their successive differences), otherwise the campaign's `noise_floor_pct` "
+          f"(**{floor:g} %** for this run). A peak measured while the load generator was saturated gets **no verdict**. "
+          "Otherwise the difference is **within noise**.")
+    doc.ul([f"Interval of a cell's peak: {b}" for b in bases])
+    suspect = t[t["peak_suspect"].map(lambda v: isinstance(v, str) and bool(v))] if "peak_suspect" in t else t.iloc[0:0]
+    if not suspect.empty:
+        doc.p("**Peaks measured at a suspect level** (no verdict for their comparisons):")
+        doc.ul([f"{r.model}/{r.config} at concurrency {_fmt(r.optimal_concurrency)}: {r.peak_suspect}"
+                for r in suspect.itertuples()])
+    history = t[pd.to_numeric(t.get("history_n", pd.Series(dtype=float)), errors="coerce").fillna(0) > 0] \
+        if "history_n" in t else t.iloc[0:0]
+    if not history.empty:
+        doc.p("Run-to-run spread of each cell's peak from its earlier runs (used when at least "
+              f"{noise.MIN_HISTORY} peaks are stored):")
+        doc.table(["Model", "Config", "Earlier peaks", "Run-to-run spread (1 sd)"],
+                  [[r.model, r.config, _fmt(r.history_n),
+                    "-" if is_missing(r.history_sd) else f"{float(r.history_sd) * 100:.2f}%"] for r in history.itertuples()])
     if not report.comparisons.empty:
         doc.table(["Model", "Config", "Baseline tok/s", "Peak tok/s", "vs baseline", "TTFT vs baseline", "TPOT vs baseline",
                    "Judgement", "Basis"],
@@ -399,9 +498,10 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         regressions = cv[cv["judgement"] == "REGRESSION"]
         doc.p(f"Peaks of llm-d {d.llmd_version} against earlier runs of this campaign with other llm-d versions. "
               + (f"**{len(regressions)} regression(s) beyond noise.**" if len(regressions) else "No regression beyond noise."))
-        doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement"],
+        doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement",
+                   "Basis"],
                   [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, _fmt(r.other_peak_output_tps),
-                    _signed(r.change_pct), r.judgement] for r in cv.itertuples()])
+                    _signed(r.change_pct), r.judgement, r.basis] for r in cv.itertuples()])
 
     if report.previous_run is not None:
         doc.h(2, "Since the previous run")
@@ -410,9 +510,9 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         doc.p(f"Each cell's peak against the latest earlier run of this campaign with the same llm-d version "
               f"({d.llmd_version}), the same workload and the same kind of runtime, judged against noise as above. "
               + (f"**{n} regression(s) beyond noise.**" if n else "No regression beyond noise."))
-        doc.table(["Model", "Config", "Peak tok/s", "Previous run", "Previous peak tok/s", "Change", "Judgement"],
+        doc.table(["Model", "Config", "Peak tok/s", "Previous run", "Previous peak tok/s", "Change", "Judgement", "Basis"],
                   [[r.model, r.config, _fmt(r.peak_output_tps), r.other_run, _fmt(r.other_peak_output_tps),
-                    _signed(r.change_pct), r.judgement] for r in pr.itertuples()])
+                    _signed(r.change_pct), r.judgement, r.basis] for r in pr.itertuples()])
 
     doc.h(2, "Plots")
     captions = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",

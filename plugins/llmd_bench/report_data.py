@@ -11,6 +11,7 @@ import pandas as pd
 
 from llmd_bench.analysis import normalize_levels
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.noise import MAX_HISTORY
 
 CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
                 "requests_successful", "requests_errored"]
@@ -34,6 +35,9 @@ class ReportInput:
     # Peaks per cell of this run and of the earlier runs of the campaign at the same llm-d version
     # (PREVIOUS_RUNS_SQL), for the comparison with the previous run.
     previous_runs: pd.DataFrame | None = None
+    # Each cell's earlier peaks (one per run and trial, oldest first) that measured the same thing:
+    # the noise model's history (noise.py, HISTORY_SQL).
+    history: pd.DataFrame | None = None
 
     @property
     def simulated(self) -> bool:
@@ -48,7 +52,7 @@ SELECT c.short_model AS model, c.config, c.trial, l.concurrency, l.output_tps_me
        l.tpot_ms_p99 AS tpot_p99_ms, l.requests_successful, l.requests_errored, l.requests_incomplete,
        l.request_latency_s_mean AS request_latency_mean_s,
        (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float AS request_latency_std_s,
-       l.valid, l.invalid_reason
+       l.valid, l.invalid_reason, l.suspect_reason
 FROM level_results l JOIN cells c ON c.id = l.cell_id
 WHERE c.run_id = :run_pk
 ORDER BY c.short_model, c.config, c.trial, l.concurrency
@@ -141,6 +145,30 @@ GROUP BY run_pk, dag_run_id, t, is_current, short_model, config
 """
 
 
+# The noise model's history: every trial's peak of the earlier runs that measured the same thing as this
+# run (the same filter as PREVIOUS_RUNS_SQL), the latest noise.MAX_HISTORY runs.
+HISTORY_SQL = """
+WITH cur AS (
+    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
+), earlier AS (
+    SELECT r.id, coalesce(r.started_at, r.created_at) AS t
+    FROM runs r, cur
+    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
+      AND (r.runtime = 'local') = (cur.runtime = 'local')
+      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+      AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
+    ORDER BY t DESC, r.id DESC
+    LIMIT :max_runs
+)
+SELECT DISTINCT ON (l.cell_id) c.short_model AS model, c.config, e.t, e.id AS run_pk, c.trial,
+       l.output_tps_mean AS peak_output_tps
+FROM earlier e
+JOIN cells c ON c.run_id = e.id
+JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+"""
+
+
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
     from sqlalchemy import text
 
@@ -158,6 +186,8 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
         observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
         cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
         previous = pd.DataFrame(conn.execute(text(PREVIOUS_RUNS_SQL), {"run_pk": run["id"]}).mappings().all())
+        history = pd.DataFrame(conn.execute(text(HISTORY_SQL), {"run_pk": run["id"],
+                                                                "max_runs": MAX_HISTORY}).mappings().all())
     if levels.empty:
         levels = pd.DataFrame(columns=["model", "config", "trial", "concurrency", "output_tps_mean"])
     cells = _cells_frame(cells)
@@ -169,7 +199,8 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
                        cross_version=cross if len(cross["llmd_version"].unique() if not cross.empty else []) > 1 else None,
                        llmd_version=run["llmd_version"],
                        previous_runs=previous if not previous.empty and (~previous["is_current"]).any() else None,
-                       observations=observations if not observations.empty else pd.DataFrame(columns=OBSERVATION_COLUMNS))
+                       observations=observations if not observations.empty else pd.DataFrame(columns=OBSERVATION_COLUMNS),
+                       history=history.sort_values(["t", "run_pk", "trial"]) if not history.empty else None)
 
 
 def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:

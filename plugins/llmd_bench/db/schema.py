@@ -87,6 +87,8 @@ class LevelResult(Base):
     concurrency: Mapped[int] = mapped_column(Integer)
     valid: Mapped[bool] = mapped_column(Boolean)
     invalid_reason: Mapped[str | None] = mapped_column(Text)
+    # set when the load generator (or, on the local runtime, the shared host) was saturated: no verdict
+    suspect_reason: Mapped[str | None] = mapped_column(Text)
     requests_successful: Mapped[int] = mapped_column(Integer)
     requests_errored: Mapped[int] = mapped_column(Integer)
     requests_incomplete: Mapped[int] = mapped_column(Integer)

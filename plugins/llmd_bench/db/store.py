@@ -181,9 +181,10 @@ def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     return session.execute(stmt).scalar_one()
 
 
-def level_row(cell_id: int, lv: ParsedLevel) -> dict[str, Any]:
+def level_row(cell_id: int, lv: ParsedLevel, suspect_reason: str | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "cell_id": cell_id, "concurrency": lv.concurrency, "valid": lv.valid, "invalid_reason": lv.invalid_reason,
+        "suspect_reason": suspect_reason,
         "requests_successful": lv.requests_successful, "requests_errored": lv.requests_errored,
         "requests_incomplete": lv.requests_incomplete, "level_start": _ts(lv.start), "level_end": _ts(lv.end),
         "duration_s": lv.duration_s, "output_tps_std": lv.value("output_tps", "std_dev"), "summary": lv.summary,
@@ -195,15 +196,18 @@ def level_row(cell_id: int, lv: ParsedLevel) -> dict[str, Any]:
 
 
 def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel],
-               observations: list[tuple[int, str, str, float]] = ()) -> int:
+               observations: list[tuple[int, str, str, float]] = (),
+               suspects: dict[int, str] | None = None) -> int:
     """Replace the cell's rows with these (run upserted too). The caller owns the transaction.
-    observations: (concurrency, source, metric, value) measured values only."""
+    observations: (concurrency, source, metric, value) measured values only; suspects: concurrency -> why
+    the level measured the load generator or the machine rather than the server."""
     run_pk = upsert_run(session, run)
     cell_pk = upsert_cell(session, run_pk, cell)
     session.execute(delete(LevelResult).where(LevelResult.cell_id == cell_pk))
     session.execute(delete(LevelObservation).where(LevelObservation.cell_id == cell_pk))
     if levels:
-        session.execute(insert(LevelResult), [level_row(cell_pk, lv) for lv in levels])
+        session.execute(insert(LevelResult), [level_row(cell_pk, lv, (suspects or {}).get(lv.concurrency))
+                                              for lv in levels])
     if observations:
         session.execute(insert(LevelObservation), [
             {"cell_id": cell_pk, "concurrency": c, "source": src, "metric": m, "value": v} for c, src, m, v in observations])

@@ -69,16 +69,34 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     if previous.get("processes"):
         # A retried or cleared task: stop what the earlier attempt left before starting again.
         teardown(ctx)
-    sim = ctx.campaign.local_simulation[ctx.cell.config]
-    logs = ctx.cell_dir / "logs"
     state: dict[str, Any] = {"processes": [], "replicas": [], "endpoint": None, "kv_backend": None}
-    procs: list[ManagedProcess] = []
+    started = _tracker(ctx, state, [])
+    _start_serving(ctx, state, started)
+    state["pcp"] = start_pcp_recording(ctx, started)
+    _save(ctx, state)
+    return state
 
+
+def _tracker(ctx: StepContext, state: dict[str, Any], procs: list[ManagedProcess]):  # noqa: ANN202
+    """A callback recording each started process in the saved state at once (teardown can always clean up)."""
     def started(p: ManagedProcess) -> ManagedProcess:
         procs.append(p)
         state["processes"] = [q.to_dict() for q in procs]
         _save(ctx, state)
         return p
+    return started
+
+
+def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:  # noqa: ANN001
+    """The mock servers, the router in front of several, and the Redis/Valkey index of a routing config."""
+    assert ctx.cell is not None
+    sim = ctx.campaign.local_simulation[ctx.cell.config]
+    logs = ctx.cell_dir / "logs"
+    procs: list[ManagedProcess] = []
+
+    def serving(p: ManagedProcess) -> ManagedProcess:
+        procs.append(p)
+        return started(p)
 
     for i in range(ctx.params.replicas):
         port = processes.free_port()
@@ -87,7 +105,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
                "--itl-ms", str(sim.itl_ms), "--itl-ms-std", str(sim.itl_ms_std)]
         if sim.max_concurrent_requests:
             cmd += ["--max-concurrent-requests", str(sim.max_concurrent_requests)]
-        started(processes.start(f"mock-server-{i}", cmd, port, logs / f"mock-server-{i}.log", {"HF_HUB_OFFLINE": "1"}))
+        serving(processes.start(f"mock-server-{i}", cmd, port, logs / f"mock-server-{i}.log", {"HF_HUB_OFFLINE": "1"}))
         state["replicas"].append(f"http://127.0.0.1:{port}")
     for proc, url in zip(procs, state["replicas"]):
         processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
@@ -97,7 +115,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port)]
         for url in state["replicas"]:
             cmd += ["--backend", url]
-        router = started(processes.start("router", cmd, port, logs / "router.log"))
+        router = serving(processes.start("router", cmd, port, logs / "router.log"))
         state["endpoint"] = f"http://127.0.0.1:{port}"
         processes.wait_http(router, f"{state['endpoint']}/health", START_TIMEOUT_S)
     else:
@@ -108,12 +126,29 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
         port = processes.free_port()
         cmd = [kv_server_bin(ctx.cell.config), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--protected-mode", "yes"]
-        kv = started(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
+        kv = serving(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
         processes.wait_resp_ping(kv, START_TIMEOUT_S)
         state["kv_backend"] = {"kind": name, "port": port, "server_version": kv_server_version(port)}
-    state["pcp"] = start_pcp_recording(ctx, started)
-    _save(ctx, state)
-    return state
+
+
+def redeploy(ctx: StepContext) -> dict[str, Any]:
+    """Between trials (trial_isolation: redeploy): stop the serving processes and start them again, so
+    the next trial begins with empty caches and index; the cell's pmlogger keeps recording."""
+    state = load_state(ctx)
+    procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+    keep = [p for p in procs if p.name == "pmlogger"]
+    old = [p for p in procs if p.name != "pmlogger"]
+    for p in reversed(old):
+        processes.stop(p)
+    problems = processes.leftovers(old)
+    if problems:
+        raise RuntimeStepError("redeploy: the previous trial's servers left things behind: " + "; ".join(problems))
+    fresh: dict[str, Any] = {"processes": [p.to_dict() for p in keep], "replicas": [], "endpoint": None,
+                             "kv_backend": None, "pcp": state.get("pcp")}
+    _save(ctx, fresh)
+    _start_serving(ctx, fresh, _tracker(ctx, fresh, list(keep)))
+    _save(ctx, fresh)
+    return fresh
 
 
 def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:  # noqa: ANN001

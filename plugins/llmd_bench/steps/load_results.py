@@ -40,7 +40,8 @@ def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
 
 def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, str, str, float]]:
     rows = []
-    for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels"), ("epp", "epp_levels")):
+    for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels"), ("epp", "epp_levels"),
+                        ("generator", "generator_levels")):
         for level in observed.get(key) or []:
             if level.get("trial", 1) != trial:
                 continue
@@ -73,7 +74,9 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
                                config_effect=observed.get("config_effect") or {}, observability=observability)
-            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial))
+            suspects = {s["concurrency"]: s["reason"] for s in observed.get("suspect_levels") or []
+                        if s.get("trial", 1) == trial}
+            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial), suspects)
 
     db.in_transaction(load, f"loading {ctx.cell}")
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")

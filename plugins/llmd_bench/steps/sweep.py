@@ -19,6 +19,7 @@ from llmd_bench import paths
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
+from llmd_bench.observe import generator
 from llmd_bench.observe.sampler import Sampler
 from llmd_bench.steps import endpoint_for, observation_targets
 
@@ -123,7 +124,8 @@ def stall_retries() -> int:
     return int(raw)
 
 
-def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float) -> int:
+def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float,
+                 cpu_samples: Path | None = None) -> int:
     """GuideLLM in its own process group, stopped with its workers when it stalls past the deadline, when
     the step fails, or when the step is terminated (Airflow killing the task, Kubernetes deleting the pod)."""
     previous = signal.getsignal(signal.SIGTERM)
@@ -138,7 +140,8 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
         if in_main_thread:
             signal.signal(signal.SIGTERM, terminated)
         try:
-            return proc.wait(timeout=deadline_s)
+            with (generator.CpuSampler(cpu_samples, proc.pid) if cpu_samples else contextlib.nullcontext()):
+                return proc.wait(timeout=deadline_s)
         except subprocess.TimeoutExpired:
             raise GuidellmStalled(f"guidellm did not finish within {deadline_s:g} s and was stopped "
                                   f"(GuideLLM can stall between levels)") from None
@@ -166,6 +169,25 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     proc.poll()
 
 
+def redeploy(ctx: StepContext) -> dict[str, Any]:
+    """trial_isolation: redeploy. The serving stack is stopped and started again and warmed up before the
+    trial, so the trials' spread includes what a new deployment changes (caches, placement, start-up)."""
+    from llmd_bench.steps import warmup
+
+    started = time.monotonic()
+    if ctx.runtime == "local":
+        from llmd_bench.runtime import local
+        local.redeploy(ctx)
+    else:
+        from llmd_bench.runtime import kubernetes
+        kubernetes.teardown(ctx)
+        kubernetes.deploy(ctx)
+    deployed = time.monotonic()
+    warm = warmup.run(ctx)
+    return {"isolation": "redeployed", "redeploy_s": round(deployed - started, 3),
+            "warmup_s": round(time.monotonic() - deployed, 3), "warmup_requests": warm.get("requests")}
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
     target = endpoint_for(ctx)
     with host_recording(ctx) as pcp_state:
@@ -190,6 +212,13 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             trials.append({"trial": trial, "report": str(out.relative_to(ctx.cell_dir)), "resumed": True})
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
+        isolation: dict[str, Any] = {"isolation": "same-server"}
+        if trial > 1 and ctx.params.trial_isolation == "redeploy":
+            print(f"trial {trial}: redeploying the cell (trial_isolation: redeploy)", flush=True)
+            isolation = redeploy(ctx)
+            target = endpoint_for(ctx)
+        elif trial == 1:
+            isolation = {"isolation": "first"}
         cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial)
         print("running:", " ".join(cmd), flush=True)
         started = time.monotonic()
@@ -201,7 +230,7 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             try:
                 with Sampler(out.parent / SAMPLES_FILE, targets.replicas, targets.kv,
                              epp_metrics=targets.epp_metrics) as sampler:
-                    returncode = run_guidellm(cmd, log_path, env, deadline_s)
+                    returncode = run_guidellm(cmd, log_path, env, deadline_s, out.parent / generator.SAMPLES_FILE)
                 break
             except GuidellmStalled as exc:
                 kept = log_path.with_name(f"guidellm.stalled-{attempt}.log")
@@ -226,6 +255,8 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
         trials.append({
             "trial": trial,
             "report": str(out.relative_to(ctx.cell_dir)),
+            "target": target,
+            **isolation,
             "guidellm_version": report.guidellm_version,
             "guidellm_wall_s": round(wall, 3),
             "benchmark_s": round(sum(lv.duration_s for lv in report.levels), 3),

@@ -1,0 +1,96 @@
+"""The noise model: how large a difference between two peaks must be before it is called real.
+
+With 2 or more trials per cell the trials' Student t intervals decide (analysis.py). With one trial the
+spread of request latency inside the peak level (about +/-0.7 %) is far smaller than what the same cell
+does from run to run (2-4 % on one machine, more under load), so a single-trial difference is called
+higher or lower only beyond a noise floor taken, in order, from:
+
+1. the cell's own history: earlier peaks of the same campaign, model, configuration, llm-d version,
+   workload and kind of runtime in the results store (at least MIN_HISTORY of them);
+2. otherwise the campaign's `noise_floor_pct`.
+
+The run-to-run spread is estimated from successive differences (von Neumann's mean square successive
+difference), so a step in the history (a new driver, a moved node) widens it far less than a plain
+standard deviation would, while noise around a steady level is estimated as well as by the standard
+deviation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+# Below this many earlier peaks a spread estimate is too uncertain to replace the campaign's floor.
+MIN_HISTORY = 3
+# Only the latest peaks: older ones may describe another state of the system.
+MAX_HISTORY = 20
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (df > 30: normal).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+        20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    if df <= 0:
+        return math.nan
+    if df in _T95:
+        return _T95[df]
+    if df > 30:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= df)]
+
+
+@dataclass(frozen=True)
+class CellNoise:
+    """A cell's run-to-run spread of its peak, relative to its level (0.03 = 3 %)."""
+
+    relative_sd: float
+    samples: int
+
+    @property
+    def df(self) -> int:
+        return self.samples - 1
+
+
+def cell_noise(history: Sequence[float]) -> CellNoise | None:
+    """The run-to-run spread from a cell's earlier peaks, oldest first; None when there are too few."""
+    values = [float(v) for v in history if v is not None and math.isfinite(float(v)) and float(v) > 0]
+    values = values[-MAX_HISTORY:]
+    if len(values) < MIN_HISTORY:
+        return None
+    mean = sum(values) / len(values)
+    diffs = [(b - a) / mean for a, b in zip(values, values[1:])]
+    relative_sd = math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))
+    return CellNoise(relative_sd, len(values))
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The smallest difference, in % of the reference, that is called higher or lower; and why."""
+
+    pct: float
+    basis: str
+
+
+def floor_between(a: CellNoise | None, b: CellNoise | None, campaign_floor_pct: float) -> Floor:
+    """The floor for comparing two single-trial peaks. With both cells' histories: the 95 % bound of the
+    difference of two independent runs, t(df) x sqrt(sd_a^2 + sd_b^2). With one cell's history, the other
+    cell is taken to be as noisy (same campaign, same machine). With none: the campaign's floor."""
+    known = [n for n in (a, b) if n is not None]
+    if not known:
+        return Floor(campaign_floor_pct, f"1 trial; campaign noise_floor_pct {campaign_floor_pct:g} % (no history)")
+    sd_a = (a or known[0]).relative_sd
+    sd_b = (b or known[0]).relative_sd
+    df = min(n.df for n in known)
+    pct = t95(df) * math.sqrt(sd_a ** 2 + sd_b ** 2) * 100.0
+    if len(known) == 2:
+        basis = f"1 trial; noise floor {pct:.1f} % from the cells' run-to-run spread ({a.samples} and {b.samples} peaks)"  # type: ignore[union-attr]
+    else:
+        basis = f"1 trial; noise floor {pct:.1f} % from one cell's run-to-run spread ({known[0].samples} peaks)"
+    return Floor(pct, basis)
+
+
+def beyond(change_pct: float | None, floor: Floor) -> bool:
+    return change_pct is not None and math.isfinite(change_pct) and abs(change_pct) > floor.pct

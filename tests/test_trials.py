@@ -1,0 +1,57 @@
+"""Trials and their isolation on the local runtime: `redeploy` (the default) restarts and warms up the
+cell's servers before every trial after the first; `same-server` keeps them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import tiny_campaign, write_campaign
+from llmd_bench import catalog
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.runtime import local, processes
+from llmd_bench.steps import sweep, warmup
+
+
+def _ctx(campaigns_dir, isolation):
+    doc = tiny_campaign(configs=["llm-d-valkey"], trial_isolation=isolation)
+    doc["workload"].update(concurrency=[2], duration_s=1.5)
+    campaign = load_campaign(write_campaign(campaigns_dir, doc))
+    params = resolve_params(campaign, {"trials": 2}, catalog.known_versions())
+    return StepContext(campaign, params, f"trials-{isolation}", "local", Cell("Qwen/Qwen3-0.6B", "llm-d-valkey"))
+
+
+def _serving_pids(ctx):
+    return {p["name"]: p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] != "pmlogger"}
+
+
+@pytest.mark.parametrize("isolation", ["redeploy", "same-server"])
+def test_trial_isolation(campaigns_dir, results_dir, isolation):
+    ctx = _ctx(campaigns_dir, isolation)
+    assert ctx.params.trial_isolation == isolation
+    local.deploy(ctx)
+    try:
+        warmup.run(ctx)
+        first = _serving_pids(ctx)
+        first_logger = [p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] == "pmlogger"]
+        sweep.run(ctx)
+        trials = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
+        assert [t["trial"] for t in trials] == [1, 2]
+        now = _serving_pids(ctx)
+        if isolation == "redeploy":
+            assert trials[1]["isolation"] == "redeployed" and trials[1]["warmup_requests"] == 2
+            assert trials[1]["redeploy_s"] > 0
+            assert set(now) == set(first) and not set(now.values()) & set(first.values())
+            assert not any(processes.pid_alive(pid) for pid in first.values())  # the old servers are gone
+            assert trials[0]["target"] != trials[1]["target"]
+        else:
+            assert trials[1]["isolation"] == "same-server" and now == first
+            assert trials[0]["target"] == trials[1]["target"]
+        # the cell's host recording went on through the redeploy
+        assert [p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] == "pmlogger"] == first_logger
+        for t in (1, 2):
+            assert sweep.complete_report(ctx, sweep.report_path(ctx, t))
+    finally:
+        local.teardown(ctx)
