@@ -38,8 +38,9 @@ from llmd_bench.report_data import from_store  # noqa: E402
 from llmd_bench.runtime.processes import free_port  # noqa: E402
 from llmd_bench.steps import collect_pcp, deploy, load_results, sweep, teardown, warmup  # noqa: E402
 
-# the demo's workload (scripts/demo.sh)
-DEMO = {"concurrency": [1, 8, 16], "duration_s": 4, "prompt_tokens": 64, "output_tokens": 32, "prefix_tokens": 256,
+# the demo's workload (scripts/demo.sh) at levels that leave this 2-core machine below saturation (at 16
+# streams the host is >= 95 % busy and those levels are suspect: no verdict, nothing for the noise model to judge)
+DEMO = {"concurrency": [1, 4, 8], "duration_s": 4, "prompt_tokens": 64, "output_tokens": 32, "prefix_tokens": 256,
         "turns": 2, "seed": 889, "warmup_requests": 2}
 PROFILE = {"ttft_ms": 40, "itl_ms": 8.0, "max_concurrent_requests": 64}
 CONFIGS = ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]

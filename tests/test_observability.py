@@ -206,7 +206,6 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
     gen = obs["generator_levels"]
     assert [g["concurrency"] for g in gen] == [1, 4]
     assert all(g["processes"] >= 1 and 0 < g["cpu_cores"] and 0 < g["busiest_process_pct"] <= 100.5 for g in gen)
-    assert isinstance(obs["suspect_levels"], list)
     from sqlalchemy import text
 
     from llmd_bench.db.store import make_engine
@@ -215,12 +214,13 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
         stored = conn.execute(text("SELECT o.concurrency, o.value FROM level_observations o JOIN cells c ON c.id = o.cell_id "
                                    "WHERE o.source = 'pcp' AND o.metric = 'cpu_util_pct' ORDER BY 1")).all()
         effect = conn.execute(text("SELECT config_effect->>'verdict', observability->'pcp'->>'status' FROM cells")).one()
-        generator_rows = conn.execute(text("SELECT count(*) FROM level_observations WHERE source = 'generator' "
-                                           "AND metric = 'busiest_process_pct'")).scalar_one()
+        generator_rows = conn.execute(text("SELECT count(*) FILTER (WHERE metric = 'busiest_process_pct'), "
+                                           "count(*) FILTER (WHERE metric = 'start_lag_pct') FROM level_observations "
+                                           "WHERE source = 'generator'")).one()
     engine.dispose()
     assert [c for c, _ in stored] == [1, 4]
     assert effect == ("not taking effect", "recorded")
-    assert generator_rows == 2
+    assert tuple(generator_rows) == (2, 2)  # CPU and GuideLLM's start lag for both levels
     out = subprocess.run([str(BIN / "llmd-bench"), "report", "--run-id", "pcp-run", "--out", str(results_dir / "rep")],
                          capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
     assert out.returncode == 0, out.stderr
@@ -332,14 +332,18 @@ def test_the_generators_cpu_is_measured_per_process_of_its_group(tmp_path):
 
 def test_saturated_levels_are_suspect_with_the_reason():
     from llmd_bench.observe import generator
-    from llmd_bench.steps.collect_pcp import suspect_levels
 
-    gen = [{"trial": 1, "concurrency": 1, "busiest_process_pct": 35.0}, {"trial": 1, "concurrency": 64, "busiest_process_pct": 97.0}]
-    host = [{"trial": 1, "concurrency": 1, "cpu_util_pct": 40.0}, {"trial": 1, "concurrency": 16, "cpu_util_pct": 99.0}]
-    local = suspect_levels(gen, host, shares_host=True)
-    assert [(s["concurrency"], s["reason"]) for s in local] == [
-        (16, "host CPU 99 % busy while the generator shared it with the servers (limit 95 %)"),
-        (64, "load generator saturated (its busiest process used 97 % of a core; limit 90 %)")]
-    # in a cluster PCP records the GPU nodes, not the generator's host: only the generator's own CPU counts
-    assert [s["concurrency"] for s in suspect_levels(gen, host, shares_host=False)] == [64]
+    # GuideLLM's own scheduler timing (scheduler_metrics of a 0.8.1 report): requests sent late by 30 % of
+    # their time is a saturated generator; 4 % is its ordinary overhead; -1 means it had no estimate
+    late = {"scheduler_metrics": {"request_targeted_start_delay_avg": 0.12, "request_time_avg": 0.40}}
+    fine = {"scheduler_metrics": {"request_targeted_start_delay_avg": 0.016, "request_time_avg": 0.40}}
+    unknown = {"scheduler_metrics": {"request_targeted_start_delay_avg": -1.0, "request_time_avg": 0.40}}
+    assert generator.start_lag_pct(late) == 30.0 and generator.start_lag_pct(fine) == 4.0
+    assert generator.start_lag_pct(unknown) is None and generator.start_lag_pct({}) is None
+    assert generator.suspect_reason(30.0, None, True) == (
+        "load generator saturated (it sent requests 30 % of a request's time late; limit 25 %)")
+    assert generator.suspect_reason(4.0, {"cpu_util_pct": 99.0}, True) == (
+        "host CPU 99 % busy while the generator shared it with the servers (limit 95 %)")
+    # in a cluster PCP records the GPU nodes, not the generator's host: only the generator's own lag counts
+    assert generator.suspect_reason(4.0, {"cpu_util_pct": 99.0}, False) is None
     assert generator.suspect_reason(None, None, True) is None

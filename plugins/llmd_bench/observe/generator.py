@@ -1,16 +1,19 @@
 """The load generator's own CPU use per level, and when a level measured the generator instead of the server.
 
 GuideLLM runs in its own process group (steps/sweep.py); every second the CPU time of each process in the
-group is read from /proc, so each level gets the generator's total cores and its busiest process.
+group is read from /proc, so each level records the generator's cores in use and its busiest process.
+Those are recorded, not judged: GuideLLM 0.8.1's scheduler and workers poll, so its busiest process sits
+near 100 % of a core even at concurrency 1 (measured here), whatever the load.
 
-A level is suspect when:
-- the busiest GuideLLM process used >= BUSIEST_PROCESS_LIMIT_PCT of a core: GuideLLM's scheduler and each
-  worker are single asyncio event loops, and a loop that is busy this share of the time delays sending
-  requests and reading tokens, which shows up as latency the server never had (queueing theory: at 90 %
-  utilisation the mean wait of an M/M/1 queue is 9x the service time);
-- or, where the generator shares the host with what it measures (the local runtime), the host was
-  >= HOST_BUSY_LIMIT_PCT CPU-busy over the level (PCP): the mock servers and the generator were then
-  competing for the same cores, so the numbers measured the machine.
+What does show a generator that cannot keep up is GuideLLM's own scheduler timing (its report's
+`scheduler_metrics`, guidellm/benchmark/schemas/accumulator.py at v0.8.1): `request_targeted_start_delay`
+is how late each request was sent after its stream became free, `request_time` how long the request
+took. With concurrent streams the measured throughput is streams / (request time + that lag), so a lag of
+START_LAG_LIMIT_PCT of the request time under-measures the server by a fifth, more than the configuration
+differences this tool is asked to judge (5-10 %): the level describes the generator. A level is suspect:
+- when that lag is >= START_LAG_LIMIT_PCT of the request time; or
+- where the generator shares the host with what it measures (the local runtime), when PCP saw the host
+  >= HOST_BUSY_LIMIT_PCT CPU-busy over the level: servers and generator were competing for the same cores.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 SAMPLES_FILE = "generator_cpu.jsonl"
 INTERVAL_S = 1.0
-BUSIEST_PROCESS_LIMIT_PCT = 90.0
+START_LAG_LIMIT_PCT = 25.0
 HOST_BUSY_LIMIT_PCT = 95.0
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -98,8 +101,8 @@ def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> l
         elapsed = last["time"] - first["time"]
         if elapsed <= 0:
             continue
-        used = {pid: max(0.0, cpu - first["cpu_s"].get(pid, cpu)) for pid, cpu in last["cpu_s"].items()
-                if pid in first["cpu_s"]}
+        # a process that appeared after the first sample (a worker spawned for the level) used all its CPU inside
+        used = {pid: max(0.0, cpu - first["cpu_s"].get(pid, 0.0)) for pid, cpu in last["cpu_s"].items()}
         if not used:
             continue
         out.append({"concurrency": w["concurrency"], "trial": w.get("trial", 1),
@@ -109,12 +112,24 @@ def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> l
     return out
 
 
-def suspect_reason(generator: dict[str, Any] | None, host: dict[str, Any] | None, shares_host: bool) -> str | None:
+def start_lag_pct(summary: dict[str, Any]) -> float | None:
+    """How late GuideLLM sent requests after their stream became free, in % of the request time."""
+    metrics = summary.get("scheduler_metrics") if isinstance(summary, dict) else None
+    if not isinstance(metrics, dict):
+        return None
+    lag, took = metrics.get("request_targeted_start_delay_avg"), metrics.get("request_time_avg")
+    # GuideLLM writes -1.0 when it has no estimate
+    if not isinstance(lag, (int, float)) or not isinstance(took, (int, float)) or lag < 0 or took <= 0:
+        return None
+    return round(lag / took * 100.0, 2)
+
+
+def suspect_reason(lag_pct: float | None, host: dict[str, Any] | None, shares_host: bool) -> str | None:
     """Why a level's numbers describe the load generator or the machine rather than the server; None if fine."""
     reasons = []
-    if generator and (generator.get("busiest_process_pct") or 0) >= BUSIEST_PROCESS_LIMIT_PCT:
-        reasons.append(f"load generator saturated (its busiest process used "
-                       f"{generator['busiest_process_pct']:.0f} % of a core; limit {BUSIEST_PROCESS_LIMIT_PCT:.0f} %)")
+    if lag_pct is not None and lag_pct >= START_LAG_LIMIT_PCT:
+        reasons.append(f"load generator saturated (it sent requests {lag_pct:.0f} % of a request's time late; "
+                       f"limit {START_LAG_LIMIT_PCT:.0f} %)")
     if shares_host and host and (host.get("cpu_util_pct") or 0) >= HOST_BUSY_LIMIT_PCT:
         reasons.append(f"host CPU {host['cpu_util_pct']:.0f} % busy while the generator shared it with the "
                        f"servers (limit {HOST_BUSY_LIMIT_PCT:.0f} %)")

@@ -94,19 +94,6 @@ def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], kv: tuple[str, i
     return summary | {"max_keys": max(observed) if observed else None, "samples": len(counts), "final": final}
 
 
-def suspect_levels(generator_levels: list[dict[str, Any]], host_levels: list[dict[str, Any]],
-                   shares_host: bool) -> list[dict[str, Any]]:
-    """The levels whose numbers describe the load generator or the machine (observe/generator.py)."""
-    key = lambda lv: (lv.get("trial", 1), lv["concurrency"])  # noqa: E731
-    gen, host = {key(lv): lv for lv in generator_levels}, {key(lv): lv for lv in host_levels}
-    out = []
-    for trial, concurrency in sorted(set(gen) | set(host)):
-        reason = generator.suspect_reason(gen.get((trial, concurrency)), host.get((trial, concurrency)), shares_host)
-        if reason:
-            out.append({"trial": trial, "concurrency": concurrency, "reason": reason})
-    return out
-
-
 def run(ctx: StepContext) -> dict[str, Any]:
     assert ctx.cell is not None
     record = ctx.read_record()
@@ -121,15 +108,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     cpu = [s for t in range(1, ctx.params.trials + 1)
            for s in generator.read(ctx.cell_dir / f"trial-{t}" / generator.SAMPLES_FILE)]
     generator_levels = generator.per_level(cpu, windows)
-    # only the local runtime's PCP host is the generator's own host (in a cluster PCP records the GPU nodes)
-    suspects = suspect_levels(generator_levels, host_levels, shares_host=ctx.runtime == "local")
-    for s in suspects:
-        print(f"level {s['concurrency']} (trial {s['trial']}) is suspect: {s['reason']}")
     replica_count = (record.get("serving") or {}).get("replicas")
     effect = verdict.judge(ctx.cell.config, replica_count, serving, kv)
     observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
                     "serving_levels": serving_levels, "epp_levels": epp_levels, "kv_index": kv, "config_effect": effect,
-                    "generator_levels": generator_levels, "suspect_levels": suspects}
+                    "generator_levels": generator_levels}
     write_json_atomic(ctx.cell_dir / OBSERVATIONS_FILE, observations)
     with ctx.update_record() as rec:
         rec["pcp"] = host

@@ -12,6 +12,7 @@ from typing import Any
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import ReportError
 from llmd_bench.guidellm_report import Report, parse_report_file
+from llmd_bench.observe import generator
 from llmd_bench.results import cell_status, run_info_from_record, sha256
 from llmd_bench.steps.collect_pcp import OBSERVATIONS_FILE
 from llmd_bench.steps.sweep import report_path
@@ -52,6 +53,19 @@ def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, st
     return rows
 
 
+def suspect_levels(ctx: StepContext, reports: list[tuple[int, Report]], observed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The levels whose numbers describe the load generator or the machine (observe/generator.py)."""
+    host = {(lv.get("trial", 1), lv["concurrency"]): lv for lv in observed.get("host_levels") or []}
+    out = []
+    for trial, report in reports:
+        for lv in report.levels:
+            lag = generator.start_lag_pct(lv.summary)
+            # only the local runtime's PCP host is the generator's own (in a cluster PCP records the GPU nodes)
+            reason = generator.suspect_reason(lag, host.get((trial, lv.concurrency)), shares_host=ctx.runtime == "local")
+            out.append({"trial": trial, "concurrency": lv.concurrency, "start_lag_pct": lag, "reason": reason})
+    return out
+
+
 def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     from sqlalchemy.orm import Session
 
@@ -64,6 +78,10 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     observability = {k: observed.get(k) for k in ("pcp", "serving_metrics", "kv_index")} if observed else \
         {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
     serving = record.get("serving", {})
+    levels = suspect_levels(ctx, reports, observed)
+    for s in levels:
+        if s["reason"]:
+            print(f"level {s['concurrency']} (trial {s['trial']}) is suspect: {s['reason']}")
 
     def load(session: Session) -> None:
         for trial, report in reports:
@@ -74,9 +92,11 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
                                config_effect=observed.get("config_effect") or {}, observability=observability)
-            suspects = {s["concurrency"]: s["reason"] for s in observed.get("suspect_levels") or []
-                        if s.get("trial", 1) == trial}
-            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial), suspects)
+            mine = [s for s in levels if s["trial"] == trial]
+            suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
+            lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
+                        if s["start_lag_pct"] is not None]
+            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial) + lag_rows, suspects)
 
     db.in_transaction(load, f"loading {ctx.cell}")
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
