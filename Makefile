@@ -11,7 +11,7 @@ TOKENIZER := .cache/tokenizer/tokenizer.json
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up and run the test suite"
-	@echo "make bench  - print the performance targets' numbers"
+	@echo "make bench  - print the performance and judgement targets' numbers (about 40 minutes)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
 setup: $(STAMP) $(TOKENIZER)
@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python benchmarks/store_targets.py $$(ls -t results/*/*/*/trial-1/guidellm_report.json 2>/dev/null | head -1)
 	$(BIN)/python benchmarks/report_targets.py
 	$(BIN)/python benchmarks/storage_targets.py
+	$(BIN)/python benchmarks/noise_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg

@@ -224,3 +224,25 @@ def test_step_pods_pass_restricted_pod_security_and_follow_the_campaign(monkeypa
     assert spec.security_context.run_as_non_root is True and spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert c.security_context.allow_privilege_escalation is False and c.security_context.capabilities.drop == ["ALL"]
     assert not c.security_context.privileged and not spec.host_network
+
+
+def test_a_redeployed_trial_deletes_and_applies_the_cells_objects_then_warms_up(kube, monkeypatch):
+    """trial_isolation: redeploy in a cluster: the cell's objects are deleted (and gone) and applied again, ready,
+    before the warm-up and the next trial."""
+    from llmd_bench.steps import sweep, warmup
+
+    fake = kube("ready")
+    c = ctx()
+    k8s.deploy(c)
+    warmed = []
+    monkeypatch.setattr(warmup, "run", lambda ctx_: warmed.append(len(fake.calls)) or {"requests": 8})
+    before = len(fake.calls)
+    result = sweep.redeploy(c)
+    calls = fake.calls[before:]
+    deletes = [i for i, (m, _, _) in enumerate(calls) if m == "DELETE"]
+    applies = [i for i, (m, _, _) in enumerate(calls) if m == "PATCH"]
+    assert deletes and len(applies) == 7 and max(deletes) < min(applies)  # torn down first, then applied
+    assert warmed == [len(fake.calls)]  # warmed up after the stack was ready again
+    assert result["isolation"] == "redeployed" and result["warmup_requests"] == 8
+    k8s.teardown(c)
+    assert fake.kinds_left() == []

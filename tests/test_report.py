@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import ARTIFACTS, BIN, ROOT
+from llmd_bench import analysis
 from llmd_bench import report as rpt
 from llmd_bench.report_data import from_csv_dir
 
@@ -242,11 +243,12 @@ def test_single_trial_uses_guidellm_dispersion_and_says_it_is_weak(tmp_path):
     assert c.loc["llm-d-redis", "basis"] == "1 trial; campaign noise_floor_pct 5 % (no history)"
     assert c.loc["native-offload", "judgement"] == "lower"
     row = _row(r, "M", "no-offload")
-    # relative SE = CV / sqrt(n) = 0.25 / sqrt(1000)
-    assert row["peak_ci_high"] - row["peak_ci_low"] == pytest.approx(2 * 1.96 * 1000 * 0.25 / math.sqrt(1000))
+    # relative SE = CV / sqrt(n) = 0.25 / sqrt(1000), with the window's edge (8 streams over n) in quadrature
+    spread, edge = 1.96 * 1000 * 0.25 / math.sqrt(1000), 1000 * 8 / 1000
+    assert row["peak_ci_high"] - row["peak_ci_low"] == pytest.approx(2 * math.hypot(spread, edge))
     # without latency data the token-rate spread is used, and said so
     r = _report(tmp_path, {("M", "no-offload"): levels_with_peak("M", "no-offload", 1000, 8, 10, 2, [1, 8], std=100.0)})
-    assert _row(r, "M", "no-offload")["noise_basis"] == "1 trial (weak: spread of the token rate within the level)"
+    assert _row(r, "M", "no-offload")["noise_basis"] == analysis.WEAK_BASIS_RATE
 
 
 def test_one_replica_routing_cells_are_flagged(tmp_path):

@@ -55,3 +55,22 @@ def test_trial_isolation(campaigns_dir, results_dir, isolation):
             assert sweep.complete_report(ctx, sweep.report_path(ctx, t))
     finally:
         local.teardown(ctx)
+
+
+def test_a_cleared_sweep_resumes_after_the_last_complete_trial(campaigns_dir, results_dir):
+    ctx = _ctx(campaigns_dir, "same-server")
+    local.deploy(ctx)
+    try:
+        sweep.run(ctx)
+        first, second = sweep.report_path(ctx, 1), sweep.report_path(ctx, 2)
+        kept = first.stat().st_mtime_ns
+        second.unlink()  # trial 2 was cut short: the task is cleared and runs again
+        sweep.run(ctx)
+        trials = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
+        assert first.stat().st_mtime_ns == kept  # trial 1 was not run again
+        assert trials[0]["resumed"] is True and "resumed" not in trials[1]
+        assert sweep.complete_report(ctx, second)
+        # the resumed trial's level windows are still there for collect_pcp
+        assert [w["concurrency"] for t in trials for w in t["level_windows"]] == [2, 2]
+    finally:
+        local.teardown(ctx)

@@ -452,8 +452,10 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     bases = sorted({b for b in t["noise_basis"].dropna()})
     floor = noise_floor_pct(d)
     doc.p("With 2 or more trials per cell, a difference is called higher or lower only when the two cells' 95 % "
-          "Student t intervals of the peak do not overlap. With one trial, the spread of request latency inside the "
-          "peak level is far smaller than what the same cell does from run to run, so the difference must also "
+          "Student t intervals of the peak do not overlap. With one trial, each peak's interval comes from the "
+          "spread of request latency inside the level and from the level's window edges (GuideLLM counts requests "
+          "completed inside the window, so each stream may add or lose one: streams / requests of the output), "
+          "and that is still smaller than what the same cell does from run to run, so the difference must also "
           "exceed a **noise floor**: taken from the cells' own earlier runs in the results store (the same campaign, "
           "model, configuration, llm-d version, workload and kind of runtime; at least "
           f"{noise.MIN_HISTORY} peaks, the latest {noise.MAX_HISTORY}; the 95 % bound of the difference of two runs "

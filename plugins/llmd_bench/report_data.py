@@ -88,10 +88,13 @@ WITH peak_levels AS (
     WHERE r.campaign = :campaign
     ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
 ), with_se AS (
-    -- the single-run standard error, as in the peak table (relative SE of the mean request latency);
-    -- read from the JSONB summary of the peak rows only, never of every level
-    SELECT p.*, p.output_tps_mean * (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
-               / nullif(l.request_latency_s_mean, 0) / sqrt(greatest(l.requests_successful, 1)) AS within_level_se
+    -- the single-run standard error, as in the peak table (analysis._interval): the relative SE of the mean
+    -- request latency and the window's edge (one request per stream), read from the JSONB summary of the
+    -- peak rows only, never of every level
+    SELECT p.*, p.output_tps_mean * sqrt(
+               coalesce(power((l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+                              / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
+               + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
     FROM peak_levels p JOIN level_results l ON l.id = p.level_id
 )
 SELECT llmd_version, short_model AS model, config, count(*) AS samples, count(DISTINCT run_pk) AS runs,
@@ -133,8 +136,10 @@ WITH cur AS (
     JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
     ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
 ), with_se AS (
-    SELECT p.*, p.output_tps_mean * (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
-               / nullif(l.request_latency_s_mean, 0) / sqrt(greatest(l.requests_successful, 1)) AS within_level_se
+    SELECT p.*, p.output_tps_mean * sqrt(
+               coalesce(power((l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+                              / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
+               + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
     FROM peak_levels p JOIN level_results l ON l.id = p.level_id
 )
 SELECT run_pk, dag_run_id, t, is_current, short_model AS model, config, count(*) AS samples,

@@ -209,7 +209,12 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
         out = report_path(ctx, trial)
         if complete_report(ctx, out):
             print(f"trial {trial}: complete report already at {out}; not run again")
-            trials.append({"trial": trial, "report": str(out.relative_to(ctx.cell_dir)), "resumed": True})
+            done = parse_report_file(out)
+            # its level windows still place the host and serving samples of that trial
+            trials.append({"trial": trial, "report": str(out.relative_to(ctx.cell_dir)), "resumed": True,
+                           "guidellm_version": done.guidellm_version,
+                           "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start,
+                                              "end": lv.end} for lv in done.levels]})
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         isolation: dict[str, Any] = {"isolation": "same-server"}
