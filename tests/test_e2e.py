@@ -91,7 +91,13 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     peaks = {(r["config"]): r for r in csv.DictReader(open(report_dir / "all_peak_metrics.csv"))}
     assert float(peaks["no-offload"]["peak_output_tps"]) > 0 and peaks["no-offload"]["optimal_concurrency"] == "4"
     assert peaks["native-offload"]["status"] == "skipped" and peaks["native-offload"]["peak_output_tps"] == ""
-    assert "The serving layer was SIMULATED" in (report_dir / "report.md").read_text().split("\n## ")[0]
+    md = (report_dir / "report.md").read_text()
+    assert "The serving layer was SIMULATED" in md.split("\n## ")[0]
+    # the method as run, and how it differs from the February evaluation's
+    method = md.split("## Method")[1].split("\n## ")[0]
+    assert "Levels: concurrency 1, 4; one GuideLLM run per cell sweeps them in order." in method
+    assert "Warm-up: 2 requests after deploy" in method and "Trials: 1 (no run-to-run interval" in method
+    assert "differs from the February evaluation's: concurrency [1, 4] (February: [1, 50, 100, 150, 300, 400, 500, 650])" in method
     _assert_nothing_left(results_dir)
     # the results store holds the run, every cell (skipped ones too) and every level
     assert _db_rows(db_url, "SELECT dag_run_id, status, llmd_version, guidellm_version FROM runs") == [

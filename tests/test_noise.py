@@ -197,3 +197,5 @@ def test_a_suspect_peak_level_gets_no_verdict_and_pages_nobody(db_url, real_repo
     assert report.regressions == []
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Peaks measured at a suspect level" in md
+    assert "Qwen3-0.6B: no verdict for llm-d-redis: a peak was measured at a suspect level" in md
+    assert "no configuration differs" not in md  # never "no difference" where nothing was judged

@@ -340,10 +340,20 @@ def test_saturated_levels_are_suspect_with_the_reason():
     unknown = {"scheduler_metrics": {"request_targeted_start_delay_avg": -1.0, "request_time_avg": 0.40}}
     assert generator.start_lag_pct(late) == 30.0 and generator.start_lag_pct(fine) == 4.0
     assert generator.start_lag_pct(unknown) is None and generator.start_lag_pct({}) is None
-    assert generator.suspect_reason(30.0, None, True) == (
+    assert generator.suspect_reason(30.0) == (
         "load generator saturated (it sent requests 30 % of a request's time late; limit 25 %)")
-    assert generator.suspect_reason(4.0, {"cpu_util_pct": 99.0}, True) == (
-        "host CPU 99 % busy while the generator shared it with the servers (limit 95 %)")
-    # in a cluster PCP records the GPU nodes, not the generator's host: only the generator's own lag counts
-    assert generator.suspect_reason(4.0, {"cpu_util_pct": 99.0}, False) is None
-    assert generator.suspect_reason(None, None, True) is None
+    assert generator.suspect_reason(4.0) is None and generator.suspect_reason(None) is None
+
+
+def test_a_real_guidellm_run_within_the_generators_capacity_is_not_suspect(real_report):
+    """The session's real GuideLLM report (1 and 4 streams against the mock) is within capacity: nothing suspect."""
+    from llmd_bench.guidellm_report import parse_report_file
+    from llmd_bench.observe import generator
+    from llmd_bench.steps.load_results import suspect_levels
+
+    report = parse_report_file(real_report)
+    levels = suspect_levels([(1, report)])
+    assert [lv["concurrency"] for lv in levels] == [lv.concurrency for lv in report.levels]
+    assert all(lv["start_lag_pct"] is not None and lv["start_lag_pct"] < generator.START_LAG_LIMIT_PCT
+               for lv in levels), levels
+    assert all(lv["reason"] is None for lv in levels)

@@ -341,9 +341,10 @@ FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "durati
 
 def _method_section(doc: Doc, report: Report) -> None:
     p = report.data.params or {}
-    if not p:
+    if "concurrency" not in p:
         doc.h(2, "Method")
-        doc.p(f"Not recorded: this report was made from {report.data.source}, which carries no run params.")
+        doc.p(f"Not recorded: this report was made from {report.data.source}, which carries no run params "
+              "(imported GuideLLM reports and metrics CSVs).")
         return
     trials = int(p.get("trials") or 1)
     isolation = p.get("trial_isolation") or "same-server"
@@ -394,6 +395,13 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
         best = g.loc[g["peak_output_tps"].idxmax()]
         cmp = report.comparisons[(report.comparisons["model"] == model)]
         beyond = cmp[cmp["judgement"].isin(["higher", "lower"])]
+        unjudged = cmp[cmp["judgement"] == analysis.NO_VERDICT]
+        if not unjudged.empty:
+            items.append(f"{model}: no verdict for {', '.join(unjudged['config'])}: a peak was measured at a suspect "
+                         "level (see Noise).")
+            cmp = cmp[cmp["judgement"] != analysis.NO_VERDICT]
+        if beyond.empty and cmp.empty and not unjudged.empty:
+            continue
         if beyond.empty:
             items.append(f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s); no configuration "
                          "differs from the no-offload baseline beyond noise." if not cmp.empty else

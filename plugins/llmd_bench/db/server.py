@@ -22,7 +22,10 @@ from pathlib import Path
 from llmd_bench import paths
 from llmd_bench.errors import LlmdBenchError
 
+# Preferred when free; each data folder records the port it was given (PORT_FILE), so two checkouts
+# never fight over one port and each one's `llmd-bench db stop` stops its own server.
 DEFAULT_PORT = 54329
+PORT_FILE = "port"
 DB_NAME = "llmd_results"
 DB_USER = "llmd"
 SERVICE_USER = "nobody"
@@ -134,6 +137,10 @@ class LocalServer:
         self.init()
         if self.running():
             return self.url()
+        from llmd_bench.runtime.processes import port_is_free
+
+        if not port_is_free(self.port):
+            raise DatabaseServerError(port_taken_message(self.port, self.data))
         started = time.monotonic()
         # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
         fsync = "off" if os.environ.get("LLMD_BENCH_PG_FSYNC", "on").strip().lower() in ("off", "0", "false") else "on"
@@ -176,10 +183,69 @@ def _wheel_version() -> str:
 
 
 def default_server() -> LocalServer:
-    """The project's local server: LLMD_BENCH_PGDATA_BASE and LLMD_BENCH_PG_PORT move it."""
-    port = int(os.environ.get("LLMD_BENCH_PG_PORT", DEFAULT_PORT))
+    """This checkout's local server: data in LLMD_BENCH_PGDATA_BASE (default .state/pg), on the port its
+    data folder recorded when it was first chosen: LLMD_BENCH_PG_PORT if set, else 54329 when free, else
+    a free port."""
+    from llmd_bench.runtime.processes import free_port, port_is_free
+
     base = Path(os.environ.get("LLMD_BENCH_PGDATA_BASE", paths.home() / ".state" / "pg"))
-    return server_at(base, port)
+    server = server_at(base, DEFAULT_PORT)
+    wanted = os.environ.get("LLMD_BENCH_PG_PORT", "").strip()
+    if wanted:
+        if not wanted.isdigit() or not 0 < int(wanted) < 65536:
+            raise DatabaseServerError(f"LLMD_BENCH_PG_PORT={wanted!r}: expected a TCP port number (1-65535)")
+        return LocalServer(base=server.base, port=int(wanted))
+    recorded = server.base / PORT_FILE
+    if recorded.exists():
+        text = recorded.read_text().strip()
+        if text.isdigit():
+            return LocalServer(base=server.base, port=int(text))
+    port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port()
+    server.base.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(f"{port}\n")
+    return LocalServer(base=server.base, port=port)
+
+
+def port_holder(port: int) -> tuple[int, list[str]] | None:
+    """The pid and command line of the process listening on 127.0.0.1/0.0.0.0:`port`, from /proc."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    if not inodes:
+        return None
+    targets = {f"socket:[{i}]" for i in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(proc.name), (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+    return None
+
+
+def port_taken_message(port: int, data: Path) -> str:
+    """Who holds the port this checkout's server needs, and how to free it."""
+    holder = port_holder(port)
+    base = f"port {port} on 127.0.0.1, which this checkout's results server (data: {data}) uses, is taken"
+    if holder is None:
+        return f"{base} by a process this user cannot see; set LLMD_BENCH_PG_PORT to a free port"
+    pid, cmd = holder
+    if cmd and Path(cmd[0]).name == "postgres" and "-D" in cmd:
+        other = cmd[cmd.index("-D") + 1] if cmd.index("-D") + 1 < len(cmd) else "?"
+        return (f"{base} by another llmd-bench results server (pid {pid}) serving {other}: stop it with "
+                f"`llmd-bench db stop` in the checkout it belongs to (or `pg_ctl -D {other} stop`), or give this "
+                f"checkout another port with LLMD_BENCH_PG_PORT")
+    return f"{base} by pid {pid} ({' '.join(c for c in cmd if c)[:200]}); set LLMD_BENCH_PG_PORT to a free port"
 
 
 def server_at(base: Path, port: int) -> LocalServer:

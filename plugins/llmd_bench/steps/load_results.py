@@ -53,16 +53,14 @@ def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, st
     return rows
 
 
-def suspect_levels(ctx: StepContext, reports: list[tuple[int, Report]], observed: dict[str, Any]) -> list[dict[str, Any]]:
+def suspect_levels(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
     """The levels whose numbers describe the load generator or the machine (observe/generator.py)."""
-    host = {(lv.get("trial", 1), lv["concurrency"]): lv for lv in observed.get("host_levels") or []}
     out = []
     for trial, report in reports:
         for lv in report.levels:
             lag = generator.start_lag_pct(lv.summary)
-            # only the local runtime's PCP host is the generator's own (in a cluster PCP records the GPU nodes)
-            reason = generator.suspect_reason(lag, host.get((trial, lv.concurrency)), shares_host=ctx.runtime == "local")
-            out.append({"trial": trial, "concurrency": lv.concurrency, "start_lag_pct": lag, "reason": reason})
+            out.append({"trial": trial, "concurrency": lv.concurrency, "start_lag_pct": lag,
+                        "reason": generator.suspect_reason(lag)})
     return out
 
 
@@ -78,7 +76,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     observability = {k: observed.get(k) for k in ("pcp", "serving_metrics", "kv_index")} if observed else \
         {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
     serving = record.get("serving", {})
-    levels = suspect_levels(ctx, reports, observed)
+    levels = suspect_levels(reports)
     for s in levels:
         if s["reason"]:
             print(f"level {s['concurrency']} (trial {s['trial']}) is suspect: {s['reason']}")
