@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOKENIZER := .cache/tokenizer/tokenizer.json
 
-.PHONY: setup demo test bench airflow stop clean help
+.PHONY: setup demo test lint bench airflow stop clean help
 
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
-	@echo "make test   - set up and run the test suite"
+	@echo "make test   - set up, lint, and run the test suite"
+	@echo "make lint   - ruff over plugins, dags, tests and benchmarks (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 40 minutes)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
@@ -34,6 +35,9 @@ demo: setup
 
 test: setup
 	bash scripts/test.sh
+
+lint: setup
+	$(BIN)/ruff check plugins dags tests benchmarks
 
 airflow: setup
 	bash scripts/airflow.sh start

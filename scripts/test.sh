@@ -4,4 +4,6 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 mkdir -p test-artifacts
+# lint first: a red lint fails the run like a failed test (rules in pyproject.toml)
+ruff check plugins dags tests benchmarks
 exec pytest -p no:cacheprovider "$@"

@@ -17,7 +17,7 @@ import json
 import re
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,7 +37,7 @@ DEFAULT_API_GROUPS = {
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def matches(labels: dict, selector: str) -> bool:
@@ -71,7 +71,7 @@ class FakeKube:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # noqa: ANN002
+            def log_message(self, *a):
                 pass
 
             def _send(self, code: int, body: object, ctype: str = "application/json") -> None:
@@ -82,7 +82,7 @@ class FakeKube:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _route(self):  # noqa: ANN202
+            def _route(self):
                 url = urlsplit(self.path)
                 m = PATHS.match(url.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -90,7 +90,7 @@ class FakeKube:
                     fake.calls.append((self.command, url.path, url.query))
                 return m, query
 
-            def do_PATCH(self):  # noqa: N802
+            def do_PATCH(self):
                 m, query = self._route()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 assert self.headers["Content-Type"] == "application/apply-patch+yaml", self.headers["Content-Type"]
@@ -101,7 +101,7 @@ class FakeKube:
                 self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
                                   "message": message, "code": code})
 
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 m, query = self._route()
                 path = urlsplit(self.path).path
                 if not m:
@@ -128,7 +128,7 @@ class FakeKube:
                 api = "v1" if not m["group"] else f"{m['group']}/{m['version']}"
                 self._send(200, {"kind": f"{kind}List", "apiVersion": api, "metadata": {"resourceVersion": "1"}, "items": items})
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 m, query = self._route()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 path = urlsplit(self.path).path
@@ -145,11 +145,12 @@ class FakeKube:
                     return
                 self._status(405, "MethodNotAllowed", "the fake API only answers dry-run creates")
 
-            def do_DELETE(self):  # noqa: N802
+            def do_DELETE(self):
                 m, _ = self._route()
                 found = fake.delete(m["plural"], m["ns"], m["name"])
                 if not found:
-                    self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404})
+                    self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                                     "code": 404})
                 else:
                     self._send(200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 200})
 

@@ -269,7 +269,8 @@ def test_results_database_init_script_creates_a_role_that_owns_only_the_results_
     shutil.chown(tmp_path / "pw", "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
     subprocess.run(as_pg + [str(pg_bin / "initdb"), "-D", str(data), "-U", "airflow", "--pwfile", str(tmp_path / "pw"),
-                            "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"], check=True, capture_output=True, text=True)
+                            "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"],
+                           check=True, capture_output=True, text=True)
     subprocess.run(as_pg + [str(pg_bin / "pg_ctl"), "-D", str(data), "-w", "-l", str(sock / "pg.log"), "-o",
                             f"-p {port} -k {sock} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
     try:

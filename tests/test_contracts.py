@@ -102,7 +102,8 @@ _ROUTER_0_10_TOKEN_PRODUCER = {"modelName": SCALAR, "vllm": {"url": SCALAR, "tim
                                "udsTokenizerConfig": SCALAR, "estimate": SCALAR}
 # From GAIE v1.4.0 setting --kv-cache-usage-percentage-metric is a fatal validation error
 _GAIE_1_4_FLAGS = _GAIE_1_2_FLAGS - {"--kv-cache-usage-percentage-metric"}
-_OBJECTIVES_X = {("inference.networking.x-k8s.io", "inferenceobjectives"), ("inference.networking.x-k8s.io", "inferencemodelrewrites")}
+_OBJECTIVES_X = {("inference.networking.x-k8s.io", "inferenceobjectives"),
+                 ("inference.networking.x-k8s.io", "inferencemodelrewrites")}
 _POOL_AND_PODS = {("inference.networking.k8s.io", "inferencepools"), ("", "pods")}
 
 UPSTREAM: dict[str, dict[str, Any]] = {
@@ -145,7 +146,8 @@ UPSTREAM: dict[str, dict[str, Any]] = {
                "precise_params": _ROUTER_0_9_PARAMS, "token_processor_path": ("tokenProcessorConfig",),
                "inmemory_must_be_cleared": False, "topic": "kv@$(POD_IP):8000@{model}", "offload_key": "cpu_bytes_to_use",
                "offload_in_shm": False, "uds_tokenizer": True,
-               "epp_watches": _POOL_AND_PODS | _OBJECTIVES_X | {("llm-d.ai", "inferenceobjectives"), ("llm-d.ai", "inferencemodelrewrites")},
+               "epp_watches": _POOL_AND_PODS | _OBJECTIVES_X | {("llm-d.ai", "inferenceobjectives"),
+                                                                 ("llm-d.ai", "inferencemodelrewrites")},
                "crds": {"inferencepools.inference.networking.k8s.io"}},
 }
 UPSTREAM["v0.8.1"] = UPSTREAM["v0.8.0"]  # the same router, kv-cache and vLLM
@@ -260,7 +262,8 @@ def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, con
     vargs = vllm["args"]
     env = {e["name"]: e.get("value") for e in vllm["env"]}
     if config in ("llm-d-redis", "llm-d-valkey"):
-        scorer = next(p for p in cfg["plugins"] if p["type"] == facts.get("precise_plugin", "precise-prefix-cache-scorer"))["parameters"]
+        plugin = facts.get("precise_plugin", "precise-prefix-cache-scorer")
+        scorer = next(p for p in cfg["plugins"] if p["type"] == plugin)["parameters"]
         assert unknown_keys(scorer, facts["precise_params"]) == [], version
         token = dig(scorer, facts["token_processor_path"])
         assert token, f"{version}: tokenProcessorConfig not where the release reads it ({facts['token_processor_path']})"
@@ -341,7 +344,8 @@ def test_simulator_cells_validate_and_the_index_comes_first(campaign, version):
         assert all(c["restartPolicy"] == "Always" for c in sidecars.values())
         kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
         if config == "llm-d-valkey":
-            assert kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-kv")) < kinds.index(("Deployment", "qwen3-8b-llm-d-valkey-epp"))
+            index, epp = ("Deployment", "qwen3-8b-llm-d-valkey-kv"), ("Deployment", "qwen3-8b-llm-d-valkey-epp")
+            assert kinds.index(index) < kinds.index(epp)
             # the simulator publishes kv@$POD_IP@model: where the scheduler keys pods as address:port, so must POD_IP
             sim = containers(deployment(docs, "-ms"))["inference-sim"]
             pod_ip = next(e for e in sim["env"] if e["name"] == "POD_IP")
@@ -353,7 +357,8 @@ def test_simulator_cells_validate_and_the_index_comes_first(campaign, version):
 
 
 def test_namespace_rbac_lets_every_release_s_epp_read_what_it_watches():
-    (epp_role,) = [d for d in manifests.render_namespace("bench") if d["kind"] == "Role" and d["metadata"]["name"] == "llmd-bench-epp"]
+    (epp_role,) = [d for d in manifests.render_namespace("bench")
+                   if d["kind"] == "Role" and d["metadata"]["name"] == "llmd-bench-epp"]
     kubernetes_validate.validate(epp_role, K8S_VERSION, strict=True)
     granted = {(g, r) for rule in epp_role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
                if {"get", "list", "watch"} <= set(rule["verbs"])}

@@ -99,7 +99,7 @@ def test_a_port_held_by_another_server_says_whose_data_it_serves_and_how_to_stop
             b.start()
         msg = str(err.value)
         assert f"port {port} on 127.0.0.1" in msg and str(b.data) in msg
-        assert f"by another llmd-bench results server (pid " in msg and f"serving {a.data}" in msg
+        assert "by another llmd-bench results server (pid " in msg and f"serving {a.data}" in msg
         assert "`llmd-bench db stop` in the checkout it belongs to" in msg and "LLMD_BENCH_PG_PORT" in msg
         assert not (b.data / "postmaster.pid").exists()  # nothing half-started
     finally:

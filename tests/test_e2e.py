@@ -97,7 +97,8 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     method = md.split("## Method")[1].split("\n## ")[0]
     assert "Levels: concurrency 1, 4; one GuideLLM run per cell sweeps them in order." in method
     assert "Warm-up: 2 requests after deploy" in method and "Trials: 1 (no run-to-run interval" in method
-    assert "differs from the February evaluation's: concurrency [1, 4] (February: [1, 50, 100, 150, 300, 400, 500, 650])" in method
+    assert ("differs from the February evaluation's: concurrency [1, 4] "
+            "(February: [1, 50, 100, 150, 300, 400, 500, 650])") in method
     _assert_nothing_left(results_dir)
     # the results store holds the run, every cell (skipped ones too) and every level
     assert _db_rows(db_url, "SELECT dag_run_id, status, llmd_version, guidellm_version FROM runs") == [
@@ -108,7 +109,8 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
         ("llm-d-valkey", 1), ("llm-d-valkey", 4), ("no-offload", 1), ("no-offload", 4)]
 
 
-def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch, db_url):
+def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch,
+                                                              db_url):
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     wrapper = tmp_path / "guidellm-failing"
     wrapper.write_text(

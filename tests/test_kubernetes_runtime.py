@@ -81,7 +81,7 @@ def test_failing_pods_fail_fast_with_reason_and_log(kube, scenario, needle):
 
 
 def test_teardown_fails_loudly_when_an_object_stays(kube):
-    fake = kube("ready", stuck_kinds=("Service",))
+    kube("ready", stuck_kinds=("Service",))
     c = ctx("no-offload")
     k8s.deploy(c)
     with pytest.raises(RuntimeStepError) as err:
@@ -176,7 +176,8 @@ def test_the_index_is_ready_before_the_epp_that_pings_it_is_applied(kube):
     # between the two: the readiness wait of the index's Deployment
     assert any(m == "GET" and p.endswith("/deployments") for m, p in calls[kv_service:epp_config])
     plan = c.read_record()["memory_plan"]
-    assert plan["offload_bytes_per_rank"] == 0 and plan["request_bytes"] == 2 * 16 * 2**30 and "request 32.0 GiB" in plan["summary"]
+    assert plan["offload_bytes_per_rank"] == 0 and plan["request_bytes"] == 2 * 16 * 2**30
+    assert "request 32.0 GiB" in plan["summary"]
 
 
 def test_a_container_restarting_a_few_times_is_still_starting_but_a_crash_loop_fails(monkeypatch):

@@ -90,7 +90,8 @@ def test_warmup_fails_fast_when_the_model_is_not_served(campaigns_dir, results_d
         wrong.cell = Cell("Qwen/Qwen3-8B", "no-offload")
         (wrong.cell_dir).mkdir(parents=True, exist_ok=True)
         local.state_path(wrong).write_text(local.state_path(ctx).read_text())
-        with pytest.raises(RuntimeStepError, match=r"model 'Qwen/Qwen3-8B' is not served at http://127.0.0.1:\d+; served: \['Qwen/Qwen3-0.6B'\]"):
+        not_served = r"model 'Qwen/Qwen3-8B' is not served at http://127.0.0.1:\d+; served: \['Qwen/Qwen3-0.6B'\]"
+        with pytest.raises(RuntimeStepError, match=not_served):
             warmup.run(wrong)
         assert warmup.run(ctx)["requests"] == 2
     finally:

@@ -235,7 +235,8 @@ def test_labels_account_for_every_object(campaign):
 
 @pytest.mark.parametrize("model", ["Qwen/Qwen3-0.6B", "org/Some_Model.With.DOTS-and-UPPER", "x/" + "very-long-name-" * 8])
 def test_names_are_dns_labels_for_any_model_name(campaign, model):
-    spec = campaign.models[0].model_copy(update={"name": model, "architecture": Architecture(layers=28, kv_heads=8, head_dim=128)})
+    spec = campaign.models[0].model_copy(
+        update={"name": model, "architecture": Architecture(layers=28, kv_heads=8, head_dim=128)})
     c = campaign.model_copy(update={"models": [spec]})
     for config in ("no-offload", "llm-d-valkey"):
         _, docs = render(c, model, config)
@@ -289,7 +290,8 @@ def test_placement_pull_secrets_and_mirrors_reach_every_component(campaign):
 def test_per_model_resources_and_a_shared_model_cache(campaign):
     from llmd_bench.campaign import PodResources
 
-    big = campaign.model("Qwen/Qwen3-32B-AWQ").model_copy(update={"resources": PodResources(cpu_per_gpu=12, memory_gib_per_gpu=40)})
+    big = campaign.model("Qwen/Qwen3-32B-AWQ").model_copy(
+        update={"resources": PodResources(cpu_per_gpu=12, memory_gib_per_gpu=40)})
     c = campaign.model_copy(update={"models": [big]})
     _, docs = render(c, big.name, "no-offload")
     res = container(docs, "vllm")["resources"]

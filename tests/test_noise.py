@@ -127,6 +127,7 @@ def _scaled(real_report, tmp_path, factor):
         # as tight as a 120 s level's (the fixture's levels last 2 s): the floor, not the level, decides here
         b["metrics"]["request_latency"]["successful"]["std_dev"] *= 0.05
         b["metrics"]["request_totals"]["successful"] *= 60
+        b["metrics"]["request_totals"]["total"] *= 60
     path = tmp_path / f"scaled-{factor}.json"
     path.write_text(json.dumps(doc))
     return path

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
@@ -30,7 +30,7 @@ from llmd_bench.runtime.processes import free_port
 
 DAG_ID = "llmd_tiny"
 RUN_ID = "scheduled__2026-11-29T00:00:00+00:00"
-LOGICAL = datetime(2026, 11, 29, tzinfo=timezone.utc)
+LOGICAL = datetime(2026, 11, 29, tzinfo=UTC)
 FAILED = ["Qwen3-0_6B__llm-d-redis.sweep", "compare"]
 
 
@@ -40,7 +40,7 @@ class _Mailbox:
         self.messages: list[email.message.Message] = []
         self.envelopes: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+    async def handle_DATA(self, server, session, envelope):
         self.envelopes.append(envelope)
         self.messages.append(email.message_from_bytes(envelope.content))
         return "250 Message accepted for delivery"
@@ -72,7 +72,7 @@ def slack_server(monkeypatch):
     posts: list[tuple[str, dict]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             posts.append((self.path, json.loads(body)))
             self.send_response(200)
@@ -117,8 +117,8 @@ class _Supervisor:
         self.asked: list = []
 
     def send(self, msg):
-        from airflow.sdk.execution_time.comms import ErrorResponse, GetConnection, GetTaskStates, TaskStatesResult
         from airflow.sdk.exceptions import ErrorType
+        from airflow.sdk.execution_time.comms import ErrorResponse, GetConnection, GetTaskStates, TaskStatesResult
 
         self.asked.append(msg)
         if isinstance(msg, GetTaskStates):

@@ -152,6 +152,7 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
     assert "s3-run" in storage.report_runs()
     # ... and the UI plugin serves it from there (this machine has no local copy)
     import sys
+
     from fastapi.testclient import TestClient
 
     monkeypatch.setenv("LLMD_BENCH_REPORTS", str(tmp_path / "airflow-side-reports"))
@@ -163,3 +164,66 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "Qwen3-0.6B" in page.text
     assert 's3-run/report.html' in client.get("/").text
     assert client.get("/s3-run/nothing.html").status_code == 404
+
+
+def test_no_secret_reaches_any_artifact_log_or_stored_row(s3, s3_server, campaigns_dir, tmp_path, db_url, monkeypatch):
+    """Known values planted for the HF token, the results database's password and the object-store keys; a
+    cell runs through every step and compare, each step in its own pod folder; then every file the steps
+    wrote (logs, cell.json, params, reports), every object in the bucket, every line they printed and every
+    stored row (JSONB included) is searched for them."""
+    import boto3
+    from sqlalchemy import text
+
+    from llmd_bench.db.store import make_engine
+
+    hf_token = "hf_PLANTEDtokenVALUE0123456789abcdef"
+    access_key, secret_key = "AKIAPLANTEDACCESSKEY", "PLANTEDsecretKEY/abc+0123456789xyz"
+    db_password = db_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    planted = {"HF token": hf_token, "S3 access key": access_key, "S3 secret key": secret_key,
+               "database password": db_password}
+    assert len(db_password) >= 12
+    monkeypatch.setenv("HF_TOKEN", hf_token)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret_key)
+    doc = tiny_campaign(configs=["llm-d-valkey"])
+    doc["workload"].update(concurrency=[1, 2], duration_s=2)
+    write_campaign(campaigns_dir, doc)
+    printed = []
+
+    def step(name, *extra):
+        env = {**os.environ, "LLMD_BENCH_DB_URL": db_url, "LLMD_BENCH_RESULTS": str(tmp_path / name / "results"),
+               "LLMD_BENCH_REPORTS": str(tmp_path / name / "reports")}
+        out = subprocess.run([str(BIN / "llmd-bench"), name, "--campaign", "tiny", "--run-id", "leak-run", *extra],
+                             env=env, capture_output=True, text=True, timeout=300)
+        printed.append(out.stdout + out.stderr)
+        assert out.returncode == 0, (name, out.stdout[-1500:], out.stderr[-1500:])
+
+    cell = ["--model", "Qwen/Qwen3-0.6B", "--config", "llm-d-valkey"]
+    for name in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"):
+        step(name, *cell)
+    step("compare")
+
+    def leaks(where, content):
+        return [f"{what} in {where}" for what, value in planted.items() if value in content]
+
+    found = []
+    for f in tmp_path.rglob("*"):
+        if f.is_file():
+            found += leaks(f, f.read_bytes().decode("utf-8", errors="replace"))
+    client = boto3.client("s3", endpoint_url=s3_server)
+    bucket = s3.url.split("/")[2]
+    objects = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert len(objects) > 10
+    for obj in objects:
+        body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode("utf-8", errors="replace")
+        found += leaks(f"s3://{bucket}/{obj['Key']}", body)
+    for i, out in enumerate(printed):
+        found += leaks(f"the output of step {i}", out)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        for table in ("runs", "cells", "level_results", "level_observations", "reports"):
+            rows = conn.execute(text(f"SELECT row_to_json(t)::text FROM {table} t")).scalars().all()
+            assert rows or table == "level_observations", table
+            found += leaks(f"table {table}", "\n".join(rows))
+    engine.dispose()
+    assert found == []

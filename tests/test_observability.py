@@ -9,7 +9,6 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -45,10 +44,10 @@ def _serve(text_for_scrape):
     class Handler(BaseHTTPRequestHandler):
         scrapes = 0
 
-        def log_message(self, *a):  # noqa: ANN002
+        def log_message(self, *a):
             pass
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path != "/metrics":
                 self.send_error(404)
                 return

@@ -84,7 +84,10 @@ def problems(lines):
     return [line for line in lines if line.startswith(("missing", "warning"))]
 
 
-def model_server(conf=ONE_CELL, cell=Cell("Qwen/Qwen3-8B", "no-offload")):
+EIGHT_B_BASELINE = Cell("Qwen/Qwen3-8B", "no-offload")
+
+
+def model_server(conf=ONE_CELL, cell=EIGHT_B_BASELINE):
     """The model-server Deployment as deploy would apply it: its replicas and per-pod requests."""
     docs = manifests.render_cell(load_campaign(REFERENCE), params(conf), cell, "preflight", NS)
     (dep,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ms")]
@@ -403,8 +406,8 @@ def test_quota_counts_every_container_and_the_step_pod(cluster, capsys):
 
 def test_pods_of_earlier_runs_do_not_count_against_the_quota(cluster, capsys):
     """deploy removes what earlier runs of the campaign left behind, so their usage is credited back."""
-    from llmd_bench.runtime import kubernetes as k8s
     from llmd_bench.context import StepContext
+    from llmd_bench.runtime import kubernetes as k8s
 
     campaign = load_campaign(REFERENCE)
     ctx = StepContext(campaign, params(), "old-run", "kubernetes", Cell("Qwen/Qwen3-8B", "no-offload"))
@@ -469,7 +472,8 @@ def test_the_skip_choices_are_the_checks():
     (["ReadWriteOnce"], 1, "ok model_cache PersistentVolumeClaim models (ReadWriteOnce) for 1 replica(s)"),
     (["ReadWriteMany"], 2, "ok model_cache PersistentVolumeClaim models (ReadWriteMany) for 2 replica(s)"),
 ])
-def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(cluster, capsys, monkeypatch, modes, replicas, expected):
+def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(cluster, capsys, monkeypatch, modes, replicas,
+                                                                             expected):
     import llmd_bench.campaign as campaign_module
 
     original = campaign_module.load_campaign

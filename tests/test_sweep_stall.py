@@ -63,12 +63,14 @@ def test_a_stalled_guidellm_is_stopped_at_the_deadline_with_its_workers_and_run_
     assert out.returncode != 0
     assert time.monotonic() - started < 60
     assert "running the trial again (retry 1 of 1)" in out.stdout
-    assert "trial 1: guidellm did not finish within 3 s and was stopped (GuideLLM can stall between levels), 2 time(s)" in out.stderr
+    assert ("trial 1: guidellm did not finish within 3 s and was stopped (GuideLLM can stall between levels), "
+            "2 time(s)") in out.stderr
     assert "Clear the sweep task" in out.stderr and "Traceback" not in out.stderr
     both_attempts = _pids(pids, expected=4)
     assert not any(processes.pid_alive(pid) for pid in both_attempts)
     trial_dir = sweep.report_path(deployed, 1).parent
-    assert sorted(f.name for f in trial_dir.glob("guidellm.stalled-*.log")) == ["guidellm.stalled-1.log", "guidellm.stalled-2.log"]
+    stalled = sorted(f.name for f in trial_dir.glob("guidellm.stalled-*.log"))
+    assert stalled == ["guidellm.stalled-1.log", "guidellm.stalled-2.log"]
     # nothing was recorded as a trial
     assert not sweep.complete_report(deployed, sweep.report_path(deployed, 1))
 

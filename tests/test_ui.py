@@ -122,7 +122,10 @@ def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
         # level between the brackets.
         (ActionChains(d).key_down(Keys.CONTROL).send_keys("a").key_up(Keys.CONTROL).send_keys(Keys.DELETE)
          .key_down(Keys.CONTROL).send_keys(Keys.END).key_up(Keys.CONTROL).send_keys(Keys.LEFT).send_keys("4").perform())
-        text = lambda: "".join(editor.find_element(By.CSS_SELECTOR, ".view-lines").text.split())  # noqa: E731
+
+        def text():
+            return "".join(editor.find_element(By.CSS_SELECTOR, ".view-lines").text.split())
+
         wait_for(lambda: text() == "[4]", timeout=10, what="the concurrency editor to read [4]")
         for name, value in (("duration_s", "2"), ("prefix_tokens", "64"), ("prompt_tokens", "32"),
                             ("output_tokens", "16"), ("turns", "1")):

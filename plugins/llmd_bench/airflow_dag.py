@@ -2,7 +2,8 @@
 imported (notify.py, whose functions are the DAG's callbacks, imports it only when they run).
 
 In the kubernetes runtime a `preflight` task checks the cluster first (preflight.py); every cell's deploy
-runs after it, and none runs when it fails. Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp ->
+runs after it, and none runs when it fails. Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup ->
+sweep -> collect_pcp ->
 teardown (teardown task, runs when any step fails), and sweep -> load_results. Cells that share GPUs
 run one lane at a time; `compare` runs after every cell, also when some failed.
 Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
@@ -15,9 +16,10 @@ import os
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -87,8 +89,9 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
     task_id = step
     if runtime == "local":
         return LocalStepOperator(task_id=task_id, arguments=arguments, **kwargs)
-    from llmd_bench.runtime.kubernetes import step_pod_settings
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from llmd_bench.runtime.kubernetes import step_pod_settings
 
     labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": label_value(campaign.dag_id),
               "llmd-bench/step": label_value(step)}
@@ -136,8 +139,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                                        trigger_rule="all_success" if first_after_preflight else "all_done")
                 warmup = step_operator("warmup", campaign, cell, runtime)
                 # One load generator at a time per machine when the deployment defines a pool for it.
-                sweep = step_operator("sweep", campaign, cell, runtime,
-                                      **({"pool": os.environ["LLMD_BENCH_SWEEP_POOL"]} if os.environ.get("LLMD_BENCH_SWEEP_POOL") else {}))
+                pool = os.environ.get("LLMD_BENCH_SWEEP_POOL")
+                sweep = step_operator("sweep", campaign, cell, runtime, **({"pool": pool} if pool else {}))
                 collect_pcp = step_operator("collect_pcp", campaign, cell, runtime)
                 teardown = step_operator("teardown", campaign, cell, runtime)
                 # The store may be briefly down: the step retries with back-off, Airflow retries the step.

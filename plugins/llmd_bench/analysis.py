@@ -50,6 +50,11 @@ def normalize_levels(levels: pd.DataFrame) -> pd.DataFrame:
     df["valid"] = df["valid"].map(lambda v: True if v is None or (isinstance(v, float) and math.isnan(v)) else _truthy(v))
     df.loc[missing, "invalid_reason"] = df.loc[missing, "invalid_reason"].fillna("no output tokens/s")
     df.loc[missing, "valid"] = False
+    # physically impossible: a negative rate, latency or count (a CSV written by hand or by another tool)
+    negative = df[_NUMERIC].lt(0)
+    for i in df.index[negative.any(axis=1)]:
+        df.at[i, "valid"] = False
+        df.at[i, "invalid_reason"] = "impossible negative values: " + ", ".join(c for c in _NUMERIC if negative.at[i, c])
     return df[LEVEL_COLUMNS]
 
 
@@ -236,7 +241,8 @@ def redis_vs_valkey(peaks: pd.DataFrame, noise_floor_pct: float = DEFAULT_NOISE_
             continue
         r, v = r.iloc[0], v.iloc[0]
         d = _versus(v, r, noise_floor_pct)
-        rows.append({"model": model, "redis_peak_output_tps": r["peak_output_tps"], "valkey_peak_output_tps": v["peak_output_tps"],
+        rows.append({"model": model, "redis_peak_output_tps": r["peak_output_tps"],
+                     "valkey_peak_output_tps": v["peak_output_tps"],
                      "valkey_vs_redis_tps": v["peak_output_tps"] - r["peak_output_tps"], "valkey_vs_redis_pct": d["tps_pct"],
                      "ttft_valkey_vs_redis_pct": d["ttft_pct"], "tpot_valkey_vs_redis_pct": d["tpot_pct"],
                      "judgement": d["judgement"], "basis": d["basis"]})

@@ -375,7 +375,8 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     if bad_configs:
         raise ParamsError(f"param `configs`: config(s) {bad_configs} not in this campaign; allowed: {list(campaign.configs)}")
     if known_versions is not None and params.llmd_version not in known_versions:
-        raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; allowed: {known_versions}")
+        raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; "
+                          f"allowed: {known_versions}")
     for model in params.models:
         spec = campaign.model(model)
         if not params.levels_for(spec):
@@ -400,7 +401,9 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
 
 def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[str, dict[str, Any]]:
     """JSON schema per param, for the Airflow trigger form (validated at trigger time)."""
-    integer = lambda minimum, desc: {"type": "integer", "minimum": minimum, "description": desc}  # noqa: E731
+    def integer(minimum: int, desc: str) -> dict[str, Any]:
+        return {"type": "integer", "minimum": minimum, "description": desc}
+
     return {
         "models": {
             "type": "array", "minItems": 1, "uniqueItems": True,

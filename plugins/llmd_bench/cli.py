@@ -10,19 +10,19 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError, NotSelected
-
 from llmd_bench.steps import CELL_STEPS
 
 
-def _step_module(name: str):  # noqa: ANN202
+def _step_module(name: str):
     import importlib
     return importlib.import_module(f"llmd_bench.steps.{name}")
 
 
-def _campaign_and_params(args: argparse.Namespace):  # noqa: ANN202 - (Campaign, RunParams)
+def _campaign_and_params(args: argparse.Namespace):
     """--campaign and --params, resolved and validated against the campaign and the version catalog."""
     from llmd_bench import catalog
     from llmd_bench.campaign import find_campaign, resolve_params
@@ -32,10 +32,13 @@ def _campaign_and_params(args: argparse.Namespace):  # noqa: ANN202 - (Campaign,
         conf = json.loads(args.params) if args.params else {}
     except ValueError as exc:
         raise LlmdBenchError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(conf, dict):
+        raise LlmdBenchError(f"--params must be a JSON object of param names to values, got {type(conf).__name__}: "
+                             f"{args.params[:100]}")
     return campaign, resolve_params(campaign, conf, catalog.known_versions())
 
 
-def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
+def _context(args: argparse.Namespace, with_cell: bool):
     from llmd_bench.campaign import Cell
     from llmd_bench.context import StepContext
     from llmd_bench.runtime import selected_runtime
@@ -45,7 +48,8 @@ def _context(args: argparse.Namespace, with_cell: bool):  # noqa: ANN202
     if with_cell:
         cell = Cell(campaign.model(args.model).name, args.config)
         if args.config not in campaign.configs:
-            raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
+            raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; "
+                                 f"allowed: {list(campaign.configs)}")
     return StepContext(campaign, params, args.run_id, args.runtime or selected_runtime(), cell)
 
 
@@ -67,7 +71,8 @@ def run_cell_step(step: str, args: argparse.Namespace) -> int:
         except BaseException as exc:
             with ctx.update_record() as record:
                 record["steps"][step] = {"status": "failed", "started": started, "ended": utc_now(),
-                                         "elapsed_s": timer.elapsed, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                                         "elapsed_s": timer.elapsed,
+                                         "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
             raise
         with ctx.update_record() as record:
             record["steps"][step] = {"status": "ok", "started": started, "ended": utc_now(),
@@ -80,13 +85,13 @@ def run_cell_step(step: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _push_keeping_the_error(snapshot) -> None:  # noqa: ANN001 - storage.Snapshot | None
+def _push_keeping_the_error(snapshot) -> None:
     """After a failed step, push what it wrote, but let the step's own error be the one reported."""
     from llmd_bench import storage
 
     try:
         storage.push(snapshot)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the step's own error is the one to report
         print(f"[llmd-bench] could not push the step's files after it failed: {exc}", file=sys.stderr, flush=True)
 
 
@@ -167,7 +172,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     if args.config not in campaign.configs:
         raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
     out = Path(args.out)
-    cell_files = manifests.write(manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace), out)
+    objects = manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace)
+    cell_files = manifests.write(objects, out)
     secrets = [spec.name for spec in preflight.secret_specs(campaign)]
     manifests.write(manifests.render_namespace(args.namespace, secrets), out / "namespace")
     # optional: lets preflight read the nodes' allocatable GPUs and memory (cluster-scoped, read-only)
@@ -329,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     except LlmdBenchError as exc:
         print(f"[llmd-bench] error: {exc}", file=sys.stderr, flush=True)
         return 1
-    except Exception:  # a bug, not bad input: keep the traceback
+    except Exception:  # noqa: BLE001 - a bug, not bad input: keep the traceback
         traceback.print_exc()
         return 1
 

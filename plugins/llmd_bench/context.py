@@ -9,18 +9,19 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import Campaign, Cell, ModelSpec, RunParams
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass
@@ -89,6 +90,11 @@ class StepContext:
             write_json_atomic(part_path, part)
             write_json_atomic(self.record_path, merged_record(self.cell_dir))
 
+    def stored_params(self) -> dict[str, Any]:
+        """The run's params as stored with the run, plus the method facts the report states that are campaign
+        settings rather than params (the warm-up)."""
+        return {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests}
+
     def _new_record(self) -> dict[str, Any]:
         assert self.cell is not None
         return {
@@ -99,8 +105,7 @@ class StepContext:
             "short_model": self.cell.short_model,
             "config": self.cell.config,
             "runtime": self.runtime,
-            # the run's params plus the method facts the report states (warm-up is a campaign setting)
-            "params": {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests},
+            "params": self.stored_params(),
             "levels": self.levels,
             "versions": tool_versions(self.params.llmd_version),
             "steps": {},

@@ -51,6 +51,7 @@ class LevelResult:
     metrics: dict[str, dict[str, float | None]]
     summary: dict[str, Any] = field(repr=False, default_factory=dict)
     invalid_reason: str | None = None
+    requests_total: int | None = None  # GuideLLM's own count of requests made, when it gives one
 
     @property
     def valid(self) -> bool:
@@ -190,7 +191,9 @@ def _parse_level(bench: Any, i: int, source: str, expected_duration_s: float | N
     if start is None or end is None or duration is None:
         raise ReportError(f"GuideLLM report {source}: `{where}` has no start_time/end_time/duration")
     summary = compact_summary(bench)
-    level = LevelResult(concurrency, start, end, duration, successful, errored, incomplete, metrics, summary)
+    total = totals.get("total")
+    level = LevelResult(concurrency, start, end, duration, successful, errored, incomplete, metrics, summary,
+                        requests_total=int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) else None)
     level.invalid_reason = judge_level(level, expected_duration_s, rules)
     return level
 
@@ -217,6 +220,13 @@ def judge_level(level: LevelResult, expected_duration_s: float | None, rules: Va
         reasons.append(f"impossible negative values: {', '.join(negative)}")
     if level.end < level.start or level.duration_s < 0:
         reasons.append(f"impossible window: start {level.start}, end {level.end}, duration {level.duration_s}")
+    elif level.duration_s > (level.end - level.start) + 1.0:
+        reasons.append(f"impossible window: a duration of {level.duration_s:g} s in a window of "
+                       f"{level.end - level.start:g} s")
+    counted = level.requests_successful + level.requests_errored + level.requests_incomplete
+    if level.requests_total is not None and counted > level.requests_total:
+        reasons.append(f"impossible counts: {counted} successful, errored and incomplete requests of "
+                       f"{level.requests_total} made")
     return "; ".join(reasons) or None
 
 

@@ -130,9 +130,11 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
             # (which must keep its type as name) tokenizes through the render sidecar, the scorer reads the match
             producers = [
                 {"type": "token-producer", "parameters": {"modelName": cell.model,
-                                                          "vllm": {"url": f"http://localhost:{EPP_RENDER_PORT}", "timeout": "5s"}}},
+                                                          "vllm": {"url": f"http://localhost:{EPP_RENDER_PORT}",
+                                                                   "timeout": "5s"}}},
                 {"type": "precise-prefix-cache-producer", "parameters": parameters}]
-            prefix = {"type": "prefix-cache-scorer", "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
+            prefix = {"type": "prefix-cache-scorer",
+                      "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
             return _picker_config(entry, base_scorers + producers + [prefix] + tail, prefix["type"])
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
@@ -182,7 +184,8 @@ def envoy_config(entry: catalog.VersionEntry) -> dict[str, Any]:
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                                 "HttpConnectionManager",
                         "stat_prefix": "inference",
                         "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
                             {"match": {"prefix": "/"}, "route": {"cluster": "model_servers", "timeout": "0s"}}]}]},
@@ -231,7 +234,8 @@ def uds_sidecars(image: str, hf_token: dict[str, Any]) -> dict[str, Any]:
     cache-aware/scheduler/patches/uds-tokenizer/patch-uds-sidecar.yaml @v0.7.0), as a native sidecar so it
     starts before the container that connects to its socket; that container mounts /tmp/tokenizer too."""
     tokenizer = {"name": "tokenizer-uds", "image": image, "restartPolicy": "Always",
-                 "env": [hf_token, {"name": "TOKENIZERS_DIR", "value": "/tokenizers"}, {"name": "HF_HOME", "value": "/tokenizers"}],
+                 "env": [hf_token, {"name": "TOKENIZERS_DIR", "value": "/tokenizers"},
+                         {"name": "HF_HOME", "value": "/tokenizers"}],
                  "resources": {"requests": {"cpu": "8", "memory": "8Gi"}, "limits": {"memory": "8Gi"}},
                  "volumeMounts": [{"name": "tokenizers", "mountPath": "/tokenizers"},
                                   {"name": "tokenizer-uds", "mountPath": "/tmp/tokenizer"}]}
@@ -289,7 +293,8 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     else:
         ip_env = [{"name": "POD_IP", "valueFrom": pod_ip}]
     env: list[dict[str, Any]] = [
-        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
+        {"name": "HF_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}},
         *ip_env,
         {"name": "PYTHONHASHSEED", "value": serving.hash_seed},
     ]
@@ -351,7 +356,8 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         kv = {"kind": kind, "image": mirrored(entry.images[kind], mirrors), "port": INDEX_PORT,
               "cli": "redis-cli" if kind == "redis" else "valkey-cli",
               "placement": pod_placement(serving.scheduling.kv_index, serving)}
-    epp_env = [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
+    epp_env = [{"name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
     if cell.config in ROUTING_CONFIGS:
         epp_env.append({"name": "PYTHONHASHSEED", "value": serving.hash_seed})
     return {

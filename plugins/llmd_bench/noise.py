@@ -18,8 +18,8 @@ deviation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # Below this many earlier peaks a spread estimate is too uncertain to replace the campaign's floor.
 MIN_HISTORY = 3

@@ -31,8 +31,9 @@ import html
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 SLACK_CONN_ID = "llmd_notify_slack"
@@ -138,7 +139,7 @@ def _llmd_version(params: Any, dag_run: Any, dag: Any) -> str | None:
             pass
     try:
         return str(dag.params["llmd_version"])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no version in the DAG's params either: the message says unknown
         return None
 
 
@@ -244,10 +245,9 @@ def _failed_from_supervisor(run: RunFacts) -> list[str]:
 
 
 def _failed_from_database(run: RunFacts) -> list[str]:
-    from sqlalchemy import select
-
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from sqlalchemy import select
     with create_session() as session:
         return sorted(session.scalars(select(TaskInstance.task_id).where(
             TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "failed")))
@@ -275,7 +275,7 @@ def results_url() -> str | None:
         from llmd_bench.db.server import default_server
         server = default_server()
         return server.url() if server.running() else None  # never start a server from a callback
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no local server here: regressions are then read from nowhere
         return None
 
 
@@ -318,7 +318,7 @@ def configured_channels() -> dict[str, Any]:
             found[conn_id] = BaseHook.get_connection(conn_id)
         except AirflowNotFoundException:
             continue
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a broken connection must not fail the run's callback
             log.warning("notification connection %s could not be read: %s", conn_id, exc)
     return found
 
@@ -332,7 +332,7 @@ def send(message: Message, channels: dict[str, Any]) -> dict[str, bool]:
             senders[conn_id](conn_id, conn, message)
             log.info("notification sent through %s: %s", conn_id, message.subject)
             sent[conn_id] = True
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - one channel failing must not stop the other
             log.warning("notification through connection %s failed: %s: %s", conn_id, type(exc).__name__, exc)
             sent[conn_id] = False
     return sent

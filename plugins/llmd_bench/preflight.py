@@ -22,9 +22,10 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -642,7 +643,7 @@ def check_store(report: Report) -> None:
             report.add("store", "missing", f"object storage {url}{where}: bucket {bucket} does not exist: create it "
                                            f"(e.g. aws s3 mb s3://{bucket} --endpoint-url ...)")
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever the listing raised is the check's answer, named
             report.add("store", "missing", f"object storage {url}{where}: listing failed: {type(exc).__name__}: {exc}")
             return
     except Exception as exc:  # noqa: BLE001 - network, credentials, permissions: one message naming URL and endpoint

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -357,8 +357,10 @@ def _method_section(doc: Doc, report: Report) -> None:
         f"Levels: concurrency {', '.join(str(c) for c in levels)}; one GuideLLM run per cell sweeps them in order.",
         "Isolation between levels: none; the servers keep running and their caches carry over from level to level.",
         f"Warm-up: {p.get('warmup_requests', 'an unrecorded number of')} requests after deploy, before the sweep.",
-        f"Trials: {trials}" + (f", {'each after the first redeployed and warmed up again (its spread includes deployment variance)' if isolation == 'redeploy' else 'on the same running servers (their spread excludes deployment variance)'}."
-                                if trials > 1 else " (no run-to-run interval from this run alone)."),
+        f"Trials: {trials}" + ((", each after the first redeployed and warmed up again (its spread includes deployment "
+                                "variance)." if isolation == "redeploy" else
+                                ", on the same running servers (their spread excludes deployment variance).")
+                               if trials > 1 else " (no run-to-run interval from this run alone)."),
         f"Serving: llm-d {p.get('llmd_version')}, TP {p.get('tensor_parallel_size')}, {p.get('replicas')} replica(s).",
         "Noise: see the Noise section; single-trial judgements use the cells' history or the campaign floor "
         f"({noise_floor_pct(report.data):g} %).",
@@ -378,7 +380,7 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.h(1, title)
     if d.simulated:
         doc.note(SIMULATED_BANNER)
-    doc.p(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by llmd-bench from {d.source}. Every number "
+    doc.p(f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M UTC} by llmd-bench from {d.source}. Every number "
           "below is computed from the stored per-level results.")
 
     _method_section(doc, report)
@@ -454,7 +456,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     if not report.spread.empty:
         doc.p("**Per-model spread** of the configurations' peaks, (max - min) / min:")
         doc.table(["Model", "Configs", "Best", "Worst", "Spread"],
-                  [[r.model, str(r.configs), r.best_config, r.worst_config, _signed(r.spread_pct)] for r in report.spread.itertuples()])
+                  [[r.model, str(r.configs), r.best_config, r.worst_config, _signed(r.spread_pct)]
+                   for r in report.spread.itertuples()])
 
     doc.h(2, "Noise")
     bases = sorted({b for b in t["noise_basis"].dropna()})
@@ -668,7 +671,8 @@ def write(report: Report, out: Path) -> dict[str, Path]:
         written[name] = out / name
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(page)
-    report.peaks.drop(columns=["full_model", "observability"], errors="ignore").to_csv(out / "all_peak_metrics.csv", index=False, float_format="%.3f")
+    report.peaks.drop(columns=["full_model", "observability"], errors="ignore").to_csv(
+        out / "all_peak_metrics.csv", index=False, float_format="%.3f")
     report.comparisons.to_csv(out / "performance_comparisons.csv", index=False, float_format="%.3f")
     levels = report.data.levels
     for (model, config), g in levels.groupby(["model", "config"], sort=False):

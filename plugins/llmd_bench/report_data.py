@@ -182,9 +182,11 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
             "images, params FROM runs WHERE dag_run_id = :run_id" + (" AND campaign = :campaign" if campaign else "")
         runs = conn.execute(text(q), {"run_id": run_id, "campaign": campaign}).mappings().all()
         if not runs:
-            raise LlmdBenchError(f"run {run_id!r} is not in the results store" + (f" for campaign {campaign}" if campaign else ""))
+            raise LlmdBenchError(f"run {run_id!r} is not in the results store"
+                                 + (f" for campaign {campaign}" if campaign else ""))
         if len(runs) > 1:
-            raise LlmdBenchError(f"run id {run_id!r} exists in several campaigns {[r['campaign'] for r in runs]}: pass --campaign")
+            raise LlmdBenchError(f"run id {run_id!r} exists in several campaigns {[r['campaign'] for r in runs]}: "
+                                 "pass --campaign")
         run = runs[0]
         levels = pd.DataFrame(conn.execute(text(LEVELS_SQL), {"run_pk": run["id"]}).mappings().all())
         cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())

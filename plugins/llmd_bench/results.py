@@ -25,15 +25,16 @@ def cell_status(report: Report) -> tuple[str, str | None]:
     return "invalid", f"no valid level ({reasons})"
 
 
-def run_info(campaign: str, dag_run_id: str, runtime: str, versions: dict[str, Any], params: dict[str, Any]):  # noqa: ANN201
+def run_info(campaign: str, dag_run_id: str, runtime: str, versions: dict[str, Any], params: dict[str, Any]):
     """The run's row from the versions recorded with it (context.tool_versions' shape)."""
     from llmd_bench.db.store import RunInfo
 
     return RunInfo(campaign=campaign, dag_run_id=dag_run_id, runtime=runtime, llmd_version=versions.get("llmd", "unknown"),
-                   vllm_version=versions.get("vllm"), guidellm_version=versions.get("guidellm_report") or versions.get("guidellm"),
+                   vllm_version=versions.get("vllm"),
+                   guidellm_version=versions.get("guidellm_report") or versions.get("guidellm"),
                    llmd_bench_version=versions.get("llmd_bench"), images=versions.get("images", {}), params=params)
 
 
-def run_info_from_record(record: dict[str, Any]):  # noqa: ANN201
+def run_info_from_record(record: dict[str, Any]):
     return run_info(record["campaign"], record["run_id"], record.get("runtime", "local"), record.get("versions", {}),
                     record.get("params", {}))

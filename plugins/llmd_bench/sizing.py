@@ -68,7 +68,7 @@ def _config_json_from_hub(model: str) -> dict[str, Any] | None:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(model, "config.json")).read_text())
-    except Exception:  # offline, gated without a token, no such model: the caller says what to do
+    except Exception:  # noqa: BLE001 - offline, gated without a token, no such model: the caller says what to do
         return None
 
 
@@ -118,7 +118,8 @@ class MemoryPlan:
         if self.offload_bytes_per_rank:
             parts.append(f"offload buffer {self.tensor_parallel_size} x {gib(self.offload_bytes_per_rank)} "
                          f"({self.kv_bytes_per_token_per_rank} KV bytes per token per rank)")
-        return f"request {gib(self.request_bytes)} = " + " + ".join(parts) + f"; limit {gib(self.limit_bytes)}; /dev/shm {gib(self.shm_bytes)}"
+        return (f"request {gib(self.request_bytes)} = " + " + ".join(parts)
+                + f"; limit {gib(self.limit_bytes)}; /dev/shm {gib(self.shm_bytes)}")
 
 
 def gib(n: int | float) -> str:
@@ -130,7 +131,8 @@ def quantity(n: int) -> str:
     return f"{math.ceil(n / 2**20)}Mi"
 
 
-def offload_setting(offload: OffloadSize, serving: Serving, entry: VersionEntry, per_rank_bytes: int, kv_per_token: int) -> dict[str, int]:
+def offload_setting(offload: OffloadSize, serving: Serving, entry: VersionEntry, per_rank_bytes: int,
+                    kv_per_token: int) -> dict[str, int]:
     contract = entry.contract
     if contract.offload_size_key == "num_cpu_blocks":
         # vLLM 0.11-0.13: blocks of the GPU block size, allocated in each TP worker

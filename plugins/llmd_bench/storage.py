@@ -13,9 +13,10 @@ load_results) never overwrite each other's files.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 from llmd_bench import paths
@@ -66,7 +67,7 @@ class ObjectStore:
             return fn(*args, **kwargs)
         except FileNotFoundError:
             raise
-        except Exception as exc:  # noqa: BLE001 - network, credentials, missing bucket: all need the same message
+        except Exception as exc:
             where = f" at {self.endpoint}" if self.endpoint else ""
             raise StorageError(f"object storage {self.url}{where}: {what} failed: {type(exc).__name__}: {exc}") from exc
 

@@ -14,9 +14,10 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 PCP_BIN = Path("/usr/lib/pcp/bin")
 PMCD_SOCKET = Path("/run/pcp/pmcd.socket")

@@ -41,7 +41,8 @@ def judge(config: str, replicas: int | None, serving: dict[str, Any], kv: dict[s
                             f"{epp['index_admissions']:.0f} blocks: they went to another index (the in-memory default?)")
         else:
             problems.append(f"the {kv.get('server', 'index')} index stayed empty (0 keys during and after the sweep; "
-                            f"{final.get('total_commands_processed', '?')} commands processed): nothing published KV events to it")
+                            f"{final.get('total_commands_processed', '?')} commands processed): "
+                            "nothing published KV events to it")
     if replicas is None:
         problems.append("replica count unknown")
     elif replicas < 2:

@@ -3,7 +3,8 @@
 Pod settings come from the deployment's environment, never from a trigger:
 LLMD_BENCH_STEP_IMAGE, LLMD_BENCH_NAMESPACE, LLMD_BENCH_SERVICE_ACCOUNT, LLMD_BENCH_RESULTS_URL (the
 S3-compatible store step pods and Airflow exchange results through, default s3://llmd-bench),
-LLMD_BENCH_S3_ENDPOINT (LLMD_BENCH_STEP_S3_ENDPOINT when pods reach it elsewhere), LLMD_BENCH_S3_SECRET (Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY),
+LLMD_BENCH_S3_ENDPOINT (LLMD_BENCH_STEP_S3_ENDPOINT when pods reach it elsewhere), LLMD_BENCH_S3_SECRET (Secret with
+AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY),
 LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CONN (Airflow connection id).
 """
 
@@ -90,7 +91,8 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         "security_context": pod_security,
         "container_security_context": container_security,
         "node_selector": placement.get("nodeSelector"),
-        "tolerations": [k8s.V1Toleration(**{_snake(k): v for k, v in t.items()}) for t in placement.get("tolerations", [])] or None,
+        "tolerations": [k8s.V1Toleration(**{_snake(k): v for k, v in t.items()})
+                        for t in placement.get("tolerations", [])] or None,
         "affinity": placement.get("affinity"),
         "priority_class_name": placement.get("priorityClassName"),
         "image_pull_secrets": [k8s.V1LocalObjectReference(name=n) for n in serving.image_pull_secrets] or None,
@@ -329,7 +331,8 @@ def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str,
         if not waiting:
             return pods
         if time.monotonic() > deadline:
-            raise RuntimeStepError(f"not ready after {timeout_s:.0f} s: " + ", ".join(f"{n} {r} ready" for n, r in waiting.items()))
+            raise RuntimeStepError(f"not ready after {timeout_s:.0f} s: "
+                                   + ", ".join(f"{n} {r} ready" for n, r in waiting.items()))
         time.sleep(poll)
 
 

@@ -77,7 +77,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     return state
 
 
-def _tracker(ctx: StepContext, state: dict[str, Any], procs: list[ManagedProcess]):  # noqa: ANN202
+def _tracker(ctx: StepContext, state: dict[str, Any], procs: list[ManagedProcess]):
     """A callback recording each started process in the saved state at once (teardown can always clean up)."""
     def started(p: ManagedProcess) -> ManagedProcess:
         procs.append(p)
@@ -87,7 +87,7 @@ def _tracker(ctx: StepContext, state: dict[str, Any], procs: list[ManagedProcess
     return started
 
 
-def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:  # noqa: ANN001
+def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
     """The mock servers, the router in front of several, and the Redis/Valkey index of a routing config."""
     assert ctx.cell is not None
     sim = ctx.campaign.local_simulation[ctx.cell.config]
@@ -151,7 +151,7 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
     return fresh
 
 
-def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:  # noqa: ANN001
+def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:
     """pmlogger for this cell, from now until collect_pcp; `unavailable` says why when PCP cannot record."""
     from llmd_bench.observe import pcp
 

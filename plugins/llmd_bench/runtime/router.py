@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import itertools
+import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -3,7 +3,7 @@
 CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
 
 
-def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to keep this module light
+def endpoint_for(ctx) -> str:
     """The URL the load generator talks to, from the runtime that deployed the cell."""
     if ctx.runtime == "local":
         from llmd_bench.runtime import local
@@ -12,7 +12,7 @@ def endpoint_for(ctx) -> str:  # noqa: ANN001 - StepContext, imported lazily to 
     return kubernetes.endpoint(ctx)
 
 
-def observation_targets(ctx):  # noqa: ANN001, ANN201 - returns observe.sampler.Targets
+def observation_targets(ctx):
     """What to watch during the sweep: replica /metrics, the KV index, the EPP's /metrics."""
     if ctx.runtime == "local":
         from llmd_bench.runtime import local

@@ -65,7 +65,11 @@ def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
         reason = f"no replica exports Prometheus metrics ({len(replicas)} scraped: {', '.join(replicas) or 'none'})"
         return {"available": False, "reason": f"not available: {reason}"}, []
     levels = prometheus.per_level(vllm, windows)
-    total = lambda key: sum(v for lv in levels if (v := lv.get(key)) is not None) if any(lv.get(key) is not None for lv in levels) else None  # noqa: E731
+
+    def total(key: str) -> float | None:
+        values = [v for lv in levels if (v := lv.get(key)) is not None]
+        return sum(values) if values else None
+
     return {"available": True, "replicas_scraped": sorted(scraped),
             "external_prefix_cache_queries": total("external_prefix_cache_queries"),
             "external_prefix_cache_hits": total("external_prefix_cache_hits"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import paths, storage
-from llmd_bench.context import StepContext, read_json, write_json_atomic
+from llmd_bench.context import StepContext, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
 from llmd_bench.steps.load_results import LEVELS_FILE
@@ -55,7 +55,7 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
     from llmd_bench.results import run_info
 
     run = run_info(ctx.campaign.dag_id, ctx.run_id, ctx.runtime, tool_versions(ctx.params.llmd_version),
-                   ctx.params.model_dump())
+                   ctx.stored_params())
     by_short = {m.short_name: m.name for m in ctx.campaign.models}
 
     def write(session: Session) -> None:
@@ -87,7 +87,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out)}
 
 
-def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):  # noqa: ANN201
+def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):
     """Build the report of a stored run into `out` (and into the store when asked)."""
     from llmd_bench import report as rpt
     from llmd_bench.db import store as db

@@ -58,7 +58,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     n = ctx.campaign.workload.warmup_requests
     words = p.prefix_tokens + p.prompt_tokens
     with ThreadPoolExecutor(max_workers=max(1, min(n, 4))) as pool:
-        latencies = list(pool.map(lambda i: send_request(target, ctx.cell.model, prompt_text(words, i), p.output_tokens), range(n)))
+        latencies = list(pool.map(lambda i: send_request(target, ctx.cell.model, prompt_text(words, i), p.output_tokens),
+                                  range(n)))
     summary = {"requests": n, "target": target,
                "latency_s_first": round(latencies[0], 3) if latencies else None,
                "latency_s_last": round(latencies[-1], 3) if latencies else None}
