@@ -131,6 +131,9 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
 
     pcp.ensure_pmcd(tmp_path / "pmcd-logs")
     kube("ready", host_ips=("127.0.0.1", "127.0.0.1"))
+    # the sweep pod's own node (the downward API's env): a CPU node whose pmcd is this machine's too
+    monkeypatch.setenv("LLMD_BENCH_NODE_NAME", "cpu-node-7")
+    monkeypatch.setenv("LLMD_BENCH_NODE_IP", "127.0.0.1")
     c = ctx("llm-d-redis")
     k8s.deploy(c)
     start = time.time()
@@ -138,6 +141,7 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
         time.sleep(4.5)
     end = time.time()
     assert sorted(state["nodes"]) == ["gpu-node-0", "gpu-node-1"], state
+    assert sorted(state["generator"]["nodes"]) == ["cpu-node-7"], state["generator"]
     with c.update_record() as record:
         record["sweep"] = {"pcp": state, "trials": [{"level_windows": [
             {"trial": 1, "concurrency": 1, "start": start + 0.5, "end": end - 0.5}]}]}
@@ -148,6 +152,17 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
     (level,) = levels
     assert level["nodes"] == 2 and level["samples"] >= 2
     assert 0 < level["cpu_util_pct"] <= 100 and level["mem_used_bytes"] > 0
+    # the load generator's node, summarised apart from the model servers'
+    gen_status, gen_levels = collect_pcp.generator_host_summaries(c, collect_pcp.level_windows(c.read_record()))
+    assert gen_status["status"] == "recorded" and gen_status["nodes"] == ["cpu-node-7"], gen_status
+    assert any(a.endswith("cpu-node-7/host.0.xz") for a in gen_status["archive"])
+    (gen_level,) = gen_levels
+    assert gen_level["samples"] >= 2 and 0 < gen_level["cpu_util_pct"] <= 100
+    # a sweep pod that shares a model server's node points there instead of recording it twice
+    monkeypatch.setenv("LLMD_BENCH_NODE_NAME", "gpu-node-1")
+    with sweep.host_recording(c) as state:
+        pass
+    assert state["generator"] == {"same_node": "gpu-node-1"}
 
 
 def test_no_pmcd_on_the_nodes_is_not_measured_with_the_reason(kube, monkeypatch):
@@ -221,6 +236,9 @@ def test_step_pods_pass_restricted_pod_security_and_follow_the_campaign(monkeypa
     env = {e.name: e for e in c.env}
     assert env["HF_TOKEN"].value_from.secret_key_ref.name == "team-hf"
     assert env["HOME"].value == "/work" and env["HF_HOME"].value.startswith("/work/")
+    # the pod learns its own node, where the sweep records the load generator's host
+    assert env["LLMD_BENCH_NODE_NAME"].value_from.field_ref.field_path == "spec.nodeName"
+    assert env["LLMD_BENCH_NODE_IP"].value_from.field_ref.field_path == "status.hostIP"
     # restricted: non-root, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp
     assert spec.security_context.run_as_non_root is True and spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert c.security_context.allow_privilege_escalation is False and c.security_context.capabilities.drop == ["ALL"]

@@ -226,6 +226,9 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
     md = (results_dir / "rep" / "report.md").read_text()
     assert "| Qwen3-0.6B | llm-d-valkey | 1 | not taking effect |" in md
     assert (results_dir / "rep" / "host_use_per_level.png").exists()
+    # the load generator's lag and CPU per level, apart from the host's
+    assert "Load generator (GuideLLM): how late it sent requests" in md
+    assert "| Concurrency | Start lag % of request | Generator cores | Busiest process % |" in md
 
 
 EPP_TEXT = """# HELP kvcache_index_admissions_total Total number of KV-block admissions

@@ -21,6 +21,7 @@ import pandas as pd
 
 from llmd_bench import analysis, noise
 from llmd_bench.campaign import BASELINE_CONFIG, DEFAULT_NOISE_FLOOR_PCT, ROUTING_CONFIGS
+from llmd_bench.observe import generator
 from llmd_bench.report_data import ReportInput, is_missing
 
 PEAK_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "vs_baseline_pct", "ttft_mean_ms",
@@ -545,6 +546,13 @@ HOST_COLUMNS = [("cpu_util_pct", "CPU %", 1, 1), ("mem_used_bytes", "Memory GiB"
                 ("net_in_bytes_per_s", "Net in MB/s", 2, 1e6), ("net_out_bytes_per_s", "Net out MB/s", 2, 1e6),
                 ("disk_write_bytes_per_s", "Disk write MB/s", 2, 1e6), ("gpu_busy_pct", "GPU busy %", 1, 1),
                 ("gpu_mem_used_bytes", "GPU mem GiB", 2, 2**30), ("gpu_power_w", "GPU W", 0, 1)]
+# level_observations sources: what serves (host PCP, vLLM, EPP) and what generates the load
+SERVED_SOURCES = ("pcp", "vllm", "epp")
+GENERATOR_SOURCES = ("generator", "pcp-generator")
+GENERATOR_COLUMNS = [("generator:start_lag_pct", "Start lag % of request", 1, 1),
+                     ("generator:cpu_cores", "Generator cores", 2, 1),
+                     ("generator:busiest_process_pct", "Busiest process %", 0, 1),
+                     ("pcp-generator:cpu_util_pct", "Generator node CPU %", 1, 1)]
 SERVING_COLUMNS = [("prefix_cache_hit_rate", "Prefix hit rate", 3, 1), ("kv_cache_usage_perc", "KV use", 3, 1),
                    ("requests_running", "Running", 1, 1), ("requests_waiting", "Waiting", 1, 1),
                    ("preemptions", "Preemptions", 0, 1), ("external_prefix_cache_queries", "Offload lookups", 0, 1)]
@@ -569,13 +577,23 @@ def _evidence_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
                          f"{final.get('used_memory_bytes', '?')} bytes used, {final.get('keyspace_hits', '?')} keyspace hits")
         doc.p(f"**{r.model}/{r.config}**: " + "; ".join(notes))
         cell = obs[(obs["model"] == r.model) & (obs["config"] == r.config)] if not obs.empty else obs
-        if cell.empty:
-            continue
-        wide = cell.pivot_table(index="concurrency", columns="metric", values="value", aggfunc="mean")
-        cols = [c for c in HOST_COLUMNS + SERVING_COLUMNS if c[0] in wide.columns]
-        doc.table(["Concurrency"] + [c[1] for c in cols],
-                  [[str(conc)] + [_fmt(row[c[0]] / c[3] if not is_missing(row[c[0]]) else None, c[2]) for c in cols]
-                   for conc, row in wide.iterrows()])
+        served = cell[cell["source"].isin(SERVED_SOURCES)]
+        if not served.empty:
+            wide = served.pivot_table(index="concurrency", columns="metric", values="value", aggfunc="mean")
+            cols = [c for c in HOST_COLUMNS + SERVING_COLUMNS if c[0] in wide.columns]
+            doc.table(["Concurrency"] + [c[1] for c in cols],
+                      [[str(conc)] + [_fmt(row[c[0]] / c[3] if not is_missing(row[c[0]]) else None, c[2]) for c in cols]
+                       for conc, row in wide.iterrows()])
+        generated = cell[cell["source"].isin(GENERATOR_SOURCES)]
+        if not generated.empty:
+            wide = generated.assign(key=generated["source"] + ":" + generated["metric"]).pivot_table(
+                index="concurrency", columns="key", values="value", aggfunc="mean")
+            cols = [c for c in GENERATOR_COLUMNS if c[0] in wide.columns]
+            doc.p("Load generator (GuideLLM): how late it sent requests (suspect from "
+                  f"{generator.START_LAG_LIMIT_PCT:g} %), its CPU, and its host's CPU where that is another node:")
+            doc.table(["Concurrency"] + [c[1] for c in cols],
+                      [[str(conc)] + [_fmt(row[c[0]] / c[3] if not is_missing(row[c[0]]) else None, c[2]) for c in cols]
+                       for conc, row in wide.iterrows()])
 
 
 def plots(report: Report) -> dict[str, bytes]:
@@ -606,7 +624,7 @@ def plots(report: Report) -> dict[str, bytes]:
         axes[0][0].legend(fontsize=8)
         out[name] = _png(fig)
     obs = report.data.observations
-    host = obs[obs["metric"].isin(["cpu_util_pct", "gpu_busy_pct"])] if not obs.empty else obs
+    host = obs[obs["metric"].isin(["cpu_util_pct", "gpu_busy_pct"]) & (obs["source"] == "pcp")] if not obs.empty else obs
     if not host.empty:
         fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
         for ax, model in zip(axes[0], models):

@@ -222,7 +222,8 @@ def combine_nodes(per_node: dict[str, list[dict[str, Any]]]) -> list[dict[str, A
 
 
 @contextlib.contextmanager
-def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path) -> Iterator[dict[str, Any]]:
+def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path,
+              role: str = "the model servers' nodes") -> Iterator[dict[str, Any]]:
     """One pmlogger per remote pmcd (`host:port`) for the duration of the block (the Kubernetes sweep pod
     records each GPU node's PCP DaemonSet). Yields the record: {"nodes": {node: {archive, metrics, host}}}
     or {"unavailable": why}; archive paths are relative to `base_dir`, so they travel with the results."""
@@ -247,7 +248,7 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path) -> Iterator[
         if errors:
             state["errors"] = errors
         if not state["nodes"]:
-            state["unavailable"] = ("no pmcd answered on the model servers' nodes (is the PCP DaemonSet installed? "
+            state["unavailable"] = (f"no pmcd answered on {role} (is the PCP DaemonSet installed there? "
                                     "`llmd-bench render` writes it to pcp/): "
                                     + "; ".join(f"{n}: {e}" for n, e in errors.items()))
     except PcpUnavailable as exc:

@@ -64,6 +64,11 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         # the image runs as UID 65532: the tokenizer download needs a writable home (the /work emptyDir)
         k8s.V1EnvVar(name="HOME", value="/work"),
         k8s.V1EnvVar(name="HF_HOME", value="/work/hf"),
+        # the pod's own node: the sweep records its PCP as the load generator's host
+        k8s.V1EnvVar(name="LLMD_BENCH_NODE_NAME", value_from=k8s.V1EnvVarSource(
+            field_ref=k8s.V1ObjectFieldSelector(field_path="spec.nodeName"))),
+        k8s.V1EnvVar(name="LLMD_BENCH_NODE_IP", value_from=k8s.V1EnvVarSource(
+            field_ref=k8s.V1ObjectFieldSelector(field_path="status.hostIP"))),
     ]
     # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
     endpoint = (os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
@@ -394,6 +399,15 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
     return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in _model_server_pods(pods)
             if (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
+
+
+def generator_pcp_host() -> dict[str, str]:
+    """node name -> `hostIP:44321` of the node this step pod runs on (the downward API's env), or {}."""
+    from llmd_bench.pcp_manifests import PMCD_PORT
+
+    node, ip = os.environ.get("LLMD_BENCH_NODE_NAME", "").strip(), os.environ.get("LLMD_BENCH_NODE_IP", "").strip()
+    port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
+    return {node: f"{ip}:{port}"} if node and ip else {}
 
 
 def teardown(ctx: StepContext) -> dict[str, Any]:

@@ -36,6 +36,28 @@ def host_summaries(ctx: StepContext, windows: list[dict[str, Any]]) -> tuple[dic
         archives = rec.get("nodes") or {}
     if not archives:
         return {"status": "not measured", "reason": rec.get("unavailable", "PCP did not record this cell")}, []
+    return summarise(ctx, archives, windows)
+
+
+def generator_host_summaries(ctx: StepContext,
+                             windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The load generator's host per level. Local runtime: the one host (host_levels). Kubernetes: the sweep
+    pod's node, which the sweep recorded beside the model servers' nodes."""
+    if ctx.runtime == "local":
+        return {"status": "same host", "reason": "the local runtime serves and generates on one host: see host_levels"}, []
+    rec = ((ctx.read_record().get("sweep") or {}).get("pcp") or {}).get("generator") or {}
+    if rec.get("same_node"):
+        return {"status": "same host", "node": rec["same_node"],
+                "reason": f"the sweep pod ran on model-server node {rec['same_node']}: see host_levels"}, []
+    archives = rec.get("nodes") or {}
+    if not archives:
+        return {"status": "not measured", "reason": rec.get("unavailable", "the sweep did not record its node")}, []
+    return summarise(ctx, archives, windows)
+
+
+def summarise(ctx: StepContext, archives: dict[str, Any],
+              windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Per-level summaries of recorded PCP archives (combined over nodes), each archive xz-compressed."""
     per_node: dict[str, list[dict[str, Any]]] = {}
     files, sample_count = [], 0
     try:
@@ -105,6 +127,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     targets = observation_targets(ctx)
     samples = [s for t in range(1, ctx.params.trials + 1) for s in read_samples(ctx.cell_dir / f"trial-{t}" / SAMPLES_FILE)]
     host, host_levels = host_summaries(ctx, windows)
+    generator_host, generator_host_levels = generator_host_summaries(ctx, windows)
     serving, serving_levels = serving_summaries(samples, targets.replicas, windows)
     epp_samples = [s for s in samples if s.get("source") == "epp"]
     epp_levels = prometheus.per_level(epp_samples, windows, prometheus.EPP_METRICS) if epp_samples else []
@@ -116,7 +139,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     effect = verdict.judge(ctx.cell.config, replica_count, serving, kv)
     observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
                     "serving_levels": serving_levels, "epp_levels": epp_levels, "kv_index": kv, "config_effect": effect,
-                    "generator_levels": generator_levels}
+                    "generator_levels": generator_levels, "generator_host": generator_host,
+                    "generator_host_levels": generator_host_levels}
     write_json_atomic(ctx.cell_dir / OBSERVATIONS_FILE, observations)
     with ctx.update_record() as rec:
         rec["pcp"] = host

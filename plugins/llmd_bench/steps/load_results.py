@@ -42,7 +42,7 @@ def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
 def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, str, str, float]]:
     rows = []
     for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels"), ("epp", "epp_levels"),
-                        ("generator", "generator_levels")):
+                        ("generator", "generator_levels"), ("pcp-generator", "generator_host_levels")):
         for level in observed.get(key) or []:
             if level.get("trial", 1) != trial:
                 continue
@@ -73,7 +73,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     record = ctx.read_record()
     run = run_info_from_record(record)
     observed = read_json(ctx.cell_dir / OBSERVATIONS_FILE)
-    observability = {k: observed.get(k) for k in ("pcp", "serving_metrics", "kv_index")} if observed else \
+    observability = {k: observed.get(k) for k in ("pcp", "generator_host", "serving_metrics", "kv_index")} if observed else \
         {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
     serving = record.get("serving", {})
     levels = suspect_levels(reports)

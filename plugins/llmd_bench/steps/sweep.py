@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +89,31 @@ def complete_report(ctx: StepContext, path: Path) -> bool:
     return sorted(lv.concurrency for lv in report.levels) == ctx.levels
 
 
-def host_recording(ctx: StepContext) -> Any:
-    """Kubernetes: record each model-server node's PCP for the sweep, from this pod. The local runtime's
-    pmlogger runs from deploy to collect_pcp instead."""
+@contextlib.contextmanager
+def host_recording(ctx: StepContext) -> Iterator[dict[str, Any] | None]:
+    """Kubernetes: record, from this pod, each model-server node's PCP for the sweep, and this pod's own
+    node (the load generator's) under `generator`. The local runtime's pmlogger runs from deploy to
+    collect_pcp instead, on the one host that serves and generates."""
     if ctx.runtime == "local":
-        return contextlib.nullcontext(None)
+        yield None
+        return
     from llmd_bench.observe import pcp
-    from llmd_bench.runtime.kubernetes import pcp_hosts
+    from llmd_bench.runtime.kubernetes import generator_pcp_host, pcp_hosts
 
-    return pcp.recording(pcp_hosts(ctx), ctx.cell_dir / "pcp", ctx.cell_dir)
+    servers = pcp_hosts(ctx)
+    own = generator_pcp_host()
+    with contextlib.ExitStack() as stack:
+        state = stack.enter_context(pcp.recording(servers, ctx.cell_dir / "pcp", ctx.cell_dir))
+        shared = sorted(set(own) & set(servers))
+        if shared:
+            state["generator"] = {"same_node": shared[0]}
+        elif own:
+            state["generator"] = stack.enter_context(pcp.recording(own, ctx.cell_dir / "pcp-generator", ctx.cell_dir,
+                                                                   role="the sweep pod's node"))
+        else:
+            state["generator"] = {"unavailable": "the sweep pod does not know its node (LLMD_BENCH_NODE_NAME and "
+                                                 "LLMD_BENCH_NODE_IP come from the step pod's downward API)"}
+        yield state
 
 
 def trial_deadline_s(ctx: StepContext) -> float:
