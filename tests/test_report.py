@@ -221,7 +221,7 @@ def test_noise_judgement_with_trials(tmp_path):
     j = r.comparisons.set_index("config")
     assert j.loc["native-offload", "judgement"] == "within noise"
     assert j.loc["llm-d-redis", "judgement"] == "higher" and j.loc["llm-d-valkey", "judgement"] == "lower"
-    assert j.loc["llm-d-redis", "basis"] == "3 trials"
+    assert j.loc["llm-d-redis", "basis"] == "3 and 3 trials (Welch t: +20.0 % +/- 2.3 %)"
     base = _row(r, "M", "no-offload")
     half = 4.303 * pd.Series([1000, 1010, 990]).std(ddof=1) / math.sqrt(3)
     assert (base["peak_ci_low"], base["peak_ci_high"]) == pytest.approx((1000 - half, 1000 + half))

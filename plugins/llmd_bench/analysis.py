@@ -101,14 +101,14 @@ def cell_peaks(levels: pd.DataFrame) -> pd.DataFrame:
             "trial_sd_rel": (float(trial_values.std(ddof=1) / trial_values.mean())
                              if len(trial_values) >= 2 and trial_values.mean() > 0 else None),
             "peak_suspect": "; ".join(suspect) or None,
-            "history_sd": None, "history_n": 0,
+            "history_sd": None, "history_n": 0, "history_mean": None,
         })
     return pd.DataFrame(rows, columns=PEAK_FRAME_COLUMNS)
 
 
 PEAK_FRAME_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "ttft_mean_ms", "tpot_mean_ms",
                       "trials", "peak_ci_low", "peak_ci_high", "noise_basis", "valid_levels", "trial_sd_rel",
-                      "peak_suspect", "history_sd", "history_n"]
+                      "peak_suspect", "history_sd", "history_n", "history_mean"]
 
 
 def _f(v: object) -> float | None:
@@ -155,7 +155,8 @@ def cell_noise_of(row: pd.Series) -> noise.CellNoise | None:
     candidates = []
     n_hist = row.get("history_n")
     if not _missing(row.get("history_sd")) and not _missing(n_hist) and int(n_hist) >= noise.MIN_HISTORY:
-        candidates.append(noise.CellNoise(float(row["history_sd"]), int(n_hist)))
+        mean = row.get("history_mean")
+        candidates.append(noise.CellNoise(float(row["history_sd"]), int(n_hist), None if _missing(mean) else float(mean)))
     trials = row.get("trials")
     if not _missing(row.get("trial_sd_rel")) and not _missing(trials) and int(trials) >= noise.MIN_HISTORY:
         candidates.append(noise.CellNoise(float(row["trial_sd_rel"]), int(trials)))
@@ -164,6 +165,19 @@ def cell_noise_of(row: pd.Series) -> noise.CellNoise | None:
 
 def _missing(v: object) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def reference_moved(reference: pd.Series) -> str | None:
+    """A reference (the baseline) whose peak left its own run-to-run range cannot anchor a verdict: the run
+    differs (a loaded machine, a moved node), and every configuration would seem better or worse with it."""
+    own = cell_noise_of(reference)
+    if own is None or own.mean is None:
+        return None
+    off = own.off_by_pct(float(reference["peak_output_tps"]))
+    if off is None:
+        return None
+    return (f"{reference['config']}'s peak is {off:+.1f} % off its {own.samples} earlier runs (their 95 % range is "
+            f"+/-{own.prediction_pct():.1f} %): the run, not the configuration, differs")
 
 
 def judge(value: pd.Series, reference: pd.Series,
@@ -175,14 +189,21 @@ def judge(value: pd.Series, reference: pd.Series,
         reason = row.get("peak_suspect")
         if isinstance(reason, str) and reason:
             return NO_VERDICT, f"{row['config']}'s peak level is suspect: {reason}"
+    moved = reference_moved(reference)
+    if moved:
+        return NO_VERDICT, moved
     a, b = interval_of(value), interval_of(reference)
     have_intervals = not any(math.isnan(x) for x in (a.low, a.high, b.low, b.high))
     direction = "higher" if value["peak_output_tps"] > reference["peak_output_tps"] else "lower"
     if int(value["trials"]) >= 2 and int(reference["trials"]) >= 2:
-        if not have_intervals:
+        if _missing(value.get("trial_sd_rel")) or _missing(reference.get("trial_sd_rel")):
             return "no noise basis", "none"
-        basis = a.basis if a.basis == b.basis else f"{a.basis} vs {b.basis}"
-        return (direction if a.separates_from(b) else "within noise"), basis
+        va, vb = float(value["peak_output_tps"]), float(reference["peak_output_tps"])
+        diff, half = noise.welch(va, float(value["trial_sd_rel"]) * va, int(value["trials"]),
+                                 vb, float(reference["trial_sd_rel"]) * vb, int(reference["trials"]))
+        basis = (f"{int(value['trials'])} and {int(reference['trials'])} trials (Welch t: "
+                 f"{diff / vb * 100:+.1f} % +/- {half / vb * 100:.1f} %)")
+        return (direction if abs(diff) > half else "within noise"), basis
     floor = noise.floor_between(cell_noise_of(value), cell_noise_of(reference), noise_floor_pct)
     change = pct(value["peak_output_tps"], reference["peak_output_tps"])
     if change is None:

@@ -42,16 +42,39 @@ def t95(df: int) -> float:
     return _T95[max(k for k in _T95 if k <= df)]
 
 
+def welch(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int) -> tuple[float, float]:
+    """(difference a - b, its 95 % half-width) from two samples of trials: Welch's t on the difference,
+    which tests it directly (two 95 % intervals that merely overlap can hide a difference at 95 %)."""
+    va, vb = sd_a ** 2 / n_a, sd_b ** 2 / n_b
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return mean_a - mean_b, 0.0
+    df = (va + vb) ** 2 / ((va ** 2 / (n_a - 1) if n_a > 1 else 0) + (vb ** 2 / (n_b - 1) if n_b > 1 else 0) or 1e-300)
+    return mean_a - mean_b, t95(max(1, int(df))) * se
+
+
 @dataclass(frozen=True)
 class CellNoise:
     """A cell's run-to-run spread of its peak, relative to its level (0.03 = 3 %)."""
 
     relative_sd: float
     samples: int
+    mean: float | None = None  # the earlier peaks' mean (tok/s), when the spread comes from a history
 
     @property
     def df(self) -> int:
         return self.samples - 1
+
+    def prediction_pct(self) -> float:
+        """Half-width, in % of the mean, of the 95 % range a new run of the cell falls in."""
+        return t95(self.df) * self.relative_sd * math.sqrt(1 + 1 / self.samples) * 100.0
+
+    def off_by_pct(self, peak: float) -> float | None:
+        """How far `peak` lies from the history's mean in %, when it is outside the 95 % range; else None."""
+        if not self.mean:
+            return None
+        off = (peak / self.mean - 1) * 100.0
+        return off if abs(off) > self.prediction_pct() else None
 
 
 def cell_noise(history: Sequence[float]) -> CellNoise | None:
@@ -63,7 +86,7 @@ def cell_noise(history: Sequence[float]) -> CellNoise | None:
     mean = sum(values) / len(values)
     diffs = [(b - a) / mean for a, b in zip(values, values[1:])]
     relative_sd = math.sqrt(sum(d * d for d in diffs) / (2 * len(diffs)))
-    return CellNoise(relative_sd, len(values))
+    return CellNoise(relative_sd, len(values), mean)
 
 
 @dataclass(frozen=True)

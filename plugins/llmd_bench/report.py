@@ -88,6 +88,7 @@ def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFr
         if found is not None:
             peaks.at[i, "history_n"] = found.samples
             peaks.at[i, "history_sd"] = found.relative_sd
+            peaks.at[i, "history_mean"] = found.mean
     return peaks
 
 
@@ -208,10 +209,12 @@ def _judge_peaks(cur: pd.Series, old: pd.Series, cell: pd.Series | None, floor_p
     have_intervals = not any(math.isnan(x) for x in (*a, *b))
     direction = "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
     if int(cur["samples"]) >= 2 and int(old["samples"]) >= 2:
-        if not have_intervals:
+        if is_missing(cur["peak_std"]) or is_missing(old["peak_std"]):
             return "no noise basis", "none"
-        basis = f"{int(cur['samples'])} and {int(old['samples'])} peaks (Student t)"
-        return (direction if a[0] > b[1] or a[1] < b[0] else "within noise"), basis
+        diff, half = noise.welch(float(cur["peak_output_tps"]), float(cur["peak_std"]), int(cur["samples"]),
+                                 float(old["peak_output_tps"]), float(old["peak_std"]), int(old["samples"]))
+        basis = f"{int(cur['samples'])} and {int(old['samples'])} peaks (Welch t: +/- {half:.1f} tok/s)"
+        return (direction if abs(diff) > half else "within noise"), basis
     own = analysis.cell_noise_of(cell) if cell is not None else None
     floor = noise.floor_between(own, own, floor_pct)
     change = analysis.pct(cur["peak_output_tps"], old["peak_output_tps"])
@@ -463,8 +466,9 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.h(2, "Noise")
     bases = sorted({b for b in t["noise_basis"].dropna()})
     floor = noise_floor_pct(d)
-    doc.p("With 2 or more trials per cell, a difference is called higher or lower only when the two cells' 95 % "
-          "Student t intervals of the peak do not overlap. With one trial, each peak's interval comes from the "
+    doc.p("With 2 or more trials per cell, a difference is called higher or lower only when Welch's t test on the "
+          "difference of the two cells' trial peaks puts it beyond its 95 % bound (each cell's own Student t "
+          "interval is shown with its peak). With one trial, each peak's interval comes from the "
           "spread of request latency inside the level and from the level's window edges (GuideLLM counts requests "
           "completed inside the window, so each stream may add or lose one: streams / requests of the output), "
           "and that is still smaller than what the same cell does from run to run, so the difference must also "
