@@ -75,6 +75,8 @@ def test_untrustworthy_levels_are_kept_with_a_reason(real_report):
     lv.requests_incomplete, lv.requests_successful = 0, 2
     assert "only 2 successful requests" in judge_level(lv, None, rules)
     lv.requests_successful = 100
+    assert "impossible counts: 100 successful, errored and incomplete requests of" in judge_level(lv, 2, rules)
+    lv.requests_total = 100
     assert "ran 2.0 s of the 120 s asked" in judge_level(lv, 120, rules)
     assert judge_level(lv, 2, rules) is None
 
