@@ -112,7 +112,8 @@ GROUP BY llmd_version, short_model, config
 # per cell, the latest one that has a valid peak.
 WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
                    "tensor_parallel_size", "replicas")
-PREVIOUS_RUNS_SQL = """
+# The runs that measured the same thing as run :run_pk, before it (the latest :max_runs): `cur`, `earlier`.
+EARLIER_RUNS_CTE = """
 WITH cur AS (
     SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
 ), earlier AS (
@@ -123,8 +124,10 @@ WITH cur AS (
       AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
       AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
     ORDER BY t DESC, r.id DESC
-    LIMIT 10
-), candidates AS (
+    LIMIT :max_runs
+)"""
+PREVIOUS_RUNS = 10
+PREVIOUS_RUNS_SQL = EARLIER_RUNS_CTE + """, candidates AS (
     SELECT id, dag_run_id, t, false AS is_current FROM earlier
     UNION ALL
     SELECT r.id, r.dag_run_id, cur.t, true FROM runs r JOIN cur ON cur.id = r.id
@@ -152,19 +155,7 @@ GROUP BY run_pk, dag_run_id, t, is_current, short_model, config
 
 # The noise model's history: every trial's peak of the earlier runs that measured the same thing as this
 # run (the same filter as PREVIOUS_RUNS_SQL), the latest noise.MAX_HISTORY runs.
-HISTORY_SQL = """
-WITH cur AS (
-    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
-), earlier AS (
-    SELECT r.id, coalesce(r.started_at, r.created_at) AS t
-    FROM runs r, cur
-    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
-      AND (r.runtime = 'local') = (cur.runtime = 'local')
-      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
-      AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
-    ORDER BY t DESC, r.id DESC
-    LIMIT :max_runs
-)
+HISTORY_SQL = EARLIER_RUNS_CTE + """
 SELECT DISTINCT ON (l.cell_id) c.short_model AS model, c.config, e.t, e.id AS run_pk, c.trial,
        l.output_tps_mean AS peak_output_tps
 FROM earlier e
@@ -192,7 +183,8 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
         cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
         observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
         cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
-        previous = pd.DataFrame(conn.execute(text(PREVIOUS_RUNS_SQL), {"run_pk": run["id"]}).mappings().all())
+        previous = pd.DataFrame(conn.execute(text(PREVIOUS_RUNS_SQL), {"run_pk": run["id"],
+                                                                       "max_runs": PREVIOUS_RUNS}).mappings().all())
         history = pd.DataFrame(conn.execute(text(HISTORY_SQL), {"run_pk": run["id"],
                                                                 "max_runs": MAX_HISTORY}).mappings().all())
     if levels.empty:
