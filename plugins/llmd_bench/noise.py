@@ -49,7 +49,9 @@ def welch(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b:
     se = math.sqrt(va + vb)
     if se == 0:
         return mean_a - mean_b, 0.0
-    df = (va + vb) ** 2 / ((va ** 2 / (n_a - 1) if n_a > 1 else 0) + (vb ** 2 / (n_b - 1) if n_b > 1 else 0) or 1e-300)
+    # Welch-Satterthwaite degrees of freedom, rounded down (the conservative side)
+    denominator = sum(v ** 2 / (n - 1) for v, n in ((va, n_a), (vb, n_b)) if n > 1 and v > 0)
+    df = (va + vb) ** 2 / denominator if denominator else 1
     return mean_a - mean_b, t95(max(1, int(df))) * se
 
 
