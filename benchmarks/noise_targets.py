@@ -118,6 +118,9 @@ def main() -> None:
             c = r.comparisons.set_index("config").loc["native-offload"]
             called_lower += c["judgement"] == "lower"
             print(f"(b) run {i} native-offload {c['vs_baseline_pct']:+6.2f} %  {c['judgement']:<12} {c['basis']}", flush=True)
+            for config, g in r.data.levels.groupby("config"):
+                print(f"(b) run {i} {config:<15} trials: "
+                      + ", ".join(f"{v:.1f}" for v in g.sort_values("trial")["output_tps_mean"]) + " tok/s", flush=True)
         if reps_b:
             print(f"(b) 10 % slower inter-token latency, 3 redeployed trials: called lower in {called_lower} of "
                   f"{reps_b} runs (target {reps_b} of {reps_b}); {time.monotonic() - started:.0f} s", flush=True)
