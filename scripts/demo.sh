@@ -3,9 +3,11 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
-DEMO_CONF='{"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"],
+# DEMO_CONF (run params as JSON) replaces the demo-sized params, e.g. for a one-cell rehearsal
+DEMO_SIZED='{"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"],
             "concurrency": [1, 8, 16], "duration_s": 4, "prompt_tokens": 64, "output_tokens": 32,
             "prefix_tokens": 256, "turns": 2}'
+DEMO_CONF="${DEMO_CONF:-$DEMO_SIZED}"
 mkdir -p "$AIRFLOW_HOME"
 llmd-bench db start
 export AIRFLOW_CONN_LLMD_RESULTS="$(llmd-bench db url)"

@@ -143,6 +143,30 @@ def test_a_bad_schedule_is_refused_by_validation_and_hides_no_other_campaign(cam
     assert "llmd_tiny" in dags and "RuntimeError: boom" in dags["invalid_campaign__cron"].doc_md
 
 
+def test_campaigns_that_would_share_run_ids_or_a_dag_id_are_refused_and_hide_no_other(campaigns_dir, capsys):
+    """Two campaigns that fire at the same time get the same scheduled run id, so the same results/<run id>/
+    and reports/<run id>/; two files with one dag_id would silently replace one DAG by the other."""
+    from llmd_bench import cli
+    from llmd_bench.airflow_dag import build_dags
+
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_a", schedule="@weekly"), name="a")
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_b", schedule="@daily"), name="b")  # also on Sundays
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_a"), name="c")
+    write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_d", schedule="0 2 * * 0"), name="d")  # 2 h later
+    dags = build_dags(campaigns_dir)
+    assert {"llmd_a", "llmd_d", "invalid_campaign__b", "invalid_campaign__c"} <= set(dags) and "llmd_b" not in dags
+    assert "a.yaml" in dags["llmd_a"].doc_md  # the first file keeps its DAG
+    clash = dags["invalid_campaign__b"].doc_md
+    assert "'@daily' fires at the same time as" in clash and "a.yaml" in clash
+    assert "scheduled__2026-01-04T00:00:00+00:00" in clash and "'0 2 * * 0'" in clash
+    assert "dag_id 'llmd_a' is already used by" in dags["invalid_campaign__c"].doc_md
+    # validate-campaign checks a new file against the campaigns already in the folder
+    new = write_campaign(campaigns_dir.parent, tiny_campaign(dag_id="llmd_new", schedule="0 0 * * *"), name="new")
+    assert cli.main(["validate-campaign", str(new)]) == 1
+    err = capsys.readouterr().err
+    assert "new.yaml" in err and "fires at the same time as" in err and "a.yaml" in err and "Traceback" not in err
+
+
 def _render_pod(task, run_id="scheduled__2026-11-22T00:00:00+00:00"):
     from airflow.sdk.definitions.context import Context
     params = {k: task.dag.params[k] for k in task.dag.params.keys()}

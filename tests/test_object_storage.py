@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -52,6 +54,61 @@ def test_push_sends_only_what_the_step_changed(s3, tmp_path):
     (cell / "observations.json").write_text("[1, 2]")
     storage.pull(cell, pod_a, "results")
     assert (cell / "observations.json").read_text() == "[1, 2]"
+
+
+def test_a_store_restarted_in_the_middle_of_a_push_loses_nothing(s3, tmp_path, monkeypatch):
+    """The store goes away after the first file of a push and comes back 2 s later on the same address:
+    the push waits for it and sends every file. (A private moto server: moto keeps buckets per process,
+    so the restarted server still has the bucket.)"""
+    from moto.server import ThreadedMotoServer
+
+    from llmd_bench.runtime.processes import free_port
+
+    port = free_port()
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+    monkeypatch.setenv("LLMD_BENCH_S3_ENDPOINT", f"http://127.0.0.1:{port}")
+
+    def stop() -> None:  # moto's stop() leaves the socket listening: connections would hang, not fail
+        servers[-1].stop()
+        servers[-1]._server.server_close()
+
+    def start_again(after_s: float) -> None:
+        time.sleep(after_s)
+        servers.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
+        servers[-1].start()
+
+    cell = tmp_path / "pod" / "results" / "run-1" / "M" / "no-offload"
+    snap = storage.pull(cell, tmp_path / "pod" / "results", "results")
+    for name in ("a.json", "b.json", "c.json"):
+        (cell / name).write_text(name)
+    real_upload, uploads = storage.ObjectStore.upload, []
+
+    def upload(self, local_file, *parts):
+        if len(uploads) == 1 and len(servers) == 1:
+            stop()
+            threading.Thread(target=start_again, args=(2.0,), daemon=True).start()
+        uploads.append(local_file.name)
+        return real_upload(self, local_file, *parts)
+
+    monkeypatch.setattr(storage.ObjectStore, "upload", upload)
+    monkeypatch.setenv("LLMD_BENCH_STORE_PUSH_WAIT_S", "60")
+    try:
+        assert storage.push(snap) == 3
+        assert len(servers) == 2 and len(uploads) > 3  # the store was really down for some attempts
+        store = storage.configured()
+        assert store.list_files("results", "run-1", "M", "no-offload") == {"a.json": 6, "b.json": 6, "c.json": 6}
+        # a store that stays down fails the push once the wait is spent, naming the variable
+        monkeypatch.setattr(storage.ObjectStore, "upload", real_upload)
+        monkeypatch.setenv("LLMD_BENCH_STORE_PUSH_WAIT_S", "1")
+        (cell / "d.json").write_text("d")
+        stop()
+        with pytest.raises(storage.StorageError, match="LLMD_BENCH_STORE_PUSH_WAIT_S"):
+            storage.push(storage.Snapshot(cell, snap.remote_parts, {}, set()))
+    finally:
+        if servers[-1]._server is not None and servers[-1]._server.socket.fileno() != -1:
+            servers[-1].stop()
+            servers[-1]._server.server_close()
 
 
 def test_a_failed_step_reports_its_own_error_even_when_the_push_fails_too(campaigns_dir, results_dir, monkeypatch):
@@ -157,13 +214,26 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
 
     monkeypatch.setenv("LLMD_BENCH_REPORTS", str(tmp_path / "airflow-side-reports"))
     sys.path.insert(0, str(ROOT / "plugins"))
-    from llmd_bench_plugin import reports_app
+    from airflow.api_fastapi.core_api.security import get_user
 
-    client = TestClient(reports_app)
-    page = client.get("/s3-run/report.html")
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "Qwen3-0.6B" in page.text
-    assert 's3-run/report.html' in client.get("/").text
-    assert client.get("/s3-run/nothing.html").status_code == 404
+    import llmd_bench_plugin
+
+    client = TestClient(llmd_bench_plugin.reports_app)
+    assert client.get("/s3-run/report.html").status_code == 401  # no login (the real api-server: test_ui)
+    asked = []
+    monkeypatch.setattr(llmd_bench_plugin, "may_read_runs", lambda user, dag_id: asked.append(dag_id) or True)
+    llmd_bench_plugin.reports_app.dependency_overrides[get_user] = lambda: "a reader"
+    try:
+        page = client.get("/s3-run/report.html")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html") and "Qwen3-0.6B" in page.text
+        assert asked == ["llmd_tiny"]  # authorised by the report's DAG, read from its report.json in the store
+        assert 's3-run/report.html' in client.get("/").text
+        assert client.get("/s3-run/nothing.html").status_code == 404
+        monkeypatch.setattr(llmd_bench_plugin, "may_read_runs", lambda user, dag_id: False)
+        assert client.get("/s3-run/report.html").status_code == 403
+        assert 's3-run' not in client.get("/").text
+    finally:
+        llmd_bench_plugin.reports_app.dependency_overrides.clear()
 
 
 def test_no_secret_reaches_any_artifact_log_or_stored_row(s3, s3_server, campaigns_dir, tmp_path, db_url, monkeypatch):

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -30,7 +31,9 @@ def airflow_stack(tmp_path_factory):
                LLMD_BENCH_PGDATA_BASE=str(base / "pg"), LLMD_BENCH_PG_PORT=str(free_port()),
                LLMD_BENCH_RESULTS=str(base / "results"), LLMD_BENCH_REPORTS=str(base / "reports"),
                # unpausing must not start the weekly run of the full reference campaign in a test
-               LLMD_AIRFLOW_USE_JOB_SCHEDULE="False")
+               LLMD_AIRFLOW_USE_JOB_SCHEDULE="False",
+               # a task whose worker died (the scheduler killed with it) is noticed in 30 s, not 300 s
+               AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="30")
     out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
@@ -41,12 +44,15 @@ def airflow_stack(tmp_path_factory):
         subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
 
 
-def api(stack, method, path, body=None):
+def auth_header(stack) -> dict[str, str]:
     req = urllib.request.Request(f"{stack['url']}/auth/token", method="POST", headers={"Content-Type": "application/json"},
                                  data=json.dumps({"username": "admin", "password": stack["password"]}).encode())
-    token = json.loads(urllib.request.urlopen(req).read())["access_token"]
+    return {"Authorization": f"Bearer {json.loads(urllib.request.urlopen(req).read())['access_token']}"}
+
+
+def api(stack, method, path, body=None):
     req = urllib.request.Request(f"{stack['url']}{path}", method=method, data=json.dumps(body).encode() if body else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                                 headers={**auth_header(stack), "Content-Type": "application/json"})
     return json.loads(urllib.request.urlopen(req).read())
 
 
@@ -157,6 +163,22 @@ def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
         d.save_screenshot(str(ARTIFACTS / "ui-report.png"))
     finally:
         d.quit()
+    # the browser read it with its login; without one, or with a forged token, the api-server refuses
+    report = f"/llmd-bench/reports/{run['dag_run_id']}/report.html"
+    for path in (report, "/llmd-bench/reports/"):
+        assert http_status(f"{url}{path}") == 401
+        assert http_status(f"{url}{path}", {"Authorization": "Bearer not-a-token"}) == 403
+    meta = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{url}/llmd-bench/reports/{run['dag_run_id']}/report.json", headers=auth_header(airflow_stack))).read())
+    assert meta["campaign"] == "llmd_kv_cache_eval"
+
+
+def http_status(url: str, headers: dict | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {})) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def test_backfills_for_two_llmd_versions_are_compared_in_the_report(airflow_stack):
@@ -194,3 +216,37 @@ def test_backfills_for_two_llmd_versions_are_compared_in_the_report(airflow_stac
     assert "| Qwen3-0.6B | no-offload | v0.8.0 |" in section and "| v0.4.0 |" in section
     # both versions ran on the same simulator: no regression may be claimed
     assert "No regression beyond noise." in section
+
+
+def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(airflow_stack):
+    """`kill -9` of the scheduler's process group (LocalExecutor: its task processes die with it) while a
+    sweep runs, then `make airflow` again: the run finishes or fails, teardown runs, nothing is left."""
+    import signal
+
+    dag = "llmd_kv_cache_eval"
+    conf = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["llm-d-redis"], "concurrency": [2, 4], "duration_s": 8,
+            "prefix_tokens": 64, "prompt_tokens": 32, "output_tokens": 16, "turns": 1}
+    api(airflow_stack, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+    run_id = api(airflow_stack, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def task_states():
+        tis = api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
+        return {ti["task_id"].split(".")[-1]: ti["state"] for ti in tis}
+
+    wait_for(lambda: task_states().get("sweep") == "running", timeout=300, what="the sweep to run")
+    cell = airflow_stack["base"] / "results" / run_id / "Qwen3-0.6B" / "llm-d-redis"
+    wait_for(lambda: list(cell.glob("trial-*/guidellm.pid")), timeout=120, what="GuideLLM to start")
+    pid_file = airflow_stack["base"] / "state" / "airflow" / "scheduler.pid"
+    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=airflow_stack["env"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    wait_for(lambda: api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")["state"] in ("success", "failed"),
+             timeout=900, what="the run to end")
+    assert task_states()["teardown"] == "success", task_states()
+    state = json.loads((cell / "runtime.json").read_text())
+    assert state["processes"] == [] and state["leftovers"] == []
+    assert not list(cell.glob("trial-*/guidellm.pid"))
+    from llmd_bench.runtime.processes import pid_alive, port_is_free
+    assert not any(pid_alive(p["pid"]) for p in state["stopped"])
+    assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])

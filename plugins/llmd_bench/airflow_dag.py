@@ -25,8 +25,8 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from llmd_bench import catalog, notify, paths
-from llmd_bench.campaign import Campaign, Cell, campaign_files, default_and_schema, load_campaign
-from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError
+from llmd_bench.campaign import Campaign, Cell, campaign_files, campaign_set_errors, default_and_schema, load_campaign
+from llmd_bench.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.names import dns_label, label_value
 from llmd_bench.runtime import selected_runtime
 
@@ -179,9 +179,18 @@ def invalid_campaign_dag(path: Path, error: str) -> DAG:
 
 def build_dags(directory: Path | None = None) -> dict[str, DAG]:
     dags: dict[str, DAG] = {}
+    loaded: list[tuple[Path, Campaign]] = []
     for path in campaign_files(directory or paths.campaigns_dir()):
         try:
-            campaign = load_campaign(path)
+            loaded.append((path, load_campaign(path)))
+        except LlmdBenchError as exc:
+            dag = invalid_campaign_dag(path, str(exc))
+            dags[dag.dag_id] = dag
+    clashes = campaign_set_errors(loaded)
+    for path, campaign in loaded:
+        try:
+            if path in clashes:
+                raise CampaignError(clashes[path])
             dags[campaign.dag_id] = build_dag(campaign)
         except LlmdBenchError as exc:
             dag = invalid_campaign_dag(path, str(exc))

@@ -8,6 +8,7 @@ against it, so an unknown model or config is rejected with the allowed values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -301,6 +302,56 @@ def load_campaign(path: str | Path) -> Campaign:
 def campaign_files(directory: Path | None = None) -> list[Path]:
     directory = directory or paths.campaigns_dir()
     return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+
+
+# Airflow's presets as cron expressions (airflow/sdk/definitions/timetables/_cron.py CRON_PRESETS,
+# apache-airflow 3.3.2), to find when two campaigns fire together
+CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *",
+                "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+
+
+def first_shared_fire_time(a: str | None, b: str | None, days: int = 366) -> datetime | None:
+    """The first time within `days` at which both schedules fire, or None. Two campaigns that fire together
+    get the same scheduled run id (scheduled__<that time>), so their runs would share results folders."""
+    cron_a, cron_b = CRON_PRESETS.get(a or "", a), CRON_PRESETS.get(b or "", b)
+    if not cron_a or not cron_b or cron_a.startswith("@") or cron_b.startswith("@"):
+        return None  # unscheduled, @once, @continuous: no shared deterministic run id
+    from croniter import croniter
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=days)
+    it = croniter(cron_a, start - timedelta(seconds=1))
+    for _ in range(20000):  # an hourly schedule over a year is 8,784 fire times
+        t = it.get_next(datetime)
+        if t >= end:
+            return None
+        if croniter.match(cron_b, t):
+            return t
+    return None
+
+
+def campaign_set_errors(campaigns: list[tuple[Path, Campaign]]) -> dict[Path, str]:
+    """Errors that only show across campaign files: a dag_id used twice (the later file would silently
+    replace the earlier DAG), and schedules that fire at the same time (shared run ids and results folders).
+    The later file (by name) gets the error; the earlier one stays usable."""
+    errors: dict[Path, str] = {}
+    for i, (path, campaign) in enumerate(campaigns):
+        for other_path, other in campaigns[:i]:
+            if other_path in errors:
+                continue
+            if campaign.dag_id == other.dag_id:
+                errors[path] = (f"campaign file {path}: dag_id {campaign.dag_id!r} is already used by {other_path}; "
+                                f"give this campaign its own dag_id")
+                break
+            shared = first_shared_fire_time(other.schedule, campaign.schedule)
+            if shared is not None:
+                errors[path] = (
+                    f"campaign file {path}: schedule {campaign.schedule!r} fires at the same time as {other_path}'s "
+                    f"({other.schedule!r}), first at {shared:%Y-%m-%d %H:%M} UTC: both runs would get the run id "
+                    f"scheduled__{shared.isoformat()} and share results/<run id>/ and reports/<run id>/. "
+                    f"Move one of them, e.g. schedule: '0 2 * * 0' instead of '@weekly'")
+                break
+    return errors
 
 
 def find_campaign(name: str) -> Campaign:

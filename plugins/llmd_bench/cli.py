@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 failed (the message says why), 2 usage error, 99 cell not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -63,6 +64,7 @@ def run_cell_step(step: str, args: argparse.Namespace) -> int:
     print(f"[llmd-bench] {step} {ctx.cell} run={ctx.run_id} runtime={ctx.runtime}", flush=True)
     # In a pod the cell's folder comes from object storage and goes back there, also when the step fails.
     snapshot = storage.pull_cell(ctx.cell_dir)
+    ctx.check_owner()  # before anything is written or pushed
     try:
         try:
             summary = _step_module(step).run(ctx)
@@ -111,11 +113,24 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_campaign(args: argparse.Namespace) -> int:
-    from llmd_bench.campaign import campaign_files, load_campaign
+    from pathlib import Path
 
-    files = args.files or campaign_files()
-    for f in files:
-        c = load_campaign(f)
+    from llmd_bench.campaign import campaign_files, campaign_set_errors, load_campaign
+    from llmd_bench.errors import CampaignError
+
+    files = [Path(f) for f in args.files] or campaign_files()
+    checked = [(f, load_campaign(f)) for f in files]
+    # the files given are checked against the campaigns already in the folder, which keep their place
+    given = {f.resolve() for f in files}
+    others = []
+    for f in campaign_files() if args.files else []:
+        if f.resolve() not in given:
+            with contextlib.suppress(CampaignError):  # a broken neighbour is its own file's problem
+                others.append((f, load_campaign(f)))
+    clashes = campaign_set_errors(others + checked)
+    for f, c in checked:
+        if f in clashes:
+            raise CampaignError(clashes[f])
         print(f"{f}: ok (dag {c.dag_id}, {len(c.cells())} cells)")
     return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import Campaign, Cell, ModelSpec, RunParams
+from llmd_bench.errors import RunFolderTaken
 
 
 def utc_now() -> str:
@@ -58,6 +59,18 @@ class StepContext:
     @property
     def record_parts_dir(self) -> Path:
         return self.cell_dir / "record"
+
+    def check_owner(self, folder: Path | None = None) -> None:
+        """Refuse a folder that another campaign's run with the same run id is using: run ids are unique
+        only within one DAG (two campaigns backfilled over the same dates both get backfill__<date>)."""
+        folder = folder or self.cell_dir
+        owner = read_json(folder / "cell.json").get("campaign") or read_json(folder / "summary.json").get("campaign")
+        if owner and owner != self.campaign.dag_id:
+            raise RunFolderTaken(
+                f"{folder} holds run {self.run_id!r} of campaign {owner!r}; this is campaign "
+                f"{self.campaign.dag_id!r}'s run with the same run id, and it would overwrite those results. "
+                f"Trigger it with its own run id (the trigger form's or `airflow dags trigger --run-id`), "
+                f"or move the other run's folder away")
 
     def read_record(self) -> dict[str, Any]:
         """cell.json merged with every step's own part (record/<step>.json); the parts are authoritative,

@@ -26,3 +26,7 @@ class NotSelected(LlmdBenchError):
 
 
 SKIP_EXIT_CODE = 99
+
+
+class RunFolderTaken(LlmdBenchError):
+    """Another campaign's run with the same run id already uses the results folder."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from llmd_bench import analysis, noise
+from llmd_bench import analysis, noise, paths
 from llmd_bench.campaign import BASELINE_CONFIG, DEFAULT_NOISE_FLOOR_PCT, ROUTING_CONFIGS
 from llmd_bench.observe import generator
 from llmd_bench.report_data import ReportInput, is_missing
@@ -692,6 +693,9 @@ def write(report: Report, out: Path) -> dict[str, Path]:
         (out / name).write_bytes(png)
         written[name] = out / name
     (out / "report.md").write_text(md)
+    # which campaign (DAG) the report belongs to: the UI plugin authorises readers by it
+    (out / paths.REPORT_META).write_text(json.dumps({"campaign": report.data.campaign, "run_id": report.data.run_id,
+                                               "runtime": report.data.runtime}, indent=1))
     (out / "report.html").write_text(page)
     report.peaks.drop(columns=["full_model", "observability"], errors="ignore").to_csv(
         out / "all_peak_metrics.csv", index=False, float_format="%.3f")

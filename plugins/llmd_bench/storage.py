@@ -13,6 +13,7 @@ load_results) never overwrite each other's files.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,14 +191,49 @@ def push(snapshot: Snapshot | None, store: ObjectStore | None = None) -> int:
     assert store is not None
     now = _local_files(snapshot.local_dir)
     changed = [rel for rel, sig in now.items() if snapshot.files.get(rel) != sig]
+    wait = _PushWait()
     for rel in sorted(changed):
-        store.upload(snapshot.local_dir / rel, *snapshot.remote_parts, rel)
+        wait.call(store.upload, snapshot.local_dir / rel, *snapshot.remote_parts, rel)
     removed = sorted(rel for rel in snapshot.remote if rel in snapshot.files and rel not in now)
     for rel in removed:
-        store.delete(*snapshot.remote_parts, rel)
+        wait.call(store.delete, *snapshot.remote_parts, rel)
     print(f"[llmd-bench] pushed {len(changed)} file(s) to {store.key(*snapshot.remote_parts)}"
           + (f", removed {len(removed)}" if removed else ""), flush=True)
     return len(changed)
+
+
+PUSH_WAIT_ENV = "LLMD_BENCH_STORE_PUSH_WAIT_S"
+DEFAULT_PUSH_WAIT_S = 120.0
+
+
+class _PushWait:
+    """A push carries what the step measured, and its pod's disk goes with the pod: while the store is
+    unreachable (restarting, a network blip) keep trying for LLMD_BENCH_STORE_PUSH_WAIT_S in all (default
+    120 s) before failing the step. A pull, which has nothing to lose yet, fails at once."""
+
+    def __init__(self) -> None:
+        raw = os.environ.get(PUSH_WAIT_ENV, "").strip()
+        try:
+            self.budget_s = float(raw) if raw else DEFAULT_PUSH_WAIT_S
+        except ValueError:
+            raise StorageError(f"{PUSH_WAIT_ENV}={raw!r}: expected a number of seconds (0 or more)") from None
+        if self.budget_s < 0:
+            raise StorageError(f"{PUSH_WAIT_ENV}={raw!r}: expected a number of seconds (0 or more)")
+        self.deadline = time.monotonic() + self.budget_s
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        delay = 1.0
+        while True:
+            try:
+                return fn(*args)
+            except StorageError as exc:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise StorageError(f"{exc} (still failing after retrying for {self.budget_s:g} s; "
+                                       f"{PUSH_WAIT_ENV} sets how long)") from None
+                print(f"[llmd-bench] {exc}; retrying in {min(delay, left):.0f} s", flush=True)
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 15.0)
 
 
 def pull_cell(cell_dir: Path) -> Snapshot | None:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llmd_bench import paths
 from llmd_bench.campaign import ROUTING_CONFIGS
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import RuntimeStepError
@@ -196,6 +197,7 @@ def endpoint(ctx: StepContext) -> str:
 def teardown(ctx: StepContext) -> dict[str, Any]:
     state = load_state(ctx)
     procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+    generators = [s for f in paths.generator_pid_files(ctx.cell_dir) if (s := processes.stop_recorded_group(f))]
     for p in reversed(procs):
         processes.stop(p)
     problems = processes.leftovers(procs)
@@ -206,7 +208,7 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
     _save(ctx, state)
     if problems:
         raise RuntimeStepError("teardown left things behind: " + "; ".join(problems))
-    return {"stopped": [p.name for p in procs], "ports_freed": [p.port for p in procs]}
+    return {"stopped": [p.name for p in procs] + generators, "ports_freed": [p.port for p in procs]}
 
 
 def _same_program(proc: ManagedProcess) -> bool:
@@ -223,6 +225,9 @@ def cleanup_leftovers(results_root: Path) -> list[str]:
     a killed worker). `make stop` calls it; only processes still running the recorded program are touched."""
     stopped = []
     for state_file in sorted(results_root.glob(f"*/*/*/{STATE_FILE}")):
+        cell = state_file.parent.relative_to(results_root)
+        stopped += [f"{s} of {cell}" for f in paths.generator_pid_files(state_file.parent)
+                    if (s := processes.stop_recorded_group(f))]
         state = read_json(state_file)
         procs = [ManagedProcess(**p) for p in state.get("processes", [])]
         alive = [p for p in procs if processes.pid_alive(p.pid) and _same_program(p)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import socket
@@ -191,3 +192,36 @@ def leftovers(procs: list[ManagedProcess]) -> list[str]:
         if p.port and not port_is_free(p.port):
             problems.append(f"{p.name}'s port {p.port} on 127.0.0.1 is still bound")
     return problems
+
+
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot): with the pid, it names one process even
+    after pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def record_group(path: Path, pid: int, cmd: list[str]) -> None:
+    """Note a process group we started outside the managed servers (the load generator), so that a later
+    attempt can stop it when the step that started it was killed (SIGKILL runs no clean-up)."""
+    path.write_text(json.dumps({"pid": pid, "start_time": start_time(pid), "cmd": cmd[:3]}))
+
+
+def stop_recorded_group(path: Path) -> str | None:
+    """Stop the group noted in `path` if its leader is still the process we started; forget it either way.
+    Returns what was stopped."""
+    try:
+        noted = json.loads(path.read_text())
+        pid = int(noted["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    stopped = None
+    if pid_alive(pid) and noted.get("start_time") and start_time(pid) == noted["start_time"]:
+        stop(ManagedProcess(name=Path(str(noted.get("cmd", ["?"])[0])).name, pid=pid, port=0, cmd=[], log=""))
+        stopped = f"{' '.join(noted.get('cmd', [])[:2])} (pid {pid})"
+    path.unlink(missing_ok=True)
+    return stopped

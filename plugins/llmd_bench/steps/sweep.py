@@ -22,6 +22,7 @@ from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
 from llmd_bench.observe import generator
 from llmd_bench.observe.sampler import Sampler
+from llmd_bench.runtime import processes
 from llmd_bench.steps import endpoint_for, observation_targets
 
 REPORT_NAME = "guidellm_report.json"
@@ -153,6 +154,8 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
+        pid_file = log_path.with_name(paths.GENERATOR_PID_FILE)
+        processes.record_group(pid_file, proc.pid, cmd)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
             signal.signal(signal.SIGTERM, terminated)
@@ -166,6 +169,7 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
             stop_process_group(proc)
+            pid_file.unlink(missing_ok=True)
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -205,7 +209,17 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
             "warmup_s": round(time.monotonic() - deployed, 3), "warmup_requests": warm.get("requests")}
 
 
+def stop_earlier_generators(cell_dir: Path) -> list[str]:
+    """A sweep killed with SIGKILL (an OOM kill, `kill -9`, a lost worker) leaves its GuideLLM running
+    against the server; the next attempt must not measure alongside it."""
+    stopped = [s for f in paths.generator_pid_files(cell_dir) if (s := processes.stop_recorded_group(f))]
+    for what in stopped:
+        print(f"stopped {what}, left running by an earlier attempt of this sweep", flush=True)
+    return stopped
+
+
 def run(ctx: StepContext) -> dict[str, Any]:
+    stop_earlier_generators(ctx.cell_dir)
     target = endpoint_for(ctx)
     with host_recording(ctx) as pcp_state:
         trials = run_trials(ctx, target)
