@@ -87,6 +87,32 @@ def test_two_checkouts_get_their_own_ports_and_stop_only_their_own_server(tmp_pa
         shutil.rmtree(a.base, ignore_errors=True)
 
 
+def test_two_checkouts_starting_at_the_same_moment_do_not_fight_over_the_preferred_port(tmp_path, monkeypatch):
+    """`make demo` in two fresh clones at once: both see the preferred port free and record it; whichever
+    binds second moves to another free port (and records it) instead of failing."""
+    import socket
+
+    preferred = free_port()
+    monkeypatch.setattr(srv, "DEFAULT_PORT", preferred)
+    a = _checkout(monkeypatch, tmp_path / "clone-a" / ".state" / "pg")
+    b = _checkout(monkeypatch, tmp_path / "clone-b" / ".state" / "pg")
+    assert a.port == b.port == preferred  # the race: neither has bound it yet
+    with socket.socket() as other:  # the other clone's server binds it first
+        other.bind(("127.0.0.1", preferred))
+        other.listen()
+        try:
+            b.start()
+            assert b.port != preferred and b.running()
+            assert (b.base / "port").read_text().strip() == str(b.port)  # kept for its next start
+            assert _checkout(monkeypatch, tmp_path / "clone-b" / ".state" / "pg").port == b.port
+        finally:
+            b.stop(mode="immediate")
+            shutil.rmtree(b.base, ignore_errors=True)
+    # a recorded port is never moved silently: taken, it is an error naming the holder
+    a_again = _checkout(monkeypatch, tmp_path / "clone-a" / ".state" / "pg")
+    assert not a_again.movable
+
+
 def test_a_port_held_by_another_server_says_whose_data_it_serves_and_how_to_stop_it(tmp_path, monkeypatch):
     import socket
 

@@ -58,6 +58,9 @@ def _reachable_by(user: str, path: Path) -> bool:
 class LocalServer:
     base: Path
     port: int
+    # the port was chosen just now (none recorded, none asked for): a checkout starting at the same moment
+    # may bind it first, and then this one moves to another free port instead of failing
+    movable: bool = False
 
     @property
     def data(self) -> Path:
@@ -139,21 +142,38 @@ class LocalServer:
             return self.url()
         from llmd_bench.runtime.processes import port_is_free
 
-        if not port_is_free(self.port):
-            raise DatabaseServerError(port_taken_message(self.port, self.data))
         started = time.monotonic()
         # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
         fsync = "off" if os.environ.get("LLMD_BENCH_PG_FSYNC", "on").strip().lower() in ("off", "0", "false") else "on"
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync={fsync} -c max_connections=200"
-        out = self._run([self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                         "-t", str(int(timeout_s)), "-o", opts, "start"], timeout=timeout_s + 10)
-        if out.returncode != 0:
-            tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+        for _ in range(3):
+            if not port_is_free(self.port):
+                if self.movable:
+                    self._move_port()
+                    continue
+                raise DatabaseServerError(port_taken_message(self.port, self.data))
+            opts = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.data} -c fsync={fsync} -c max_connections=200"
+            log_from = self.log.stat().st_size if self.log.exists() else 0
+            out = self._run([self._bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                             "-t", str(int(timeout_s)), "-o", opts, "start"], timeout=timeout_s + 10)
+            if out.returncode == 0:
+                break
+            tail = self.log.read_text(errors="replace")[log_from:][-1500:] if self.log.exists() else ""
+            if self.movable and "Address already in use" in tail:
+                self._move_port()  # another checkout bound it between our check and our start
+                continue
             raise DatabaseServerError(f"PostgreSQL did not start on 127.0.0.1:{self.port}: {out.stderr.strip()}\n{tail}")
+        else:
+            raise DatabaseServerError(f"PostgreSQL did not start: every port tried was taken (last {self.port})")
         self._ensure_database()
         self.info_file.write_text(json.dumps({"port": self.port, "data": str(self.data),
                                               "start_s": round(time.monotonic() - started, 3)}))
         return self.url()
+
+    def _move_port(self) -> None:
+        from llmd_bench.runtime.processes import free_port
+
+        self.port = free_port()
+        (self.base / PORT_FILE).write_text(f"{self.port}\n")
 
     def _ensure_database(self) -> None:
         import psycopg2
@@ -203,7 +223,7 @@ def default_server() -> LocalServer:
     port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port()
     server.base.mkdir(parents=True, exist_ok=True)
     recorded.write_text(f"{port}\n")
-    return LocalServer(base=server.base, port=port)
+    return LocalServer(base=server.base, port=port, movable=True)
 
 
 def port_holder(port: int) -> tuple[int, list[str]] | None:
