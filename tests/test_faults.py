@@ -69,7 +69,16 @@ def _rows(url: str) -> tuple[int, int, int]:
 
 def test_every_step_killed_with_sigkill_then_run_again_leaves_nothing_behind_and_no_duplicates(
         campaigns_dir, results_dir, db_url, monkeypatch):
+    from llmd_bench.runtime.local import cleanup_leftovers
+
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    try:
+        _kill_every_step(campaigns_dir, results_dir, db_url)
+    finally:
+        cleanup_leftovers(results_dir)  # a failure above must not leave servers running into the next tests
+
+
+def _kill_every_step(campaigns_dir, results_dir, db_url):
     doc = tiny_campaign(configs=[CONFIG], trials=2, trial_isolation="same-server")
     doc["workload"].update(concurrency=[1, 2], duration_s=2)
     campaign = write_campaign(campaigns_dir, doc)

@@ -229,9 +229,11 @@ def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(air
     api(airflow_stack, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
     run_id = api(airflow_stack, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
+    group = "Qwen3-0_6B__llm-d-redis"
+
     def task_states():
-        tis = api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances?limit=100")["task_instances"]
-        return {ti["task_id"].split(".")[-1]: ti["state"] for ti in tis}
+        tis = api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
+        return {ti["task_id"].removeprefix(f"{group}."): ti["state"] for ti in tis if ti["task_id"].startswith(group)}
 
     wait_for(lambda: task_states().get("sweep") == "running", timeout=300, what="the sweep to run")
     cell = airflow_stack["base"] / "results" / run_id / "Qwen3-0.6B" / "llm-d-redis"
