@@ -197,7 +197,7 @@ def endpoint(ctx: StepContext) -> str:
 def teardown(ctx: StepContext) -> dict[str, Any]:
     state = load_state(ctx)
     procs = [ManagedProcess(**p) for p in state.get("processes", [])]
-    generators = [s for f in paths.generator_pid_files(ctx.cell_dir) if (s := processes.stop_recorded_group(f))]
+    generators = processes.stop_recorded_groups(paths.generator_pid_files(ctx.cell_dir))
     for p in reversed(procs):
         processes.stop(p)
     problems = processes.leftovers(procs)
@@ -226,8 +226,7 @@ def cleanup_leftovers(results_root: Path) -> list[str]:
     stopped = []
     for state_file in sorted(results_root.glob(f"*/*/*/{STATE_FILE}")):
         cell = state_file.parent.relative_to(results_root)
-        stopped += [f"{s} of {cell}" for f in paths.generator_pid_files(state_file.parent)
-                    if (s := processes.stop_recorded_group(f))]
+        stopped += [f"{s} of {cell}" for s in processes.stop_recorded_groups(paths.generator_pid_files(state_file.parent))]
         state = read_json(state_file)
         procs = [ManagedProcess(**p) for p in state.get("processes", [])]
         alive = [p for p in procs if processes.pid_alive(p.pid) and _same_program(p)]

@@ -225,3 +225,7 @@ def stop_recorded_group(path: Path) -> str | None:
         stopped = f"{' '.join(noted.get('cmd', [])[:2])} (pid {pid})"
     path.unlink(missing_ok=True)
     return stopped
+
+
+def stop_recorded_groups(files: list[Path]) -> list[str]:
+    return [s for f in files if (s := stop_recorded_group(f))]

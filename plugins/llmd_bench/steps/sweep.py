@@ -212,7 +212,7 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
 def stop_earlier_generators(cell_dir: Path) -> list[str]:
     """A sweep killed with SIGKILL (an OOM kill, `kill -9`, a lost worker) leaves its GuideLLM running
     against the server; the next attempt must not measure alongside it."""
-    stopped = [s for f in paths.generator_pid_files(cell_dir) if (s := processes.stop_recorded_group(f))]
+    stopped = processes.stop_recorded_groups(paths.generator_pid_files(cell_dir))
     for what in stopped:
         print(f"stopped {what}, left running by an earlier attempt of this sweep", flush=True)
     return stopped
