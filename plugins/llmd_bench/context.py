@@ -61,16 +61,18 @@ class StepContext:
         return self.cell_dir / "record"
 
     def check_owner(self, folder: Path | None = None) -> None:
-        """Refuse a folder that another campaign's run with the same run id is using: run ids are unique
-        only within one DAG (two campaigns backfilled over the same dates both get backfill__<date>)."""
+        """Refuse a cell, run or report folder that another campaign's run with the same run id is using: run
+        ids are unique only within one DAG (two campaigns backfilled over the same dates get backfill__<date>)."""
         folder = folder or self.cell_dir
-        owner = read_json(folder / "cell.json").get("campaign") or read_json(folder / "summary.json").get("campaign")
+        owner = next((c for name in ("cell.json", "summary.json", paths.REPORT_META)
+                      if (c := read_json(folder / name).get("campaign"))), None)
         if owner and owner != self.campaign.dag_id:
+            held = (f"the report of campaign {owner!r}'s run {self.run_id!r}" if (folder / paths.REPORT_META).exists()
+                    else f"run {self.run_id!r} of campaign {owner!r}")
             raise RunFolderTaken(
-                f"{folder} holds run {self.run_id!r} of campaign {owner!r}; this is campaign "
-                f"{self.campaign.dag_id!r}'s run with the same run id, and it would overwrite those results. "
-                f"Trigger it with its own run id (the trigger form's or `airflow dags trigger --run-id`), "
-                f"or move the other run's folder away")
+                f"{folder} holds {held}; this is campaign {self.campaign.dag_id!r}'s run with the same run id, and "
+                f"it would overwrite those results. Trigger it with its own run id (the trigger form's or "
+                f"`airflow dags trigger --run-id`), or move the other run's folder away")
 
     def read_record(self) -> dict[str, Any]:
         """cell.json merged with every step's own part (record/<step>.json); the parts are authoritative,

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import paths, storage
-from llmd_bench.context import StepContext, read_json, write_json_atomic
-from llmd_bench.errors import LlmdBenchError, RunFolderTaken
+from llmd_bench.context import StepContext, write_json_atomic
+from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
 from llmd_bench.steps.load_results import LEVELS_FILE
 
@@ -71,13 +71,9 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
     db.in_transaction(write, "recording the run's outcome")
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    ctx.check_owner(ctx.run_dir)
     out = paths.reports_root() / paths.safe_component(ctx.run_id)
-    reported = read_json(out / paths.REPORT_META).get("campaign")
-    if reported and reported != ctx.campaign.dag_id:
-        raise RunFolderTaken(f"{out} holds the report of campaign {reported!r}'s run {ctx.run_id!r}; this is campaign "
-                             f"{ctx.campaign.dag_id!r}'s run with the same run id. Trigger it with its own run id, "
-                             f"or move that report away")
+    ctx.check_owner(ctx.run_dir)
+    ctx.check_owner(out)
     outcomes = cell_outcomes(ctx)
     record_outcomes(ctx, outcomes)
     report = generate_report(ctx.run_id, out, campaign=ctx.campaign.dag_id, store=True)
