@@ -52,6 +52,9 @@ def main() -> None:
           + ("" if sample else " (pass a GuideLLM report to use a real-size summary)"))
     engine = db.make_engine(url)
     db.migrate(engine)
+    with engine.connect() as conn:
+        durability = {k: conn.exec_driver_sql(f"SHOW {k}").scalar() for k in ("fsync", "synchronous_commit")}
+    print("server durability: " + ", ".join(f"{k}={v}" for k, v in durability.items()))
     run = db.RunInfo("bench", "run-0", "local", "v0.4.0", "0.11.2", "0.8.1", "0.1.0", {}, {})
     # 10,000 rows as a campaign would produce them: 16 cells x 625 levels each, one transaction per cell
     per_cell = 625

@@ -68,6 +68,37 @@ def test_import_then_reimport_writes_no_duplicates(db_url, real_report):
     engine.dispose()
 
 
+def test_stored_levels_read_back_exactly_what_was_loaded_awkward_text_included(db_url):
+    """Level rows go in with COPY: tabs, newlines, backslashes, quotes and non-ASCII in text and JSON,
+    NULLs, an infinite float and fractional timestamps must come back unchanged."""
+    from llmd_bench.guidellm_report import LevelResult as ParsedLevel
+
+    awkward = 'tab\there\nnew line \\ back\\slash "quoted" \\N naïve ✓'
+    metrics = {"output_tps": {"mean": 123.456789012345, "median": None, "std_dev": 1.5},
+               "ttft_ms": {"mean": float("inf")}}
+    levels = [ParsedLevel(1, 1_790_000_000.123456, 1_790_000_004.5, 4.377, 10, 0, 2, metrics,
+                          {"warnings": [{"message": awkward}], "metrics": {"x": [1, 2.5, None]}}),
+              ParsedLevel(2, 1_790_000_010.0, 1_790_000_014.0, 4.0, 0, 3, 0, {}, {}, invalid_reason=awkward)]
+    run = db.RunInfo("copy", "run-1", "local", "v0.4.0", None, "0.8.1", None, {}, {})
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    try:
+        with Session(engine) as s, s.begin():
+            db.store_cell(s, run, db.CellInfo("org/M", "M", "no-offload", 1, "ok"), levels, suspects={2: awkward})
+        with Session(engine) as s:
+            first, second = s.execute(select(LevelResult).order_by(LevelResult.concurrency)).scalars().all()
+            assert first.summary == {"warnings": [{"message": awkward}], "metrics": {"x": [1, 2.5, None]}}
+            assert first.output_tps_mean == 123.456789012345 and first.output_tps_median is None
+            assert first.output_tps_std == 1.5 and first.ttft_ms_mean == float("inf") and first.tpot_ms_mean is None
+            assert first.level_start.timestamp() == pytest.approx(1_790_000_000.123456, abs=1e-6)
+            assert (first.valid, first.invalid_reason, first.suspect_reason) == (True, None, None)
+            assert (first.requests_successful, first.requests_errored, first.requests_incomplete) == (10, 0, 2)
+            assert (second.valid, second.invalid_reason, second.suspect_reason) == (False, awkward, awkward)
+            assert second.summary == {}
+    finally:
+        engine.dispose()
+
+
 def test_import_command_line(db_url, real_report, monkeypatch):
     out = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), str(real_report), "--model", "Qwen/Qwen3-14B",
                           "--config", "no-offload", "--llmd-version", "v0.4.0", "--run-id", "cli-1"],
