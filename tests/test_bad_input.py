@@ -151,7 +151,7 @@ def test_impossible_guidellm_levels_are_invalid_with_the_reason(real_report, tmp
     (["import", "/nonexistent/report.json", "--model", "Qwen/Qwen3-8B", "--config", "no-offload",
       "--llmd-version", "v0.4.0"], 1, ["/nonexistent/report.json: not found"]),
     (["import", str(REFERENCE), "--model", "Qwen/Qwen3-8B", "--config", "bogus", "--llmd-version", "v0.4.0"], 1,
-     ["--config 'bogus' is not a configuration", "no-offload"]),
+     ["--config 'bogus' is not in the configuration catalog", "no-offload"]),
     (["render", "--model", "Qwen/Qwen3-70B", "--config", "no-offload", "--out", "/tmp/never-written-llmd"], 1,
      ["model 'Qwen/Qwen3-70B' is not in campaign llmd_kv_cache_eval", "allowed: ['Qwen/Qwen3-0.6B'"]),
     (["sweep", "--campaign", "no-such-campaign", "--run-id", "r", "--model", "M", "--config", "no-offload"], 1,

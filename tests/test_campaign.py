@@ -97,3 +97,64 @@ def test_every_shipped_campaign_validates():
     assert files, "no campaign shipped"
     for f in files:
         assert yaml.safe_load(f.read_text())["dag_id"] == load_campaign(f).dag_id
+
+
+# --- configurations as data (include/configurations.yaml and a campaign's own `configurations:`) ---
+
+LOWMEM = {"description": "precise routing into Valkey, GPU cache squeezed",
+          "model_server": {"gpu_memory_utilization": 0.6, "extra_args": ["--max-model-len", "8192"],
+                           "env": {"VLLM_LOGGING_LEVEL": "DEBUG"}},
+          "router": {"prefix_scorer": "precise", "index": "valkey"}, "evidence": "index-keys"}
+
+
+def _with_own(tmp_path, definition, name="valkey-lowmem", **overrides):
+    doc = tiny_campaign(configs=["no-offload", name], **overrides)
+    doc["configurations"] = {name: definition}
+    doc["local_simulation"][name] = {"ttft_ms": 40, "itl_ms": 8.0}
+    return write_campaign(tmp_path, doc)
+
+
+def test_a_configuration_defined_in_the_campaign_file_is_a_cell_and_a_param(tmp_path):
+    c = load_campaign(_with_own(tmp_path, LOWMEM))
+    assert [cell.group_id for cell in c.cells()] == ["Qwen3-0_6B__no-offload", "Qwen3-0_6B__valkey-lowmem"]
+    own = c.configuration("valkey-lowmem")
+    assert (own.kv_events, own.index_kind, own.offloads, own.needs_replicas) == (True, "valkey", False, True)
+    assert c.configuration("native-offload-20k").model_server.kv_offload.size.num_cpu_blocks == 20000
+    params = resolve_params(c, {"configs": ["valkey-lowmem"]}, catalog.known_versions())
+    assert params.configs == ["valkey-lowmem"] and params.baseline == "no-offload"
+
+
+@pytest.mark.parametrize("definition, needles", [
+    ({**LOWMEM, "router": {"prefix_scorer": "precise", "index": "in-memory"}},
+     ["valkey-lowmem.router", "needs index: redis or valkey"]),
+    ({**LOWMEM, "model_server": {"extra_args": ["--kv-transfer-config={}"]}},
+     ["valkey-lowmem.model_server.extra_args", "--kv-transfer-config is set by the renderer from model_server.kv_offload"]),
+    ({**LOWMEM, "model_server": {"env": {"PYTHONHASHSEED": "1"}}}, ["valkey-lowmem.model_server.env", "serving.hash_seed"]),
+    ({**LOWMEM, "evidence": "offload-counters"}, ["evidence offload-counters needs model_server.kv_offload"]),
+    ({**LOWMEM, "evidence": "vibes"}, ["valkey-lowmem.evidence", "'none', 'offload-counters' or 'index-keys'"]),
+    ({**LOWMEM, "colour": "blue"}, ["valkey-lowmem.colour", "Extra inputs are not permitted"]),
+])
+def test_a_bad_campaign_configuration_names_the_file_field_and_allowed_values(tmp_path, definition, needles):
+    path = _with_own(tmp_path, definition)
+    with pytest.raises(CampaignError) as err:
+        load_campaign(path)
+    for needle in [str(path), "configurations", *needles]:
+        assert needle in str(err.value)
+
+
+def test_a_catalog_name_cannot_be_redefined_and_the_baseline_must_be_benchmarked(tmp_path):
+    with pytest.raises(CampaignError, match=r"\['native-offload'\] already in the catalog"):
+        load_campaign(_with_own(tmp_path, LOWMEM, name="native-offload"))
+    with pytest.raises(CampaignError, match=r"baseline 'llm-d-redis' is not one of this campaign's configs"):
+        load_campaign(write_campaign(tmp_path, tiny_campaign(configs=["no-offload", "native-offload"],
+                                                             baseline="llm-d-redis")))
+    # no baseline given: no-offload when benchmarked, else the first config
+    def baseline_of(configs):
+        return load_campaign(write_campaign(tmp_path, tiny_campaign(configs=configs))).baseline
+
+    assert baseline_of(["llm-d-redis", "no-offload"]) == "no-offload"
+    assert baseline_of(["llm-d-redis", "native-offload"]) == "llm-d-redis"
+    doc = tiny_campaign(configs=["no-offload", "native-offload"], baseline="native-offload")
+    c = load_campaign(write_campaign(tmp_path, doc))
+    with pytest.raises(ParamsError, match=r"param `baseline`: 'llm-d-redis' is not in this campaign"):
+        resolve_params(c, {"baseline": "llm-d-redis"}, catalog.known_versions())

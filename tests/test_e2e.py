@@ -60,18 +60,25 @@ def _db_rows(url, sql):
 
 def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
-    path = write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "native-offload", "llm-d-valkey"]))
-    dr = _run(path, {**CONF, "configs": ["no-offload", "llm-d-valkey"]})
+    # valkey-lowmem exists only in this campaign file: a configuration added in YAML, no code
+    doc = tiny_campaign(configs=["no-offload", "native-offload", "valkey-lowmem"])
+    doc["configurations"] = {"valkey-lowmem": {
+        "description": "precise routing with a Valkey index, GPU cache squeezed",
+        "model_server": {"gpu_memory_utilization": 0.6}, "router": {"prefix_scorer": "precise", "index": "valkey"},
+        "evidence": "index-keys"}}
+    doc["local_simulation"]["valkey-lowmem"] = {"ttft_ms": 40, "itl_ms": 8.0, "max_concurrent_requests": 64}
+    path = write_campaign(campaigns_dir, doc)
+    dr = _run(path, {**CONF, "configs": ["no-offload", "valkey-lowmem"]})
     states = _states(dr)
     assert dr.state == "success", states
-    for cell in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-valkey"):
+    for cell in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__valkey-lowmem"):
         for step in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"):
             assert states[f"{cell}.{step}"] == "success", (cell, step)
     # not selected: skipped, not failed
     assert {states[f"Qwen3-0_6B__native-offload.{s}"] for s in ("deploy", "sweep", "teardown")} == {"skipped"}
     run_dir = next(results_dir.iterdir())
     assert run_dir.name == dr.run_id
-    for config in ("no-offload", "llm-d-valkey"):
+    for config in ("no-offload", "valkey-lowmem"):
         report = parse_report_file(run_dir / "Qwen3-0.6B" / config / "trial-1" / "guidellm_report.json")
         assert sorted(lv.concurrency for lv in report.levels) == [1, 4]
         assert all(lv.requests_successful > 0 for lv in report.levels)
@@ -80,7 +87,7 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
         assert record["params"]["concurrency"] == [1, 4]
         windows = record["sweep"]["trials"][0]["level_windows"]
         assert [w["concurrency"] for w in windows] == [1, 4] and all(w["end"] > w["start"] for w in windows)
-    valkey = json.loads((run_dir / "Qwen3-0.6B" / "llm-d-valkey" / "cell.json").read_text())
+    valkey = json.loads((run_dir / "Qwen3-0.6B" / "valkey-lowmem" / "cell.json").read_text())
     assert valkey["serving"]["kv_backend"]["kind"] == "valkey"
     summary = json.loads((run_dir / "summary.json").read_text())
     by_cell = {(c["model"], c["config"]): c for c in summary["cells"]}
@@ -91,7 +98,11 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     peaks = {(r["config"]): r for r in csv.DictReader(open(report_dir / "all_peak_metrics.csv"))}
     assert float(peaks["no-offload"]["peak_output_tps"]) > 0 and peaks["no-offload"]["optimal_concurrency"] == "4"
     assert peaks["native-offload"]["status"] == "skipped" and peaks["native-offload"]["peak_output_tps"] == ""
+    # the YAML-only configuration is measured, compared with the baseline and has an effect verdict
+    assert float(peaks["valkey-lowmem"]["peak_output_tps"]) > 0 and peaks["valkey-lowmem"]["vs_baseline_pct"] != ""
     md = (report_dir / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| Qwen3-0.6B | valkey-lowmem |"))
+    assert row.rstrip(" |").endswith(("confirmed", "not taking effect", "not measured")), row
     assert "The serving layer was SIMULATED" in md.split("\n## ")[0]
     # the method as run, and how it differs from the February evaluation's
     method = md.split("## Method")[1].split("\n## ")[0]
@@ -104,9 +115,9 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
     assert _db_rows(db_url, "SELECT dag_run_id, status, llmd_version, guidellm_version FROM runs") == [
         (dr.run_id, "ok", "v0.4.0", "0.8.1")]
     assert sorted(_db_rows(db_url, "SELECT config, status FROM cells")) == [
-        ("llm-d-valkey", "ok"), ("native-offload", "skipped"), ("no-offload", "ok")]
+        ("native-offload", "skipped"), ("no-offload", "ok"), ("valkey-lowmem", "ok")]
     assert sorted(_db_rows(db_url, "SELECT c.config, l.concurrency FROM level_results l JOIN cells c ON c.id = l.cell_id")) == [
-        ("llm-d-valkey", 1), ("llm-d-valkey", 4), ("no-offload", 1), ("no-offload", 4)]
+        ("no-offload", 1), ("no-offload", 4), ("valkey-lowmem", 1), ("valkey-lowmem", 4)]
 
 
 def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REFERENCE, ROOT
-from llmd_bench import catalog, manifests, pcp_manifests
+from llmd_bench import catalog, configurations, manifests, pcp_manifests
 from llmd_bench.campaign import Architecture, Cell, load_campaign, resolve_params
 from llmd_bench.errors import CampaignError
 
@@ -59,9 +59,11 @@ def epp_config(docs):
 
 
 def all_cells(campaign):
-    for cell in campaign.cells():
-        for backend in ("vllm", "inference-sim"):
-            yield cell, backend
+    """Every model with every configuration of the catalog (not only the campaign's four)."""
+    for model in campaign.model_names:
+        for config in configurations.catalog():
+            for backend in ("vllm", "inference-sim"):
+                yield Cell(model, config), backend
 
 
 def test_every_manifest_of_every_cell_validates_strictly(campaign, pool_schema):
@@ -155,12 +157,13 @@ def test_configuration_differences_are_where_they_belong(campaign):
         args = " ".join(vllm["args"])
         kinds = {d["kind"] for d in docs}
         images = " ".join(c["image"] for d in by_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"])
-        assert ("OffloadingConnector" in args) == (cell.config == "native-offload"), cell
-        assert ("redis:" in images) == (cell.config == "llm-d-redis"), cell
-        assert ("valkey/valkey:" in images) == (cell.config == "llm-d-valkey"), cell
+        definition = configurations.catalog()[cell.config]
+        assert ("OffloadingConnector" in args) == definition.offloads, cell
+        assert ("redis:" in images) == (definition.router.index == "redis"), cell
+        assert ("valkey/valkey:" in images) == (definition.router.index == "valkey"), cell
         cfg = epp_config(docs)
         scorers = {p["type"] for p in cfg["plugins"]}
-        if cell.config in ("llm-d-redis", "llm-d-valkey"):
+        if definition.router.prefix_scorer == "precise":
             assert "precise-prefix-cache-scorer" in scorers and "prefix-cache-scorer" not in scorers
             assert "--kv-events-config" in vllm["args"] and "--prefix-caching-hash-algo" in vllm["args"]
         else:
@@ -300,3 +303,58 @@ def test_per_model_resources_and_a_shared_model_cache(campaign):
     with pytest.raises(CampaignError, match="ReadWriteOnce but this run has 2 replicas"):
         render(campaign.model_copy(update={"serving": rwo}), "Qwen/Qwen3-8B", "no-offload", replicas=2)
     render(campaign.model_copy(update={"serving": rwo}), "Qwen/Qwen3-8B", "no-offload", replicas=1)  # one pod: fine
+
+
+def _offload(docs):
+    vllm = container(docs, "vllm")
+    return json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1])["kv_connector_extra_config"]
+
+
+def _memory_request(docs):
+    return container(docs, "vllm")["resources"]["requests"]["memory"]
+
+
+@pytest.mark.parametrize("version, key, scale", [("v0.4.0", "num_cpu_blocks", 1),
+                                                 ("v0.8.0", "cpu_bytes_to_use", 2 * 16 * 2 * 36 * 4 * 128 * 2)])
+def test_a_catalog_configuration_with_its_own_offload_size_renders_it_for_each_vllm(campaign, version, key, scale):
+    """native-offload-20k is data only (include/configurations.yaml): twice the published CPU tier, in the
+    size key each vLLM reads, and a pod sized for it."""
+    _, published = render(campaign, "Qwen/Qwen3-8B", "native-offload", llmd_version=version)
+    _, doubled = render(campaign, "Qwen/Qwen3-8B", "native-offload-20k", llmd_version=version)
+    assert _offload(published) == {key: 10000 * scale} and _offload(doubled) == {key: 20000 * scale}
+    from llmd_bench import sizing
+
+    per_rank = 10000 * 16 * sizing.kv_bytes_per_token_per_rank(sizing.architecture(campaign.model("Qwen/Qwen3-8B")), 2)
+    def mib(q):
+        assert q.endswith("Mi")
+        return int(q[:-2]) * 2**20
+
+    grew = mib(_memory_request(doubled)) - mib(_memory_request(published))
+    assert abs(grew - 2 * per_rank) <= 2**20  # 10000 more blocks on each of 2 ranks (quantities round to MiB)
+
+
+def test_a_campaign_configuration_renders_its_model_server_and_router_parts(tmp_path):
+    from conftest import tiny_campaign, write_campaign
+
+    doc = tiny_campaign(configs=["no-offload", "valkey-lowmem"])
+    doc["configurations"] = {"valkey-lowmem": {
+        "description": "precise routing into Valkey, GPU cache squeezed",
+        "model_server": {"gpu_memory_utilization": 0.6, "extra_args": ["--max-model-len", "8192"],
+                         "env": {"VLLM_LOGGING_LEVEL": "DEBUG"}, "image": "registry.internal/vllm:patched"},
+        "router": {"prefix_scorer": "precise", "index": "valkey"}, "evidence": "index-keys"}}
+    doc["local_simulation"]["valkey-lowmem"] = {"ttft_ms": 40, "itl_ms": 8.0}
+    c = load_campaign(write_campaign(tmp_path, doc))
+    _, docs = render(c, "Qwen/Qwen3-0.6B", "valkey-lowmem", replicas=2)
+    vllm = container(docs, "vllm")
+    assert vllm["args"][vllm["args"].index("--gpu-memory-utilization") + 1] == "0.6"
+    assert vllm["args"][-2:] == ["--max-model-len", "8192"] and "--kv-events-config" in vllm["args"]
+    assert {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"} in vllm["env"]
+    assert vllm["image"] == "registry.internal/vllm:patched"
+    assert any("valkey/valkey:" in cont["image"] for d in by_kind(docs, "Deployment")
+               for cont in d["spec"]["template"]["spec"]["containers"])
+    assert "precise-prefix-cache-scorer" in json.dumps(epp_config(docs))
+    for d in docs:
+        if d["kind"] != "InferencePool":
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+    _, baseline = render(c, "Qwen/Qwen3-0.6B", "no-offload")
+    assert container(baseline, "vllm")["args"][container(baseline, "vllm")["args"].index("--gpu-memory-utilization") + 1] == "0.9"

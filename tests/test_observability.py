@@ -107,7 +107,7 @@ def test_scraped_offload_counters_decide_native_offload(tmp_path, offload_moves,
     assert level["prefix_cache_hit_rate"] == pytest.approx(0.75)
     assert level["kv_cache_usage_perc"] == pytest.approx(0.42) and level["requests_running"] == pytest.approx(4)
     assert level["prefix_cache_queries"] > 0 and level["preemptions"] == 0
-    result = verdict.judge("native-offload", 1, serving, None)
+    result = verdict.judge("offload-counters", 1, serving, None)
     assert result["verdict"] == expected
     if not offload_moves:
         assert "did not move" in result["evidence"]
@@ -129,10 +129,10 @@ def test_a_server_without_metrics_is_not_measured_never_zero(tmp_path):
         processes.stop(mock)
     serving, levels = serving_summaries(read(tmp_path / "s.jsonl"), [url], [{"concurrency": 1, "start": 0, "end": 1e12}])
     assert serving["available"] is False and levels == []
-    assert verdict.judge("native-offload", 1, serving, None)["verdict"] == verdict.NOT_MEASURED
+    assert verdict.judge("offload-counters", 1, serving, None)["verdict"] == verdict.NOT_MEASURED
 
 
-@pytest.mark.parametrize("kind", ["llm-d-redis", "llm-d-valkey"])
+@pytest.mark.parametrize("kind", ["redis", "valkey"])
 def test_index_stats_and_verdicts_on_real_servers(tmp_path, kind):
     from llmd_bench.runtime.local import kv_server_bin, kv_server_version
 
@@ -141,10 +141,10 @@ def test_index_stats_and_verdicts_on_real_servers(tmp_path, kind):
                              port, tmp_path / "kv.log")
     try:
         processes.wait_resp_ping(server, 30)
-        name = f"{'redis' if kind == 'llm-d-redis' else 'valkey'} {kv_server_version(port)}"
+        name = f"{kind} {kv_server_version(port)}"
         empty = kv_index.stats(port)
         assert empty["keys"] == 0 and empty["used_memory_bytes"] > 0
-        v = verdict.judge(kind, 2, {}, {"server": name, "max_keys": 0, "final": empty})
+        v = verdict.judge("index-keys", 2, {}, {"server": name, "max_keys": 0, "final": empty})
         assert v["verdict"] == verdict.NOT_EFFECTIVE and "stayed empty" in v["evidence"]
         # something publishes KV blocks into the index while the sweep runs
         with Sampler(tmp_path / "s.jsonl", [], port, interval_s=0.1):
@@ -157,10 +157,10 @@ def test_index_stats_and_verdicts_on_real_servers(tmp_path, kind):
         final = kv_index.stats(port)
         assert final["keys"] == 25
         assert final["total_commands_processed"] > empty["total_commands_processed"] + 25
-        confirmed = verdict.judge(kind, 2, {}, {"server": name, "max_keys": 25, "final": final})
+        confirmed = verdict.judge("index-keys", 2, {}, {"server": name, "max_keys": 25, "final": final})
         assert confirmed == {"verdict": verdict.CONFIRMED,
                              "evidence": f"the {name} index held up to 25 keys; 2 replicas to route between"}
-        one = verdict.judge(kind, 1, {}, {"server": name, "max_keys": 25, "final": final})
+        one = verdict.judge("index-keys", 1, {}, {"server": name, "max_keys": 25, "final": final})
         assert one["verdict"] == verdict.NOT_EFFECTIVE and "1 replica: a router with one endpoint" in one["evidence"]
     finally:
         processes.stop(server)
@@ -254,7 +254,7 @@ def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_ind
 
     epp, url = _serve(lambda n: EPP_TEXT.format(admissions=400 * n, lookups=50 * n, hits=30 * n))
     port = processes.free_port()
-    valkey = processes.start("valkey", [kv_server_bin("llm-d-valkey"), "--port", str(port), "--bind", "127.0.0.1",
+    valkey = processes.start("valkey", [kv_server_bin("valkey"), "--port", str(port), "--bind", "127.0.0.1",
                                         "--save", ""], port, tmp_path / "kv.log")
     try:
         processes.wait_resp_ping(valkey, 30)
@@ -270,14 +270,14 @@ def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_ind
         name = f"valkey {kv_server_version(port)}"
         kv = {"server": name, "max_keys": max(s["keys"] for s in samples if s["source"] == "kv_index"),
               "final": kv_index.stats(port), "epp_index": totals}
-        v = verdict.judge("llm-d-valkey", 2, {}, kv)
+        v = verdict.judge("index-keys", 2, {}, kv)
         assert v["verdict"] == verdict.NOT_EFFECTIVE
         assert f"stayed empty while the EPP admitted {400 * (n - 1)} blocks" in v["evidence"]
         # the same EPP with a backend that holds the blocks: confirmed, with the EPP's lookups as evidence
         processes.resp_command(port, "HSET", "kv@10.0.0.1@Qwen/Qwen3-8B:1", "pod", "10.0.0.1")
         held = kv_index.stats(port)
         assert held["keys"] == 1
-        ok = verdict.judge("llm-d-valkey", 2, {}, kv | {"max_keys": held["keys"], "final": held})
+        ok = verdict.judge("index-keys", 2, {}, kv | {"max_keys": held["keys"], "final": held})
         assert ok["verdict"] == verdict.CONFIRMED and f"the EPP looked it up {50 * (n - 1)} times" in ok["evidence"]
     finally:
         processes.stop(valkey)

@@ -306,3 +306,23 @@ def test_html_report_renders_in_headless_chromium(seed_dir, tmp_path, artifacts)
     finally:
         driver.quit()
     assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_the_runs_baseline_is_what_every_configuration_is_compared_with(tmp_path):
+    """A campaign names its baseline; the run stores it and the report compares with it, not with no-offload."""
+    d = tmp_path / "c"
+    d.mkdir()
+    for config, peak in (("no-offload", 1000), ("native-offload", 800), ("native-offload-20k", 880)):
+        write_cell(d, "M", config, levels_with_peak("M", config, peak, 8, 10, 2, [1, 8]))
+    data = from_csv_dir(d)
+    data.params = {"baseline": "native-offload"}
+    r = rpt.build(data)
+    c = r.comparisons.set_index("config")
+    assert _row(r, "M", "native-offload")["judgement"] == "baseline"
+    assert c.loc["native-offload-20k", "vs_baseline_pct"] == pytest.approx(10.0)
+    assert c.loc["no-offload", "vs_baseline_pct"] == pytest.approx(25.0)
+    md = rpt.render(r, {})[0]
+    assert "% vs the native-offload baseline of the same model" in md and "no-offload baseline" not in md
+    # a run stored before baselines were named compared with no-offload, and still does
+    data.params = {}
+    assert rpt.build(data).comparisons.set_index("config").loc["native-offload", "vs_baseline_pct"] == pytest.approx(-20.0)

@@ -18,7 +18,7 @@ from llmd_bench.db import store as db
 from llmd_bench.db.queries import latest_run_peaks
 from llmd_bench.db.schema import Cell, LevelResult, Run
 from llmd_bench.db.server import server_at
-from llmd_bench.errors import ReportError
+from llmd_bench.errors import LlmdBenchError, ReportError
 from llmd_bench.importer import import_reports
 from llmd_bench.runtime.processes import free_port
 
@@ -213,3 +213,23 @@ def test_report_compares_llmd_versions_and_flags_a_regression(db_url, real_repor
     assert (tmp_path / "r" / "cross_version.csv").exists()
     # the older run is compared the other way round: an improvement, not a regression
     assert set(old_only.cross_version["judgement"]) == {"improvement", "within noise"}
+
+
+def test_import_takes_any_catalog_configuration_and_a_campaigns_own(db_url, real_report, campaigns_dir):
+    from conftest import tiny_campaign, write_campaign
+
+    done = import_reports([real_report], "Qwen/Qwen3-8B", "native-offload-20k", "v0.4.0", run_id="past-20k", url=db_url)
+    assert done["levels"] == 2
+    doc = tiny_campaign(configs=["no-offload", "fs-offload-lab"])
+    doc["configurations"] = {"fs-offload-lab": {"description": "a lab variant", "evidence": "none"}}
+    doc["local_simulation"]["fs-offload-lab"] = {"ttft_ms": 40, "itl_ms": 8.0}
+    write_campaign(campaigns_dir, doc)
+    import_reports([real_report], "Qwen/Qwen3-8B", "fs-offload-lab", "v0.4.0", run_id="past-lab", campaign="llmd_tiny",
+                   url=db_url)
+    with pytest.raises(LlmdBenchError, match=r"'fs-offload-lab' is not in the configuration catalog .*allowed: "
+                                             r"\['no-offload', 'native-offload', 'llm-d-redis'"):
+        import_reports([real_report], "Qwen/Qwen3-8B", "fs-offload-lab", "v0.4.0", run_id="past-x", url=db_url)
+    engine = db.make_engine(db_url)
+    with Session(engine) as s:
+        assert sorted(s.execute(select(Cell.config)).scalars()) == ["fs-offload-lab", "native-offload-20k"]
+    engine.dispose()

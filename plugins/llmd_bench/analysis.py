@@ -1,7 +1,7 @@
 """The comparison's numbers, computed from per-level data (never copied from anywhere).
 
 Published method: per model x config, the valid level with the highest mean successful output tokens/s
-is the peak; TTFT and TPOT means at that level; % vs the no-offload baseline of the same model.
+is the peak; TTFT and TPOT means at that level; % vs the campaign's baseline configuration of the same model.
 On top of it: with 2+ trials a 95 % confidence interval per cell from the trials, and a difference is
 "within noise" unless the two intervals separate. With one trial the difference must also exceed the
 noise floor of noise.py (the cells' own run-to-run history, else the campaign's noise_floor_pct). A peak
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from llmd_bench import noise
-from llmd_bench.campaign import BASELINE_CONFIG, CONFIGS, DEFAULT_NOISE_FLOOR_PCT
+from llmd_bench import configurations, noise
+from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT
 from llmd_bench.noise import t95
 
 LEVEL_COLUMNS = ["model", "config", "trial", "concurrency", "output_tps_mean", "output_tps_std", "ttft_mean_ms",
@@ -33,7 +33,9 @@ NO_VERDICT = "no verdict"
 
 
 def config_order(config: str) -> int:
-    return CONFIGS.index(config) if config in CONFIGS else len(CONFIGS)
+    """The catalog's order (the published four first); a campaign's own configurations after it."""
+    known = list(configurations.catalog())
+    return known.index(config) if config in known else len(known)
 
 
 def normalize_levels(levels: pd.DataFrame) -> pd.DataFrame:
@@ -229,12 +231,13 @@ def _versus(value: pd.Series, reference: pd.Series, noise_floor_pct: float) -> d
             "tpot_pct": pct(value["tpot_mean_ms"], reference["tpot_mean_ms"]), "judgement": verdict, "basis": basis}
 
 
-def versus_baseline(peaks: pd.DataFrame, noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT) -> pd.DataFrame:
-    """Every config vs the no-offload baseline of the same model (the published % vs baseline)."""
+def versus_baseline(peaks: pd.DataFrame, noise_floor_pct: float = DEFAULT_NOISE_FLOOR_PCT,
+                    baseline: str = DEFAULT_BASELINE) -> pd.DataFrame:
+    """Every config vs the campaign's baseline configuration of the same model (the published % vs baseline)."""
     rows = []
     for _, row in peaks.iterrows():
-        base = peaks[(peaks["model"] == row["model"]) & (peaks["config"] == BASELINE_CONFIG)]
-        if row["config"] == BASELINE_CONFIG:
+        base = peaks[(peaks["model"] == row["model"]) & (peaks["config"] == baseline)]
+        if row["config"] == baseline:
             continue
         if base.empty:
             rows.append({"model": row["model"], "config": row["config"], "baseline_peak_output_tps": None,

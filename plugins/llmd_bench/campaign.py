@@ -13,15 +13,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from llmd_bench import paths
+from llmd_bench import configurations, paths
+from llmd_bench.configurations import CONFIG_NAME_PATTERN, Configuration, OffloadSize
 from llmd_bench.errors import CampaignError, ParamsError
 
-CONFIGS: tuple[str, ...] = ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")
-ROUTING_CONFIGS = frozenset({"llm-d-redis", "llm-d-valkey"})
-BASELINE_CONFIG = "no-offload"
-ConfigName = Literal["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]
+__all__ = ["OffloadSize"]  # defined with the configurations that size it; campaigns' serving.offload uses it too
+# The published evaluation's baseline; a campaign names its own with `baseline:`.
+DEFAULT_BASELINE = "no-offload"
+ConfigName = Annotated[str, Field(pattern=CONFIG_NAME_PATTERN)]
 
 # Airflow's schedule presets (a cron expression is the other form)
 SCHEDULE_PRESETS = ("@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -78,23 +88,6 @@ class Workload(_Strict):
     turns: PositiveInt
     seed: int
     warmup_requests: NonNegativeInt = 8
-
-
-class OffloadSize(_Strict):
-    """The CPU tier of native offload, stated the way users think of it: GiB per GPU, or the seed's
-    num_cpu_blocks with the block size they count. Converted per vLLM version (sizing.py)."""
-
-    cpu_gib_per_gpu: PositiveFloat | None = None
-    num_cpu_blocks: PositiveInt | None = None
-    block_size: PositiveInt | None = Field(None, description="tokens per block num_cpu_blocks counts; default serving.block_size")
-
-    @model_validator(mode="after")
-    def _one_form(self) -> OffloadSize:
-        if (self.cpu_gib_per_gpu is None) == (self.num_cpu_blocks is None):
-            raise ValueError("give exactly one of cpu_gib_per_gpu or num_cpu_blocks")
-        if self.block_size is not None and self.num_cpu_blocks is None:
-            raise ValueError("block_size goes with num_cpu_blocks")
-        return self
 
 
 class Placement(_Strict):
@@ -158,6 +151,15 @@ class SimulationProfile(_Strict):
     max_concurrent_requests: PositiveInt | None = None
 
 
+def _defined_config(name: str, info: ValidationInfo) -> str:
+    own = info.data.get("configurations") or {}
+    if configurations.lookup(name, own) is None:
+        known = [*configurations.catalog(), *own]
+        raise ValueError(f"{name!r} is not in the configuration catalog (include/configurations.yaml) nor in this "
+                         f"file's `configurations:`; known: {known}")
+    return name
+
+
 class Campaign(_Strict):
     dag_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,200}$")]
     description: str = ""
@@ -172,13 +174,26 @@ class Campaign(_Strict):
         DEFAULT_NOISE_FLOOR_PCT, description="with one trial and no history, differences up to this % are within noise")
     tags: list[str] = []
     models: Annotated[list[ModelSpec], Field(min_length=1)]
-    configs: Annotated[list[ConfigName], Field(min_length=1)]
+    # before `configs`, which are checked against it
+    configurations: dict[str, Configuration] = Field(
+        {}, description="this campaign's own configurations, besides include/configurations.yaml's")
+    configs: Annotated[list[Annotated[ConfigName, AfterValidator(_defined_config)]], Field(min_length=1)]
+    baseline: ConfigName = Field(DEFAULT_BASELINE, description="the configuration every other one is compared with; "
+                                 "default no-offload when the campaign has it, else its first config")
     workload: Workload
     serving: Serving
     local_simulation: dict[ConfigName, SimulationProfile]
 
     # Set by the loader, not by the file.
     source: str = Field("", exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_baseline(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "baseline" not in raw and isinstance(raw.get("configs"), list) and raw["configs"]:
+            configs = raw["configs"]
+            raw = {**raw, "baseline": DEFAULT_BASELINE if DEFAULT_BASELINE in configs else configs[0]}
+        return raw
 
     @field_validator("schedule")
     @classmethod
@@ -210,12 +225,40 @@ class Campaign(_Strict):
             raise ValueError(f"configs must be unique, got {configs}")
         return configs
 
+    @field_validator("configurations", mode="before")
+    @classmethod
+    def _new_configurations(cls, raw: Any) -> Any:
+        try:
+            return configurations.validate_extension(raw) if raw else {}
+        except CampaignError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _configs_are_defined(self) -> Campaign:
+        if self.baseline not in self.configs:
+            raise ValueError(f"baseline {self.baseline!r} is not one of this campaign's configs {list(self.configs)}")
+        groups = [Cell(m.name, c).group_id for m in self.models for c in self.configs]
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"two model/config pairs make the same task-group id: {sorted(groups)}")
+        return self
+
     @model_validator(mode="after")
     def _simulation_covers_configs(self) -> Campaign:
         missing = [c for c in self.configs if c not in self.local_simulation]
         if missing:
             raise ValueError(f"local_simulation has no profile for {missing}")
         return self
+
+    @property
+    def known_configs(self) -> list[str]:
+        return [*configurations.catalog(), *self.configurations]
+
+    def configuration(self, name: str) -> Configuration:
+        found = configurations.lookup(name, self.configurations)
+        if found is None:
+            raise ParamsError(f"configuration {name!r} is not in the catalog nor in campaign {self.dag_id}; "
+                              f"known: {self.known_configs}")
+        return found
 
     @property
     def name(self) -> str:
@@ -253,6 +296,7 @@ class Campaign(_Strict):
             "trials": self.trials,
             "trial_isolation": self.trial_isolation,
             "noise_floor_pct": self.noise_floor_pct,
+            "baseline": self.baseline,
         }
 
 
@@ -268,7 +312,7 @@ class Cell:
     @property
     def group_id(self) -> str:
         """TaskGroup id, named after both: `Qwen3-8B__llm-d-redis` (Airflow allows no dots: 0.6B -> 0_6B)."""
-        return f"{self.short_model.replace('.', '_')}__{self.config}"
+        return f"{self.short_model.replace('.', '_')}__{self.config.replace('.', '_').replace('+', '_')}"
 
     def __str__(self) -> str:
         return f"{self.short_model}/{self.config}"
@@ -354,6 +398,18 @@ def campaign_set_errors(campaigns: list[tuple[Path, Campaign]]) -> dict[Path, st
     return errors
 
 
+def campaign_configurations(dag_id: str) -> dict[str, Configuration]:
+    """A campaign file's own configurations (besides the catalog's), found by dag id; {} when there is none."""
+    for path in campaign_files():
+        try:
+            campaign = load_campaign(path)
+        except CampaignError:
+            continue
+        if campaign.dag_id == dag_id:
+            return dict(campaign.configurations)
+    return {}
+
+
 def find_campaign(name: str) -> Campaign:
     """A campaign by file stem (`kv_cache_eval`), dag id, or path."""
     candidate = Path(name)
@@ -388,6 +444,7 @@ class RunParams(_Strict):
     trials: PositiveInt
     trial_isolation: TrialIsolation = "redeploy"
     noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = DEFAULT_NOISE_FLOOR_PCT
+    baseline: ConfigName = DEFAULT_BASELINE
 
     def selects(self, cell: Cell) -> bool:
         return cell.model in self.models and cell.config in self.configs
@@ -425,6 +482,8 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     bad_configs = [c for c in params.configs if c not in campaign.configs]
     if bad_configs:
         raise ParamsError(f"param `configs`: config(s) {bad_configs} not in this campaign; allowed: {list(campaign.configs)}")
+    if params.baseline not in campaign.configs:
+        raise ParamsError(f"param `baseline`: {params.baseline!r} is not in this campaign; allowed: {list(campaign.configs)}")
     if known_versions is not None and params.llmd_version not in known_versions:
         raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; "
                           f"allowed: {known_versions}")
@@ -442,6 +501,7 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
     return {
         "models": str(campaign.model_names),
         "configs": str(list(campaign.configs)),
+        "baseline": str(list(campaign.configs)),
         "concurrency": "a non-empty list of integers >= 1",
         "duration_s": "a number of seconds > 0",
         "llmd_version": str(known_versions) if known_versions else "",
@@ -494,6 +554,10 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
         "noise_floor_pct": {
             "type": "number", "minimum": 0, "maximum": 100,
             "description": "With one trial and no earlier runs of a cell, differences up to this % are within noise.",
+        },
+        "baseline": {
+            "type": "string", "enum": list(campaign.configs),
+            "description": f"The configuration the others are compared with. Allowed: {', '.join(campaign.configs)}.",
         },
     }
 

@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
     p.add_argument("files", nargs="+", metavar="PATH")
     p.add_argument("--model", required=True, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")
-    p.add_argument("--config", required=True, help="no-offload | native-offload | llm-d-redis | llm-d-valkey")
+    p.add_argument("--config", required=True, help="a configuration of include/configurations.yaml (or of the "
+                   "--campaign's own configurations), e.g. no-offload, native-offload, llm-d-redis, llm-d-valkey")
     p.add_argument("--llmd-version", required=True)
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")

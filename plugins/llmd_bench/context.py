@@ -18,6 +18,7 @@ from typing import Any
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import Campaign, Cell, ModelSpec, RunParams
+from llmd_bench.configurations import Configuration
 from llmd_bench.errors import RunFolderTaken
 
 
@@ -38,6 +39,11 @@ class StepContext:
     def model_spec(self) -> ModelSpec:
         assert self.cell is not None
         return self.campaign.model(self.cell.model)
+
+    @property
+    def configuration(self) -> Configuration:
+        assert self.cell is not None
+        return self.campaign.configuration(self.cell.config)
 
     @property
     def levels(self) -> list[int]:

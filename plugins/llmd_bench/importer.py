@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import __version__, paths
-from llmd_bench.campaign import CONFIGS
+from llmd_bench import __version__, configurations, paths
+from llmd_bench.campaign import campaign_configurations
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import Report, load_json, parse_report
 from llmd_bench.results import cell_status, sha256
@@ -31,8 +31,11 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
     from llmd_bench import catalog
     from llmd_bench.db import store as db
 
-    if config not in CONFIGS:
-        raise LlmdBenchError(f"--config {config!r} is not a configuration; allowed: {list(CONFIGS)}")
+    own = campaign_configurations(campaign)
+    if configurations.lookup(config, own) is None:
+        known = [*configurations.catalog(), *own]
+        raise LlmdBenchError(f"--config {config!r} is not in the configuration catalog (include/configurations.yaml)"
+                             + (f" nor in campaign {campaign}'s configurations" if own else "") + f"; allowed: {known}")
     if not files:
         raise LlmdBenchError("no report files given")
     parsed: list[tuple[Path, Report, str]] = []

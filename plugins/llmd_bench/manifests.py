@@ -2,9 +2,10 @@
 version catalog. All configuration differences between cells, and between llm-d releases, are decided
 here, in one place, from the catalog entry's contract (catalog.py):
 
-- no-offload / native-offload: EPP with the approximate `prefix-cache-scorer`; native-offload adds vLLM's
-  OffloadingConnector, sized from the model's architecture (sizing.py).
-- llm-d-redis / llm-d-valkey: EPP with `precise-prefix-cache-scorer` indexing into Redis / Valkey, vLLM
+Each cell's configuration comes from the configuration catalog (configurations.py):
+- router.prefix_scorer approximate: EPP with the approximate `prefix-cache-scorer`; model_server.kv_offload adds
+  vLLM's OffloadingConnector, sized from the model's architecture (sizing.py).
+- router.prefix_scorer precise: EPP with `precise-prefix-cache-scorer` indexing into Redis / Valkey, vLLM
   publishing KV events to the EPP over ZMQ with the same hash algorithm, block size and PYTHONHASHSEED as
   the indexer, on the topic the release's scheduler parses.
 - Envoy in front of the EPP (standalone mode) speaks TLS to it exactly when the EPP serves TLS.
@@ -21,7 +22,8 @@ import jinja2
 import yaml
 
 from llmd_bench import __version__, catalog, paths, sizing
-from llmd_bench.campaign import ROUTING_CONFIGS, Campaign, Cell, Placement, RunParams, Serving
+from llmd_bench.campaign import Campaign, Cell, Placement, RunParams, Serving
+from llmd_bench.configurations import Configuration
 from llmd_bench.errors import CampaignError
 from llmd_bench.names import dns_label, label_value
 
@@ -87,13 +89,13 @@ def kv_event_topic(entry: catalog.VersionEntry, model: str) -> str:
 
 
 def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: str,
-               entry: catalog.VersionEntry) -> dict[str, Any]:
+               entry: catalog.VersionEntry, config: Configuration) -> dict[str, Any]:
     base_scorers = [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}]
     tail = [{"type": "max-score-picker"}, {"type": "single-profile-handler"}]
-    if cell.config in ROUTING_CONFIGS:
+    if config.kv_events:
         contract = entry.contract.precise_scorer
         address = f"{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
-        if cell.config == "llm-d-redis" or not contract.valkey_config_key:
+        if config.index_kind == "redis" or not contract.valkey_config_key:
             # Valkey speaks RESP: from router v0.10 it is reached through redisConfig (pkg/kvcache/kvblock/redis.go)
             index: dict[str, Any] = {"redisConfig": {"address": f"redis://{address}"}}
         else:
@@ -269,10 +271,11 @@ def render_sidecars(image: str, model: str, port: int, hf_token: dict[str, Any])
     return {"init": [render], "mounts": [], "volumes": [{"name": "render-cache", "emptyDir": {}}]}
 
 
-def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_token: dict[str, Any]) -> dict[str, Any]:
+def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_token: dict[str, Any],
+                 config: Configuration) -> dict[str, Any]:
     """What the EPP's precise scorer tokenizes with, when the EPP image has no embedded tokenizer."""
     kind, mirrors = entry.contract.precise_scorer.tokenizer, serving.registry_mirrors
-    if cell.config not in ROUTING_CONFIGS or kind == "embedded":
+    if not config.kv_events or kind == "embedded":
         return NO_SIDECARS
     if kind == "render":
         return render_sidecars(mirrored(entry.images["epp_render"], mirrors), cell.model, EPP_RENDER_PORT, hf_token)
@@ -281,11 +284,11 @@ def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_t
 
 def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
                  names: dict[str, str], namespace: str) -> dict[str, Any]:
-    serving, spec = campaign.serving, campaign.model(cell.model)
+    serving, spec, config = campaign.serving, campaign.model(cell.model), campaign.configuration(cell.config)
     tp = params.tensor_parallel_size
     mirrors = serving.registry_mirrors
     pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
-    kv_events = cell.config in ROUTING_CONFIGS
+    kv_events = config.kv_events
     if serving.backend == "inference-sim" and kv_events and "{port}" in entry.contract.kv_event_topic:
         # the simulator's topic is kv@$POD_IP@model (SIM pkg/kv-cache/block_cache.go @v0.9.2, where POD_IP is used
         # for nothing else); schedulers from v0.7 key pods as address:port, so the port goes into POD_IP
@@ -300,7 +303,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     ]
     if serving.model_cache_pvc:
         env.append({"name": "HF_HOME", "value": "/models"})
-    env += [{"name": k, "value": v} for k, v in entry.contract.model_server_env.items()]
+    env += [{"name": k, "value": v} for k, v in {**entry.contract.model_server_env, **config.model_server.env}.items()]
     events = {"enable_kv_cache_events": True, "publisher": "zmq",
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
               "topic": kv_event_topic(entry, cell.model)}
@@ -319,21 +322,26 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
                 "startup_failures": 30, "memory": None, "shm_size": "1Gi",
                 "sidecars": sim_tokenizer_sidecars(cell, entry, serving, env[0]),
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
-    memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=cell.config == "native-offload")
+    offload = config.model_server.kv_offload
+    memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=offload is not None,
+                         size=offload.size if offload else None)
+    gpu_memory_utilization = config.model_server.gpu_memory_utilization or serving.gpu_memory_utilization
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
-            "--max-num-seqs", str(serving.max_num_seqs), "--gpu-memory-utilization", str(serving.gpu_memory_utilization),
+            "--max-num-seqs", str(serving.max_num_seqs), "--gpu-memory-utilization", str(gpu_memory_utilization),
             "--block-size", str(serving.block_size), "--enable-prefix-caching"]
-    if cell.config == "native-offload":
+    if offload is not None:
         args += ["--kv-transfer-config", json.dumps({
             "kv_connector": "OffloadingConnector", "kv_role": "kv_both",
             "kv_connector_extra_config": memory.offload_setting}, separators=(",", ":"))]
     if kv_events:
         args += ["--prefix-caching-hash-algo", "sha256_cbor", "--kv-events-config", json.dumps(events, separators=(",", ":"))]
+    args += config.model_server.extra_args
     # Loading weights takes longer for bigger models: a startup budget of 10 min + 1 min per 2 GB.
     startup_failures = int((600 + 30 * spec.size_gb) / 10)
     gpus = str(tp)
     cpu = f"{memory.cpu:g}"
-    return {"container": "vllm", "image": mirrored(entry.images["vllm"], mirrors), "command": ["vllm", "serve"],
+    image = mirrored(config.model_server.image or entry.images["vllm"], mirrors)
+    return {"container": "vllm", "image": image, "command": ["vllm", "serve"],
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
             "sidecars": NO_SIDECARS,
@@ -350,15 +358,16 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
     mirrors = serving.registry_mirrors
     names = cell_names(cell)
     labels, selector = cell_labels(campaign, cell, run_id)
+    config = campaign.configuration(cell.config)
     kv = None
-    if cell.config in ROUTING_CONFIGS:
-        kind = "redis" if cell.config == "llm-d-redis" else "valkey"
+    if config.index_kind is not None:
+        kind = config.index_kind
         kv = {"kind": kind, "image": mirrored(entry.images[kind], mirrors), "port": INDEX_PORT,
               "cli": "redis-cli" if kind == "redis" else "valkey-cli",
               "placement": pod_placement(serving.scheduling.kv_index, serving)}
     epp_env = [{"name": "HF_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
-    if cell.config in ROUTING_CONFIGS:
+    if config.kv_events:
         epp_env.append({"name": "PYTHONHASHSEED", "value": serving.hash_seed})
     return {
         "namespace": namespace, "labels": labels, "selector": selector, "names": names,
@@ -367,9 +376,9 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         "server_placement": pod_placement(serving.scheduling.model_server, serving),
         "epp": {"image": mirrored(entry.images["epp"], mirrors), "envoy_image": mirrored(entry.images["envoy"], mirrors),
                 "args": epp_args(entry, names, namespace), "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
-                "kv_events": cell.config in ROUTING_CONFIGS, "placement": pod_placement(serving.scheduling.epp, serving),
-                "sidecars": epp_sidecars(cell, entry, serving, epp_env[0]),
-                "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace, entry), sort_keys=False),
+                "kv_events": config.kv_events, "placement": pod_placement(serving.scheduling.epp, serving),
+                "sidecars": epp_sidecars(cell, entry, serving, epp_env[0], config),
+                "config_yaml": yaml.safe_dump(epp_config(cell, serving, names, namespace, entry, config), sort_keys=False),
                 "envoy_yaml": yaml.safe_dump(envoy_config(entry), sort_keys=False)},
         "kv": kv,
     }

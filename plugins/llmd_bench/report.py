@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from llmd_bench import analysis, noise, paths
-from llmd_bench.campaign import BASELINE_CONFIG, DEFAULT_NOISE_FLOOR_PCT, ROUTING_CONFIGS
+from llmd_bench import analysis, configurations, noise, paths
+from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
 from llmd_bench.observe import generator
 from llmd_bench.report_data import ReportInput, is_missing
 
@@ -76,6 +76,12 @@ def noise_floor_pct(data: ReportInput) -> float:
     return DEFAULT_NOISE_FLOOR_PCT if is_missing(value) else float(value)
 
 
+def baseline_of(data: ReportInput) -> str:
+    """The configuration the run compared against, as stored with the run (older runs: no-offload)."""
+    value = (data.params or {}).get("baseline")
+    return DEFAULT_BASELINE if is_missing(value) or not value else str(value)
+
+
 def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
     """Each cell's run-to-run spread from its earlier peaks in the store (noise.py)."""
     peaks = peaks.copy()
@@ -96,18 +102,21 @@ def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFr
 def build(data: ReportInput) -> Report:
     floor = noise_floor_pct(data)
     peaks = with_history(analysis.cell_peaks(data.levels), data.history)
-    comparisons = analysis.versus_baseline(peaks, floor)
-    table = _peak_table(data, peaks, comparisons)
+    baseline = baseline_of(data)
+    comparisons = analysis.versus_baseline(peaks, floor, baseline)
+    table = _peak_table(data, peaks, comparisons, baseline)
     warnings = []
+    own = campaign_configurations(data.campaign)
     for r in table.itertuples():
-        if r.config in ROUTING_CONFIGS and not is_missing(r.replicas) and r.replicas == 1 and r.status == "ok":
+        config = configurations.lookup(r.config, own) if not is_missing(r.replicas) and r.replicas == 1 else None
+        if config is not None and config.needs_replicas and r.status == "ok":
             warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
                             "to make, so cache-aware routing cannot differ from the baseline by construction.")
     return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks, floor), analysis.model_spread(peaks),
                   _cross_version(data, peaks, floor), warnings, _previous_run(data, peaks, floor))
 
 
-def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame) -> pd.DataFrame:
+def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame, baseline: str) -> pd.DataFrame:
     cells = data.cells.copy()
     known = set(zip(cells["model"], cells["config"])) if not cells.empty else set()
     extra = [{"model": m, "config": c, "full_model": m, "status": "ok", "reason": None, "replicas": None,
@@ -122,7 +131,7 @@ def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFram
     no_peak = table["peak_output_tps"].isna() & (table["status"] == "ok")
     table.loc[no_peak, "status"] = "invalid"
     table.loc[no_peak, "reason"] = table.loc[no_peak, "reason"].fillna("no valid level")
-    table.loc[(table["config"] == BASELINE_CONFIG) & (table["status"] == "ok"), "judgement"] = "baseline"
+    table.loc[(table["config"] == baseline) & (table["status"] == "ok"), "judgement"] = "baseline"
     for col in ("optimal_concurrency", "trials", "valid_levels", "replicas"):
         table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
     table["config_effect"] = table["config_effect"].fillna("not measured")
@@ -411,7 +420,7 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
             continue
         if beyond.empty:
             items.append(f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s); no configuration "
-                         "differs from the no-offload baseline beyond noise." if not cmp.empty else
+                         f"differs from the {baseline_of(report.data)} baseline beyond noise." if not cmp.empty else
                          f"{model}: best peak {best['config']} ({_fmt(best['peak_output_tps'])} tok/s).")
         else:
             diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({_judgement(c.judgement, c.basis)})"
@@ -428,7 +437,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
 
     doc.h(2, "Peak output throughput")
     doc.p("Per model x configuration, the valid concurrency level with the highest mean output tokens/s "
-          "(successful requests); TTFT and TPOT are the means at that level; % vs the no-offload baseline of the same model.")
+          f"(successful requests); TTFT and TPOT are the means at that level; % vs the {baseline_of(report.data)} "
+          "baseline of the same model.")
     rows = []
     for r in t.itertuples():
         ci = "" if is_missing(r.peak_ci_low) else f" [{_fmt(r.peak_ci_low, 0)}, {_fmt(r.peak_ci_high, 0)}]"

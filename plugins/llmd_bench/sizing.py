@@ -143,14 +143,16 @@ def offload_setting(offload: OffloadSize, serving: Serving, entry: VersionEntry,
     return {"cpu_bytes_to_use": per_rank_bytes * scope}
 
 
-def plan(campaign: Campaign, spec: ModelSpec, config: str, tp: int, entry: VersionEntry, offloads: bool) -> MemoryPlan:
+def plan(campaign: Campaign, spec: ModelSpec, config: str, tp: int, entry: VersionEntry, offloads: bool,
+         size: OffloadSize | None = None) -> MemoryPlan:
+    """size: the configuration's own CPU tier (configurations.KvOffload.size); default serving.offload."""
     serving = campaign.serving.model_copy(update={"tensor_parallel_size": tp})
     resources: PodResources = spec.resources or serving.resources
     arch = architecture(spec)
     kv = kv_bytes_per_token_per_rank(arch, tp)
     per_rank, setting = 0, {}
     if offloads:
-        off = serving.offload
+        off = size or serving.offload
         if off.num_cpu_blocks is not None:
             per_rank = off.num_cpu_blocks * (off.block_size or serving.block_size) * kv
         else:

@@ -8,12 +8,13 @@ from typing import Any
 CONFIRMED, NOT_EFFECTIVE, NOT_MEASURED, NOT_APPLICABLE = "confirmed", "not taking effect", "not measured", "n/a (baseline)"
 
 
-def judge(config: str, replicas: int | None, serving: dict[str, Any], kv: dict[str, Any] | None) -> dict[str, str]:
-    """serving: {"available": bool, "reason": str, "external_prefix_cache_queries": float | None}
+def judge(evidence: str, replicas: int | None, serving: dict[str, Any], kv: dict[str, Any] | None) -> dict[str, str]:
+    """evidence: the configuration's kind of proof (configurations.Evidence).
+    serving: {"available": bool, "reason": str, "external_prefix_cache_queries": float | None}
     kv: {"max_keys": int | None, "final": {...}, "server": "redis 6.2.14"} for the index configs."""
-    if config == "no-offload":
+    if evidence == "none":
         return {"verdict": NOT_APPLICABLE, "evidence": "the baseline has no configuration to prove"}
-    if config == "native-offload":
+    if evidence == "offload-counters":
         if not serving.get("available"):
             return {"verdict": NOT_MEASURED, "evidence": f"offload counters {serving.get('reason', 'not available')}"}
         queries = serving.get("external_prefix_cache_queries")
@@ -25,7 +26,9 @@ def judge(config: str, replicas: int | None, serving: dict[str, Any], kv: dict[s
                     + (f", {hits:.0f} hits" if hits is not None else "") + " during the sweep"}
         return {"verdict": NOT_EFFECTIVE, "evidence": "vllm:external_prefix_cache_queries_total did not move during "
                                                       "the sweep: the offload path never ran"}
-    # llm-d-redis / llm-d-valkey: the index must hold keys, and the router must have a choice.
+    if evidence != "index-keys":
+        raise ValueError(f"evidence {evidence!r}: expected none, offload-counters or index-keys")
+    # the index must hold keys, and the router must have a choice.
     problems, good = [], []
     if kv is None or kv.get("max_keys") is None:
         return {"verdict": NOT_MEASURED, "evidence": "the KV-block index could not be read"}

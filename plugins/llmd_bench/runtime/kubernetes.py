@@ -312,7 +312,8 @@ def _memory_plan(ctx: StepContext) -> dict[str, Any] | None:
     if ctx.campaign.serving.backend != "vllm":
         return None
     plan = sizing.plan(ctx.campaign, ctx.model_spec, ctx.cell.config, ctx.params.tensor_parallel_size,
-                       catalog.entry(ctx.params.llmd_version), offloads=ctx.cell.config == "native-offload")
+                       catalog.entry(ctx.params.llmd_version), offloads=ctx.configuration.offloads,
+                       size=ctx.configuration.model_server.kv_offload.size if ctx.configuration.offloads else None)
     return plan.as_dict() | {"summary": plan.describe()}
 
 
@@ -353,15 +354,14 @@ def _model_server_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _kv(ctx: StepContext) -> dict[str, Any] | None:
-    from llmd_bench.campaign import ROUTING_CONFIGS
     from llmd_bench.manifests import cell_names
 
     assert ctx.cell is not None
-    if ctx.cell.config not in ROUTING_CONFIGS:
+    kind = ctx.configuration.index_kind
+    if kind is None:
         return None
     from llmd_bench import catalog
 
-    kind = "redis" if ctx.cell.config == "llm-d-redis" else "valkey"
     image = catalog.entry(ctx.params.llmd_version).images[kind]
     return {"kind": kind, "host": f"{cell_names(ctx.cell)['kv']}.{namespace()}.svc.cluster.local", "port": 6379,
             "server_version": image.rsplit(":", 1)[-1], "image": image}

