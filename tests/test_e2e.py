@@ -85,6 +85,9 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
         record = json.loads((run_dir / "Qwen3-0.6B" / config / "cell.json").read_text())
         assert record["versions"]["guidellm"] == "0.8.1" and record["versions"]["llmd"] == "v0.4.0"
         assert record["params"]["concurrency"] == [1, 4]
+        argv = record["sweep"]["trials"][0]["argv"]  # the command as run: the one `llmd-bench plan` shows
+        assert argv[1] == "run" and json.loads(argv[argv.index("--profile") + 1])["streams"] == [1, 4]
+        assert argv[argv.index("--data") + 1].startswith("kind=synthetic_text,prompt_tokens=32,output_tokens=16,")
         windows = record["sweep"]["trials"][0]["level_windows"]
         assert [w["concurrency"] for w in windows] == [1, 4] and all(w["end"] > w["start"] for w in windows)
     valkey = json.loads((run_dir / "Qwen3-0.6B" / "valkey-lowmem" / "cell.json").read_text())

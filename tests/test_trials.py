@@ -74,3 +74,52 @@ def test_a_cleared_sweep_resumes_after_the_last_complete_trial(campaigns_dir, re
         assert [w["concurrency"] for t in trials for w in t["level_windows"]] == [2, 2]
     finally:
         local.teardown(ctx)
+
+
+def test_the_revised_method_runs_one_guidellm_per_level_with_a_restart_before_each(campaigns_dir, results_dir):
+    """runs: per-level, prefix_count 2x, max_requests 6x, level_isolation: restart, with real GuideLLM and real
+    servers: one run per level with its own prefix count and request cap, fresh servers before every level
+    after the first, the levels merged into the trial's report; a cleared sweep resumes at the missing level."""
+    doc = tiny_campaign(configs=["llm-d-valkey"])
+    doc["workload"].update(concurrency=[1, 2], duration_s=1.5, runs="per-level", prefix_count="2x", max_requests="6x",
+                           level_isolation="restart")
+    campaign = load_campaign(write_campaign(campaigns_dir, doc))
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    ctx = StepContext(campaign, params, "per-level", "local", Cell("Qwen/Qwen3-0.6B", "llm-d-valkey"))
+    local.deploy(ctx)
+    try:
+        warmup.run(ctx)
+        before = _serving_pids(ctx)
+        sweep.run(ctx)
+        (trial,) = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
+        runs = trial["runs"]
+        assert [r["levels"] for r in runs] == [[1], [2]]
+        for r, level in zip(runs, (1, 2)):
+            argv = r["argv"]
+            assert json.loads(argv[argv.index("--profile") + 1])["streams"] == [level]
+            assert f"prefix_count={2 * level}," in argv[argv.index("--data") + 1]
+            assert f"kind=max_requests,count={6 * level * 1}" in argv  # 6 x concurrency x 1 turn
+        # a restart before level 2 only: new serving processes, the old ones gone
+        assert "isolation" not in runs[0] and runs[1]["isolation"] == "redeployed"
+        after = _serving_pids(ctx)
+        assert not set(after.values()) & set(before.values())
+        assert not any(processes.pid_alive(pid) for pid in before.values())
+        merged = sweep.report_path(ctx, 1)
+        assert sweep.complete_report(ctx, merged)
+        from llmd_bench.guidellm_report import parse_report_file
+
+        # the request cap ended each level early, and that is valid: no duration rule applies then
+        levels = parse_report_file(merged, expected_duration_s=ctx.params.expected_level_s).levels
+        assert [lv.requests_total for lv in levels] == [6, 12] and all(lv.valid for lv in levels), levels
+        assert [w["concurrency"] for w in trial["level_windows"]] == [1, 2]
+        # level 2 was cut short: a cleared sweep runs only level 2 again
+        level_1 = ctx.cell_dir / runs[0]["report"]
+        kept = level_1.stat().st_mtime_ns
+        (ctx.cell_dir / runs[1]["report"]).unlink()
+        merged.unlink()
+        sweep.run(ctx)
+        (trial,) = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
+        assert trial["runs"][0]["resumed"] is True and "argv" in trial["runs"][1]
+        assert level_1.stat().st_mtime_ns == kept and sweep.complete_report(ctx, merged)
+    finally:
+        local.teardown(ctx)

@@ -79,6 +79,14 @@ class ModelSpec(_Strict):
         return paths.model_short_name(self.name)
 
 
+# A per-level multiplier: "2x" is 2 x concurrency (prefix_count) or 2 x concurrency x turns (max_requests).
+Multiplier = Annotated[str, Field(pattern=r"^[1-9][0-9]*x$")]
+Runs = Literal["per-cell", "per-level"]
+LevelIsolation = Literal["none", "restart"]
+RUNS: tuple[str, ...] = ("per-cell", "per-level")
+LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart")
+
+
 class Workload(_Strict):
     concurrency: Annotated[list[PositiveInt], Field(min_length=1)]
     duration_s: PositiveFloat
@@ -88,6 +96,37 @@ class Workload(_Strict):
     turns: PositiveInt
     seed: int
     warmup_requests: NonNegativeInt = 8
+    # The method (the February evaluation's defaults): one GuideLLM run per cell over all levels, GuideLLM's
+    # single shared prefix, no request cap, the servers left running between levels.
+    prefix_count: PositiveInt | Multiplier = Field(1, description="shared prefixes (GuideLLM synthetic_text "
+                                                   "prefix_count): a number, or 'Nx' for N x concurrency per level")
+    max_requests: PositiveInt | Multiplier | None = Field(None, description="requests per level besides duration_s: "
+                                                          "a number, or 'Nx' for N x concurrency x turns")
+    runs: Runs = Field("per-cell", description="one GuideLLM run per cell over all levels, or one per level")
+    level_isolation: LevelIsolation = Field("none", description="restart: fresh model servers and an emptied index "
+                                            "before every level after the first (needs runs: per-level)")
+
+    @model_validator(mode="after")
+    def _method_is_consistent(self) -> Workload:
+        check_method(self.runs, self.level_isolation, self.prefix_count, self.max_requests)
+        return self
+
+
+def check_method(runs: str, level_isolation: str, prefix_count: int | str, max_requests: int | str | None) -> None:
+    if level_isolation == "restart" and runs != "per-level":
+        raise ValueError("level_isolation: restart needs runs: per-level (one GuideLLM run cannot be paused for a restart)")
+    per_level = [name for name, v in (("prefix_count", prefix_count), ("max_requests", max_requests))
+                 if isinstance(v, str)]
+    if per_level and runs != "per-level":
+        raise ValueError(f"{' and '.join(per_level)} as a per-level multiplier ('2x') needs runs: per-level "
+                         "(one GuideLLM run takes one data and request setting for all its levels)")
+
+
+def per_level(value: int | str | None, concurrency: int, turns: int = 1) -> int | None:
+    """A method value at one level: a number as is, 'Nx' as N x concurrency (x turns for request counts)."""
+    if value is None or isinstance(value, int):
+        return value
+    return int(value[:-1]) * concurrency * turns
 
 
 class Placement(_Strict):
@@ -297,6 +336,10 @@ class Campaign(_Strict):
             "trial_isolation": self.trial_isolation,
             "noise_floor_pct": self.noise_floor_pct,
             "baseline": self.baseline,
+            "prefix_count": w.prefix_count,
+            "max_requests": w.max_requests,
+            "runs": w.runs,
+            "level_isolation": w.level_isolation,
         }
 
 
@@ -445,6 +488,20 @@ class RunParams(_Strict):
     trial_isolation: TrialIsolation = "redeploy"
     noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = DEFAULT_NOISE_FLOOR_PCT
     baseline: ConfigName = DEFAULT_BASELINE
+    prefix_count: PositiveInt | Multiplier = 1
+    max_requests: PositiveInt | Multiplier | None = None
+    runs: Runs = "per-cell"
+    level_isolation: LevelIsolation = "none"
+
+    @model_validator(mode="after")
+    def _method_is_consistent(self) -> RunParams:
+        check_method(self.runs, self.level_isolation, self.prefix_count, self.max_requests)
+        return self
+
+    @property
+    def expected_level_s(self) -> float | None:
+        """How long a level must last to be valid: duration_s, or nothing when a request cap may end it sooner."""
+        return None if self.max_requests is not None else self.duration_s
 
     def selects(self, cell: Cell) -> bool:
         return cell.model in self.models and cell.config in self.configs
@@ -472,7 +529,10 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     except ValidationError as exc:
         msgs = []
         for e in exc.errors():
-            field = str(e["loc"][0]) if e["loc"] else "params"
+            if not e["loc"]:  # a rule across params (the method's)
+                msgs.append(f"params: {e['msg'].removeprefix('Value error, ')}")
+                continue
+            field = str(e["loc"][0])
             allowed = _allowed_values(campaign, field, known_versions)
             msgs.append(f"param `{field}`: {e['msg']} (got {merged.get(field)!r}){'; allowed: ' + allowed if allowed else ''}")
         raise ParamsError("; ".join(msgs)) from None
@@ -502,6 +562,10 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
         "models": str(campaign.model_names),
         "configs": str(list(campaign.configs)),
         "baseline": str(list(campaign.configs)),
+        "runs": str(list(RUNS)),
+        "level_isolation": str(list(LEVEL_ISOLATIONS)),
+        "prefix_count": "an integer >= 1 or 'Nx' (N x concurrency), 'Nx' with runs per-level",
+        "max_requests": "an integer >= 1, 'Nx' (N x concurrency x turns) with runs per-level, or null",
         "concurrency": "a non-empty list of integers >= 1",
         "duration_s": "a number of seconds > 0",
         "llmd_version": str(known_versions) if known_versions else "",
@@ -554,6 +618,25 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
         "noise_floor_pct": {
             "type": "number", "minimum": 0, "maximum": 100,
             "description": "With one trial and no earlier runs of a cell, differences up to this % are within noise.",
+        },
+        "prefix_count": {
+            "type": ["integer", "string"], "minimum": 1, "pattern": "^[1-9][0-9]*x$",
+            "description": "Shared prefixes in the synthetic data: a number, or 'Nx' for N x concurrency at each level "
+            "(needs runs: per-level).",
+        },
+        "max_requests": {
+            "type": ["integer", "string", "null"], "minimum": 1, "pattern": "^[1-9][0-9]*x$",
+            "description": "Requests per level besides the duration: a number, 'Nx' for N x concurrency x turns "
+            "(needs runs: per-level), or empty for none.",
+        },
+        "runs": {
+            "type": "string", "enum": list(RUNS),
+            "description": "per-cell: one GuideLLM run sweeps every level (February); per-level: one run per level.",
+        },
+        "level_isolation": {
+            "type": "string", "enum": list(LEVEL_ISOLATIONS),
+            "description": "restart: fresh model servers and an emptied index before every level after the first "
+            "(needs runs: per-level).",
         },
         "baseline": {
             "type": "string", "enum": list(campaign.configs),

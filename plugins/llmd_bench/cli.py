@@ -174,6 +174,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from llmd_bench import method
+    from llmd_bench.runtime import selected_runtime
+
+    campaign, params = _campaign_and_params(args)
+    try:
+        runtime = selected_runtime()
+    except ValueError as exc:
+        raise LlmdBenchError(str(exc)) from None
+    found = method.plan(campaign, params, runtime)
+    print(json.dumps(found, indent=2) if args.json else method.format_plan(found), flush=True)
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -289,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("plan", help="show, without running anything, every cell of a run: configuration, levels, "
+                                    "the exact GuideLLM command of each run, model loads and seconds of measurement")
+    p.add_argument("--campaign", required=True, help="campaign file stem, dag id or path")
+    p.add_argument("--params", default="", help="run params as JSON, as in the trigger form (defaults from the campaign)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("render", help="write a cell's Kubernetes manifests as YAML files")
     p.add_argument("--model", required=True)
     p.add_argument("--config", required=True)

@@ -18,7 +18,10 @@ def _expected_duration(doc: Any) -> float | None:
     spec = (config.get("spec") if isinstance(config, dict) else None) or {}
     if not isinstance(spec, dict):
         return None
-    for c in spec.get("constraints") or []:
+    constraints = spec.get("constraints") or []
+    if any(isinstance(c, dict) and c.get("kind") == "max_requests" for c in constraints):
+        return None  # a request cap may end a level before its duration
+    for c in constraints:
         if isinstance(c, dict) and c.get("kind") == "max_duration" and isinstance(c.get("seconds"), (int, float)):
             return float(c["seconds"])
     return None

@@ -350,7 +350,10 @@ class Doc:
 
 # The published February evaluation's method (shared reference): one GuideLLM concurrent sweep per cell.
 FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "duration_s": 120, "prompt_tokens": 128,
-                   "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1}
+                   "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1,
+                   "runs": "per-cell", "prefix_count": 1, "max_requests": None, "level_isolation": "none"}
+# runs stored before the method was a setting used the February method's
+METHOD_DEFAULTS = {"runs": "per-cell", "prefix_count": 1, "max_requests": None, "level_isolation": "none"}
 
 
 def _method_section(doc: Doc, report: Report) -> None:
@@ -360,16 +363,28 @@ def _method_section(doc: Doc, report: Report) -> None:
         doc.p(f"Not recorded: this report was made from {report.data.source}, which carries no run params "
               "(imported GuideLLM reports and metrics CSVs).")
         return
+    p = {**METHOD_DEFAULTS, **p}
     trials = int(p.get("trials") or 1)
     isolation = p.get("trial_isolation") or "same-server"
     levels = p.get("concurrency") or []
+    prefix_count, max_requests = p["prefix_count"], p["max_requests"]
+    prefixes = (f"{prefix_count[:-1]} x concurrency shared prefixes" if isinstance(prefix_count, str)
+                else "one shared prefix" if prefix_count == 1 else f"{prefix_count} shared prefixes")
+    cap = ("" if max_requests is None else
+           f", at most {max_requests[:-1]} x concurrency x turns requests" if isinstance(max_requests, str)
+           else f", at most {max_requests} requests")
     doc.h(2, "Method")
     items = [
         f"Workload per level: {p.get('prompt_tokens')} prompt + {p.get('output_tokens')} output tokens per turn, "
-        f"{p.get('turns')} turn(s), one shared prefix of {p.get('prefix_tokens')} tokens (prefix_count 1), "
-        f"seed {p.get('seed')}; {_fmt(p.get('duration_s'))} s per level.",
-        f"Levels: concurrency {', '.join(str(c) for c in levels)}; one GuideLLM run per cell sweeps them in order.",
-        "Isolation between levels: none; the servers keep running and their caches carry over from level to level.",
+        f"{p.get('turns')} turn(s), {prefixes} of {p.get('prefix_tokens')} tokens (prefix_count {prefix_count}), "
+        f"seed {p.get('seed')}; {_fmt(p.get('duration_s'))} s per level{cap}.",
+        f"Levels: concurrency {', '.join(str(c) for c in levels)}; "
+        + ("one GuideLLM run per cell sweeps them in order." if p["runs"] == "per-cell" else
+           "one GuideLLM run per level, in order; each level's report is merged into the trial's."),
+        ("Isolation between levels: restart; before every level after the first the model servers are restarted "
+         "and warmed up and the index emptied, so no level starts with another level's cache."
+         if p["level_isolation"] == "restart" else
+         "Isolation between levels: none; the servers keep running and their caches carry over from level to level."),
         f"Warm-up: {p.get('warmup_requests', 'an unrecorded number of')} requests after deploy, before the sweep.",
         f"Trials: {trials}" + ((", each after the first redeployed and warmed up again (its spread includes deployment "
                                 "variance)." if isolation == "redeploy" else

@@ -112,6 +112,8 @@ GROUP BY llmd_version, short_model, config
 # per cell, the latest one that has a valid peak.
 WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
                    "tensor_parallel_size", "replicas")
+# The method, as JSON defaults for runs stored before it was a setting (the February method's).
+METHOD_PARAMS = {"runs": '"per-cell"', "prefix_count": "1", "max_requests": "null", "level_isolation": '"none"'}
 # The runs that measured the same thing as run :run_pk, before it (the latest :max_runs): `cur`, `earlier`.
 EARLIER_RUNS_CTE = """
 WITH cur AS (
@@ -123,6 +125,8 @@ WITH cur AS (
       AND (r.runtime = 'local') = (cur.runtime = 'local')
       AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
       AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
+      AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
+                            for k, v in METHOD_PARAMS.items()) + """
     ORDER BY t DESC, r.id DESC
     LIMIT :max_runs
 )"""

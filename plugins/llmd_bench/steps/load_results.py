@@ -26,7 +26,7 @@ def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:
         path = report_path(ctx, trial)
         if not path.exists():
             raise ReportError(f"cell {ctx.cell}: trial {trial} has no GuideLLM report at {path}")
-        reports.append((trial, parse_report_file(path, expected_duration_s=ctx.params.duration_s)))
+        reports.append((trial, parse_report_file(path, expected_duration_s=ctx.params.expected_level_s)))
     return reports
 
 

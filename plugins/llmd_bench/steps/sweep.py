@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import paths
+from llmd_bench import method, paths
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
@@ -58,36 +58,22 @@ def tokenizer_spec(ctx: StepContext) -> str:
     return f"kind=hf_auto,model={ctx.cell.model}"
 
 
-def guidellm_command(ctx: StepContext, guidellm: str, target: str, output: Path, trial: int) -> list[str]:
+def guidellm_command(ctx: StepContext, guidellm: str, target: str, output: Path, trial: int,
+                     levels: list[int] | None = None) -> list[str]:
     assert ctx.cell is not None
-    p = ctx.params
-    data = (f"kind=synthetic_text,prompt_tokens={p.prompt_tokens},output_tokens={p.output_tokens},"
-            f"prefix_tokens={p.prefix_tokens},prefix_count=1,turns={p.turns}")
-    return [
-        guidellm, "run",
-        "--backend", f"kind=openai_http,target={target},model={ctx.cell.model}",
-        "--profile", json.dumps({"kind": "concurrent", "streams": ctx.levels}),
-        "--constraint", f"kind=max_duration,seconds={p.duration_s:g}",
-        "--seed", f"kind=static,value={p.seed}",
-        "--data", data,
-        "--tokenizer", tokenizer_spec(ctx),
-        "--output", f"kind=json,path={output}",
-        "--label", f"campaign={ctx.campaign.dag_id}",
-        "--label", f"run_id={ctx.run_id}",
-        "--label", f"cell={ctx.cell.group_id}",
-        "--label", f"trial={trial}",
-        "--disable-progress",
-    ]
+    return method.guidellm_argv(guidellm=guidellm, campaign=ctx.campaign, params=ctx.params, cell=ctx.cell,
+                                levels=levels or ctx.levels, run_id=ctx.run_id, trial=trial, target=target, output=output,
+                                tokenizer=tokenizer_spec(ctx))
 
 
-def complete_report(ctx: StepContext, path: Path) -> bool:
+def complete_report(ctx: StepContext, path: Path, levels: list[int] | None = None) -> bool:
     if not path.exists():
         return False
     try:
         report = parse_report_file(path)
     except ReportError:
         return False
-    return sorted(lv.concurrency for lv in report.levels) == ctx.levels
+    return sorted(lv.concurrency for lv in report.levels) == (levels or ctx.levels)
 
 
 @contextlib.contextmanager
@@ -117,9 +103,9 @@ def host_recording(ctx: StepContext) -> Iterator[dict[str, Any] | None]:
         yield state
 
 
-def trial_deadline_s(ctx: StepContext) -> float:
-    """How long one GuideLLM trial may run before it is taken as hung: LLMD_BENCH_SWEEP_TIMEOUT_S when
-    set, else every level's duration doubled plus 60 s, plus 300 s of start-up."""
+def trial_deadline_s(ctx: StepContext, levels: int | None = None) -> float:
+    """How long one GuideLLM run (of `levels` levels, default all) may take before it is taken as hung:
+    LLMD_BENCH_SWEEP_TIMEOUT_S when set, else every level's duration doubled plus 60 s, plus 300 s of start-up."""
     override = os.environ.get(DEADLINE_ENV, "").strip()
     if override:
         try:
@@ -130,7 +116,7 @@ def trial_deadline_s(ctx: StepContext) -> float:
             raise RuntimeStepError(f"{DEADLINE_ENV}={override!r}: expected a positive number of seconds")
         return value
     per_level = ctx.params.duration_s * LEVEL_ALLOWANCE_FACTOR + LEVEL_ALLOWANCE_S
-    return STARTUP_ALLOWANCE_S + per_level * len(ctx.levels)
+    return STARTUP_ALLOWANCE_S + per_level * (len(ctx.levels) if levels is None else levels)
 
 
 def stall_retries() -> int:
@@ -233,8 +219,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
 
 def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
-    from llmd_bench.runtime.local import guidellm_bin
-
     trials = []
     for trial in range(1, ctx.params.trials + 1):
         out = report_path(ctx, trial)
@@ -255,40 +239,31 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             target = endpoint_for(ctx)
         elif trial == 1:
             isolation = {"isolation": "first"}
-        cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial)
-        print("running:", " ".join(cmd), flush=True)
         started = time.monotonic()
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
-        log_path = out.parent / "guidellm.log"
-        targets = observation_targets(ctx)
-        deadline_s, retries = trial_deadline_s(ctx), stall_retries()
-        for attempt in range(1, retries + 2):
-            try:
-                with Sampler(out.parent / SAMPLES_FILE, targets.replicas, targets.kv,
-                             epp_metrics=targets.epp_metrics) as sampler:
-                    returncode = run_guidellm(cmd, log_path, env, deadline_s, out.parent / generator.SAMPLES_FILE)
-                break
-            except GuidellmStalled as exc:
-                kept = log_path.with_name(f"guidellm.stalled-{attempt}.log")
-                log_path.replace(kept)
-                if attempt > retries:
-                    raise RuntimeStepError(
-                        f"trial {trial}: {exc}, {attempt} time(s); logs: {kept.parent}/guidellm.stalled-*.log. "
-                        f"Clear the sweep task to run it again (completed trials are kept), or set {DEADLINE_ENV} "
-                        f"if the levels really take longer.") from None
-                print(f"trial {trial}: {exc}; log kept at {kept}; running the trial again "
-                      f"(retry {attempt} of {retries})", flush=True)
-        for url, why in sampler.unavailable.items():
-            print(f"serving metrics of {url}: {why}")
+        runs = []
+        for index, levels in enumerate(method.runs_of(ctx.params, ctx.levels)):
+            run_out = ctx.cell_dir / method.report_name(trial, levels, ctx.params)
+            if run_out != out and complete_report(ctx, run_out, levels):
+                print(f"trial {trial}: level {levels[0]} already measured at {run_out}; not run again", flush=True)
+                runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)), "resumed": True})
+                continue
+            restart: dict[str, Any] = {}
+            if index > 0 and ctx.params.level_isolation == "restart":
+                print(f"trial {trial}: restarting the cell before level {levels[0]} (level_isolation: restart)",
+                      flush=True)
+                restart = redeploy(ctx)
+                target = endpoint_for(ctx)
+            run_out.parent.mkdir(parents=True, exist_ok=True)
+            runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)),
+                         **execute_run(ctx, trial, levels, target, run_out), **restart})
+        if ctx.params.runs == "per-level":
+            merge_level_reports([ctx.cell_dir / r["report"] for r in runs], out)
         wall = time.monotonic() - started
-        print(log_path.read_text(errors="replace")[-6000:], flush=True)
-        if returncode != 0:
-            raise RuntimeStepError(f"guidellm exited with {returncode} in trial {trial}; log: {log_path}")
-        report = parse_report_file(out, expected_duration_s=ctx.params.duration_s)
+        report = parse_report_file(out, expected_duration_s=ctx.params.expected_level_s)
         got = sorted(lv.concurrency for lv in report.levels)
         if got != ctx.levels:
             raise RuntimeStepError(f"trial {trial}: report has levels {got}, asked for {ctx.levels}")
-        trials.append({
+        record = {
             "trial": trial,
             "report": str(out.relative_to(ctx.cell_dir)),
             "target": target,
@@ -298,5 +273,58 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             "benchmark_s": round(sum(lv.duration_s for lv in report.levels), 3),
             "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
                               for lv in report.levels],
-        })
+        }
+        if ctx.params.runs == "per-level":
+            record["runs"] = runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
+        else:
+            record["argv"] = runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
+        trials.append(record)
     return trials
+
+
+def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
+    """One GuideLLM run, restarted when it stalls; the serving samples of all runs go to the trial's files."""
+    from llmd_bench.runtime.local import guidellm_bin
+
+    cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
+    print("running:", " ".join(cmd), flush=True)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
+    trial_dir = ctx.cell_dir / f"trial-{trial}"
+    # logs and the pid file stay in the trial folder, where teardown and cleanup look for running GuideLLMs
+    log_path = trial_dir / ("guidellm.log" if len(levels) == len(ctx.levels) and ctx.params.runs == "per-cell"
+                            else f"guidellm-level-{levels[0]}.log")
+    targets = observation_targets(ctx)
+    deadline_s, retries = trial_deadline_s(ctx, len(levels)), stall_retries()
+    started = time.monotonic()
+    for attempt in range(1, retries + 2):
+        try:
+            with Sampler(trial_dir / SAMPLES_FILE, targets.replicas, targets.kv, epp_metrics=targets.epp_metrics) as sampler:
+                returncode = run_guidellm(cmd, log_path, env, deadline_s, trial_dir / generator.SAMPLES_FILE)
+            break
+        except GuidellmStalled as exc:
+            kept = log_path.with_name(f"{log_path.stem}.stalled-{attempt}.log")
+            log_path.replace(kept)
+            if attempt > retries:
+                raise RuntimeStepError(
+                    f"trial {trial}: {exc}, {attempt} time(s); logs: {kept.parent}/guidellm.stalled-*.log. "
+                    f"Clear the sweep task to run it again (completed trials are kept), or set {DEADLINE_ENV} "
+                    f"if the levels really take longer.") from None
+            print(f"trial {trial}: {exc}; log kept at {kept}; running the trial again "
+                  f"(retry {attempt} of {retries})", flush=True)
+    for url, why in sampler.unavailable.items():
+        print(f"serving metrics of {url}: {why}")
+    print(log_path.read_text(errors="replace")[-6000:], flush=True)
+    if returncode != 0:
+        raise RuntimeStepError(f"guidellm exited with {returncode} in trial {trial}; log: {log_path}")
+    return {"argv": cmd, "guidellm_wall_s": round(time.monotonic() - started, 3)}
+
+
+def merge_level_reports(parts: list[Path], out: Path) -> None:
+    """The per-level reports of a trial as one GuideLLM report (the first's metadata, every level's benchmark),
+    written atomically, so parsing, loading and resuming read one report per trial in both methods."""
+    docs = [json.loads(p.read_text()) for p in parts]
+    merged = dict(docs[0])
+    merged["benchmarks"] = [b for d in docs for b in d.get("benchmarks", [])]
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(merged))
+    os.replace(tmp, out)
