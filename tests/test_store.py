@@ -109,7 +109,8 @@ def test_import_command_line(db_url, real_report, monkeypatch):
     bad = subprocess.run([str(BIN / "llmd-bench"), "import", str(real_report), "--model", "Qwen/Qwen3-14B",
                           "--config", "gpu-magic", "--llmd-version", "v0.4.0"], capture_output=True, text=True,
                          env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
-    assert bad.returncode == 1 and "--config 'gpu-magic' is not a configuration; allowed: ['no-offload'" in bad.stderr
+    assert bad.returncode == 1 and ("--config 'gpu-magic' is not in the configuration catalog "
+                                    "(include/configurations.yaml); allowed: ['no-offload'") in bad.stderr
 
 
 @pytest.mark.parametrize("breakage", ["truncated", "no_benchmarks", "nan", "wrong_version"])

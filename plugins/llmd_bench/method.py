@@ -21,7 +21,8 @@ def guidellm_argv(*, guidellm: str, campaign: Campaign, params: RunParams, cell:
     """One GuideLLM 0.8.1 run over `levels`: all of a cell's levels (runs: per-cell, the February method) or
     one (runs: per-level, where 'Nx' prefix counts and request caps resolve at that level). Constraint kinds
     and their args: guidellm/schemas/scheduler/constraints/request.py (max_duration `seconds`, max_requests
-    `count`), GuideLLM v0.8.1; synthetic_text's prefix_count: the same version's data schema."""
+    `count`), GuideLLM v0.8.1; synthetic_text's prefix_count: guidellm/schemas/data/deserializers/synthetic.py,
+    v0.8.1."""
     level = levels[0] if len(levels) == 1 else None
     prefix_count = _resolved(params.prefix_count, level, 1, "prefix_count")
     data = (f"kind=synthetic_text,prompt_tokens={params.prompt_tokens},output_tokens={params.output_tokens},"
