@@ -193,9 +193,8 @@ class SimulationProfile(_Strict):
 def _defined_config(name: str, info: ValidationInfo) -> str:
     own = info.data.get("configurations") or {}
     if configurations.lookup(name, own) is None:
-        known = [*configurations.catalog(), *own]
         raise ValueError(f"{name!r} is not in the configuration catalog (include/configurations.yaml) nor in this "
-                         f"file's `configurations:`; known: {known}")
+                         f"file's `configurations:`; known: {configurations.known_names(own)}")
     return name
 
 
@@ -290,7 +289,7 @@ class Campaign(_Strict):
 
     @property
     def known_configs(self) -> list[str]:
-        return [*configurations.catalog(), *self.configurations]
+        return configurations.known_names(self.configurations)
 
     def configuration(self, name: str) -> Configuration:
         found = configurations.lookup(name, self.configurations)

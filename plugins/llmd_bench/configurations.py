@@ -200,5 +200,10 @@ def validate_extension(raw: object) -> dict[str, Configuration]:
     return found
 
 
+def known_names(extension: dict[str, Configuration] | None = None) -> list[str]:
+    """The catalog's names, then a campaign's own: what an error lists as allowed."""
+    return [*catalog(), *(extension or {})]
+
+
 def lookup(name: str, extension: dict[str, Configuration] | None = None) -> Configuration | None:
     return (extension or {}).get(name) or catalog().get(name)

@@ -36,9 +36,9 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
 
     own = campaign_configurations(campaign)
     if configurations.lookup(config, own) is None:
-        known = [*configurations.catalog(), *own]
         raise LlmdBenchError(f"--config {config!r} is not in the configuration catalog (include/configurations.yaml)"
-                             + (f" nor in campaign {campaign}'s configurations" if own else "") + f"; allowed: {known}")
+                             + (f" nor in campaign {campaign}'s configurations" if own else "")
+                             + f"; allowed: {configurations.known_names(own)}")
     if not files:
         raise LlmdBenchError("no report files given")
     parsed: list[tuple[Path, Report, str]] = []
