@@ -66,10 +66,22 @@ def all_cells(campaign):
                 yield Cell(model, config), backend
 
 
+def needs_own_image(config_name: str, version: str) -> bool:
+    """The llm-d release's model-server image lacks the configuration's connector (LMCache, llmd_fs_backend)."""
+    offload = configurations.catalog()[config_name].model_server.kv_offload
+    contract = catalog.entry(version).contract
+    return offload is not None and ((offload.connector == "LMCacheConnectorV1" and not contract.lmcache_in_image)
+                                    or (offload.filesystem is not None and not contract.fs_backend_in_image))
+
+
 def test_every_manifest_of_every_cell_validates_strictly(campaign, pool_schema):
     count = 0
+    rwx = campaign.serving.filesystem_offload.model_copy(update={"access_mode": "ReadWriteMany"})
     for cell, backend in all_cells(campaign):
-        c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"backend": backend})})
+        if backend == "vllm" and needs_own_image(cell.config, campaign.serving.llmd_version):
+            continue  # refused, and rendered for every version with an image of its own below
+        c = campaign.model_copy(update={"serving": campaign.serving.model_copy(
+            update={"backend": backend, "filesystem_offload": rwx})})
         _, docs = render(c, cell.model, cell.config, replicas=2)
         for doc in docs:
             if doc["kind"] == "InferencePool":
@@ -151,6 +163,7 @@ def test_epp_exposes_index_metrics_and_the_simulator_gets_unit_latencies(campaig
 
 
 def test_configuration_differences_are_where_they_belong(campaign):
+    campaign = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"llmd_version": "v0.7.0"})})
     for cell, _ in all_cells(campaign):
         _, docs = render(campaign, cell.model, cell.config)
         vllm = container(docs, "vllm")
@@ -158,9 +171,14 @@ def test_configuration_differences_are_where_they_belong(campaign):
         kinds = {d["kind"] for d in docs}
         images = " ".join(c["image"] for d in by_kind(docs, "Deployment") for c in d["spec"]["template"]["spec"]["containers"])
         definition = configurations.catalog()[cell.config]
-        assert ("OffloadingConnector" in args) == definition.offloads, cell
-        assert ("redis:" in images) == (definition.router.index == "redis"), cell
-        assert ("valkey/valkey:" in images) == (definition.router.index == "valkey"), cell
+        offload = definition.model_server.kv_offload
+        assert ("OffloadingConnector" in args) == (definition.offloads and offload.connector == "OffloadingConnector"), cell
+        assert ("LMCacheConnectorV1" in args) == (definition.offloads and offload.connector == "LMCacheConnectorV1"), cell
+        assert ("SharedStorageOffloadingSpec" in args) == (definition.filesystem_tier is not None), cell
+        assert ("MultiConnector" in args) == (definition.filesystem_tier is not None and definition.cpu_tier), cell
+        assert ("redis:" in images) == (definition.store_kind == "redis"), cell
+        assert ("valkey/valkey:" in images) == (definition.store_kind == "valkey"), cell
+        assert any(e["name"] == "LMCACHE_REMOTE_URL" for e in vllm["env"]) == (offload is not None and offload.remote is not None)
         cfg = epp_config(docs)
         scorers = {p["type"] for p in cfg["plugins"]}
         if definition.router.prefix_scorer == "precise":
@@ -169,7 +187,8 @@ def test_configuration_differences_are_where_they_belong(campaign):
         else:
             assert "prefix-cache-scorer" in scorers and "precise-prefix-cache-scorer" not in scorers
             assert "--kv-events-config" not in vllm["args"]
-        assert kinds == {"ConfigMap", "Deployment", "Service", "InferencePool"}
+        assert kinds == {"ConfigMap", "Deployment", "Service", "InferencePool"} | (
+            {"PersistentVolumeClaim"} if definition.filesystem_tier else set())
 
 
 @pytest.mark.parametrize("config, key", [("llm-d-redis", "redisConfig"), ("llm-d-valkey", "valkeyConfig")])
@@ -358,3 +377,102 @@ def test_a_campaign_configuration_renders_its_model_server_and_router_parts(tmp_
             kubernetes_validate.validate(d, K8S_VERSION, strict=True)
     _, baseline = render(c, "Qwen/Qwen3-0.6B", "no-offload")
     assert container(baseline, "vllm")["args"][container(baseline, "vllm")["args"].index("--gpu-memory-utilization") + 1] == "0.9"
+
+
+LATER_CONFIGS = ["lmcache-local", "lmcache-redis", "lmcache-valkey", "fs-offload", "cpu+fs-offload-20k"]
+
+
+@pytest.mark.parametrize("version", catalog.known_versions())
+def test_later_studies_configurations_render_strictly_for_every_llmd_version(campaign, pool_schema, version):
+    """Every catalog llm-d version: the LMCache and filesystem configurations render and validate strictly (side
+    services included) where the release's image has the connector, and are refused naming the missing piece
+    where it does not; with a model_server.image of their own they render there too."""
+    own_image = {"model_server": {"image": "registry.internal/vllm-with-connectors:1"}}
+    own = {f"{name}-own": configurations.Configuration.model_validate(
+        configurations.catalog()[name].model_dump() | {"model_server": configurations.catalog()[name].model_server.model_dump()
+                                                        | own_image["model_server"]}) for name in LATER_CONFIGS}
+    c = campaign.model_copy(update={"configurations": own, "configs": [*campaign.configs, *LATER_CONFIGS, *own]})
+    for name in [*LATER_CONFIGS, *own]:
+        base = name.removesuffix("-own")
+        if name == base and needs_own_image(base, version):
+            with pytest.raises(CampaignError, match=r"image has no (lmcache package|llmd_fs_backend)"):
+                render(c, "Qwen/Qwen3-8B", name, llmd_version=version)
+            continue
+        _, docs = render(c, "Qwen/Qwen3-8B", name, llmd_version=version)
+        for doc in docs:
+            if doc["kind"] == "InferencePool":
+                jsonschema.validate(doc["spec"], pool_schema["properties"]["spec"])
+            else:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        definition = c.configuration(name)
+        kinds = [d["kind"] for d in docs]
+        assert ("PersistentVolumeClaim" in kinds) == (definition.filesystem_tier is not None)
+        stores = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-kv")]
+        assert len(stores) == (1 if definition.store_kind else 0)
+
+
+def _kv_transfer(docs):
+    vllm = container(docs, "vllm")
+    return json.loads(vllm["args"][vllm["args"].index("--kv-transfer-config") + 1]), vllm
+
+
+def test_filesystem_and_multiconnector_configs_follow_upstream(campaign):
+    c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"llmd_version": "v0.7.0"})})
+    _, docs = render(c, "Qwen/Qwen3-8B", "fs-offload")
+    cfg, vllm = _kv_transfer(docs)
+    # llmd_fs_backend/spec.py @v0.7.0 keys; the CPU spec is absent (cpu: false)
+    assert cfg == {"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
+        "spec_name": "SharedStorageOffloadingSpec", "spec_module_path": "llmd_fs_backend.spec",
+        "shared_storage_path": "/kvcache/kv-cache/", "block_size": 256, "threads_per_gpu": 128}}
+    args = vllm["args"]
+    assert args[args.index("--distributed-executor-backend") + 1] == "mp"
+    (pvc,) = by_kind(docs, "PersistentVolumeClaim")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "256Gi" and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ms"))
+    volumes = {v["name"]: v for v in server["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kv-offload-fs"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert {"name": "kv-offload-fs", "mountPath": "/kvcache"} in vllm["volumeMounts"]
+    # staging: one 256-token file of Qwen3-8B's KV per rank (36 layers x 2 x 4 heads x 128 x 2 B = 72 KiB/token,
+    # 18 MiB per file) per I/O thread, 128 threads, on each of 2 ranks, on top of vLLM's own 2 x 16 GiB
+    assert _memory_request(docs) == f"{2 * 16 * 1024 + 2 * 18 * 128}Mi"
+
+    _, docs = render(c, "Qwen/Qwen3-8B", "cpu+fs-offload-20k")
+    cfg, _ = _kv_transfer(docs)
+    cpu, fs = cfg["kv_connector_extra_config"]["connectors"]
+    assert cfg["kv_connector"] == "MultiConnector"
+    assert cpu == {"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+                   "kv_connector_extra_config": {"cpu_bytes_to_use": 20000 * 16 * 72 * 1024 * 2}}
+    assert fs["kv_connector_extra_config"]["spec_name"] == "SharedStorageOffloadingSpec"
+    # a second replica cannot mount a ReadWriteOnce volume
+    with pytest.raises(CampaignError, match="filesystem offload volume is ReadWriteOnce but the cell has 2 replicas"):
+        render(c, "Qwen/Qwen3-8B", "fs-offload", replicas=2)
+    # an existing claim instead of one per cell
+    shared = c.model_copy(update={"serving": c.serving.model_copy(update={
+        "filesystem_offload": c.serving.filesystem_offload.model_copy(update={"claim": "kvcache-storage-pvc"})})})
+    _, docs = render(shared, "Qwen/Qwen3-8B", "fs-offload")
+    assert not by_kind(docs, "PersistentVolumeClaim")
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ms"))
+    assert {"name": "kv-offload-fs", "persistentVolumeClaim": {"claimName": "kvcache-storage-pvc"}} in \
+        server["spec"]["template"]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize("model, gib", [("Qwen/Qwen3-0.6B", 4), ("Qwen/Qwen3-8B", 9), ("Qwen/Qwen3-14B", 29),
+                                        ("Qwen/Qwen3-32B-AWQ", 10)])
+def test_lmcache_cpu_tier_is_sized_per_model_and_its_remote_is_the_cells_store(campaign, model, gib):
+    c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"llmd_version": "v0.7.0"})})
+    _, docs = render(c, model, "lmcache-local")
+    cfg, vllm = _kv_transfer(docs)
+    assert cfg == {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    # the evaluation's LMCACHE_MAX_LOCAL_CPU_SIZE per model, GiB per worker; PYTHONHASHSEED for consistent hashing
+    assert env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == str(gib) and env["LMCACHE_LOCAL_CPU"] == "true"
+    assert env["PYTHONHASHSEED"] and "LMCACHE_REMOTE_URL" not in env
+    assert _memory_request(docs) == f"{2 * 16 * 1024 + 2 * gib * 1024}Mi"  # pinned per worker, counted in the pod
+    _, docs = render(c, model, "lmcache-valkey")
+    _, vllm = _kv_transfer(docs)
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    store = next(d for d in by_kind(docs, "Service") if d["metadata"]["name"].endswith("-kv"))
+    assert env["LMCACHE_REMOTE_URL"] == f"redis://{store['metadata']['name']}.bench.svc.cluster.local:6379"
+    (kv,) = [ct for d in by_kind(docs, "Deployment") for ct in d["spec"]["template"]["spec"]["containers"]
+             if ct["name"] == "valkey"]
+    assert kv["args"][-4:] == ["--maxmemory", "3gb", "--maxmemory-policy", "allkeys-lru"]

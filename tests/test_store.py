@@ -45,7 +45,7 @@ def test_migration_creates_the_schema_from_empty(db_url):
     assert {"requests_successful", "requests_errored", "requests_incomplete", "level_start", "level_end",
             "duration_s", "summary", "valid", "invalid_reason"} <= cols
     uniques = {u["name"] for t in ("runs", "cells", "level_results") for u in insp.get_unique_constraints(t)}
-    assert uniques == {"uq_runs_campaign_dag_run", "uq_cells_run_model_config_trial", "uq_level_results_cell_concurrency"}
+    assert uniques == {"uq_runs_campaign_dag_run", "uq_cells_run_model_config_factors_trial", "uq_level_results_cell_concurrency"}
     engine.dispose()
 
 

@@ -80,7 +80,7 @@ class LocalStepOperator(BaseOperator):
 def step_arguments(step: str, campaign: Campaign, cell: Cell | None) -> list[str]:
     args = [step, "--campaign", campaign.name, "--run-id", "{{ run_id }}", "--params", PARAMS_ARG]
     if cell is not None:
-        args += ["--model", cell.model, "--config", cell.config]
+        args += ["--model", cell.model, "--config", cell.config] + (["--factors", cell.factors_arg] if cell.factors else [])
     return args
 
 
@@ -97,7 +97,9 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
               "llmd-bench/step": label_value(step)}
     if cell is not None:
         # the same model label as the cell's own objects (manifests.cell_labels)
-        labels |= {"llmd-bench/model": dns_label(cell.short_model), "llmd-bench/config": cell.config}
+        labels |= {"llmd-bench/model": dns_label(cell.short_model), "llmd-bench/config": label_value(cell.config)}
+        if cell.factors:
+            labels["llmd-bench/factors"] = label_value(cell.variant)
     return KubernetesPodOperator(task_id=task_id, cmds=["llmd-bench"], arguments=arguments, labels=labels,
                                  name=dns_label(f"llmd-{step}"),
                                  skip_on_exit_code=SKIP_EXIT_CODE, **step_pod_settings(step, campaign), **kwargs)
@@ -131,7 +133,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
             preflight = step_operator("preflight", campaign, None, runtime).as_setup()
         for i, cell in enumerate(campaign.cells()):
             lane = lanes[i % campaign.lanes]
-            with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"):
+            with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"
+                           + (f" / {cell.factors_arg}" if cell.factors else "")):
                 # The first cell of a lane starts only after a successful preflight; the next ones run
                 # whatever the previous cell's outcome (and need the preflight through it, see above).
                 first_after_preflight = preflight is not None and not lane

@@ -35,7 +35,42 @@ NO_VERDICT = "no verdict"
 def config_order(config: str) -> int:
     """The catalog's order (the published four first); a campaign's own configurations after it."""
     known = list(configurations.catalog())
-    return known.index(config) if config in known else len(known)
+    name = config.split(" [", 1)[0]  # a label with configuration factors: 'native-offload [offload_size=20k]'
+    return known.index(name) if name in known else len(known)
+
+
+SCALING_FACTORS = ("replicas", "tensor_parallel_size")
+
+
+def scaling(table: pd.DataFrame) -> pd.DataFrame:
+    """Peak throughput against replicas or tensor_parallel_size, for each factor that varies in the run: per
+    model, configuration and the other factors' values, the peak at every value of the factor and the scaling
+    efficiency vs the smallest value (peak_n / (peak_min x n / min); 1.0 is linear)."""
+    columns = ["factor", "model", "config", "others", "value", "peak_output_tps", "efficiency"]
+    if table.empty or "factors" not in table.columns:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    ok = table[(table["status"] == "ok") & table["peak_output_tps"].notna()]
+    for factor in SCALING_FACTORS:
+        values = {f.get(factor) for f in ok["factors"] if isinstance(f, dict)} - {None}
+        if len(values) < 2:
+            continue
+        groups: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+        for r in ok.itertuples():
+            f = r.factors if isinstance(r.factors, dict) else {}
+            if factor not in f:
+                continue
+            others = ",".join(f"{k}={v}" for k, v in f.items() if k != factor)
+            base_model = str(r.model).split(" [", 1)[0]
+            groups.setdefault((base_model, str(r.config), others), []).append((int(f[factor]), float(r.peak_output_tps)))
+        for (model, config, others), points in groups.items():
+            points.sort()
+            smallest, base_peak = points[0]
+            for value, peak in points:
+                rows.append({"factor": factor, "model": model, "config": config, "others": others, "value": value,
+                             "peak_output_tps": peak,
+                             "efficiency": peak / (base_peak * value / smallest) if base_peak > 0 else None})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def normalize_levels(levels: pd.DataFrame) -> pd.DataFrame:

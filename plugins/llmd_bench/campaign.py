@@ -7,6 +7,7 @@ against it, so an unknown model or config is rejected with the allowed values.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,6 +147,18 @@ class Scheduling(_Strict):
     steps: Placement = Placement()
 
 
+class FilesystemOffload(_Strict):
+    """The volume behind a filesystem offload tier (Kubernetes runtime): an existing PVC, or one per cell that
+    teardown deletes, so every cell starts with an empty tier."""
+
+    claim: str | None = Field(None, description="an existing PersistentVolumeClaim; default: one per cell")
+    size_gib: PositiveInt = Field(256, description="size of the per-cell claim (the evaluation's 256Gi)")
+    storage_class: str | None = Field(None, description="storage class of the per-cell claim; default the cluster's")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        "ReadWriteOnce", description="replicas > 1 on several nodes need ReadWriteMany")
+    mount_path: Annotated[str, Field(pattern=r"^/[\w./-]+$")] = "/kvcache"
+
+
 class Serving(_Strict):
     llmd_version: str
     tensor_parallel_size: PositiveInt
@@ -162,6 +175,7 @@ class Serving(_Strict):
         "ReadWriteMany", description="what the PVC provides; replicas > 1 need ReadWriteMany or ReadOnlyMany")
     hf_token_secret: str = "llmd-bench-hf-token"
     offload: OffloadSize = OffloadSize(num_cpu_blocks=10000, block_size=16)
+    filesystem_offload: FilesystemOffload = FilesystemOffload()
     resources: PodResources = PodResources()
     memory_headroom_pct: Annotated[float, Field(ge=0, le=200)] = Field(
         25, description="limit = (vLLM host memory + offload buffer) x (1 + headroom)")
@@ -188,6 +202,56 @@ class SimulationProfile(_Strict):
     itl_ms: PositiveFloat
     itl_ms_std: NonNegativeFloat = 0.0
     max_concurrent_requests: PositiveInt | None = None
+
+
+# Factors a campaign may vary besides models and configurations. Stack factors change the whole serving
+# stack, so every configuration is compared with the baseline under the same stack factors; configuration
+# factors (offload_size) only apply to configurations they change (those that offload).
+STACK_FACTORS: tuple[str, ...] = ("replicas", "tensor_parallel_size", "memory_regime")
+CONFIG_FACTORS: tuple[str, ...] = ("offload_size",)
+FACTORS: tuple[str, ...] = STACK_FACTORS + CONFIG_FACTORS
+# The memory regime every campaign has: the configuration's or serving's gpu_memory_utilization unchanged.
+DEFAULT_REGIME = "default"
+FactorLabel = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")]
+
+
+class MemoryRegime(_Strict):
+    """A GPU memory setting applied to every configuration, e.g. memory pressure: a lower
+    gpu_memory_utilization per model so the GPU KV cache overflows and an offload tier has work to do."""
+
+    description: str = ""
+    gpu_memory_utilization: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        description="model id (or '*' for every other model) -> vLLM --gpu-memory-utilization")
+
+    def for_model(self, model: str) -> float | None:
+        return self.gpu_memory_utilization.get(model, self.gpu_memory_utilization.get("*"))
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"values must be unique, got {values}")
+    return values
+
+
+class Factors(_Strict):
+    """What a campaign varies besides models and configurations: cells are models x configurations x every
+    combination of these values."""
+
+    replicas: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_unique)] | None = Field(
+        None, description="model-server replicas per cell (routing needs more than one)")
+    tensor_parallel_size: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_unique)] | None = Field(
+        None, description="GPUs per replica")
+    memory_regime: Annotated[list[FactorLabel], Field(min_length=1), AfterValidator(_unique)] | None = Field(
+        None, description=f"names of `memory_regimes:` ('{DEFAULT_REGIME}' leaves gpu_memory_utilization unchanged)")
+    offload_size: Annotated[dict[FactorLabel, OffloadSize], Field(min_length=1)] | None = Field(
+        None, description="label -> CPU tier size; applies to configurations that offload")
+
+    def declared(self) -> list[str]:
+        return [name for name in FACTORS if getattr(self, name) is not None]
+
+    def values(self, name: str) -> list[Any]:
+        value = getattr(self, name)
+        return list(value) if value is not None else []
 
 
 def _defined_config(name: str, info: ValidationInfo) -> str:
@@ -220,6 +284,9 @@ class Campaign(_Strict):
                                  "default no-offload when the campaign has it, else its first config")
     workload: Workload
     serving: Serving
+    factors: Factors = Field(Factors(), description="what the campaign varies besides models and configurations")
+    memory_regimes: dict[FactorLabel, MemoryRegime] = Field(
+        {}, description="named GPU memory settings the memory_regime factor chooses from")
     local_simulation: dict[ConfigName, SimulationProfile]
 
     # Set by the loader, not by the file.
@@ -275,9 +342,31 @@ class Campaign(_Strict):
     def _configs_are_defined(self) -> Campaign:
         if self.baseline not in self.configs:
             raise ValueError(f"baseline {self.baseline!r} is not one of this campaign's configs {list(self.configs)}")
-        groups = [Cell(m.name, c).group_id for m in self.models for c in self.configs]
+        groups = [cell.group_id for cell in self.cells()]
         if len(set(groups)) != len(groups):
-            raise ValueError(f"two model/config pairs make the same task-group id: {sorted(groups)}")
+            raise ValueError(f"two cells (model/config/factors) make the same task-group id: {sorted(groups)}")
+        return self
+
+    @model_validator(mode="after")
+    def _regimes_are_defined(self) -> Campaign:
+        if DEFAULT_REGIME in self.memory_regimes:
+            raise ValueError(f"memory_regimes: {DEFAULT_REGIME!r} is built in (no change); give the regime another name")
+        for regime in self.factors.values("memory_regime"):
+            if regime == DEFAULT_REGIME:
+                continue
+            if regime not in self.memory_regimes:
+                raise ValueError(f"factors.memory_regime: {regime!r} is not defined under memory_regimes; "
+                                 f"defined: {[DEFAULT_REGIME, *self.memory_regimes]}")
+            missing = [m.name for m in self.models if self.memory_regimes[regime].for_model(m.name) is None]
+            if missing:
+                raise ValueError(f"memory_regimes.{regime}.gpu_memory_utilization has no value for {missing} "
+                                 "(give each model, or '*' for all others)")
+        if self.factors.offload_size is not None:
+            if not any(self.configuration(c).offloads for c in self.configs):
+                raise ValueError("factors.offload_size varies the offload tier, but none of this campaign's configs offloads")
+            if self.configuration(self.baseline).offloads:
+                raise ValueError(f"baseline {self.baseline!r} offloads, so factors.offload_size would split it into several "
+                                 "cells; compare against a configuration that does not offload")
         return self
 
     @model_validator(mode="after")
@@ -313,8 +402,35 @@ class Campaign(_Strict):
     def model_names(self) -> list[str]:
         return [m.name for m in self.models]
 
-    def cells(self) -> list[Cell]:
-        return [Cell(m.name, c) for m in self.models for c in self.configs]
+    def cells(self, narrowed: dict[str, list[Any]] | None = None) -> list[Cell]:
+        """Models x configs x every combination of the factor values that applies to the config (offload_size
+        only to configs that offload), in file order; `narrowed` keeps only some values of a factor."""
+        narrowed = narrowed or {}
+        cells = []
+        for m in self.models:
+            for c in self.configs:
+                offloads = self.configuration(c).offloads
+                names = [f for f in self.factors.declared() if f in STACK_FACTORS or offloads]
+                choices = [[v for v in self.factors.values(f) if f not in narrowed or v in narrowed[f]] for f in names]
+                for combo in itertools.product(*choices):
+                    cells.append(Cell(m.name, c, tuple(zip(names, combo, strict=True))))
+        return cells
+
+    def cell_configuration(self, cell: Cell) -> Configuration:
+        """The configuration as this cell runs it: the memory regime's gpu_memory_utilization and the
+        offload_size factor's tier applied."""
+        config = self.configuration(cell.config)
+        factors = dict(cell.factors)
+        server = config.model_server
+        regime = factors.get("memory_regime")
+        if regime is not None and regime != DEFAULT_REGIME:
+            server = server.model_copy(update={
+                "gpu_memory_utilization": self.memory_regimes[regime].for_model(cell.model)})
+        size = factors.get("offload_size")
+        if size is not None and server.kv_offload is not None and self.factors.offload_size:
+            server = server.model_copy(update={
+                "kv_offload": server.kv_offload.model_copy(update={"size": self.factors.offload_size[size]})})
+        return config.model_copy(update={"model_server": server})
 
     def default_params(self) -> dict[str, Any]:
         w, s = self.workload, self.serving
@@ -339,6 +455,7 @@ class Campaign(_Strict):
             "max_requests": w.max_requests,
             "runs": w.runs,
             "level_isolation": w.level_isolation,
+            "factors": {name: self.factors.values(name) for name in self.factors.declared()},
         }
 
 
@@ -346,18 +463,63 @@ class Campaign(_Strict):
 class Cell:
     model: str
     config: str
+    # (factor, value) in FACTORS order; empty when the campaign varies nothing besides models and configs
+    factors: tuple[tuple[str, Any], ...] = ()
 
     @property
     def short_model(self) -> str:
         return paths.model_short_name(self.model)
 
     @property
+    def stack_factors(self) -> str:
+        """The stack factors' values as one label, 'replicas=2,memory_regime=pressure' ('' when none)."""
+        return factor_label(self.factors, STACK_FACTORS)
+
+    @property
+    def config_factors(self) -> str:
+        return factor_label(self.factors, CONFIG_FACTORS)
+
+    @property
+    def variant(self) -> str:
+        """Every factor's value, for folder names and ids: 'replicas-2_offload_size-20k' ('' when none)."""
+        return "_".join(f"{name}-{value}" for name, value in self.factors)
+
+    @property
     def group_id(self) -> str:
-        """TaskGroup id, named after both: `Qwen3-8B__llm-d-redis` (Airflow allows no dots: 0.6B -> 0_6B)."""
-        return f"{self.short_model.replace('.', '_')}__{self.config.replace('.', '_').replace('+', '_')}"
+        """TaskGroup id, named after all: `Qwen3-8B__llm-d-redis`, `Qwen3-8B__native-offload__replicas-2`
+        (Airflow allows no dots: 0.6B -> 0_6B)."""
+        base = f"{self.short_model.replace('.', '_')}__{self.config.replace('.', '_').replace('+', '_')}"
+        return f"{base}__{self.variant.replace('.', '_')}" if self.factors else base
+
+    @property
+    def factors_arg(self) -> str:
+        """The step CLI's --factors value."""
+        return ",".join(f"{name}={value}" for name, value in self.factors)
 
     def __str__(self) -> str:
-        return f"{self.short_model}/{self.config}"
+        return f"{self.short_model}/{self.config}" + (f" [{self.factors_arg}]" if self.factors else "")
+
+
+def factor_label(factors: tuple[tuple[str, Any], ...] | dict[str, Any], names: tuple[str, ...]) -> str:
+    items = factors.items() if isinstance(factors, dict) else factors
+    return ",".join(f"{name}={value}" for name, value in items if name in names)
+
+
+def parse_factors_arg(campaign: Campaign, text: str | None) -> tuple[tuple[str, Any], ...]:
+    """`replicas=2,memory_regime=pressure` -> the cell's factors, checked against the campaign's."""
+    if not text:
+        return ()
+    found: dict[str, Any] = {}
+    for item in text.split(","):
+        name, sep, raw = item.partition("=")
+        if not sep or name not in FACTORS:
+            raise ParamsError(f"--factors {text!r}: {item!r} is not factor=value; factors: {list(FACTORS)}")
+        allowed = campaign.factors.values(name)
+        value: Any = int(raw) if name in ("replicas", "tensor_parallel_size") and raw.isdigit() else raw
+        if value not in allowed:
+            raise ParamsError(f"--factors: {name}={raw} is not one of campaign {campaign.dag_id}'s values {allowed}")
+        found[name] = value
+    return tuple((name, found[name]) for name in FACTORS if name in found)
 
 
 def _format_validation_error(err: ValidationError) -> str:
@@ -491,6 +653,8 @@ class RunParams(_Strict):
     max_requests: PositiveInt | Multiplier | None = None
     runs: Runs = "per-cell"
     level_isolation: LevelIsolation = "none"
+    # factor -> the values to run (narrows the campaign's factors; a factor left out runs all its values)
+    factors: dict[str, list[Any]] = {}
 
     @model_validator(mode="after")
     def _method_is_consistent(self) -> RunParams:
@@ -503,7 +667,15 @@ class RunParams(_Strict):
         return None if self.max_requests is not None else self.duration_s
 
     def selects(self, cell: Cell) -> bool:
-        return cell.model in self.models and cell.config in self.configs
+        return (cell.model in self.models and cell.config in self.configs
+                and all(value in self.factors.get(name, [value]) for name, value in cell.factors))
+
+    def for_cell(self, cell: Cell | None) -> RunParams:
+        """These params as one cell runs them: its replicas and tensor_parallel_size factors applied."""
+        if cell is None:
+            return self
+        update = {name: value for name, value in cell.factors if name in ("replicas", "tensor_parallel_size")}
+        return self.model_copy(update=update) if update else self
 
     def levels_for(self, model: ModelSpec) -> list[int]:
         levels = sorted(set(self.concurrency))
@@ -541,6 +713,14 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     bad_configs = [c for c in params.configs if c not in campaign.configs]
     if bad_configs:
         raise ParamsError(f"param `configs`: config(s) {bad_configs} not in this campaign; allowed: {list(campaign.configs)}")
+    for name, values in params.factors.items():
+        allowed = campaign.factors.values(name)
+        if name not in campaign.factors.declared():
+            raise ParamsError(f"param `factors`: {name!r} is not a factor of campaign {campaign.dag_id}; "
+                              f"its factors: {campaign.factors.declared() or 'none'}")
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise ParamsError(f"param `factors`: {name} values {bad or values} are not in the campaign's {allowed}")
     if params.baseline not in campaign.configs:
         raise ParamsError(f"param `baseline`: {params.baseline!r} is not in this campaign; allowed: {list(campaign.configs)}")
     if known_versions is not None and params.llmd_version not in known_versions:
@@ -570,6 +750,7 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
         "llmd_version": str(known_versions) if known_versions else "",
         "trial_isolation": str(list(TRIAL_ISOLATIONS)),
         "noise_floor_pct": "a percentage from 0 to 100",
+        "factors": str({n: campaign.factors.values(n) for n in campaign.factors.declared()}),
     }.get(field, "")
 
 
@@ -636,6 +817,16 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
             "type": "string", "enum": list(LEVEL_ISOLATIONS),
             "description": "restart: fresh model servers and an emptied index before every level after the first "
             "(needs runs: per-level).",
+        },
+        "factors": {
+            "type": "object",
+            "properties": {name: {"type": "array", "minItems": 1, "uniqueItems": True,
+                                  "items": {"enum": campaign.factors.values(name)}}
+                           for name in campaign.factors.declared()},
+            "additionalProperties": False,
+            "description": "Factor values to run, narrowing the campaign's: "
+            + ("; ".join(f"{n} {campaign.factors.values(n)}" for n in campaign.factors.declared()) or "this campaign has none")
+            + ". A factor left out runs all its values.",
         },
         "baseline": {
             "type": "string", "enum": list(campaign.configs),

@@ -93,6 +93,10 @@ class Contract(_Strict):
     sim_tokenizer: Literal["none", "uds", "render"] = "none"
     # extra environment of the model server this release's images need
     model_server_env: dict[str, str] = {}
+    # the model-server image has the lmcache package (LMCacheConnectorV1) / llm-d's filesystem offload backend
+    # (llmd_fs_backend); without them those configurations need their own model_server.image
+    lmcache_in_image: bool = False
+    fs_backend_in_image: bool = False
     # what the EPP's service account must read (besides pods and the InferencePool)
     epp_rbac: tuple[RbacRule, ...] = ()
     # CRDs (`<plural>.<group>`) that must exist in the cluster before the EPP starts

@@ -40,18 +40,31 @@ def _campaign_and_params(args: argparse.Namespace):
 
 
 def _context(args: argparse.Namespace, with_cell: bool):
-    from llmd_bench.campaign import Cell
     from llmd_bench.context import StepContext
     from llmd_bench.runtime import selected_runtime
 
     campaign, params = _campaign_and_params(args)
     cell = None
     if with_cell:
-        cell = Cell(campaign.model(args.model).name, args.config)
-        if args.config not in campaign.configs:
-            raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; "
-                                 f"allowed: {list(campaign.configs)}")
+        cell = campaign_cell(campaign, args)
     return StepContext(campaign, params, args.run_id, args.runtime or selected_runtime(), cell)
+
+
+def campaign_cell(campaign, args: argparse.Namespace):
+    """The cell named by --model, --config and --factors; refused unless it is one of the campaign's cells."""
+    from llmd_bench.campaign import Cell, parse_factors_arg
+
+    if args.config not in campaign.configs:
+        raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; "
+                             f"allowed: {list(campaign.configs)}")
+    cell = Cell(campaign.model(args.model).name, args.config, parse_factors_arg(campaign, getattr(args, "factors", None)))
+    cells = campaign.cells()
+    if cell not in cells:
+        choices = sorted({c.factors_arg for c in cells if (c.model, c.config) == (cell.model, cell.config)})
+        raise LlmdBenchError(f"--factors {cell.factors_arg or '(none)'!r} does not name a cell of campaign "
+                             f"{campaign.dag_id} for {cell.short_model}/{cell.config}; its cells have --factors "
+                             f"{[c or '(none)' for c in choices]}")
+    return cell
 
 
 def run_cell_step(step: str, args: argparse.Namespace) -> int:
@@ -192,16 +205,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from llmd_bench import catalog, manifests, pcp_manifests, preflight
-    from llmd_bench.campaign import Cell, find_campaign, resolve_params
+    from llmd_bench.campaign import find_campaign, resolve_params
 
     campaign = find_campaign(args.campaign)
     conf = {"llmd_version": args.llmd_version, "replicas": args.replicas}
     params = resolve_params(campaign, {k: v for k, v in conf.items() if v is not None}, catalog.known_versions())
-    model = campaign.model(args.model).name
-    if args.config not in campaign.configs:
-        raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; allowed: {list(campaign.configs)}")
+    cell = campaign_cell(campaign, args)
     out = Path(args.out)
-    objects = manifests.render_cell(campaign, params, Cell(model, args.config), args.run_id, args.namespace)
+    objects = manifests.render_cell(campaign, params.for_cell(cell), cell, args.run_id, args.namespace)
     cell_files = manifests.write(objects, out)
     secrets = [spec.name for spec in preflight.secret_specs(campaign)]
     manifests.write(manifests.render_namespace(args.namespace, secrets), out / "namespace")
@@ -289,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         run_args(p)
         p.add_argument("--model", required=True)
         p.add_argument("--config", required=True)
+        p.add_argument("--factors", default=None, help="the cell's factor values, e.g. replicas=2,memory_regime=pressure "
+                       "(campaigns with factors)")
         p.set_defaults(func=lambda a, s=step: run_cell_step(s, a))
     p = sub.add_parser("compare", help="per-cell verdict of a run")
     run_args(p)
@@ -312,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="write a cell's Kubernetes manifests as YAML files")
     p.add_argument("--model", required=True)
     p.add_argument("--config", required=True)
+    p.add_argument("--factors", default=None, help="the cell's factor values, e.g. replicas=2 (campaigns with factors)")
     p.add_argument("--llmd-version", default=None, help="default: the campaign's")
     p.add_argument("--replicas", type=int, default=None, help="default: the campaign's")
     p.add_argument("--campaign", default="kv_cache_eval")

@@ -37,7 +37,10 @@ RENDERER_FLAGS = {
     "--prefix-caching-hash-algo": "router.prefix_scorer: precise",
 }
 RENDERER_ENV = {"HF_TOKEN": "serving.hf_token_secret", "HF_HOME": "serving.model_cache_pvc",
-                "POD_IP": "set for KV events", "PYTHONHASHSEED": "serving.hash_seed"}
+                "POD_IP": "set for KV events", "PYTHONHASHSEED": "serving.hash_seed",
+                "LMCACHE_LOCAL_CPU": "model_server.kv_offload.cpu", "LMCACHE_MAX_LOCAL_CPU_SIZE": "model_server.kv_offload.size",
+                "LMCACHE_REMOTE_URL": "model_server.kv_offload.remote", "LMCACHE_REMOTE_SERDE": "model_server.kv_offload.remote"}
+RENDERER_FLAGS["--distributed-executor-backend"] = "model_server.kv_offload.filesystem (mp)"
 
 
 class _Strict(BaseModel):
@@ -61,13 +64,47 @@ class OffloadSize(_Strict):
         return self
 
 
-class KvOffload(_Strict):
-    """A KV-transfer connector that offloads the GPU's KV cache."""
+class FilesystemTier(_Strict):
+    """llm-d's filesystem offload backend behind vLLM's OffloadingConnector: KV blocks as files on a volume.
+    Keys: llm-d/llm-d-kv-cache kv_connectors/llmd_fs_backend/llmd_fs_backend/spec.py @v0.7.0
+    (SharedStorageOffloadingSpec; threads_per_gpu default 64, block_size default 256)."""
 
-    # vLLM's native CPU offload (vllm/distributed/kv_transfer/kv_connector/v1/offloading_connector.py, v0.11.2);
-    # its size key differs per vLLM version (catalog contract offload_size_key, sizing.py)
-    connector: Literal["OffloadingConnector"] = "OffloadingConnector"
-    size: OffloadSize | None = Field(None, description="the CPU tier; default serving.offload")
+    # tokens per file; a multiple of the GPU block size (vllm/v1/kv_offload/spec.py @v0.19.1 asserts it)
+    block_size: PositiveInt = 256
+    threads_per_gpu: PositiveInt = Field(128, description="I/O threads per GPU (the evaluation's 128; upstream default 64)")
+
+
+class KvOffload(_Strict):
+    """A KV-transfer connector that offloads the GPU's KV cache: to CPU memory, a filesystem, or both
+    (OffloadingConnector; both through vLLM's MultiConnector), or LMCache's CPU tier and remote store."""
+
+    # vLLM's native offload (vllm/distributed/kv_transfer/kv_connector/v1/offloading_connector.py @v0.11.2), its size key
+    # differing per vLLM version (catalog contract offload_size_key, sizing.py); LMCacheConnectorV1 is registered
+    # in vllm/distributed/kv_transfer/kv_connector/factory.py @v0.14.1 and later and imports the lmcache package
+    connector: Literal["OffloadingConnector", "LMCacheConnectorV1"] = "OffloadingConnector"
+    cpu: bool = Field(True, description="a CPU tier (native: the CPU spec; LMCache: LMCACHE_LOCAL_CPU)")
+    size: OffloadSize | None = Field(None, description="the CPU tier per GPU; default serving.offload")
+    size_per_model: dict[str, OffloadSize] = Field({}, description="model id -> the CPU tier for that model")
+    filesystem: FilesystemTier | None = Field(None, description="OffloadingConnector only: a filesystem tier on a "
+                                              "volume (serving.filesystem_offload)")
+    remote: Literal["redis", "valkey"] | None = Field(None, description="LMCacheConnectorV1 only: a remote store "
+                                                      "the cell deploys (LMCACHE_REMOTE_URL)")
+
+    @model_validator(mode="after")
+    def _tiers_fit_the_connector(self) -> KvOffload:
+        if self.filesystem is not None and self.connector != "OffloadingConnector":
+            raise ValueError("filesystem is a tier of connector OffloadingConnector (llmd_fs_backend), not of "
+                             f"{self.connector}")
+        if self.remote is not None and self.connector != "LMCacheConnectorV1":
+            raise ValueError("remote is a tier of connector LMCacheConnectorV1, not of OffloadingConnector")
+        if not self.cpu and self.filesystem is None and self.remote is None:
+            raise ValueError("cpu: false leaves no tier; add filesystem (OffloadingConnector) or remote (LMCache)")
+        if not self.cpu and (self.size is not None or self.size_per_model):
+            raise ValueError("size and size_per_model size the CPU tier, which cpu: false turns off")
+        return self
+
+    def size_for(self, model: str) -> OffloadSize | None:
+        return self.size_per_model.get(model, self.size)
 
 
 class ModelServerPart(_Strict):
@@ -127,6 +164,10 @@ class Configuration(_Strict):
             raise ValueError("evidence offload-counters needs model_server.kv_offload")
         if self.evidence == "index-keys" and self.router.prefix_scorer != "precise":
             raise ValueError("evidence index-keys needs router.prefix_scorer: precise")
+        remote = self.model_server.kv_offload.remote if self.model_server.kv_offload else None
+        if remote is not None and self.router.index != "in-memory":
+            raise ValueError(f"an LMCache remote ({remote}) and a {self.router.index} index would each need the cell's "
+                             "one Redis/Valkey store; benchmark them as separate configurations")
         return self
 
     @property
@@ -141,6 +182,19 @@ class Configuration(_Strict):
     @property
     def index_kind(self) -> Literal["redis", "valkey"] | None:
         return None if self.router.index == "in-memory" else self.router.index
+
+    @property
+    def store_kind(self) -> Literal["redis", "valkey"] | None:
+        """The Redis/Valkey server the cell deploys: the precise scorer's index or LMCache's remote store."""
+        return self.index_kind or (self.model_server.kv_offload.remote if self.model_server.kv_offload else None)
+
+    @property
+    def cpu_tier(self) -> bool:
+        return self.model_server.kv_offload is not None and self.model_server.kv_offload.cpu
+
+    @property
+    def filesystem_tier(self) -> FilesystemTier | None:
+        return self.model_server.kv_offload.filesystem if self.model_server.kv_offload else None
 
     @property
     def needs_replicas(self) -> bool:

@@ -35,6 +35,10 @@ class StepContext:
     cell: Cell | None = None
     step: str | None = None
 
+    def __post_init__(self) -> None:
+        # a cell's replicas and tensor_parallel_size factors are its params (steps read ctx.params)
+        self.params = self.params.for_cell(self.cell)
+
     @property
     def model_spec(self) -> ModelSpec:
         assert self.cell is not None
@@ -43,7 +47,7 @@ class StepContext:
     @property
     def configuration(self) -> Configuration:
         assert self.cell is not None
-        return self.campaign.configuration(self.cell.config)
+        return self.campaign.cell_configuration(self.cell)
 
     @property
     def levels(self) -> list[int]:
@@ -56,7 +60,7 @@ class StepContext:
     @property
     def cell_dir(self) -> Path:
         assert self.cell is not None
-        return paths.cell_dir(self.run_id, self.cell.model, self.cell.config)
+        return paths.cell_dir(self.run_id, self.cell.model, self.cell.config, self.cell.variant)
 
     @property
     def record_path(self) -> Path:
@@ -125,6 +129,7 @@ class StepContext:
             "model": self.cell.model,
             "short_model": self.cell.short_model,
             "config": self.cell.config,
+            "factors": dict(self.cell.factors),
             "runtime": self.runtime,
             "params": self.stored_params(),
             "levels": self.levels,

@@ -23,7 +23,7 @@ import yaml
 
 from llmd_bench import __version__, catalog, paths, sizing
 from llmd_bench.campaign import Campaign, Cell, Placement, RunParams, Serving
-from llmd_bench.configurations import Configuration
+from llmd_bench.configurations import Configuration, KvOffload
 from llmd_bench.errors import CampaignError
 from llmd_bench.names import dns_label, label_value
 
@@ -71,14 +71,16 @@ def pod_placement(placement: Placement, serving: Serving) -> dict[str, Any]:
 
 
 def cell_names(cell: Cell) -> dict[str, str]:
-    prefix = dns_label(f"{cell.short_model}-{cell.config}", limit=50)
+    prefix = dns_label(f"{cell.short_model}-{cell.config}" + (f"-{cell.variant}" if cell.factors else ""), limit=50)
     return {"model_server": f"{prefix}-ms", "epp": f"{prefix}-epp", "epp_config": f"{prefix}-epp-cfg",
-            "pool": f"{prefix}-pool", "kv": f"{prefix}-kv"}
+            "pool": f"{prefix}-pool", "kv": f"{prefix}-kv", "kv_fs": f"{prefix}-kvfs"}
 
 
 def cell_labels(campaign: Campaign, cell: Cell, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
     selector = {"app.kubernetes.io/managed-by": "llmd-bench", "llmd-bench/campaign": label_value(campaign.dag_id),
-                "llmd-bench/model": dns_label(cell.short_model), "llmd-bench/config": cell.config}
+                "llmd-bench/model": dns_label(cell.short_model), "llmd-bench/config": label_value(cell.config)}
+    if cell.factors:
+        selector["llmd-bench/factors"] = label_value(cell.variant)
     labels = selector | {"llmd-bench/run": label_value(run_id), "app.kubernetes.io/part-of": "llmd-bench",
                          "app.kubernetes.io/version": label_value(__version__)}
     return labels, selector
@@ -284,7 +286,7 @@ def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_t
 
 def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
                  names: dict[str, str], namespace: str) -> dict[str, Any]:
-    serving, spec, config = campaign.serving, campaign.model(cell.model), campaign.configuration(cell.config)
+    serving, spec, config = campaign.serving, campaign.model(cell.model), campaign.cell_configuration(cell)
     tp = params.tensor_parallel_size
     mirrors = serving.registry_mirrors
     pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
@@ -319,20 +321,29 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
                      "--zmq-endpoint", events["endpoint"]]
         return {"container": "inference-sim", "image": mirrored(entry.images["inference_sim"], mirrors),
                 "command": ["/app/llm-d-inference-sim"], "args": args, "env": env, "kv_events": kv_events,
-                "startup_failures": 30, "memory": None, "shm_size": "1Gi",
+                "startup_failures": 30, "memory": None, "shm_size": "1Gi", "mounts": [], "volumes": [],
                 "sidecars": sim_tokenizer_sidecars(cell, entry, serving, env[0]),
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
     offload = config.model_server.kv_offload
     memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=offload is not None,
-                         size=offload.size if offload else None)
+                         size=offload.size_for(cell.model) if offload else None, offload=offload)
     gpu_memory_utilization = config.model_server.gpu_memory_utilization or serving.gpu_memory_utilization
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
             "--max-num-seqs", str(serving.max_num_seqs), "--gpu-memory-utilization", str(gpu_memory_utilization),
             "--block-size", str(serving.block_size), "--enable-prefix-caching"]
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
     if offload is not None:
-        args += ["--kv-transfer-config", json.dumps({
-            "kv_connector": "OffloadingConnector", "kv_role": "kv_both",
-            "kv_connector_extra_config": memory.offload_setting}, separators=(",", ":"))]
+        check_connector_in_image(offload, config, entry, cell, params.llmd_version, serving)
+        args += ["--kv-transfer-config", json.dumps(kv_transfer_config(offload, memory, serving),
+                                                    separators=(",", ":"))]
+        if offload.filesystem is not None:
+            # llmd_fs_backend README @v0.7.0 recommends the multiprocess executor
+            args += ["--distributed-executor-backend", "mp"]
+            mounts.append({"name": "kv-offload-fs", "mountPath": serving.filesystem_offload.mount_path})
+            volumes.append({"name": "kv-offload-fs",
+                            "persistentVolumeClaim": {"claimName": fs_claim_name(serving, names)}})
+        env += lmcache_env(offload, memory, names, namespace)
     if kv_events:
         args += ["--prefix-caching-hash-algo", "sha256_cbor", "--kv-events-config", json.dumps(events, separators=(",", ":"))]
     args += config.model_server.extra_args
@@ -344,9 +355,72 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     return {"container": "vllm", "image": image, "command": ["vllm", "serve"],
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
-            "sidecars": NO_SIDECARS,
+            "sidecars": NO_SIDECARS, "mounts": mounts, "volumes": volumes,
             "resources": {"requests": {"nvidia.com/gpu": gpus, "cpu": cpu, "memory": sizing.quantity(memory.request_bytes)},
                           "limits": {"nvidia.com/gpu": gpus, "memory": sizing.quantity(memory.limit_bytes)}}}
+
+
+FS_CONNECTOR_CONFIG = {
+    # llm-d/llm-d-kv-cache kv_connectors/llmd_fs_backend/llmd_fs_backend/spec.py @v0.7.0; vLLM loads spec_module_path's
+    # spec_name when the name is not one of its own (vllm/v1/kv_offload/factory.py @v0.19.1)
+    "spec_name": "SharedStorageOffloadingSpec", "spec_module_path": "llmd_fs_backend.spec"}
+
+
+def kv_transfer_config(offload: KvOffload, memory: sizing.MemoryPlan, serving: Serving) -> dict[str, Any]:
+    """vLLM's --kv-transfer-config for the connector and its tiers."""
+    if offload.connector == "LMCacheConnectorV1":
+        # LMCache reads its settings from LMCACHE_* env (lmcache/v1/config.py @v0.4.4), not from the extra config
+        return {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    tiers = []
+    if offload.cpu:
+        tiers.append({"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+                      "kv_connector_extra_config": memory.offload_setting})
+    if offload.filesystem is not None:
+        fs = offload.filesystem
+        tiers.append({"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
+            **FS_CONNECTOR_CONFIG, "shared_storage_path": serving.filesystem_offload.mount_path.rstrip("/") + "/kv-cache/",
+            "block_size": fs.block_size, "threads_per_gpu": fs.threads_per_gpu}})
+    if len(tiers) == 1:
+        return tiers[0]
+    # vllm/distributed/kv_transfer/kv_connector/v1/multi_connector.py @v0.19.1: each entry is a whole KVTransferConfig
+    return {"kv_connector": "MultiConnector", "kv_role": "kv_both", "kv_connector_extra_config": {"connectors": tiers}}
+
+
+def lmcache_env(offload: KvOffload, memory: sizing.MemoryPlan, names: dict[str, str], namespace: str) -> list[dict[str, Any]]:
+    if offload.connector != "LMCacheConnectorV1":
+        return []
+    # lmcache/v1/config.py @v0.4.4: LMCACHE_<SETTING>; booleans are 'true'/'1'; max_local_cpu_size in GiB per worker
+    env = {"LMCACHE_LOCAL_CPU": "true" if offload.cpu else "false"}
+    if offload.cpu:
+        env["LMCACHE_MAX_LOCAL_CPU_SIZE"] = f"{memory.lmcache_cpu_gib:g}"
+    if offload.remote is not None:
+        # redis:// for Valkey too: LMCache's valkey:// adapter imports `glide`, which the lmcache package does not
+        # depend on (lmcache/v1/storage_backend/connector/valkey_adapter.py @v0.4.4); Valkey speaks the Redis protocol
+        env["LMCACHE_REMOTE_URL"] = f"redis://{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
+        env["LMCACHE_REMOTE_SERDE"] = "naive"
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def check_connector_in_image(offload: KvOffload, config: Configuration, entry: catalog.VersionEntry, cell: Cell,
+                             version: str, serving: Serving) -> None:
+    fs = offload.filesystem
+    if fs is not None and fs.block_size % serving.block_size:
+        raise CampaignError(f"{cell}: the filesystem tier's block_size {fs.block_size} is not a multiple of "
+                            f"serving.block_size {serving.block_size} (vllm/v1/kv_offload/spec.py requires it)")
+    if config.model_server.image:
+        return  # the configuration brings its own image
+    if offload.connector == "LMCacheConnectorV1" and not entry.contract.lmcache_in_image:
+        raise CampaignError(f"{cell}: llm-d {version}'s model-server image has no lmcache package "
+                            "(include/versions.yaml lmcache_in_image); use llm-d v0.5.0 or later, or give the "
+                            "configuration a model_server.image with LMCache")
+    if offload.filesystem is not None and not entry.contract.fs_backend_in_image:
+        raise CampaignError(f"{cell}: llm-d {version}'s model-server image has no llmd_fs_backend (include/versions.yaml "
+                            "fs_backend_in_image); use llm-d v0.7.0 or later, or give the configuration a "
+                            "model_server.image with the filesystem backend")
+
+
+def fs_claim_name(serving: Serving, names: dict[str, str]) -> str:
+    return serving.filesystem_offload.claim or names["kv_fs"]
 
 
 def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> dict[str, Any]:
@@ -358,19 +432,32 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
     mirrors = serving.registry_mirrors
     names = cell_names(cell)
     labels, selector = cell_labels(campaign, cell, run_id)
-    config = campaign.configuration(cell.config)
+    config = campaign.cell_configuration(cell)
     kv = None
-    if config.index_kind is not None:
-        kind = config.index_kind
+    if config.store_kind is not None:
+        kind = config.store_kind
         kv = {"kind": kind, "image": mirrored(entry.images[kind], mirrors), "port": INDEX_PORT,
               "cli": "redis-cli" if kind == "redis" else "valkey-cli",
-              "placement": pod_placement(serving.scheduling.kv_index, serving)}
+              "placement": pod_placement(serving.scheduling.kv_index, serving),
+              # an LMCache remote store fills with KV chunks: evict the least recently used below the pod's 4Gi limit
+              # (the evaluation ran its Valkey with --maxmemory 512mb --maxmemory-policy allkeys-lru)
+              "extra_args": [] if config.index_kind else ["--maxmemory", "3gb", "--maxmemory-policy", "allkeys-lru"]}
     epp_env = [{"name": "HF_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": serving.hf_token_secret, "key": "HF_TOKEN", "optional": True}}}]
     if config.kv_events:
         epp_env.append({"name": "PYTHONHASHSEED", "value": serving.hash_seed})
+    fs_pvc = None
+    if config.filesystem_tier is not None and serving.backend == "vllm":
+        fs = serving.filesystem_offload
+        if fs.access_mode == "ReadWriteOnce" and params.replicas > 1:
+            raise CampaignError(f"{cell}: the filesystem offload volume is ReadWriteOnce but the cell has {params.replicas} "
+                                "replicas: pods on other nodes cannot mount it; set serving.filesystem_offload.access_mode: "
+                                "ReadWriteMany (and a storage class that provides it)")
+        if fs.claim is None:
+            fs_pvc = {"name": names["kv_fs"], "size": f"{fs.size_gib}Gi", "access_mode": fs.access_mode,
+                      "storage_class": fs.storage_class}
     return {
-        "namespace": namespace, "labels": labels, "selector": selector, "names": names,
+        "namespace": namespace, "labels": labels, "selector": selector, "names": names, "fs_pvc": fs_pvc,
         "replicas": params.replicas, "model_cache_pvc": serving.model_cache_pvc,
         "server": model_server(cell, params, campaign, entry, names, namespace),
         "server_placement": pod_placement(serving.scheduling.model_server, serving),
@@ -393,11 +480,12 @@ def _env() -> jinja2.Environment:
 
 
 def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:
-    """The cell's objects, in apply order."""
-    ctx = context(campaign, params, cell, run_id, namespace)
+    """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied)."""
+    ctx = context(campaign, params.for_cell(cell), cell, run_id, namespace)
     env = _env()
     docs: list[dict[str, Any]] = []
-    templates = (["cell/kv-index.yaml.j2"] if ctx["kv"] else []) + ["cell/epp.yaml.j2", "cell/model-server.yaml.j2"]
+    templates = ((["cell/kv-offload-pvc.yaml.j2"] if ctx["fs_pvc"] else []) + (["cell/kv-index.yaml.j2"] if ctx["kv"] else [])
+                 + ["cell/epp.yaml.j2", "cell/model-server.yaml.j2"])
     for name in templates:
         docs += [d for d in yaml.safe_load_all(env.get_template(name).render(**ctx)) if d]
     return docs

@@ -75,6 +75,7 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
     for cell in campaign.cells():
         if not params.selects(cell):
             continue
+        cell_params = params.for_cell(cell)
         spec = campaign.model(cell.model)
         levels = params.levels_for(spec)
         runs = []
@@ -82,21 +83,21 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             for run_levels in runs_of(params, levels):
                 output = report_name(trial, run_levels, params)
                 runs.append({"trial": trial, "levels": run_levels, "argv": guidellm_argv(
-                    guidellm="guidellm", campaign=campaign, params=params, cell=cell, levels=run_levels, run_id=run_id,
+                    guidellm="guidellm", campaign=campaign, params=cell_params, cell=cell, levels=run_levels, run_id=run_id,
                     trial=trial, target=PLAN_TARGET, output=f"<cell folder>/{output}",
                     tokenizer=plan_tokenizer(runtime, cell.model))})
         loads = model_loads(params, len(levels))
-        config = campaign.configuration(cell.config)
+        config = campaign.cell_configuration(cell)
         cells.append({
             "model": cell.model, "config": cell.config, "group_id": cell.group_id,
-            "factors": {"tensor_parallel_size": params.tensor_parallel_size, "replicas": params.replicas,
-                        "llmd_version": params.llmd_version},
+            "factors": {"tensor_parallel_size": cell_params.tensor_parallel_size, "replicas": cell_params.replicas,
+                        "llmd_version": params.llmd_version, **dict(cell.factors)},
             "configuration": config.model_dump(mode="json"),
             "levels": levels,
             "guidellm_runs": runs,
             "isolation": {"between_levels": params.level_isolation, "between_trials": params.trial_isolation},
             "model_loads": loads,
-            "gpus": params.tensor_parallel_size * params.replicas,
+            "gpus": cell_params.tensor_parallel_size * cell_params.replicas,
             # an upper bound when max_requests may end a level sooner
             "benchmark_s": round(len(levels) * params.duration_s * params.trials, 3),
         })

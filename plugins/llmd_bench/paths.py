@@ -45,8 +45,10 @@ def run_dir(run_id: str) -> Path:
     return results_root() / safe_component(run_id)
 
 
-def cell_dir(run_id: str, model: str, config: str) -> Path:
-    return run_dir(run_id) / safe_component(model_short_name(model)) / safe_component(config)
+def cell_dir(run_id: str, model: str, config: str, variant: str = "") -> Path:
+    """results/<run>/<model>/<config>[__<factor values>]/"""
+    return run_dir(run_id) / safe_component(model_short_name(model)) / safe_component(
+        f"{config}__{variant}" if variant else config)
 
 
 # A report folder's metadata (campaign, run id, runtime): the UI plugin authorises readers by its campaign.

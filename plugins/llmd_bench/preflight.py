@@ -71,7 +71,7 @@ _WRITE = ("create", "patch", "get", "list", "delete")
 # for exactly these, and tests/test_preflight.py proves the namespace Role grants every one of them.
 STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
     _perms("apps", ("deployments",), _WRITE)
-    + _perms("", ("services", "configmaps"), _WRITE)
+    + _perms("", ("services", "configmaps", "persistentvolumeclaims"), _WRITE)
     + _perms("inference.networking.k8s.io", ("inferencepools",), _WRITE)
     + _perms("", ("pods",), ("get", "list"))
     + _perms("", ("pods",), ("get",), sub="log")

@@ -108,7 +108,8 @@ def build(data: ReportInput) -> Report:
     warnings = []
     own = campaign_configurations(data.campaign)
     for r in table.itertuples():
-        config = configurations.lookup(r.config, own) if not is_missing(r.replicas) and r.replicas == 1 else None
+        name = r.configuration if isinstance(getattr(r, "configuration", None), str) else str(r.config).split(" [")[0]
+        config = configurations.lookup(name, own) if not is_missing(r.replicas) and r.replicas == 1 else None
         if config is not None and config.needs_replicas and r.status == "ok":
             warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
                             "to make, so cache-aware routing cannot differ from the baseline by construction.")
@@ -390,10 +391,17 @@ def _method_section(doc: Doc, report: Report) -> None:
                                 "variance)." if isolation == "redeploy" else
                                 ", on the same running servers (their spread excludes deployment variance).")
                                if trials > 1 else " (no run-to-run interval from this run alone)."),
-        f"Serving: llm-d {p.get('llmd_version')}, TP {p.get('tensor_parallel_size')}, {p.get('replicas')} replica(s).",
+        f"Serving: llm-d {p.get('llmd_version')}, TP {p.get('tensor_parallel_size')}, {p.get('replicas')} replica(s)"
+        + (" unless a factor sets them." if p.get("factors") else "."),
         "Noise: see the Noise section; single-trial judgements use the cells' history or the campaign floor "
         f"({noise_floor_pct(report.data):g} %).",
     ]
+    factors = p.get("factors") or {}
+    if factors:
+        items.append("Factors: " + "; ".join(f"{name} {', '.join(map(str, values))}" for name, values in factors.items())
+                     + ". Cells are models x configurations x these values (offload_size only for configurations that "
+                     "offload); each configuration is compared with the baseline under the same replicas, tensor "
+                     "parallel size and memory regime, shown with the model as 'model [factor=value]'.")
     doc.ul(items)
     differs = [f"{k} {p.get(k)!r} (February: {v!r})" for k, v in FEBRUARY_METHOD.items() if p.get(k) != v]
     if differs:
@@ -524,6 +532,22 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
                   [[r.model, r.config, _fmt(r.baseline_peak_output_tps), _fmt(r.peak_output_tps), _signed(r.vs_baseline_pct),
                     _signed(r.ttft_vs_baseline_pct), _signed(r.tpot_vs_baseline_pct), r.judgement, r.basis]
                    for r in report.comparisons.itertuples()])
+
+    scaling = analysis.scaling(t)
+    if not scaling.empty:
+        doc.h(2, "Scaling")
+        doc.p("Peak output tokens/s at each value of a factor that varied in this run, per model and configuration "
+              "(and the other factors' values). Efficiency is the peak over the smallest value's peak scaled "
+              "linearly (1.00 = linear); it compares single peaks, so read it against the noise floor above.")
+        for factor, g in scaling.groupby("factor", sort=False):
+            values = sorted(g["value"].unique())
+            rows = []
+            for (model, config, others), h in g.groupby(["model", "config", "others"], sort=False):
+                by_value = {int(r.value): r for r in h.itertuples()}
+                rows.append([model, config, others or "-"] + [
+                    (f"{_fmt(by_value[v].peak_output_tps)} ({by_value[v].efficiency:.2f})"
+                     if v in by_value and not is_missing(by_value[v].efficiency) else "-") for v in values])
+            doc.table(["Model", "Config", "Other factors"] + [f"{factor}={v}: tok/s (eff.)" for v in values], rows)
 
     doc.h(2, "Did each configuration take effect?")
     doc.p("A benchmark must show that the configuration under test was active: offload moving blocks, the "

@@ -16,7 +16,8 @@ from llmd_bench.noise import MAX_HISTORY
 CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
                 "requests_successful", "requests_errored"]
 OBSERVATION_COLUMNS = ["model", "config", "concurrency", "source", "metric", "value"]
-CELL_COLUMNS = ["model", "full_model", "config", "status", "reason", "replicas", "config_effect", "config_effect_evidence"]
+CELL_COLUMNS = ["model", "full_model", "config", "status", "reason", "replicas", "config_effect", "config_effect_evidence",
+                "configuration", "factors"]
 
 
 @dataclass
@@ -45,43 +46,51 @@ class ReportInput:
 
 
 # -- from the results store ---------------------------------------------------------------------------
-LEVELS_SQL = """
-SELECT c.short_model AS model, c.config, c.trial, l.concurrency, l.output_tps_mean,
+# A cell's labels in the report: the stack factors go with the model ('Qwen3-8B [replicas=2]'), so every
+# configuration is compared with the baseline under the same replicas, TP and memory regime; configuration
+# factors go with the configuration ('native-offload [offload_size=20k]').
+MODEL_LABEL = "(c.short_model || CASE WHEN c.stack_factors <> '' THEN ' [' || c.stack_factors || ']' ELSE '' END)"
+CONFIG_LABEL = "(c.config || CASE WHEN c.config_factors <> '' THEN ' [' || c.config_factors || ']' ELSE '' END)"
+
+LEVELS_SQL = f"""
+SELECT {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, c.trial, l.concurrency, l.output_tps_mean,
        l.output_tps_std, l.ttft_ms_mean AS ttft_mean_ms, l.tpot_ms_mean AS tpot_mean_ms, l.itl_ms_mean AS itl_mean_ms,
        l.ttft_ms_p90 AS ttft_p90_ms, l.ttft_ms_p99 AS ttft_p99_ms, l.tpot_ms_p90 AS tpot_p90_ms,
        l.tpot_ms_p99 AS tpot_p99_ms, l.requests_successful, l.requests_errored, l.requests_incomplete,
        l.request_latency_s_mean AS request_latency_mean_s,
-       (l.summary #>> '{metrics,request_latency,successful,std_dev}')::float AS request_latency_std_s,
+       (l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float AS request_latency_std_s,
        l.valid, l.invalid_reason, l.suspect_reason
 FROM level_results l JOIN cells c ON c.id = l.cell_id
 WHERE c.run_id = :run_pk
-ORDER BY c.short_model, c.config, c.trial, l.concurrency
+ORDER BY 1, 2, c.trial, l.concurrency
 """
 
-CELLS_SQL = """
-SELECT short_model AS model, model AS full_model, config,
+CELLS_SQL = f"""
+SELECT {MODEL_LABEL} AS model, c.model AS full_model, {CONFIG_LABEL} AS config, c.config AS configuration,
        -- a cell's status is its worst trial's
-       CASE WHEN bool_or(status = 'failed') THEN 'failed' WHEN bool_and(status = 'skipped') THEN 'skipped'
-            WHEN bool_or(status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
-       string_agg(DISTINCT reason, '; ') AS reason, max(replicas) AS replicas,
-       ((array_agg(config_effect ORDER BY trial))[1])::text AS config_effect_json,
-       ((array_agg(observability ORDER BY trial))[1])::text AS observability_json
-FROM cells WHERE run_id = :run_pk GROUP BY short_model, model, config
+       CASE WHEN bool_or(c.status = 'failed') THEN 'failed' WHEN bool_and(c.status = 'skipped') THEN 'skipped'
+            WHEN bool_or(c.status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
+       string_agg(DISTINCT c.reason, '; ') AS reason, max(c.replicas) AS replicas,
+       ((array_agg(c.factors ORDER BY c.trial))[1])::text AS factors_json,
+       ((array_agg(c.config_effect ORDER BY c.trial))[1])::text AS config_effect_json,
+       ((array_agg(c.observability ORDER BY c.trial))[1])::text AS observability_json
+FROM cells c WHERE c.run_id = :run_pk GROUP BY 1, c.model, 3, c.config
 """
 
-OBSERVATIONS_SQL = """
-SELECT c.short_model AS model, c.config, o.concurrency, o.source, o.metric, avg(o.value) AS value
+OBSERVATIONS_SQL = f"""
+SELECT {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, o.concurrency, o.source, o.metric, avg(o.value) AS value
 FROM level_observations o JOIN cells c ON c.id = o.cell_id
 WHERE c.run_id = :run_pk
-GROUP BY c.short_model, c.config, o.concurrency, o.source, o.metric
+GROUP BY 1, 2, o.concurrency, o.source, o.metric
 """
 
 # Peaks per run and cell for every llm-d version of a campaign, aggregated in SQL: the peak level of
 # each cell (with its dispersion), then per version x model x config the mean over runs and trials.
-CROSS_VERSION_SQL = """
+CROSS_VERSION_SQL = f"""
 WITH peak_levels AS (
     SELECT DISTINCT ON (l.cell_id)
-           l.id AS level_id, r.llmd_version, r.id AS run_pk, c.short_model, c.config, l.output_tps_mean
+           l.id AS level_id, r.llmd_version, r.id AS run_pk, {MODEL_LABEL} AS short_model, {CONFIG_LABEL} AS config,
+           l.output_tps_mean
     FROM runs r
     JOIN cells c ON c.run_id = r.id
     JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
@@ -92,7 +101,7 @@ WITH peak_levels AS (
     -- request latency and the window's edge (one request per stream), read from the JSONB summary of the
     -- peak rows only, never of every level
     SELECT p.*, p.output_tps_mean * sqrt(
-               coalesce(power((l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+               coalesce(power((l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float
                               / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
                + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
     FROM peak_levels p JOIN level_results l ON l.id = p.level_id
@@ -131,20 +140,21 @@ WITH cur AS (
     LIMIT :max_runs
 )"""
 PREVIOUS_RUNS = 10
-PREVIOUS_RUNS_SQL = EARLIER_RUNS_CTE + """, candidates AS (
+PREVIOUS_RUNS_SQL = EARLIER_RUNS_CTE + f""", candidates AS (
     SELECT id, dag_run_id, t, false AS is_current FROM earlier
     UNION ALL
     SELECT r.id, r.dag_run_id, cur.t, true FROM runs r JOIN cur ON cur.id = r.id
 ), peak_levels AS (
     SELECT DISTINCT ON (l.cell_id)
-           l.id AS level_id, r.id AS run_pk, r.dag_run_id, r.t, r.is_current, c.short_model, c.config, l.output_tps_mean
+           l.id AS level_id, r.id AS run_pk, r.dag_run_id, r.t, r.is_current, {MODEL_LABEL} AS short_model,
+           {CONFIG_LABEL} AS config, l.output_tps_mean
     FROM candidates r
     JOIN cells c ON c.run_id = r.id
     JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
     ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
 ), with_se AS (
     SELECT p.*, p.output_tps_mean * sqrt(
-               coalesce(power((l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+               coalesce(power((l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float
                               / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
                + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
     FROM peak_levels p JOIN level_results l ON l.id = p.level_id
@@ -159,8 +169,8 @@ GROUP BY run_pk, dag_run_id, t, is_current, short_model, config
 
 # The noise model's history: every trial's peak of the earlier runs that measured the same thing as this
 # run (the same filter as PREVIOUS_RUNS_SQL), the latest noise.MAX_HISTORY runs.
-HISTORY_SQL = EARLIER_RUNS_CTE + """
-SELECT DISTINCT ON (l.cell_id) c.short_model AS model, c.config, e.t, e.id AS run_pk, c.trial,
+HISTORY_SQL = EARLIER_RUNS_CTE + f"""
+SELECT DISTINCT ON (l.cell_id) {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, e.t, e.id AS run_pk, c.trial,
        l.output_tps_mean AS peak_output_tps
 FROM earlier e
 JOIN cells c ON c.run_id = e.id
@@ -213,9 +223,10 @@ def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
 
     effects = [json.loads(v) if v else {} for v in cells["config_effect_json"]]
     observability = [json.loads(v) if v else {} for v in cells["observability_json"]]
+    factors = [json.loads(v) if v else {} for v in cells["factors_json"]]
     cells = cells.assign(config_effect=[e.get("verdict", "not measured") for e in effects],
                          config_effect_evidence=[e.get("evidence", "") for e in effects],
-                         observability=observability)
+                         observability=observability, factors=factors)
     return cells[[c for c in CELL_COLUMNS + ["observability"] if c in cells.columns]]
 
 
@@ -247,7 +258,8 @@ def from_csv_dir(directory: Path) -> ReportInput:
         reasons = "; ".join(sorted({f"c={c}: {r}" for c, r in zip(g["concurrency"], g["invalid_reason"]) if isinstance(r, str)}))
         cells.append({"model": model, "full_model": model, "config": config, "status": "ok" if ok else "invalid",
                       "reason": None if ok else f"no valid level ({reasons})", "replicas": None,
-                      "config_effect": "not measured", "config_effect_evidence": ""})
+                      "config_effect": "not measured", "config_effect_evidence": "", "configuration": config,
+                      "factors": {}})
     return ReportInput(campaign=directory.name, run_id=f"csv:{directory.name}", runtime="unknown", levels=levels,
                        cells=pd.DataFrame(cells, columns=CELL_COLUMNS), source=f"CSV files in {directory}")
 

@@ -23,12 +23,16 @@ from pydantic import ValidationError
 from llmd_bench import paths
 from llmd_bench.campaign import Architecture, Campaign, ModelSpec, OffloadSize, PodResources, Serving
 from llmd_bench.catalog import VersionEntry
+from llmd_bench.configurations import FilesystemTier, KvOffload
 from llmd_bench.errors import CampaignError
 
 GIB = 2**30
 # NCCL and vLLM's inter-process queues use /dev/shm besides any offload buffer
 BASE_SHM_GIB_PER_GPU = 2.0
 MIN_SHM_GIB = 4.0
+# llmd_fs_backend's cap on staging memory per worker (llmd_fs_backend/worker.py @v0.7.0 DEFAULT_MAX_STAGING_MEMORY_GB);
+# the renderer leaves it at the default
+FS_MAX_STAGING_GB = 150
 
 
 @lru_cache(maxsize=4)
@@ -104,6 +108,10 @@ class MemoryPlan:
     limit_bytes: int
     shm_bytes: int
     cpu: float
+    # LMCache's CPU tier per worker (LMCACHE_MAX_LOCAL_CPU_SIZE, GiB: lmcache/v1/config.py @v0.4.4 multiplies it by 1024**3)
+    lmcache_cpu_gib: float | None = None
+    # llm-d's filesystem backend: pinned staging buffers per worker, one file per I/O thread
+    staging_bytes_per_rank: int = 0
 
     @property
     def offload_bytes_per_pod(self) -> int:
@@ -113,11 +121,14 @@ class MemoryPlan:
         return asdict(self) | {"offload_bytes_per_pod": self.offload_bytes_per_pod}
 
     def describe(self) -> str:
-        base = self.request_bytes - self.offload_bytes_per_pod
+        staging = self.staging_bytes_per_rank * self.tensor_parallel_size
+        base = self.request_bytes - self.offload_bytes_per_pod - staging
         parts = [f"vLLM host memory {gib(base)}"]
         if self.offload_bytes_per_rank:
             parts.append(f"offload buffer {self.tensor_parallel_size} x {gib(self.offload_bytes_per_rank)} "
                          f"({self.kv_bytes_per_token_per_rank} KV bytes per token per rank)")
+        if staging:
+            parts.append(f"filesystem staging {self.tensor_parallel_size} x {gib(self.staging_bytes_per_rank)}")
         return (f"request {gib(self.request_bytes)} = " + " + ".join(parts)
                 + f"; limit {gib(self.limit_bytes)}; /dev/shm {gib(self.shm_bytes)}")
 
@@ -143,31 +154,48 @@ def offload_setting(offload: OffloadSize, serving: Serving, entry: VersionEntry,
     return {"cpu_bytes_to_use": per_rank_bytes * scope}
 
 
+def staging_bytes(kv_per_token: int, fs: FilesystemTier) -> int:
+    """llmd_fs_backend's pinned staging memory per worker: one file (block_size tokens of every layer's KV) per I/O
+    thread, threads capped by max_staging_memory_gb (llmd_fs_backend/worker.py @v0.7.0: _compute_buffer_size_mb
+    rounds a file up to whole MiB; DEFAULT_MAX_STAGING_MEMORY_GB = 150)."""
+    file_mib = math.ceil(kv_per_token * fs.block_size / 2**20)
+    threads = min(fs.threads_per_gpu, int(FS_MAX_STAGING_GB * 1024 / file_mib))
+    return file_mib * threads * 2**20
+
+
 def plan(campaign: Campaign, spec: ModelSpec, config: str, tp: int, entry: VersionEntry, offloads: bool,
-         size: OffloadSize | None = None) -> MemoryPlan:
-    """size: the configuration's own CPU tier (configurations.KvOffload.size); default serving.offload."""
+         size: OffloadSize | None = None, offload: KvOffload | None = None) -> MemoryPlan:
+    """size: the configuration's own CPU tier (configurations.KvOffload.size); default serving.offload.
+    offload: the connector and its tiers (default: native offload with a CPU tier)."""
     serving = campaign.serving.model_copy(update={"tensor_parallel_size": tp})
     resources: PodResources = spec.resources or serving.resources
     arch = architecture(spec)
     kv = kv_bytes_per_token_per_rank(arch, tp)
-    per_rank, setting = 0, {}
-    if offloads:
+    per_rank, setting, lmcache_gib = 0, {}, None
+    connector = offload.connector if offload else "OffloadingConnector"
+    if offloads and (offload is None or offload.cpu):
         off = size or serving.offload
         if off.num_cpu_blocks is not None:
             per_rank = off.num_cpu_blocks * (off.block_size or serving.block_size) * kv
         else:
             per_rank = int((off.cpu_gib_per_gpu or 0) * GIB)
-        setting = offload_setting(off, serving, entry, per_rank, kv)
-        if "num_cpu_blocks" in setting:  # what vLLM will really allocate
-            per_rank = setting["num_cpu_blocks"] * serving.block_size * kv
-    in_shm = offloads and entry.contract.offload_buffer_in_shm
+        if connector == "LMCacheConnectorV1":
+            lmcache_gib = round(per_rank / GIB, 2)
+            per_rank = int(lmcache_gib * GIB)
+        else:
+            setting = offload_setting(off, serving, entry, per_rank, kv)
+            if "num_cpu_blocks" in setting:  # what vLLM will really allocate
+                per_rank = setting["num_cpu_blocks"] * serving.block_size * kv
+    staging = staging_bytes(kv, offload.filesystem) if offloads and offload and offload.filesystem else 0
+    in_shm = offloads and connector == "OffloadingConnector" and per_rank > 0 and entry.contract.offload_buffer_in_shm
     base = int(resources.memory_gib_per_gpu * tp * GIB)
-    request = base + per_rank * tp
+    request = base + (per_rank + staging) * tp
     limit = int(request * (1 + serving.memory_headroom_pct / 100))
     shm = int(max(MIN_SHM_GIB, BASE_SHM_GIB_PER_GPU * tp) * GIB) + (int(per_rank * tp * 1.05) if in_shm else 0)
     result = MemoryPlan(model=spec.name, tensor_parallel_size=tp, kv_bytes_per_token_per_rank=kv,
                         offload_bytes_per_rank=per_rank, offload_setting=setting, offload_in_shm=in_shm,
-                        request_bytes=request, limit_bytes=limit, shm_bytes=shm, cpu=resources.cpu_per_gpu * tp)
+                        request_bytes=request, limit_bytes=limit, shm_bytes=shm, cpu=resources.cpu_per_gpu * tp,
+                        lmcache_cpu_gib=lmcache_gib, staging_bytes_per_rank=staging)
     if serving.max_pod_memory_gib is not None and limit > serving.max_pod_memory_gib * GIB:
         raise CampaignError(
             f"{spec.short_name}/{config} cannot fit: its model-server pod needs a memory limit of {gib(limit)} "

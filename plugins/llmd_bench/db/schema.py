@@ -60,7 +60,9 @@ class Run(Base):
 class Cell(Base):
     __tablename__ = "cells"
     __table_args__ = (
-        UniqueConstraint("run_id", "model", "config", "trial", name="uq_cells_run_model_config_trial"),
+        # one row per model x configuration x factor values x trial
+        UniqueConstraint("run_id", "model", "config", "stack_factors", "config_factors", "trial",
+                         name="uq_cells_run_model_config_factors_trial"),
         CheckConstraint(f"status IN {CELL_STATUSES}", name="ck_cells_status"),
         Index("ix_cells_run", "run_id"),
     )
@@ -70,6 +72,11 @@ class Cell(Base):
     model: Mapped[str] = mapped_column(Text)
     short_model: Mapped[str] = mapped_column(Text)
     config: Mapped[str] = mapped_column(Text)
+    # the campaign's factor values for this cell (campaign.Cell): stack factors ('replicas=2') are compared within,
+    # configuration factors ('offload_size=20k') label the configuration; '' when the campaign has none
+    stack_factors: Mapped[str] = mapped_column(Text, default="", server_default="")
+    config_factors: Mapped[str] = mapped_column(Text, default="", server_default="")
+    factors: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     trial: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)

@@ -152,6 +152,9 @@ class CellInfo:
     trial: int
     status: str
     reason: str | None = None
+    stack_factors: str = ""
+    config_factors: str = ""
+    factors: dict[str, Any] | None = None
     replicas: int | None = None
     tensor_parallel_size: int | None = None
     versions: dict[str, Any] | None = None
@@ -175,11 +178,12 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
-                  observability=info.observability or {})
+                  observability=info.observability or {}, factors=info.factors or {})
+    key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
     stmt = stmt.on_conflict_do_update(
-        constraint="uq_cells_run_model_config_trial",
-        set_={k: stmt.excluded[k] for k in values if k not in ("run_id", "model", "config", "trial")} | {"loaded_at": func.now()},
+        constraint="uq_cells_run_model_config_factors_trial",
+        set_={k: stmt.excluded[k] for k in values if k not in key} | {"loaded_at": func.now()},
     ).returning(Cell.id)
     return session.execute(stmt).scalar_one()
 
@@ -277,12 +281,14 @@ def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[Pars
     return cell_pk
 
 
-def cell_stored(session: Session, campaign: str, dag_run_id: str, model: str, config: str, trials: int) -> bool:
+def cell_stored(session: Session, campaign: str, dag_run_id: str, model: str, config: str, trials: int,
+                stack_factors: str = "", config_factors: str = "") -> bool:
     """True when every trial of the cell is stored with status ok (a cleared run must not redo it)."""
     n = session.execute(
         select(func.count()).select_from(Cell).join(Run)
         .where(Run.campaign == campaign, Run.dag_run_id == dag_run_id, Cell.model == model,
-               Cell.config == config, Cell.status == "ok", Cell.trial <= trials)
+               Cell.config == config, Cell.stack_factors == stack_factors, Cell.config_factors == config_factors,
+               Cell.status == "ok", Cell.trial <= trials)
     ).scalar_one()
     return n >= trials
 

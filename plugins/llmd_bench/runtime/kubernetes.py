@@ -120,7 +120,7 @@ def _snake(key: str) -> str:
 
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
-KINDS = ("ConfigMap", "Service", "Deployment", "InferencePool")
+KINDS = ("PersistentVolumeClaim", "ConfigMap", "Service", "Deployment", "InferencePool")
 FIELD_MANAGER = "llmd-bench"
 WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                     "CreateContainerConfigError", "CreateContainerError"}
@@ -169,6 +169,8 @@ class Cluster:
             self.core.patch_namespaced_service(name, self.ns, doc, **kw)
         elif kind == "ConfigMap":
             self.core.patch_namespaced_config_map(name, self.ns, doc, **kw)
+        elif kind == "PersistentVolumeClaim":
+            self.core.patch_namespaced_persistent_volume_claim(name, self.ns, doc, **kw)
         elif kind == "InferencePool":
             self.custom.patch_namespaced_custom_object("inference.networking.k8s.io", "v1", self.ns, "inferencepools",
                                                        name, doc, **kw)
@@ -182,6 +184,8 @@ class Cluster:
             items = self.core.list_namespaced_service(self.ns, label_selector=selector).items
         elif kind == "ConfigMap":
             items = self.core.list_namespaced_config_map(self.ns, label_selector=selector).items
+        elif kind == "PersistentVolumeClaim":
+            items = self.core.list_namespaced_persistent_volume_claim(self.ns, label_selector=selector).items
         elif kind == "Pod":
             items = self.core.list_namespaced_pod(self.ns, label_selector=selector).items
         elif kind == "InferencePool":
@@ -201,6 +205,8 @@ class Cluster:
                 self.core.delete_namespaced_service(name, self.ns)
             elif kind == "ConfigMap":
                 self.core.delete_namespaced_config_map(name, self.ns)
+            elif kind == "PersistentVolumeClaim":
+                self.core.delete_namespaced_persistent_volume_claim(name, self.ns)
             elif kind == "InferencePool":
                 self.custom.delete_namespaced_custom_object("inference.networking.k8s.io", "v1", self.ns,
                                                             "inferencepools", name)
@@ -357,7 +363,7 @@ def _kv(ctx: StepContext) -> dict[str, Any] | None:
     from llmd_bench.manifests import cell_names
 
     assert ctx.cell is not None
-    kind = ctx.configuration.index_kind
+    kind = ctx.configuration.store_kind
     if kind is None:
         return None
     from llmd_bench import catalog

@@ -123,7 +123,7 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
     else:
         state["endpoint"] = state["replicas"][0]
 
-    name = ctx.configuration.index_kind
+    name = ctx.configuration.store_kind
     if name is not None:
         port = processes.free_port()
         cmd = [kv_server_bin(name), "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -27,7 +27,8 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
     outcomes = []
     for cell in ctx.campaign.cells():
         sub = StepContext(ctx.campaign, ctx.params, ctx.run_id, ctx.runtime, cell)
-        row: dict[str, Any] = {"model": cell.short_model, "config": cell.config}
+        row: dict[str, Any] = {"model": cell.short_model, "config": cell.config, "factors": dict(cell.factors),
+                               "stack_factors": cell.stack_factors, "config_factors": cell.config_factors}
         if not ctx.params.selects(cell):
             outcomes.append(row | {"status": "skipped", "reason": "not selected"})
             continue
@@ -64,7 +65,10 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
             if o["status"] in ("failed", "skipped"):
                 db.upsert_cell(session, run_pk, db.CellInfo(
                     model=by_short[o["model"]], short_model=o["model"], config=o["config"], trial=1,
-                    status=o["status"], reason=o["reason"], tensor_parallel_size=ctx.params.tensor_parallel_size))
+                    stack_factors=o["stack_factors"], config_factors=o["config_factors"], factors=o["factors"],
+                    status=o["status"], reason=o["reason"],
+                    tensor_parallel_size=o["factors"].get("tensor_parallel_size", ctx.params.tensor_parallel_size),
+                    replicas=o["factors"].get("replicas")))
         failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
         db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
 
@@ -83,10 +87,15 @@ def run(ctx: StepContext) -> dict[str, Any]:
     print(f"report: {out / 'report.html'}")
     write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
                                                      "runtime": ctx.runtime, "report": str(out), "cells": outcomes})
-    failed = [f"{o['model']}/{o['config']} ({o['reason']})" for o in outcomes if o["status"] in ("failed", "invalid")]
+    failed = [f"{o['model']}/{o['config']}{_factors_suffix(o)} ({o['reason']})" for o in outcomes if o["status"] in ("failed", "invalid")]
     if failed:
         raise CellsFailed(f"report written to {out}; {len(failed)} cell(s) failed: " + "; ".join(failed))
     return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out)}
+
+
+def _factors_suffix(outcome: dict[str, Any]) -> str:
+    factors = outcome.get("factors") or {}
+    return f" [{','.join(f'{k}={v}' for k, v in factors.items())}]" if factors else ""
 
 
 def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):

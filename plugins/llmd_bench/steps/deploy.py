@@ -46,7 +46,7 @@ def already_stored(ctx: StepContext) -> bool:
         try:
             with Session(engine) as session:
                 return db.cell_stored(session, ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config,
-                                      ctx.params.trials)
+                                      ctx.params.trials, ctx.cell.stack_factors, ctx.cell.config_factors)
         finally:
             engine.dispose()
     except Exception as exc:  # noqa: BLE001 - a missing table or a down server is "not stored"

@@ -86,6 +86,8 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
             status, reason = cell_status(report)
             path = report_path(ctx, trial)
             info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
+                               stack_factors=ctx.cell.stack_factors, config_factors=ctx.cell.config_factors,
+                               factors=dict(ctx.cell.factors),
                                trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
