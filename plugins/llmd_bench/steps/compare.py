@@ -87,7 +87,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     print(f"report: {out / 'report.html'}")
     write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
                                                      "runtime": ctx.runtime, "report": str(out), "cells": outcomes})
-    failed = [f"{o['model']}/{o['config']}{_factors_suffix(o)} ({o['reason']})" for o in outcomes if o["status"] in ("failed", "invalid")]
+    failed = [f"{o['model']}/{o['config']}{_factors_suffix(o)} ({o['reason']})" for o in outcomes
+              if o["status"] in ("failed", "invalid")]
     if failed:
         raise CellsFailed(f"report written to {out}; {len(failed)} cell(s) failed: " + "; ".join(failed))
     return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out)}
