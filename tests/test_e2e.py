@@ -151,3 +151,38 @@ def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campai
     cells = dict(_db_rows(db_url, "SELECT config, status || ': ' || coalesce(reason, '') FROM cells"))
     assert cells["llm-d-redis"] == "ok: " and cells["no-offload"].startswith("failed: sweep: guidellm exited with 3")
     assert _db_rows(db_url, "SELECT status FROM runs") == [("failed",)]
+
+
+def test_a_factor_campaign_runs_a_cell_per_factor_value_and_reports_scaling(airflow_db, campaigns_dir, results_dir, db_url,
+                                                                            monkeypatch):
+    """replicas [1, 2] x (no-offload, lmcache-valkey): four cells, each with its own replica count (mock servers
+    behind the local router), the LMCache remote store started for real, and a report that compares within
+    each replica count and shows the scaling."""
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    doc = tiny_campaign(configs=["no-offload", "lmcache-valkey"], factors={"replicas": [1, 2]})
+    doc["serving"]["llmd_version"] = "v0.7.0"
+    doc["local_simulation"]["lmcache-valkey"] = {"ttft_ms": 45, "itl_ms": 8.6, "max_concurrent_requests": 64}
+    path = write_campaign(campaigns_dir, doc)
+    dr = _run(path, {"concurrency": [2], "duration_s": 2})
+    states = _states(dr)
+    assert dr.state == "success", states
+    groups = ["Qwen3-0_6B__no-offload__replicas-1", "Qwen3-0_6B__no-offload__replicas-2",
+              "Qwen3-0_6B__lmcache-valkey__replicas-1", "Qwen3-0_6B__lmcache-valkey__replicas-2"]
+    assert all(states[f"{g}.load_results"] == "success" for g in groups), states
+    run_dir = results_dir / dr.run_id / "Qwen3-0.6B"
+    for config in ("no-offload", "lmcache-valkey"):
+        for n in (1, 2):
+            record = json.loads((run_dir / f"{config}__replicas-{n}" / "cell.json").read_text())
+            assert record["factors"] == {"replicas": n} and record["params"]["replicas"] == n
+            assert record["serving"]["replicas"] == n  # n mock servers behind the router
+    store = json.loads((run_dir / "lmcache-valkey__replicas-2" / "cell.json").read_text())
+    assert store["serving"]["kv_backend"]["kind"] == "valkey"
+    assert sorted(_db_rows(db_url, "SELECT config, stack_factors, replicas FROM cells")) == [
+        ("lmcache-valkey", "replicas=1", 1), ("lmcache-valkey", "replicas=2", 2),
+        ("no-offload", "replicas=1", 1), ("no-offload", "replicas=2", 2)]
+    md = (results_dir.parent / "reports" / dr.run_id / "report.md").read_text()
+    assert "| Qwen3-0.6B [replicas=2] | lmcache-valkey |" in md and "## Scaling" in md
+    scaling = md.split("## Scaling")[1].split("\n## ")[0]
+    assert "| Qwen3-0.6B | lmcache-valkey | - |" in scaling and "replicas=2: tok/s (eff.)" in scaling
+    assert "Factors: replicas 1, 2." in md
+    _assert_nothing_left(results_dir)

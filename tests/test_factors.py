@@ -172,3 +172,46 @@ def test_a_run_without_factors_has_no_scaling_section_and_unchanged_labels():
     from llmd_bench.report import render
     md, _ = render(report, {})
     assert "## Scaling" not in md and "| Qwen3-8B | native-offload |" in md
+
+
+SHIPPED = ["kv_cache_eval", "kv_cache_eval_per_level", "kv_cache_eval_replicas", "kv_cache_eval_memory_pressure",
+           "kv_cache_eval_lmcache"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_cell_of_every_shipped_campaign_renders_strictly_and_builds_its_task_group(name):
+    import kubernetes_validate
+
+    from llmd_bench.airflow_dag import build_dag
+
+    campaign = find_campaign(name)
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    cells = campaign.cells()
+    for cell in cells:
+        for doc in manifests.render_cell(campaign, params, cell, "scheduled__2026-11-22T00:00:00+00:00", "bench"):
+            if doc["kind"] != "InferencePool":
+                kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    dag = build_dag(campaign, runtime="kubernetes")
+    groups = {t.task_id.split(".")[0] for t in dag.tasks if "." in t.task_id}
+    assert groups == {c.group_id for c in cells}
+    deploy = dag.get_task(f"{cells[-1].group_id}.deploy")
+    if cells[-1].factors:
+        assert deploy.arguments[deploy.arguments.index("--factors") + 1] == cells[-1].factors_arg
+
+
+def test_the_memory_pressure_study_compares_tiers_under_both_regimes():
+    campaign = find_campaign("kv_cache_eval_memory_pressure")
+    cells = campaign.cells()
+    assert len(cells) == 4 * 5 * 2
+    params = resolve_params(campaign, {"models": ["Qwen/Qwen3-14B"], "configs": ["cpu+fs-offload-20k"],
+                                       "factors": {"memory_regime": ["pressure"]}}, catalog.known_versions())
+    (cell,) = [c for c in cells if params.selects(c)]
+    docs = manifests.render_cell(campaign, params, cell, "r1", "bench")
+    vllm = next(c for d in docs if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+                if c["name"] == "vllm")
+    args = vllm["args"]
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.7"
+    assert json.loads(args[args.index("--kv-transfer-config") + 1])["kv_connector"] == "MultiConnector"
+    found = method.plan(campaign, params, "kubernetes")
+    assert found["cells"][0]["factors"]["memory_regime"] == "pressure"
+    assert found["cells"][0]["configuration"]["model_server"]["gpu_memory_utilization"] == 0.7

@@ -136,8 +136,9 @@ def report_name(trial: int, levels: list[int], params: RunParams) -> str:
 def format_plan(found: dict[str, Any]) -> str:
     """The plan as text: a line per cell, the totals, and the first cell's GuideLLM command in full."""
     lines = [f"campaign {found['campaign']} ({found['runtime']} runtime), baseline {found['baseline']}"]
+    width = max([40, *(len(c["group_id"]) for c in found["cells"])])
     for c in found["cells"]:
-        lines.append(f"  {c['group_id']:<40} levels {','.join(map(str, c['levels']))}  runs {len(c['guidellm_runs'])}  "
+        lines.append(f"  {c['group_id']:<{width}} levels {','.join(map(str, c['levels']))}  runs {len(c['guidellm_runs'])}  "
                      f"model loads {c['model_loads']}  benchmark {c['benchmark_s']:g} s  GPUs {c['gpus']}")
     t = found["totals"]
     lines.append(f"totals: {t['cells']} cells, {t['guidellm_runs']} GuideLLM runs, {t['levels']} levels, "
