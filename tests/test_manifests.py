@@ -476,3 +476,22 @@ def test_lmcache_cpu_tier_is_sized_per_model_and_its_remote_is_the_cells_store(c
     (kv,) = [ct for d in by_kind(docs, "Deployment") for ct in d["spec"]["template"]["spec"]["containers"]
              if ct["name"] == "valkey"]
     assert kv["args"][-4:] == ["--maxmemory", "3gb", "--maxmemory-policy", "allkeys-lru"]
+
+
+def test_a_pre_start_command_runs_before_vllm_which_keeps_its_arguments(tmp_path):
+    from conftest import tiny_campaign, write_campaign
+
+    doc = tiny_campaign(configs=["no-offload", "lmcache-pinned"])
+    doc["serving"]["llmd_version"] = "v0.4.0"  # no LMCache in this image: the configuration installs it
+    doc["configurations"] = {"lmcache-pinned": {
+        "description": "LMCache installed at start-up", "evidence": "offload-counters",
+        "model_server": {"kv_offload": {"connector": "LMCacheConnectorV1", "size": {"cpu_gib_per_gpu": 4}},
+                         "image": "docker.io/vllm/vllm-openai:v0.11.2", "pre_start": ["pip install lmcache==0.3.9"]}}}
+    doc["local_simulation"]["lmcache-pinned"] = {"ttft_ms": 40, "itl_ms": 8}
+    campaign = load_campaign(write_campaign(tmp_path, doc))
+    _, docs = render(campaign, "Qwen/Qwen3-0.6B", "lmcache-pinned")
+    vllm = container(docs, "vllm")
+    assert vllm["command"] == ["/bin/sh", "-c", 'pip install lmcache==0.3.9 && exec vllm serve "$@"', "vllm"]
+    assert vllm["args"][0] == "Qwen/Qwen3-0.6B" and "--kv-transfer-config" in vllm["args"]
+    _, docs = render(campaign, "Qwen/Qwen3-0.6B", "no-offload")
+    assert container(docs, "vllm")["command"] == ["vllm", "serve"]

@@ -114,6 +114,8 @@ class ModelServerPart(_Strict):
     image: str | None = Field(None, description="model-server image instead of the version catalog's")
     extra_args: list[str] = Field([], description="vLLM flags appended verbatim (not those the renderer sets)")
     env: dict[str, str] = Field({}, description="model-server environment (not the variables the renderer sets)")
+    pre_start: list[str] = Field([], description="shell commands run in the model-server container before vLLM "
+                                 "starts (e.g. installing a connector's package the image lacks)")
 
     @field_validator("extra_args")
     @classmethod

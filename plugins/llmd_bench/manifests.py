@@ -338,7 +338,8 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
         args += ["--kv-transfer-config", json.dumps(kv_transfer_config(offload, memory, serving),
                                                     separators=(",", ":"))]
         if offload.filesystem is not None:
-            # llmd_fs_backend README @v0.7.0 recommends the multiprocess executor
+            # llmd_fs_backend README @v0.7.0 recommends the multiprocess executor; the backend creates its directories
+            # itself (csrc/storage/backends/fs_io/file_io.cpp @v0.7.0), so no pre-start mkdir is needed
             args += ["--distributed-executor-backend", "mp"]
             mounts.append({"name": "kv-offload-fs", "mountPath": serving.filesystem_offload.mount_path})
             volumes.append({"name": "kv-offload-fs",
@@ -352,7 +353,11 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     gpus = str(tp)
     cpu = f"{memory.cpu:g}"
     image = mirrored(config.model_server.image or entry.images["vllm"], mirrors)
-    return {"container": "vllm", "image": image, "command": ["vllm", "serve"],
+    command = ["vllm", "serve"]
+    if config.model_server.pre_start:
+        # the commands, then vLLM in the shell's place (signals reach it); the args stay a list ("$@")
+        command = ["/bin/sh", "-c", " && ".join([*config.model_server.pre_start, 'exec vllm serve "$@"']), "vllm"]
+    return {"container": "vllm", "image": image, "command": command,
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
             "sidecars": NO_SIDECARS, "mounts": mounts, "volumes": volumes,
