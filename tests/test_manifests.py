@@ -379,7 +379,7 @@ def test_a_campaign_configuration_renders_its_model_server_and_router_parts(tmp_
     assert container(baseline, "vllm")["args"][container(baseline, "vllm")["args"].index("--gpu-memory-utilization") + 1] == "0.9"
 
 
-LATER_CONFIGS = ["lmcache-local", "lmcache-redis", "lmcache-valkey", "fs-offload", "cpu+fs-offload-20k"]
+LATER_CONFIGS = ["native-offload-20k", "lmcache-local", "lmcache-redis", "lmcache-valkey", "fs-offload", "cpu+fs-offload-20k"]
 
 
 @pytest.mark.parametrize("version", catalog.known_versions())
