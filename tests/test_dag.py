@@ -86,7 +86,7 @@ def test_params_form_defaults_and_trigger_time_validation(dag):
     assert set(params.keys()) == {"models", "configs", "concurrency", "duration_s", "prompt_tokens", "output_tokens",
                                   "prefix_tokens", "turns", "seed", "tensor_parallel_size", "replicas",
                                   "llmd_version", "trials", "trial_isolation", "noise_floor_pct", "baseline",
-                                  "prefix_count", "max_requests", "runs", "level_isolation", "factors"}
+                                  "prefix_count", "max_requests", "runs", "level_isolation", "factors", "sweep"}
     assert params["concurrency"] == [1, 50, 100, 150, 300, 400, 500, 650]
     for name in params.keys():
         assert params.get_param(name).description, name

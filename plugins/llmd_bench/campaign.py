@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from llmd_bench import configurations, paths
+from llmd_bench.adaptive import AdaptiveSettings
 from llmd_bench.configurations import CONFIG_NAME_PATTERN, Configuration, OffloadSize
 from llmd_bench.errors import CampaignError, ParamsError
 
@@ -85,6 +86,8 @@ Multiplier = Annotated[str, Field(pattern=r"^[1-9][0-9]*x$")]
 Runs = Literal["per-cell", "per-level"]
 LevelIsolation = Literal["none", "restart"]
 RUNS: tuple[str, ...] = ("per-cell", "per-level")
+Sweep = Literal["grid", "adaptive"]
+SWEEPS: tuple[str, ...] = ("grid", "adaptive")
 LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart")
 
 
@@ -202,6 +205,8 @@ class SimulationProfile(_Strict):
     itl_ms: PositiveFloat
     itl_ms_std: NonNegativeFloat = 0.0
     max_concurrent_requests: PositiveInt | None = None
+    capacity: PositiveInt | None = Field(None, description="requests one replica serves at once, whole streamed "
+                                         "responses included; the local router queues the rest (a saturating server)")
 
 
 # Factors a campaign may vary besides models and configurations. Stack factors change the whole serving
@@ -285,6 +290,11 @@ class Campaign(_Strict):
     workload: Workload
     serving: Serving
     factors: Factors = Field(Factors(), description="what the campaign varies besides models and configurations")
+    sweep: Sweep = Field("grid", description="grid: every level; adaptive: levels in order until throughput stops "
+                         "rising beyond noise, then refinement levels around the best (adaptive.py)")
+    adaptive: AdaptiveSettings = AdaptiveSettings()
+    gpu_hour_cost: NonNegativeFloat | None = Field(None, description="what one GPU-hour costs (any currency): the "
+                                                   "report adds each cell's cost and the cost per million output tokens")
     memory_regimes: dict[FactorLabel, MemoryRegime] = Field(
         {}, description="named GPU memory settings the memory_regime factor chooses from")
     local_simulation: dict[ConfigName, SimulationProfile]
@@ -456,6 +466,7 @@ class Campaign(_Strict):
             "runs": w.runs,
             "level_isolation": w.level_isolation,
             "factors": {name: self.factors.values(name) for name in self.factors.declared()},
+            "sweep": self.sweep,
         }
 
 
@@ -655,6 +666,7 @@ class RunParams(_Strict):
     level_isolation: LevelIsolation = "none"
     # factor -> the values to run (narrows the campaign's factors; a factor left out runs all its values)
     factors: dict[str, list[Any]] = {}
+    sweep: Sweep = "grid"
 
     @model_validator(mode="after")
     def _method_is_consistent(self) -> RunParams:
@@ -742,6 +754,7 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
         "configs": str(list(campaign.configs)),
         "baseline": str(list(campaign.configs)),
         "runs": str(list(RUNS)),
+        "sweep": str(list(SWEEPS)),
         "level_isolation": str(list(LEVEL_ISOLATIONS)),
         "prefix_count": "an integer >= 1 or 'Nx' (N x concurrency), 'Nx' with runs per-level",
         "max_requests": "an integer >= 1, 'Nx' (N x concurrency x turns) with runs per-level, or null",
@@ -808,6 +821,11 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
             "type": ["integer", "string", "null"], "minimum": 1, "pattern": "^[1-9][0-9]*x$",
             "description": "Requests per level besides the duration: a number, 'Nx' for N x concurrency x turns "
             "(needs runs: per-level), or empty for none.",
+        },
+        "sweep": {
+            "type": "string", "enum": list(SWEEPS),
+            "description": "grid: every level; adaptive: levels in order until throughput stops rising beyond the noise "
+            "floor, then refinement levels around the best (levels past it are shown as not run).",
         },
         "runs": {
             "type": "string", "enum": list(RUNS),

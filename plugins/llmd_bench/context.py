@@ -116,9 +116,10 @@ class StepContext:
             write_json_atomic(self.record_path, merged_record(self.cell_dir))
 
     def stored_params(self) -> dict[str, Any]:
-        """The run's params as stored with the run, plus the method facts the report states that are campaign
-        settings rather than params (the warm-up)."""
-        return {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests}
+        """The run's params as stored with the run, plus the campaign settings the report states that are not
+        params (the warm-up, the GPU-hour cost)."""
+        return {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests,
+                "gpu_hour_cost": self.campaign.gpu_hour_cost}
 
     def _new_record(self) -> dict[str, Any]:
         assert self.cell is not None

@@ -31,6 +31,10 @@ def guidellm_argv(*, guidellm: str, campaign: Campaign, params: RunParams, cell:
     max_requests = _resolved(params.max_requests, level, params.turns, "max_requests")
     if max_requests is not None:
         constraints += ["--constraint", f"kind=max_requests,count={max_requests}"]
+    if params.sweep == "adaptive":
+        # GuideLLM's over-saturation detection stops a level whose queue and TTFT keep growing; the adaptive sweep
+        # then stops the cell (guidellm/schemas/scheduler/constraints/saturation.py, GuideLLM v0.8.1: mode enforce)
+        constraints += ["--constraint", "kind=over_saturation,mode=enforce"]
     return [
         guidellm, "run",
         "--backend", f"kind=openai_http,target={target},model={cell.model}",
@@ -55,8 +59,14 @@ def _resolved(value: int | str | None, level: int | None, turns: int, name: str)
 
 
 def runs_of(params: RunParams, levels: list[int]) -> list[list[int]]:
-    """The levels of each GuideLLM run of one trial."""
-    return [[c] for c in levels] if params.runs == "per-level" else [levels]
+    """The levels of each GuideLLM run of one trial (an adaptive sweep: at most these, one run each)."""
+    return [[c] for c in levels] if one_run_per_level(params) else [levels]
+
+
+def one_run_per_level(params: RunParams) -> bool:
+    """An adaptive sweep decides each next level from the last one, so it runs one level per GuideLLM run, on the
+    same servers unless level_isolation restarts them."""
+    return params.runs == "per-level" or params.sweep == "adaptive"
 
 
 def plan_tokenizer(runtime: str, model: str) -> str:
@@ -86,7 +96,8 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
                     guidellm="guidellm", campaign=campaign, params=cell_params, cell=cell, levels=run_levels, run_id=run_id,
                     trial=trial, target=PLAN_TARGET, output=f"<cell folder>/{output}",
                     tokenizer=plan_tokenizer(runtime, cell.model))})
-        loads = model_loads(params, len(levels))
+        refine = campaign.adaptive.refine if params.sweep == "adaptive" else 0
+        loads = model_loads(params, len(levels) + refine)
         config = campaign.cell_configuration(cell)
         cells.append({
             "model": cell.model, "config": cell.config, "group_id": cell.group_id,
@@ -98,8 +109,8 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             "isolation": {"between_levels": params.level_isolation, "between_trials": params.trial_isolation},
             "model_loads": loads,
             "gpus": cell_params.tensor_parallel_size * cell_params.replicas,
-            # an upper bound when max_requests may end a level sooner
-            "benchmark_s": round(len(levels) * params.duration_s * params.trials, 3),
+            # an upper bound when max_requests may end a level sooner or an adaptive sweep stops early
+            "benchmark_s": round((len(levels) + refine) * params.duration_s * params.trials, 3),
         })
     totals = {
         "cells": len(cells),
@@ -110,7 +121,8 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         "gpu_benchmark_hours": round(sum(c["benchmark_s"] * c["gpus"] for c in cells) / 3600, 3),
     }
     return {"campaign": campaign.dag_id, "runtime": runtime, "baseline": params.baseline,
-            "method": {"runs": params.runs, "prefix_count": params.prefix_count, "max_requests": params.max_requests,
+            "method": {"runs": params.runs, "sweep": params.sweep, "prefix_count": params.prefix_count,
+                       "max_requests": params.max_requests,
                        "level_isolation": params.level_isolation, "trials": params.trials,
                        "trial_isolation": params.trial_isolation},
             "cells": cells,
@@ -128,7 +140,7 @@ def model_loads(params: RunParams, levels: int) -> int:
 def report_name(trial: int, levels: list[int], params: RunParams) -> str:
     """Where a run writes its report, relative to the cell folder. Per-level runs are merged into the trial's
     report afterwards, so everything downstream reads one report per trial either way."""
-    if params.runs == "per-level":
+    if one_run_per_level(params):
         return f"trial-{trial}/level-{levels[0]}/guidellm_report.json"
     return f"trial-{trial}/guidellm_report.json"
 
@@ -145,6 +157,7 @@ def format_plan(found: dict[str, Any]) -> str:
                  f"{t['model_loads']} model loads, {t['benchmark_s']:g} s of measurement "
                  f"({t['gpu_benchmark_hours']:g} GPU-hours, model loads and warm-up not included"
                  + ("; at most: max_requests may end levels sooner" if found["method"]["max_requests"] is not None else "")
+                 + ("; at most: the adaptive sweep stops past saturation" if found["method"]["sweep"] == "adaptive" else "")
                  + ")")
     if found["cells"]:
         first = found["cells"][0]["guidellm_runs"][0]["argv"]

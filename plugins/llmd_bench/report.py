@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from llmd_bench import analysis, configurations, noise, paths
+from llmd_bench import adaptive, analysis, configurations, gpu_time, noise, paths
 from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
 from llmd_bench.observe import generator
 from llmd_bench.report_data import ReportInput, is_missing
@@ -472,6 +472,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.table(["Model", "Config", "Status", "Peak output tok/s [95% CI]", "At concurrency", "vs baseline", "Judgement",
                "TTFT ms", "TPOT ms", "Config effect"], rows)
 
+    _adaptive_section(doc, t)
+
     doc.h(2, "Latency at the peak")
     for metric, label in (("ttft_mean_ms", "TTFT (ms)"), ("tpot_mean_ms", "TPOT (ms)")):
         configs = list(dict.fromkeys(t.sort_values("config", key=lambda s: s.map(analysis.config_order))["config"]))
@@ -549,6 +551,8 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
                      if v in by_value and not is_missing(by_value[v].efficiency) else "-") for v in values])
             doc.table(["Model", "Config", "Other factors"] + [f"{factor}={v}: tok/s (eff.)" for v in values], rows)
 
+    _gpu_time_section(doc, report, t)
+
     doc.h(2, "Did each configuration take effect?")
     doc.p("A benchmark must show that the configuration under test was active: offload moving blocks, the "
           "Redis/Valkey index holding keys, more than one replica for cache-aware routing.")
@@ -610,6 +614,58 @@ GENERATOR_COLUMNS = [("generator:start_lag_pct", "Start lag % of request", 1, 1)
 SERVING_COLUMNS = [("prefix_cache_hit_rate", "Prefix hit rate", 3, 1), ("kv_cache_usage_perc", "KV use", 3, 1),
                    ("requests_running", "Running", 1, 1), ("requests_waiting", "Waiting", 1, 1),
                    ("preemptions", "Preemptions", 0, 1), ("external_prefix_cache_queries", "Offload lookups", 0, 1)]
+
+
+def _gpu_time_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
+    """GPU-hours per phase and cell (GPUs held x wall time from deploy to teardown), the campaign's total, and the
+    cost where the campaign states a GPU-hour cost."""
+    if "gpu_time" not in t.columns:
+        return
+    rows = [r for r in t.itertuples() if isinstance(r.gpu_time, dict) and r.gpu_time.get("gpu_hours")]
+    if not rows:
+        return
+    cost = (report.data.params or {}).get("gpu_hour_cost")
+    cost = None if is_missing(cost) else float(cost)
+    doc.h(2, "GPU time" + (" and cost" if cost is not None else ""))
+    doc.p("GPUs held (tensor parallel size x replicas) x wall time from the start of deploy to the end of teardown, "
+          "per phase: model load (deploy and every redeploy or restart), warm-up, measurement (the levels' own "
+          "durations), idle (GuideLLM start-up, sample collection, scheduling gaps) and teardown."
+          + (" The GPUs were SIMULATED (local runtime): this rehearses what a cluster run will hold." if report.data.simulated
+             else ""))
+    header = ["Model", "Config", "GPUs"] + [f"{p.replace('_', ' ')} GPU-h" for p in gpu_time.PHASES] + ["Total GPU-h"]
+    if cost is not None:
+        header += ["Cost", "Cost per M output tokens at peak"]
+    table, total = [], 0.0
+    for r in rows:
+        g = r.gpu_time
+        total += g["gpu_hours_total"]
+        line = [r.model, r.config, str(g["gpus"])] + [f"{g['gpu_hours'][p]:.4f}" for p in gpu_time.PHASES] + \
+            [f"{g['gpu_hours_total']:.4f}"]
+        if cost is not None:
+            per_m = gpu_time.cost_per_million_tokens(cost, g["gpus"], r.peak_output_tps) if r.status == "ok" else None
+            line += [f"{g['gpu_hours_total'] * cost:,.2f}", "-" if per_m is None else f"{per_m:,.2f}"]
+        table.append(line)
+    doc.table(header, table)
+    doc.p(f"Campaign total: {total:.4f} GPU-hours" + (f", cost {total * cost:,.2f} at {cost:g} per GPU-hour."
+                                                        if cost is not None else "."))
+
+
+def _adaptive_section(doc: Doc, t: pd.DataFrame) -> None:
+    """What an adaptive sweep measured and what it left out, per cell; levels it did not run are named as such."""
+    if "sweep" not in t.columns:
+        return
+    rows = [r for r in t.itertuples() if isinstance(r.sweep, dict) and r.sweep.get("grid")]
+    if not rows:
+        return
+    doc.h(2, "Adaptive sweep")
+    doc.p("Each cell's levels ran in order until throughput stopped rising beyond the noise floor (or GuideLLM's "
+          "over-saturation detection stopped a level); refinement levels were then measured between the best level "
+          f"and its better neighbour. Grid levels after the stop are {adaptive.NOT_RUN}: no number exists for them.")
+    doc.table(["Model", "Config", "Measured", "Refinement", "Not run", "Stopped because"],
+              [[r.model, r.config, ", ".join(map(str, r.sweep.get("run", []))),
+                ", ".join(map(str, r.sweep.get("refined", []))) or "-",
+                (", ".join(map(str, r.sweep["not_run"])) + f" ({adaptive.NOT_RUN})") if r.sweep.get("not_run") else "-",
+                r.sweep.get("stop_reason") or "-"] for r in rows])
 
 
 def _evidence_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
@@ -750,9 +806,16 @@ def write(report: Report, out: Path) -> dict[str, Path]:
         out / "all_peak_metrics.csv", index=False, float_format="%.3f")
     report.comparisons.to_csv(out / "performance_comparisons.csv", index=False, float_format="%.3f")
     levels = report.data.levels
+    sweeps = {(r.model, r.config): r.sweep for r in report.peaks.itertuples()
+              if isinstance(getattr(r, "sweep", None), dict) and r.sweep.get("not_run")}
     for (model, config), g in levels.groupby(["model", "config"], sort=False):
-        g.sort_values(["trial", "concurrency"])[CELL_METRIC_COLUMNS].to_csv(
-            out / f"{model}_{config}_metrics.csv", index=False, float_format="%.4f")
+        rows = g.sort_values(["trial", "concurrency"])[CELL_METRIC_COLUMNS]
+        not_run = sweeps.get((model, config), {}).get("not_run", [])
+        if not_run:  # named, never a zero or a silently missing row
+            rows = pd.concat([rows, pd.DataFrame([{"model": model, "config": config, "concurrency": c, "valid": False,
+                                                   "invalid_reason": adaptive.NOT_RUN} for c in not_run],
+                                                 columns=CELL_METRIC_COLUMNS)], ignore_index=True)
+        rows.to_csv(out / f"{model}_{config}_metrics.csv", index=False, float_format="%.4f")
     if report.cross_version is not None:
         report.cross_version.to_csv(out / "cross_version.csv", index=False, float_format="%.3f")
     if report.previous_run is not None:

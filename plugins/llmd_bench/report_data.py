@@ -17,7 +17,7 @@ CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_
                 "requests_successful", "requests_errored"]
 OBSERVATION_COLUMNS = ["model", "config", "concurrency", "source", "metric", "value"]
 CELL_COLUMNS = ["model", "full_model", "config", "status", "reason", "replicas", "config_effect", "config_effect_evidence",
-                "configuration", "factors"]
+                "configuration", "factors", "sweep", "gpu_time"]
 
 
 @dataclass
@@ -72,6 +72,8 @@ SELECT {MODEL_LABEL} AS model, c.model AS full_model, {CONFIG_LABEL} AS config, 
             WHEN bool_or(c.status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
        string_agg(DISTINCT c.reason, '; ') AS reason, max(c.replicas) AS replicas,
        ((array_agg(c.factors ORDER BY c.trial))[1])::text AS factors_json,
+       ((array_agg(c.sweep ORDER BY c.trial))[1])::text AS sweep_json,
+       ((array_agg(c.gpu_time ORDER BY c.trial))[1])::text AS gpu_time_json,
        ((array_agg(c.config_effect ORDER BY c.trial))[1])::text AS config_effect_json,
        ((array_agg(c.observability ORDER BY c.trial))[1])::text AS observability_json
 FROM cells c WHERE c.run_id = :run_pk GROUP BY 1, c.model, 3, c.config
@@ -224,9 +226,11 @@ def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
     effects = [json.loads(v) if v else {} for v in cells["config_effect_json"]]
     observability = [json.loads(v) if v else {} for v in cells["observability_json"]]
     factors = [json.loads(v) if v else {} for v in cells["factors_json"]]
+    sweeps = [json.loads(v) if v else {} for v in cells["sweep_json"]]
+    gpu_times = [json.loads(v) if v else {} for v in cells["gpu_time_json"]]
     cells = cells.assign(config_effect=[e.get("verdict", "not measured") for e in effects],
                          config_effect_evidence=[e.get("evidence", "") for e in effects],
-                         observability=observability, factors=factors)
+                         observability=observability, factors=factors, sweep=sweeps, gpu_time=gpu_times)
     return cells[[c for c in CELL_COLUMNS + ["observability"] if c in cells.columns]]
 
 
@@ -259,7 +263,7 @@ def from_csv_dir(directory: Path) -> ReportInput:
         cells.append({"model": model, "full_model": model, "config": config, "status": "ok" if ok else "invalid",
                       "reason": None if ok else f"no valid level ({reasons})", "replicas": None,
                       "config_effect": "not measured", "config_effect_evidence": "", "configuration": config,
-                      "factors": {}})
+                      "factors": {}, "sweep": {}, "gpu_time": {}})
     return ReportInput(campaign=directory.name, run_id=f"csv:{directory.name}", runtime="unknown", levels=levels,
                        cells=pd.DataFrame(cells, columns=CELL_COLUMNS), source=f"CSV files in {directory}")
 

@@ -77,6 +77,10 @@ class Cell(Base):
     stack_factors: Mapped[str] = mapped_column(Text, default="", server_default="")
     config_factors: Mapped[str] = mapped_column(Text, default="", server_default="")
     factors: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # an adaptive sweep's decisions (adaptive.AdaptiveSweep.summary); {} for a grid sweep
+    sweep: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # GPUs held and seconds per phase (gpu_time.py), written by compare once the cell's teardown has ended
+    gpu_time: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     trial: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)

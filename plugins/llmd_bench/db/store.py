@@ -155,6 +155,7 @@ class CellInfo:
     stack_factors: str = ""
     config_factors: str = ""
     factors: dict[str, Any] | None = None
+    sweep: dict[str, Any] | None = None
     replicas: int | None = None
     tensor_parallel_size: int | None = None
     versions: dict[str, Any] | None = None
@@ -178,7 +179,7 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
-                  observability=info.observability or {}, factors=info.factors or {})
+                  observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
     stmt = stmt.on_conflict_do_update(
@@ -291,6 +292,14 @@ def cell_stored(session: Session, campaign: str, dag_run_id: str, model: str, co
                Cell.status == "ok", Cell.trial <= trials)
     ).scalar_one()
     return n >= trials
+
+
+def set_gpu_time(session: Session, run_pk: int, model: str, config: str, stack_factors: str, config_factors: str,
+                 gpu_time: dict[str, Any]) -> None:
+    """A cell's GPU time (gpu_time.py), known once its teardown has ended: on every trial's row."""
+    session.execute(Cell.__table__.update().where(
+        Cell.run_id == run_pk, Cell.model == model, Cell.config == config, Cell.stack_factors == stack_factors,
+        Cell.config_factors == config_factors).values(gpu_time=gpu_time))
 
 
 def finish_run(session: Session, campaign: str, dag_run_id: str, status: str) -> None:

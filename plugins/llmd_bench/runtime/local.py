@@ -112,9 +112,11 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
     for proc, url in zip(procs, state["replicas"]):
         processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
 
-    if len(state["replicas"]) > 1:
+    if len(state["replicas"]) > 1 or sim.capacity:
         port = processes.free_port()
         cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port)]
+        if sim.capacity:
+            cmd += ["--capacity", str(sim.capacity)]
         for url in state["replicas"]:
             cmd += ["--backend", url]
         router = serving(processes.start("router", cmd, port, logs / "router.log"))

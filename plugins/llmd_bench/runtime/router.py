@@ -1,7 +1,12 @@
 """Local stand-in for the llm-d router when a cell has more than one replica: round-robin over the
 replicas, streaming responses through. It makes no cache-aware choice, and the report says so.
 
-Run as `python -m llmd_bench.runtime.router --port P --backend URL --backend URL ...`.
+With `--capacity N` each replica serves at most N requests at once, for the whole streamed response; the rest
+wait in the router, as requests queue in a saturated vLLM. (GuideLLM's mock-server `--max-concurrent-requests`
+cannot do this: its semaphore is released when the handler returns the stream, before any token is sent,
+guidellm/mock_server/server.py `_run_generation`, GuideLLM v0.8.1.)
+
+Run as `python -m llmd_bench.runtime.router --port P [--capacity N] --backend URL --backend URL ...`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import argparse
 import http.client
 import itertools
 import json
+import select
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,10 +25,11 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
               "proxy-authorization", "proxy-authenticate", "content-length"}
 
 
-def make_handler(backends: list[str]) -> type[BaseHTTPRequestHandler]:
+def make_handler(backends: list[str], capacity: int | None = None) -> type[BaseHTTPRequestHandler]:
     cycle = itertools.cycle([urllib.parse.urlsplit(b) for b in backends])
     lock = threading.Lock()
     counts = {b: 0 for b in backends}
+    slots = {b: threading.BoundedSemaphore(capacity) if capacity else None for b in backends}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -43,6 +51,9 @@ def make_handler(backends: list[str]) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+            slot = slots[target.geturl()] if self.command == "POST" else None  # generation requests only
+            if slot is not None and not self._wait_for(slot):
+                return  # the client gave up while queued (GuideLLM ends a level): drop it, as vLLM aborts it
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
             try:
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -65,6 +76,20 @@ def make_handler(backends: list[str]) -> type[BaseHTTPRequestHandler]:
                         pass
             finally:
                 conn.close()
+                if slot is not None:
+                    slot.release()
+
+        def _wait_for(self, slot: threading.BoundedSemaphore) -> bool:
+            """A free slot, or False once the client has closed its connection."""
+            while not slot.acquire(timeout=0.05):
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                if readable:
+                    try:
+                        if not self.connection.recv(1, socket.MSG_PEEK):
+                            return False
+                    except OSError:
+                        return False
+            return True
 
         do_GET = do_POST = _forward
 
@@ -75,8 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", action="append", required=True)
+    parser.add_argument("--capacity", type=int, default=None, help="requests each backend serves at once")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.backend))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.backend, args.capacity))
     server.daemon_threads = True
     server.serve_forever()
 

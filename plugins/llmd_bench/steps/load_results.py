@@ -87,7 +87,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
             path = report_path(ctx, trial)
             info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
                                stack_factors=ctx.cell.stack_factors, config_factors=ctx.cell.config_factors,
-                               factors=dict(ctx.cell.factors),
+                               factors=dict(ctx.cell.factors), sweep=adaptive_summary(record, trial),
                                trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
@@ -100,6 +100,13 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
 
     db.in_transaction(load, f"loading {ctx.cell}")
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
+
+
+def adaptive_summary(record: dict[str, Any], trial: int) -> dict[str, Any]:
+    """The adaptive sweep's decisions for a trial (trials after the first measure trial 1's levels)."""
+    trials = {t.get("trial"): t for t in (record.get("sweep") or {}).get("trials", [])}
+    first, mine = trials.get(1, {}).get("adaptive"), trials.get(trial, {}).get("adaptive")
+    return mine if mine and "grid" in mine else (first or {})
 
 
 def run(ctx: StepContext) -> dict[str, Any]:

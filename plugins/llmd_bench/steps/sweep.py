@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import method, paths
+from llmd_bench import adaptive, method, paths
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
@@ -220,6 +220,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
 def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
     trials = []
+    adaptive_levels: list[int] = []  # the levels trial 1's adaptive sweep measured
     for trial in range(1, ctx.params.trials + 1):
         out = report_path(ctx, trial)
         if complete_report(ctx, out):
@@ -241,28 +242,43 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             isolation = {"isolation": "first"}
         started = time.monotonic()
         runs = []
-        for index, levels in enumerate(method.runs_of(ctx.params, ctx.levels)):
+        # adaptive: trial 1 decides the levels, later trials measure the same ones (comparable trials)
+        sweep = (adaptive.AdaptiveSweep(ctx.levels, ctx.params.noise_floor_pct, ctx.campaign.adaptive)
+                 if ctx.params.sweep == "adaptive" and not adaptive_levels else None)
+        planned = iter(method.runs_of(ctx.params, adaptive_levels or ctx.levels))
+        index = 0
+        while (levels := _next_run(sweep, planned)) is not None:
             run_out = ctx.cell_dir / method.report_name(trial, levels, ctx.params)
             if run_out != out and complete_report(ctx, run_out, levels):
                 print(f"trial {trial}: level {levels[0]} already measured at {run_out}; not run again", flush=True)
                 runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)), "resumed": True})
-                continue
-            restart: dict[str, Any] = {}
-            if index > 0 and ctx.params.level_isolation == "restart":
-                print(f"trial {trial}: restarting the cell before level {levels[0]} (level_isolation: restart)",
-                      flush=True)
-                restart = redeploy(ctx)
-                target = endpoint_for(ctx)
-            run_out.parent.mkdir(parents=True, exist_ok=True)
-            runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)),
-                         **execute_run(ctx, trial, levels, target, run_out), **restart})
-        if ctx.params.runs == "per-level":
+            else:
+                restart: dict[str, Any] = {}
+                if index > 0 and ctx.params.level_isolation == "restart":
+                    print(f"trial {trial}: restarting the cell before level {levels[0]} (level_isolation: restart)",
+                          flush=True)
+                    restart = redeploy(ctx)
+                    target = endpoint_for(ctx)
+                run_out.parent.mkdir(parents=True, exist_ok=True)
+                runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)),
+                             **execute_run(ctx, trial, levels, target, run_out), **restart})
+            index += 1
+            if sweep is not None:
+                sweep.observe(level_outcome(ctx, run_out))
+        if method.one_run_per_level(ctx.params):
             merge_level_reports([ctx.cell_dir / r["report"] for r in runs], out)
         wall = time.monotonic() - started
         report = parse_report_file(out, expected_duration_s=ctx.params.expected_level_s)
         got = sorted(lv.concurrency for lv in report.levels)
-        if got != ctx.levels:
-            raise RuntimeStepError(f"trial {trial}: report has levels {got}, asked for {ctx.levels}")
+        expected = sorted(r["levels"][0] for r in runs) if ctx.params.sweep == "adaptive" else ctx.levels
+        if got != expected:
+            raise RuntimeStepError(f"trial {trial}: report has levels {got}, asked for {expected}")
+        if sweep is not None:
+            decided = sweep.summary()
+            adaptive_levels = decided["run"]
+            print(f"trial {trial}: adaptive sweep stopped after level {decided['stopped_after']} "
+                  f"({decided['stop_reason']}); not run: {decided['not_run'] or 'none'}; refined: "
+                  f"{decided['refined'] or 'none'}", flush=True)
         record = {
             "trial": trial,
             "report": str(out.relative_to(ctx.cell_dir)),
@@ -274,12 +290,31 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
                               for lv in report.levels],
         }
-        if ctx.params.runs == "per-level":
+        if method.one_run_per_level(ctx.params):
             record["runs"] = runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
         else:
             record["argv"] = runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
+        if ctx.params.sweep == "adaptive":
+            record["adaptive"] = decided if sweep is not None else {"levels_of_trial_1": adaptive_levels}
         trials.append(record)
     return trials
+
+
+def _next_run(sweep: adaptive.AdaptiveSweep | None, planned: Iterator[list[int]]) -> list[int] | None:
+    if sweep is not None:
+        level = sweep.next_level()
+        return None if level is None else [level]
+    return next(planned, None)
+
+
+def level_outcome(ctx: StepContext, report: Path) -> adaptive.LevelOutcome:
+    """What the adaptive sweep needs from a level's report: its throughput if valid, and whether GuideLLM's
+    over-saturation constraint stopped it."""
+    doc = json.loads(report.read_text())
+    parsed = parse_report_file(report, expected_duration_s=ctx.params.expected_level_s)
+    (level,) = parsed.levels
+    fired = any(adaptive.over_saturation_fired(b) for b in doc.get("benchmarks", []) if isinstance(b, dict))
+    return adaptive.LevelOutcome(level.concurrency, level.value("output_tps") if level.valid else None, fired)
 
 
 def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
