@@ -161,10 +161,38 @@ def cmd_make_tokenizer(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    fmt = getattr(args, "format", "guidellm")
+    given = [opt for opt, value in (("--model", args.model), ("--config", args.config),
+                                    ("--llmd-version", args.llmd_version)) if value is not None]
+    if fmt == "benchmark-report":
+        if given:
+            raise LlmdBenchError(f"{', '.join(given)}: not used with --format benchmark-report (each report names its "
+                                 "model, configuration and llm-d version)")
+        from llmd_bench import benchmark_report
+
+        summary = benchmark_report.import_reports([Path(f) for f in args.files], run_id=args.run_id,
+                                                  campaign=args.campaign)
+        print(json.dumps(summary))
+        return 0
+    if len(given) < 3:
+        args.import_parser.error("the following arguments are required with --format guidellm: "
+                                 + ", ".join(o for o in ("--model", "--config", "--llmd-version") if o not in given))
+
     from llmd_bench.importer import import_reports
 
     summary = import_reports([Path(f) for f in args.files], args.model, args.config, args.llmd_version,
                              run_id=args.run_id, campaign=args.campaign)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmd_bench import benchmark_report
+
+    summary = benchmark_report.export_run(args.run_id, Path(args.out), campaign=args.campaign,
+                                          note=lambda line: print(f"[llmd-bench] {line}", flush=True))
     print(json.dumps(summary))
     return 0
 
@@ -335,13 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
     p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
     p.add_argument("files", nargs="+", metavar="PATH")
-    p.add_argument("--model", required=True, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")
-    p.add_argument("--config", required=True, help="a configuration of include/configurations.yaml (or of the "
+    # --model, --config and --llmd-version are required with --format guidellm (cmd_import says so as argparse would)
+    p.add_argument("--model", default=None, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")
+    p.add_argument("--config", default=None, help="a configuration of include/configurations.yaml (or of the "
                    "--campaign's own configurations), e.g. no-offload, native-offload, llm-d-redis, llm-d-valkey")
-    p.add_argument("--llmd-version", required=True)
+    p.add_argument("--llmd-version", default=None)
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")
-    p.set_defaults(func=cmd_import)
+    p.add_argument("--format", choices=["guidellm", "benchmark-report"], default="guidellm",
+                   help="guidellm: GuideLLM report files (needs --model, --config, --llmd-version); benchmark-report: "
+                   "llm-d Benchmark Report v0.2 files written by `llmd-bench export` (they name the cell)")
+    p.set_defaults(func=cmd_import, import_parser=p)
+    p = sub.add_parser("export", help="write a stored run as files of another format: one llm-d Benchmark Report "
+                                      "v0.2 per cell x trial x level")
+    p.add_argument("--run-id", required=True, help="a run in the results store (the Airflow dag_run id)")
+    p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
+    p.add_argument("--format", choices=["benchmark-report"], default="benchmark-report")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("preflight", help="check the cluster (CRDs, permissions, secrets, GPUs, quota, object store) "
                                          "before a kubernetes run; exit 1 when something is missing")
     p.add_argument("--campaign", default=None, help="campaign file stem, dag id or path")
