@@ -1,8 +1,10 @@
 """Parse and validate GuideLLM benchmark reports (the JSON written by `guidellm run --output kind=json`).
 
-Only layouts of the pinned GuideLLM line are accepted; anything else is a ReportError naming what was
-found and what is supported. A level that parsed but cannot be trusted (errors, stuck requests, too few
-successes, cut short) is kept with an `invalid_reason`; it is never dropped or turned into a zero.
+Only the report layouts in llmd_bench.guidellm_layouts are accepted (the pinned 0.8 line and the versions
+past studies were written with); anything else is a ReportError naming what was found and what is supported.
+A report may be zstd-compressed (`*.json.zst`, as past studies stored them). A level that parsed but cannot be
+trusted (errors, stuck requests, too few successes, cut short) is kept with an `invalid_reason`; it is never
+dropped or turned into a zero.
 """
 
 from __future__ import annotations
@@ -14,10 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench.errors import ReportError
-
-# GuideLLM versions whose JSON layout this parser was tested on (metadata.version is the layout id).
-SUPPORTED_GUIDELLM = ("0.8",)
-SUPPORTED_LAYOUT_VERSIONS = (2,)
 
 # metric name in the report -> short name used in tables and the database
 METRICS = {
@@ -75,15 +73,43 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"non-finite number {name}")
 
 
-def load_json(path: Path) -> Any:
+# The first four bytes of a zstd frame (RFC 8878 section 3.1.1).
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _unzstd(data: bytes, path: Path) -> bytes:
+    import zstandard  # only compressed reports need it
+
+    if not data.startswith(_ZSTD_MAGIC):
+        raise ReportError(f"GuideLLM report {path}: not zstd-compressed (a .zst name, but no zstd frame)")
+    out = []
     try:
-        text = Path(path).read_text()
+        while data:  # `zstd` may write several frames; they decompress to one text
+            frame = zstandard.ZstdDecompressor().decompressobj()
+            out.append(frame.decompress(data))
+            # decompressobj returns what it could of a cut frame without complaint; eof says whether it ended
+            if not frame.eof:
+                raise ReportError(f"GuideLLM report {path}: zstd data ends mid-frame (truncated?)")
+            data = frame.unused_data
+    except zstandard.ZstdError as exc:
+        raise ReportError(f"GuideLLM report {path}: not valid zstd data (truncated or corrupted?): {exc}") from None
+    return b"".join(out)
+
+
+def load_json(path: Path) -> Any:
+    """A report file, plain (`.json`) or zstd-compressed (`.json.zst`)."""
+    try:
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ReportError(f"GuideLLM report {path}: not found") from None
     except IsADirectoryError:
         raise ReportError(f"GuideLLM report {path}: is a directory; give the report files (one per trial)") from None
     except PermissionError:
         raise ReportError(f"GuideLLM report {path}: not readable (permission denied)") from None
+    if str(path).endswith(".zst") or data.startswith(_ZSTD_MAGIC):
+        data = _unzstd(data, path)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ReportError(f"GuideLLM report {path}: not a text file") from None
     try:
@@ -122,26 +148,21 @@ def _count(value: Any, where: str, source: str) -> int:
     return value
 
 
-def check_version(doc: Any, source: str) -> str:
-    if not isinstance(doc, dict) or not isinstance(doc.get("metadata"), dict):
-        raise ReportError(f"GuideLLM report {source}: not a GuideLLM report (no `metadata` object)")
-    version = doc["metadata"].get("guidellm_version")
-    if not isinstance(version, str):
-        raise ReportError(f"GuideLLM report {source}: not a GuideLLM report (no `metadata.guidellm_version`)")
-    layout = doc["metadata"].get("version")
-    if not any(version == s or version.startswith(s + ".") for s in SUPPORTED_GUIDELLM) \
-            or layout not in SUPPORTED_LAYOUT_VERSIONS:
-        raise ReportError(
-            f"GuideLLM report {source}: written by GuideLLM {version} (layout {layout}); "
-            f"supported: GuideLLM {', '.join(s + '.x' for s in SUPPORTED_GUIDELLM)} "
-            f"(layout {', '.join(map(str, SUPPORTED_LAYOUT_VERSIONS))})"
-        )
-    return version
-
-
 def parse_report(doc: Any, *, source: str = "<report>", expected_duration_s: float | None = None,
                  rules: ValidityRules = ValidityRules()) -> Report:
-    version = check_version(doc, source)
+    """A report of any supported layout, by the adapter its version and layout id pick (guidellm_layouts)."""
+    from llmd_bench import guidellm_layouts  # the layouts build on this module
+
+    layout = guidellm_layouts.detect(doc, source)
+    return layout.parse(doc, source=source, expected_duration_s=expected_duration_s, rules=rules)
+
+
+def parse_levels(doc: dict[str, Any], source: str, expected_duration_s: float | None,
+                 rules: ValidityRules) -> list[LevelResult]:
+    """The levels of `doc["benchmarks"]`, each judged. One benchmark entry's layout is the same from GuideLLM 0.5.3
+    to 0.8.1 for everything read here (config.strategy, metrics.request_totals, the six metrics' `successful`
+    distributions, start_time/end_time/duration): guidellm/benchmark/schemas/generative/{benchmark,metrics}.py
+    @v0.5.3-v0.6.0, guidellm/benchmark/schemas/{benchmark,metrics}.py @v0.8.1."""
     benchmarks = doc.get("benchmarks")
     if not isinstance(benchmarks, list) or not benchmarks:
         raise ReportError(f"GuideLLM report {source}: no benchmarks (the run produced no level)")
@@ -153,8 +174,7 @@ def parse_report(doc: Any, *, source: str = "<report>", expected_duration_s: flo
             raise ReportError(f"GuideLLM report {source}: concurrency {level.concurrency} appears twice")
         seen.add(level.concurrency)
         levels.append(level)
-    spec = doc.get("config", {}).get("spec", {}) if isinstance(doc.get("config"), dict) else {}
-    return Report(guidellm_version=version, levels=levels, spec=spec if isinstance(spec, dict) else {})
+    return levels
 
 
 def _parse_level(bench: Any, i: int, source: str, expected_duration_s: float | None,

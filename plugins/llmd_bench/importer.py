@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import __version__, configurations, paths
+from llmd_bench import __version__, configurations, guidellm_layouts, paths
 from llmd_bench.campaign import campaign_configurations
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import Report, load_json, parse_report
@@ -14,17 +14,8 @@ from llmd_bench.results import cell_status, sha256
 
 
 def _expected_duration(doc: Any) -> float | None:
-    config = doc.get("config") if isinstance(doc, dict) else None
-    spec = (config.get("spec") if isinstance(config, dict) else None) or {}
-    if not isinstance(spec, dict):
-        return None
-    constraints = spec.get("constraints") or []
-    if any(isinstance(c, dict) and c.get("kind") == "max_requests" for c in constraints):
-        return None  # a request cap may end a level before its duration
-    for c in constraints:
-        if isinstance(c, dict) and c.get("kind") == "max_duration" and isinstance(c.get("seconds"), (int, float)):
-            return float(c["seconds"])
-    return None
+    # each report layout records the max-seconds setting in its own place (guidellm_layouts/v0_*.py)
+    return guidellm_layouts.expected_duration(doc)
 
 
 def import_reports(files: list[Path], model: str, config: str, llmd_version: str, run_id: str | None = None,
