@@ -77,7 +77,7 @@ def test_plan_json_of_the_per_level_campaign_is_the_revised_method():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     found = json.loads(out.stdout)
-    assert found["method"] == {"runs": "per-level", "prefix_count": "2x", "max_requests": "2x",
+    assert found["method"] == {"runs": "per-level", "sweep": "grid", "prefix_count": "2x", "max_requests": "2x",
                                "level_isolation": "restart", "trials": 1, "trial_isolation": "redeploy"}
     assert len(found["cells"]) == 16
     for cell in found["cells"]:
