@@ -22,7 +22,7 @@ from conftest import BIN, ROOT
 from llmd_bench import guidellm_layouts
 from llmd_bench.db import store as db
 from llmd_bench.db.schema import Cell, LevelResult, Run
-from llmd_bench.errors import ReportError
+from llmd_bench.errors import LlmdBenchError, ReportError
 from llmd_bench.guidellm_layouts import v0_5, v0_6, v0_8
 from llmd_bench.guidellm_report import load_json, parse_report, parse_report_file
 from llmd_bench.importer import _expected_duration, import_reports
@@ -223,3 +223,32 @@ def test_import_of_an_unsupported_version_names_it_and_writes_nothing(tmp_path):
                          env={**os.environ, "LLMD_BENCH_DB_URL": NO_DB})
     assert out.returncode == 1 and "Traceback" not in out.stderr and "unreachable" not in out.stderr
     assert f"GuideLLM report {path}: written by GuideLLM 0.7.0 (layout 2); {SUPPORTED}" in out.stderr
+
+
+def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scaling(db_url):
+    """A replica-scaling study of GuideLLM 0.5.4 reports: each report imported with its factor values under one run
+    id is its own cell; the report compares within each replica count and adds the Scaling section."""
+    from llmd_bench import report as rpt
+    from llmd_bench.importer import parse_factors
+    from llmd_bench.report_data import from_store
+
+    for replicas in (1, 2):
+        for config in ("no-offload", "llm-d-valkey"):
+            import_reports([_fixture("0.5.4")], "Qwen/Qwen3-8B", config, "v0.5.0", run_id="study-replicas",
+                           campaign="past-replicas", url=db_url, factors=parse_factors(f"replicas={replicas}"))
+    engine = db.make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            cells = s.execute(select(Cell).order_by(Cell.config, Cell.stack_factors)).scalars().all()
+            assert [(c.config, c.stack_factors, c.replicas, c.factors) for c in cells] == [
+                ("llm-d-valkey", "replicas=1", 1, {"replicas": 1}), ("llm-d-valkey", "replicas=2", 2, {"replicas": 2}),
+                ("no-offload", "replicas=1", 1, {"replicas": 1}), ("no-offload", "replicas=2", 2, {"replicas": 2})]
+        data = from_store(engine, "study-replicas", "past-replicas")
+    finally:
+        engine.dispose()
+    md, _ = rpt.render(rpt.build(data), {})
+    assert "| Qwen3-8B [replicas=2] | llm-d-valkey |" in md and "## Scaling" in md
+    with pytest.raises(LlmdBenchError, match=r"'gpus=2' is not factor=value; factors: \['replicas'"):
+        parse_factors("gpus=2")
+    with pytest.raises(LlmdBenchError, match="replicas=two must be an integer >= 1"):
+        parse_factors("replicas=two")

@@ -18,8 +18,28 @@ def _expected_duration(doc: Any) -> float | None:
     return guidellm_layouts.expected_duration(doc)
 
 
+def parse_factors(text: str | None) -> dict[str, Any]:
+    """`replicas=2,memory_regime=pressure` for imported reports: any factor of campaign.FACTORS, any value (a past
+    study's values need not be in a campaign file); replicas and tensor_parallel_size are integers."""
+    from llmd_bench.campaign import FACTORS
+
+    found: dict[str, Any] = {}
+    for item in filter(None, (text or "").split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or name not in FACTORS or not value:
+            raise LlmdBenchError(f"--factors {text!r}: {item!r} is not factor=value; factors: {list(FACTORS)}")
+        if name in ("replicas", "tensor_parallel_size"):
+            if not value.isdigit() or int(value) < 1:
+                raise LlmdBenchError(f"--factors: {name}={value} must be an integer >= 1")
+            found[name] = int(value)
+        else:
+            found[name] = value
+    return {name: found[name] for name in FACTORS if name in found}
+
+
 def import_reports(files: list[Path], model: str, config: str, llmd_version: str, run_id: str | None = None,
-                   campaign: str = "imported", url: str | None = None) -> dict[str, Any]:
+                   campaign: str = "imported", url: str | None = None,
+                   factors: dict[str, Any] | None = None) -> dict[str, Any]:
     from sqlalchemy.orm import Session
 
     from llmd_bench import catalog
@@ -44,11 +64,17 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
                      llmd_bench_version=__version__, images=dict(entry.images) if entry else {},
                      params={"imported_from": [str(f) for f, _, _ in parsed], "guidellm_spec": first.spec})
 
+    from llmd_bench.campaign import CONFIG_FACTORS, STACK_FACTORS, factor_label
+
+    factors = dict(factors or {})
+
     def load(session: Session) -> None:
         for trial, (f, report, digest) in enumerate(parsed, start=1):
             status, reason = cell_status(report)
             db.store_cell(session, run, db.CellInfo(
                 model=model, short_model=paths.model_short_name(model), config=config, trial=trial,
+                stack_factors=factor_label(factors, STACK_FACTORS), config_factors=factor_label(factors, CONFIG_FACTORS),
+                factors=factors, replicas=factors.get("replicas"), tensor_parallel_size=factors.get("tensor_parallel_size"),
                 status=status, reason=reason, versions={"guidellm_report": report.guidellm_version, "llmd": llmd_version},
                 report_path=str(f.resolve()), report_sha256=digest), report.levels)
         db.finish_run(session, campaign, run_id, "ok")
