@@ -34,6 +34,8 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
+	@# the MLflow tracking server tests/test_mlflow.py starts: full mlflow in its own venv (.venv-mlflow)
+	bash scripts/mlflow-server-venv.sh
 	bash scripts/test.sh
 
 lint: setup

@@ -197,6 +197,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mlflow_log(args: argparse.Namespace) -> int:
+    from llmd_bench import mlflow_log
+
+    target = mlflow_log.tracking_target(airflow=True)
+    if target is None:
+        raise LlmdBenchError(f"MLflow logging is off: define the Airflow connection {mlflow_log.CONN_ID} or set "
+                             f"{mlflow_log.URI_ENV} to the tracking server's URI")
+    result = mlflow_log.log_run(None, args.run_id, campaign=args.campaign, tracking_uri=target)
+    print(result.line())
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -344,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("mlflow-log", help="log a stored run to the MLflow tracking server (connection llmd_mlflow or "
+                                          "LLMD_BENCH_MLFLOW_URI): one MLflow run per cell x trial x level, updated on re-runs")
+    p.add_argument("--run-id", required=True, help="a run in the results store (the Airflow dag_run id)")
+    p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
+    p.set_defaults(func=cmd_mlflow_log)
     p = sub.add_parser("plan", help="show, without running anything, every cell of a run: configuration, levels, "
                                     "the exact GuideLLM command of each run, model loads and seconds of measurement")
     p.add_argument("--campaign", required=True, help="campaign file stem, dag id or path")

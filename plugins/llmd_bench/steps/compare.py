@@ -85,13 +85,37 @@ def run(ctx: StepContext) -> dict[str, Any]:
     storage.push_report(out)  # where the Airflow UI finds it when this step ran in a pod
     print(peak_table_text(report))
     print(f"report: {out / 'report.html'}")
+    mlflow = log_to_mlflow(ctx.run_id, ctx.campaign.dag_id, out)
     write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
                                                      "runtime": ctx.runtime, "report": str(out), "cells": outcomes})
     failed = [f"{o['model']}/{o['config']}{_factors_suffix(o)} ({o['reason']})" for o in outcomes
               if o["status"] in ("failed", "invalid")]
     if failed:
         raise CellsFailed(f"report written to {out}; {len(failed)} cell(s) failed: " + "; ".join(failed))
-    return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out)}
+    return {"cells": len(outcomes), "ok": sum(o["status"] == "ok" for o in outcomes), "report": str(out), "mlflow": mlflow}
+
+
+def log_to_mlflow(run_id: str, campaign: str, out: Path) -> str:
+    """Log the stored run to MLflow when a tracking server is configured (llmd_bench/mlflow_log.py), else nothing.
+    Never fails the step, the report being stored already: a failure is a warning in the step's output and
+    its summary says it."""
+    from llmd_bench import mlflow_log
+
+    try:
+        target = mlflow_log.tracking_target()
+        if target is None:
+            return "off"
+        result = mlflow_log.log_run(None, run_id, campaign=campaign, tracking_uri=target, report_dir=out)
+    except Exception as exc:  # noqa: BLE001 - the report is stored: MLflow is extra, its failure is a warning
+        lines = str(exc).strip().splitlines()
+        first = lines[0] if lines else type(exc).__name__
+        print(f"[llmd-bench] WARNING: MLflow logging FAILED (the report is stored): {first}. Log the run again with "
+              f"`llmd-bench mlflow-log --run-id {run_id} --campaign {campaign}`", flush=True)
+        return f"FAILED: {first}"
+    print(f"[llmd-bench] {result.line()}", flush=True)
+    for warning in result.warnings:
+        print(f"[llmd-bench] MLflow: {warning}", flush=True)
+    return f"logged {result.level_runs} level run(s) to experiment {result.experiment!r}"
 
 
 def _factors_suffix(outcome: dict[str, Any]) -> str:
