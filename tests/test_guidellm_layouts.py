@@ -236,10 +236,19 @@ def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scal
         for config in ("no-offload", "llm-d-valkey"):
             import_reports([_fixture("0.5.4")], "Qwen/Qwen3-8B", config, "v0.5.0", run_id="study-replicas",
                            campaign="past-replicas", url=db_url, factors=parse_factors(f"replicas={replicas}"))
+    # the command line takes the same values
+    out = subprocess.run([str(BIN / "llmd-bench"), "import", str(_fixture("0.6.0")), "--model", "Qwen/Qwen3-8B",
+                          "--config", "fs-offload", "--llmd-version", "v0.7.0", "--run-id", "study-pressure",
+                          "--factors", "memory_regime=pressure"],
+                         capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_DB_URL": db_url})
+    assert out.returncode == 0, out.stderr
     engine = db.make_engine(db_url)
     try:
         with Session(engine) as s:
-            cells = s.execute(select(Cell).order_by(Cell.config, Cell.stack_factors)).scalars().all()
+            pressure = s.execute(select(Cell).where(Cell.config == "fs-offload")).scalar_one()
+            assert pressure.stack_factors == "memory_regime=pressure" and pressure.factors == {"memory_regime": "pressure"}
+            cells = s.execute(select(Cell).where(Cell.config != "fs-offload")
+                              .order_by(Cell.config, Cell.stack_factors)).scalars().all()
             assert [(c.config, c.stack_factors, c.replicas, c.factors) for c in cells] == [
                 ("llm-d-valkey", "replicas=1", 1, {"replicas": 1}), ("llm-d-valkey", "replicas=2", 2, {"replicas": 2}),
                 ("no-offload", "replicas=1", 1, {"replicas": 1}), ("no-offload", "replicas=2", 2, {"replicas": 2})]

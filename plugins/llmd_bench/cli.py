@@ -165,6 +165,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     given = [opt for opt, value in (("--model", args.model), ("--config", args.config),
                                     ("--llmd-version", args.llmd_version)) if value is not None]
     if fmt == "benchmark-report":
+        if args.factors:
+            given.append("--factors")
         if given:
             raise LlmdBenchError(f"{', '.join(given)}: not used with --format benchmark-report (each report names its "
                                  "model, configuration and llm-d version)")
@@ -178,10 +180,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         args.import_parser.error("the following arguments are required with --format guidellm: "
                                  + ", ".join(o for o in ("--model", "--config", "--llmd-version") if o not in given))
 
-    from llmd_bench.importer import import_reports
+    from llmd_bench.importer import import_reports, parse_factors
 
     summary = import_reports([Path(f) for f in args.files], args.model, args.config, args.llmd_version,
-                             run_id=args.run_id, campaign=args.campaign)
+                             run_id=args.run_id, campaign=args.campaign, factors=parse_factors(args.factors))
     print(json.dumps(summary))
     return 0
 
@@ -389,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llmd-version", default=None)
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")
+    p.add_argument("--factors", default=None, help="the study's factor values for these reports, e.g. replicas=2 or "
+                   "memory_regime=pressure,offload_size=20k (GuideLLM reports; one cell per model, config and factors)")
     p.add_argument("--format", choices=["guidellm", "benchmark-report"], default="guidellm",
                    help="guidellm: GuideLLM report files (needs --model, --config, --llmd-version); benchmark-report: "
                    "llm-d Benchmark Report v0.2 files written by `llmd-bench export` (they name the cell)")
