@@ -185,4 +185,9 @@ def test_a_factor_campaign_runs_a_cell_per_factor_value_and_reports_scaling(airf
     scaling = md.split("## Scaling")[1].split("\n## ")[0]
     assert "| Qwen3-0.6B | lmcache-valkey | - |" in scaling and "replicas=2: tok/s (eff.)" in scaling
     assert "Factors: replicas 1, 2." in md
+    # GPU time: TP 2 x replicas held from deploy to teardown, split into phases that add up to the wall time
+    for (replicas, g) in _db_rows(db_url, "SELECT replicas, gpu_time FROM cells"):
+        assert g["gpus"] == 2 * replicas and g["complete"], g
+        assert sum(g["seconds"].values()) == pytest.approx(g["wall_s"], abs=0.01) and g["seconds"]["measurement"] > 0
+    assert "## GPU time\n" in md and "The GPUs were SIMULATED" in md
     _assert_nothing_left(results_dir)

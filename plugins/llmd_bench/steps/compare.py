@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import paths, storage
+from llmd_bench import gpu_time, paths, storage
 from llmd_bench.context import StepContext, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
@@ -33,6 +33,7 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
             outcomes.append(row | {"status": "skipped", "reason": "not selected"})
             continue
         record = sub.read_record()
+        row["gpu_time"] = gpu_time.phases(record)
         failed_steps = {k: v for k, v in record.get("steps", {}).items() if v.get("status") == "failed"}
         step_errors = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
         levels_path = sub.cell_dir / LEVELS_FILE
@@ -69,6 +70,9 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
                     status=o["status"], reason=o["reason"],
                     tensor_parallel_size=o["factors"].get("tensor_parallel_size", ctx.params.tensor_parallel_size),
                     replicas=o["factors"].get("replicas")))
+            if o.get("gpu_time"):
+                db.set_gpu_time(session, run_pk, by_short[o["model"]], o["config"], o["stack_factors"],
+                                o["config_factors"], o["gpu_time"])
         failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
         db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
 
