@@ -495,3 +495,32 @@ def test_a_pre_start_command_runs_before_vllm_which_keeps_its_arguments(tmp_path
     assert vllm["args"][0] == "Qwen/Qwen3-0.6B" and "--kv-transfer-config" in vllm["args"]
     _, docs = render(campaign, "Qwen/Qwen3-0.6B", "no-offload")
     assert container(docs, "vllm")["command"] == ["vllm", "serve"]
+
+
+def test_a_configurations_block_size_and_scorer_weights_reach_vllm_and_the_epp(tmp_path):
+    from conftest import tiny_campaign, write_campaign
+
+    doc = tiny_campaign(configs=["no-offload", "valkey-big-blocks"])
+    doc["configurations"] = {"valkey-big-blocks": {
+        "description": "precise routing on 64-token blocks, prefix-heavy weights", "evidence": "index-keys",
+        "model_server": {"block_size": 64},
+        "router": {"prefix_scorer": "precise", "index": "valkey", "weights": {"queue": 1, "kv_cache_utilization": 0,
+                                                                               "prefix": 5}}}}
+    doc["local_simulation"]["valkey-big-blocks"] = {"ttft_ms": 40, "itl_ms": 8}
+    campaign = load_campaign(write_campaign(tmp_path, doc))
+    _, docs = render(campaign, "Qwen/Qwen3-0.6B", "valkey-big-blocks")
+    args = container(docs, "vllm")["args"]
+    assert args[args.index("--block-size") + 1] == "64"
+    cfg = epp_config(docs)
+    scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
+    processor = scorer.get("tokenProcessorConfig") or scorer["indexerConfig"]["tokenProcessorConfig"]
+    assert 64 in processor.values()  # the indexer hashes the blocks vLLM reports
+    profile = {p["pluginRef"]: p.get("weight") for p in cfg["schedulingProfiles"][0]["plugins"]}
+    assert profile == {"queue-scorer": 1, "precise-prefix-cache-scorer": 5, "max-score-picker": None}
+    assert "kv-cache-utilization-scorer" not in {p["type"] for p in cfg["plugins"]}
+    # the baseline keeps the published weights and block size
+    _, docs = render(campaign, "Qwen/Qwen3-0.6B", "no-offload")
+    assert {p["pluginRef"]: p.get("weight") for p in epp_config(docs)["schedulingProfiles"][0]["plugins"]} == {
+        "queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3, "max-score-picker": None}
+    args = container(docs, "vllm")["args"]
+    assert args[args.index("--block-size") + 1] == "16"

@@ -32,7 +32,7 @@ Evidence = Literal["none", "offload-counters", "index-keys"]
 RENDERER_FLAGS = {
     "--host": "fixed", "--port": "fixed", "--tensor-parallel-size": "tensor_parallel_size (a factor/param)",
     "--max-num-seqs": "serving.max_num_seqs", "--gpu-memory-utilization": "model_server.gpu_memory_utilization",
-    "--block-size": "serving.block_size", "--enable-prefix-caching": "always on",
+    "--block-size": "model_server.block_size or serving.block_size", "--enable-prefix-caching": "always on",
     "--kv-transfer-config": "model_server.kv_offload", "--kv-events-config": "router.prefix_scorer: precise",
     "--prefix-caching-hash-algo": "router.prefix_scorer: precise",
 }
@@ -112,6 +112,8 @@ class ModelServerPart(_Strict):
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="overrides serving.gpu_memory_utilization (a memory-pressure regime lowers it)")
     image: str | None = Field(None, description="model-server image instead of the version catalog's")
+    block_size: PositiveInt | None = Field(None, description="vLLM's KV block size in tokens instead of "
+                                           "serving.block_size (the precise scorer's indexer hashes the same blocks)")
     extra_args: list[str] = Field([], description="vLLM flags appended verbatim (not those the renderer sets)")
     env: dict[str, str] = Field({}, description="model-server environment (not the variables the renderer sets)")
     pre_start: list[str] = Field([], description="shell commands run in the model-server container before vLLM "
@@ -136,11 +138,27 @@ class ModelServerPart(_Strict):
         return env
 
 
+class ScorerWeights(_Strict):
+    """The EPP scheduling profile's scorer weights (EndpointPickerConfig schedulingProfiles[].plugins[].weight);
+    the defaults are the published configuration's. 0 leaves a scorer out of the profile."""
+
+    queue: Annotated[int, Field(ge=0)] = 2
+    kv_cache_utilization: Annotated[int, Field(ge=0)] = 2
+    prefix: Annotated[int, Field(ge=0)] = 3
+
+    @model_validator(mode="after")
+    def _something_scores(self) -> ScorerWeights:
+        if not (self.queue or self.kv_cache_utilization or self.prefix):
+            raise ValueError("every scorer weight is 0: the picker would choose at random")
+        return self
+
+
 class RouterPart(_Strict):
     # approximate: the EPP's prefix-cache-scorer guesses from the requests it routed; precise: the
     # precise-prefix-cache-scorer reads the KV blocks vLLM reports over KV events from an index
     prefix_scorer: Literal["approximate", "precise"] = "approximate"
     index: IndexBackend = Field("in-memory", description="where the precise scorer's KV-block index lives")
+    weights: ScorerWeights = ScorerWeights()
 
     @model_validator(mode="after")
     def _index_goes_with_scorer(self) -> RouterPart:

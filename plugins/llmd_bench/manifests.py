@@ -139,26 +139,29 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
                 {"type": "precise-prefix-cache-producer", "parameters": parameters}]
             prefix = {"type": "prefix-cache-scorer",
                       "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
-            return _picker_config(entry, base_scorers + producers + [prefix] + tail, prefix["type"])
+            return _picker_config(entry, base_scorers + producers + [prefix] + tail, prefix["type"], config)
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
         # upstream's defaults: its blockSize counts prompt bytes, not tokens (GAIE pkg/epp/scheduling/framework/
         # plugins/multi/prefix/plugin.go @v1.2.0), from GAIE v1.5 the scorer ignores parameters, and from router
         # v0.9 any parameter but prefixMatchInfoProducerName is fatal
         prefix = {"type": "prefix-cache-scorer"}
-    return _picker_config(entry, base_scorers + [prefix] + tail, prefix["type"])
+    return _picker_config(entry, base_scorers + [prefix] + tail, prefix["type"], config)
 
 
-def _picker_config(entry: catalog.VersionEntry, plugins: list[dict[str, Any]], prefix_scorer: str) -> dict[str, Any]:
-    """The published weights: queue 2, KV-cache utilization 2, prefix 3."""
+def _picker_config(entry: catalog.VersionEntry, plugins: list[dict[str, Any]], prefix_scorer: str,
+                   config: Configuration) -> dict[str, Any]:
+    """The configuration's weights (default the published ones: queue 2, KV-cache utilization 2, prefix 3); a
+    scorer weighted 0 is left out of the profile and of the plugins."""
+    w = config.router.weights
+    weights = {"queue-scorer": w.queue, "kv-cache-utilization-scorer": w.kv_cache_utilization, prefix_scorer: w.prefix}
+    dropped = {ref for ref, weight in weights.items() if weight == 0}
     return {
         "apiVersion": entry.contract.epp_config_api_version,
         "kind": "EndpointPickerConfig",
-        "plugins": plugins,
+        "plugins": [p for p in plugins if p["type"] not in dropped],
         "schedulingProfiles": [{"name": "default", "plugins": [
-            {"pluginRef": "queue-scorer", "weight": 2},
-            {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
-            {"pluginRef": prefix_scorer, "weight": 3},
+            *({"pluginRef": ref, "weight": weight} for ref, weight in weights.items() if weight),
             {"pluginRef": "max-score-picker"},
         ]}],
     }
@@ -486,6 +489,9 @@ def _env() -> jinja2.Environment:
 
 def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:
     """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied)."""
+    block_size = campaign.cell_configuration(cell).model_server.block_size
+    if block_size is not None:  # vLLM, the EPP's indexer, the simulator and the sizing all read serving.block_size
+        campaign = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"block_size": block_size})})
     ctx = context(campaign, params.for_cell(cell), cell, run_id, namespace)
     env = _env()
     docs: list[dict[str, Any]] = []
