@@ -213,6 +213,8 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
         assert env["LLMD_BENCH_S3_ENDPOINT"].value == "http://minio.bench:9000"
         assert env["AWS_SECRET_ACCESS_KEY"].value is None
         assert env["AWS_SECRET_ACCESS_KEY"].value_from.secret_key_ref.name == "llmd-bench-object-store"
+        mlflow = env["LLMD_BENCH_MLFLOW_URI"].value_from.secret_key_ref  # compare logs to MLflow when it exists
+        assert (mlflow.name, mlflow.key, mlflow.optional) == ("llmd-bench-mlflow", "uri", True)
         assert env["LLMD_BENCH_RESULTS"].value.startswith("/work/")
         assert [m.mount_path for m in c.volume_mounts] == ["/work"] and pod.spec.volumes[0].empty_dir is not None
         assert 99 in task.skip_on_exit_code

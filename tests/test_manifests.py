@@ -106,7 +106,8 @@ def test_render_command_writes_files_that_pass_kubernetes_validate(tmp_path):
     assert (tmp_path / "namespace").is_dir()
     roles = [yaml.safe_load(p.read_text()) for p in (tmp_path / "namespace").glob("*-role-*.yaml")]
     readable = {n for r in roles for rule in r["rules"] if "secrets" in rule["resources"] for n in rule["resourceNames"]}
-    assert readable == {"llmd-bench-results-db", "llmd-bench-object-store", "llmd-bench-hf-token"}  # preflight's, no more
+    assert readable == {"llmd-bench-results-db", "llmd-bench-object-store", "llmd-bench-hf-token",
+                        "llmd-bench-mlflow"}  # preflight's, no more
     (reader,) = [yaml.safe_load(p.read_text()) for p in (tmp_path / "preflight").glob("*-clusterrole-*.yaml")]
     assert {v for rule in reader["rules"] for v in rule["verbs"]} <= {"get", "list", "watch"}
     assert sorted(p.name for p in (tmp_path / "pcp").glob("*.yaml")) == [

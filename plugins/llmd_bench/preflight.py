@@ -87,6 +87,8 @@ class SecretSpec:
     keys: tuple[str, ...]
     required: bool
     why: str
+    # an absent secret only turns a feature off (MLflow logging): reported ok, saying so
+    absent_means_off: bool = False
 
 
 def secret_specs(campaign: Campaign) -> list[SecretSpec]:
@@ -98,6 +100,8 @@ def secret_specs(campaign: Campaign) -> list[SecretSpec]:
                    "fine if IRSA / workload identity gives the step pods S3 credentials"),
         SecretSpec("Hugging Face token", campaign.serving.hf_token_secret, ("HF_TOKEN",), False,
                    "needed for gated models and tokenizers only"),
+        SecretSpec("MLflow tracking server", os.environ.get("LLMD_BENCH_MLFLOW_SECRET", "llmd-bench-mlflow"), ("uri",),
+                   False, "optional: without it compare does not log the run to MLflow", absent_means_off=True),
     ]
 
 
@@ -386,7 +390,9 @@ def check_secrets(api: Api, report: Report, specs: list[SecretSpec]) -> None:
         try:
             obj = api.get(f"/api/v1/namespaces/{ns}/secrets/{s.name}")
         except ApiError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and s.absent_means_off:
+                report.add("secrets", "ok", f"{s.role} secret {s.name} does not exist: that feature is off{why}")
+            elif exc.status == 404:
                 report.add("secrets", bad, f"{s.role} secret {s.name} does not exist in namespace {ns}{why}: {create}")
             elif exc.status == 403:
                 report.add("secrets", bad, f"cannot check the {s.role} secret {s.name}: reading it is forbidden; the "

@@ -60,6 +60,9 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
         # the campaign's token Secret, as the model servers use (gated tokenizers)
         from_secret("HF_TOKEN", campaign.serving.hf_token_secret, "HF_TOKEN", optional=True),
+        # optional: compare logs the run to this MLflow tracking server (mlflow_log.py); absent, logging is off
+        from_secret("LLMD_BENCH_MLFLOW_URI", os.environ.get("LLMD_BENCH_MLFLOW_SECRET", "llmd-bench-mlflow"), "uri",
+                    optional=True),
         k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
         # the image runs as UID 65532: the tokenizer download needs a writable home (the /work emptyDir)
         k8s.V1EnvVar(name="HOME", value="/work"),
