@@ -447,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     except LlmdBenchError as exc:
         print(f"[llmd-bench] error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except BrokenPipeError:
+        # the reader stopped early (`llmd-bench plan | head`): not an error; no flush into the closed pipe at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:  # noqa: BLE001 - a bug, not bad input: keep the traceback
         traceback.print_exc()
         return 1
