@@ -186,7 +186,8 @@ def test_every_exported_file_validates_and_holds_the_stores_numbers(stored_run, 
         assert llmd["standardized"]["factors"] == {"replicas": 2}
         assert llmd["native"]["config"]["images"]["vllm"] == "ghcr.io/llm-d/llm-d-cuda:v0.4.0"
         if cell["config"] == "llm-d-redis":
-            assert llmd["native"]["config"]["configuration"]["router"] == {"prefix_scorer": "precise", "index": "redis"}
+            assert llmd["native"]["config"]["configuration"]["router"] == {
+                "prefix_scorer": "precise", "index": "redis", "weights": {"queue": 2, "kv_cache_utilization": 2, "prefix": 3}}
             assert by_label(doc, "kv-store")["standardized"]["tool_version"] == "7.4.2"
         # the load: GuideLLM at this level's concurrency, 2x prefix count resolved at the level
         load = doc["scenario"]["load"]["standardized"]
