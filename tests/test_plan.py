@@ -109,3 +109,221 @@ def test_a_per_level_multiplier_needs_per_level_runs(tmp_path):
     doc["workload"].update(level_isolation="none", max_requests="two")
     with pytest.raises(CampaignError, match=r"workload.max_requests"):
         load_campaign(write_campaign(tmp_path, doc))
+
+
+# --- GPU time and cost estimates (plan_estimate.py) ---------------------------------------------------------------
+
+def _gpu_time(model_load, warmup, measurement, idle, teardown, complete=True):
+    seconds = {"model_load": model_load, "warmup": warmup, "measurement": measurement, "idle": idle,
+               "teardown": teardown}
+    return {"gpus": 2, "seconds": seconds, "complete": complete}
+
+
+def _store_history(url, llmd_version, tp):
+    """Measured cells of Qwen3-8B: two per-level runs with restarts, one per-cell run of two redeployed trials, and
+    cells the estimate must not use (a failed one, one whose teardown never ended, one on the local runtime)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from llmd_bench.db import store
+    from llmd_bench.db.schema import Cell, LevelResult, Run
+
+    per_level = {"runs": "per-level", "sweep": "grid", "level_isolation": "restart", "trials": 1,
+                 "trial_isolation": "redeploy"}
+    per_cell = {"runs": "per-cell", "sweep": "grid", "level_isolation": "none", "trials": 2,
+                "trial_isolation": "redeploy"}
+    # (run, runtime, params, status, trials, gpu_time); each trial ran levels 1, 50, 100
+    cells = [
+        ("a", "kubernetes", per_level, "ok", 1, _gpu_time(600, 60, 360, 90, 40)),     # 3 loads: 200 s, 20 s; idle 30/run
+        ("b", "kubernetes", per_level, "ok", 1, _gpu_time(780, 120, 360, 120, 80)),   # 260 s, 40 s; idle 40 per run
+        ("c", "kubernetes", per_cell, "ok", 2, _gpu_time(440, 50, 720, 200, 30)),     # 2 loads: 220 s, 25 s; per-cell runs
+        ("d", "kubernetes", per_level, "failed", 1, _gpu_time(9999, 999, 0, 999, 999)),
+        ("e", "kubernetes", per_level, "ok", 1, _gpu_time(9999, 999, 360, 999, 999, complete=False)),
+        ("f", "local", per_level, "ok", 1, _gpu_time(9, 1, 360, 30, 1)),
+    ]
+    t0 = datetime(2026, 11, 27, 10, tzinfo=UTC)
+    engine = store.make_engine(url)
+    store.migrate(engine)
+    try:
+        with Session(engine) as s, s.begin():
+            for name, runtime, params, status, trials, gpu in cells:
+                run = Run(campaign="llmd_kv_cache_eval_per_level", dag_run_id=f"history-{name}", runtime=runtime,
+                          llmd_version=llmd_version, params=params, images={})
+                s.add(run)
+                for trial in range(1, trials + 1):
+                    cell = Cell(run=run, model="Qwen/Qwen3-8B", short_model="Qwen3-8B", config="no-offload",
+                                trial=trial, status=status, tensor_parallel_size=tp, replicas=1, gpu_time=gpu,
+                                versions={}, config_effect={}, observability={})
+                    s.add(cell)
+                    if status == "ok":
+                        for c in (1, 50, 100):
+                            s.add(LevelResult(cell=cell, concurrency=c, valid=True, requests_successful=10,
+                                              requests_errored=0, requests_incomplete=0, level_start=t0, level_end=t0,
+                                              duration_s=120.0, summary={}))
+    finally:
+        engine.dispose()
+
+
+def _per_level_params(**conf):
+    campaign = find_campaign("kv_cache_eval_per_level")
+    params = resolve_params(campaign, {"models": ["Qwen/Qwen3-8B", "Qwen/Qwen3-14B"], "configs": ["no-offload"],
+                                       "concurrency": [1, 50, 100, 150], **conf}, catalog.known_versions())
+    return campaign, params
+
+
+def test_plan_estimates_gpu_time_per_phase_from_the_stores_measured_cells(db_url):
+    from llmd_bench import plan_estimate
+
+    campaign, params = _per_level_params()
+    _store_history(db_url, params.llmd_version, params.tensor_parallel_size)
+    history = plan_estimate.read_history(["Qwen/Qwen3-14B", "Qwen/Qwen3-8B"], "kubernetes", url=db_url)
+    assert len(history.cells) == 3, history.status  # not the failed, the incomplete nor the local cell
+    found = method.plan(campaign, params, "kubernetes", history=history)
+    qwen8, qwen14 = found["cells"]
+    e = qwen8["gpu_time_estimate"]
+    assert qwen8["model_loads"] == 4 and e["gpus"] == 2
+    # medians over the measured cells: 220 s per load (200, 260, 220), 25 s of warm-up per load (20, 40, 25),
+    # 40 s of teardown (40, 80, 30); idle from the per-level cells only (30, 40 s per GuideLLM run)
+    assert e["seconds"] == {"model_load": 4 * 220.0, "warmup": 4 * 25.0, "measurement": 4 * 120.0,
+                            "idle": 4 * 35.0, "teardown": 40.0}
+    assert e["gpu_hours"]["model_load"] == pytest.approx(880 * 2 / 3600, abs=1e-4)
+    assert e["gpu_hours_total"] == pytest.approx((880 + 100 + 480 + 140 + 40) * 2 / 3600, abs=1e-4)
+    what = f"Qwen/Qwen3-8B, kubernetes, llm-d {params.llmd_version}, TP {params.tensor_parallel_size}, no-offload"
+    assert e["sources"]["model_load"] == f"history: 3 cells ({what}), median 220.0 s per load x 4"
+    assert e["sources"]["idle"].startswith(f"history: 2 cells ({what}, one GuideLLM run per level), median 35.0 s")
+    assert e["sources"]["measurement"].startswith("plan: levels x duration_s x trials")
+    # no history of Qwen3-14B: the documented defaults, labelled as such (29.5 GB at 0.5 GB/s + 120 s per load)
+    d = qwen14["gpu_time_estimate"]
+    assert d["seconds"]["model_load"] == pytest.approx(4 * (120 + 29.5 / 0.5))
+    assert d["seconds"]["idle"] == 60 + 4 * 15.0 and d["seconds"]["teardown"] == 30.0
+    assert all(d["sources"][p].startswith("default: ") for p in ("model_load", "warmup", "idle", "teardown"))
+    totals = found["totals"]
+    assert totals["gpu_hours_total"] == pytest.approx(e["gpu_hours_total"] + d["gpu_hours_total"], abs=1e-3)
+    assert totals["gpu_hours"]["model_load"] == pytest.approx(e["gpu_hours"]["model_load"] + d["gpu_hours"]["model_load"],
+                                                              abs=1e-3)
+    text = method.format_plan(found)
+    assert f"history: 3 cells ({what}) [1 cell]" in text and "default: 120 s start-up + size_gb at 0.5 GB/s" in text
+
+
+def test_reset_saves_the_model_loads_restart_would_spend(db_url):
+    from llmd_bench import plan_estimate
+
+    campaign, restart = _per_level_params()
+    _store_history(db_url, restart.llmd_version, restart.tensor_parallel_size)
+    history = plan_estimate.read_history(["Qwen/Qwen3-8B", "Qwen/Qwen3-14B"], "kubernetes", url=db_url)
+    # "reset" is compared as a string: model_copy, so the test does not depend on campaign.py accepting it yet
+    reset = restart.model_copy(update={"level_isolation": "reset"})
+    none = restart.model_copy(update={"level_isolation": "none"})
+    assert [method.model_loads(p, 4) for p in (restart, reset, none)] == [4, 1, 1]
+    assert [method.level_resets(p, 4) for p in (restart, reset, none)] == [0, 3, 0]
+    by = {p.level_isolation: method.plan(campaign, p, "kubernetes", history=history) for p in (restart, reset, none)}
+    r8, s8 = by["restart"]["cells"][0], by["reset"]["cells"][0]
+    assert (r8["model_loads_saved"], r8["gpu_hours_saved"]) == (0, 0)
+    assert s8["model_loads"] == 1 and s8["resets"] == 3 and s8["model_loads_saved"] == 3
+    # three loads of 220 s avoided; three resets of 5 s (idle) spent, each followed by the warm-up a restart gets
+    assert s8["gpu_time_estimate"]["seconds"]["idle"] == 4 * 35.0 + 3 * 5.0
+    assert s8["gpu_time_estimate"]["seconds"]["warmup"] == r8["gpu_time_estimate"]["seconds"]["warmup"] == 4 * 25.0
+    assert s8["gpu_time_estimate"]["seconds"]["model_load"] == 220.0
+    assert s8["gpu_hours_saved"] == pytest.approx((3 * 220 - 3 * 5) * 2 / 3600, abs=1e-3)
+    assert s8["gpu_hours_saved"] == pytest.approx(r8["gpu_time_estimate"]["gpu_hours_total"]
+                                                  - s8["gpu_time_estimate"]["gpu_hours_total"], abs=1e-3)
+    assert "5 s per reset x 3" in s8["gpu_time_estimate"]["sources"]["idle"]
+    totals = by["reset"]["totals"]
+    assert totals["model_loads_saved"] == 3 + 3 and totals["resets"] == 6
+    assert totals["gpu_hours_saved"] == pytest.approx(by["restart"]["totals"]["gpu_hours_total"]
+                                                      - totals["gpu_hours_total"], abs=1e-3)
+    assert totals["gpu_hours_saved"] > 0
+    text = method.format_plan(by["reset"])
+    assert (f"level isolation reset: 6 model loads and {totals['gpu_hours_saved']:.3g} GPU-hours saved compared with "
+            "restart") in text
+    assert "model_loads_saved" not in by["none"]["totals"] and "saved" not in method.format_plan(by["none"])
+
+
+def test_cost_appears_only_when_the_campaign_states_a_gpu_hour_cost(campaigns_dir):
+    doc = tiny_campaign()
+    plain = load_campaign(write_campaign(campaigns_dir, doc))
+    doc["gpu_hour_cost"] = 2.5
+    priced = load_campaign(write_campaign(campaigns_dir, doc, name="priced"))
+    params = resolve_params(plain, {}, catalog.known_versions())
+    without, with_cost = method.plan(plain, params, "kubernetes"), method.plan(priced, params, "kubernetes")
+    assert "cost" not in without["totals"] and all("cost" not in c["gpu_time_estimate"] for c in without["cells"])
+    assert "gpu_hour_cost" not in without["estimate"] and "cost" not in method.format_plan(without)
+    total = with_cost["totals"]["gpu_hours_total"]
+    assert total == without["totals"]["gpu_hours_total"] > 0
+    assert with_cost["totals"]["cost"] == pytest.approx(total * 2.5, abs=0.01)
+    for cell in with_cost["cells"]:
+        assert cell["gpu_time_estimate"]["cost"] == pytest.approx(cell["gpu_time_estimate"]["gpu_hours_total"] * 2.5,
+                                                                   abs=0.01)
+    assert f"cost {total * 2.5:,.2f} at 2.5 per GPU-hour" in method.format_plan(with_cost)
+
+
+def test_without_history_the_defaults_are_used_and_labelled_and_adaptive_is_an_upper_bound(campaigns_dir):
+    campaign = load_campaign(write_campaign(campaigns_dir, tiny_campaign(sweep="adaptive")))
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    found = method.plan(campaign, params, "kubernetes")
+    e = found["cells"][0]["gpu_time_estimate"]
+    # 2 grid levels + 1 refinement, one run each; 1.5 GB of weights at 0.5 GB/s + 120 s start-up
+    assert e["seconds"] == {"model_load": 123.0, "warmup": 30.0, "measurement": 3 * 2.0, "idle": 60 + 3 * 15.0,
+                            "teardown": 30.0}
+    assert e["sources"]["model_load"] == "default: 120 s start-up + size_gb at 0.5 GB/s per load = 123.0 s x 1"
+    assert "at most: the adaptive sweep stops past saturation" in e["sources"]["measurement"]
+    assert "the grid's 2 + 1 refinement" in e["sources"]["measurement"]
+    assert found["estimate"]["history"] == "history not read: defaults only"
+    assert any("adaptive" in b for b in found["estimate"]["upper_bound"])
+    assert "(at most)" in method.format_plan(found)
+    local = method.plan(campaign, params, "local")["cells"][0]["gpu_time_estimate"]
+    assert local["seconds"]["model_load"] == 5.0 and "simulated servers" in local["sources"]["model_load"]
+
+
+def test_plan_never_starts_a_store_and_falls_back_to_defaults_when_none_answers(campaigns_dir, tmp_path):
+    import os
+
+    from llmd_bench.runtime.processes import free_port
+
+    path = write_campaign(campaigns_dir, tiny_campaign())
+    base = {k: v for k, v in os.environ.items() if k not in ("LLMD_BENCH_DB_URL", "AIRFLOW_CONN_LLMD_RESULTS")}
+    base.update(LLMD_BENCH_PGDATA_BASE=str(tmp_path / "pg"), LLMD_BENCH_RUNTIME="kubernetes")
+    out = subprocess.run([str(BIN / "llmd-bench"), "plan", "--campaign", str(path), "--json"],
+                         capture_output=True, text=True, env=base)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert found["estimate"]["history"].startswith("no results store configured")
+    assert not (tmp_path / "pg").exists()  # the local server was neither created nor started
+    closed = {**base, "LLMD_BENCH_DB_URL": f"postgresql://u:p@127.0.0.1:{free_port()}/none"}
+    out = subprocess.run([str(BIN / "llmd-bench"), "plan", "--campaign", str(path)], capture_output=True, text=True,
+                         env=closed)
+    assert out.returncode == 0, out.stderr
+    assert "not read (" in out.stdout and "defaults only" in out.stdout and "default: 120 s start-up" in out.stdout
+
+
+def test_plan_cli_reads_the_configured_store(db_url):
+    import os
+
+    campaign, params = _per_level_params()
+    _store_history(db_url, params.llmd_version, params.tensor_parallel_size)
+    env = {**os.environ, "LLMD_BENCH_DB_URL": db_url, "LLMD_BENCH_RUNTIME": "kubernetes"}
+    argv = [str(BIN / "llmd-bench"), "plan", "--campaign", "kv_cache_eval_per_level", "--json", "--params",
+            json.dumps({"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload"], "concurrency": [1, 50, 100, 150]})]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout)
+    assert "3 measured cell(s)" in found["estimate"]["history"]
+    assert found["cells"][0]["gpu_time_estimate"]["seconds"]["model_load"] == 4 * 220.0
+    out = subprocess.run([*argv, "--no-history"], capture_output=True, text=True, env=env)
+    e = json.loads(out.stdout)["cells"][0]["gpu_time_estimate"]
+    assert e["seconds"]["model_load"] == pytest.approx(4 * (120 + 16.4 / 0.5))
+    assert e["sources"]["model_load"].startswith("default")
+
+
+def test_a_measured_reset_cell_counts_a_warm_up_per_reset_and_its_resets_out_of_idle():
+    from llmd_bench import plan_estimate
+
+    reset = {"runs": "per-level", "sweep": "grid", "level_isolation": "reset", "trials": 1, "trial_isolation": "redeploy"}
+    row = {"run_pk": 1, "runtime": "kubernetes", "llmd_version": "v0.4.0", "params": reset, "model": "Qwen/Qwen3-8B",
+           "config": "llm-d-redis", "trial": 1, "status": "ok", "tensor_parallel_size": 2, "levels": 4,
+           "gpu_time": _gpu_time(200, 100, 480, 4 * 30 + 3 * 5, 30)}
+    (cell,) = plan_estimate.history_cells([row])
+    # one load, three resets: four warm-ups of 25 s; idle 30 s per GuideLLM run once the 5 s resets are taken out
+    assert (cell.load_s, cell.warmup_s, cell.idle_per_run_s, cell.teardown_s) == (200.0, 25.0, 30.0, 30.0)
+    assert plan_estimate.history_cells([{**row, "status": "failed"}]) == []

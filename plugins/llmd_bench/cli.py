@@ -240,7 +240,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         runtime = selected_runtime()
     except ValueError as exc:
         raise LlmdBenchError(str(exc)) from None
-    found = method.plan(campaign, params, runtime)
+    from llmd_bench.plan_estimate import History
+
+    history = History(status="history not read (--no-history): defaults only")
+    if not args.no_history:
+        # the store's measured GPU time of these models, when a store URL is configured and answers at once;
+        # never the local server (which resolving the URL would start), never an error: defaults instead
+        from llmd_bench.plan_estimate import read_history
+
+        history = read_history(sorted({c.model for c in campaign.cells() if params.selects(c)}), runtime)
+    found = method.plan(campaign, params, runtime, history=history)
     print(json.dumps(found, indent=2) if args.json else method.format_plan(found), flush=True)
     return 0
 
@@ -366,10 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
     p.set_defaults(func=cmd_mlflow_log)
     p = sub.add_parser("plan", help="show, without running anything, every cell of a run: configuration, levels, "
-                                    "the exact GuideLLM command of each run, model loads and seconds of measurement")
+                                    "the exact GuideLLM command of each run, model loads, seconds of measurement and "
+                                    "the estimated GPU-hours per phase (and cost)")
     p.add_argument("--campaign", required=True, help="campaign file stem, dag id or path")
     p.add_argument("--params", default="", help="run params as JSON, as in the trigger form (defaults from the campaign)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--no-history", action="store_true",
+                   help="estimate GPU time from the documented defaults only, without reading the results store's "
+                        "measured cells (read only when LLMD_BENCH_DB_URL or AIRFLOW_CONN_LLMD_RESULTS is set)")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("render", help="write a cell's Kubernetes manifests as YAML files")
     p.add_argument("--model", required=True)
