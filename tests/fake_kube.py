@@ -277,7 +277,8 @@ class FakeKube:
                 statuses, phase = [], "Pending"
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": pod_name, "namespace": ns, "uid": str(uuid.uuid4()),
-                                "labels": template["metadata"]["labels"], "creationTimestamp": now()},
+                                "labels": template["metadata"]["labels"], "creationTimestamp": now(),
+                                "annotations": dict(template["metadata"].get("annotations") or {})},
                    "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]],
                             **({"nodeName": f"gpu-node-{i % len(self.host_ips)}"} if phase == "Running" else {})},
                    "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,

@@ -84,11 +84,11 @@ class ModelSpec(_Strict):
 # A per-level multiplier: "2x" is 2 x concurrency (prefix_count) or 2 x concurrency x turns (max_requests).
 Multiplier = Annotated[str, Field(pattern=r"^[1-9][0-9]*x$")]
 Runs = Literal["per-cell", "per-level"]
-LevelIsolation = Literal["none", "restart"]
+LevelIsolation = Literal["none", "restart", "reset"]
 RUNS: tuple[str, ...] = ("per-cell", "per-level")
 Sweep = Literal["grid", "adaptive"]
 SWEEPS: tuple[str, ...] = ("grid", "adaptive")
-LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart")
+LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart", "reset")
 
 
 class Workload(_Strict):
@@ -108,7 +108,9 @@ class Workload(_Strict):
                                                           "a number, or 'Nx' for N x concurrency x turns")
     runs: Runs = Field("per-cell", description="one GuideLLM run per cell over all levels, or one per level")
     level_isolation: LevelIsolation = Field("none", description="restart: fresh model servers and an emptied index "
-                                            "before every level after the first (needs runs: per-level)")
+                                            "before every level after the first; reset: the same caches and index "
+                                            "emptied without reloading the model, where shown equivalent (both need "
+                                            "runs: per-level)")
 
     @model_validator(mode="after")
     def _method_is_consistent(self) -> Workload:
@@ -117,8 +119,9 @@ class Workload(_Strict):
 
 
 def check_method(runs: str, level_isolation: str, prefix_count: int | str, max_requests: int | str | None) -> None:
-    if level_isolation == "restart" and runs != "per-level":
-        raise ValueError("level_isolation: restart needs runs: per-level (one GuideLLM run cannot be paused for a restart)")
+    if level_isolation in ("restart", "reset") and runs != "per-level":
+        raise ValueError(f"level_isolation: {level_isolation} needs runs: per-level (one GuideLLM run cannot be paused "
+                         f"for a {level_isolation})")
     per_level = [name for name, v in (("prefix_count", prefix_count), ("max_requests", max_requests))
                  if isinstance(v, str)]
     if per_level and runs != "per-level":
@@ -197,6 +200,16 @@ class Serving(_Strict):
         return self
 
 
+class PrefixCacheSimulation(_Strict):
+    """A simulated vLLM prefix cache in front of each mock server (runtime/prefix_cache_sim.py): vLLM's
+    prefix-cache counters and reset endpoint, so serving metrics and level_isolation: reset run locally."""
+
+    gpu_blocks: PositiveInt = Field(description="blocks the GPU tier keeps (least recently used go first)")
+    block_tokens: PositiveInt = 16
+    offload_blocks: NonNegativeInt = Field(0, description="blocks of an offload tier (0: none)")
+    offload_survives_reset: bool = Field(False, description="rehearse a server whose reset leaves the offload tier")
+
+
 class SimulationProfile(_Strict):
     """GuideLLM mock-server settings standing in for one configuration on the local runtime."""
 
@@ -207,6 +220,7 @@ class SimulationProfile(_Strict):
     max_concurrent_requests: PositiveInt | None = None
     capacity: PositiveInt | None = Field(None, description="requests one replica serves at once, whole streamed "
                                          "responses included; the local router queues the rest (a saturating server)")
+    prefix_cache: PrefixCacheSimulation | None = None
 
 
 # Factors a campaign may vary besides models and configurations. Stack factors change the whole serving
@@ -738,6 +752,12 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     if known_versions is not None and params.llmd_version not in known_versions:
         raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; "
                           f"allowed: {known_versions}")
+    if params.level_isolation == "reset" and known_versions is not None:
+        refused = reset_refusals(campaign, params)
+        if refused:
+            raise ParamsError("param `level_isolation`: reset cannot empty every cache of "
+                              + "; ".join(f"{config} ({'; '.join(why)})" for config, why in refused.items())
+                              + ": use level_isolation: restart, or leave these configurations out")
     for model in params.models:
         spec = campaign.model(model)
         if not params.levels_for(spec):
@@ -746,6 +766,21 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
                 f"max_concurrency {spec.max_concurrency}"
             )
     return params
+
+
+def reset_refusals(campaign: Campaign, params: RunParams) -> dict[str, list[str]]:
+    """configuration -> why level_isolation: reset cannot empty its caches at params.llmd_version."""
+    from llmd_bench import catalog, level_reset
+
+    contract = catalog.entry(params.llmd_version).contract
+    out: dict[str, list[str]] = {}
+    for cell in campaign.cells():
+        if params.selects(cell) and cell.config not in out:
+            why = level_reset.refusals(campaign.cell_configuration(cell), contract, campaign.serving.backend,
+                                       params.llmd_version)
+            if why:
+                out[cell.config] = why
+    return out
 
 
 def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | None) -> str:
@@ -833,8 +868,9 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
         },
         "level_isolation": {
             "type": "string", "enum": list(LEVEL_ISOLATIONS),
-            "description": "restart: fresh model servers and an emptied index before every level after the first "
-            "(needs runs: per-level).",
+            "description": "restart: fresh model servers and an emptied index before every level after the first; "
+            "reset: caches and index emptied without reloading the model, checked against a fresh server before "
+            "every level (both need runs: per-level).",
         },
         "factors": {
             "type": "object",

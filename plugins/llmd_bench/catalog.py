@@ -67,8 +67,23 @@ class PreciseScorerContract(_Strict):
     valkey_config_key: bool = True
 
 
+class PrefixCacheResetContract(_Strict):
+    """vLLM's `POST /reset_prefix_cache`, served only with VLLM_SERVER_DEV_MODE=1 at every catalog release, always
+    answering 200 even when nothing was reset (vllm/entrypoints/serve/cache/api_router.py @v0.19.1; serve/dev/cache
+    @v0.23.0); what level_isolation: reset relies on."""
+
+    # `reset_running_requests` and `reset_external` exist (vLLM >= 0.14.1; vllm/entrypoints/openai/api_server.py
+    # @v0.11.2 takes no parameters)
+    query_params: bool = True
+    # connectors whose reset_cache() empties their tier when reset_external=true: OffloadingConnector from vLLM
+    # 0.23.0 (offloading_connector.py, kv_offload/cpu/manager.py); before, and for LMCacheConnectorV1
+    # (lmcache_connector.py @v0.19.1, @v0.23.0), the base class's no-op
+    connectors: tuple[str, ...] = ()
+
+
 class Contract(_Strict):
     epp: EppContract = EppContract()
+    prefix_cache_reset: PrefixCacheResetContract = PrefixCacheResetContract()
     # EndpointPickerConfig's apiVersion (`llm-d.ai/v1alpha1` from router v0.9; the old group then only warns)
     epp_config_api_version: str = "inference.networking.x-k8s.io/v1alpha1"
     precise_scorer: PreciseScorerContract = PreciseScorerContract()

@@ -2,10 +2,11 @@
 of teardown, split into phases from the steps' own timings in cell.json:
 
 - model_load: deploy, and every redeploy or restart inside the sweep (trial or level isolation);
-- warmup: the warm-up step and the warm-ups after redeploys;
+- warmup: the warm-up step and the warm-ups after redeploys and level resets;
 - measurement: the levels' measured durations (GuideLLM's own, all trials);
 - teardown: the teardown step;
-- idle: the rest of the wall time (GuideLLM start-up between levels, sample collection, the scheduler's gaps).
+- idle: the rest of the wall time (GuideLLM start-up between levels, level resets and their checks, sample
+  collection, the scheduler's gaps).
 
 On the local runtime the GPUs are simulated; the numbers rehearse what a cluster run will hold.
 """
@@ -37,9 +38,11 @@ def phases(record: dict[str, Any]) -> dict[str, Any]:
     trials = (record.get("sweep") or {}).get("trials") or []
     isolations = [t for t in trials if t.get("isolation") == "redeployed"]
     isolations += [r for t in trials for r in t.get("runs") or [] if r.get("isolation") == "redeployed"]
+    resets = [r for t in trials for r in t.get("runs") or [] if r.get("isolation") == "reset"]
     seconds = {
         "model_load": (deploy.get("elapsed_s") or 0.0) + sum(i.get("redeploy_s") or 0.0 for i in isolations),
-        "warmup": ((steps.get("warmup") or {}).get("elapsed_s") or 0.0) + sum(i.get("warmup_s") or 0.0 for i in isolations),
+        "warmup": ((steps.get("warmup") or {}).get("elapsed_s") or 0.0)
+        + sum(i.get("warmup_s") or 0.0 for i in isolations + resets),
         "measurement": sum(t.get("benchmark_s") or 0.0 for t in trials),
         "teardown": teardown.get("elapsed_s") or 0.0,
     }

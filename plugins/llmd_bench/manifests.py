@@ -309,6 +309,9 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     if serving.model_cache_pvc:
         env.append({"name": "HF_HOME", "value": "/models"})
     env += [{"name": k, "value": v} for k, v in {**entry.contract.model_server_env, **config.model_server.env}.items()]
+    if params.level_isolation == "reset" and not any(e["name"] == "VLLM_SERVER_DEV_MODE" for e in env):
+        # POST /reset_prefix_cache is registered only in dev mode (vllm/entrypoints/serve/cache/api_router.py @v0.19.1)
+        env.append({"name": "VLLM_SERVER_DEV_MODE", "value": "1"})
     events = {"enable_kv_cache_events": True, "publisher": "zmq",
               "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
               "topic": kv_event_topic(entry, cell.model)}

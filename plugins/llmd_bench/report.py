@@ -385,6 +385,11 @@ def _method_section(doc: Doc, report: Report) -> None:
         ("Isolation between levels: restart; before every level after the first the model servers are restarted "
          "and warmed up and the index emptied, so no level starts with another level's cache."
          if p["level_isolation"] == "restart" else
+         "Isolation between levels: reset; before every level the model servers' prefix caches (GPU and offload "
+         "tiers) are reset through vLLM's /reset_prefix_cache, the index is emptied and the servers warmed up, without "
+         "reloading the model; each reset was checked: a prompt cached before it was served with no cache hit after "
+         "it, as on a fresh server."
+         if p["level_isolation"] == "reset" else
          "Isolation between levels: none; the servers keep running and their caches carry over from level to level."),
         f"Warm-up: {p.get('warmup_requests', 'an unrecorded number of')} requests after deploy, before the sweep.",
         f"Trials: {trials}" + ((", each after the first redeployed and warmed up again (its spread includes deployment "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from llmd_bench import __version__
@@ -396,6 +397,36 @@ def observation_targets(ctx: StepContext) -> Any:
     kv = _kv(ctx)
     epp = f"http://{cell_names(ctx.cell)['epp']}.{namespace()}.svc.cluster.local:{EPP_METRICS_PORT}/metrics"
     return Targets(_replica_urls(pods), (kv["host"], kv["port"]) if kv else None, epp if kv else None)
+
+
+RESTARTED_AT = "llmd-bench/restarted-at"
+
+
+def restart_epp(ctx: StepContext, timeout_s: float = 300.0) -> None:
+    """Empty the EPP's in-memory state (the approximate prefix index, or the precise scorer's in-memory KV-block
+    index, which no released llm-d-kv-cache clears on AllBlocksCleared: pkg/kvevents/pool.go @v0.7.1, @v0.8.1):
+    roll its Deployment with a new template annotation, as `kubectl rollout restart` does (the step Role may
+    patch deployments, not delete pods), and wait until every EPP pod carries it and is ready."""
+    docs, _, selector = _cell_objects(ctx)
+    (epp,) = [d for d in docs if d["kind"] == "Deployment"
+              and d["spec"]["template"]["metadata"]["labels"].get("llmd-bench/component") == "epp"]
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    epp["spec"]["template"]["metadata"].setdefault("annotations", {})[RESTARTED_AT] = stamp
+    cluster = Cluster(api_client(), namespace())
+    cluster.apply(epp)
+    sel = selector_string({**selector, "llmd-bench/component": "epp"})
+    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pods = cluster.list("Pod", sel)
+        fresh = [p for p in pods if (p["metadata"].get("annotations") or {}).get(RESTARTED_AT) == stamp
+                 and all(cs.get("ready") for cs in (p.get("status") or {}).get("containerStatuses") or [{}])]
+        if len(fresh) == len(pods) == epp["spec"]["replicas"]:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeStepError(f"the EPP of {ctx.cell} was not restarted within {timeout_s:.0f} s "
+                                   f"({len(fresh)} of {epp['spec']['replicas']} new pods ready)")
+        time.sleep(poll)
 
 
 def pcp_hosts(ctx: StepContext) -> dict[str, str]:

@@ -111,6 +111,20 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
         state["replicas"].append(f"http://127.0.0.1:{port}")
     for proc, url in zip(procs, state["replicas"]):
         processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
+    if sim.prefix_cache is not None:
+        # each replica's simulated prefix cache stands in front of its mock server: the replica's URL becomes its own
+        cache = sim.prefix_cache
+        mocks, state["replicas"] = state["replicas"], []
+        for i, url in enumerate(mocks):
+            port = processes.free_port()
+            cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port), "--backend", url,
+                   "--prefix-cache-blocks", str(cache.gpu_blocks), "--block-tokens", str(cache.block_tokens),
+                   "--offload-blocks", str(cache.offload_blocks), "--model", ctx.cell.model]
+            if cache.offload_survives_reset:
+                cmd.append("--offload-survives-reset")
+            proxy = serving(processes.start(f"prefix-cache-{i}", cmd, port, logs / f"prefix-cache-{i}.log"))
+            state["replicas"].append(f"http://127.0.0.1:{port}")
+            processes.wait_http(proxy, f"http://127.0.0.1:{port}/health", START_TIMEOUT_S)
 
     if len(state["replicas"]) > 1 or sim.capacity:
         port = processes.free_port()

@@ -6,7 +6,10 @@ wait in the router, as requests queue in a saturated vLLM. (GuideLLM's mock-serv
 cannot do this: its semaphore is released when the handler returns the stream, before any token is sent,
 guidellm/mock_server/server.py `_run_generation`, GuideLLM v0.8.1.)
 
-Run as `python -m llmd_bench.runtime.router --port P [--capacity N] --backend URL --backend URL ...`.
+With `--prefix-cache-blocks N` it also simulates one vLLM replica's prefix cache in front of its single backend
+(runtime/prefix_cache_sim.py): `/metrics` with vLLM's prefix-cache counters and `POST /reset_prefix_cache`.
+
+Run as `python -m llmd_bench.runtime.router --port P [--capacity N] [--prefix-cache-blocks N ...] --backend URL ...`.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from llmd_bench.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
+
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
               "proxy-authorization", "proxy-authenticate", "content-length"}
 
 
-def make_handler(backends: list[str], capacity: int | None = None) -> type[BaseHTTPRequestHandler]:
+def make_handler(backends: list[str], capacity: int | None = None, cache: SimulatedPrefixCache | None = None,
+                 model: str = "") -> type[BaseHTTPRequestHandler]:
+    if cache is not None and len(backends) != 1:
+        raise ValueError("a simulated prefix cache stands for one replica: give exactly one --backend")
+    in_flight = [0]
     cycle = itertools.cycle([urllib.parse.urlsplit(b) for b in backends])
     lock = threading.Lock()
     counts = {b: 0 for b in backends}
@@ -45,6 +54,8 @@ def make_handler(backends: list[str], capacity: int | None = None) -> type[BaseH
                 self.end_headers()
                 self.wfile.write(body)
                 return
+            if cache is not None and self._simulated_endpoint():
+                return
             with lock:
                 target = next(cycle)
                 counts[target.geturl()] += 1
@@ -54,6 +65,12 @@ def make_handler(backends: list[str], capacity: int | None = None) -> type[BaseH
             slot = slots[target.geturl()] if self.command == "POST" else None  # generation requests only
             if slot is not None and not self._wait_for(slot):
                 return  # the client gave up while queued (GuideLLM ends a level): drop it, as vLLM aborts it
+            counted = cache is not None and self.command == "POST"
+            if counted:
+                assert cache is not None
+                cache.request(prompt_text(body))
+                with lock:
+                    in_flight[0] += 1
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
             try:
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -78,6 +95,41 @@ def make_handler(backends: list[str], capacity: int | None = None) -> type[BaseH
                 conn.close()
                 if slot is not None:
                     slot.release()
+                if counted:
+                    with lock:
+                        in_flight[0] -= 1
+
+        def _simulated_endpoint(self) -> bool:
+            """Serve /metrics and /reset_prefix_cache from the simulated cache; False for anything else."""
+            assert cache is not None
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/metrics" and self.command == "GET":
+                with lock:
+                    running = in_flight[0]
+                self._reply(200, cache.metrics(model, running), "text/plain; version=0.0.4")
+                return True
+            if url.path == "/reset_prefix_cache" and self.command == "POST":
+                query = urllib.parse.parse_qs(url.query)
+                external = (query.get("reset_external") or ["false"])[-1].lower() == "true"
+                running = (query.get("reset_running_requests") or ["false"])[-1].lower() == "true"
+                with lock:
+                    busy = in_flight[0]
+                if busy and not running:
+                    # vLLM resets nothing while requests hold blocks and still answers 200 (block_pool.py @v0.19.1;
+                    # {"success": false} from 0.26, entrypoints/serve/dev/cache/api_router.py)
+                    self._reply(200, json.dumps({"success": False}))
+                    return True
+                self._reply(200, json.dumps({"success": True, "cleared": cache.reset(external)}))
+                return True
+            return False
+
+        def _reply(self, code: int, text: str, ctype: str = "application/json") -> None:
+            body = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _wait_for(self, slot: threading.BoundedSemaphore) -> bool:
             """A free slot, or False once the client has closed its connection."""
@@ -101,8 +153,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", action="append", required=True)
     parser.add_argument("--capacity", type=int, default=None, help="requests each backend serves at once")
+    parser.add_argument("--prefix-cache-blocks", type=int, default=None, help="simulate a prefix cache of N GPU blocks")
+    parser.add_argument("--block-tokens", type=int, default=16)
+    parser.add_argument("--offload-blocks", type=int, default=0, help="and an offload tier of N blocks")
+    parser.add_argument("--offload-survives-reset", action="store_true",
+                        help="simulate a server whose reset leaves the offload tier as it was")
+    parser.add_argument("--model", default="", help="the model name in the simulated metrics' labels")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.backend, args.capacity))
+    cache = (SimulatedPrefixCache(args.prefix_cache_blocks, args.block_tokens, args.offload_blocks,
+                                  args.offload_survives_reset) if args.prefix_cache_blocks else None)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.backend, args.capacity, cache, args.model))
     server.daemon_threads = True
     server.serve_forever()
 

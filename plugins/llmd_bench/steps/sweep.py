@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, method, paths
+from llmd_bench import adaptive, level_reset, method, paths
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
@@ -195,6 +195,42 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
             "warmup_s": round(time.monotonic() - deployed, 3), "warmup_requests": warm.get("requests")}
 
 
+def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
+    """What level_isolation: reset empties for this cell, refused (naming why) where it cannot be shown to."""
+    from llmd_bench import catalog
+
+    assert ctx.cell is not None
+    contract = catalog.entry(ctx.params.llmd_version).contract
+    why = level_reset.refusals(ctx.configuration, contract, ctx.campaign.serving.backend, ctx.params.llmd_version)
+    restart_router = None
+    if ctx.runtime == "local":
+        sim = ctx.campaign.local_simulation[ctx.cell.config]
+        if sim.prefix_cache is None:
+            why.append(f"local_simulation.{ctx.cell.config} has no prefix_cache, so nothing can show a reset empties one")
+    elif ctx.configuration.store_kind is None:
+        from llmd_bench.runtime import kubernetes
+
+        def restart_router() -> None:
+            kubernetes.restart_epp(ctx)
+    if why:
+        raise level_reset.NotEquivalent(f"level_isolation: reset refused for {ctx.cell}: {'; '.join(why)}; "
+                                        "use level_isolation: restart")
+    targets = observation_targets(ctx)
+    return level_reset.ResetTargets(replicas=targets.replicas, model=ctx.cell.model, kv=targets.kv,
+                                    restart_router=restart_router,
+                                    query_params=contract.prefix_cache_reset.query_params)
+
+
+def reset_caches(ctx: StepContext, targets: level_reset.ResetTargets, level: int) -> dict[str, Any]:
+    """level_isolation: reset. Caches and index emptied and checked, then the warm-up a restarted server gets."""
+    from llmd_bench.steps import warmup
+
+    done = level_reset.reset_between_levels(targets, level)
+    started = time.monotonic()
+    warm = warmup.run(ctx)
+    return {**done, "warmup_s": round(time.monotonic() - started, 3), "warmup_requests": warm.get("requests")}
+
+
 def stop_earlier_generators(cell_dir: Path) -> list[str]:
     """A sweep killed with SIGKILL (an OOM kill, `kill -9`, a lost worker) leaves its GuideLLM running
     against the server; the next attempt must not measure alongside it."""
@@ -247,6 +283,8 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
                  if ctx.params.sweep == "adaptive" and not adaptive_levels else None)
         planned = iter(method.runs_of(ctx.params, adaptive_levels or ctx.levels))
         index = 0
+        reset_to: level_reset.ResetTargets | None = None  # level_isolation: reset, from the trial's first level run
+        reference: dict[str, Any] | None = None
         while (levels := _next_run(sweep, planned)) is not None:
             run_out = ctx.cell_dir / method.report_name(trial, levels, ctx.params)
             if run_out != out and complete_report(ctx, run_out, levels):
@@ -259,6 +297,15 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
                           flush=True)
                     restart = redeploy(ctx)
                     target = endpoint_for(ctx)
+                elif ctx.params.level_isolation == "reset":
+                    if reset_to is None:
+                        reset_to = reset_targets(ctx)
+                        reference = level_reset.fresh_reference(reset_to)
+                    print(f"trial {trial}: resetting caches and index before level {levels[0]} (level_isolation: reset)",
+                          flush=True)
+                    restart = reset_caches(ctx, reset_to, levels[0])
+                    if reference is not None:
+                        restart["reference"], reference = reference, None
                 run_out.parent.mkdir(parents=True, exist_ok=True)
                 runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)),
                              **execute_run(ctx, trial, levels, target, run_out), **restart})
