@@ -303,7 +303,7 @@ def test_after_a_good_preflight_a_failed_cell_does_not_stop_the_next(airflow_db,
 
 def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatch):
     from llmd_bench.errors import RuntimeStepError
-    from llmd_bench.runtime.kubernetes import step_pod_settings
+    from llmd_bench.step_pods import step_pod_settings
 
     monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "file:///srv/results")
     with pytest.raises(RuntimeStepError, match="needs an S3-compatible store"):

@@ -91,7 +91,7 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
         return LocalStepOperator(task_id=task_id, arguments=arguments, **kwargs)
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from llmd_bench.runtime.kubernetes import step_pod_settings
+    from llmd_bench.step_pods import step_pod_settings
 
     labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": label_value(campaign.dag_id),
               "llmd-bench/step": label_value(step)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import json
 import os
 import platform
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import Campaign, Cell, ModelSpec, RunParams
 from llmd_bench.configurations import Configuration
 from llmd_bench.errors import RunFolderTaken
+
+if TYPE_CHECKING:
+    from llmd_bench.runtime.base import Runtime
 
 
 def utc_now() -> str:
@@ -38,6 +42,13 @@ class StepContext:
     def __post_init__(self) -> None:
         # a cell's replicas and tensor_parallel_size factors are its params (steps read ctx.params)
         self.params = self.params.for_cell(self.cell)
+
+    @functools.cached_property
+    def stack(self) -> Runtime:
+        """The Runtime that runs this cell's serving stack (runtime/base.py), chosen once."""
+        from llmd_bench.runtime import bind
+
+        return bind(self)
 
     @property
     def model_spec(self) -> ModelSpec:

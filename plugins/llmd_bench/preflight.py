@@ -271,7 +271,7 @@ def cell_needs(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, n
 
 def step_pod_totals() -> dict[str, Decimal]:
     """The biggest step pod (the sweep's load generator): it runs next to the cell."""
-    from llmd_bench.runtime.kubernetes import LIGHT, STEP_RESOURCES
+    from llmd_bench.step_pods import LIGHT, STEP_RESOURCES
 
     best: dict[str, Decimal] = {"pods": Decimal(1)}
     for res in [LIGHT, *STEP_RESOURCES.values()]:

@@ -10,118 +10,16 @@ LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CON
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from llmd_bench import __version__
-from llmd_bench.campaign import Campaign
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
-
-DEFAULT_STEP_IMAGE = f"ghcr.io/llmd-bench/llmd-bench-steps:{__version__}"
-
-# The sweep pod runs GuideLLM's load generator: it needs CPU; the others are light clients.
-STEP_RESOURCES = {
-    "sweep": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
-}
-LIGHT = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}
-
-
-def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
-    from kubernetes.client import models as k8s
-
-    from llmd_bench import storage
-
-    res = STEP_RESOURCES.get(step, LIGHT)
-    ns = os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
-    results_url = os.environ.get(storage.URL_ENV, "").strip() or storage.DEFAULT_CLUSTER_URL
-    if not results_url.startswith("s3://"):
-        # a file:// path would be each pod's own scratch folder: results would vanish with the pod
-        raise RuntimeStepError(f"{storage.URL_ENV}={results_url!r}: the kubernetes runtime needs an "
-                               "S3-compatible store (s3://bucket[/prefix]) that every step pod can reach")
-    s3_secret = os.environ.get("LLMD_BENCH_S3_SECRET", "llmd-bench-object-store")
-
-    def from_secret(name: str, secret: str, key: str, optional: bool = False) -> Any:
-        return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
-            name=secret, key=key, optional=optional or None)))
-
-    env = [
-        k8s.V1EnvVar(name="LLMD_BENCH_RUNTIME", value="kubernetes"),
-        # Scratch folders in the pod; the step pulls its cell from object storage and pushes it back.
-        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS", value="/work/results"),
-        k8s.V1EnvVar(name="LLMD_BENCH_REPORTS", value="/work/reports"),
-        k8s.V1EnvVar(name="LLMD_BENCH_RESULTS_URL", value=results_url),
-        k8s.V1EnvVar(name="LLMD_BENCH_NAMESPACE", value=ns),
-        # optional: with IRSA / workload identity the pod's service account carries the credentials
-        from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID", optional=True),
-        from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY", optional=True),
-        from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
-        # the campaign's token Secret, as the model servers use (gated tokenizers)
-        from_secret("HF_TOKEN", campaign.serving.hf_token_secret, "HF_TOKEN", optional=True),
-        # optional: compare logs the run to this MLflow tracking server (mlflow_log.py); absent, logging is off
-        from_secret("LLMD_BENCH_MLFLOW_URI", os.environ.get("LLMD_BENCH_MLFLOW_SECRET", "llmd-bench-mlflow"), "uri",
-                    optional=True),
-        k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
-        # the image runs as UID 65532: the tokenizer download needs a writable home (the /work emptyDir)
-        k8s.V1EnvVar(name="HOME", value="/work"),
-        k8s.V1EnvVar(name="HF_HOME", value="/work/hf"),
-        # the pod's own node: the sweep records its PCP as the load generator's host
-        k8s.V1EnvVar(name="LLMD_BENCH_NODE_NAME", value_from=k8s.V1EnvVarSource(
-            field_ref=k8s.V1ObjectFieldSelector(field_path="spec.nodeName"))),
-        k8s.V1EnvVar(name="LLMD_BENCH_NODE_IP", value_from=k8s.V1EnvVarSource(
-            field_ref=k8s.V1ObjectFieldSelector(field_path="status.hostIP"))),
-    ]
-    # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
-    endpoint = (os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
-                or os.environ.get("AWS_ENDPOINT_URL"))
-    if endpoint:
-        env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
-    from llmd_bench.manifests import mirrored, pod_placement
-
-    serving = campaign.serving
-    placement = pod_placement(serving.scheduling.steps, serving)
-    # Pod Security `restricted`: step pods are plain clients; only the PCP DaemonSet is privileged.
-    pod_security = k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=65532, run_as_group=65532,
-                                            fs_group=65532, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"))
-    container_security = k8s.V1SecurityContext(allow_privilege_escalation=False, run_as_non_root=True,
-                                               capabilities=k8s.V1Capabilities(drop=["ALL"]))
-    extra: dict[str, Any] = {}
-    if placement.get("runtimeClassName"):
-        # KubernetesPodOperator has no argument for it: the pod template carries it
-        extra["full_pod_spec"] = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[], runtime_class_name=placement["runtimeClassName"]))
-    return {
-        **extra,
-        "volumes": [k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
-        "volume_mounts": [k8s.V1VolumeMount(name="work", mount_path="/work")],
-        "image": mirrored(os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE), serving.registry_mirrors),
-        "security_context": pod_security,
-        "container_security_context": container_security,
-        "node_selector": placement.get("nodeSelector"),
-        "tolerations": [k8s.V1Toleration(**{_snake(k): v for k, v in t.items()})
-                        for t in placement.get("tolerations", [])] or None,
-        "affinity": placement.get("affinity"),
-        "priority_class_name": placement.get("priorityClassName"),
-        "image_pull_secrets": [k8s.V1LocalObjectReference(name=n) for n in serving.image_pull_secrets] or None,
-        "namespace": ns,
-        "service_account_name": os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", "llmd-bench-steps"),
-        "kubernetes_conn_id": os.environ.get("LLMD_BENCH_KUBE_CONN", "kubernetes_default"),
-        "env_vars": env,
-        "container_resources": k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
-        "image_pull_policy": "IfNotPresent",
-        "get_logs": True,
-        "on_finish_action": "delete_pod",
-        "startup_timeout_seconds": 600,
-        "random_name_suffix": True,
-    }
-
-
-def _snake(key: str) -> str:
-    """`tolerationSeconds` -> `toleration_seconds` (the Kubernetes client's model arguments)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-
+from llmd_bench.runtime.base import Runtime
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
 KINDS = ("PersistentVolumeClaim", "ConfigMap", "Service", "Deployment", "InferencePool")
@@ -469,3 +367,81 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
         if time.monotonic() > deadline:
             raise RuntimeStepError(f"teardown left things behind in namespace {cluster.ns}: {', '.join(left)}")
         time.sleep(poll)
+
+
+class KubernetesRuntime(Runtime):
+    """The cell's own llm-d stack in the cluster, rendered from our manifests and deleted at teardown."""
+
+    name = "kubernetes"
+
+    def deploy(self) -> dict[str, Any]:
+        return deploy(self.ctx)
+
+    def redeploy(self) -> None:
+        teardown(self.ctx)
+        deploy(self.ctx)
+
+    def teardown(self) -> dict[str, Any]:
+        return teardown(self.ctx)
+
+    def endpoint(self) -> str:
+        return endpoint(self.ctx)
+
+    def observation_targets(self) -> Any:
+        return observation_targets(self.ctx)
+
+    def restart_router(self) -> Callable[[], None] | None:
+        if self.ctx.configuration.store_kind is not None:
+            return None  # the index lives in Redis/Valkey, which the reset flushes
+
+        def restart() -> None:
+            restart_epp(self.ctx)
+
+        return restart
+
+    @contextlib.contextmanager
+    def host_recording(self) -> Iterator[dict[str, Any] | None]:
+        """Record, from the sweep pod, each model-server node's PCP for the sweep, and the pod's own node (the
+        load generator's) under `generator`."""
+        with recording_hosts(self.ctx, pcp_hosts(self.ctx)) as state:
+            yield state
+
+    def host_archives(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The per-node archives the sweep pod recorded (they arrive with the cell's files)."""
+        rec = (self.ctx.read_record().get("sweep") or {}).get("pcp") or {}
+        return rec.get("nodes") or {}, rec
+
+    def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        return generator_archives(self.ctx)
+
+
+@contextlib.contextmanager
+def recording_hosts(ctx: StepContext, servers: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """PCP of the serving nodes `servers` for the sweep, and of this pod's own node under `generator`."""
+    from llmd_bench.observe import pcp
+
+    own = generator_pcp_host()
+    with contextlib.ExitStack() as stack:
+        state = stack.enter_context(pcp.recording(servers, ctx.cell_dir / "pcp", ctx.cell_dir))
+        shared = sorted(set(own) & set(servers))
+        if shared:
+            state["generator"] = {"same_node": shared[0]}
+        elif own:
+            state["generator"] = stack.enter_context(pcp.recording(own, ctx.cell_dir / "pcp-generator", ctx.cell_dir,
+                                                                   role="the sweep pod's node"))
+        else:
+            state["generator"] = {"unavailable": "the sweep pod does not know its node (LLMD_BENCH_NODE_NAME and "
+                                                 "LLMD_BENCH_NODE_IP come from the step pod's downward API)"}
+        yield state
+
+
+def generator_archives(ctx: StepContext) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The sweep pod's node archives, or (None, status) when it ran on a model-server node or recorded nothing."""
+    rec = ((ctx.read_record().get("sweep") or {}).get("pcp") or {}).get("generator") or {}
+    if rec.get("same_node"):
+        return None, {"status": "same host", "node": rec["same_node"],
+                      "reason": f"the sweep pod ran on model-server node {rec['same_node']}: see host_levels"}
+    archives = rec.get("nodes") or {}
+    if not archives:
+        return None, {"status": "not measured", "reason": rec.get("unavailable", "the sweep did not record its node")}
+    return archives, rec

@@ -18,6 +18,7 @@ from llmd_bench import paths
 from llmd_bench.context import StepContext, read_json, write_json_atomic
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import processes
+from llmd_bench.runtime.base import Runtime
 from llmd_bench.runtime.processes import ManagedProcess
 
 STATE_FILE = "runtime.json"
@@ -254,3 +255,51 @@ def cleanup_leftovers(results_root: Path) -> list[str]:
             state["processes"] = [p.to_dict() for p in procs if p in alive and processes.pid_alive(p.pid)]
             write_json_atomic(state_file, state)
     return stopped
+
+
+class LocalRuntime(Runtime):
+    """The cell's stack as processes on 127.0.0.1: GuideLLM mock servers, the router, Redis/Valkey."""
+
+    name = "local"
+    simulated = True
+
+    def deploy(self) -> dict[str, Any]:
+        return deploy(self.ctx)
+
+    def redeploy(self) -> None:
+        redeploy(self.ctx)
+
+    def teardown(self) -> dict[str, Any]:
+        return teardown(self.ctx)
+
+    def endpoint(self) -> str:
+        return endpoint(self.ctx)
+
+    def observation_targets(self) -> Any:
+        return observation_targets(self.ctx)
+
+    def tokenizer_spec(self) -> str:
+        """The offline tokenizer made by set-up (no model weights or hub access here)."""
+        directory = paths.tokenizer_dir()
+        if not (directory / "tokenizer.json").exists():
+            raise RuntimeStepError(f"no offline tokenizer at {directory}: run `make setup` "
+                                   "(or `llmd-bench make-tokenizer --out DIR`)")
+        return f"kind=hf_auto,model={directory}"
+
+    def guidellm_env(self) -> dict[str, str] | None:
+        return {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def reset_refusals(self) -> list[str]:
+        assert self.ctx.cell is not None
+        if self.ctx.campaign.local_simulation[self.ctx.cell.config].prefix_cache is None:
+            return [f"local_simulation.{self.ctx.cell.config} has no prefix_cache, so nothing can show a reset empties one"]
+        return []
+
+    def host_archives(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The cell's pmlogger ran from deploy; it stops here."""
+        rec = stop_pcp_recording(self.ctx)
+        return ({"localhost": rec} if "archive" in rec else {}), rec
+
+    def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        return None, {"status": "same host",
+                      "reason": "the local runtime serves and generates on one host: see host_levels"}

@@ -26,14 +26,7 @@ def level_windows(record: dict[str, Any]) -> list[dict[str, Any]]:
 def host_summaries(ctx: StepContext, windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Local runtime: stop the cell's pmlogger. Kubernetes: the per-node archives the sweep pod recorded
     from each GPU node's pmcd (they arrive with the cell's files). Both: summarise per level, xz."""
-    if ctx.runtime == "local":
-        from llmd_bench.runtime import local
-
-        rec = local.stop_pcp_recording(ctx)
-        archives = {"localhost": rec} if "archive" in rec else {}
-    else:
-        rec = (ctx.read_record().get("sweep") or {}).get("pcp") or {}
-        archives = rec.get("nodes") or {}
+    archives, rec = ctx.stack.host_archives()
     if not archives:
         return {"status": "not measured", "reason": rec.get("unavailable", "PCP did not record this cell")}, []
     return summarise(ctx, archives, windows)
@@ -43,15 +36,9 @@ def generator_host_summaries(ctx: StepContext,
                              windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The load generator's host per level. Local runtime: the one host (host_levels). Kubernetes: the sweep
     pod's node, which the sweep recorded beside the model servers' nodes."""
-    if ctx.runtime == "local":
-        return {"status": "same host", "reason": "the local runtime serves and generates on one host: see host_levels"}, []
-    rec = ((ctx.read_record().get("sweep") or {}).get("pcp") or {}).get("generator") or {}
-    if rec.get("same_node"):
-        return {"status": "same host", "node": rec["same_node"],
-                "reason": f"the sweep pod ran on model-server node {rec['same_node']}: see host_levels"}, []
-    archives = rec.get("nodes") or {}
-    if not archives:
-        return {"status": "not measured", "reason": rec.get("unavailable", "the sweep did not record its node")}, []
+    archives, status = ctx.stack.generator_archives()
+    if archives is None:
+        return status, []
     return summarise(ctx, archives, windows)
 
 

@@ -15,18 +15,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
                           f"(models={ctx.params.models}, configs={ctx.params.configs})")
     if already_stored(ctx):
         raise NotSelected(f"cell {ctx.cell} is already stored for run {ctx.run_id}; not benchmarked again")
-    if ctx.runtime == "local":
-        from llmd_bench.runtime import local
-        state = local.deploy(ctx)
-    else:
-        from llmd_bench.runtime import kubernetes
-        state = kubernetes.deploy(ctx)
+    state = ctx.stack.deploy()
     with ctx.update_record() as record:
         record["serving"] = {
             "replicas": len(state["replicas"]),
             "endpoint": state["endpoint"],
             "kv_backend": state.get("kv_backend"),
-            "simulated": ctx.runtime == "local",
+            "simulated": ctx.stack.simulated,
         }
         if state.get("kv_backend"):
             record["versions"]["kv_backend"] = {state["kv_backend"]["kind"]: state["kv_backend"]["server_version"]}

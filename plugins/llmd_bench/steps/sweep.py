@@ -48,14 +48,7 @@ def report_path(ctx: StepContext, trial: int) -> Path:
 
 def tokenizer_spec(ctx: StepContext) -> str:
     """Local runtime: the offline tokenizer made by set-up. Kubernetes: the model's own tokenizer."""
-    if ctx.runtime == "local":
-        directory = paths.tokenizer_dir()
-        if not (directory / "tokenizer.json").exists():
-            raise RuntimeStepError(f"no offline tokenizer at {directory}: run `make setup` "
-                                   "(or `llmd-bench make-tokenizer --out DIR`)")
-        return f"kind=hf_auto,model={directory}"
-    assert ctx.cell is not None
-    return f"kind=hf_auto,model={ctx.cell.model}"
+    return ctx.stack.tokenizer_spec()
 
 
 def guidellm_command(ctx: StepContext, guidellm: str, target: str, output: Path, trial: int,
@@ -76,31 +69,11 @@ def complete_report(ctx: StepContext, path: Path, levels: list[int] | None = Non
     return sorted(lv.concurrency for lv in report.levels) == (levels or ctx.levels)
 
 
-@contextlib.contextmanager
-def host_recording(ctx: StepContext) -> Iterator[dict[str, Any] | None]:
+def host_recording(ctx: StepContext) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
     """Kubernetes: record, from this pod, each model-server node's PCP for the sweep, and this pod's own
     node (the load generator's) under `generator`. The local runtime's pmlogger runs from deploy to
     collect_pcp instead, on the one host that serves and generates."""
-    if ctx.runtime == "local":
-        yield None
-        return
-    from llmd_bench.observe import pcp
-    from llmd_bench.runtime.kubernetes import generator_pcp_host, pcp_hosts
-
-    servers = pcp_hosts(ctx)
-    own = generator_pcp_host()
-    with contextlib.ExitStack() as stack:
-        state = stack.enter_context(pcp.recording(servers, ctx.cell_dir / "pcp", ctx.cell_dir))
-        shared = sorted(set(own) & set(servers))
-        if shared:
-            state["generator"] = {"same_node": shared[0]}
-        elif own:
-            state["generator"] = stack.enter_context(pcp.recording(own, ctx.cell_dir / "pcp-generator", ctx.cell_dir,
-                                                                   role="the sweep pod's node"))
-        else:
-            state["generator"] = {"unavailable": "the sweep pod does not know its node (LLMD_BENCH_NODE_NAME and "
-                                                 "LLMD_BENCH_NODE_IP come from the step pod's downward API)"}
-        yield state
+    return ctx.stack.host_recording()
 
 
 def trial_deadline_s(ctx: StepContext, levels: int | None = None) -> float:
@@ -182,13 +155,7 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
     from llmd_bench.steps import warmup
 
     started = time.monotonic()
-    if ctx.runtime == "local":
-        from llmd_bench.runtime import local
-        local.redeploy(ctx)
-    else:
-        from llmd_bench.runtime import kubernetes
-        kubernetes.teardown(ctx)
-        kubernetes.deploy(ctx)
+    ctx.stack.redeploy()
     deployed = time.monotonic()
     warm = warmup.run(ctx)
     return {"isolation": "redeployed", "redeploy_s": round(deployed - started, 3),
@@ -202,22 +169,13 @@ def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
     assert ctx.cell is not None
     contract = catalog.entry(ctx.params.llmd_version).contract
     why = level_reset.refusals(ctx.configuration, contract, ctx.campaign.serving.backend, ctx.params.llmd_version)
-    restart_router = None
-    if ctx.runtime == "local":
-        sim = ctx.campaign.local_simulation[ctx.cell.config]
-        if sim.prefix_cache is None:
-            why.append(f"local_simulation.{ctx.cell.config} has no prefix_cache, so nothing can show a reset empties one")
-    elif ctx.configuration.store_kind is None:
-        from llmd_bench.runtime import kubernetes
-
-        def restart_router() -> None:
-            kubernetes.restart_epp(ctx)
+    why += ctx.stack.reset_refusals()
     if why:
         raise level_reset.NotEquivalent(f"level_isolation: reset refused for {ctx.cell}: {'; '.join(why)}; "
                                         "use level_isolation: restart")
     targets = observation_targets(ctx)
     return level_reset.ResetTargets(replicas=targets.replicas, model=ctx.cell.model, kv=targets.kv,
-                                    restart_router=restart_router,
+                                    restart_router=ctx.stack.restart_router(),
                                     query_params=contract.prefix_cache_reset.query_params)
 
 
@@ -370,7 +328,7 @@ def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, ou
 
     cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
     print("running:", " ".join(cmd), flush=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if ctx.runtime == "local" else None
+    env = ctx.stack.guidellm_env()
     trial_dir = ctx.cell_dir / f"trial-{trial}"
     # logs and the pid file stay in the trial folder, where teardown and cleanup look for running GuideLLMs
     log_path = trial_dir / ("guidellm.log" if len(levels) == len(ctx.levels) and ctx.params.runs == "per-cell"

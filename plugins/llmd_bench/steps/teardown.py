@@ -8,8 +8,4 @@ from llmd_bench.context import StepContext
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
-    if ctx.runtime == "local":
-        from llmd_bench.runtime import local
-        return local.teardown(ctx)
-    from llmd_bench.runtime import kubernetes
-    return kubernetes.teardown(ctx)
+    return ctx.stack.teardown()
