@@ -83,9 +83,15 @@ class Runtime:
 
     # -- what the stack is -------------------------------------------------------------------------------------
     def stack_metadata(self) -> dict[str, Any]:
-        """What ran: images and digests, vLLM args and version, EPP config, replicas, GPUs per node, driver and
-        CUDA where known. Keys absent from a platform are `not available` with a reason, never guessed."""
-        return {}
+        """What ran, captured after deploy and stored with the cell (shown in the report's versions section):
+        {"platform": name, "simulated": bool, "replicas": int,
+         "model_servers": [{"pod", "node", "image", "image_digest", "args": [...], "vllm_version"}],
+         "epp": {"image", "image_digest", "config_sha256", "config"} | None,
+         "nodes": {node: {"gpu_product", "gpu_count", "driver_version", "cuda_version"}},
+         "unavailable": {key: reason}}.
+        What a platform cannot tell is listed under `unavailable` with the reason, never guessed."""
+        return {"platform": self.name, "simulated": self.simulated,
+                "unavailable": {"stack": f"the {self.name} runtime records no stack metadata"}}
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _cell_model(self) -> str:
