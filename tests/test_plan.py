@@ -216,21 +216,24 @@ def test_reset_saves_the_model_loads_restart_would_spend(db_url):
     reset = restart.model_copy(update={"level_isolation": "reset"})
     none = restart.model_copy(update={"level_isolation": "none"})
     assert [method.model_loads(p, 4) for p in (restart, reset, none)] == [4, 1, 1]
-    assert [method.level_resets(p, 4) for p in (restart, reset, none)] == [0, 3, 0]
+    assert [method.level_resets(p, 4) for p in (restart, reset, none)] == [0, 4, 0]
     by = {p.level_isolation: method.plan(campaign, p, "kubernetes", history=history) for p in (restart, reset, none)}
     r8, s8 = by["restart"]["cells"][0], by["reset"]["cells"][0]
     assert (r8["model_loads_saved"], r8["gpu_hours_saved"]) == (0, 0)
-    assert s8["model_loads"] == 1 and s8["resets"] == 3 and s8["model_loads_saved"] == 3
-    # three loads of 220 s avoided; three resets of 5 s (idle) spent, each followed by the warm-up a restart gets
-    assert s8["gpu_time_estimate"]["seconds"]["idle"] == 4 * 35.0 + 3 * 5.0
-    assert s8["gpu_time_estimate"]["seconds"]["warmup"] == r8["gpu_time_estimate"]["seconds"]["warmup"] == 4 * 25.0
+    assert s8["model_loads"] == 1 and s8["resets"] == 4 and s8["model_loads_saved"] == 3
+    # three loads of 220 s avoided; a reset before each of the 4 levels spent: 5 s each plus the rollout of the EPP
+    # (no-offload's approximate prefix index lives in its memory), each followed by the warm-up a restart gets
+    assert s8["gpu_time_estimate"]["seconds"]["idle"] == 4 * 35.0 + 4 * 5.0 + 4 * 30.0
+    assert s8["gpu_time_estimate"]["seconds"]["warmup"] == 5 * 25.0
+    assert r8["gpu_time_estimate"]["seconds"]["warmup"] == 4 * 25.0
     assert s8["gpu_time_estimate"]["seconds"]["model_load"] == 220.0
-    assert s8["gpu_hours_saved"] == pytest.approx((3 * 220 - 3 * 5) * 2 / 3600, abs=1e-3)
+    assert s8["gpu_hours_saved"] == pytest.approx((3 * 220 - 25 - 4 * 5 - 4 * 30) * 2 / 3600, abs=1e-3)
     assert s8["gpu_hours_saved"] == pytest.approx(r8["gpu_time_estimate"]["gpu_hours_total"]
                                                   - s8["gpu_time_estimate"]["gpu_hours_total"], abs=1e-3)
-    assert "5 s per reset x 3" in s8["gpu_time_estimate"]["sources"]["idle"]
+    assert "5 s per reset x 4" in s8["gpu_time_estimate"]["sources"]["idle"]
+    assert "30 s per EPP rollout (index in memory) x 4" in s8["gpu_time_estimate"]["sources"]["idle"]
     totals = by["reset"]["totals"]
-    assert totals["model_loads_saved"] == 3 + 3 and totals["resets"] == 6
+    assert totals["model_loads_saved"] == 3 + 3 and totals["resets"] == 8
     assert totals["gpu_hours_saved"] == pytest.approx(by["restart"]["totals"]["gpu_hours_total"]
                                                       - totals["gpu_hours_total"], abs=1e-3)
     assert totals["gpu_hours_saved"] > 0

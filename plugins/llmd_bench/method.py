@@ -120,7 +120,11 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             "measurement_counts": f"{n_levels} x {params.duration_s:g} s x {params.trials}"
                                   + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""),
             "history": history}
-        estimate = plan_estimate.estimate_cell(model_loads=loads, resets=resets, **common)
+        config = campaign.cell_configuration(cell)
+        # an EPP keeping its index in memory is rolled at every reset (runtime/kubernetes.py restart_epp)
+        router_restarts = resets if runtime == "kubernetes" and config.store_kind is None else 0
+        estimate = plan_estimate.estimate_cell(model_loads=loads, resets=resets, router_restarts=router_restarts,
+                                               **common)
         if cost is not None:
             estimate["cost"] = round(estimate["gpu_hours_total"] * cost, 2)
         saved = {}
@@ -129,7 +133,6 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             restart = plan_estimate.estimate_cell(model_loads=restart_loads, resets=0, **common)
             saved = {"model_loads_saved": restart_loads - loads,
                      "gpu_hours_saved": round(restart["gpu_hours_total"] - estimate["gpu_hours_total"], 4)}
-        config = campaign.cell_configuration(cell)
         cells.append({
             "model": cell.model, "config": cell.config, "group_id": cell.group_id,
             "factors": {"tensor_parallel_size": cell_params.tensor_parallel_size, "replicas": cell_params.replicas,
@@ -187,8 +190,9 @@ def model_loads(params: RunParams, levels: int, level_isolation: str | None = No
 
 def level_resets(params: RunParams, levels: int) -> int:
     """level_isolation reset: the model servers' caches and the index are emptied through their reset endpoints
-    before every level after the first in every trial, with no model reload."""
-    return params.trials * (levels - 1) if str(params.level_isolation) == "reset" else 0
+    before every level of every trial (the first too, after the fresh-server reference, so every level starts
+    alike: level_reset.py), with no model reload."""
+    return params.trials * levels if str(params.level_isolation) == "reset" else 0
 
 
 def upper_bounds(params: RunParams) -> list[str]:
@@ -245,7 +249,7 @@ def format_plan(found: dict[str, Any]) -> str:
     if "model_loads_saved" in t:
         if isolation == "reset":
             lines.append(f"level isolation reset: {t['model_loads_saved']} model loads and {_hours(t['gpu_hours_saved'])} "
-                         f"GPU-hours saved compared with restart ({t['resets']} resets between levels instead, each "
+                         f"GPU-hours saved compared with restart ({t['resets']} resets before levels instead, each "
                          "followed by a warm-up)")
         else:
             lines.append(f"level isolation {isolation}: 0 model loads saved (reset would empty caches and index "

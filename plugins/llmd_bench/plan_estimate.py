@@ -44,6 +44,7 @@ class Defaults:
     idle_per_run_s: float  # per GuideLLM run: its start-up and sample collection
     idle_per_cell_s: float  # per cell: the gaps between its steps, loading its results
     reset_s: float  # per reset between levels (level_isolation: reset)
+    router_restart_s: float = 0.0  # per reset that rolls an EPP keeping its index in memory (a new pod, no GPU)
 
     def load_rule(self) -> str:
         if self.load_gb_per_s is None:
@@ -56,7 +57,7 @@ class Defaults:
 # warm-up 0.2-0.6 s, teardown 0.8-2.0 s) and GuideLLM starts in about 10 s (README, Adaptive sweeps).
 DEFAULTS: dict[str, Defaults] = {
     "kubernetes": Defaults(startup_s=120.0, load_gb_per_s=0.5, warmup_s=30.0, teardown_s=30.0, idle_per_run_s=15.0,
-                           idle_per_cell_s=60.0, reset_s=5.0),
+                           idle_per_cell_s=60.0, reset_s=5.0, router_restart_s=30.0),
     "local": Defaults(startup_s=5.0, load_gb_per_s=None, warmup_s=1.0, teardown_s=1.0, idle_per_run_s=10.0,
                       idle_per_cell_s=5.0, reset_s=2.0),
 }
@@ -199,6 +200,7 @@ def _basis(n: int, what: str) -> str:
 
 def estimate_cell(*, runtime: str, model: str, size_gb: float, config: str, llmd_version: str,
                   tensor_parallel_size: int, gpus: int, model_loads: int, resets: int, guidellm_runs: int,
+                  router_restarts: int = 0,
                   one_run_per_level: bool, measurement_s: float, measurement_rule: str, measurement_counts: str,
                   history: History | None) -> dict[str, Any]:
     """{"gpus", "seconds": {phase}, "gpu_hours": {phase}, "gpu_hours_total", "sources": {phase}, "basis": {phase}}:
@@ -243,6 +245,10 @@ def estimate_cell(*, runtime: str, model: str, size_gb: float, config: str, llmd
         idle += resets * d.reset_s
         bases["idle"] += f"; default: {d.reset_s:g} s per reset between levels"
         sources["idle"] += f"; + default: {d.reset_s:g} s per reset x {resets}"
+    if router_restarts and d.router_restart_s:
+        idle += router_restarts * d.router_restart_s
+        bases["idle"] += f"; default: {d.router_restart_s:g} s per EPP rollout"
+        sources["idle"] += f"; + default: {d.router_restart_s:g} s per EPP rollout (index in memory) x {router_restarts}"
     seconds = {"model_load": load_s * model_loads, "warmup": warmup_s * warmups, "measurement": measurement_s,
                "idle": idle, "teardown": teardown_s}
     bases["measurement"] = measurement_rule
