@@ -8,6 +8,13 @@ For preflight: API discovery (`/apis/<group>`, `/apis/<group>/<version>`) from `
 nodes with allocatable resources (`add_node`), secrets (`add_secret`), resource quotas (`add_quota`),
 SelfSubjectAccessReviews answered from `denied` ((verb, group, resource[/subresource]) tuples), dry-run
 creates, and `forbidden` resource plurals that answer 403 to this identity.
+
+For existing mode (an installed stack): `add_object` stores any object as the cluster holds it, GET of one
+object, PUT (replace, with optimistic concurrency on resourceVersion), POST creates (409 when it exists), and
+Deployments that roll out like the real controller: a changed pod template or replica count makes new pods
+(carrying the template's containers and annotations) after `rollout_lag` reads of the Deployment, during which
+its status shows the old generation and the old pods stay; `pod_ip` gives every pod that IP (a local server).
+`writes()` lists every call that could change something.
 """
 
 from __future__ import annotations
@@ -57,7 +64,8 @@ class FakeKube:
     def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = (),
                  host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12"),
                  api_groups: dict | None = None, namespaces: tuple[str, ...] = ("bench",),
-                 denied: set | tuple = (), forbidden: set | tuple = ()) -> None:
+                 denied: set | tuple = (), forbidden: set | tuple = (), pod_ip: str | None = None,
+                 rollout_lag: int = 0) -> None:
         self.scenario, self.stuck_kinds, self.host_ips = scenario, set(stuck_kinds), host_ips
         self.objects: dict[tuple[str, str, str], dict] = {}   # (plural, ns, name) -> object
         self.api_groups = DEFAULT_API_GROUPS if api_groups is None else api_groups
@@ -65,6 +73,10 @@ class FakeKube:
         self.denied = set(denied)          # {(verb, group, "resource" or "resource/subresource")}
         self.forbidden = set(forbidden)    # plurals this identity may not read: "nodes", "secrets", ...
         self.nodes: list[dict] = []
+        self.pod_ip, self.rollout_lag = pod_ip, rollout_lag
+        self.version = 1                   # the last resourceVersion handed out
+        self.pod_owner: dict[tuple[str, str], str] = {}  # (ns, pod) -> Deployment
+        self.pending: dict[tuple[str, str], int] = {}    # (ns, Deployment) -> reads left before its rollout
         self.reviews: list[dict] = []      # the SelfSubjectAccessReviews asked
         self.calls: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
@@ -114,6 +126,8 @@ class FakeKube:
                                  f'"{m["group"] or ""}" in the namespace "{m["ns"]}"')
                     return
                 if m["name"] and not m["sub"]:
+                    if m["plural"] == "deployments":
+                        fake.tick(m["ns"], m["name"])
                     obj = fake.objects.get((m["plural"], m["ns"], m["name"]))
                     if obj is None:
                         self._status(404, "NotFound", f'{m["plural"]} "{m["name"]}" not found')
@@ -143,7 +157,26 @@ class FakeKube:
                     else:
                         self._send(201, body)
                     return
-                self._status(405, "MethodNotAllowed", "the fake API only answers dry-run creates")
+                if m and not m["name"]:
+                    code, obj = fake.create(m["plural"], m["ns"], body)
+                    if code == 409:
+                        self._status(409, "AlreadyExists", f'{m["plural"]} "{body["metadata"]["name"]}" already exists')
+                    else:
+                        self._send(code, obj)
+                    return
+                self._status(405, "MethodNotAllowed", "the fake API does not answer this")
+
+            def do_PUT(self):
+                m, _ = self._route()
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                code, obj = fake.replace(m["plural"], m["ns"], m["name"], body)
+                if code == 404:
+                    self._status(404, "NotFound", f'{m["plural"]} "{m["name"]}" not found')
+                elif code == 409:
+                    self._status(409, "Conflict", f'Operation cannot be fulfilled on {m["plural"]} "{m["name"]}": the '
+                                 "object has been modified; please apply your changes to the latest version and try again")
+                else:
+                    self._send(code, obj)
 
             def do_DELETE(self):
                 m, _ = self._route()
@@ -233,7 +266,7 @@ class FakeKube:
             old = self.objects.get((plural, ns, name))
             meta = {**body["metadata"], "uid": old["metadata"]["uid"] if old else str(uuid.uuid4()),
                     "creationTimestamp": old["metadata"]["creationTimestamp"] if old else now(),
-                    "generation": (old["metadata"]["generation"] + 1) if old else 1, "resourceVersion": "1"}
+                    "generation": (old["metadata"]["generation"] + 1) if old else 1, "resourceVersion": self._next_version()}
             obj = {**body, "metadata": meta}
             if plural == "deployments":
                 obj["status"] = {"replicas": body["spec"]["replicas"], "observedGeneration": meta["generation"]}
@@ -241,16 +274,101 @@ class FakeKube:
             self.objects[(plural, ns, name)] = obj
             return obj
 
+    def _next_version(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    def add_object(self, plural: str, obj: dict) -> dict:
+        """An object as an installation made it (Deployments get their pods and a settled status)."""
+        with self.lock:
+            obj = json.loads(json.dumps(obj))
+            meta = obj["metadata"]
+            meta.update(uid=str(uuid.uuid4()), creationTimestamp=now(), resourceVersion=self._next_version())
+            if plural == "deployments":
+                meta["generation"] = 1
+                meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "1"
+                obj["status"] = {"observedGeneration": 1}
+                self._make_pods(obj)
+            self.objects[(plural, meta["namespace"], meta["name"])] = obj
+            return obj
+
+    def create(self, plural: str, ns: str, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            name = body["metadata"]["name"]
+            if (plural, ns, name) in self.objects:
+                return 409, {}
+            obj = json.loads(json.dumps(body))
+            obj["metadata"].update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now(),
+                                   resourceVersion=self._next_version())
+            self.objects[(plural, ns, name)] = obj
+            return 201, obj
+
+    def replace(self, plural: str, ns: str, name: str, body: dict) -> tuple[int, dict]:
+        """PUT: the whole object; a Deployment whose spec changed gets a new generation, and a new pod template or
+        replica count rolls its pods out (after `rollout_lag` reads)."""
+        with self.lock:
+            old = self.objects.get((plural, ns, name))
+            if old is None:
+                return 404, {}
+            given = body["metadata"].get("resourceVersion")
+            if given and given != old["metadata"]["resourceVersion"]:
+                return 409, {}
+            obj = json.loads(json.dumps(body))
+            obj.pop("status", None)
+            meta = obj["metadata"]
+            meta.update(uid=old["metadata"]["uid"], creationTimestamp=old["metadata"]["creationTimestamp"],
+                        resourceVersion=self._next_version())
+            if plural == "deployments":
+                meta["generation"] = old["metadata"]["generation"] + (obj["spec"] != old["spec"])
+                obj["status"] = old.get("status") or {}
+                rolls = obj["spec"]["template"] != old["spec"]["template"] or obj["spec"].get("replicas") != old["spec"].get("replicas")
+                if rolls and obj["spec"]["template"] != old["spec"]["template"]:
+                    revision = int((old["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "1")) + 1
+                    meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)
+                self.objects[(plural, ns, name)] = obj
+                if rolls and self.rollout_lag:
+                    self.pending[(ns, name)] = self.rollout_lag
+                elif rolls:
+                    self._make_pods(obj)
+                else:
+                    obj["status"]["observedGeneration"] = meta["generation"]
+                return 200, obj
+            self.objects[(plural, ns, name)] = obj
+            return 200, obj
+
+    def tick(self, ns: str, name: str) -> None:
+        """One read of a Deployment: a pending rollout moves on, and completes when its reads are used up."""
+        with self.lock:
+            left = self.pending.get((ns, name))
+            if left is None:
+                return
+            if left > 1:
+                self.pending[(ns, name)] = left - 1
+                return
+            del self.pending[(ns, name)]
+            self._make_pods(self.objects[("deployments", ns, name)])
+
+    def writes(self) -> list[tuple[str, str, str]]:
+        """Every call that could change the cluster (access reviews and dry runs excluded)."""
+        return [c for c in self.calls if c[0] in ("PUT", "PATCH", "DELETE")
+                or (c[0] == "POST" and "selfsubjectaccessreviews" not in c[1] and "dryRun=All" not in c[2])]
+
     def _make_pods(self, dep: dict) -> None:
+        import hashlib
+
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
-        for key in [k for k in self.objects if k[0] == "pods" and k[2].startswith(name + "-")]:
+        for key in [k for k in self.objects if k[0] == "pods" and k[1] == ns
+                    and (self.pod_owner.get((ns, k[2])) == name
+                         or ((ns, k[2]) not in self.pod_owner and k[2].startswith(name + "-")))]:
             del self.objects[key]
+            self.pod_owner.pop((ns, key[2]), None)
         template = dep["spec"]["template"]
+        template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:5]
         is_model = template["metadata"]["labels"].get("llmd-bench/component") == "model-server"
         scenario = self.scenario if is_model else "ready"
         ready = 0
         for i in range(dep["spec"]["replicas"]):
-            pod_name = f"{name}-7d9f8-{i:05d}"
+            pod_name = f"{name}-{template_hash}-{i:05d}"
             statuses = []
             for c in template["spec"]["containers"]:
                 st = {"name": c["name"], "image": c["image"], "imageID": "", "ready": False, "restartCount": 0,
@@ -279,15 +397,20 @@ class FakeKube:
                    "metadata": {"name": pod_name, "namespace": ns, "uid": str(uuid.uuid4()),
                                 "labels": template["metadata"]["labels"], "creationTimestamp": now(),
                                 "annotations": dict(template["metadata"].get("annotations") or {})},
-                   "spec": {"containers": [{"name": c["name"], "image": c["image"]} for c in template["spec"]["containers"]],
+                   # the template's containers as they are (command, args, env, ports, resources)
+                   "spec": {"containers": json.loads(json.dumps(template["spec"]["containers"])),
                             **({"nodeName": f"gpu-node-{i % len(self.host_ips)}"} if phase == "Running" else {})},
                    "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,
                               **({"hostIP": self.host_ips[i % len(self.host_ips)]} if phase == "Running" else {}),
-                              "podIP": f"10.1.{len(self.objects) % 250}.{i + 10}" if phase == "Running" else None}}
+                              "podIP": (self.pod_ip or f"10.1.{len(self.objects) % 250}.{i + 10}")
+                              if phase == "Running" else None}}
             self.objects[("pods", ns, pod_name)] = pod
+            self.pod_owner[(ns, pod_name)] = name
             ready += all(s["ready"] for s in statuses) and bool(statuses)
         dep["status"]["readyReplicas"] = ready
         dep["status"]["availableReplicas"] = ready
+        dep["status"]["replicas"] = dep["status"]["updatedReplicas"] = dep["spec"]["replicas"]
+        dep["status"]["observedGeneration"] = dep["metadata"].get("generation", 1)
 
     def list(self, plural: str, ns: str, selector: str) -> list[dict]:
         with self.lock:

@@ -8,6 +8,7 @@ against it, so an unknown model or config is rejected with the allowed values.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+ServingMode = Literal["deploy", "existing"]
+SERVING_MODES: tuple[str, ...] = ("deploy", "existing")
+DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 
 
 class _Strict(BaseModel):
@@ -165,6 +169,53 @@ class FilesystemOffload(_Strict):
     mount_path: Annotated[str, Field(pattern=r"^/[\w./-]+$")] = "/kvcache"
 
 
+class ExistingModelServers(_Strict):
+    """The installed model-server Deployment(s): by name, or by a label selector (exactly one of the two)."""
+
+    names: list[Annotated[str, Field(pattern=DNS_NAME)]] = Field(
+        [], description="Deployment names, e.g. [ms-qwen3-8b-llm-d-modelservice-decode]")
+    selector: str | None = Field(None, description="label selector of the Deployments, e.g. llm-d.ai/role=decode")
+    container: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
+        None, description="the vLLM container; default the one named vllm, else the only container")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ExistingModelServers:
+        if bool(self.names) == bool(self.selector):
+            raise ValueError("give exactly one of `names` (Deployment names) or `selector` (a label selector)")
+        if self.selector is not None and not re.fullmatch(r"[\w./-]+(!?=[\w.-]*)?(,[\w./-]+(!?=[\w.-]*)?)*",
+                                                          self.selector):
+            raise ValueError(f"selector {self.selector!r} is not an equality-based label selector (k=v,k2!=v2)")
+        return self
+
+
+class ExistingEpp(_Strict):
+    """The installed endpoint picker: its Deployment and the ConfigMap its --config-file comes from."""
+
+    deployment: Annotated[str, Field(pattern=DNS_NAME)]
+    configmap: Annotated[str, Field(pattern=DNS_NAME)]
+    config_key: str | None = Field(None, description="the ConfigMap key holding the EndpointPickerConfig; "
+                                   "default the ConfigMap's only key")
+    service: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
+        None, description="the EPP's Service (vLLM publishes KV events to it); default the Deployment's name, as "
+                          "the GAIE inferencepool chart names both (`gateway-api-inference-extension.name`)")
+    container: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
+        None, description="the EPP container; default the one named epp, else the only container")
+
+
+class ExistingStack(_Strict):
+    """An llm-d stack installed by someone else (campaign `serving.mode: existing`)."""
+
+    namespace: Annotated[str, Field(pattern=DNS_NAME)]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")] = Field(
+        ..., description="the gateway or Service URL the load goes to, e.g. http://infra-gateway.llm-d.svc:80")
+    model_servers: ExistingModelServers
+    epp: ExistingEpp
+    index_service: Annotated[str, Field(pattern=DNS_NAME)] | None = Field(
+        None, description="the Redis/Valkey Service of a precise-routing index (emptied before measuring)")
+    read_only: bool = Field(False, description="touch nothing: benchmark the stack as it is when it matches the "
+                                               "configuration, refuse with the differences otherwise")
+
+
 class Serving(_Strict):
     llmd_version: str
     tensor_parallel_size: PositiveInt
@@ -191,6 +242,19 @@ class Serving(_Strict):
     image_pull_secrets: list[str] = []
     registry_mirrors: dict[str, str] = Field(
         {}, description="image prefix -> mirror prefix, e.g. {'ghcr.io': 'registry.internal/ghcr'}")
+    mode: ServingMode = Field("deploy", description="deploy: each cell's own stack from our manifests; existing: an "
+                              "installed llm-d stack, patched per cell and restored (needs the kubernetes runtime)")
+    existing: ExistingStack | None = Field(None, description="the installed stack (serving.mode: existing)")
+
+    @model_validator(mode="after")
+    def _existing_mode(self) -> Serving:
+        if self.mode == "existing" and self.existing is None:
+            raise ValueError("serving.mode is existing but serving.existing is missing: give its namespace, url, "
+                             "model_servers and epp")
+        if self.mode == "deploy" and self.existing is not None:
+            raise ValueError("serving.existing is set but serving.mode is deploy: set `mode: existing` to benchmark "
+                             "the installed stack, or remove serving.existing")
+        return self
 
     @model_validator(mode="after")
     def _cache_shared_by_replicas(self) -> Serving:
@@ -399,6 +463,36 @@ class Campaign(_Strict):
         if missing:
             raise ValueError(f"local_simulation has no profile for {missing}")
         return self
+
+    @model_validator(mode="after")
+    def _existing_stack_can_take_configs(self) -> Campaign:
+        """serving.mode: existing patches args, env, image and replicas into installed objects: configurations that
+        need objects of their own (a volume, an index server) or another entrypoint are refused, named."""
+        if self.serving.mode != "existing":
+            return self
+        assert self.serving.existing is not None
+        problems = []
+        for name in self.configs:
+            config = self.configuration(name)
+            if config.model_server.pre_start:
+                problems.append(f"{name}: model_server.pre_start changes the container's command, which existing mode "
+                                "never patches (only args, env, image and replicas)")
+            if config.filesystem_tier is not None:
+                problems.append(f"{name}: a filesystem offload tier needs a volume mounted into the model servers, "
+                                "which existing mode does not add")
+            if config.store_kind is not None and self.serving.existing.index_service is None:
+                problems.append(f"{name}: it needs a {config.store_kind} server; give serving.existing.index_service "
+                                "(the installed index's Service)")
+        if problems:
+            raise ValueError("serving.mode existing cannot benchmark " + "; ".join(problems))
+        return self
+
+    def check_runtime(self, runtime: str) -> None:
+        """serving.mode: existing patches an installed stack in a cluster: refused on any other runtime."""
+        if self.serving.mode == "existing" and runtime != "kubernetes":
+            raise CampaignError(f"campaign {self.dag_id}: serving.mode existing benchmarks an llm-d stack installed in "
+                                f"a cluster and needs the kubernetes runtime (LLMD_BENCH_RUNTIME=kubernetes); this "
+                                f"step runs with the {runtime} runtime")
 
     @property
     def known_configs(self) -> list[str]:

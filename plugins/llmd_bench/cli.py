@@ -47,7 +47,9 @@ def _context(args: argparse.Namespace, with_cell: bool):
     cell = None
     if with_cell:
         cell = campaign_cell(campaign, args)
-    return StepContext(campaign, params, args.run_id, args.runtime or selected_runtime(), cell)
+    runtime = args.runtime or selected_runtime()
+    campaign.check_runtime(runtime)  # serving.mode existing: a cluster's installed stack, never simulated
+    return StepContext(campaign, params, args.run_id, runtime, cell)
 
 
 def campaign_cell(campaign, args: argparse.Namespace):
@@ -272,6 +274,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     # optional: lets preflight read the nodes' allocatable GPUs and memory (cluster-scoped, read-only)
     manifests.write(preflight.node_reader_manifests(args.namespace), out / "preflight")
     manifests.write(pcp_manifests.render_pcp(), out / "pcp")
+    if campaign.serving.mode == "existing" and campaign.serving.existing is not None:
+        # the Role in the installed stack's namespace, bound to the step pods' service account
+        from llmd_bench.runtime.existing import render_role
+
+        manifests.write(render_role(campaign.serving.existing.namespace, args.namespace,
+                                    os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", manifests.STEP_SERVICE_ACCOUNT)),
+                        out / "namespace", prefix="existing-rbac-")
     print(f"{len(cell_files)} cell manifests in {out}; apply once, as an admin: namespace set-up in "
           f"{out / 'namespace'}, the PCP DaemonSet for the GPU nodes in {out / 'pcp'}, and optionally the "
           f"read-only node access for `llmd-bench preflight` in {out / 'preflight'}")
@@ -298,6 +307,36 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         print(report.summary(), flush=True)
     if not report.ok:
         raise preflight.PreflightFailed(report.summary())
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put an installed stack (serving.mode existing) back as a run's deploy found it."""
+    from llmd_bench.runtime.existing import restore_run
+
+    namespace = args.namespace
+    if namespace is None:
+        from llmd_bench.campaign import campaign_files, find_campaign, load_campaign
+
+        if args.campaign:
+            campaign = find_campaign(args.campaign)
+            if campaign.serving.existing is None:
+                raise LlmdBenchError(f"campaign {campaign.dag_id} is not in serving.mode existing: nothing of it is "
+                                     "restored (its teardown deletes its own stack)")
+            namespace = campaign.serving.existing.namespace
+        else:
+            spaces = set()
+            for f in campaign_files():
+                with contextlib.suppress(LlmdBenchError):
+                    c = load_campaign(f)
+                    if c.serving.existing is not None:
+                        spaces.add(c.serving.existing.namespace)
+            if len(spaces) != 1:
+                raise LlmdBenchError("restore needs --campaign (or --namespace): the campaign files in existing mode "
+                                     f"name {sorted(spaces) or 'no'} namespace(s)")
+            namespace = spaces.pop()
+    restored = restore_run(args.run_id, namespace, note=lambda line: print(f"[llmd-bench] {line}", flush=True))
+    print(json.dumps({"namespace": namespace, "run_id": args.run_id, "restored": restored}), flush=True)
     return 0
 
 
@@ -424,13 +463,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default="preflight", help="the Airflow dag_run id (labels of the rendered cells)")
     p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
     p.add_argument("--skip", action="append", default=[], metavar="CHECK",
-                   choices=["namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store"],
+                   choices=["namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store",
+                            "existing"],
                    help="leave a check out (repeatable): namespace, crds, permissions, secrets, model_cache, nodes, "
-                   "quota, store")
+                   "quota, store, existing (serving.mode existing)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--node-reader-manifest", action="store_true",
                    help="print the optional read-only ClusterRole (+ binding) the nodes check needs, and exit")
     p.set_defaults(func=cmd_preflight)
+    p = sub.add_parser("restore", help="serving.mode existing: put the installed stack back as a run's deploy saved it "
+                                       "(after a teardown that never ran or was killed); then the next run may start")
+    p.add_argument("--run-id", required=True, help="the run whose saved state to restore (deploy's refusal names it)")
+    p.add_argument("--campaign", default=None, help="campaign file stem, dag id or path: its serving.existing.namespace")
+    p.add_argument("--namespace", default=None, help="the installed stack's namespace, instead of --campaign's")
+    p.set_defaults(func=cmd_restore)
     p = sub.add_parser("cleanup", help="stop servers that local cells left running when their teardown never ran")
     p.set_defaults(func=cmd_cleanup)
     p = sub.add_parser("db", help="the local PostgreSQL results server (start|stop|status|url|migrate)")

@@ -14,6 +14,10 @@ Every check runs (none stops at the first problem) and reports one line per find
                (needs the optional read-only ClusterRole in include/manifests/preflight/; else --skip nodes).
 - quota:       the largest cell plus one step pod fits every ResourceQuota of the namespace (hard - used).
 - store:       the object store (LLMD_BENCH_RESULTS_URL, LLMD_BENCH_S3_ENDPOINT) is reachable and listable.
+- existing:    serving.mode existing only: the installed objects serving.existing names exist, and no earlier run
+               left a saved state unrestored (with the restore command). There `permissions` asks for
+               EXISTING_PERMISSIONS in the stack's namespace (the Role llmd-bench-existing; read-only runs: its
+               get/list verbs), and crds, model_cache, nodes and quota do not apply (nothing is deployed).
 """
 
 from __future__ import annotations
@@ -33,7 +37,10 @@ from llmd_bench.campaign import Campaign, Cell, RunParams
 from llmd_bench.errors import LlmdBenchError
 
 CHECKS = ("namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store")
+# serving.mode existing adds one
+EXISTING_CHECKS = (*CHECKS, "existing")
 STEP_ROLE = "llmd-bench-steps"
+EXISTING_ROLE = "llmd-bench-existing"
 NODE_READER = "llmd-bench-node-reader"
 GPU = "nvidia.com/gpu"
 API_TIMEOUT_S = 10.0
@@ -78,6 +85,26 @@ STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _perms("", ("events",), ("list",))
     + _perms("", ("persistentvolumeclaims",), ("get",))
 )
+
+
+# What runtime/existing.py calls in the installed stack's namespace (serving.mode existing): read and replace the
+# Deployments and the EPP ConfigMap, create/list/delete its saved-state ConfigMap, read the index Service, pods, their
+# logs and events. include/manifests/namespace/existing-rbac.yaml.j2 grants exactly these (tests/test_existing.py).
+EXISTING_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _perms("apps", ("deployments",), ("get", "list", "update"))
+    + _perms("", ("configmaps",), ("get", "list", "create", "update", "delete"))
+    + _perms("", ("services",), ("get",))
+    + _perms("", ("pods", "events"), ("get", "list"))
+    + _perms("", ("pods",), ("get",), sub="log")
+)
+READ_ONLY_VERBS = ("get", "list")
+
+
+def existing_permissions(campaign: Campaign) -> tuple[Permission, ...]:
+    ex = campaign.serving.existing
+    if ex is not None and ex.read_only:
+        return tuple(p for p in EXISTING_PERMISSIONS if p.verb in READ_ONLY_VERBS)
+    return EXISTING_PERMISSIONS
 
 
 @dataclass(frozen=True)
@@ -352,8 +379,9 @@ def check_crds(api: Api, report: Report, required: tuple[str, ...], docs: list[d
             report.add("crds", "ok", f"CRD {crd} served ({', '.join(served)})")
 
 
-def check_permissions(api: Api, report: Report, perms: tuple[Permission, ...] = STEP_PERMISSIONS) -> None:
-    ns = report.namespace
+def check_permissions(api: Api, report: Report, perms: tuple[Permission, ...] = STEP_PERMISSIONS,
+                      namespace: str | None = None, role: str = STEP_ROLE, setup: str = NAMESPACE_SETUP) -> None:
+    ns = namespace or report.namespace
     denied: list[tuple[Permission, str]] = []
     for p in perms:
         attrs = {"namespace": ns, "verb": p.verb, "group": p.group, "resource": p.resource}
@@ -372,8 +400,8 @@ def check_permissions(api: Api, report: Report, perms: tuple[Permission, ...] = 
         if not status.get("allowed"):
             denied.append((p, status.get("reason") or ""))
     for p, _ in denied:
-        report.add("permissions", "missing", f"{p} in namespace {ns} is denied: the Role {STEP_ROLE} must grant it "
-                                             f"(re-apply the namespace set-up: {NAMESPACE_SETUP})")
+        report.add("permissions", "missing", f"{p} in namespace {ns} is denied: the Role {role} must grant it "
+                                             f"(re-apply the namespace set-up: {setup})")
     if not denied:
         report.add("permissions", "ok", f"all {len(perms)} permissions the steps use are granted in namespace {ns}")
 
@@ -661,6 +689,56 @@ def check_store(report: Report) -> None:
     report.add("store", "ok", f"object storage {url}{where} is reachable and listable")
 
 
+def check_existing(api: Api, report: Report, campaign: Campaign) -> None:
+    """The installed objects serving.existing names, and no saved state an earlier run left unrestored."""
+    from llmd_bench.runtime.existing import SAVED_LABEL
+
+    ex = campaign.serving.existing
+    assert ex is not None
+    ns = ex.namespace
+    found, missing = [], []
+    wanted = [("Deployment", f"/apis/apps/v1/namespaces/{ns}/deployments/{n}", n) for n in ex.model_servers.names]
+    wanted += [("Deployment", f"/apis/apps/v1/namespaces/{ns}/deployments/{ex.epp.deployment}", ex.epp.deployment),
+               ("ConfigMap", f"/api/v1/namespaces/{ns}/configmaps/{ex.epp.configmap}", ex.epp.configmap)]
+    if ex.index_service:
+        wanted.append(("Service", f"/api/v1/namespaces/{ns}/services/{ex.index_service}", ex.index_service))
+    for kind, path, name in wanted:
+        try:
+            obj = api.get(path)
+        except ApiError as exc:
+            missing.append(f"{kind}/{name} ({'not found' if exc.status == 404 else exc})")
+            continue
+        found.append(f"{kind}/{name}")
+        if kind == "ConfigMap":
+            keys = sorted(obj.get("data") or {})
+            if (ex.epp.config_key is None and len(keys) != 1) or (ex.epp.config_key and ex.epp.config_key not in keys):
+                missing.append(f"ConfigMap/{name} has keys {keys}: set serving.existing.epp.config_key to the EPP's config")
+    if ex.model_servers.selector:
+        try:
+            items = api.get(f"/apis/apps/v1/namespaces/{ns}/deployments", labelSelector=ex.model_servers.selector)
+            if not items.get("items"):
+                missing.append(f"Deployments matching {ex.model_servers.selector!r} (none)")
+            else:
+                found.append(f"{len(items['items'])} model-server Deployment(s) matching {ex.model_servers.selector!r}")
+        except ApiError as exc:
+            missing.append(f"Deployments matching {ex.model_servers.selector!r} ({exc})")
+    for m in missing:
+        report.add("existing", "missing", f"namespace {ns}: {m}: fix serving.existing in the campaign file")
+    if not missing:
+        report.add("existing", "ok", f"namespace {ns} has {', '.join(found)}")
+    try:
+        states = api.get(f"/api/v1/namespaces/{ns}/configmaps", labelSelector=f"{SAVED_LABEL}=true").get("items") or []
+    except ApiError as exc:
+        report.add("existing", "missing", f"cannot list saved states in namespace {ns}: {exc}")
+        return
+    for cm in states:
+        data = cm.get("data") or {}
+        report.add("existing", "missing", f"run {data.get('run_id')!r} (campaign {data.get('campaign')}, cell "
+                   f"{data.get('cell')}) "
+                   f"left the installed stack patched (ConfigMap/{cm['metadata']['name']}, saved {data.get('saved_at')}): "
+                   f"restore it with `llmd-bench restore --run-id {data.get('run_id')} --campaign {data.get('campaign')}`")
+
+
 # -- the whole preflight --------------------------------------------------------------------------------------
 
 def node_reader_manifests(namespace: str, service_account: str | None = None) -> list[dict[str, Any]]:
@@ -680,6 +758,8 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
     from llmd_bench.manifests import STEP_SERVICE_ACCOUNT
 
     report = Report(namespace)
+    if campaign.serving.mode == "existing":
+        return _run_existing(campaign, report, skip, api_client)
     selected = [c for c in campaign.cells() if params.selects(c)]
     needs = [cell_needs(campaign, params, c, run_id, namespace) for c in selected]
     docs = [d for n in needs for d in n.docs]
@@ -694,6 +774,32 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
         ("nodes", lambda api: check_nodes(api, report, needs, parallel, f"system:serviceaccount:{namespace}:{sa}")),
         ("quota", lambda api: check_quota(api, report, needs, parallel, campaign)),
     ]
+    return _run_checks(report, cluster_checks, skip, api_client)
+
+
+def _run_existing(campaign: Campaign, report: Report, skip: tuple[str, ...], api_client: Any) -> Report:
+    """serving.mode existing: the installed stack's namespace, its objects and the Role there; nothing is deployed,
+    so CRDs, the model cache, nodes and quota are not checked."""
+    ex = campaign.serving.existing
+    assert ex is not None
+    setup = f"`llmd-bench render --campaign {campaign.name} ...` writes manifests/namespace/existing-rbac; an admin applies it"
+    not_deployed = f"serving.mode existing: the installed stack in namespace {ex.namespace} is used, nothing is deployed"
+    cluster_checks: list[tuple[str, Callable[[Api], None]]] = [
+        ("namespace", lambda api: check_namespace(api, report)),
+        ("crds", lambda api: report.add("crds", "skipped", not_deployed)),
+        ("permissions", lambda api: check_permissions(api, report, existing_permissions(campaign), ex.namespace,
+                                                      EXISTING_ROLE, setup)),
+        ("secrets", lambda api: check_secrets(api, report, secret_specs(campaign))),
+        ("model_cache", lambda api: report.add("model_cache", "skipped", not_deployed)),
+        ("nodes", lambda api: report.add("nodes", "skipped", not_deployed)),
+        ("quota", lambda api: report.add("quota", "skipped", not_deployed)),
+        ("existing", lambda api: check_existing(api, report, campaign)),
+    ]
+    return _run_checks(report, cluster_checks, skip, api_client)
+
+
+def _run_checks(report: Report, cluster_checks: list[tuple[str, Callable[[Api], None]]], skip: tuple[str, ...],
+                api_client: Any) -> Report:
     api: Api | None = None
     unreachable = ""
     if any(name not in skip for name, _ in cluster_checks):

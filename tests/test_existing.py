@@ -1,0 +1,361 @@
+"""serving.mode: existing against the fake Kubernetes API (tests/fake_kube.py): an installed llm-d stack (model
+server, EPP and its ConfigMap, a Redis index Service) patched per cell, verified on the running pods, measured and
+restored spec for spec; a failed sweep still restores; a killed teardown leaves a saved state the next run refuses
+naming `llmd-bench restore`, which brings the objects back; read-only mode refuses a mismatched stack with the
+differences and benchmarks a matching one without a single write."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from conftest import BIN, tiny_campaign, write_campaign
+from fake_kube import FakeKube
+from llmd_bench import catalog, cli, preflight
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.errors import CampaignError, RuntimeStepError
+from llmd_bench.runtime import existing, processes
+from llmd_bench.runtime.local import kv_server_bin
+
+NS, STEPS_NS, MODEL = "llm-d", "bench", "Qwen/Qwen3-0.6B"
+SERVER, EPP, EPP_CM, INDEX = "ms-decode", "gaie-epp", "gaie-epp", "kv-index"
+INSTALLED_EPP_CONFIG = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins: []\n"
+
+
+def existing_doc(read_only=False, configs=("no-offload", "llm-d-redis"), **over):
+    doc = tiny_campaign(configs=list(configs), dag_id="llmd_existing_test")
+    doc["serving"] = {**doc["serving"], "mode": "existing", "existing": {
+        "namespace": NS, "url": "http://127.0.0.1:1", "model_servers": {"names": [SERVER]},
+        "epp": {"deployment": EPP, "configmap": EPP_CM}, "index_service": INDEX, "read_only": read_only, **over}}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def mock_port(tmp_path_factory):
+    """The installed stack's model server and gateway: GuideLLM's mock server on 127.0.0.1."""
+    port = processes.free_port()
+    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+                                    "--model", MODEL, "--ttft-ms", "5", "--itl-ms", "1"], port,
+                           tmp_path_factory.mktemp("mock") / "mock.log")
+    processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
+    yield port
+    processes.stop(mock)
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory):
+    """The installed index: a real Redis server the fake Service points at."""
+    port = processes.free_port()
+    d = tmp_path_factory.mktemp("redis")
+    proc = processes.start("redis", [kv_server_bin("redis"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                     "--dir", str(d)], port, d / "redis.log")
+    _wait_redis(port)
+    yield port
+    processes.stop(proc)
+
+
+def _wait_redis(port):
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if processes.resp_command(port, "PING").startswith("+PONG"):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("redis did not start")
+
+
+def install(fake: FakeKube, port: int, redis: int) -> None:
+    """The stack as a platform team's helm install left it."""
+    fake.add_object("deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": SERVER, "namespace": NS, "labels": {"app": "ms", "helm.sh/chart": "llm-d-modelservice"},
+                     "annotations": {"meta.helm.sh/release-name": "ms"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "ms"}}, "template": {
+            "metadata": {"labels": {"app": "ms"}},
+            "spec": {"containers": [{
+                "name": "vllm", "image": "ghcr.io/llm-d/llm-d-cuda:v0.4.0", "command": ["vllm", "serve"],
+                "args": [MODEL, "--port", str(port), "--max-num-seqs", "256", "--served-model-name", MODEL,
+                         "--enable-prefix-caching", "--disable-log-requests"],
+                "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "platform-hf", "key": "token"}}},
+                        {"name": "VLLM_LOGGING_LEVEL", "value": "INFO"}],
+                "ports": [{"name": "http", "containerPort": port}],
+                "resources": {"limits": {"nvidia.com/gpu": "2"}}}]}}}})
+    fake.add_object("deployments", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": EPP, "namespace": NS, "labels": {"app": "epp"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "epp"}}, "template": {
+            "metadata": {"labels": {"app": "epp"}},
+            "spec": {"containers": [{"name": "epp", "image": "ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0",
+                                     "args": ["--config-file", "/config/default-plugins.yaml"],
+                                     "ports": [{"name": "grpc", "containerPort": 9002},
+                                               {"name": "metrics", "containerPort": 9090}]}]}}}})
+    fake.add_object("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": EPP_CM, "namespace": NS, "labels": {"app": "epp"}},
+                                   "data": {"default-plugins.yaml": INSTALLED_EPP_CONFIG}})
+    fake.add_object("services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": INDEX, "namespace": NS},
+                                 "spec": {"clusterIP": "127.0.0.1", "ports": [{"name": "redis", "port": redis}]}})
+
+
+def installed(fake: FakeKube) -> dict:
+    """What restore must bring back: spec/data, labels and annotations of every installed object."""
+    return {key: existing.owned(fake.objects[key]) for key in
+            (("deployments", NS, SERVER), ("deployments", NS, EPP), ("configmaps", NS, EPP_CM))}
+
+
+@pytest.fixture
+def kube(monkeypatch, results_dir, mock_port, redis_port):
+    fakes = []
+
+    def make(**kw):
+        fake = FakeKube(namespaces=(STEPS_NS, NS), pod_ip="127.0.0.1", host_ips=("127.0.0.1",), **kw)
+        install(fake, mock_port, redis_port)
+        fakes.append(fake)
+        monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
+        monkeypatch.setenv("LLMD_BENCH_NAMESPACE", STEPS_NS)
+        monkeypatch.setenv("LLMD_BENCH_POLL_S", "0.02")
+        monkeypatch.setenv("LLMD_BENCH_READY_TIMEOUT_S", "5")
+        monkeypatch.setenv("LLMD_BENCH_PMCD_PORT", "1")  # no pmcd: PCP is `not measured`
+        return fake
+
+    yield make
+    for f in fakes:
+        f.close()
+
+
+def ctx_of(campaigns_dir, run_id="run-1", config="llm-d-redis", **doc_kw):
+    doc = existing_doc(**doc_kw)
+    doc["serving"]["existing"]["url"] = f"http://127.0.0.1:{_mock_port_of()}"
+    campaign = load_campaign(write_campaign(campaigns_dir, doc, name="existing"))
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    return StepContext(campaign, params, run_id, "kubernetes", Cell(MODEL, config))
+
+
+_PORTS: dict = {}
+
+
+def _mock_port_of():
+    return _PORTS.get("mock", 1)
+
+
+@pytest.fixture(autouse=True)
+def _remember_ports(mock_port):
+    _PORTS["mock"] = mock_port
+
+
+# -- the campaign model ------------------------------------------------------------------------------------------
+
+def test_existing_mode_is_validated_with_the_field_and_allowed_values(campaigns_dir):
+    doc = existing_doc()
+    bad = copy.deepcopy(doc)
+    bad["serving"]["mode"] = "installed"
+    with pytest.raises(CampaignError, match=r"field `serving.mode`: Input should be 'deploy' or 'existing'"):
+        load_campaign(write_campaign(campaigns_dir, bad))
+    bad = copy.deepcopy(doc)
+    del bad["serving"]["existing"]
+    with pytest.raises(CampaignError, match="serving.mode is existing but serving.existing is missing"):
+        load_campaign(write_campaign(campaigns_dir, bad))
+    bad = copy.deepcopy(doc)
+    bad["serving"]["existing"]["model_servers"] = {"names": [SERVER], "selector": "app=ms"}
+    with pytest.raises(CampaignError, match=r"serving.existing.model_servers.*exactly one of `names`"):
+        load_campaign(write_campaign(campaigns_dir, bad))
+    bad = copy.deepcopy(doc)
+    bad["serving"]["existing"]["epp"]["configmapp"] = "x"
+    with pytest.raises(CampaignError, match=r"field `serving.existing.epp.configmapp`: Extra inputs are not permitted"):
+        load_campaign(write_campaign(campaigns_dir, bad))
+    bad = copy.deepcopy(doc)
+    del bad["serving"]["existing"]["index_service"]
+    with pytest.raises(CampaignError, match=r"llm-d-redis: it needs a redis server; give serving.existing.index_service"):
+        load_campaign(write_campaign(campaigns_dir, bad))
+    campaign = load_campaign(write_campaign(campaigns_dir, doc))
+    with pytest.raises(CampaignError, match=r"needs the kubernetes runtime \(LLMD_BENCH_RUNTIME=kubernetes\)"):
+        campaign.check_runtime("local")
+    campaign.check_runtime("kubernetes")
+
+
+def test_flags_the_configuration_sets_replace_the_live_ones_and_the_rest_stay():
+    live = ["M", "--port", "8200", "--max_num_seqs=64", "--no-enable-prefix-caching", "--foo", "x", "--bar"]
+    ours = existing.our_flags(["M", "--host", "0.0.0.0", "--port", "8000", "--max-num-seqs", "1024",
+                               "--enable-prefix-caching"])
+    assert ours == [("--max-num-seqs", ["1024"]), ("--enable-prefix-caching", [])]
+    merged = existing.merge_args(live, ours)
+    assert merged == ["M", "--port", "8200", "--foo", "x", "--bar", "--max-num-seqs", "1024", "--enable-prefix-caching"]
+    # a positional after a boolean flag is not taken as its value
+    assert existing.merge_args(["--enable-prefix-caching", "M"], ours) == ["M", "--max-num-seqs", "1024",
+                                                                           "--enable-prefix-caching"]
+    env = existing.merge_env([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                             [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+    assert env == [{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}]
+
+
+def test_the_role_grants_exactly_what_preflight_asks_for():
+    docs = existing.render_role(NS, STEPS_NS, "llmd-bench-steps")
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {(v, g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    asked = {(p.verb, p.group, p.resource + (f"/{p.subresource}" if p.subresource else ""))
+             for p in preflight.EXISTING_PERMISSIONS}
+    assert granted == asked
+    assert role["metadata"]["namespace"] == NS
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "llmd-bench-steps", "namespace": STEPS_NS}]
+
+
+# -- deploy, verify, restore -----------------------------------------------------------------------------------
+
+def test_deploy_saves_before_patching_verifies_the_pods_and_teardown_restores_spec_for_spec(kube, campaigns_dir,
+                                                                                           redis_port):
+    fake = kube(rollout_lag=3)
+    before = installed(fake)
+    processes.resp_command(redis_port, "SET", "stale-key", "1")
+    c = ctx_of(campaigns_dir)
+    state = c.stack.deploy()
+    writes = fake.writes()
+    # the saved state is created before the first object is replaced
+    assert writes[0][0] == "POST" and writes[0][1] == f"/api/v1/namespaces/{NS}/configmaps"
+    assert [w[0] for w in writes[1:]] == ["PUT", "PUT", "PUT"]
+    (saved,) = existing.saved_states(existing.Api(NS))
+    assert saved.run_id == "run-1" and {o["metadata"]["name"] for o in saved.objects} == {SERVER, EPP, EPP_CM}
+    assert json.loads((c.cell_dir / existing.SAVED_FILE).read_text())["objects"] == saved.objects
+    dep = fake.objects[("deployments", NS, SERVER)]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == [MODEL, "--port", str(_mock_port_of())]  # where it listens stays the installation's
+    assert "--disable-log-requests" in args and args[args.index("--max-num-seqs") + 1] == "1024"
+    assert "256" not in args and "--kv-events-config" in args
+    events = json.loads(args[args.index("--kv-events-config") + 1])
+    assert events["endpoint"] == f"tcp://{EPP}.{NS}.svc.cluster.local:5557"  # the installed EPP's Service
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "platform-hf"  # the installation's token stays
+    assert env["PYTHONHASHSEED"]["value"] == "42" and env["VLLM_LOGGING_LEVEL"]["value"] == "INFO"
+    epp_config = yaml.safe_load(fake.objects[("configmaps", NS, EPP_CM)]["data"]["default-plugins.yaml"])
+    scorer = next(p for p in epp_config["plugins"] if p["type"] == "precise-prefix-cache-scorer")
+    assert f"{INDEX}.{NS}.svc.cluster.local:6379" in json.dumps(scorer)
+    # every running pod carries the configuration (the fake rolled them out only after a few reads)
+    pods = [o for (p, n, _), o in fake.objects.items() if p == "pods" and n == NS]
+    hashes = {p["metadata"]["annotations"].get(existing.CONFIG_HASH) for p in pods}
+    assert len(pods) == 2 and len(hashes) == 1 and None not in hashes
+    assert state["replicas"] == [f"http://127.0.0.1:{_mock_port_of()}"] and state["endpoint"].endswith(str(_mock_port_of()))
+    assert state["kv_backend"]["kind"] == "redis" and state["kv_backend"]["server_version"] != "unknown"
+    assert processes.resp_command(redis_port, "EXISTS", "stale-key").startswith(":0")  # the index was emptied
+    record = c.read_record()["existing"]
+    assert {(ch["object"], ch["field"]) for ch in record["changed"]} >= {(f"Deployment/{SERVER}", "args --max-num-seqs"),
+                                                                         (f"ConfigMap/{EPP_CM}", "data.default-plugins.yaml")}
+    targets = c.stack.observation_targets()
+    assert targets.kv == ("127.0.0.1", redis_port) and targets.epp_metrics == "http://127.0.0.1:9090/metrics"
+    # a retried deploy keeps the state saved first (the objects as installed), not the patched ones
+    c2 = ctx_of(campaigns_dir)
+    c2.stack.deploy()
+    (again,) = existing.saved_states(existing.Api(NS))
+    assert again.objects == saved.objects
+    result = c.stack.teardown()
+    assert sorted(result["restored"]) == sorted([f"ConfigMap/{EPP_CM}", f"Deployment/{SERVER}", f"Deployment/{EPP}"])
+    assert installed(fake) == before
+    assert existing.saved_states(existing.Api(NS)) == []
+    pods = [o for (p, n, _), o in fake.objects.items() if p == "pods" and n == NS]
+    assert all(existing.CONFIG_HASH not in (p["metadata"].get("annotations") or {}) for p in pods)
+    assert c.stack.teardown()["restored"] == []  # idempotent
+
+
+def test_a_pod_that_does_not_carry_the_configuration_fails_deploy_with_the_differences(kube, campaigns_dir, monkeypatch):
+    fake = kube()
+    c = ctx_of(campaigns_dir, config="no-offload")
+    original = FakeKube._make_pods
+
+    def stale_args(self, dep):  # a mutating webhook that rewrites the args on the pods
+        original(self, dep)
+        for (plural, ns, _), pod in list(self.objects.items()):
+            if plural == "pods" and ns == NS and pod["metadata"]["labels"].get("app") == "ms":
+                pod["spec"]["containers"][0]["args"] = [MODEL]
+
+    monkeypatch.setattr(FakeKube, "_make_pods", stale_args)
+    with pytest.raises(RuntimeStepError, match=r"the running pods do not carry the cell's configuration:\n  Pod/ms-decode-"
+                                               r".* container vllm args: live \[\"Qwen/Qwen3-0.6B\"\]"):
+        c.stack.deploy()
+    monkeypatch.setattr(FakeKube, "_make_pods", original)
+    before_restore = existing.saved_states(existing.Api(NS))
+    assert len(before_restore) == 1
+    c.stack.teardown()
+    assert existing.saved_states(existing.Api(NS)) == [] and fake.objects[("deployments", NS, SERVER)]["spec"]["template"][
+        "spec"]["containers"][0]["args"][-1] == "--disable-log-requests"
+
+
+def test_a_killed_teardown_leaves_a_state_the_next_run_refuses_and_restore_brings_it_back(kube, campaigns_dir, capsys,
+                                                                                          monkeypatch):
+    fake = kube()
+    before = installed(fake)
+    c = ctx_of(campaigns_dir, run_id="run-A")
+    c.stack.deploy()
+    real_replace = existing.Api.replace
+    done = []
+
+    def killed(self, kind, name, body):  # Airflow kills the task after the first object is put back
+        if done:
+            raise SystemExit("killed")
+        done.append(name)
+        return real_replace(self, kind, name, body)
+
+    monkeypatch.setattr(existing.Api, "replace", killed)
+    with pytest.raises(SystemExit):
+        c.stack.teardown()
+    monkeypatch.setattr(existing.Api, "replace", real_replace)
+    assert installed(fake) != before and len(done) == 1
+    nxt = ctx_of(campaigns_dir, run_id="run-B", config="no-offload")
+    puts = len(fake.writes())
+    with pytest.raises(RuntimeStepError) as err:
+        nxt.stack.deploy()
+    msg = str(err.value)
+    assert "run 'run-A' (campaign llmd_existing_test, cell Qwen3-0.6B/llm-d-redis)" in msg
+    assert "`llmd-bench restore --run-id run-A --campaign llmd_existing_test`" in msg
+    assert len(fake.writes()) == puts  # refused before touching anything
+    # preflight says the same
+    report = preflight.run(nxt.campaign, nxt.params, STEPS_NS, skip=("store", "secrets"))
+    assert any(r.check == "existing" and r.status == "missing" and "llmd-bench restore --run-id run-A" in r.detail
+               for r in report.results), report.lines()
+    assert cli.main(["restore", "--run-id", "run-A", "--campaign", nxt.campaign.source]) == 0
+    assert installed(fake) == before
+    assert existing.saved_states(existing.Api(NS)) == []
+    assert cli.main(["restore", "--run-id", "run-A", "--namespace", NS]) == 0  # nothing left: a no-op
+    assert "nothing to restore" in capsys.readouterr().out
+    nxt.stack.deploy()
+    nxt.stack.teardown()
+    assert installed(fake) == before
+
+
+# -- read-only -------------------------------------------------------------------------------------------------------
+
+def test_read_only_refuses_a_mismatched_stack_listing_the_differences_without_a_write(kube, campaigns_dir):
+    fake = kube()
+    c = ctx_of(campaigns_dir, read_only=True)
+    with pytest.raises(RuntimeStepError) as err:
+        c.stack.deploy()
+    msg = str(err.value)
+    assert "read-only: the installed stack in namespace llm-d does not match configuration llm-d-redis" in msg
+    assert f"Deployment/{SERVER} args --max-num-seqs: live 256 / expected 1024" in msg
+    assert f"Deployment/{SERVER} args --kv-events-config: live (absent) / expected" in msg
+    assert f"Deployment/{SERVER} env PYTHONHASHSEED: live (absent) / expected 42" in msg
+    assert f"ConfigMap/{EPP_CM} data.default-plugins.yaml: live" in msg and "Pod/ms-decode-" in msg
+    assert c.stack.teardown() == {"restored": [], "read_only": True}
+    assert fake.writes() == []
+
+
+def test_read_only_benchmarks_a_matching_stack_touching_nothing(kube, campaigns_dir):
+    fake = kube()
+    writer = ctx_of(campaigns_dir, run_id="setup", config="no-offload")
+    writer.stack.deploy()  # the platform team's stack now runs exactly this configuration ...
+    for state in existing.saved_states(existing.Api(NS)):  # ... and is theirs: no saved state of ours
+        fake.objects.pop(("configmaps", NS, state.name))
+    matching = installed(fake)
+    fake.calls.clear()
+    c = ctx_of(campaigns_dir, run_id="ro", config="no-offload", read_only=True)
+    state = c.stack.deploy()
+    assert state["replicas"] == [f"http://127.0.0.1:{_mock_port_of()}"] and c.stack.observation_targets().replicas
+    assert c.read_record()["existing"]["read_only"] is True
+    assert c.stack.teardown()["restored"] == []
+    assert fake.writes() == [] and installed(fake) == matching
+    with pytest.raises(RuntimeStepError, match="read-only mode restarts nothing"):
+        c.stack.redeploy()
