@@ -321,7 +321,8 @@ class FakeKube:
             if plural == "deployments":
                 meta["generation"] = old["metadata"]["generation"] + (obj["spec"] != old["spec"])
                 obj["status"] = old.get("status") or {}
-                rolls = obj["spec"]["template"] != old["spec"]["template"] or obj["spec"].get("replicas") != old["spec"].get("replicas")
+                rolls = (obj["spec"]["template"] != old["spec"]["template"]
+                         or obj["spec"].get("replicas") != old["spec"].get("replicas"))
                 if rolls and obj["spec"]["template"] != old["spec"]["template"]:
                     revision = int((old["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", "1")) + 1
                     meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)

@@ -124,6 +124,19 @@ class Cluster:
         except ApiException as exc:
             return f"(no log: {exc.status} {exc.reason})"
 
+    def nodes(self) -> tuple[list[dict[str, Any]] | None, str | None]:
+        """All nodes, or (None, why not): nodes are cluster-scoped and the step Role is namespaced; the optional
+        ClusterRole llmd-bench-node-reader (include/manifests/preflight/node-reader.yaml.j2) grants get and list."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return [self._plain(n) for n in self.core.list_node().items], None
+        except ApiException as exc:
+            if exc.status == 403:
+                return None, ("reading nodes is forbidden (403) to this service account: nodes are cluster-scoped; "
+                              "the optional ClusterRole llmd-bench-node-reader grants it")
+            return None, f"reading nodes failed: {exc.status} {exc.reason}"
+
 
 def selector_string(labels: dict[str, str], extra: str = "") -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items()) + (f",{extra}" if extra else "")
@@ -413,6 +426,30 @@ class KubernetesRuntime(Runtime):
 
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return generator_archives(self.ctx)
+
+    def stack_metadata(self) -> dict[str, Any]:
+        """What ran (runtime/stack_metadata.py): the cell's model-server and EPP pods, the EPP ConfigMap, and the
+        model servers' nodes' GPU Feature Discovery labels. vLLM's version is its GET /version when the pod answers
+        within 2 s, else the version catalog's `vllm_version` for the catalog's image (labelled declared)."""
+        from llmd_bench import catalog
+        from llmd_bench.manifests import MODEL_PORT, cell_names, mirrored
+        from llmd_bench.runtime import stack_metadata as sm
+
+        assert self.ctx.cell is not None
+        cluster = Cluster(api_client(), namespace())
+        _, _, selector = _cell_objects(self.ctx)
+        sel = selector_string(selector)
+        pods = cluster.list("Pod", sel)
+        epp_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "epp"]
+        config_map = cell_names(self.ctx.cell)["epp_config"]
+        text = next(((c.get("data") or {}).get("epp-config.yaml") for c in cluster.list("ConfigMap", sel)
+                     if c["metadata"]["name"] == config_map), None)
+        nodes, error = cluster.nodes()
+        entry = catalog.entry(self.ctx.params.llmd_version)
+        declared = {mirrored(entry.images["vllm"], self.ctx.campaign.serving.registry_mirrors): entry.vllm_version}
+        kv_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "kv-index"]
+        return sm.from_objects(self.name, _model_server_pods(pods), epp_pods, text, nodes, error, declared, MODEL_PORT,
+                               kv_index_pods=kv_pods)
 
 
 @contextlib.contextmanager

@@ -303,3 +303,49 @@ class LocalRuntime(Runtime):
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return None, {"status": "same host",
                       "reason": "the local runtime serves and generates on one host: see host_levels"}
+
+    def stack_metadata(self) -> dict[str, Any]:
+        """The simulated stack as it runs: the mock servers' GuideLLM version and command lines, the router's, the
+        Redis/Valkey server's version, and this host's CPU model. No images, no vLLM, no EPP and no GPUs."""
+        import platform as host_platform
+        from importlib import metadata
+
+        from llmd_bench import __version__
+
+        state = load_state(self.ctx)
+        procs = state.get("processes") or []
+        host = host_platform.node() or "localhost"
+        unavailable = {"images": "simulated: processes on this host, no container images",
+                       "vllm_version": "simulated: GuideLLM mock servers stand in for vLLM",
+                       "epp": "simulated: a round-robin router (llmd_bench.runtime.router) stands in for the EPP",
+                       "gpus": "simulated: the local runtime uses no GPU"}
+        bin_path = os.environ.get("LLMD_BENCH_GUIDELLM")
+        try:
+            guidellm = None if bin_path else metadata.version("guidellm")
+        except metadata.PackageNotFoundError:
+            guidellm = None
+        if guidellm is None:
+            unavailable["guidellm_version"] = (f"LLMD_BENCH_GUIDELLM={bin_path} runs the mock servers: its version is "
+                                               "not known here" if bin_path else "the guidellm package is not installed")
+        servers = [{"pod": p["name"], "node": host, "image": None, "image_digest": None, "args": list(p["cmd"]),
+                    "vllm_version": None, "vllm_version_source": None, "server": "guidellm mock-server",
+                    "guidellm_version": guidellm}
+                   for p in procs if p["name"].startswith("mock-server-")]
+        router = [{"name": p["name"], "args": list(p["cmd"]), "llmd_bench_version": __version__}
+                  for p in procs if p["name"] == "router" or p["name"].startswith("prefix-cache-")]
+        kv = state.get("kv_backend")
+        kv_entry = None
+        if kv:
+            cmd = next((p["cmd"] for p in procs if p["name"] == f"{kv['kind']}-server"), None)
+            kv_entry = {"kind": kv["kind"], "server_version": kv.get("server_version"), "args": cmd}
+        try:  # this host's CPU model (Linux)
+            cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                        if line.lower().startswith(("model name", "hardware")) and ":" in line), None)
+        except OSError:
+            cpu = None
+        if cpu is None:
+            unavailable["cpu_model"] = "no `model name` in /proc/cpuinfo"
+        nodes = {host: {"cpu_model": cpu, "cpu_count": os.cpu_count(), "gpu_product": None, "gpu_count": 0,
+                        "driver_version": None, "cuda_version": None}}
+        return {"platform": self.name, "simulated": True, "replicas": len(servers), "model_servers": servers,
+                "epp": None, "router": router, "kv_backend": kv_entry, "nodes": nodes, "unavailable": unavailable}

@@ -16,6 +16,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if already_stored(ctx):
         raise NotSelected(f"cell {ctx.cell} is already stored for run {ctx.run_id}; not benchmarked again")
     state = ctx.stack.deploy()
+    stack = stack_metadata(ctx)  # before taking the record's lock: it may ask the cluster and the servers
     with ctx.update_record() as record:
         record["serving"] = {
             "replicas": len(state["replicas"]),
@@ -25,7 +26,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
         }
         if state.get("kv_backend"):
             record["versions"]["kv_backend"] = {state["kv_backend"]["kind"]: state["kv_backend"]["server_version"]}
+        record["stack"] = stack
     return {"endpoint": state["endpoint"], "replicas": len(state["replicas"]), "kv_backend": state.get("kv_backend")}
+
+
+def stack_metadata(ctx: StepContext) -> dict[str, Any]:
+    """What ran, stored with the cell (runtime/base.py Runtime.stack_metadata). Never fails the deploy: an error
+    while capturing it is recorded under `unavailable`."""
+    from llmd_bench.runtime.stack_metadata import failed
+
+    try:
+        return ctx.stack.stack_metadata()
+    except Exception as exc:  # noqa: BLE001 - metadata must not cost the cell its benchmark
+        print(f"could not capture the stack metadata ({type(exc).__name__}: {exc}); recorded as unavailable", flush=True)
+        return failed(ctx.stack.name, ctx.stack.simulated, exc)
 
 
 def already_stored(ctx: StepContext) -> bool:
