@@ -81,6 +81,9 @@ class Cell(Base):
     sweep: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # GPUs held and seconds per phase (gpu_time.py), written by compare once the cell's teardown has ended
     gpu_time: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # what ran (Runtime.stack_metadata, captured by deploy): images and digests, vLLM version and args, EPP config
+    # hash, replicas, GPUs per node; {} for cells stored before it was captured or imported
+    stack: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     trial: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)

@@ -163,6 +163,7 @@ class CellInfo:
     report_sha256: str | None = None
     config_effect: dict[str, Any] | None = None
     observability: dict[str, Any] | None = None
+    stack: dict[str, Any] | None = None
 
 
 def upsert_run(session: Session, info: RunInfo) -> int:
@@ -179,7 +180,8 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
-                  observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {})
+                  observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {},
+                  stack=info.stack or {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
     stmt = stmt.on_conflict_do_update(

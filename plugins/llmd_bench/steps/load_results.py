@@ -91,7 +91,8 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                                trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
-                               config_effect=observed.get("config_effect") or {}, observability=observability)
+                               config_effect=observed.get("config_effect") or {}, observability=observability,
+                               stack=record.get("stack") or {})
             mine = [s for s in levels if s["trial"] == trial]
             suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
             lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
