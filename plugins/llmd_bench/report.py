@@ -602,7 +602,86 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     doc.h(2, "Versions and parameters")
     doc.table(["Item", "Value"], [[k, str(v)] for k, v in d.versions.items() if v is not None]
               + [[f"param {k}", str(v)] for k, v in d.params.items() if k not in ("imported_from", "guidellm_spec")])
+    _stack_section(doc, d)
     return doc.markdown(), doc.html(title)
+
+
+STACK_HEADER = ["Cells", "Runtime", "Model server image", "vLLM", "Model-server command", "EPP image",
+                "EPP config sha256", "Replicas", "GPUs per node (driver, CUDA the driver supports)", "Not available"]
+
+
+def _cell_text(value: Any) -> str:
+    return "-" if value in (None, "", []) else str(value).replace("|", "\\|")
+
+
+def _with_digest(entry: dict[str, Any] | None) -> str | None:
+    if not entry or not entry.get("image"):
+        return None
+    return f"{entry['image']}@{entry['image_digest']}" if entry.get("image_digest") else f"{entry['image']} (no digest)"
+
+
+def _distinct(values: list[Any]) -> str | None:
+    seen = list(dict.fromkeys(v for v in values if v))
+    return "; ".join(seen) if seen else None
+
+
+def stack_row(stack: dict[str, Any]) -> list[str]:
+    """A cell's stored stack metadata (Runtime.stack_metadata) as the versions section's columns (without `Cells`)."""
+    servers = stack.get("model_servers") or []
+    unavailable = "; ".join(f"{k}: {v}" for k, v in (stack.get("unavailable") or {}).items())
+    if stack.get("simulated"):
+        versions = {s.get("guidellm_version") for s in servers}
+        server = f"simulated: GuideLLM {_distinct(list(versions)) or '(version unknown)'} mock-server"
+        routers = ", ".join(r.get("name", "") for r in stack.get("router") or [])
+        kv = stack.get("kv_backend") or {}
+        cpus = "; ".join(f"{n}: no GPU (simulated), CPU {f.get('cpu_model') or 'unknown'} x {f.get('cpu_count')}"
+                         for n, f in (stack.get("nodes") or {}).items())
+        epp = "simulated: " + (f"llmd-bench router ({routers})" if routers else "none (one replica, no router)")
+        if kv:
+            epp += f"; {kv.get('kind')} {kv.get('server_version')}"
+        return [f"{stack.get('platform')} (simulated)", server, "simulated (no vLLM)",
+                _distinct([" ".join(s.get("args") or []) for s in servers]), epp, "-",
+                str(stack.get("replicas")), cpus, unavailable]
+    vllm = _distinct([f"{s['vllm_version']} ({s.get('vllm_version_source')})" for s in servers if s.get("vllm_version")])
+    epp = stack.get("epp") or {}
+    gpus = "; ".join(
+        f"{n}: {f.get('gpu_product') or 'GPU model unknown'} x {f.get('gpu_count') if f.get('gpu_count') is not None else '?'}"
+        f", driver {f.get('driver_version') or '?'}, CUDA {f.get('cuda_version') or '?'}"
+        for n, f in sorted((stack.get("nodes") or {}).items()))
+    return [str(stack.get("platform")), _distinct([_with_digest(s) for s in servers]), vllm,
+            _distinct([" ".join(s.get("args") or []) for s in servers]), _with_digest(epp), epp.get("config_sha256"),
+            str(stack.get("replicas")) if stack.get("replicas") is not None else None, gpus, unavailable]
+
+
+def _stack_section(doc: Doc, d: ReportInput) -> None:
+    """Per cell, or grouped when equal: what ran (the stack metadata deploy captured and load_results stored)."""
+    if "stack" not in d.cells.columns or d.cells.empty:
+        return
+    doc.h(3, "Stack per cell")
+    groups: dict[tuple[str, ...], list[str]] = {}
+    missing, simulated = [], []
+    for r in d.cells.itertuples():
+        stack = r.stack if isinstance(r.stack, dict) else {}
+        label = f"{r.model}/{r.config}"
+        if not stack:
+            missing.append(label)
+            continue
+        if stack.get("simulated"):
+            simulated.append(label)
+        groups.setdefault(tuple(_cell_text(c) for c in stack_row(stack)), []).append(label)
+    if simulated:
+        doc.note(f"**The stack of {', '.join(simulated)} was simulated** (local runtime): GuideLLM mock servers stood "
+                 "in for vLLM and a round-robin router for the EPP; there are no images, no vLLM version and no GPUs. "
+                 "The command lines, server versions and host CPU below are what ran.")
+    if groups:
+        doc.p("What each cell ran, captured once its stack was ready: images with the digests the kubelet pulled, the "
+              "vLLM version (measured by GET /version, or declared by the version catalog for its image) and "
+              "command line, the EPP's image and configuration hash (the configuration itself is stored in "
+              "cells.stack), replicas, and per node the GPU model and count, driver and the CUDA version the driver "
+              "supports from NVIDIA GPU Feature Discovery labels. Cells with equal stacks share a row.")
+        doc.table(STACK_HEADER, [[", ".join(cells), *row] for row, cells in groups.items()])
+    if missing:
+        doc.p(f"No stack metadata for {', '.join(missing)}: stored before it was captured, or imported.")
 
 
 HOST_COLUMNS = [("cpu_util_pct", "CPU %", 1, 1), ("mem_used_bytes", "Memory GiB", 2, 2**30),
