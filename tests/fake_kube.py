@@ -5,7 +5,8 @@ Scenarios decide how model-server pods behave: ready, crashloop, imagepull, unsc
 `stuck_kinds` makes deletes of those kinds not take effect (a finalizer that never clears).
 
 For preflight: API discovery (`/apis/<group>`, `/apis/<group>/<version>`) from `api_groups`, namespaces,
-nodes with allocatable resources (`add_node`), secrets (`add_secret`), resource quotas (`add_quota`),
+nodes with allocatable resources (`add_node`; `add_gfd_node` with GPU Feature Discovery labels), secrets
+(`add_secret`), resource quotas (`add_quota`),
 SelfSubjectAccessReviews answered from `denied` ((verb, group, resource[/subresource]) tuples), dry-run
 creates, and `forbidden` resource plurals that answer 403 to this identity.
 
@@ -244,6 +245,18 @@ class FakeKube:
         spec = {**({"unschedulable": True} if unschedulable else {}), **({"taints": taints} if taints else {})}
         self.nodes.append({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
                            "spec": spec, "status": {"allocatable": alloc, "capacity": alloc}})
+
+    def add_gfd_node(self, name: str, product: str = "NVIDIA-H100-80GB-HBM3", gpus: int = 8,
+                     driver: str = "570.124.06", cuda: str = "12.8", memory_mb: int = 81559) -> None:
+        """A GPU node labelled by NVIDIA GPU Feature Discovery (label names: NVIDIA/k8s-device-plugin
+        internal/lm/resource.go, nvml.go @v0.20.0, the current and the deprecated driver/CUDA labels)."""
+        major, minor, rev = (driver.split(".") + ["", ""])[:3]
+        cmajor, cminor = cuda.split(".")
+        self.add_node(name, gpus=gpus, labels={
+            "nvidia.com/gpu.product": product, "nvidia.com/gpu.count": str(gpus), "nvidia.com/gpu.memory": str(memory_mb),
+            "nvidia.com/cuda.driver-version.full": driver, "nvidia.com/cuda.runtime-version.full": cuda,
+            "nvidia.com/cuda.driver.major": major, "nvidia.com/cuda.driver.minor": minor, "nvidia.com/cuda.driver.rev": rev,
+            "nvidia.com/cuda.runtime.major": cmajor, "nvidia.com/cuda.runtime.minor": cminor})
 
     def add_secret(self, ns: str, name: str, data: dict[str, str]) -> None:
         self.objects[("secrets", ns, name)] = {

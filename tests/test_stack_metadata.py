@@ -1,0 +1,290 @@
+"""Stack metadata (Runtime.stack_metadata): the kubernetes shape from the fake API (GPU Feature Discovery node
+labels, a 403 on nodes), the local shape from a real local deploy, stored by load_results in the real PostgreSQL
+test store (idempotent) and shown in the report's versions section."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from conftest import REFERENCE, tiny_campaign, write_campaign
+from fake_kube import FakeKube
+from llmd_bench import catalog
+from llmd_bench import report as rpt
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.db import store as db
+from llmd_bench.db.schema import Cell as CellRow
+from llmd_bench.report_data import from_store
+from llmd_bench.runtime import kubernetes as k8s
+from llmd_bench.runtime import local
+from llmd_bench.runtime import stack_metadata as sm
+from llmd_bench.runtime.existing import ExistingRuntime
+from llmd_bench.steps import deploy, load_results
+from llmd_bench.steps.sweep import report_path
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def kube(monkeypatch, results_dir):
+    fakes = []
+
+    def make(**kw):
+        fake = FakeKube("ready", **kw)
+        fakes.append(fake)
+        monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
+        monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+        monkeypatch.setenv("LLMD_BENCH_POLL_S", "0.05")
+        monkeypatch.setenv("LLMD_BENCH_READY_TIMEOUT_S", "3")
+        monkeypatch.setenv("LLMD_BENCH_TEARDOWN_TIMEOUT_S", "1")
+        monkeypatch.setattr(sm, "VERSION_TIMEOUT_S", 0.2)  # the fake's pod IPs answer nothing
+        return fake
+
+    yield make
+    for f in fakes:
+        f.close()
+
+
+def k8s_ctx(config="llm-d-redis", run_id="run-k8s"):
+    campaign = load_campaign(REFERENCE)
+    params = resolve_params(campaign, {"replicas": 2, "trials": 1}, catalog.known_versions())
+    return StepContext(campaign, params, run_id, "kubernetes", Cell("Qwen/Qwen3-8B", config))
+
+
+def local_ctx(campaigns_dir, config="llm-d-valkey", **conf):
+    campaign = load_campaign(write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "llm-d-redis", "llm-d-valkey"])))
+    params = resolve_params(campaign, conf, catalog.known_versions())
+    return StepContext(campaign, params, "run-local", "local", Cell("Qwen/Qwen3-0.6B", config))
+
+
+def test_kubernetes_shape_from_the_fake_api(kube):
+    fake = kube()
+    fake.add_gfd_node("gpu-node-0")
+    fake.add_node("gpu-node-1", gpus=4)  # a GPU node without GPU Feature Discovery
+    c = k8s_ctx()
+    k8s.deploy(c)
+    stack = k8s.KubernetesRuntime(c).stack_metadata()
+    json.dumps(stack)  # stored as JSONB
+    assert (stack["platform"], stack["simulated"], stack["replicas"]) == ("kubernetes", False, 2)
+    servers = stack["model_servers"]
+    assert [s["node"] for s in servers] == ["gpu-node-0", "gpu-node-1"]
+    for s in servers:
+        assert (s["image"], s["image_digest"]) == ("ghcr.io/llm-d/llm-d-cuda:v0.4.0", DIGEST)
+        assert s["args"][:3] == ["vllm", "serve", "Qwen/Qwen3-8B"] and "--tensor-parallel-size" in s["args"]
+        assert "--kv-events-config" in s["args"]  # the routing config's vLLM flags, as the pod runs them
+        # no pod answered GET /version: the catalog's version for the image it names, labelled declared
+        assert s["vllm_version"] == "0.11.2"
+        assert s["vllm_version_source"] == "declared: version catalog for ghcr.io/llm-d/llm-d-cuda:v0.4.0"
+    epp = stack["epp"]
+    assert (epp["image"], epp["image_digest"]) == ("ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0", DIGEST)
+    (cm,) = [o for (p, _, n), o in fake.objects.items() if p == "configmaps" and n.endswith("-epp-cfg")]
+    text = cm["data"]["epp-config.yaml"]
+    assert epp["config"] == text and epp["config_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert "precise-prefix-cache-scorer" in text and "--config-file" in epp["args"]
+    assert any(sc["image"].startswith("docker.io/envoyproxy/envoy") or "envoy" in sc["image"] for sc in epp["sidecars"])
+    assert stack["kv_index"][0]["image"] == catalog.entry("v0.4.0").images["redis"]
+    assert stack["nodes"]["gpu-node-0"] == {"gpu_product": "NVIDIA-H100-80GB-HBM3", "gpu_count": 8,
+                                            "gpu_count_source": "label", "gpu_memory_mb": 81559,
+                                            "driver_version": "570.124.06", "cuda_version": "12.8"}
+    # without GFD: the count from the node's capacity, the rest unavailable with the reason
+    assert stack["nodes"]["gpu-node-1"]["gpu_count"] == 4 and stack["nodes"]["gpu-node-1"]["gpu_product"] is None
+    assert "GPU Feature Discovery" in stack["unavailable"]["nodes.gpu-node-1"]
+    assert "gpu_product" in stack["unavailable"]["nodes.gpu-node-1"]
+    assert set(stack["unavailable"]) == {"nodes.gpu-node-1"}
+
+
+def test_forbidden_nodes_are_unavailable_not_a_failure(kube):
+    kube(forbidden=("nodes",))
+    c = k8s_ctx("no-offload")
+    k8s.deploy(c)
+    stack = k8s.KubernetesRuntime(c).stack_metadata()
+    assert stack["nodes"] == {}
+    assert "forbidden (403)" in stack["unavailable"]["nodes"] and "llmd-bench-node-reader" in stack["unavailable"]["nodes"]
+    assert stack["replicas"] == 2 and stack["epp"]["config_sha256"]  # everything else is still there
+
+
+def test_deprecated_gfd_labels_and_unknown_nodes():
+    old = {"metadata": {"name": "n1", "labels": {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.count": "8",
+        "nvidia.com/cuda.driver.major": "535", "nvidia.com/cuda.driver.minor": "104", "nvidia.com/cuda.driver.rev": "05",
+        "nvidia.com/cuda.runtime.major": "12", "nvidia.com/cuda.runtime.minor": "2"}}, "status": {}}
+    facts, unavailable = sm.nodes([old], ["n1", "n2", None])
+    assert (facts["n1"]["driver_version"], facts["n1"]["cuda_version"]) == ("535.104.05", "12.2")
+    assert unavailable == {"nodes.n2": "the node was not found"}
+
+
+class _VersionServer:
+    def __init__(self, version: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = json.dumps({"version": version}).encode() if self.path == "/version" else b"{}"
+                self.send_response(200 if self.path == "/version" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _pod(name, image, ip="127.0.0.1"):
+    return {"metadata": {"name": name}, "spec": {"nodeName": "n1", "containers": [
+                {"name": "vllm", "image": image, "command": ["vllm", "serve"], "args": ["m", "--port", "8000"]}]},
+            "status": {"podIP": ip, "containerStatuses": [
+                {"name": "vllm", "image": image, "imageID": f"docker-pullable://{image.split(':')[0]}@{DIGEST}"}]}}
+
+
+def test_vllm_version_measured_when_the_server_answers_else_declared_else_unavailable(monkeypatch):
+    monkeypatch.setattr(sm, "VERSION_TIMEOUT_S", 0.5)
+    server = _VersionServer("0.11.2.dev7+patched")
+    try:
+        servers, unavailable = sm.model_servers([_pod("a", "custom/vllm:x")], {}, server.port)
+    finally:
+        server.close()
+    assert (servers[0]["vllm_version"], servers[0]["vllm_version_source"]) == ("0.11.2.dev7+patched",
+                                                                              "measured: GET /version")
+    assert servers[0]["image_digest"] == DIGEST and servers[0]["args"] == ["vllm", "serve", "m", "--port", "8000"]
+    assert unavailable == {}
+    # nothing answers and the catalog names no version for this image: unavailable, never guessed
+    servers, unavailable = sm.model_servers([_pod("b", "custom/vllm:x")], {"ghcr.io/llm-d/llm-d-cuda:v0.4.0": "0.11.2"},
+                                            server.port)
+    assert servers[0]["vllm_version"] is None and "custom/vllm:x" in unavailable["model_servers.b.vllm_version"]
+
+
+def test_deploy_records_the_stack_and_a_metadata_error_does_not_fail_it(kube, monkeypatch):
+    fake = kube()
+    fake.add_gfd_node("gpu-node-0")
+    fake.add_gfd_node("gpu-node-1", product="NVIDIA-L40S", gpus=4, driver="550.90.07", cuda="12.4")
+    c = k8s_ctx("no-offload", run_id="run-deploy")
+    deploy.run(c)
+    stack = c.read_record()["stack"]
+    assert stack["nodes"]["gpu-node-1"]["gpu_product"] == "NVIDIA-L40S" and stack["replicas"] == 2
+
+    def broken(self):
+        raise RuntimeError("the API went away")
+
+    monkeypatch.setattr(k8s.KubernetesRuntime, "stack_metadata", broken)
+    c2 = k8s_ctx("native-offload", run_id="run-deploy")
+    out = deploy.run(c2)
+    assert out["replicas"] == 2
+    stack = c2.read_record()["stack"]
+    assert stack["unavailable"] == {"stack": "capturing the stack metadata failed: RuntimeError: the API went away"}
+    assert stack["model_servers"] == [] and stack["platform"] == "kubernetes"
+
+
+def test_local_shape_from_a_real_local_deploy(campaigns_dir, results_dir):
+    c = local_ctx(campaigns_dir, replicas=2)
+    deploy.run(c)
+    try:
+        stack = c.read_record()["stack"]
+    finally:
+        local.teardown(c)
+    assert (stack["platform"], stack["simulated"], stack["replicas"]) == ("local", True, 2)
+    for i, s in enumerate(stack["model_servers"]):
+        assert s["pod"] == f"mock-server-{i}" and s["args"][1] == "mock-server" and "Qwen/Qwen3-0.6B" in s["args"]
+        assert s["guidellm_version"] == metadata.version("guidellm") and s["image"] is None
+    assert [r["name"] for r in stack["router"]] == ["router"] and "llmd_bench.runtime.router" in stack["router"][0]["args"]
+    assert stack["kv_backend"]["kind"] == "valkey" and stack["kv_backend"]["server_version"].startswith("9.")
+    (host,) = stack["nodes"].values()
+    assert host["cpu_model"] and host["gpu_count"] == 0
+    assert stack["unavailable"]["gpus"].startswith("simulated") and stack["epp"] is None
+
+
+def _load(ctx, real_report, monkeypatch, db_url):
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    path = report_path(ctx, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(real_report, path)
+    load_results.run(ctx)
+
+
+def _report(db_url, run_id):
+    engine = db.make_engine(db_url)
+    try:
+        data = from_store(engine, run_id)
+    finally:
+        engine.dispose()
+    return data, rpt.render(rpt.build(data), {})
+
+
+def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaigns_dir, db_url, real_report, monkeypatch):
+    # kubernetes: deploy against the fake API, then load the cell twice
+    fake = kube()
+    fake.add_gfd_node("gpu-node-0")
+    fake.add_gfd_node("gpu-node-1")
+    kc = k8s_ctx("llm-d-redis", run_id="run-k8s")
+    deploy.run(kc)
+    recorded = kc.read_record()["stack"]
+    _load(kc, real_report, monkeypatch, db_url)
+    _load(kc, real_report, monkeypatch, db_url)
+    engine = db.make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            assert s.execute(select(func.count()).select_from(CellRow)).scalar_one() == 1
+            assert s.execute(select(CellRow.stack)).scalar_one() == recorded
+    finally:
+        engine.dispose()
+    data, (md, html) = _report(db_url, "run-k8s")
+    assert data.cells.iloc[0]["stack"] == recorded
+    versions = md.split("## Versions and parameters", 1)[1]
+    assert "### Stack per cell" in versions
+    assert f"ghcr.io/llm-d/llm-d-cuda:v0.4.0@{DIGEST}" in versions
+    assert f"ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0@{DIGEST}" in versions
+    assert "0.11.2 (declared: version catalog for ghcr.io/llm-d/llm-d-cuda:v0.4.0)" in versions
+    assert recorded["epp"]["config_sha256"] in versions
+    assert "gpu-node-0: NVIDIA-H100-80GB-HBM3 x 8, driver 570.124.06, CUDA 12.8" in versions
+    assert "vllm serve Qwen/Qwen3-8B --host 0.0.0.0" in versions
+    assert "was simulated" not in md and "Stack per cell" in html
+
+    # local: a real local deploy, loaded the same way; the report says plainly it was simulated
+    lc = local_ctx(campaigns_dir, config="no-offload")
+    deploy.run(lc)
+    local.teardown(lc)
+    _load(lc, real_report, monkeypatch, db_url)
+    data, (md, _) = _report(db_url, "run-local")
+    versions = md.split("## Versions and parameters", 1)[1]
+    assert "**The stack of Qwen3-0.6B/no-offload was simulated** (local runtime)" in versions
+    cpu = next(iter(data.cells.iloc[0]["stack"]["nodes"].values()))["cpu_model"]
+    assert f"simulated: GuideLLM {metadata.version('guidellm')} mock-server" in versions and cpu in versions
+
+
+def test_existing_and_unrecorded_cells_say_what_is_missing(db_url, real_report):
+    """Until the existing runtime captures its own stack, its cells store the base shape saying so; imported
+    cells carry none."""
+    from llmd_bench.guidellm_report import parse_report_file
+    from llmd_bench.importer import import_reports
+
+    c = k8s_ctx("no-offload", run_id="run-existing")
+    existing = ExistingRuntime(c).stack_metadata()
+    run = db.RunInfo("reference", "run-existing", "kubernetes", "v0.4.0", "0.11.2", "0.8.1", None, {}, {})
+    engine = db.make_engine(db_url)
+    db.migrate(engine)
+    try:
+        with Session(engine) as s, s.begin():
+            db.store_cell(s, run, db.CellInfo("Qwen/Qwen3-8B", "Qwen3-8B", "no-offload", 1, "ok", stack=existing),
+                          parse_report_file(real_report).levels)
+    finally:
+        engine.dispose()
+    _, (md, _) = _report(db_url, "run-existing")
+    assert "| Qwen3-8B/no-offload | existing |" in md
+    assert "stack: the existing runtime records no stack metadata" in md
+    import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="past-1", url=db_url)
+    _, (md, _) = _report(db_url, "past-1")
+    assert "No stack metadata for Qwen3-8B/llm-d-redis: stored before it was captured, or imported." in md
