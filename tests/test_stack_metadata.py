@@ -252,6 +252,16 @@ def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaig
     assert "gpu-node-0: NVIDIA-H100-80GB-HBM3 x 8, driver 570.124.06, CUDA 12.8" in versions
     assert "vllm serve Qwen/Qwen3-8B --host 0.0.0.0" in versions
     assert "was simulated" not in md and "Stack per cell" in html
+    # the Benchmark Report export carries the GPU model and the pulled digest
+    from llmd_bench import benchmark_report as br
+
+    stored = br.read_run("run-k8s", url=db_url)
+    (cell,) = stored.cells
+    doc = br.level_report(stored.row, cell.row, cell.levels[0], 0)
+    assert br.schema_errors(doc) == []
+    (server,) = [c for c in doc["scenario"]["stack"] if c["standardized"].get("kind") == "inference_engine"]
+    assert server["standardized"]["accelerator"]["model"] == "NVIDIA-H100-80GB-HBM3"
+    assert server["native"]["config"]["image_digest"] == DIGEST
 
     # local: a real local deploy, loaded the same way; the report says plainly it was simulated
     lc = local_ctx(campaigns_dir, config="no-offload")

@@ -354,12 +354,20 @@ def _stack(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any]) -> 
         tool, tool_version = "vllm", run["vllm_version"] or versions.get("vllm") or ""
         description = "vLLM model server"
         native = {"config": {"image": images["vllm"]}} if images.get("vllm") else {}
+    # the stack metadata deploy captured (cells.stack): the GPU model from the nodes' GFD labels, the pulled digest
+    stored = cell.get("stack") or {}
+    servers = stored.get("model_servers") or []
+    gpu_models = sorted({((stored.get("nodes") or {}).get(s.get("node")) or {}).get("gpu_product") for s in servers} - {None})
+    digests = sorted({s["image_digest"] for s in servers if s.get("image_digest")})
+    if digests and not simulated:
+        native = {**native, "config": {**native.get("config", {}), "image_digest": ", ".join(digests)}}
     if replicas and tp:
         engine: dict[str, Any] = {
             "kind": "inference_engine", "tool": tool, "tool_version": tool_version, "role": "replica",
             "replicas": replicas, "model": {"name": cell["model"]},
-            # llmd-bench does not record the GPU model; "" as llm-d-benchmark writes an undetected one
-            "accelerator": {"model": "", "count": 0 if simulated else tp, "parallelism": {"tp": tp}}}
+            # the GPU model from GPU Feature Discovery labels when the stack metadata has it; else "" as
+            # llm-d-benchmark writes an undetected one
+            "accelerator": {"model": ", ".join(gpu_models), "count": 0 if simulated else tp, "parallelism": {"tp": tp}}}
         if not simulated:
             native = {**native, "args": {"--tensor-parallel-size": tp}}
     else:  # replicas or TP not recorded (an imported GuideLLM report): the fields we have, without required guesses
