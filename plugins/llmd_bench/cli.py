@@ -463,10 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default="preflight", help="the Airflow dag_run id (labels of the rendered cells)")
     p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
     p.add_argument("--skip", action="append", default=[], metavar="CHECK",
-                   choices=["namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store",
-                            "existing"],
+                   choices=["namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store"],
                    help="leave a check out (repeatable): namespace, crds, permissions, secrets, model_cache, nodes, "
-                   "quota, store, existing (serving.mode existing)")
+                   "quota, store")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--node-reader-manifest", action="store_true",
                    help="print the optional read-only ClusterRole (+ binding) the nodes check needs, and exit")
