@@ -150,6 +150,9 @@ def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campai
     _assert_nothing_left(results_dir)
     cells = dict(_db_rows(db_url, "SELECT config, status || ': ' || coalesce(reason, '') FROM cells"))
     assert cells["llm-d-redis"] == "ok: " and cells["no-offload"].startswith("failed: sweep: guidellm exited with 3")
+    # the stack deploy found is stored for the failed cell too
+    stacks = dict(_db_rows(db_url, "SELECT config, stack->>'platform' FROM cells"))
+    assert stacks == {"llm-d-redis": "local", "no-offload": "local"}
     assert _db_rows(db_url, "SELECT status FROM runs") == [("failed",)]
 
 

@@ -359,3 +359,89 @@ def test_read_only_benchmarks_a_matching_stack_touching_nothing(kube, campaigns_
     assert fake.writes() == [] and installed(fake) == matching
     with pytest.raises(RuntimeStepError, match="read-only mode restarts nothing"):
         c.stack.redeploy()
+
+
+# -- through the DAG -----------------------------------------------------------------------------------------------
+
+def _dag_env(monkeypatch, fake, results_dir, db_url):
+    """The DAG's steps run as local processes (LocalStepOperator) that see a Kubernetes deployment: the existing
+    runtime against the fake API, results as files, the offline tokenizer (no hub here)."""
+    from llmd_bench import paths
+
+    monkeypatch.setenv("LLMD_BENCH_RUNTIME", "kubernetes")
+    monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", f"file://{results_dir.parent}")
+    monkeypatch.setenv("LLMD_BENCH_TOKENIZER", str(paths.tokenizer_dir()))
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+
+
+def _run_dag(campaigns_dir, doc, conf):
+    from llmd_bench.airflow_dag import build_dag
+
+    doc["serving"]["existing"]["url"] = f"http://127.0.0.1:{_mock_port_of()}"
+    campaign = load_campaign(write_campaign(campaigns_dir, doc, name="existing"))
+    # the local step operator: the steps run here, and still see LLMD_BENCH_RUNTIME=kubernetes
+    dag = build_dag(campaign, runtime="local")
+    dr = dag.test(run_conf=conf)
+    return dr, {ti.task_id: ti.state for ti in dr.get_task_instances()}
+
+
+def _rows(url, sql):
+    from sqlalchemy import text
+
+    from llmd_bench.db.store import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_restoring_every_cell(
+        kube, airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
+    fake = kube()
+    before = installed(fake)
+    _dag_env(monkeypatch, fake, results_dir, db_url)
+    dr, states = _run_dag(campaigns_dir, existing_doc(), {"concurrency": [1, 2], "duration_s": 2})
+    assert dr.state == "success", states
+    cells = ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-redis")
+    for cell in cells:
+        for step in ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"):
+            assert states[f"{cell}.{step}"] == "success", (cell, step)
+    # every cell patched the installed objects (saved state first), and each teardown restored them
+    writes = fake.writes()
+    assert sum(1 for w in writes if w[0] == "POST" and w[1].endswith("/configmaps")) == 2  # a saved state per cell
+    assert sum(1 for w in writes if w[0] == "PUT" and w[1].endswith(f"/deployments/{SERVER}")) >= 4  # patch + restore
+    assert installed(fake) == before
+    assert existing.saved_states(existing.Api(NS)) == []
+    run_dir = results_dir / dr.run_id
+    for config in ("no-offload", "llm-d-redis"):
+        record = json.loads((run_dir / "Qwen3-0.6B" / config / "cell.json").read_text())
+        assert record["steps"]["teardown"]["status"] == "ok"
+        assert record["existing"]["changed"], config  # what deploy patched, recorded with the cell
+        assert record["stack"]["platform"] == "existing" and record["stack"]["installed"]["namespace"] == NS
+    assert sorted(_rows(db_url, "SELECT config, status, stack->>'platform' FROM cells")) == [
+        ("llm-d-redis", "ok", "existing"), ("no-offload", "ok", "existing")]
+    levels = _rows(db_url, "SELECT c.config, l.concurrency FROM level_results l JOIN cells c ON c.id = l.cell_id")
+    assert sorted(levels) == [("llm-d-redis", 1), ("llm-d-redis", 2), ("no-offload", 1), ("no-offload", 2)]
+    # the report's versions section shows what the installed stack ran, per cell
+    md = (results_dir.parent / "reports" / dr.run_id / "report.md").read_text()
+    stacks = md.split("### Stack per cell")[1].split("\n#")[0]
+    rows = [line for line in stacks.splitlines() if line.startswith("| Qwen3-0.6B/")]
+    assert rows and all("| existing |" in row and "ghcr.io/llm-d/llm-d-cuda:v0.4.0@sha256:" in row for row in rows), rows
+
+
+def test_a_failed_sweep_in_existing_mode_still_restores_the_installed_stack_through_the_dag(
+        kube, airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
+    fake = kube()
+    before = installed(fake)
+    _dag_env(monkeypatch, fake, results_dir, db_url)
+    monkeypatch.setenv("LLMD_BENCH_GUIDELLM", "/bin/false")
+    dr, states = _run_dag(campaigns_dir, existing_doc(configs=("no-offload",)), {"concurrency": [1], "duration_s": 2})
+    cell = "Qwen3-0_6B__no-offload"
+    assert states[f"{cell}.deploy"] == "success" and states[f"{cell}.sweep"] == "failed", states
+    assert states[f"{cell}.teardown"] == "success" and dr.state == "failed"
+    assert any(w[0] == "PUT" and w[1].endswith(f"/deployments/{SERVER}") for w in fake.writes())  # it was patched
+    assert installed(fake) == before
+    assert existing.saved_states(existing.Api(NS)) == []

@@ -757,6 +757,29 @@ class ExistingRuntime(Runtime):
         return {"restored": [o for res in results for o in res["objects"]], "written": [o for res in results
                                                                                         for o in res["written"]]}
 
+    def stack_metadata(self) -> dict[str, Any]:
+        """What ran (runtime/stack_metadata.py), read from the installed stack as deploy left it: its model-server and
+        EPP pods, the EPP ConfigMap's key, and the model servers' nodes' GPU Feature Discovery labels."""
+        from llmd_bench import catalog
+        from llmd_bench.runtime import stack_metadata as sm
+        from llmd_bench.runtime.kubernetes import Cluster, api_client
+
+        ex, api = self.stack, self._api()
+        live = locate(api, ex)
+        served = self._server_pods(api)
+        entry = catalog.entry(self.ctx.params.llmd_version)
+        # the installation's own image: a version is declared only when it is exactly the catalog's
+        servers, u1 = sm.model_servers([pod for pod, _ in served], {entry.images["vllm"]: entry.vllm_version},
+                                       served[0][1] if served else None)
+        epp_entry, u2 = sm.epp(api.list("Pod", selector_of(live.epp)),
+                               (live.epp_config.get("data") or {}).get(live.config_key), ex.epp.container or "epp")
+        node_objs, error = Cluster(api_client(), ex.namespace).nodes()
+        node_facts, u3 = sm.nodes(node_objs, [s["node"] for s in servers], error)
+        return sm.build(self.name, False, len(servers), servers, epp_entry, node_facts, u1, u2, u3,
+                        installed={"namespace": ex.namespace, "read_only": ex.read_only,
+                                   "model_server_deployments": self._deployment_names(api, servers_only=True),
+                                   "epp_deployment": ex.epp.deployment, "epp_configmap": ex.epp.configmap})
+
     # -- what the sweep talks to and watches -------------------------------------------------------------------------
     def endpoint(self) -> str:
         return self.stack.url.rstrip("/")

@@ -34,6 +34,7 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
             continue
         record = sub.read_record()
         row["gpu_time"] = gpu_time.phases(record)
+        row["stack"] = record.get("stack") or {}  # what deploy found, also for a cell that failed later
         failed_steps = {k: v for k, v in record.get("steps", {}).items() if v.get("status") == "failed"}
         step_errors = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
         levels_path = sub.cell_dir / LEVELS_FILE
@@ -69,7 +70,7 @@ def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
                     stack_factors=o["stack_factors"], config_factors=o["config_factors"], factors=o["factors"],
                     status=o["status"], reason=o["reason"],
                     tensor_parallel_size=o["factors"].get("tensor_parallel_size", ctx.params.tensor_parallel_size),
-                    replicas=o["factors"].get("replicas")))
+                    replicas=o["factors"].get("replicas"), stack=o.get("stack") or None))
             if o.get("gpu_time"):
                 db.set_gpu_time(session, run_pk, by_short[o["model"]], o["config"], o["stack_factors"],
                                 o["config_factors"], o["gpu_time"])
