@@ -306,6 +306,8 @@ def test_a_killed_teardown_leaves_a_state_the_next_run_refuses_and_restore_bring
     assert installed(fake) != before and len(done) == 1
     nxt = ctx_of(campaigns_dir, run_id="run-B", config="no-offload")
     puts = len(fake.writes())
+    (left,) = nxt.stack.leftovers()  # listed by the Runtime interface, touching nothing
+    assert "run 'run-A'" in left and len(fake.writes()) == puts
     with pytest.raises(RuntimeStepError) as err:
         nxt.stack.deploy()
     msg = str(err.value)

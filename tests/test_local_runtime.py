@@ -100,8 +100,13 @@ def test_warmup_fails_fast_when_the_model_is_not_served(campaigns_dir, results_d
 
 def test_deploy_after_an_interrupted_attempt_stops_the_old_processes_first(campaigns_dir, results_dir):
     ctx = _ctx(campaigns_dir)
+    assert ctx.stack.leftovers() == []
     first = local.deploy(ctx)
     old = [p["pid"] for p in first["processes"]]
+    # the Runtime lists what the attempt left, touching nothing; deploy then stops it
+    found = ctx.stack.leftovers()
+    assert len(found) == len(old) and all(processes.pid_alive(pid) for pid in old)
+    assert any(f.startswith("mock-server-0 (pid ") for f in found)
     second = local.deploy(ctx)
     try:
         assert not any(processes.pid_alive(pid) for pid in old)

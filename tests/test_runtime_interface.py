@@ -54,3 +54,29 @@ def test_a_step_context_binds_its_runtime_once():
     assert ctx.stack is ctx.stack and ctx.stack.name == "local" and ctx.stack.simulated
     k8s = StepContext(campaign, params, "run-1", "kubernetes", Cell("Qwen/Qwen3-8B", "no-offload"))
     assert k8s.stack.name == "kubernetes" and not k8s.stack.simulated
+
+
+def test_the_kubernetes_runtime_lists_an_earlier_runs_objects_without_touching_them(monkeypatch, results_dir):
+    from fake_kube import FakeKube
+
+    fake = FakeKube("ready")
+    try:
+        monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
+        monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
+        monkeypatch.setenv("LLMD_BENCH_POLL_S", "0.05")
+        monkeypatch.setenv("LLMD_BENCH_READY_TIMEOUT_S", "3")
+        campaign = load_campaign(REFERENCE)
+        params = resolve_params(campaign, {}, catalog.known_versions())
+        first = StepContext(campaign, params, "run-1", "kubernetes", Cell("Qwen/Qwen3-8B", "no-offload"))
+        first.stack.deploy()  # ... and its teardown never ran
+        objects = fake.kinds_left()
+        later = StepContext(campaign, params, "run-2", "kubernetes", Cell("Qwen/Qwen3-8B", "no-offload"))
+        found = later.stack.leftovers()
+        assert found and all("(run run-1)" in f for f in found)
+        assert fake.kinds_left() == objects  # listed, not removed
+        assert first.stack.leftovers() == []  # a run's own objects are not leftovers
+        later.stack.deploy()
+        assert later.stack.leftovers() == []
+        later.stack.teardown()
+    finally:
+        fake.close()

@@ -34,6 +34,11 @@ class Runtime:
         """Bring the cell's stack up and ready: {"replicas": [url], "endpoint": url, "kv_backend": {...} | None}."""
         raise NotImplementedError
 
+    def leftovers(self) -> list[str]:
+        """What earlier runs left of this cell's stack (processes, objects, unrestored saved state), listed without
+        touching it; deploy then stops, removes or refuses it, as the runtime does."""
+        return []
+
     def redeploy(self) -> None:
         """A fresh stack for the next trial or level (trial_isolation: redeploy, level_isolation: restart)."""
         raise NotImplementedError

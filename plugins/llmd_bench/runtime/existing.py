@@ -757,6 +757,11 @@ class ExistingRuntime(Runtime):
         return {"restored": [o for res in results for o in res["objects"]], "written": [o for res in results
                                                                                         for o in res["written"]]}
 
+    def leftovers(self) -> list[str]:
+        """Saved states of other runs never restored (deploy refuses while one exists)."""
+        api = self._api()
+        return [s.describe(api.ns) for s in saved_states(api) if not self._mine(s)]
+
     def stack_metadata(self) -> dict[str, Any]:
         """What ran (runtime/stack_metadata.py), read from the installed stack as deploy left it: its model-server and
         EPP pods, the EPP ConfigMap's key, and the model servers' nodes' GPU Feature Discovery labels."""

@@ -180,19 +180,21 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
     return None
 
 
-def sweep_leftovers(cluster: Cluster, ctx: StepContext) -> list[str]:
-    """Objects this tool labelled for the campaign in earlier runs: removed before this run deploys."""
+def sweep_leftovers(cluster: Cluster, ctx: StepContext, remove: bool = True) -> list[str]:
+    """Objects this tool labelled for the campaign in earlier runs: removed before this run deploys (listed only
+    with remove=False)."""
     from llmd_bench.names import label_value
 
     run = label_value(ctx.run_id)
     sel = (f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={label_value(ctx.campaign.dag_id)},"
            f"llmd-bench/run!={run}")
-    removed = []
+    found = []
     for kind in reversed(list(KINDS)):
         for obj in cluster.list(kind, sel):
-            cluster.delete(kind, obj["metadata"]["name"])
-            removed.append(f"{kind}/{obj['metadata']['name']} (run {obj['metadata'].get('labels', {}).get('llmd-bench/run')})")
-    return removed
+            if remove:
+                cluster.delete(kind, obj["metadata"]["name"])
+            found.append(f"{kind}/{obj['metadata']['name']} (run {obj['metadata'].get('labels', {}).get('llmd-bench/run')})")
+    return found
 
 
 def deploy(ctx: StepContext) -> dict[str, Any]:
@@ -389,6 +391,9 @@ class KubernetesRuntime(Runtime):
 
     def deploy(self) -> dict[str, Any]:
         return deploy(self.ctx)
+
+    def leftovers(self) -> list[str]:
+        return sweep_leftovers(Cluster(api_client(), namespace()), self.ctx, remove=False)
 
     def redeploy(self) -> None:
         teardown(self.ctx)

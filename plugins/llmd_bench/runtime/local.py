@@ -266,6 +266,11 @@ class LocalRuntime(Runtime):
     def deploy(self) -> dict[str, Any]:
         return deploy(self.ctx)
 
+    def leftovers(self) -> list[str]:
+        """Processes an earlier attempt at this cell started that still run what was started."""
+        procs = [ManagedProcess(**p) for p in load_state(self.ctx).get("processes", [])]
+        return [f"{p.name} (pid {p.pid}, port {p.port})" for p in procs if processes.pid_alive(p.pid) and _same_program(p)]
+
     def redeploy(self) -> None:
         redeploy(self.ctx)
 

@@ -15,6 +15,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
                           f"(models={ctx.params.models}, configs={ctx.params.configs})")
     if already_stored(ctx):
         raise NotSelected(f"cell {ctx.cell} is already stored for run {ctx.run_id}; not benchmarked again")
+    found = ctx.stack.leftovers()
+    for what in found:
+        print(f"left by an earlier run or attempt: {what}", flush=True)
     state = ctx.stack.deploy()
     stack = stack_metadata(ctx)  # before taking the record's lock: it may ask the cluster and the servers
     with ctx.update_record() as record:
@@ -23,6 +26,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "endpoint": state["endpoint"],
             "kv_backend": state.get("kv_backend"),
             "simulated": ctx.stack.simulated,
+            "leftovers_found": found,
         }
         if state.get("kv_backend"):
             record["versions"]["kv_backend"] = {state["kv_backend"]["kind"]: state["kv_backend"]["server_version"]}
