@@ -447,3 +447,14 @@ def test_a_failed_sweep_in_existing_mode_still_restores_the_installed_stack_thro
     assert any(w[0] == "PUT" and w[1].endswith(f"/deployments/{SERVER}") for w in fake.writes())  # it was patched
     assert installed(fake) == before
     assert existing.saved_states(existing.Api(NS)) == []
+
+
+def test_read_only_refuses_a_method_that_restarts_before_anything_runs(campaigns_dir):
+    from llmd_bench.campaign import ParamsError
+
+    campaign = load_campaign(write_campaign(campaigns_dir, existing_doc(read_only=True), name="existing"))
+    with pytest.raises(ParamsError, match=r"trial_isolation: redeploy: serving.existing.read_only restarts nothing"):
+        resolve_params(campaign, {"trials": 2, "trial_isolation": "redeploy"}, catalog.known_versions())
+    with pytest.raises(ParamsError, match=r"level_isolation: restart: serving.existing.read_only restarts nothing"):
+        resolve_params(campaign, {"runs": "per-level", "level_isolation": "restart"}, catalog.known_versions())
+    assert resolve_params(campaign, {"trials": 2, "trial_isolation": "same-server"}, catalog.known_versions()).trials == 2

@@ -846,6 +846,15 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     if known_versions is not None and params.llmd_version not in known_versions:
         raise ParamsError(f"param `llmd_version`: {params.llmd_version!r} is not in the version catalog; "
                           f"allowed: {known_versions}")
+    existing = campaign.serving.existing if campaign.serving.mode == "existing" else None
+    if existing is not None and existing.read_only:
+        restarts = [f"{name}: {value}" for name, value, needs in (
+            ("level_isolation", params.level_isolation, params.level_isolation == "restart"),
+            ("trial_isolation", params.trial_isolation, params.trial_isolation == "redeploy" and params.trials > 1))
+            if needs]
+        if restarts:
+            raise ParamsError(f"param {', '.join(restarts)}: serving.existing.read_only restarts nothing; use "
+                              "trial_isolation: same-server and level_isolation: none (or reset, where allowed)")
     if params.level_isolation == "reset" and known_versions is not None:
         refused = reset_refusals(campaign, params)
         if refused:
