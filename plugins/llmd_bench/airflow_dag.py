@@ -29,6 +29,7 @@ from llmd_bench.campaign import Campaign, Cell, campaign_files, campaign_set_err
 from llmd_bench.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.names import dns_label, label_value
 from llmd_bench.runtime import selected_runtime
+from llmd_bench.settings import results_store_url, settings
 
 PARAMS_ARG = "{{ params | tojson }}"
 
@@ -64,12 +65,11 @@ class LocalStepOperator(BaseOperator):
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if "LLMD_BENCH_DB_URL" not in env and "AIRFLOW_CONN_LLMD_RESULTS" not in env:
-            # The results store is the Airflow connection `llmd_results` when one is defined;
-            # otherwise the steps use the project's local server.
-            url = notify.results_connection_url()
-            if url:
-                env["LLMD_BENCH_DB_URL"] = url
+        # The results store is the configured one (LLMD_BENCH_DB_URL, the Airflow connection `llmd_results`);
+        # otherwise the steps use the project's local server.
+        url = results_store_url(airflow=True)
+        if url:
+            env["LLMD_BENCH_DB_URL"] = url
         return env
 
     def on_kill(self) -> None:
@@ -142,7 +142,7 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                                        trigger_rule="all_success" if first_after_preflight else "all_done")
                 warmup = step_operator("warmup", campaign, cell, runtime)
                 # One load generator at a time per machine when the deployment defines a pool for it.
-                pool = os.environ.get("LLMD_BENCH_SWEEP_POOL")
+                pool = settings().sweep_pool
                 sweep = step_operator("sweep", campaign, cell, runtime, **({"pool": pool} if pool else {}))
                 collect_pcp = step_operator("collect_pcp", campaign, cell, runtime)
                 teardown = step_operator("teardown", campaign, cell, runtime)

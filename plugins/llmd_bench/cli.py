@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from llmd_bench.errors import SKIP_EXIT_CODE, LlmdBenchError, NotSelected
+from llmd_bench.settings import settings
 from llmd_bench.steps import CELL_STEPS
 
 
@@ -279,7 +280,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         from llmd_bench.runtime.existing import render_role
 
         manifests.write(render_role(campaign.serving.existing.namespace, args.namespace,
-                                    os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", manifests.STEP_SERVICE_ACCOUNT)),
+                                    settings().service_account),
                         out / "namespace", prefix="existing-rbac-")
     print(f"{len(cell_files)} cell manifests in {out}; apply once, as an admin: namespace set-up in "
           f"{out / 'namespace'}, the PCP DaemonSet for the GPU nodes in {out / 'pcp'}, and optionally the "
@@ -369,7 +370,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(server.url() if server.password_file.exists() else "")
     elif args.action == "migrate":
         from llmd_bench.db import store
-        url = store.database_url()
+        from llmd_bench.settings import results_store_url
+        url = results_store_url() or server.start()
         store.with_engine(store.migrate, "migrating", url)
         print(f"results schema at head in {store.redacted(url)}")
     return 0
@@ -430,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llmd-version", default=None, help="default: the campaign's")
     p.add_argument("--replicas", type=int, default=None, help="default: the campaign's")
     p.add_argument("--campaign", default="kv_cache_eval")
-    p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
+    p.add_argument("--namespace", default=settings().namespace)
     p.add_argument("--run-id", default="manual", help="labels the objects with this run")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_render)
@@ -461,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="campaign file stem, dag id or path")
     p.add_argument("--params", default="", help="run params as JSON (defaults from the campaign)")
     p.add_argument("--run-id", default="preflight", help="the Airflow dag_run id (labels of the rendered cells)")
-    p.add_argument("--namespace", default=os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench"))
+    p.add_argument("--namespace", default=settings().namespace)
     p.add_argument("--skip", action="append", default=[], metavar="CHECK",
                    choices=["namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store"],
                    help="leave a check out (repeatable): namespace, crds, permissions, secrets, model_cache, nodes, "

@@ -57,6 +57,7 @@ from urllib.parse import urlsplit, urlunsplit
 from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import METRICS as GUIDELLM_METRICS
+from llmd_bench.settings import settings
 
 CONN_ID = "llmd_mlflow"
 URI_ENV = "LLMD_BENCH_MLFLOW_URI"
@@ -128,7 +129,7 @@ def tracking_target(airflow: bool | None = None) -> Target | None:
     its metadata database). Default: only in a process Airflow started (a task, or a step the local runtime's
     operator started, which inherit AIRFLOW_CTX_DAG_ID), so that a step run by hand or by the tests does not
     pay for importing Airflow just to find logging off."""
-    env = os.environ.get(URI_ENV)
+    env = settings().mlflow_uri
     if env is not None:
         return Target.from_uri(env) if env.strip() else None
     raw = os.environ.get(f"AIRFLOW_CONN_{CONN_ID.upper()}")
@@ -152,7 +153,7 @@ def _airflow_connection() -> Any:
         return BaseHook.get_connection(CONN_ID)  # a task: its supervisor; elsewhere the environment and secrets backends
     except Exception as exc:  # noqa: BLE001 - not defined there: try the metadata database
         log.debug("connection %s not found by the task SDK: %s", CONN_ID, exc)
-    if os.environ.get("LLMD_BENCH_RUNTIME") == "kubernetes":
+    if settings().runtime == "kubernetes":
         return None  # a step pod has no metadata database: it gets LLMD_BENCH_MLFLOW_URI or nothing
     try:
         # a step the local runtime runs is a process of its own, outside the task: it reads the metadata database

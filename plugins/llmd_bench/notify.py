@@ -253,22 +253,11 @@ def _failed_from_database(run: RunFacts) -> list[str]:
             TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "failed")))
 
 
-def results_connection_url() -> str | None:
-    """LLMD_BENCH_DB_URL, else the Airflow connection `llmd_results` (environment, secrets backend or
-    metadata database); None when neither is defined. The steps get their store from here too."""
-    url = os.environ.get("LLMD_BENCH_DB_URL")
-    if url:
-        return url
-    try:
-        from airflow.sdk import BaseHook
-        return BaseHook.get_connection(RESULTS_CONN_ID).get_uri()
-    except Exception:  # noqa: BLE001 - not defined
-        return None
-
-
 def results_url() -> str | None:
     """The results store as the steps see it, else the project's local server when it is running."""
-    url = results_connection_url()
+    from llmd_bench.settings import results_store_url
+
+    url = results_store_url(airflow=True)
     if url:
         return url
     try:

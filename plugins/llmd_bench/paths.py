@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-PROJECT_HOME = Path(os.environ.get("LLMD_BENCH_HOME", Path(__file__).resolve().parents[2]))
+from llmd_bench.settings import settings
+
+PROJECT_HOME = settings().home
 
 
 def home() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_HOME", PROJECT_HOME))
+    return settings().home
 
 
 def campaigns_dir() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_CAMPAIGNS", home() / "include" / "campaigns"))
+    return settings().campaigns
 
 
 def catalog_file() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_CATALOG", home() / "include" / "versions.yaml"))
+    return settings().catalog
 
 
 def results_root() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_RESULTS", home() / "results"))
+    return settings().results
 
 
 def reports_root() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_REPORTS", home() / "reports"))
+    return settings().reports
 
 
 def tokenizer_dir() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_TOKENIZER", home() / ".cache" / "tokenizer"))
+    return settings().tokenizer_dir
 
 
 def model_short_name(model: str) -> str:
@@ -73,4 +74,4 @@ def safe_component(value: str) -> str:
 
 
 def models_file() -> Path:
-    return Path(os.environ.get("LLMD_BENCH_MODELS", home() / "include" / "models.yaml"))
+    return settings().models

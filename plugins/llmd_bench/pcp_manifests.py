@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import yaml
 
 from llmd_bench.manifests import _env
+from llmd_bench.settings import settings
 
 PCP_NODE_IMAGE = "ghcr.io/llmd-bench/llmd-bench-pcp-node:6.0.3"  # docker/pcp-node.Dockerfile
 PMCD_PORT = 44321
@@ -23,7 +23,7 @@ def render_pcp(namespace: str = PCP_NAMESPACE, image: str | None = None, node_se
                runtime_class: str | None = PCP_RUNTIME_CLASS) -> list[dict[str, Any]]:
     """The PCP namespace (Pod Security `privileged`) and its DaemonSet on the GPU nodes, in apply order."""
     text = _env().get_template("pcp/daemonset.yaml.j2").render(
-        namespace=namespace, image=image or os.environ.get("LLMD_BENCH_PCP_IMAGE", PCP_NODE_IMAGE),
+        namespace=namespace, image=image or settings().pcp_image or PCP_NODE_IMAGE,
         node_selector=node_selector or {"nvidia.com/gpu.present": "true"}, runtime_class=runtime_class,
         pmcd_port=PMCD_PORT)
     return [d for d in yaml.safe_load_all(text) if d]

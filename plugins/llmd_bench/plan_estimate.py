@@ -14,19 +14,19 @@ source:
   load.
 
 The store is read only when its URL is configured (LLMD_BENCH_DB_URL or AIRFLOW_CONN_LLMD_RESULTS): never the
-local server, which `database_url()` would start. One read-only connection attempt with a short timeout; any
+local server, which `make_engine()` would start. One read-only connection attempt with a short timeout; any
 failure means the defaults, never an error.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmd_bench.gpu_time import PHASES
+from llmd_bench.settings import results_store_url
 
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 5000
@@ -139,20 +139,12 @@ LIMIT %(limit)s
 """
 
 
-def configured_store_url() -> str | None:
-    """The results store's URL when one is configured (the same variables `database_url()` reads first); never the
-    local server, which `database_url()` would start."""
-    from llmd_bench.db import store
-
-    return os.environ.get("LLMD_BENCH_DB_URL") or store._url_from_airflow_env(os.environ.get("AIRFLOW_CONN_LLMD_RESULTS"))
-
-
 def read_history(models: list[str], runtime: str, url: str | None = None) -> History:
     """The measured cells of these models on this runtime; on no configured store, an unreachable one or one
     without the results schema, no cells and a status that says why. Never raises, never starts a server."""
     from llmd_bench.db import store
 
-    url = url or configured_store_url()
+    url = url or results_store_url()  # the configured store; never the local server
     if not url:
         return History(status="no results store configured (LLMD_BENCH_DB_URL, AIRFLOW_CONN_LLMD_RESULTS): defaults only")
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ import yaml
 
 from llmd_bench.campaign import Campaign, Cell, RunParams
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.settings import settings
 
 CHECKS = ("namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store")
 # serving.mode existing adds one
@@ -119,15 +119,16 @@ class SecretSpec:
 
 
 def secret_specs(campaign: Campaign) -> list[SecretSpec]:
+    s = settings()
     return [
-        SecretSpec("results database", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), ("url",), True,
+        SecretSpec("results database", s.db_secret, ("url",), True,
                    "load_results and compare store results with it"),
-        SecretSpec("object store", os.environ.get("LLMD_BENCH_S3_SECRET", "llmd-bench-object-store"),
+        SecretSpec("object store", s.s3_secret,
                    ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), False,
                    "fine if IRSA / workload identity gives the step pods S3 credentials"),
         SecretSpec("Hugging Face token", campaign.serving.hf_token_secret, ("HF_TOKEN",), False,
                    "needed for gated models and tokenizers only"),
-        SecretSpec("MLflow tracking server", os.environ.get("LLMD_BENCH_MLFLOW_SECRET", "llmd-bench-mlflow"), ("uri",),
+        SecretSpec("MLflow tracking server", s.mlflow_secret, ("uri",),
                    False, "optional: without it compare does not log the run to MLflow", absent_means_off=True),
     ]
 
@@ -655,7 +656,7 @@ def _with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
 def check_store(report: Report) -> None:
     from llmd_bench import storage
 
-    url = os.environ.get(storage.URL_ENV, "").strip() or storage.DEFAULT_CLUSTER_URL
+    url = settings().results_url or storage.DEFAULT_CLUSTER_URL
     if not url.startswith("s3://"):
         report.add("store", "missing", f"{storage.URL_ENV}={url!r}: the kubernetes runtime needs an S3-compatible "
                                        "store (s3://bucket[/prefix]) that every step pod can reach")
@@ -743,9 +744,9 @@ def check_existing(api: Api, report: Report, campaign: Campaign) -> None:
 
 def node_reader_manifests(namespace: str, service_account: str | None = None) -> list[dict[str, Any]]:
     """The optional read-only ClusterRole (+ binding to the step pods' service account) for the nodes check."""
-    from llmd_bench.manifests import STEP_SERVICE_ACCOUNT, _env
+    from llmd_bench.manifests import _env
 
-    sa = service_account or os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", STEP_SERVICE_ACCOUNT)
+    sa = service_account or settings().service_account
     text = _env().get_template("preflight/node-reader.yaml.j2").render(
         namespace=namespace, service_account=sa, cluster_role=NODE_READER)
     return [d for d in yaml.safe_load_all(text) if d]
@@ -755,7 +756,6 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
         skip: tuple[str, ...] = (), api_client: Any = None) -> Report:
     """Every check, in order; a check that cannot run says why in its own line."""
     from llmd_bench import catalog
-    from llmd_bench.manifests import STEP_SERVICE_ACCOUNT
 
     report = Report(namespace)
     if campaign.serving.mode == "existing":
@@ -764,7 +764,7 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
     needs = [cell_needs(campaign, params, c, run_id, namespace) for c in selected]
     docs = [d for n in needs for d in n.docs]
     parallel = max(1, min(campaign.lanes, len(selected)))
-    sa = os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", STEP_SERVICE_ACCOUNT)
+    sa = settings().service_account
     cluster_checks: list[tuple[str, Callable[[Api], None]]] = [
         ("namespace", lambda api: check_namespace(api, report)),
         ("crds", lambda api: check_crds(api, report, catalog.entry(params.llmd_version).required_crds, docs)),

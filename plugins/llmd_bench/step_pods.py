@@ -4,13 +4,13 @@ read the same values."""
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from llmd_bench import __version__
 from llmd_bench.campaign import Campaign
 from llmd_bench.errors import RuntimeStepError
+from llmd_bench.settings import settings
 
 DEFAULT_STEP_IMAGE = f"ghcr.io/llmd-bench/llmd-bench-steps:{__version__}"
 
@@ -27,13 +27,14 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     from llmd_bench import storage
 
     res = STEP_RESOURCES.get(step, LIGHT)
-    ns = os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
-    results_url = os.environ.get(storage.URL_ENV, "").strip() or storage.DEFAULT_CLUSTER_URL
+    s = settings()
+    ns = s.namespace
+    results_url = s.results_url or storage.DEFAULT_CLUSTER_URL
     if not results_url.startswith("s3://"):
         # a file:// path would be each pod's own scratch folder: results would vanish with the pod
         raise RuntimeStepError(f"{storage.URL_ENV}={results_url!r}: the kubernetes runtime needs an "
                                "S3-compatible store (s3://bucket[/prefix]) that every step pod can reach")
-    s3_secret = os.environ.get("LLMD_BENCH_S3_SECRET", "llmd-bench-object-store")
+    s3_secret = s.s3_secret
 
     def from_secret(name: str, secret: str, key: str, optional: bool = False) -> Any:
         return k8s.V1EnvVar(name=name, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
@@ -49,11 +50,11 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         # optional: with IRSA / workload identity the pod's service account carries the credentials
         from_secret("AWS_ACCESS_KEY_ID", s3_secret, "AWS_ACCESS_KEY_ID", optional=True),
         from_secret("AWS_SECRET_ACCESS_KEY", s3_secret, "AWS_SECRET_ACCESS_KEY", optional=True),
-        from_secret("LLMD_BENCH_DB_URL", os.environ.get("LLMD_BENCH_DB_SECRET", "llmd-bench-results-db"), "url"),
+        from_secret("LLMD_BENCH_DB_URL", s.db_secret, "url"),
         # the campaign's token Secret, as the model servers use (gated tokenizers)
         from_secret("HF_TOKEN", campaign.serving.hf_token_secret, "HF_TOKEN", optional=True),
         # optional: compare logs the run to this MLflow tracking server (mlflow_log.py); absent, logging is off
-        from_secret("LLMD_BENCH_MLFLOW_URI", os.environ.get("LLMD_BENCH_MLFLOW_SECRET", "llmd-bench-mlflow"), "uri",
+        from_secret("LLMD_BENCH_MLFLOW_URI", s.mlflow_secret, "uri",
                     optional=True),
         k8s.V1EnvVar(name="HF_HUB_OFFLINE", value="0"),
         # the image runs as UID 65532: the tokenizer download needs a writable home (the /work emptyDir)
@@ -66,8 +67,7 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
             field_ref=k8s.V1ObjectFieldSelector(field_path="status.hostIP"))),
     ]
     # Pods may reach the store at another address than Airflow does (docker-compose's MinIO, for one).
-    endpoint = (os.environ.get("LLMD_BENCH_STEP_S3_ENDPOINT") or os.environ.get("LLMD_BENCH_S3_ENDPOINT")
-                or os.environ.get("AWS_ENDPOINT_URL"))
+    endpoint = s.step_store_endpoint
     if endpoint:
         env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
     from llmd_bench.manifests import mirrored, pod_placement
@@ -87,7 +87,7 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         **extra,
         "volumes": [k8s.V1Volume(name="work", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="20Gi"))],
         "volume_mounts": [k8s.V1VolumeMount(name="work", mount_path="/work")],
-        "image": mirrored(os.environ.get("LLMD_BENCH_STEP_IMAGE", DEFAULT_STEP_IMAGE), serving.registry_mirrors),
+        "image": mirrored(s.step_image or DEFAULT_STEP_IMAGE, serving.registry_mirrors),
         "security_context": pod_security,
         "container_security_context": container_security,
         "node_selector": placement.get("nodeSelector"),
@@ -97,8 +97,8 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
         "priority_class_name": placement.get("priorityClassName"),
         "image_pull_secrets": [k8s.V1LocalObjectReference(name=n) for n in serving.image_pull_secrets] or None,
         "namespace": ns,
-        "service_account_name": os.environ.get("LLMD_BENCH_SERVICE_ACCOUNT", "llmd-bench-steps"),
-        "kubernetes_conn_id": os.environ.get("LLMD_BENCH_KUBE_CONN", "kubernetes_default"),
+        "service_account_name": s.service_account,
+        "kubernetes_conn_id": s.kube_conn,
         "env_vars": env,
         "container_resources": k8s.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
         "image_pull_policy": "IfNotPresent",

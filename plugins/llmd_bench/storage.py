@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from llmd_bench import paths
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.settings import SettingsError, settings
 
 URL_ENV = "LLMD_BENCH_RESULTS_URL"
 SCHEMES = ("s3", "file")
@@ -47,7 +48,7 @@ class ObjectStore:
             if not parsed.netloc:
                 raise StorageError(f"{URL_ENV}={url!r}: an s3 URL needs a bucket (s3://bucket/prefix)")
             self.root = f"{parsed.netloc}{parsed.path}".rstrip("/")
-            self.endpoint = os.environ.get("LLMD_BENCH_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+            self.endpoint = settings().store_endpoint
             # A store that is down must fail the step in seconds with its address, not retry for minutes.
             options: dict[str, Any] = {"skip_instance_cache": True,
                                        "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
@@ -129,7 +130,7 @@ DEFAULT_CLUSTER_URL = "s3://llmd-bench"
 def results_url() -> str | None:
     """The store's URL: LLMD_BENCH_RESULTS_URL, else s3://llmd-bench in the kubernetes runtime (what the
     step pods are given), else none (the local runtime keeps results in its folder)."""
-    url = os.environ.get(URL_ENV, "").strip()
+    url = settings().results_url
     if url:
         return url
     from llmd_bench.runtime import selected_runtime
@@ -212,13 +213,10 @@ class _PushWait:
     120 s) before failing the step. A pull, which has nothing to lose yet, fails at once."""
 
     def __init__(self) -> None:
-        raw = os.environ.get(PUSH_WAIT_ENV, "").strip()
         try:
-            self.budget_s = float(raw) if raw else DEFAULT_PUSH_WAIT_S
-        except ValueError:
-            raise StorageError(f"{PUSH_WAIT_ENV}={raw!r}: expected a number of seconds (0 or more)") from None
-        if self.budget_s < 0:
-            raise StorageError(f"{PUSH_WAIT_ENV}={raw!r}: expected a number of seconds (0 or more)")
+            self.budget_s = settings().store_push_wait_s  # default DEFAULT_PUSH_WAIT_S
+        except SettingsError as exc:
+            raise StorageError(str(exc)) from None
         self.deadline = time.monotonic() + self.budget_s
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmd_bench import paths
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.settings import SettingsError, settings
 
 # Preferred when free; each data folder records the port it was given (PORT_FILE), so two checkouts
 # never fight over one port and each one's `llmd-bench db stop` stops its own server.
@@ -144,7 +144,7 @@ class LocalServer:
 
         started = time.monotonic()
         # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
-        fsync = "off" if os.environ.get("LLMD_BENCH_PG_FSYNC", "on").strip().lower() in ("off", "0", "false") else "on"
+        fsync = "on" if settings().pg_fsync else "off"
         for _ in range(3):
             if not port_is_free(self.port):
                 if self.movable:
@@ -208,13 +208,15 @@ def default_server() -> LocalServer:
     a free port."""
     from llmd_bench.runtime.processes import free_port, port_is_free
 
-    base = Path(os.environ.get("LLMD_BENCH_PGDATA_BASE", paths.home() / ".state" / "pg"))
+    s = settings()
+    base = s.pgdata_base  # default paths.home() / ".state" / "pg"
     server = server_at(base, DEFAULT_PORT)
-    wanted = os.environ.get("LLMD_BENCH_PG_PORT", "").strip()
+    try:
+        wanted = s.pg_port
+    except SettingsError as exc:
+        raise DatabaseServerError(str(exc)) from None
     if wanted:
-        if not wanted.isdigit() or not 0 < int(wanted) < 65536:
-            raise DatabaseServerError(f"LLMD_BENCH_PG_PORT={wanted!r}: expected a TCP port number (1-65535)")
-        return LocalServer(base=server.base, port=int(wanted))
+        return LocalServer(base=server.base, port=wanted)
     recorded = server.base / PORT_FILE
     if recorded.exists():
         text = recorded.read_text().strip()
@@ -224,6 +226,12 @@ def default_server() -> LocalServer:
     server.base.mkdir(parents=True, exist_ok=True)
     recorded.write_text(f"{port}\n")
     return LocalServer(base=server.base, port=port, movable=True)
+
+
+def start_local_server() -> str:
+    """Start this checkout's local server unless it is running, and return its URL: the explicit fallback of the
+    places that use it when no results store is configured."""
+    return default_server().start()
 
 
 def port_holder(port: int) -> tuple[int, list[str]] | None:

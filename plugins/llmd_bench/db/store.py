@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from sqlalchemy.orm import Session
 from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelObservation, LevelResult, Run, StoredReport
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import LevelResult as ParsedLevel
+from llmd_bench.settings import results_store_url, settings
 
 CONN_ID = "llmd_results"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,27 +32,12 @@ class DatabaseUnavailable(LlmdBenchError):
     pass
 
 
-def database_url() -> str:
-    """LLMD_BENCH_DB_URL, else the Airflow connection `llmd_results` from the environment, else the
-    project's local server (started on demand: the local runtime's default)."""
-    url = os.environ.get("LLMD_BENCH_DB_URL")
-    if not url:
-        url = _url_from_airflow_env(os.environ.get("AIRFLOW_CONN_LLMD_RESULTS"))
-    if not url:
-        from llmd_bench.db.server import default_server
-        url = default_server().start()
-    return url
+def configured_or_local_url() -> str:
+    """The configured results store (settings.results_store_url), else the project's local server, which this
+    starts when it is not running: the local runtime's default."""
+    from llmd_bench.db.server import start_local_server
 
-
-def _url_from_airflow_env(value: str | None) -> str | None:
-    if not value:
-        return None
-    if value.lstrip().startswith("{"):
-        c = json.loads(value)
-        auth = f"{c.get('login', '')}:{c.get('password', '')}@" if c.get("login") else ""
-        port = f":{c['port']}" if c.get("port") else ""
-        return f"postgresql://{auth}{c.get('host', '127.0.0.1')}{port}/{c.get('schema', '')}"
-    return value
+    return results_store_url() or start_local_server()
 
 
 def redacted(url: str) -> str:
@@ -61,7 +46,7 @@ def redacted(url: str) -> str:
 
 
 def make_engine(url: str | None = None) -> Engine:
-    url = url or database_url()
+    url = url or configured_or_local_url()
     if url.startswith(("postgres://", "postgresql://")):
         url = "postgresql+psycopg2://" + url.split("://", 1)[1]
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5}, json_serializer=_json_dumps)
@@ -78,8 +63,8 @@ def _json_dumps(obj: Any) -> str:
 
 def with_retries(fn: Callable[[], T], what: str, url: str, attempts: int | None = None, first_delay_s: float | None = None) -> T:
     """Retry on connection errors with exponential back-off, then fail with a message a user can act on."""
-    attempts = attempts or int(os.environ.get("LLMD_BENCH_DB_ATTEMPTS", 5))
-    delay = first_delay_s if first_delay_s is not None else float(os.environ.get("LLMD_BENCH_DB_RETRY_DELAY_S", 1.0))
+    attempts = attempts or settings().db_attempts
+    delay = first_delay_s if first_delay_s is not None else settings().db_retry_delay_s
     last: Exception | None = None
     for i in range(attempts):
         try:
@@ -97,7 +82,7 @@ def with_retries(fn: Callable[[], T], what: str, url: str, attempts: int | None 
 
 def with_engine(fn: Callable[[Engine], T], what: str, url: str | None = None) -> T:
     """Run fn(engine) against the results store, retrying while it is unreachable; the engine is disposed."""
-    url = url or database_url()
+    url = url or configured_or_local_url()
     engine = make_engine(url)
     try:
         return with_retries(lambda: fn(engine), what, url)

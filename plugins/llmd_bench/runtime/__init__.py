@@ -10,7 +10,6 @@ never per trigger; `bind` chooses the implementation once per step.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,11 +26,9 @@ IMPLEMENTATIONS = {
 
 
 def selected_runtime() -> str:
-    value = os.environ.get("LLMD_BENCH_RUNTIME") or os.environ.get("AIRFLOW_VAR_LLMD_BENCH_RUNTIME") or "local"
-    value = value.strip().lower()
-    if value not in RUNTIMES:
-        raise ValueError(f"LLMD_BENCH_RUNTIME={value!r} is not a runtime; allowed: {list(RUNTIMES)}")
-    return value
+    from llmd_bench.settings import settings
+
+    return settings().runtime  # a SettingsError (a ValueError) names the variable and the allowed runtimes
 
 
 def implementation_name(runtime: str, serving_mode: str = "deploy") -> str:

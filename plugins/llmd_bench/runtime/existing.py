@@ -22,7 +22,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import kubernetes as k8s
 from llmd_bench.runtime.base import Runtime
+from llmd_bench.settings import settings
 
 CONFIG_HASH = "llmd-bench/config-hash"
 CELL_ANNOTATION = "llmd-bench/cell"
@@ -52,7 +52,7 @@ DEFAULT_MODEL_PORT, DEFAULT_EPP_METRICS_PORT, DEFAULT_INDEX_PORT = 8000, 9090, 6
 
 
 def _poll_s() -> float:
-    return float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    return settings().poll_s
 
 
 def _now() -> str:
@@ -868,7 +868,7 @@ class ExistingRuntime(Runtime):
 
     def tokenizer_spec(self) -> str:
         """The model's own tokenizer; LLMD_BENCH_TOKENIZER=DIR points at a local copy (air-gapped clusters)."""
-        directory = os.environ.get("LLMD_BENCH_TOKENIZER", "").strip()
+        directory = settings().tokenizer
         if directory:
             return f"kind=hf_auto,model={directory}"
         return super().tokenizer_spec()
@@ -900,7 +900,7 @@ class ExistingRuntime(Runtime):
     def host_recording(self) -> Iterator[dict[str, Any] | None]:
         from llmd_bench.pcp_manifests import PMCD_PORT
 
-        port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
+        port = settings().pmcd_port or PMCD_PORT
         hosts = {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p, _ in self._server_pods(self._api())
                  if (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
         with k8s.recording_hosts(self.ctx, hosts) as state:

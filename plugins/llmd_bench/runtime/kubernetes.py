@@ -11,7 +11,6 @@ LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CON
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime.base import Runtime
+from llmd_bench.settings import settings
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
 KINDS = ("PersistentVolumeClaim", "ConfigMap", "Service", "Deployment", "InferencePool")
@@ -29,7 +29,7 @@ WAITING_FAILURES = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "Inv
 
 
 def namespace() -> str:
-    return os.environ.get("LLMD_BENCH_NAMESPACE", "llmd-bench")
+    return settings().namespace
 
 
 def api_client() -> Any:
@@ -37,7 +37,7 @@ def api_client() -> Any:
     server without authentication (kubectl proxy, or the tests' fake)."""
     from kubernetes import client, config
 
-    url = os.environ.get("LLMD_BENCH_KUBE_API")
+    url = settings().kube_api
     if url:
         cfg = client.Configuration()
         cfg.host = url
@@ -153,12 +153,13 @@ def _cell_objects(ctx: StepContext) -> tuple[list[dict[str, Any]], dict[str, str
 
 def ready_timeout_s(size_gb: float) -> float:
     """Pulling the image and loading the weights: 10 min plus 1 min per 2 GB, unless the deployment says."""
-    return float(os.environ.get("LLMD_BENCH_READY_TIMEOUT_S", 600 + 30 * size_gb))
+    timeout = settings().ready_timeout_s
+    return 600 + 30 * size_gb if timeout is None else timeout
 
 
 def crashloop_restarts() -> int:
     """Restarts after which a crash-looping container is taken as failed rather than still starting."""
-    return int(os.environ.get("LLMD_BENCH_CRASHLOOP_RESTARTS", 3))
+    return settings().crashloop_restarts
 
 
 def pod_failure(pod: dict[str, Any]) -> str | None:
@@ -241,7 +242,7 @@ def _memory_plan(ctx: StepContext) -> dict[str, Any] | None:
 
 
 def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str, str], timeout_s: float) -> list[dict[str, Any]]:
-    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    poll = settings().poll_s
     deployments = {d["metadata"]["name"]: d["spec"]["replicas"] for d in docs if d["kind"] == "Deployment"}
     sel = selector_string(selector)
     deadline = time.monotonic() + timeout_s
@@ -328,7 +329,7 @@ def restart_epp(ctx: StepContext, timeout_s: float = 300.0) -> None:
     cluster = Cluster(api_client(), namespace())
     cluster.apply(epp)
     sel = selector_string({**selector, "llmd-bench/component": "epp"})
-    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    poll = settings().poll_s
     deadline = time.monotonic() + timeout_s
     while True:
         pods = cluster.list("Pod", sel)
@@ -349,7 +350,7 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
     from llmd_bench.pcp_manifests import PMCD_PORT
 
-    port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
+    port = settings().pmcd_port or PMCD_PORT
     return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in _model_server_pods(pods)
             if (p.get("spec") or {}).get("nodeName") and (p.get("status") or {}).get("hostIP")}
 
@@ -358,8 +359,8 @@ def generator_pcp_host() -> dict[str, str]:
     """node name -> `hostIP:44321` of the node this step pod runs on (the downward API's env), or {}."""
     from llmd_bench.pcp_manifests import PMCD_PORT
 
-    node, ip = os.environ.get("LLMD_BENCH_NODE_NAME", "").strip(), os.environ.get("LLMD_BENCH_NODE_IP", "").strip()
-    port = int(os.environ.get("LLMD_BENCH_PMCD_PORT", PMCD_PORT))
+    node, ip = settings().node_name, settings().node_ip
+    port = settings().pmcd_port or PMCD_PORT
     return {node: f"{ip}:{port}"} if node and ip else {}
 
 
@@ -373,8 +374,8 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
         for obj in cluster.list(kind, sel):
             cluster.delete(kind, obj["metadata"]["name"])
             deleted.append(f"{kind}/{obj['metadata']['name']}")
-    deadline = time.monotonic() + float(os.environ.get("LLMD_BENCH_TEARDOWN_TIMEOUT_S", 300))
-    poll = float(os.environ.get("LLMD_BENCH_POLL_S", 5))
+    deadline = time.monotonic() + settings().teardown_timeout_s
+    poll = settings().poll_s
     while True:
         left = [f"{k}/{o['metadata']['name']}" for k in [*KINDS, "Pod"] for o in cluster.list(k, sel)]
         if not left:

@@ -20,6 +20,7 @@ from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import processes
 from llmd_bench.runtime.base import Runtime
 from llmd_bench.runtime.processes import ManagedProcess
+from llmd_bench.settings import settings
 
 STATE_FILE = "runtime.json"
 START_TIMEOUT_S = 60.0
@@ -27,7 +28,7 @@ START_TIMEOUT_S = 60.0
 
 def guidellm_bin() -> str:
     """The GuideLLM command: LLMD_BENCH_GUIDELLM if set (another install, or a wrapper), else the venv's."""
-    override = os.environ.get("LLMD_BENCH_GUIDELLM")
+    override = settings().guidellm
     if override:
         return override
     sibling = Path(sys.executable).with_name("guidellm")
@@ -324,7 +325,7 @@ class LocalRuntime(Runtime):
                        "vllm_version": "simulated: GuideLLM mock servers stand in for vLLM",
                        "epp": "simulated: a round-robin router (llmd_bench.runtime.router) stands in for the EPP",
                        "gpus": "simulated: the local runtime uses no GPU"}
-        bin_path = os.environ.get("LLMD_BENCH_GUIDELLM")
+        bin_path = settings().guidellm
         try:
             guidellm = None if bin_path else metadata.version("guidellm")
         except metadata.PackageNotFoundError:

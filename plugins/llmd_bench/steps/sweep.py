@@ -23,6 +23,7 @@ from llmd_bench.guidellm_report import parse_report_file
 from llmd_bench.observe import generator
 from llmd_bench.observe.sampler import Sampler
 from llmd_bench.runtime import processes
+from llmd_bench.settings import SettingsError, settings
 from llmd_bench.steps import endpoint_for, observation_targets
 
 REPORT_NAME = "guidellm_report.json"
@@ -79,26 +80,21 @@ def host_recording(ctx: StepContext) -> contextlib.AbstractContextManager[dict[s
 def trial_deadline_s(ctx: StepContext, levels: int | None = None) -> float:
     """How long one GuideLLM run (of `levels` levels, default all) may take before it is taken as hung:
     LLMD_BENCH_SWEEP_TIMEOUT_S when set, else every level's duration doubled plus 60 s, plus 300 s of start-up."""
-    override = os.environ.get(DEADLINE_ENV, "").strip()
-    if override:
-        try:
-            value = float(override)
-        except ValueError:
-            value = -1.0
-        if value <= 0:
-            raise RuntimeStepError(f"{DEADLINE_ENV}={override!r}: expected a positive number of seconds")
-        return value
+    try:
+        override = settings().sweep_timeout_s  # DEADLINE_ENV
+    except SettingsError as exc:
+        raise RuntimeStepError(str(exc)) from None
+    if override is not None:
+        return override
     per_level = ctx.params.duration_s * LEVEL_ALLOWANCE_FACTOR + LEVEL_ALLOWANCE_S
     return STARTUP_ALLOWANCE_S + per_level * (len(ctx.levels) if levels is None else levels)
 
 
 def stall_retries() -> int:
-    raw = os.environ.get(STALL_RETRIES_ENV, "").strip()
-    if not raw:
-        return DEFAULT_STALL_RETRIES
-    if not raw.isdigit():
-        raise RuntimeStepError(f"{STALL_RETRIES_ENV}={raw!r}: expected a whole number of retries (0 or more)")
-    return int(raw)
+    try:
+        return settings().sweep_stall_retries  # STALL_RETRIES_ENV, default DEFAULT_STALL_RETRIES
+    except SettingsError as exc:
+        raise RuntimeStepError(str(exc)) from None
 
 
 def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float,
