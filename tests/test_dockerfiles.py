@@ -84,8 +84,12 @@ def test_step_image_has_a_writable_home_and_hugging_face_cache_under_work():
     runs = [a for op, a in ins if op == "RUN"]
     assert any(re.search(r"mkdir -p /work\b", a) and f"chown {user} /work" in a for a in runs), runs
     # the pods mount their scratch emptyDir at the same place
-    src = (ROOT / "plugins" / "llmd_bench" / "runtime" / "kubernetes.py").read_text()
-    assert 'mount_path="/work"' in src
+    from llmd_bench.campaign import load_campaign
+    from llmd_bench.step_pods import step_pod_settings
+
+    pod = step_pod_settings("sweep", load_campaign(ROOT / "include" / "campaigns" / "kv_cache_eval.yaml"))
+    (mount,) = pod["volume_mounts"]
+    assert mount.mount_path == "/work" and mount.name == pod["volumes"][0].name and pod["volumes"][0].empty_dir
 
 
 @pytest.mark.parametrize("path", ["docker/steps.Dockerfile", "docker/airflow.Dockerfile"])
