@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TOKENIZER := .cache/tokenizer/tokenizer.json
 
-.PHONY: setup demo test lint bench airflow stop clean help
+.PHONY: setup demo test test-fast lint bench airflow stop clean help
 
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up, lint, and run the test suite"
+	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps)"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 75 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
@@ -38,6 +39,9 @@ test: setup
 	bash scripts/mlflow-server-venv.sh
 	bash scripts/test.sh
 
+test-fast: setup
+	bash scripts/test.sh -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check plugins dags tests benchmarks
 
@@ -53,6 +57,8 @@ bench: setup
 	$(BIN)/python benchmarks/report_targets.py
 	$(BIN)/python benchmarks/storage_targets.py
 	$(BIN)/python benchmarks/noise_targets.py
+	$(BIN)/python benchmarks/adaptive_targets.py
+	$(BIN)/python benchmarks/reset_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg

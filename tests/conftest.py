@@ -161,3 +161,26 @@ def s3_server():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+# `make test-fast` (-m "not slow") leaves out the tests that run real servers for more than a few seconds: GuideLLM
+# sweeps, Airflow DAG runs, a browser, the MLflow server, fault injection. `make test` runs everything. One place
+# for the split: a test is slow by its file, its name, or the e2e marker.
+SLOW_FILES = {"test_ui.py", "test_side_by_side.py", "test_faults.py", "test_fidelity.py", "test_trials.py",
+              "test_sweep_stall.py", "test_mlflow.py", "test_e2e.py"}
+SLOW_TESTS = {
+    "test_a_real_adaptive_sweep_stops_past_the_simulated_servers_capacity",
+    "test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it",
+    "test_a_reset_that_leaves_the_offload_tier_stops_the_sweep_before_anything_is_measured",
+    "test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_restoring_every_cell",
+    "test_a_failed_sweep_in_existing_mode_still_restores_the_installed_stack_through_the_dag",
+    "test_cell_archive_is_recorded_summarised_per_level_and_stored",
+    "test_no_secret_reaches_any_artifact_log_or_stored_row",
+    "test_a_cell_travels_between_step_pods_through_object_storage",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS or item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
