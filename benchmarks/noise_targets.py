@@ -8,7 +8,7 @@
 
 Each run goes through the pipeline's own step code (deploy, warmup, sweep, collect_pcp, teardown,
 load_results) with the demo's workload, into a private results server, and is judged by the report's own
-code (report_data.from_store + report.build): runs after the first see the earlier ones as history.
+code (report.data.from_store + report.build): runs after the first see the earlier ones as history.
 `python benchmarks/noise_targets.py [REPS_A] [REPS_B]`
 """
 
@@ -34,7 +34,7 @@ from llmd_bench.campaign import Cell, load_campaign, resolve_params  # noqa: E40
 from llmd_bench.context import StepContext  # noqa: E402
 from llmd_bench.db import store as db  # noqa: E402
 from llmd_bench.db.server import server_at  # noqa: E402
-from llmd_bench.report_data import from_store  # noqa: E402
+from llmd_bench.report.data import from_store  # noqa: E402
 from llmd_bench.runtime.processes import free_port  # noqa: E402
 from llmd_bench.steps import collect_pcp, deploy, load_results, sweep, teardown, warmup  # noqa: E402
 

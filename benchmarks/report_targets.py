@@ -16,7 +16,7 @@ from sqlalchemy import text
 from llmd_bench import report as rpt
 from llmd_bench.db import store as db
 from llmd_bench.db.server import server_at
-from llmd_bench.report_data import CROSS_VERSION_SQL, from_csv_dir
+from llmd_bench.report.data import CROSS_VERSION_SQL, from_csv_dir
 from llmd_bench.runtime.processes import free_port
 
 MODELS = ["Qwen3-0.6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ"]

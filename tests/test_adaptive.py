@@ -115,9 +115,9 @@ def test_a_real_adaptive_sweep_stops_past_the_simulated_servers_capacity(campaig
 def test_the_report_names_levels_an_adaptive_sweep_did_not_run(tmp_path):
     import pandas as pd
 
-    from llmd_bench.analysis import normalize_levels
-    from llmd_bench.report import build, render, write
-    from llmd_bench.report_data import CELL_COLUMNS, ReportInput
+    from llmd_bench.report import build, render_report, write
+    from llmd_bench.report.analysis import normalize_levels
+    from llmd_bench.report.data import CELL_COLUMNS, ReportInput
 
     decided = {"grid": [1, 50, 100, 150], "run": [1, 50, 75, 100], "not_run": [150], "refined": [75],
                "stopped_after": 100, "stop_reason": "1 level(s) in a row did not raise throughput beyond the 5 % noise floor"}
@@ -130,7 +130,7 @@ def test_the_report_names_levels_an_adaptive_sweep_did_not_run(tmp_path):
                            "configuration": "no-offload", "factors": {}, "sweep": decided}], columns=CELL_COLUMNS)
     report = build(ReportInput(campaign="c", run_id="r", runtime="local", levels=levels, cells=cells,
                                params={"concurrency": [1, 50, 100, 150], "sweep": "adaptive"}))
-    md, _ = render(report, {})
+    md, _ = render_report(report, {})
     section = md.split("## Adaptive sweep")[1].split("\n## ")[0]
     assert "| Qwen3-8B | no-offload | 1, 50, 75, 100 | 75 | 150 (not run (past saturation)) |" in section
     assert report.peaks.iloc[0]["optimal_concurrency"] == 75  # the refinement level found the peak

@@ -114,7 +114,7 @@ def test_bad_metrics_csvs_name_the_file_and_write_no_report(tmp_path, capsys, fi
 
 def test_impossible_csv_values_are_marked_invalid_with_the_reason(tmp_path):
     from llmd_bench import report as rpt
-    from llmd_bench.report_data import from_csv_dir
+    from llmd_bench.report.data import from_csv_dir
 
     src = tmp_path / "csv"
     src.mkdir()

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench import analysis, catalog, manifests, method
+from llmd_bench import catalog, manifests, method
 from llmd_bench.campaign import Cell, find_campaign, load_campaign, resolve_params
 from llmd_bench.errors import CampaignError, ParamsError
-from llmd_bench.report import build
-from llmd_bench.report_data import CELL_COLUMNS, ReportInput
+from llmd_bench.report import analysis, build
+from llmd_bench.report.data import CELL_COLUMNS, ReportInput
 
 
 def _pressure_campaign(**overrides) -> dict:
@@ -158,8 +158,8 @@ def test_report_compares_within_the_same_replicas_and_shows_scaling():
     redis = scaling[scaling["config"] == "llm-d-redis"].set_index("value")
     assert list(redis.index) == [1, 2, 4]
     assert redis.loc[4, "efficiency"] == pytest.approx(3600 / (1000 * 4))
-    from llmd_bench.report import render
-    md, _ = render(report, {})
+    from llmd_bench.report import render_report
+    md, _ = render_report(report, {})
     assert "## Scaling" in md
     assert "| Qwen3-8B | llm-d-redis | - | 1,000.0 (1.00) | 2,280.0 (1.14) | 3,600.0 (0.90) |" in md
     assert "Factors: replicas 1, 2, 4." in md
@@ -169,8 +169,8 @@ def test_a_run_without_factors_has_no_scaling_section_and_unchanged_labels():
     data = _peaks_input([("Qwen3-8B", "no-offload", {}, 1000.0), ("Qwen3-8B", "native-offload", {}, 900.0)])
     data.params.pop("factors")
     report = build(data)
-    from llmd_bench.report import render
-    md, _ = render(report, {})
+    from llmd_bench.report import render_report
+    md, _ = render_report(report, {})
     assert "## Scaling" not in md and "| Qwen3-8B | native-offload |" in md
 
 

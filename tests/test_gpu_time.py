@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from llmd_bench import gpu_time
-from llmd_bench.analysis import normalize_levels
-from llmd_bench.report import build, render
-from llmd_bench.report_data import CELL_COLUMNS, ReportInput
+from llmd_bench.report import build, render_report
+from llmd_bench.report.analysis import normalize_levels
+from llmd_bench.report.data import CELL_COLUMNS, ReportInput
 
 
 def _record() -> dict:
@@ -55,10 +55,10 @@ def test_the_report_shows_gpu_hours_per_phase_the_total_and_the_cost():
                          columns=CELL_COLUMNS)
     data = ReportInput(campaign="c", run_id="r", runtime="kubernetes", levels=levels, cells=cells,
                        params={"concurrency": [8], "gpu_hour_cost": 2.5})
-    md, _ = render(build(data), {})
+    md, _ = render_report(build(data), {})
     section = md.split("## GPU time and cost")[1].split("\n## ")[0]
     assert "| Qwen3-8B | no-offload | 4 | 0.8333 | 0.0467 | 0.5333 | 0.5533 | 0.0333 | 2.0000 | 5.00 | 2.78 |" in section
     assert "Campaign total: 2.0000 GPU-hours, cost 5.00 at 2.5 per GPU-hour." in section
     data.params.pop("gpu_hour_cost")
-    md, _ = render(build(data), {})
+    md, _ = render_report(build(data), {})
     assert "## GPU time\n" in md and "Cost per M" not in md

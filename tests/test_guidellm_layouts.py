@@ -230,7 +230,7 @@ def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scal
     id is its own cell; the report compares within each replica count and adds the Scaling section."""
     from llmd_bench import report as rpt
     from llmd_bench.importer import parse_factors
-    from llmd_bench.report_data import from_store
+    from llmd_bench.report.data import from_store
 
     for replicas in (1, 2):
         for config in ("no-offload", "llm-d-valkey"):
@@ -255,7 +255,7 @@ def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scal
         data = from_store(engine, "study-replicas", "past-replicas")
     finally:
         engine.dispose()
-    md, _ = rpt.render(rpt.build(data), {})
+    md, _ = rpt.render_report(rpt.build(data), {})
     assert "| Qwen3-8B [replicas=2] | llm-d-valkey |" in md and "## Scaling" in md
     with pytest.raises(LlmdBenchError, match=r"'gpus=2' is not factor=value; factors: \['replicas'"):
         parse_factors("gpus=2")

@@ -8,7 +8,8 @@ import random
 import pandas as pd
 import pytest
 
-from llmd_bench import analysis, noise
+from llmd_bench import noise
+from llmd_bench.report import analysis
 
 
 def _history(n, sd_rel, level=1000.0, seed=7, shift_at=None, shift_rel=0.0):

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, ROOT
-from llmd_bench import analysis
 from llmd_bench import report as rpt
-from llmd_bench.report_data import from_csv_dir
+from llmd_bench.report import analysis
+from llmd_bench.report.data import from_csv_dir
 
 SEED = ROOT.parent / "shared" / "reference" / "seed_peak_table.csv"
 LEVELS = [1, 50, 100, 150, 300, 400, 500, 650]
@@ -225,7 +225,7 @@ def test_noise_judgement_with_trials(tmp_path):
     base = _row(r, "M", "no-offload")
     half = 4.303 * pd.Series([1000, 1010, 990]).std(ddof=1) / math.sqrt(3)
     assert (base["peak_ci_low"], base["peak_ci_high"]) == pytest.approx((1000 - half, 1000 + half))
-    md = rpt.render(r, {})[0]
+    md = rpt.render_report(r, {})[0]
     assert "within noise" in md and "parity" not in md.lower() and "degradation" not in md.lower()
 
 
@@ -321,7 +321,7 @@ def test_the_runs_baseline_is_what_every_configuration_is_compared_with(tmp_path
     assert _row(r, "M", "native-offload")["judgement"] == "baseline"
     assert c.loc["native-offload-20k", "vs_baseline_pct"] == pytest.approx(10.0)
     assert c.loc["no-offload", "vs_baseline_pct"] == pytest.approx(25.0)
-    md = rpt.render(r, {})[0]
+    md = rpt.render_report(r, {})[0]
     assert "% vs the native-offload baseline of the same model" in md and "no-offload baseline" not in md
     # a run stored before baselines were named compared with no-offload, and still does
     data.params = {}

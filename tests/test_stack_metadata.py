@@ -23,7 +23,7 @@ from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
 from llmd_bench.db import store as db
 from llmd_bench.db.schema import Cell as CellRow
-from llmd_bench.report_data import from_store
+from llmd_bench.report.data import from_store
 from llmd_bench.runtime import kubernetes as k8s
 from llmd_bench.runtime import local
 from llmd_bench.runtime import stack_metadata as sm
@@ -221,7 +221,7 @@ def _report(db_url, run_id):
         data = from_store(engine, run_id)
     finally:
         engine.dispose()
-    return data, rpt.render(rpt.build(data), {})
+    return data, rpt.render_report(rpt.build(data), {})
 
 
 def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaigns_dir, db_url, real_report, monkeypatch):

@@ -223,7 +223,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.from_csv:
-        from llmd_bench.report_data import from_csv_dir
+        from llmd_bench.report.data import from_csv_dir
         report = rpt.build(from_csv_dir(Path(args.from_csv)))
         rpt.write(report, out)
     else:

@@ -1,255 +1,29 @@
-"""The comparison report: tables, plots and CSVs generated from data, with noise and config-effect judgement.
-
-Outputs in one folder: report.md, report.html (self-contained, plots embedded), PNG plots,
-all_peak_metrics.csv, performance_comparisons.csv and <model>_<config>_metrics.csv per cell.
-"""
+"""The report's content: the sections of a run's report, built as a Document (document.py) from a Report
+(analysis.py) and its plots; no output format here (render/)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
-import math
-import os
-import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from llmd_bench import adaptive, analysis, configurations, gpu_time, noise, paths
-from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
+from llmd_bench import adaptive, gpu_time, noise
 from llmd_bench.observe import generator
-from llmd_bench.report_data import ReportInput, is_missing
+from llmd_bench.report import analysis
+from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
+from llmd_bench.report.data import ReportInput
+from llmd_bench.report.document import Document, DocumentBuilder
 
-PEAK_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency", "vs_baseline_pct", "ttft_mean_ms",
-                "tpot_mean_ms", "status"]
-CELL_METRIC_COLUMNS = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
-                       "requests_successful", "requests_errored", "trial", "output_tps_std", "requests_incomplete",
-                       "itl_mean_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p90_ms", "tpot_p99_ms",
-                       "request_latency_mean_s", "request_latency_std_s", "valid", "invalid_reason"]
 SIMULATED_BANNER = ("**The serving layer was SIMULATED.** This run used the local runtime: GuideLLM mock servers "
                     "stood in for vLLM and llm-d, with per-configuration latency profiles from the campaign file. "
                     "The numbers show that the pipeline works; they say nothing about how llm-d performs.")
-REGRESSION_THRESHOLD_PCT = 0.0  # any drop beyond noise is flagged; the noise test decides
+PLOT_CAPTIONS = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",
+                 "ttft_vs_concurrency.png": "TTFT vs concurrency", "tpot_vs_concurrency.png": "TPOT vs concurrency",
+                 "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals",
+                 "host_use_per_level.png": "CPU (and GPU, where measured) busy % per level, from PCP"}
 
 
-@dataclass
-class Report:
-    data: ReportInput
-    peaks: pd.DataFrame            # one row per cell, every cell (failed ones with empty numbers)
-    comparisons: pd.DataFrame
-    redis_valkey: pd.DataFrame
-    spread: pd.DataFrame
-    cross_version: pd.DataFrame | None
-    warnings: list[str]
-    previous_run: pd.DataFrame | None = None  # against the previous run of the same llm-d version
-
-    @property
-    def failed_cells(self) -> list[str]:
-        return [f"{r.model}/{r.config}" for r in self.peaks.itertuples() if r.status in ("failed", "invalid")]
-
-    @property
-    def regressions(self) -> list[dict[str, Any]]:
-        """Every peak lower beyond noise than another llm-d version's or than the previous run's (JSON-ready)."""
-        found = []
-        for kind, table, other in (("llm-d version", self.cross_version, "other_version"),
-                                   ("previous run", self.previous_run, "other_run")):
-            if table is None:
-                continue
-            for r in table[table["judgement"] == "REGRESSION"].itertuples():
-                if kind == "llm-d version" and _version_key(r.other_version) > _version_key(r.version):
-                    continue  # a backfilled older version being slower than a newer one is not a regression
-                found.append({"kind": kind, "model": r.model, "config": r.config, "version": r.version,
-                              "other": getattr(r, other), "peak_output_tps": _rounded(r.peak_output_tps, 3),
-                              "other_peak_output_tps": _rounded(r.other_peak_output_tps, 3),
-                              "change_pct": _rounded(r.change_pct, 2), "judgement": r.judgement})
-        return found
-
-
-def noise_floor_pct(data: ReportInput) -> float:
-    """The campaign's floor for single-trial judgements, as stored with the run (older runs: the default)."""
-    value = (data.params or {}).get("noise_floor_pct")
-    return DEFAULT_NOISE_FLOOR_PCT if is_missing(value) else float(value)
-
-
-def baseline_of(data: ReportInput) -> str:
-    """The configuration the run compared against, as stored with the run (older runs: no-offload)."""
-    value = (data.params or {}).get("baseline")
-    return DEFAULT_BASELINE if is_missing(value) or not value else str(value)
-
-
-def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFrame:
-    """Each cell's run-to-run spread from its earlier peaks in the store (noise.py)."""
-    peaks = peaks.copy()
-    if history is None or history.empty or peaks.empty:
-        return peaks
-    for i, row in peaks.iterrows():
-        mine = history[(history["model"] == row["model"]) & (history["config"] == row["config"])]
-        values = [float(v) for v in mine["peak_output_tps"]]
-        peaks.at[i, "history_n"] = len(values)
-        found = noise.cell_noise(values)
-        if found is not None:
-            peaks.at[i, "history_n"] = found.samples
-            peaks.at[i, "history_sd"] = found.relative_sd
-            peaks.at[i, "history_mean"] = found.mean
-    return peaks
-
-
-def build(data: ReportInput) -> Report:
-    floor = noise_floor_pct(data)
-    peaks = with_history(analysis.cell_peaks(data.levels), data.history)
-    baseline = baseline_of(data)
-    comparisons = analysis.versus_baseline(peaks, floor, baseline)
-    table = _peak_table(data, peaks, comparisons, baseline)
-    warnings = []
-    own = campaign_configurations(data.campaign)
-    for r in table.itertuples():
-        name = r.configuration if isinstance(getattr(r, "configuration", None), str) else str(r.config).split(" [")[0]
-        config = configurations.lookup(name, own) if not is_missing(r.replicas) and r.replicas == 1 else None
-        if config is not None and config.needs_replicas and r.status == "ok":
-            warnings.append(f"{r.model}/{r.config} ran with one replica: a router with one endpoint has no choice "
-                            "to make, so cache-aware routing cannot differ from the baseline by construction.")
-    return Report(data, table, comparisons, analysis.redis_vs_valkey(peaks, floor), analysis.model_spread(peaks),
-                  _cross_version(data, peaks, floor), warnings, _previous_run(data, peaks, floor))
-
-
-def _peak_table(data: ReportInput, peaks: pd.DataFrame, comparisons: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    cells = data.cells.copy()
-    known = set(zip(cells["model"], cells["config"])) if not cells.empty else set()
-    extra = [{"model": m, "config": c, "full_model": m, "status": "ok", "reason": None, "replicas": None,
-              "config_effect": "not measured", "config_effect_evidence": ""}
-             for m, c in zip(peaks["model"], peaks["config"]) if (m, c) not in known]
-    if extra:
-        cells = pd.concat([cells, pd.DataFrame(extra)], ignore_index=True)
-    table = cells.merge(peaks, on=["model", "config"], how="left")
-    table = table.merge(comparisons[["model", "config", "vs_baseline_pct", "judgement", "basis"]],
-                        on=["model", "config"], how="left")
-    # A cell marked ok with no valid level is invalid: never shown as a number it did not produce.
-    no_peak = table["peak_output_tps"].isna() & (table["status"] == "ok")
-    table.loc[no_peak, "status"] = "invalid"
-    table.loc[no_peak, "reason"] = table.loc[no_peak, "reason"].fillna("no valid level")
-    table.loc[(table["config"] == baseline) & (table["status"] == "ok"), "judgement"] = "baseline"
-    for col in ("optimal_concurrency", "trials", "valid_levels", "replicas"):
-        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
-    table["config_effect"] = table["config_effect"].fillna("not measured")
-    model_order = {m: i for i, m in enumerate(sorted(dict.fromkeys(table["model"]), key=natural_key))}
-    table["_m"] = table["model"].map(model_order)
-    table["_c"] = table["config"].map(analysis.config_order)
-    table = table.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
-    rest = [c for c in table.columns if c not in PEAK_COLUMNS]
-    return table[PEAK_COLUMNS + rest]
-
-
-def natural_key(name: str) -> list:
-    """Qwen3-0.6B < Qwen3-8B < Qwen3-14B: numbers compare as numbers."""
-    return [float(part) if part.replace(".", "", 1).isdigit() else part for part in re.split(r"(\d+(?:\.\d+)?)", name)]
-
-
-def _cell_row(peaks: pd.DataFrame, model: str, config: str) -> pd.Series | None:
-    found = peaks[(peaks["model"] == model) & (peaks["config"] == config)]
-    return None if found.empty else found.iloc[0]
-
-
-def _cross_version(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
-    cv = data.cross_version
-    if cv is None or cv.empty or not data.llmd_version:
-        return None
-    current = cv[cv["llmd_version"] == data.llmd_version]
-    rows = []
-    for _, cur in current.iterrows():
-        others = cv[(cv["model"] == cur["model"]) & (cv["config"] == cur["config"]) & (cv["llmd_version"] != data.llmd_version)]
-        for _, old in others.iterrows():
-            verdict, basis = _judge_peaks(cur, old, _cell_row(peaks, cur["model"], cur["config"]), floor_pct)
-            rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
-                         "other_version": old["llmd_version"], "peak_output_tps": cur["peak_output_tps"],
-                         "other_peak_output_tps": old["peak_output_tps"],
-                         "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
-                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict,
-                         "basis": basis})
-    return pd.DataFrame(rows) if rows else None
-
-
-def _previous_run(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
-    """Each cell's peak against the latest earlier run of the campaign at the same llm-d version that has a
-    valid peak for the cell (report_data.PREVIOUS_RUNS_SQL), judged like the cross-version table."""
-    prev = data.previous_runs
-    if prev is None or prev.empty:
-        return None
-    current, earlier = prev[prev["is_current"].astype(bool)], prev[~prev["is_current"].astype(bool)]
-    rows = []
-    for _, cur in current.iterrows():
-        same = earlier[(earlier["model"] == cur["model"]) & (earlier["config"] == cur["config"])]
-        if same.empty:
-            continue
-        old = same.sort_values(["t", "run_pk"]).iloc[-1]
-        verdict, basis = _judge_peaks(cur, old, _cell_row(peaks, cur["model"], cur["config"]), floor_pct)
-        rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
-                     "other_run": old["dag_run_id"], "peak_output_tps": cur["peak_output_tps"],
-                     "other_peak_output_tps": old["peak_output_tps"],
-                     "change_pct": analysis.pct(cur["peak_output_tps"], old["peak_output_tps"]),
-                     "samples": int(cur["samples"]), "other_samples": int(old["samples"]),
-                     "judgement": verdict, "basis": basis})
-    if not rows:
-        return None
-    out = pd.DataFrame(rows)
-    order = {m: i for i, m in enumerate(sorted(dict.fromkeys(out["model"]), key=natural_key))}
-    out = out.assign(_m=out["model"].map(order), _c=out["config"].map(analysis.config_order))
-    return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\d+", str(version)))
-
-
-def _rounded(v: Any, digits: int) -> float | None:
-    return None if is_missing(v) else round(float(v), digits)
-
-
-def _judge_peaks(cur: pd.Series, old: pd.Series, cell: pd.Series | None, floor_pct: float) -> tuple[str, str]:
-    """A peak against the same cell's peak in another run or llm-d version, with the noise model of the
-    comparisons (noise.py): 2+ samples on both sides, their 95 % intervals must separate; otherwise the
-    change must exceed the noise floor (the cell's own history, else the campaign's) and, where known, the
-    within-level intervals. A drop beyond noise is a REGRESSION."""
-    if cell is not None and isinstance(cell.get("peak_suspect"), str) and cell["peak_suspect"]:
-        return analysis.NO_VERDICT, f"this run's peak level is suspect: {cell['peak_suspect']}"
-    a, b = _version_interval(cur), _version_interval(old)
-    have_intervals = not any(math.isnan(x) for x in (*a, *b))
-    direction = "improvement" if cur["peak_output_tps"] > old["peak_output_tps"] else "REGRESSION"
-    if int(cur["samples"]) >= 2 and int(old["samples"]) >= 2:
-        if is_missing(cur["peak_std"]) or is_missing(old["peak_std"]):
-            return "no noise basis", "none"
-        diff, half = noise.welch(float(cur["peak_output_tps"]), float(cur["peak_std"]), int(cur["samples"]),
-                                 float(old["peak_output_tps"]), float(old["peak_std"]), int(old["samples"]))
-        basis = f"{int(cur['samples'])} and {int(old['samples'])} peaks (Welch t: +/- {half:.1f} tok/s)"
-        return (direction if abs(diff) > half else "within noise"), basis
-    own = analysis.cell_noise_of(cell) if cell is not None else None
-    floor = noise.floor_between(own, own, floor_pct)
-    change = analysis.pct(cur["peak_output_tps"], old["peak_output_tps"])
-    if change is None:
-        return "no noise basis", "none"
-    if not noise.beyond(change, floor):
-        return "within noise", floor.basis
-    if have_intervals and not (a[0] > b[1] or a[1] < b[0]):
-        return "within noise", f"{floor.basis}; the within-level intervals overlap"
-    return direction, floor.basis
-
-
-def _version_interval(row: pd.Series) -> tuple[float, float]:
-    mean, n = float(row["peak_output_tps"]), int(row["samples"])
-    if n >= 2 and not is_missing(row["peak_std"]):
-        half = analysis.t95(n - 1) * float(row["peak_std"]) / math.sqrt(n)
-    elif not is_missing(row["within_level_se"]):
-        half = 1.96 * float(row["within_level_se"])
-    else:
-        return (math.nan, math.nan)
-    return (mean - half, mean + half)
-
-
-# -- rendering ------------------------------------------------------------------------------------------
 def _fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
     if is_missing(v):
         return "-"
@@ -272,83 +46,6 @@ def _signed(v: Any, digits: int = 1) -> str:
     return "-" if is_missing(v) else f"{v:+.{digits}f}%"
 
 
-class Doc:
-    """A tiny document model rendered to both Markdown and HTML."""
-
-    def __init__(self) -> None:
-        self.blocks: list[tuple[str, Any]] = []
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def note(self, text: str) -> None:
-        self.blocks.append(("note", text))
-
-    def ul(self, items: list[str]) -> None:
-        if items:
-            self.blocks.append(("ul", items))
-
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.blocks.append(("table", (header, rows)))
-
-    def img(self, name: str, png: bytes, alt: str) -> None:
-        self.blocks.append(("img", (name, png, alt)))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, v in self.blocks:
-            if kind == "h":
-                out.append(f"{'#' * v[0]} {v[1]}")
-            elif kind in ("p", "note"):
-                out.append(f"> {v}" if kind == "note" else v)
-            elif kind == "ul":
-                out.append("\n".join(f"- {i}" for i in v))
-            elif kind == "table":
-                header, rows = v
-                lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-                lines += ["| " + " | ".join(r) + " |" for r in rows]
-                out.append("\n".join(lines))
-            elif kind == "img":
-                out.append(f"![{v[2]}]({v[0]})")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str) -> str:
-        def inline(text: str) -> str:
-            t = html.escape(text)
-            parts = t.split("**")
-            return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-
-        body = []
-        for kind, v in self.blocks:
-            if kind == "h":
-                body.append(f"<h{v[0]}>{inline(v[1])}</h{v[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{inline(v)}</p>")
-            elif kind == "note":
-                body.append(f'<p class="note">{inline(v)}</p>')
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in v) + "</ul>")
-            elif kind == "table":
-                header, rows = v
-                head = "".join(f"<th>{inline(h)}</th>" for h in header)
-                trs = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                data = base64.b64encode(v[1]).decode()
-                body.append(f'<figure><img alt="{html.escape(v[2])}" src="data:image/png;base64,{data}"/>'
-                            f"<figcaption>{html.escape(v[2])}</figcaption></figure>")
-        css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-               "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-               "text-align:right}th{background:#f3f3f3}td:first-child,td:nth-child(2){text-align:left}"
-               ".note{background:#fff4e5;border-left:4px solid #f0a020;padding:.6em 1em}img{max-width:100%}"
-               "figcaption{font-size:13px;color:#555}")
-        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-                f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n")
-
-
 # The published February evaluation's method (shared reference): one GuideLLM concurrent sweep per cell.
 FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "duration_s": 120, "prompt_tokens": 128,
                    "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1,
@@ -357,7 +54,7 @@ FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "durati
 METHOD_DEFAULTS = {"runs": "per-cell", "prefix_count": 1, "max_requests": None, "level_isolation": "none"}
 
 
-def _method_section(doc: Doc, report: Report) -> None:
+def _method_section(doc: DocumentBuilder, report: Report) -> None:
     p = report.data.params or {}
     if "concurrency" not in p:
         doc.h(2, "Method")
@@ -413,12 +110,13 @@ def _method_section(doc: Doc, report: Report) -> None:
         doc.note("This method differs from the February evaluation's: " + "; ".join(differs) + ".")
 
 
-def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
+def document(report: Report, plots: dict[str, bytes]) -> Document:
+    """The report of `report` with its plots (name -> PNG), as a Document every output format renders."""
     d = report.data
     skipped = report.peaks[report.peaks["status"] == "skipped"]
     t = report.peaks[report.peaks["status"] != "skipped"]
-    doc = Doc()
     title = f"llm-d KV-cache evaluation: {d.campaign}, run {d.run_id}"
+    doc = DocumentBuilder(title)
     doc.h(1, title)
     if d.simulated:
         doc.note(SIMULATED_BANNER)
@@ -592,18 +290,14 @@ def render(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
                     _signed(r.change_pct), r.judgement, r.basis] for r in pr.itertuples()])
 
     doc.h(2, "Plots")
-    captions = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrency (a line per configuration)",
-                "ttft_vs_concurrency.png": "TTFT vs concurrency", "tpot_vs_concurrency.png": "TPOT vs concurrency",
-                "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals",
-                "host_use_per_level.png": "CPU (and GPU, where measured) busy % per level, from PCP"}
     for name, png in plots.items():
-        doc.img(name, png, captions.get(name, name))
+        doc.img(name, png, PLOT_CAPTIONS.get(name, name))
 
     doc.h(2, "Versions and parameters")
     doc.table(["Item", "Value"], [[k, str(v)] for k, v in d.versions.items() if v is not None]
               + [[f"param {k}", str(v)] for k, v in d.params.items() if k not in ("imported_from", "guidellm_spec")])
     _stack_section(doc, d)
-    return doc.markdown(), doc.html(title)
+    return doc.document
 
 
 STACK_HEADER = ["Cells", "Runtime", "Model server image", "vLLM", "Model-server command", "EPP image",
@@ -653,7 +347,7 @@ def stack_row(stack: dict[str, Any]) -> list[str]:
             str(stack.get("replicas")) if stack.get("replicas") is not None else None, gpus, unavailable]
 
 
-def _stack_section(doc: Doc, d: ReportInput) -> None:
+def _stack_section(doc: DocumentBuilder, d: ReportInput) -> None:
     """Per cell, or grouped when equal: what ran (the stack metadata deploy captured and load_results stored)."""
     if "stack" not in d.cells.columns or d.cells.empty:
         return
@@ -700,7 +394,7 @@ SERVING_COLUMNS = [("prefix_cache_hit_rate", "Prefix hit rate", 3, 1), ("kv_cach
                    ("preemptions", "Preemptions", 0, 1), ("external_prefix_cache_queries", "Offload lookups", 0, 1)]
 
 
-def _gpu_time_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
+def _gpu_time_section(doc: DocumentBuilder, report: Report, t: pd.DataFrame) -> None:
     """GPU-hours per phase and cell (GPUs held x wall time from deploy to teardown), the campaign's total, and the
     cost where the campaign states a GPU-hour cost."""
     if "gpu_time" not in t.columns:
@@ -734,7 +428,7 @@ def _gpu_time_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
                                                         if cost is not None else "."))
 
 
-def _adaptive_section(doc: Doc, t: pd.DataFrame) -> None:
+def _adaptive_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
     """What an adaptive sweep measured and what it left out, per cell; levels it did not run are named as such."""
     if "sweep" not in t.columns:
         return
@@ -752,7 +446,7 @@ def _adaptive_section(doc: Doc, t: pd.DataFrame) -> None:
                 r.sweep.get("stop_reason") or "-"] for r in rows])
 
 
-def _evidence_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
+def _evidence_section(doc: DocumentBuilder, report: Report, t: pd.DataFrame) -> None:
     obs = report.data.observations
     doc.p("Per level of each cell, averaged over the level's window: host use from the cell's Performance "
           "Co-Pilot archive and model-server metrics scraped during the sweep. What was not measured says why.")
@@ -788,133 +482,6 @@ def _evidence_section(doc: Doc, report: Report, t: pd.DataFrame) -> None:
             doc.table(["Concurrency"] + [c[1] for c in cols],
                       [[str(conc)] + [_fmt(row[c[0]] / c[3] if not is_missing(row[c[0]]) else None, c[2]) for c in cols]
                        for conc, row in wide.iterrows()])
-
-
-def plots(report: Report) -> dict[str, bytes]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = report.data.levels[report.data.levels["valid"]]
-    out: dict[str, bytes] = {}
-    models = list(dict.fromkeys(report.peaks["model"]))
-    if levels.empty or not models:
-        return out
-    mean = levels.groupby(["model", "config", "concurrency"], as_index=False)[
-        ["output_tps_mean", "ttft_mean_ms", "tpot_mean_ms"]].mean()
-    for name, col, ylabel in (("throughput_vs_concurrency.png", "output_tps_mean", "output tokens/s"),
-                              ("ttft_vs_concurrency.png", "ttft_mean_ms", "TTFT (ms)"),
-                              ("tpot_vs_concurrency.png", "tpot_mean_ms", "TPOT (ms)")):
-        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
-        for ax, model in zip(axes[0], models):
-            g = mean[mean["model"] == model]
-            for config in sorted(g["config"].unique(), key=analysis.config_order):
-                c = g[g["config"] == config].sort_values("concurrency")
-                ax.plot(c["concurrency"], c[col], marker="o", label=config)
-            ax.set_title(model)
-            ax.set_xlabel("concurrency")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
-        out[name] = _png(fig)
-    obs = report.data.observations
-    host = obs[obs["metric"].isin(["cpu_util_pct", "gpu_busy_pct"]) & (obs["source"] == "pcp")] if not obs.empty else obs
-    if not host.empty:
-        fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
-        for ax, model in zip(axes[0], models):
-            g = host[host["model"] == model]
-            for (config, metric), c in g.groupby(["config", "metric"]):
-                c = c.sort_values("concurrency")
-                ax.plot(c["concurrency"], c["value"], marker="o", linestyle="-" if metric == "cpu_util_pct" else "--",
-                        label=f"{config} {'CPU' if metric == 'cpu_util_pct' else 'GPU'}")
-            ax.set_title(model)
-            ax.set_xlabel("concurrency")
-            ax.set_ylabel("busy %")
-            ax.set_ylim(0, 100)
-            ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
-        out["host_use_per_level.png"] = _png(fig)
-    ok = report.peaks[report.peaks["status"] == "ok"]
-    if not ok.empty:
-        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) * 2), 3.6))
-        configs = sorted(ok["config"].unique(), key=analysis.config_order)
-        width = 0.8 / len(configs)
-        for i, config in enumerate(configs):
-            xs, ys, errs = [], [], []
-            for j, model in enumerate(models):
-                row = ok[(ok["model"] == model) & (ok["config"] == config)]
-                if row.empty:
-                    continue
-                r = row.iloc[0]
-                xs.append(j + i * width)
-                ys.append(r["peak_output_tps"])
-                errs.append(0 if is_missing(r["peak_ci_low"]) else (r["peak_ci_high"] - r["peak_ci_low"]) / 2)
-            ax.bar(xs, ys, width, yerr=errs, capsize=3, label=config)
-        ax.set_xticks([j + width * (len(configs) - 1) / 2 for j in range(len(models))], models)
-        ax.set_ylabel("peak output tokens/s")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        out["peak_vs_baseline.png"] = _png(fig)
-    return out
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _csv_value(v: Any) -> Any:
-    return None if is_missing(v) else v
-
-
-def write(report: Report, out: Path) -> dict[str, Path]:
-    """Write every output into `out` (replacing files of the same name) and return their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    images = plots(report)
-    md, page = render(report, images)
-    written = {}
-    for name, png in images.items():
-        (out / name).write_bytes(png)
-        written[name] = out / name
-    (out / "report.md").write_text(md)
-    # which campaign (DAG) the report belongs to: the UI plugin authorises readers by it
-    (out / paths.REPORT_META).write_text(json.dumps({"campaign": report.data.campaign, "run_id": report.data.run_id,
-                                               "runtime": report.data.runtime}, indent=1))
-    (out / "report.html").write_text(page)
-    report.peaks.drop(columns=["full_model", "observability"], errors="ignore").to_csv(
-        out / "all_peak_metrics.csv", index=False, float_format="%.3f")
-    report.comparisons.to_csv(out / "performance_comparisons.csv", index=False, float_format="%.3f")
-    levels = report.data.levels
-    sweeps = {(r.model, r.config): r.sweep for r in report.peaks.itertuples()
-              if isinstance(getattr(r, "sweep", None), dict) and r.sweep.get("not_run")}
-    for (model, config), g in levels.groupby(["model", "config"], sort=False):
-        rows = g.sort_values(["trial", "concurrency"])[CELL_METRIC_COLUMNS]
-        not_run = sweeps.get((model, config), {}).get("not_run", [])
-        if not_run:  # named, never a zero or a silently missing row
-            rows = pd.concat([rows, pd.DataFrame([{"model": model, "config": config, "concurrency": c, "valid": False,
-                                                   "invalid_reason": adaptive.NOT_RUN} for c in not_run],
-                                                 columns=CELL_METRIC_COLUMNS)], ignore_index=True)
-        rows.to_csv(out / f"{model}_{config}_metrics.csv", index=False, float_format="%.4f")
-    if report.cross_version is not None:
-        report.cross_version.to_csv(out / "cross_version.csv", index=False, float_format="%.3f")
-    if report.previous_run is not None:
-        report.previous_run.to_csv(out / "previous_run.csv", index=False, float_format="%.3f")
-    written.update({n: out / n for n in ("report.md", "report.html", "all_peak_metrics.csv", "performance_comparisons.csv")})
-    return written
-
-
-def point_latest(reports_root: Path, run_dir: Path) -> None:
-    link = reports_root / "latest"
-    tmp = reports_root / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    os.replace(tmp, link)
-
 
 def peak_table_text(report: Report) -> str:
     header = f"{'model':<16} {'config':<15} {'status':<8} {'peak tok/s':>11} {'conc.':>6} {'vs base':>8}  judgement"
