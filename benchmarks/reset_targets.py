@@ -70,7 +70,7 @@ def sweep_cell(campaign, cell, isolation: str) -> dict:
         teardown.run(ctx)
     (trial,) = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
     levels = parse_report_file(sweep.report_path(ctx, 1)).levels
-    samples = [s for s in read_samples(ctx.cell_dir / "trial-1" / sweep.SAMPLES_FILE) if s.get("source") == "vllm"]
+    samples = [s for s in read_samples(ctx.folder.serving_samples(1)) if s.get("source") == "vllm"]
     serving = {row["concurrency"]: row for row in prometheus.per_level(samples, trial["level_windows"])}
     isolating = sum((r.get("redeploy_s") or 0) + (r.get("reset_s") or 0) + (r.get("warmup_s") or 0) for r in trial["runs"])
     gpus = ctx.params.tensor_parallel_size * ctx.params.replicas

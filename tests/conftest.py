@@ -177,6 +177,7 @@ SLOW_TESTS = {
     "test_cell_archive_is_recorded_summarised_per_level_and_stored",
     "test_no_secret_reaches_any_artifact_log_or_stored_row",
     "test_a_cell_travels_between_step_pods_through_object_storage",
+    "test_a_cell_folder_written_by_the_steps_parses_through_the_models",
 }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from conftest import tiny_campaign, write_campaign
 from llmd_bench import paths
+from llmd_bench.cell_folder import CellFolder
 from llmd_bench.db import store as db
 from llmd_bench.db.schema import Cell, LevelResult, Run
 from llmd_bench.db.server import server_at
@@ -105,7 +106,7 @@ def _kill_every_step(campaigns_dir, results_dir, db_url):
     # sweep: killed while trial 2's GuideLLM runs; that GuideLLM outlives the step (own session) and must not
     # load the server during the next attempt, which keeps trial 1
     sweep = _start("sweep", campaign)
-    trial_2_pid = cell / "trial-2" / paths.GENERATOR_PID_FILE
+    trial_2_pid = CellFolder(cell).generator_pid(2)
     _kill_when(sweep, lambda: trial_2_pid.exists(), timeout_s=300)
     generator = json.loads(trial_2_pid.read_text())["pid"]
     assert processes.pid_alive(generator), "the killed sweep's GuideLLM should still be running (the fault)"
@@ -150,7 +151,7 @@ def _kill_every_step(campaigns_dir, results_dir, db_url):
     alive = [pid for pid in seen if processes.pid_alive(pid)]
     bound = [port for port in seen.values() if port and not processes.port_is_free(port)]
     assert alive == [] and bound == [], f"left running: {alive}; ports still bound: {bound}"
-    assert paths.generator_pid_files(cell) == []
+    assert CellFolder(cell).generator_pid_files() == []
     leftover_cmds = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(cell) not in leftover_cmds, "a process still writes into the cell's folder"
 

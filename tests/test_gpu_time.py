@@ -6,26 +6,40 @@ import pandas as pd
 import pytest
 
 from llmd_bench import gpu_time
+from llmd_bench.cell_folder import CellRecord
 from llmd_bench.report import build, render_report
 from llmd_bench.report.analysis import normalize_levels
 from llmd_bench.report.data import CELL_COLUMNS, ReportInput
 
 
-def _record() -> dict:
-    return {
-        "params": {"tensor_parallel_size": 2, "replicas": 2},
+def _step(elapsed_s: float, started: str = "2026-11-27T10:00:00.000+00:00",
+          ended: str = "2026-11-27T10:30:00.000+00:00") -> dict:
+    return {"status": "ok", "started": started, "ended": ended, "elapsed_s": elapsed_s, "summary": {}}
+
+
+BASE = {"campaign": "c", "campaign_file": None, "run_id": "r", "model": "Qwen/Qwen3-8B", "short_model": "Qwen3-8B",
+        "config": "no-offload", "factors": {}, "runtime": "kubernetes", "levels": [1, 2],
+        "params": {"tensor_parallel_size": 2, "replicas": 2}, "versions": {"llmd": "v0.4.0"}}
+
+
+def _record(steps: dict | None = None) -> CellRecord:
+    return CellRecord.model_validate(BASE | {
         "steps": {
-            "deploy": {"started": "2026-11-27T10:00:00.000+00:00", "elapsed_s": 300.0},
-            "warmup": {"elapsed_s": 20.0},
-            "sweep": {"elapsed_s": 1500.0},
-            "teardown": {"ended": "2026-11-27T10:30:00.000+00:00", "elapsed_s": 30.0},
-        },
+            "deploy": _step(300.0),
+            "warmup": _step(20.0),
+            "sweep": _step(1500.0),
+            "teardown": _step(30.0),
+        } if steps is None else steps,
+        "serving": {"replicas": 2, "endpoint": "http://epp", "simulated": False},
         # a per-level run with a restart before level 2, and a redeployed second trial
-        "sweep": {"trials": [
-            {"trial": 1, "benchmark_s": 240.0, "runs": [{"levels": [1]}, {"levels": [2], "isolation": "redeployed",
-                                                                       "redeploy_s": 200.0, "warmup_s": 10.0}]},
-            {"trial": 2, "benchmark_s": 240.0, "isolation": "redeployed", "redeploy_s": 250.0, "warmup_s": 12.0}]},
-    }
+        "sweep": {"target": "http://epp", "levels": [1, 2], "trials": [
+            {"trial": 1, "report": "trial-1/guidellm_report.json", "level_windows": [], "benchmark_s": 240.0,
+             "runs": [{"levels": [1], "report": "trial-1/level-1/guidellm_report.json"},
+                      {"levels": [2], "report": "trial-1/level-2/guidellm_report.json", "isolation": "redeployed",
+                       "redeploy_s": 200.0, "warmup_s": 10.0}]},
+            {"trial": 2, "report": "trial-2/guidellm_report.json", "level_windows": [], "benchmark_s": 240.0,
+             "isolation": "redeployed", "redeploy_s": 250.0, "warmup_s": 12.0}]},
+    })
 
 
 def test_phases_split_the_wall_time_between_deploy_and_teardown():
@@ -35,7 +49,11 @@ def test_phases_split_the_wall_time_between_deploy_and_teardown():
     assert sum(g["seconds"].values()) == pytest.approx(1800.0)
     assert g["gpu_hours"]["model_load"] == pytest.approx(750 * 4 / 3600, abs=1e-6)
     assert g["gpu_hours_total"] == pytest.approx(1800 * 4 / 3600, abs=1e-5)
-    assert gpu_time.phases({"steps": {}}) == {}  # never deployed: no GPU time
+    assert gpu_time.phases(None) == {}  # never deployed: no GPU time
+    assert gpu_time.phases(_record(steps={})) == {}
+    running = gpu_time.phases(_record(steps={"deploy": _step(300.0)}))  # teardown not run yet
+    assert running["complete"] is False and running["seconds"]["teardown"] == 0.0
+    assert g["complete"] is True
 
 
 def test_cost_per_million_output_tokens_at_the_peak():

@@ -143,9 +143,10 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
     assert sorted(state["nodes"]) == ["gpu-node-0", "gpu-node-1"], state
     assert sorted(state["generator"]["nodes"]) == ["cpu-node-7"], state["generator"]
     with c.update_record() as record:
-        record["sweep"] = {"pcp": state, "trials": [{"level_windows": [
-            {"trial": 1, "concurrency": 1, "start": start + 0.5, "end": end - 0.5}]}]}
-    status, levels = collect_pcp.host_summaries(c, collect_pcp.level_windows(c.read_record()))
+        record["sweep"] = {"target": "http://epp", "levels": [1], "pcp": state, "trials": [
+            {"trial": 1, "report": "trial-1/guidellm_report.json", "level_windows": [
+                {"trial": 1, "concurrency": 1, "start": start + 0.5, "end": end - 0.5}]}]}
+    status, levels = collect_pcp.host_summaries(c, collect_pcp.level_windows(c.record()))
     assert status["status"] == "recorded" and status["nodes"] == ["gpu-node-0", "gpu-node-1"], status
     assert "no nvidia PMDA" in status["gpu"]
     assert any(a.endswith("gpu-node-0/host.0.xz") for a in status["archive"])
@@ -153,7 +154,7 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
     assert level["nodes"] == 2 and level["samples"] >= 2
     assert 0 < level["cpu_util_pct"] <= 100 and level["mem_used_bytes"] > 0
     # the load generator's node, summarised apart from the model servers'
-    gen_status, gen_levels = collect_pcp.generator_host_summaries(c, collect_pcp.level_windows(c.read_record()))
+    gen_status, gen_levels = collect_pcp.generator_host_summaries(c, collect_pcp.level_windows(c.record()))
     assert gen_status["status"] == "recorded" and gen_status["nodes"] == ["cpu-node-7"], gen_status
     assert any(a.endswith("cpu-node-7/host.0.xz") for a in gen_status["archive"])
     (gen_level,) = gen_levels
@@ -175,7 +176,7 @@ def test_no_pmcd_on_the_nodes_is_not_measured_with_the_reason(kube, monkeypatch)
     with sweep.host_recording(c) as state:
         pass
     with c.update_record() as record:
-        record["sweep"] = {"pcp": state, "trials": []}
+        record["sweep"] = {"target": "http://epp", "levels": [1], "pcp": state, "trials": []}
     status, levels = collect_pcp.host_summaries(c, [])
     assert status["status"] == "not measured" and levels == []
     assert "PCP" in status["reason"] and ("DaemonSet" in status["reason"] or "not installed" in status["reason"])

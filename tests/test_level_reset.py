@@ -194,7 +194,7 @@ def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campai
     try:
         warmup.run(ctx)
         sweep.run(ctx)
-        (replica,) = local.load_state(ctx)["replicas"]
+        (replica,) = local.load_state(ctx).replicas
         resets = _sim_resets(replica)
     finally:
         local.teardown(ctx)

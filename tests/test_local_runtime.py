@@ -145,18 +145,22 @@ def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path,
     def step(name):
         return StepContext(campaign, params, "run-1", "local", Cell("Qwen/Qwen3-8B", "no-offload"), step=name)
 
+    def done(status):
+        return {"status": status, "started": "t0", "ended": "t1", "elapsed_s": 1.0,
+                **({"summary": {}} if status == "ok" else {"error": "boom"})}
+
     with step("teardown").update_record() as rec:
-        rec["serving"] = {"replicas": 1, "endpoint": "old"}
-        rec["steps"]["teardown"] = {"status": "ok"}
+        rec["serving"] = {"replicas": 1, "endpoint": "old", "simulated": True}
+        rec["steps"]["teardown"] = done("ok")
     with step("deploy").update_record() as rec:  # a re-run deploy, after teardown wrote
         rec["serving"]["endpoint"] = "new"
-        rec["steps"]["deploy"] = {"status": "ok"}
+        rec["steps"]["deploy"] = done("ok")
     with step("load_results").update_record() as rec:
-        rec["steps"]["load_results"] = {"status": "failed"}
+        rec["steps"]["load_results"] = done("failed")
     cell = step("deploy").cell_dir
     (cell / "cell.json").write_text("{}")  # a stale view pushed by another pod does not lose anything
     record = merged_record(cell)
-    assert record["serving"] == {"replicas": 1, "endpoint": "new"}
+    assert record["serving"] == {"replicas": 1, "endpoint": "new", "simulated": True}
     assert {k: v["status"] for k, v in record["steps"].items()} == {"teardown": "ok", "deploy": "ok",
                                                                    "load_results": "failed"}
     assert "_written_at" not in record

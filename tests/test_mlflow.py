@@ -22,6 +22,7 @@ from llmd_bench import cli, mlflow_log
 from llmd_bench.db import store as db
 from llmd_bench.guidellm_report import load_json, parse_report
 from llmd_bench.runtime import processes
+from llmd_bench.steps.load_results import level_rows
 
 MLFLOW_VENV = Path(os.environ.get("LLMD_BENCH_MLFLOW_VENV", ROOT / ".venv-mlflow"))
 PARAMS = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload", "llm-d-redis", "native-offload"], "concurrency": [1, 4],
@@ -269,7 +270,8 @@ def _compare_run(campaigns_dir, results_dir, db_url, real_report, run_id):
     db.in_transaction(lambda s: db.store_cell(s, run, cell, report.levels), "storing", db_url)
     cell_dir = results_dir / run_id / "Qwen3-0.6B" / "no-offload"
     cell_dir.mkdir(parents=True)
-    (cell_dir / "levels.json").write_text(json.dumps([{"concurrency": lv.concurrency, "valid": True} for lv in report.levels]))
+    rows = [row | {"valid": True, "invalid_reason": None} for row in level_rows([(1, report)])]  # load_results' shape
+    (cell_dir / "levels.json").write_text(json.dumps(rows))
 
 
 def test_compare_logs_when_configured_and_still_succeeds_when_the_server_is_down(

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
+from llmd_bench.cell_folder import GENERATOR_CPU_FILE
 from llmd_bench.observe import kv_index, pcp, prometheus, verdict
 from llmd_bench.observe.sampler import Sampler, read
 from llmd_bench.runtime import processes
@@ -316,7 +317,7 @@ def test_the_generators_cpu_is_measured_per_process_of_its_group(tmp_path):
 
     busy = subprocess.Popen(["sh", "-c", "sleep 30 & exec python3 -c 'while True: pass'"], start_new_session=True)
     try:
-        out = tmp_path / generator.SAMPLES_FILE
+        out = tmp_path / GENERATOR_CPU_FILE
         start = time.time()
         with generator.CpuSampler(out, busy.pid, interval_s=0.5):
             time.sleep(3.5)

@@ -24,7 +24,7 @@ def _ctx(campaigns_dir, isolation):
 
 
 def _serving_pids(ctx):
-    return {p["name"]: p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] != "pmlogger"}
+    return {p.name: p.pid for p in local.load_state(ctx).processes if p.name != "pmlogger"}
 
 
 @pytest.mark.parametrize("isolation", ["redeploy", "same-server"])
@@ -35,7 +35,7 @@ def test_trial_isolation(campaigns_dir, results_dir, isolation):
     try:
         warmup.run(ctx)
         first = _serving_pids(ctx)
-        first_logger = [p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] == "pmlogger"]
+        first_logger = [p.pid for p in local.load_state(ctx).processes if p.name == "pmlogger"]
         sweep.run(ctx)
         trials = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
         assert [t["trial"] for t in trials] == [1, 2]
@@ -50,7 +50,7 @@ def test_trial_isolation(campaigns_dir, results_dir, isolation):
             assert trials[1]["isolation"] == "same-server" and now == first
             assert trials[0]["target"] == trials[1]["target"]
         # the cell's host recording went on through the redeploy
-        assert [p["pid"] for p in local.load_state(ctx)["processes"] if p["name"] == "pmlogger"] == first_logger
+        assert [p.pid for p in local.load_state(ctx).processes if p.name == "pmlogger"] == first_logger
         for t in (1, 2):
             assert sweep.complete_report(ctx, sweep.report_path(ctx, t))
     finally:

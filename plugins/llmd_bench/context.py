@@ -6,8 +6,6 @@ import contextlib
 import copy
 import fcntl
 import functools
-import json
-import os
 import platform
 import time
 from collections.abc import Iterator
@@ -19,6 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from llmd_bench import __version__, catalog, paths
 from llmd_bench.campaign import Campaign, Cell, ModelSpec, RunParams
+from llmd_bench.cell_folder import (
+    RECORD_FILE,
+    RUN_SUMMARY_FILE,
+    WRITTEN_AT,
+    CellFolder,
+    CellRecord,
+    merged_record,
+    read_json,
+    validate_record,
+    write_json_atomic,
+)
 from llmd_bench.configurations import Configuration
 from llmd_bench.errors import RunFolderTaken
 
@@ -74,18 +83,23 @@ class StepContext:
         return paths.cell_dir(self.run_id, self.cell.model, self.cell.config, self.cell.variant)
 
     @property
+    def folder(self) -> CellFolder:
+        """Every path inside the cell's folder (cell_folder.py)."""
+        return CellFolder(self.cell_dir)
+
+    @property
     def record_path(self) -> Path:
-        return self.cell_dir / "cell.json"
+        return self.folder.record
 
     @property
     def record_parts_dir(self) -> Path:
-        return self.cell_dir / "record"
+        return self.folder.record_parts
 
     def check_owner(self, folder: Path | None = None) -> None:
         """Refuse a cell, run or report folder that another campaign's run with the same run id is using: run
         ids are unique only within one DAG (two campaigns backfilled over the same dates get backfill__<date>)."""
         folder = folder or self.cell_dir
-        owner = next((c for name in ("cell.json", "summary.json", paths.REPORT_META)
+        owner = next((c for name in (RECORD_FILE, RUN_SUMMARY_FILE, paths.REPORT_META)
                       if (c := read_json(folder / name).get("campaign"))), None)
         if owner and owner != self.campaign.dag_id:
             held = (f"the report of campaign {owner!r}'s run {self.run_id!r}" if (folder / paths.REPORT_META).exists()
@@ -97,22 +111,35 @@ class StepContext:
 
     def read_record(self) -> dict[str, Any]:
         """cell.json merged with every step's own part (record/<step>.json); the parts are authoritative,
-        so a step that ran at the same time in another pod cannot erase what this one recorded."""
-        return merged_record(self.cell_dir)
+        so a step that ran at the same time in another pod cannot erase what this one recorded. Validated as a
+        CellRecord (a renamed or missing key fails naming the file and the key); {} when there is none yet."""
+        record = merged_record(self.folder)
+        if record:
+            validate_record(record, self.folder)
+        return record
+
+    def record(self) -> CellRecord | None:
+        """The cell's record, typed; None when no step has written one."""
+        record = merged_record(self.folder)
+        return validate_record(record, self.folder) if record else None
 
     @contextlib.contextmanager
     def update_record(self) -> Iterator[dict[str, Any]]:
         """Read-modify-write this step's part of the record under a lock, and refresh cell.json."""
-        self.cell_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.cell_dir / ".cell.lock", "w") as lock:
+        folder = self.folder
+        folder.path.mkdir(parents=True, exist_ok=True)
+        with open(folder.lock, "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            record = merged_record(self.cell_dir)
+            record = merged_record(folder)
             if not record:
                 record = self._new_record()
-                write_json_atomic(self.record_path, record)
+                validate_record(record, folder)
+                write_json_atomic(folder.record, record)
             before = copy.deepcopy(record)
             yield record
-            part_path = self.record_parts_dir / f"{self.step or 'base'}.json"
+            # what this step leaves must still be a record this version reads (a misnamed key fails here)
+            validate_record(record, folder)
+            part_path = folder.record_part(self.step)
             part = read_json(part_path)
             for key, value in record.items():
                 if value == before.get(key):
@@ -124,7 +151,7 @@ class StepContext:
                     part[key] = value
             part[WRITTEN_AT] = time.time_ns()
             write_json_atomic(part_path, part)
-            write_json_atomic(self.record_path, merged_record(self.cell_dir))
+            write_json_atomic(folder.record, merged_record(folder))
 
     def stored_params(self) -> dict[str, Any]:
         """The run's params as stored with the run, plus the campaign settings the report states that are not
@@ -150,25 +177,6 @@ class StepContext:
         }
 
 
-WRITTEN_AT = "_written_at"
-
-
-def merged_record(cell_dir: Path) -> dict[str, Any]:
-    """cell.json, then every step's part from the oldest write to the newest, so the latest value of a key
-    wins whichever step wrote it (dict values merge one level deep; the record only grows)."""
-    record = read_json(cell_dir / "cell.json")
-    parts = [read_json(f) for f in (cell_dir / "record").glob("*.json")]
-    for part in sorted(parts, key=lambda part: part.get(WRITTEN_AT, 0)):
-        for key, value in part.items():
-            if key == WRITTEN_AT:
-                continue
-            if isinstance(value, dict) and isinstance(record.get(key), dict):
-                record[key] = {**record[key], **value}
-            else:
-                record[key] = value
-    return record
-
-
 def tool_versions(llmd_version: str) -> dict[str, Any]:
     entry = catalog.entry(llmd_version)
     return {
@@ -187,20 +195,6 @@ def _dist_version(name: str) -> str | None:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return {}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
 
 
 class StepTimer:

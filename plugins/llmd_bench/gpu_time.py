@@ -16,6 +16,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from llmd_bench.cell_folder import CellRecord
+
 PHASES = ("model_load", "warmup", "measurement", "idle", "teardown")
 
 
@@ -26,34 +28,34 @@ def _ts(value: Any) -> float | None:
         return None
 
 
-def phases(record: dict[str, Any]) -> dict[str, Any]:
+def phases(record: CellRecord | None) -> dict[str, Any]:
     """{"gpus", "wall_s", "seconds": {phase: s}, "gpu_hours": {phase: h}, "gpu_hours_total"}; {} when the cell
-    never deployed."""
-    steps = record.get("steps") or {}
-    deploy, teardown = steps.get("deploy") or {}, steps.get("teardown") or {}
-    if not deploy:
+    never deployed (no record, or no deploy step in it)."""
+    if record is None:
         return {}
-    params = record.get("params") or {}
-    gpus = int(params.get("tensor_parallel_size") or 1) * int(params.get("replicas") or 1)
-    trials = (record.get("sweep") or {}).get("trials") or []
-    isolations = [t for t in trials if t.get("isolation") == "redeployed"]
-    isolations += [r for t in trials for r in t.get("runs") or [] if r.get("isolation") == "redeployed"]
-    resets = [r for t in trials for r in t.get("runs") or [] if r.get("isolation") == "reset"]
+    steps = record.steps
+    deploy, warmup, teardown = steps.get("deploy"), steps.get("warmup"), steps.get("teardown")
+    if deploy is None:
+        return {}
+    gpus = record.params.tensor_parallel_size * record.params.replicas
+    trials = record.sweep.trials if record.sweep else []
+    runs = [r for t in trials for r in t.runs or []]
+    isolations = [t for t in trials if t.isolation == "redeployed"] + [r for r in runs if r.isolation == "redeployed"]
+    resets = [r for r in runs if r.isolation == "reset"]
     seconds = {
-        "model_load": (deploy.get("elapsed_s") or 0.0) + sum(i.get("redeploy_s") or 0.0 for i in isolations),
-        "warmup": ((steps.get("warmup") or {}).get("elapsed_s") or 0.0)
-        + sum(i.get("warmup_s") or 0.0 for i in isolations + resets),
-        "measurement": sum(t.get("benchmark_s") or 0.0 for t in trials),
-        "teardown": teardown.get("elapsed_s") or 0.0,
+        "model_load": deploy.elapsed_s + sum(i.redeploy_s or 0.0 for i in isolations),
+        "warmup": (warmup.elapsed_s if warmup else 0.0) + sum(i.warmup_s or 0.0 for i in isolations + resets),
+        "measurement": sum(t.benchmark_s or 0.0 for t in trials),
+        "teardown": teardown.elapsed_s if teardown else 0.0,
     }
-    start, end = _ts(deploy.get("started")), _ts(teardown.get("ended"))
+    start, end = _ts(deploy.started), _ts(teardown.ended if teardown else None)
     busy = sum(seconds.values())
     wall = (end - start) if start is not None and end is not None and end > start else busy
     seconds["idle"] = max(0.0, wall - busy)
     seconds = {k: round(seconds[k], 3) for k in PHASES}
     hours = {k: round(v * gpus / 3600, 6) for k, v in seconds.items()}
     return {"gpus": gpus, "wall_s": round(max(wall, busy), 3), "seconds": seconds, "gpu_hours": hours,
-            "gpu_hours_total": round(sum(hours.values()), 6), "complete": bool(teardown.get("ended"))}
+            "gpu_hours_total": round(sum(hours.values()), 6), "complete": teardown is not None}
 
 
 def cost_per_million_tokens(gpu_hour_cost: float, gpus: int, peak_output_tps: float) -> float | None:

@@ -208,9 +208,9 @@ def upper_bounds(params: RunParams) -> list[str]:
 def report_name(trial: int, levels: list[int], params: RunParams) -> str:
     """Where a run writes its report, relative to the cell folder. Per-level runs are merged into the trial's
     report afterwards, so everything downstream reads one report per trial either way."""
-    if one_run_per_level(params):
-        return f"trial-{trial}/level-{levels[0]}/guidellm_report.json"
-    return f"trial-{trial}/guidellm_report.json"
+    from llmd_bench import cell_folder
+
+    return cell_folder.report_name(trial, levels[0] if one_run_per_level(params) else None)
 
 
 def format_plan(found: dict[str, Any]) -> str:

@@ -55,15 +55,6 @@ def cell_dir(run_id: str, model: str, config: str, variant: str = "") -> Path:
 # A report folder's metadata (campaign, run id, runtime): the UI plugin authorises readers by its campaign.
 REPORT_META = "report.json"
 
-# The load generator of a running trial (`trial-N/guidellm.pid`): found and stopped by the next attempt of
-# the sweep, by teardown and by cleanup when the sweep that started it was killed.
-GENERATOR_PID_FILE = "guidellm.pid"
-
-
-def generator_pid_files(cell: Path) -> list[Path]:
-    return sorted(cell.glob(f"trial-*/{GENERATOR_PID_FILE}"))
-
-
 def safe_component(value: str) -> str:
     """A path component that cannot escape its parent (run ids come from users); otherwise verbatim,
     so `results/<dag_run_id>/` carries the run id a user sees in the Airflow UI."""

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from llmd_bench.cell_folder import CellRecord
 from llmd_bench.guidellm_report import Report
 
 
@@ -35,6 +36,7 @@ def run_info(campaign: str, dag_run_id: str, runtime: str, versions: dict[str, A
                    llmd_bench_version=versions.get("llmd_bench"), images=versions.get("images", {}), params=params)
 
 
-def run_info_from_record(record: dict[str, Any]):
-    return run_info(record["campaign"], record["run_id"], record.get("runtime", "local"), record.get("versions", {}),
-                    record.get("params", {}))
+def run_info_from_record(record: CellRecord):
+    """The run's row from a cell's record (the versions and params stored with it, as stored)."""
+    return run_info(record.campaign, record.run_id, record.runtime, record.versions.model_dump(exclude_unset=True),
+                    record.params.model_dump(exclude_unset=True))

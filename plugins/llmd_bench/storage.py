@@ -238,14 +238,13 @@ def pull_cell(cell_dir: Path) -> Snapshot | None:
     return pull(cell_dir, paths.results_root(), "results")
 
 
-# What compare reads of each cell: the records and the parsed levels, not the GuideLLM reports or archives
-# (a 16-cell run holds hundreds of MB of those).
-RUN_SUMMARY_FILES = ("cell.json", "levels.json", "summary.json")
-
-
 def pull_run(run_dir: Path) -> Snapshot | None:
+    """What compare reads of each cell: the records (with their parts) and the parsed levels, not the GuideLLM
+    reports or archives (a 16-cell run holds hundreds of MB of those)."""
+    from llmd_bench.cell_folder import RECORD_PARTS_DIR, RUN_SUMMARY_FILES
+
     return pull(run_dir, paths.results_root(), "results",
-                select=lambda rel: rel.rsplit("/", 1)[-1] in RUN_SUMMARY_FILES or "/record/" in f"/{rel}")
+                select=lambda rel: rel.rsplit("/", 1)[-1] in RUN_SUMMARY_FILES or f"/{RECORD_PARTS_DIR}/" in f"/{rel}")
 
 
 def push_report(report_dir: Path) -> int:

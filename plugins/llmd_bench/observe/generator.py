@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-SAMPLES_FILE = "generator_cpu.jsonl"
 INTERVAL_S = 1.0
 START_LAG_LIMIT_PCT = 25.0
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from llmd_bench.cell_folder import EXISTING_SAVED_FILE as SAVED_FILE
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import kubernetes as k8s
@@ -41,7 +42,6 @@ CELL_ANNOTATION = "llmd-bench/cell"
 RESTARTED_AT = "llmd-bench/restarted-at"
 SAVED_LABEL = "llmd-bench/saved-state"
 SAVED_PREFIX = "llmd-bench-saved-"
-SAVED_FILE = "existing-saved.json"
 # the installation's own credentials and model cache: never replaced by the campaign's
 INSTALLATION_ENV = frozenset({"HF_TOKEN", "HF_HOME"})
 # where vLLM listens is the installation's: its Service, InferencePool and probes point there

@@ -15,14 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import paths
-from llmd_bench.context import StepContext, read_json, write_json_atomic
+from llmd_bench.cell_folder import (
+    RUNTIME_STATE_FILE,
+    CellFolder,
+    KvBackend,
+    ProcessEntry,
+    RuntimeState,
+    StoppedProcess,
+    read_runtime_state,
+    write_runtime_state,
+)
+from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import processes
 from llmd_bench.runtime.base import Runtime
 from llmd_bench.runtime.processes import ManagedProcess
 from llmd_bench.settings import settings
 
-STATE_FILE = "runtime.json"
 START_TIMEOUT_S = 60.0
 
 
@@ -55,47 +64,60 @@ def kv_server_bin(kind: str) -> str:
 
 
 def state_path(ctx: StepContext) -> Path:
-    return ctx.cell_dir / STATE_FILE
+    return ctx.folder.runtime_state
 
 
-def load_state(ctx: StepContext) -> dict[str, Any]:
-    return read_json(state_path(ctx))
+def load_state(ctx: StepContext) -> RuntimeState:
+    return read_runtime_state(ctx.folder)
 
 
-def _save(ctx: StepContext, state: dict[str, Any]) -> None:
-    write_json_atomic(state_path(ctx), state)
+def _save(ctx: StepContext, state: RuntimeState) -> None:
+    write_runtime_state(ctx.folder, state)
+
+
+def _procs(state: RuntimeState) -> list[ManagedProcess]:
+    return [ManagedProcess(**p.model_dump()) for p in state.processes]
+
+
+def _entries(procs: list[ManagedProcess]) -> list[ProcessEntry]:
+    return [ProcessEntry(**p.to_dict()) for p in procs]
 
 
 def deploy(ctx: StepContext) -> dict[str, Any]:
     """Start the cell's stack; the state is saved after every process so teardown can always clean up."""
     assert ctx.cell is not None
     previous = load_state(ctx)
-    if previous.get("processes"):
+    if previous.processes:
         # A retried or cleared task: stop what the earlier attempt left before starting again.
         teardown(ctx)
-    state: dict[str, Any] = {"processes": [], "replicas": [], "endpoint": None, "kv_backend": None}
+    state = RuntimeState(processes=[], replicas=[], endpoint=None, kv_backend=None)
     started = _tracker(ctx, state, [])
     _start_serving(ctx, state, started)
-    state["pcp"] = start_pcp_recording(ctx, started)
+    state.pcp = start_pcp_recording(ctx, started)
     _save(ctx, state)
-    return state
+    return dump_state(state)
 
 
-def _tracker(ctx: StepContext, state: dict[str, Any], procs: list[ManagedProcess]):
+def dump_state(state: RuntimeState) -> dict[str, Any]:
+    """What deploy and redeploy return (Runtime.deploy: replicas, endpoint, kv_backend, ...)."""
+    return state.model_dump(mode="json", exclude_unset=True)
+
+
+def _tracker(ctx: StepContext, state: RuntimeState, procs: list[ManagedProcess]):
     """A callback recording each started process in the saved state at once (teardown can always clean up)."""
     def started(p: ManagedProcess) -> ManagedProcess:
         procs.append(p)
-        state["processes"] = [q.to_dict() for q in procs]
+        state.processes = _entries(procs)
         _save(ctx, state)
         return p
     return started
 
 
-def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
+def _start_serving(ctx: StepContext, state: RuntimeState, started) -> None:
     """The mock servers, the router in front of several, and the Redis/Valkey index of a routing config."""
     assert ctx.cell is not None
     sim = ctx.campaign.local_simulation[ctx.cell.config]
-    logs = ctx.cell_dir / "logs"
+    folder = ctx.folder
     procs: list[ManagedProcess] = []
 
     def serving(p: ManagedProcess) -> ManagedProcess:
@@ -109,14 +131,14 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
                "--itl-ms", str(sim.itl_ms), "--itl-ms-std", str(sim.itl_ms_std)]
         if sim.max_concurrent_requests:
             cmd += ["--max-concurrent-requests", str(sim.max_concurrent_requests)]
-        serving(processes.start(f"mock-server-{i}", cmd, port, logs / f"mock-server-{i}.log", {"HF_HUB_OFFLINE": "1"}))
-        state["replicas"].append(f"http://127.0.0.1:{port}")
-    for proc, url in zip(procs, state["replicas"]):
+        serving(processes.start(f"mock-server-{i}", cmd, port, folder.log(f"mock-server-{i}"), {"HF_HUB_OFFLINE": "1"}))
+        state.replicas.append(f"http://127.0.0.1:{port}")
+    for proc, url in zip(procs, state.replicas):
         processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
     if sim.prefix_cache is not None:
         # each replica's simulated prefix cache stands in front of its mock server: the replica's URL becomes its own
         cache = sim.prefix_cache
-        mocks, state["replicas"] = state["replicas"], []
+        mocks, state.replicas = state.replicas, []
         for i, url in enumerate(mocks):
             port = processes.free_port()
             cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port), "--backend", url,
@@ -124,38 +146,38 @@ def _start_serving(ctx: StepContext, state: dict[str, Any], started) -> None:
                    "--offload-blocks", str(cache.offload_blocks), "--model", ctx.cell.model]
             if cache.offload_survives_reset:
                 cmd.append("--offload-survives-reset")
-            proxy = serving(processes.start(f"prefix-cache-{i}", cmd, port, logs / f"prefix-cache-{i}.log"))
-            state["replicas"].append(f"http://127.0.0.1:{port}")
+            proxy = serving(processes.start(f"prefix-cache-{i}", cmd, port, folder.log(f"prefix-cache-{i}")))
+            state.replicas.append(f"http://127.0.0.1:{port}")
             processes.wait_http(proxy, f"http://127.0.0.1:{port}/health", START_TIMEOUT_S)
 
-    if len(state["replicas"]) > 1 or sim.capacity:
+    if len(state.replicas) > 1 or sim.capacity:
         port = processes.free_port()
         cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port)]
         if sim.capacity:
             cmd += ["--capacity", str(sim.capacity)]
-        for url in state["replicas"]:
+        for url in state.replicas:
             cmd += ["--backend", url]
-        router = serving(processes.start("router", cmd, port, logs / "router.log"))
-        state["endpoint"] = f"http://127.0.0.1:{port}"
-        processes.wait_http(router, f"{state['endpoint']}/health", START_TIMEOUT_S)
+        router = serving(processes.start("router", cmd, port, folder.log("router")))
+        state.endpoint = f"http://127.0.0.1:{port}"
+        processes.wait_http(router, f"{state.endpoint}/health", START_TIMEOUT_S)
     else:
-        state["endpoint"] = state["replicas"][0]
+        state.endpoint = state.replicas[0]
 
     name = ctx.configuration.store_kind
     if name is not None:
         port = processes.free_port()
         cmd = [kv_server_bin(name), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--protected-mode", "yes"]
-        kv = serving(processes.start(f"{name}-server", cmd, port, logs / f"{name}-server.log"))
+        kv = serving(processes.start(f"{name}-server", cmd, port, folder.log(f"{name}-server")))
         processes.wait_resp_ping(kv, START_TIMEOUT_S)
-        state["kv_backend"] = {"kind": name, "port": port, "server_version": kv_server_version(port)}
+        state.kv_backend = KvBackend(kind=name, port=port, server_version=kv_server_version(port))
 
 
 def redeploy(ctx: StepContext) -> dict[str, Any]:
     """Between trials (trial_isolation: redeploy): stop the serving processes and start them again, so
     the next trial begins with empty caches and index; the cell's pmlogger keeps recording."""
     state = load_state(ctx)
-    procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+    procs = _procs(state)
     keep = [p for p in procs if p.name == "pmlogger"]
     old = [p for p in procs if p.name != "pmlogger"]
     for p in reversed(old):
@@ -163,12 +185,11 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
     problems = processes.leftovers(old)
     if problems:
         raise RuntimeStepError("redeploy: the previous trial's servers left things behind: " + "; ".join(problems))
-    fresh: dict[str, Any] = {"processes": [p.to_dict() for p in keep], "replicas": [], "endpoint": None,
-                             "kv_backend": None, "pcp": state.get("pcp")}
+    fresh = RuntimeState(processes=_entries(keep), replicas=[], endpoint=None, kv_backend=None, pcp=state.pcp)
     _save(ctx, fresh)
     _start_serving(ctx, fresh, _tracker(ctx, fresh, list(keep)))
     _save(ctx, fresh)
-    return fresh
+    return dump_state(fresh)
 
 
 def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:
@@ -176,8 +197,8 @@ def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:
     from llmd_bench.observe import pcp
 
     try:
-        tools = pcp.ensure_pmcd(ctx.cell_dir / "logs")
-        proc, metrics, archive = pcp.start_logger(tools, ctx.cell_dir / "pcp", "pmlogger", on_start=started)
+        tools = pcp.ensure_pmcd(ctx.folder.logs)
+        proc, metrics, archive = pcp.start_logger(tools, ctx.folder.pcp, "pmlogger", on_start=started)
         return {"archive": str(archive.relative_to(ctx.cell_dir)), "metrics": metrics, "pid": proc.pid}
     except pcp.PcpUnavailable as exc:
         return {"unavailable": str(exc)}
@@ -187,17 +208,16 @@ def observation_targets(ctx: StepContext) -> Any:
     from llmd_bench.observe.sampler import Targets
 
     state = load_state(ctx)
-    kv = state.get("kv_backend") or {}
-    return Targets(list(state.get("replicas", [])), ("127.0.0.1", kv["port"]) if kv.get("port") else None)
+    kv = state.kv_backend
+    return Targets(list(state.replicas), ("127.0.0.1", kv.port) if kv is not None and kv.port else None)
 
 
 def stop_pcp_recording(ctx: StepContext) -> dict[str, Any]:
     state = load_state(ctx)
-    rec = state.get("pcp") or {}
-    for p in state.get("processes", []):
-        if p["name"] == "pmlogger":
-            processes.stop(ManagedProcess(**p), grace_s=10)
-    return rec
+    for p in _procs(state):
+        if p.name == "pmlogger":
+            processes.stop(p, grace_s=10)
+    return state.pcp or {}
 
 
 def kv_server_version(port: int) -> str | None:
@@ -208,22 +228,22 @@ def kv_server_version(port: int) -> str | None:
 
 def endpoint(ctx: StepContext) -> str:
     state = load_state(ctx)
-    if not state.get("endpoint"):
+    if not state.endpoint:
         raise RuntimeStepError(f"cell {ctx.cell} has no running stack ({state_path(ctx)} has no endpoint): did deploy run?")
-    return state["endpoint"]
+    return state.endpoint
 
 
 def teardown(ctx: StepContext) -> dict[str, Any]:
     state = load_state(ctx)
-    procs = [ManagedProcess(**p) for p in state.get("processes", [])]
-    generators = processes.stop_recorded_groups(paths.generator_pid_files(ctx.cell_dir))
+    procs = _procs(state)
+    generators = processes.stop_recorded_groups(ctx.folder.generator_pid_files())
     for p in reversed(procs):
         processes.stop(p)
     problems = processes.leftovers(procs)
-    state["stopped"] = [{"name": p.name, "pid": p.pid, "port": p.port} for p in procs]
-    state["leftovers"] = problems
+    state.stopped = [StoppedProcess(name=p.name, pid=p.pid, port=p.port) for p in procs]
+    state.leftovers = problems
     if not problems:
-        state["processes"] = []
+        state.processes = []
     _save(ctx, state)
     if problems:
         raise RuntimeStepError("teardown left things behind: " + "; ".join(problems))
@@ -243,18 +263,19 @@ def cleanup_leftovers(results_root: Path) -> list[str]:
     """Stop what cells of any run left running when their teardown never ran (Airflow stopped mid-run,
     a killed worker). `make stop` calls it; only processes still running the recorded program are touched."""
     stopped = []
-    for state_file in sorted(results_root.glob(f"*/*/*/{STATE_FILE}")):
-        cell = state_file.parent.relative_to(results_root)
-        stopped += [f"{s} of {cell}" for s in processes.stop_recorded_groups(paths.generator_pid_files(state_file.parent))]
-        state = read_json(state_file)
-        procs = [ManagedProcess(**p) for p in state.get("processes", [])]
+    for state_file in sorted(results_root.glob(f"*/*/*/{RUNTIME_STATE_FILE}")):
+        folder = CellFolder(state_file.parent)
+        cell = folder.path.relative_to(results_root)
+        stopped += [f"{s} of {cell}" for s in processes.stop_recorded_groups(folder.generator_pid_files())]
+        state = read_runtime_state(folder)
+        procs = _procs(state)
         alive = [p for p in procs if processes.pid_alive(p.pid) and _same_program(p)]
         for p in alive:
             processes.stop(p)
-            stopped.append(f"{p.name} (pid {p.pid}, port {p.port}) of {state_file.parent.relative_to(results_root)}")
+            stopped.append(f"{p.name} (pid {p.pid}, port {p.port}) of {cell}")
         if procs:
-            state["processes"] = [p.to_dict() for p in procs if p in alive and processes.pid_alive(p.pid)]
-            write_json_atomic(state_file, state)
+            state.processes = _entries([p for p in procs if p in alive and processes.pid_alive(p.pid)])
+            write_runtime_state(folder, state)
     return stopped
 
 
@@ -269,7 +290,7 @@ class LocalRuntime(Runtime):
 
     def leftovers(self) -> list[str]:
         """Processes an earlier attempt at this cell started that still run what was started."""
-        procs = [ManagedProcess(**p) for p in load_state(self.ctx).get("processes", [])]
+        procs = _procs(load_state(self.ctx))
         return [f"{p.name} (pid {p.pid}, port {p.port})" for p in procs if processes.pid_alive(p.pid) and _same_program(p)]
 
     def redeploy(self) -> None:
@@ -319,7 +340,7 @@ class LocalRuntime(Runtime):
         from llmd_bench import __version__
 
         state = load_state(self.ctx)
-        procs = state.get("processes") or []
+        procs = [p.model_dump() for p in state.processes]
         host = host_platform.node() or "localhost"
         unavailable = {"images": "simulated: processes on this host, no container images",
                        "vllm_version": "simulated: GuideLLM mock servers stand in for vLLM",
@@ -339,11 +360,11 @@ class LocalRuntime(Runtime):
                    for p in procs if p["name"].startswith("mock-server-")]
         router = [{"name": p["name"], "args": list(p["cmd"]), "llmd_bench_version": __version__}
                   for p in procs if p["name"] == "router" or p["name"].startswith("prefix-cache-")]
-        kv = state.get("kv_backend")
+        kv = state.kv_backend
         kv_entry = None
         if kv:
-            cmd = next((p["cmd"] for p in procs if p["name"] == f"{kv['kind']}-server"), None)
-            kv_entry = {"kind": kv["kind"], "server_version": kv.get("server_version"), "args": cmd}
+            cmd = next((p["cmd"] for p in procs if p["name"] == f"{kv.kind}-server"), None)
+            kv_entry = {"kind": kv.kind, "server_version": kv.server_version, "args": cmd}
         try:  # this host's CPU model (Linux)
             cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                         if line.lower().startswith(("model name", "hardware")) and ":" in line), None)

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.context import StepContext, write_json_atomic
+from llmd_bench.cell_folder import CellRecord, write_observations
+from llmd_bench.context import StepContext
 from llmd_bench.observe import generator, kv_index, pcp, prometheus, verdict
 from llmd_bench.observe.sampler import read as read_samples
 from llmd_bench.steps import observation_targets
-from llmd_bench.steps.sweep import SAMPLES_FILE
-
-OBSERVATIONS_FILE = "observations.json"
 
 
-def level_windows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    return [w for t in record.get("sweep", {}).get("trials", []) for w in t.get("level_windows", [])]
+def level_windows(record: CellRecord | None) -> list[dict[str, Any]]:
+    """Every trial's level windows (trial, concurrency, start, end): where the samples of each level lie."""
+    if record is None or record.sweep is None:
+        return []
+    return [w.model_dump() for t in record.sweep.trials for w in t.level_windows]
 
 
 def host_summaries(ctx: StepContext, windows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -86,12 +87,12 @@ def serving_summaries(samples: list[dict[str, Any]], replicas: list[str],
 
 
 def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], kv: tuple[str, int] | None) -> dict[str, Any] | None:
-    record = ctx.read_record()
-    backend = (record.get("serving") or {}).get("kv_backend") or {}
-    host, port = kv if kv else (backend.get("host", "127.0.0.1"), backend.get("port"))
+    record = ctx.record()
+    backend = record.serving.kv_backend if record is not None and record.serving is not None else None
+    host, port = kv if kv else ((backend.host or "127.0.0.1", backend.port) if backend else ("127.0.0.1", None))
     if port is None:
         return None
-    server = f"{backend.get('kind')} {backend.get('server_version')}"
+    server = f"{backend.kind} {backend.server_version}" if backend else "None None"
     counts = [s["keys"] for s in samples if s.get("source") == "kv_index" and s.get("keys") is not None]
     summary: dict[str, Any] = {"server": server}
     epp = [s for s in samples if s.get("source") == "epp"]
@@ -109,26 +110,26 @@ def kv_summary(ctx: StepContext, samples: list[dict[str, Any]], kv: tuple[str, i
 
 def run(ctx: StepContext) -> dict[str, Any]:
     assert ctx.cell is not None
-    record = ctx.read_record()
+    record = ctx.record()
     windows = level_windows(record)
     targets = observation_targets(ctx)
-    samples = [s for t in range(1, ctx.params.trials + 1) for s in read_samples(ctx.cell_dir / f"trial-{t}" / SAMPLES_FILE)]
+    trials = range(1, ctx.params.trials + 1)
+    samples = [s for t in trials for s in read_samples(ctx.folder.serving_samples(t))]
     host, host_levels = host_summaries(ctx, windows)
     generator_host, generator_host_levels = generator_host_summaries(ctx, windows)
     serving, serving_levels = serving_summaries(samples, targets.replicas, windows)
     epp_samples = [s for s in samples if s.get("source") == "epp"]
     epp_levels = prometheus.per_level(epp_samples, windows, prometheus.EPP_METRICS) if epp_samples else []
     kv = kv_summary(ctx, samples, targets.kv)
-    cpu = [s for t in range(1, ctx.params.trials + 1)
-           for s in generator.read(ctx.cell_dir / f"trial-{t}" / generator.SAMPLES_FILE)]
+    cpu = [s for t in trials for s in generator.read(ctx.folder.generator_cpu_samples(t))]
     generator_levels = generator.per_level(cpu, windows)
-    replica_count = (record.get("serving") or {}).get("replicas")
+    replica_count = record.serving.replicas if record is not None and record.serving is not None else None
     effect = verdict.judge(ctx.configuration.evidence, replica_count, serving, kv)
     observations = {"pcp": host, "host_levels": host_levels, "serving_metrics": serving,
                     "serving_levels": serving_levels, "epp_levels": epp_levels, "kv_index": kv, "config_effect": effect,
                     "generator_levels": generator_levels, "generator_host": generator_host,
                     "generator_host_levels": generator_host_levels}
-    write_json_atomic(ctx.cell_dir / OBSERVATIONS_FILE, observations)
+    write_observations(ctx.folder, observations)
     with ctx.update_record() as rec:
         rec["pcp"] = host
         rec["serving_metrics"] = serving

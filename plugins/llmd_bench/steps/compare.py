@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import gpu_time, paths, storage
+from llmd_bench.cell_folder import RUN_SUMMARY_FILE, read_levels
 from llmd_bench.context import StepContext, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
-from llmd_bench.steps.load_results import LEVELS_FILE
 
 
 class CellsFailed(LlmdBenchError):
@@ -32,17 +32,16 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
         if not ctx.params.selects(cell):
             outcomes.append(row | {"status": "skipped", "reason": "not selected"})
             continue
-        record = sub.read_record()
+        record = sub.record()
         row["gpu_time"] = gpu_time.phases(record)
-        row["stack"] = record.get("stack") or {}  # what deploy found, also for a cell that failed later
-        failed_steps = {k: v for k, v in record.get("steps", {}).items() if v.get("status") == "failed"}
-        step_errors = "; ".join(f"{k}: {v.get('error')}" for k, v in failed_steps.items()) or None
-        levels_path = sub.cell_dir / LEVELS_FILE
-        if not levels_path.exists():
+        row["stack"] = (record.stack if record else None) or {}  # what deploy found, also for a cell that failed later
+        failed_steps = {k: v for k, v in (record.steps if record else {}).items() if v.status == "failed"}
+        step_errors = "; ".join(f"{k}: {v.error}" for k, v in failed_steps.items()) or None
+        levels = read_levels(sub.folder)
+        if levels is None:
             outcomes.append(row | {"status": "failed", "reason": step_errors or "no results (steps did not run)"})
             continue
-        levels = json.loads(levels_path.read_text())
-        if not any(lv["valid"] for lv in levels):
+        if not any(lv.valid for lv in levels):
             outcomes.append(row | {"status": "invalid", "reason": "no valid level"})
             continue
         outcomes.append(row | {"status": "ok", "reason": step_errors})
@@ -91,7 +90,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     print(peak_table_text(report))
     print(f"report: {out / 'report.html'}")
     mlflow = log_to_mlflow(ctx.run_id, ctx.campaign.dag_id, out)
-    write_json_atomic(ctx.run_dir / "summary.json", {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
+    write_json_atomic(ctx.run_dir / RUN_SUMMARY_FILE, {"run_id": ctx.run_id, "campaign": ctx.campaign.dag_id,
                                                      "runtime": ctx.runtime, "report": str(out), "cells": outcomes})
     failed = [f"{o['model']}/{o['config']}{_factors_suffix(o)} ({o['reason']})" for o in outcomes
               if o["status"] in ("failed", "invalid")]

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.context import StepContext, read_json, write_json_atomic
+from llmd_bench.cell_folder import CellRecord, Observations, read_observations, write_levels
+from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError
 from llmd_bench.guidellm_report import Report, parse_report_file
 from llmd_bench.observe import generator
 from llmd_bench.results import cell_status, run_info_from_record, sha256
-from llmd_bench.steps.collect_pcp import OBSERVATIONS_FILE
-from llmd_bench.steps.sweep import report_path
-
-LEVELS_FILE = "levels.json"
 
 
 def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:
     reports = []
     for trial in range(1, ctx.params.trials + 1):
-        path = report_path(ctx, trial)
+        path = ctx.folder.trial_report(trial)
         if not path.exists():
             raise ReportError(f"cell {ctx.cell}: trial {trial} has no GuideLLM report at {path}")
         reports.append((trial, parse_report_file(path, expected_duration_s=ctx.params.expected_level_s)))
@@ -39,11 +36,13 @@ def level_rows(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
     } for trial, report in reports for lv in report.levels]
 
 
-def observation_rows(observed: dict[str, Any], trial: int) -> list[tuple[int, str, str, float]]:
-    rows = []
+def observation_rows(observed: Observations | None, trial: int) -> list[tuple[int, str, str, float]]:
+    rows: list[tuple[int, str, str, float]] = []
+    if observed is None:
+        return rows
     for source, key in (("pcp", "host_levels"), ("vllm", "serving_levels"), ("epp", "epp_levels"),
                         ("generator", "generator_levels"), ("pcp-generator", "generator_host_levels")):
-        for level in observed.get(key) or []:
+        for level in getattr(observed, key):
             if level.get("trial", 1) != trial:
                 continue
             for metric, value in level.items():
@@ -70,12 +69,14 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     from llmd_bench.db import store as db
 
     assert ctx.cell is not None
-    record = ctx.read_record()
+    record = ctx.record()
+    if record is None:
+        raise ReportError(f"cell {ctx.cell}: no record at {ctx.folder.record}: did deploy run?")
     run = run_info_from_record(record)
-    observed = read_json(ctx.cell_dir / OBSERVATIONS_FILE)
-    observability = {k: observed.get(k) for k in ("pcp", "generator_host", "serving_metrics", "kv_index")} if observed else \
-        {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}}
-    serving = record.get("serving", {})
+    observed = read_observations(ctx.folder)
+    observability = ({k: getattr(observed, k) for k in ("pcp", "generator_host", "serving_metrics", "kv_index")}
+                     if observed else {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}})
+    versions = record.versions.model_dump(exclude_unset=True)
     levels = suspect_levels(reports)
     for s in levels:
         if s["reason"]:
@@ -84,15 +85,16 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     def load(session: Session) -> None:
         for trial, report in reports:
             status, reason = cell_status(report)
-            path = report_path(ctx, trial)
+            path = ctx.folder.trial_report(trial)
             info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
                                stack_factors=ctx.cell.stack_factors, config_factors=ctx.cell.config_factors,
                                factors=dict(ctx.cell.factors), sweep=adaptive_summary(record, trial),
-                               trial=trial, status=status, reason=reason, replicas=serving.get("replicas"),
+                               trial=trial, status=status, reason=reason,
+                               replicas=record.serving.replicas if record.serving else None,
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
-                               versions=record.get("versions", {}), report_path=str(path), report_sha256=sha256(path),
-                               config_effect=observed.get("config_effect") or {}, observability=observability,
-                               stack=record.get("stack") or {})
+                               versions=versions, report_path=str(path), report_sha256=sha256(path),
+                               config_effect=observed.config_effect.model_dump() if observed else {},
+                               observability=observability, stack=record.stack or {})
             mine = [s for s in levels if s["trial"] == trial]
             suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
             lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
@@ -103,17 +105,18 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
 
 
-def adaptive_summary(record: dict[str, Any], trial: int) -> dict[str, Any]:
+def adaptive_summary(record: CellRecord, trial: int) -> dict[str, Any]:
     """The adaptive sweep's decisions for a trial (trials after the first measure trial 1's levels)."""
-    trials = {t.get("trial"): t for t in (record.get("sweep") or {}).get("trials", [])}
-    first, mine = trials.get(1, {}).get("adaptive"), trials.get(trial, {}).get("adaptive")
+    trials = {t.trial: t for t in (record.sweep.trials if record.sweep else [])}
+    first = trials[1].adaptive if 1 in trials else None
+    mine = trials[trial].adaptive if trial in trials else None
     return mine if mine and "grid" in mine else (first or {})
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
     reports = parse_trials(ctx)
     rows = level_rows(reports)
-    write_json_atomic(ctx.cell_dir / LEVELS_FILE, rows)
+    write_levels(ctx.folder, rows)
     for r in rows:
         if not r["valid"]:
             print(f"level {r['concurrency']} (trial {r['trial']}) is invalid: {r['invalid_reason']}")

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, level_reset, method, paths
+from llmd_bench import adaptive, level_reset, method
+from llmd_bench.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
 from llmd_bench.guidellm_report import parse_report_file
@@ -26,8 +27,6 @@ from llmd_bench.runtime import processes
 from llmd_bench.settings import SettingsError, settings
 from llmd_bench.steps import endpoint_for, observation_targets
 
-REPORT_NAME = "guidellm_report.json"
-SAMPLES_FILE = "serving_samples.jsonl"
 # GuideLLM can stall between levels and never exit (vllm-project/guidellm issues 431 and 1152). Each level
 # may take its duration plus the drain of requests in flight; start-up loads the tokenizer and data.
 LEVEL_ALLOWANCE_FACTOR = 2.0
@@ -44,7 +43,7 @@ class GuidellmStalled(RuntimeStepError):
 
 
 def report_path(ctx: StepContext, trial: int) -> Path:
-    return ctx.cell_dir / f"trial-{trial}" / REPORT_NAME
+    return ctx.folder.trial_report(trial)
 
 
 def tokenizer_spec(ctx: StepContext) -> str:
@@ -109,7 +108,7 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
-        pid_file = log_path.with_name(paths.GENERATOR_PID_FILE)
+        pid_file = log_path.with_name(GENERATOR_PID_FILE)  # beside the log: trial-<n>/guidellm.pid
         processes.record_group(pid_file, proc.pid, cmd)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
@@ -188,7 +187,7 @@ def reset_caches(ctx: StepContext, targets: level_reset.ResetTargets, level: int
 def stop_earlier_generators(cell_dir: Path) -> list[str]:
     """A sweep killed with SIGKILL (an OOM kill, `kill -9`, a lost worker) leaves its GuideLLM running
     against the server; the next attempt must not measure alongside it."""
-    stopped = processes.stop_recorded_groups(paths.generator_pid_files(cell_dir))
+    stopped = processes.stop_recorded_groups(CellFolder(cell_dir).generator_pid_files())
     for what in stopped:
         print(f"stopped {what}, left running by an earlier attempt of this sweep", flush=True)
     return stopped
@@ -325,20 +324,21 @@ def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, ou
     cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
     print("running:", " ".join(cmd), flush=True)
     env = ctx.stack.guidellm_env()
-    trial_dir = ctx.cell_dir / f"trial-{trial}"
+    folder = ctx.folder
     # logs and the pid file stay in the trial folder, where teardown and cleanup look for running GuideLLMs
-    log_path = trial_dir / ("guidellm.log" if len(levels) == len(ctx.levels) and ctx.params.runs == "per-cell"
-                            else f"guidellm-level-{levels[0]}.log")
+    log_path = folder.guidellm_log(trial, None if len(levels) == len(ctx.levels) and ctx.params.runs == "per-cell"
+                                   else levels[0])
     targets = observation_targets(ctx)
     deadline_s, retries = trial_deadline_s(ctx, len(levels)), stall_retries()
     started = time.monotonic()
     for attempt in range(1, retries + 2):
         try:
-            with Sampler(trial_dir / SAMPLES_FILE, targets.replicas, targets.kv, epp_metrics=targets.epp_metrics) as sampler:
-                returncode = run_guidellm(cmd, log_path, env, deadline_s, trial_dir / generator.SAMPLES_FILE)
+            with Sampler(folder.serving_samples(trial), targets.replicas, targets.kv,
+                         epp_metrics=targets.epp_metrics) as sampler:
+                returncode = run_guidellm(cmd, log_path, env, deadline_s, folder.generator_cpu_samples(trial))
             break
         except GuidellmStalled as exc:
-            kept = log_path.with_name(f"{log_path.stem}.stalled-{attempt}.log")
+            kept = CellFolder.stalled_log(log_path, attempt)
             log_path.replace(kept)
             if attempt > retries:
                 raise RuntimeStepError(
