@@ -27,7 +27,6 @@ from llmd_bench.report.data import from_store
 from llmd_bench.runtime import kubernetes as k8s
 from llmd_bench.runtime import local
 from llmd_bench.runtime import stack_metadata as sm
-from llmd_bench.runtime.existing import ExistingRuntime
 from llmd_bench.steps import deploy, load_results
 from llmd_bench.steps.sweep import report_path
 
@@ -276,13 +275,13 @@ def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaig
 
 
 def test_existing_and_unrecorded_cells_say_what_is_missing(db_url, real_report):
-    """Until the existing runtime captures its own stack, its cells store the base shape saying so; imported
-    cells carry none."""
+    """A cell whose stack could not be captured stores and shows why (the existing runtime's own capture is tested
+    through the DAG in test_existing.py); imported cells carry none."""
     from llmd_bench.guidellm_report import parse_report_file
     from llmd_bench.importer import import_reports
+    from llmd_bench.runtime.stack_metadata import failed
 
-    c = k8s_ctx("no-offload", run_id="run-existing")
-    existing = ExistingRuntime(c).stack_metadata()
+    existing = failed("existing", False, RuntimeError("the API server did not answer"))
     run = db.RunInfo("reference", "run-existing", "kubernetes", "v0.4.0", "0.11.2", "0.8.1", None, {}, {})
     engine = db.make_engine(db_url)
     db.migrate(engine)
@@ -294,7 +293,7 @@ def test_existing_and_unrecorded_cells_say_what_is_missing(db_url, real_report):
         engine.dispose()
     _, (md, _) = _report(db_url, "run-existing")
     assert "| Qwen3-8B/no-offload | existing |" in md
-    assert "stack: the existing runtime records no stack metadata" in md
+    assert "stack: capturing the stack metadata failed: RuntimeError: the API server did not answer" in md
     import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="past-1", url=db_url)
     _, (md, _) = _report(db_url, "past-1")
     assert "No stack metadata for Qwen3-8B/llm-d-redis: stored before it was captured, or imported." in md
