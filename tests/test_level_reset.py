@@ -215,10 +215,17 @@ def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campai
     assert resets == 4  # two per level: the reset checked, and the probe out again
     levels = parse_report_file(sweep.report_path(ctx, 1)).levels
     assert [lv.concurrency for lv in levels] == [1, 2] and all(lv.valid for lv in levels)
-    # the warm-ups after resets count as warm-up GPU time, not as model loads
-    record["steps"] = {"deploy": {"elapsed_s": 1.0, "started": "2026-11-27T10:00:00+00:00"},
-                       "warmup": {"elapsed_s": 0.5}, "teardown": {"elapsed_s": 1.0, "ended": "2026-11-27T10:05:00+00:00"}}
-    split = gpu_time.phases(record)["seconds"]
+    # the warm-ups after resets count as warm-up GPU time, not as model loads (steps timed as the runner records them)
+    from llmd_bench.cell_folder import CellRecord
+
+    def step(started: str, ended: str, elapsed_s: float) -> dict:
+        return {"status": "ok", "started": started, "ended": ended, "elapsed_s": elapsed_s, "summary": {}}
+
+    record["steps"] = {"deploy": step("2026-11-27T10:00:00+00:00", "2026-11-27T10:00:01+00:00", 1.0),
+                       "warmup": step("2026-11-27T10:00:01+00:00", "2026-11-27T10:00:01.500+00:00", 0.5),
+                       "teardown": step("2026-11-27T10:04:59+00:00", "2026-11-27T10:05:00+00:00", 1.0)}
+    record["serving"] = {"replicas": 1, "endpoint": replica, "simulated": True}
+    split = gpu_time.phases(CellRecord.model_validate(record))["seconds"]
     assert split["model_load"] == 1.0
     assert split["warmup"] == round(0.5 + sum(r["warmup_s"] for r in runs), 3)
 
