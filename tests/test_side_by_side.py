@@ -114,8 +114,9 @@ def test_a_second_campaign_with_the_same_run_id_is_refused_before_it_touches_any
     write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_second"), name="second")
     ctx = StepContext(first, resolve_params(first, {}, catalog.known_versions()), run_id, "local",
                       Cell("Qwen/Qwen3-0.6B", "no-offload"))
-    with ctx.update_record() as record:
-        record["steps"]["sweep"] = {"status": "ok"}
+    with ctx.update_record() as record:  # the first campaign's cell has run a step
+        record["steps"]["warmup"] = {"status": "ok", "started": "2026-10-04T00:01:00+00:00",
+                                     "ended": "2026-10-04T00:01:02+00:00", "elapsed_s": 2.0, "summary": {"requests": 2}}
     before = {p: p.read_bytes() for p in ctx.cell_dir.rglob("*") if p.is_file()}
     rc = cli.main(["deploy", "--campaign", "second", "--run-id", run_id, "--model", "Qwen/Qwen3-0.6B",
                    "--config", "no-offload"])
