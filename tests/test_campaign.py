@@ -158,3 +158,48 @@ def test_a_catalog_name_cannot_be_redefined_and_the_baseline_must_be_benchmarked
     c = load_campaign(write_campaign(tmp_path, doc))
     with pytest.raises(ParamsError, match=r"param `baseline`: 'llm-d-redis' is not in this campaign"):
         resolve_params(c, {"baseline": "llm-d-redis"}, catalog.known_versions())
+
+
+def test_run_params_are_defined_once_and_the_trigger_form_accepts_and_refuses_what_the_steps_do():
+    """RunParams is the one definition: the trigger form's schema and defaults derive from it, and the
+    campaign file's workload shares its fields, so the form can neither offer a param the steps reject
+    nor refuse one they take."""
+    import jsonschema
+
+    from llmd_bench.campaign import RunParams, Workload, default_and_schema
+
+    c = load_campaign(REFERENCE)
+    form = default_and_schema(c, catalog.known_versions())
+    assert list(form) == list(RunParams.model_fields)  # every param, in the model's order (models first)
+    assert resolve_params(c, {}, catalog.known_versions()) == RunParams.model_validate(
+        {name: default for name, (default, _) in form.items()})
+    for name, (default, schema) in form.items():
+        jsonschema.validate(default, schema)  # the form accepts its own defaults
+        assert schema["description"] and "title" not in schema and "default" not in schema, name
+    shared = Workload.model_json_schema()["properties"]
+    for name in ("concurrency", "duration_s", "prefix_count", "max_requests", "runs", "level_isolation"):
+        assert shared[name]["description"] == RunParams.model_json_schema()["properties"][name]["description"]
+
+    def form_accepts(conf):
+        try:
+            for name, value in conf.items():
+                jsonschema.validate(value, form[name][1])
+            return True
+        except jsonschema.ValidationError:
+            return False
+
+    def steps_accept(conf):
+        try:
+            resolve_params(c, conf, catalog.known_versions())
+            return True
+        except ParamsError:
+            return False
+
+    cases = [{"concurrency": [0]}, {"concurrency": [1, 2]}, {"duration_s": 0}, {"duration_s": 0.5},
+             {"prefix_count": "2y"}, {"prefix_count": 0}, {"prefix_tokens": -1}, {"prefix_tokens": 0},
+             {"models": ["Qwen/Qwen3-8B", "Qwen/Qwen3-8B"]}, {"models": ["Qwen/Qwen3-8B"]},
+             {"configs": ["gpu-magic"]}, {"baseline": "llm-d-redis"}, {"llmd_version": "v9.9.9"},
+             {"llmd_version": "v0.5.1"}, {"runs": "sometimes"}, {"noise_floor_pct": 101}, {"sweep": "adaptive"},
+             {"factors": {"replicas": [2]}}, {"trials": 0}]
+    for conf in cases:
+        assert form_accepts(conf) == steps_accept(conf), conf

@@ -95,31 +95,80 @@ SWEEPS: tuple[str, ...] = ("grid", "adaptive")
 LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart", "reset")
 
 
-class Workload(_Strict):
-    concurrency: Annotated[list[PositiveInt], Field(min_length=1)]
-    duration_s: PositiveFloat
-    prompt_tokens: PositiveInt
-    output_tokens: PositiveInt
-    prefix_tokens: NonNegativeInt
-    turns: PositiveInt
-    seed: int
-    warmup_requests: NonNegativeInt = 8
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError(f"values must be unique, got {values}")
+    return values
+
+
+@dataclass(frozen=True)
+class FromCampaign:
+    """Field metadata: where a run param's default lives in the campaign (a dotted attribute path)."""
+
+    path: str
+
+
+# Each run param is defined once, here: its type, limits and description serve the campaign file (which
+# sets the default), RunParams (which validates a trigger), the trigger form's JSON schema and the defaults.
+Trials = Annotated[PositiveInt, Field(description="Sweeps per cell; 2 or more give confidence intervals.")]
+TrialIsolationParam = Annotated[TrialIsolation, Field(
+    description="redeploy: each trial after the first redeploys and warms up the cell, so the trials' spread "
+    "includes deployment variance; same-server: trials share the running servers.")]
+NoiseFloorPct = Annotated[float, Field(
+    ge=0, le=100, description="With one trial and no earlier runs of a cell, differences up to this % are within "
+    "noise (a percentage from 0 to 100).")]
+Baseline = Annotated[ConfigName, Field(description="The configuration the others are compared with.")]
+SweepParam = Annotated[Sweep, Field(
+    description="grid: every level; adaptive: levels in order until throughput stops rising beyond the noise floor, "
+    "then refinement levels around the best (levels past it are shown as not run; adaptive.py).")]
+
+
+class _Selection(_Strict):
+    """Which cells a run covers (first in the trigger form)."""
+
+    models: Annotated[list[str], Field(min_length=1, description="Models to benchmark.",
+                                       json_schema_extra={"uniqueItems": True}),
+                      AfterValidator(_unique), FromCampaign("model_names")]
+    configs: Annotated[list[ConfigName], Field(min_length=1, description="Configurations to benchmark.",
+                                               json_schema_extra={"uniqueItems": True}),
+                       AfterValidator(_unique), FromCampaign("configs")]
+
+
+class _WorkloadParams(_Strict):
+    """The workload and method: a campaign file's `workload:` and the run params that override it."""
+
+    concurrency: Annotated[list[PositiveInt], Field(
+        min_length=1, description="GuideLLM concurrent streams, one level each (integers >= 1). Levels above a "
+        "model's max_concurrency are not run for it.")]
+    duration_s: Annotated[PositiveFloat, Field(description="Seconds per concurrency level (> 0).")]
+    prompt_tokens: Annotated[PositiveInt, Field(description="Prompt tokens per turn.")]
+    output_tokens: Annotated[PositiveInt, Field(description="Output tokens per turn.")]
+    prefix_tokens: Annotated[NonNegativeInt, Field(description="Shared prefix tokens (the KV-cache reuse under test).")]
+    turns: Annotated[PositiveInt, Field(description="Turns per conversation.")]
+    seed: Annotated[int, Field(description="GuideLLM data seed.")]
     # The method (the February evaluation's defaults): one GuideLLM run per cell over all levels, GuideLLM's
     # single shared prefix, no request cap, the servers left running between levels.
-    prefix_count: PositiveInt | Multiplier = Field(1, description="shared prefixes (GuideLLM synthetic_text "
-                                                   "prefix_count): a number, or 'Nx' for N x concurrency per level")
-    max_requests: PositiveInt | Multiplier | None = Field(None, description="requests per level besides duration_s: "
-                                                          "a number, or 'Nx' for N x concurrency x turns")
-    runs: Runs = Field("per-cell", description="one GuideLLM run per cell over all levels, or one per level")
-    level_isolation: LevelIsolation = Field("none", description="restart: fresh model servers and an emptied index "
-                                            "before every level after the first; reset: the same caches and index "
-                                            "emptied without reloading the model, where shown equivalent (both need "
-                                            "runs: per-level)")
+    prefix_count: PositiveInt | Multiplier = Field(
+        1, description="Shared prefixes in the synthetic data (GuideLLM synthetic_text prefix_count): a number, or "
+        "'Nx' for N x concurrency at each level (needs runs: per-level).")
+    max_requests: PositiveInt | Multiplier | None = Field(
+        None, description="Requests per level besides the duration: a number, 'Nx' for N x concurrency x turns "
+        "(needs runs: per-level), or empty for none.")
+    runs: Runs = Field("per-cell", description="per-cell: one GuideLLM run sweeps every level (February); "
+                       "per-level: one run per level.")
+    level_isolation: LevelIsolation = Field(
+        "none", description="restart: fresh model servers and an emptied index before every level after the first; "
+        "reset: caches and index emptied without reloading the model, checked against a fresh server before every "
+        "level (both need runs: per-level).")
 
     @model_validator(mode="after")
-    def _method_is_consistent(self) -> Workload:
+    def _method_is_consistent(self) -> _WorkloadParams:
         check_method(self.runs, self.level_isolation, self.prefix_count, self.max_requests)
         return self
+
+
+class Workload(_WorkloadParams):
+    warmup_requests: NonNegativeInt = 8
 
 
 def check_method(runs: str, level_isolation: str, prefix_count: int | str, max_requests: int | str | None) -> None:
@@ -310,12 +359,6 @@ class MemoryRegime(_Strict):
         return self.gpu_memory_utilization.get(model, self.gpu_memory_utilization.get("*"))
 
 
-def _unique(values: list[Any]) -> list[Any]:
-    if len(set(values)) != len(values):
-        raise ValueError(f"values must be unique, got {values}")
-    return values
-
-
 class Factors(_Strict):
     """What a campaign varies besides models and configurations: cells are models x configurations x every
     combination of these values."""
@@ -351,25 +394,21 @@ class Campaign(_Strict):
     schedule: str | None = None
     catchup: bool = False
     lanes: PositiveInt = Field(1, description="cells that may run at the same time (they share GPUs)")
-    trials: PositiveInt = 1
-    trial_isolation: TrialIsolation = Field(
-        "redeploy", description="redeploy: each trial after the first re-runs deploy and warm-up, so the trials' "
-        "spread includes deployment variance; same-server: trials reuse the running servers")
-    noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = Field(
-        DEFAULT_NOISE_FLOOR_PCT, description="with one trial and no history, differences up to this % are within noise")
+    trials: Trials = 1
+    trial_isolation: TrialIsolationParam = "redeploy"
+    noise_floor_pct: NoiseFloorPct = DEFAULT_NOISE_FLOOR_PCT
     tags: list[str] = []
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     # before `configs`, which are checked against it
     configurations: dict[str, Configuration] = Field(
         {}, description="this campaign's own configurations, besides include/configurations.yaml's")
     configs: Annotated[list[Annotated[ConfigName, AfterValidator(_defined_config)]], Field(min_length=1)]
-    baseline: ConfigName = Field(DEFAULT_BASELINE, description="the configuration every other one is compared with; "
-                                 "default no-offload when the campaign has it, else its first config")
+    # default no-offload when the campaign has it, else its first config (_default_baseline)
+    baseline: Baseline = DEFAULT_BASELINE
     workload: Workload
     serving: Serving
     factors: Factors = Field(Factors(), description="what the campaign varies besides models and configurations")
-    sweep: Sweep = Field("grid", description="grid: every level; adaptive: levels in order until throughput stops "
-                         "rising beyond noise, then refinement levels around the best (adaptive.py)")
+    sweep: SweepParam = "grid"
     adaptive: AdaptiveSettings = AdaptiveSettings()
     gpu_hour_cost: NonNegativeFloat | None = Field(None, description="what one GPU-hour costs (any currency): the "
                                                    "report adds each cell's cost and the cost per million output tokens")
@@ -551,31 +590,11 @@ class Campaign(_Strict):
         return config.model_copy(update={"model_server": server})
 
     def default_params(self) -> dict[str, Any]:
-        w, s = self.workload, self.serving
-        return {
-            "models": self.model_names,
-            "configs": list(self.configs),
-            "concurrency": list(w.concurrency),
-            "duration_s": w.duration_s,
-            "prompt_tokens": w.prompt_tokens,
-            "output_tokens": w.output_tokens,
-            "prefix_tokens": w.prefix_tokens,
-            "turns": w.turns,
-            "seed": w.seed,
-            "tensor_parallel_size": s.tensor_parallel_size,
-            "replicas": s.replicas,
-            "llmd_version": s.llmd_version,
-            "trials": self.trials,
-            "trial_isolation": self.trial_isolation,
-            "noise_floor_pct": self.noise_floor_pct,
-            "baseline": self.baseline,
-            "prefix_count": w.prefix_count,
-            "max_requests": w.max_requests,
-            "runs": w.runs,
-            "level_isolation": w.level_isolation,
-            "factors": {name: self.factors.values(name) for name in self.factors.declared()},
-            "sweep": self.sweep,
-        }
+        return default_params(self)
+
+    @property
+    def factor_values(self) -> dict[str, list[Any]]:
+        return {name: self.factors.values(name) for name in self.factors.declared()}
 
 
 @dataclass(frozen=True)
@@ -749,37 +768,25 @@ def find_campaign(name: str) -> Campaign:
     raise CampaignError(f"campaign {name!r} not found in {paths.campaigns_dir()}; available: {[f.stem for f in files]}")
 
 
-class RunParams(_Strict):
-    """The params of one run, resolved against the campaign (trigger form values)."""
+class RunParams(_WorkloadParams, _Selection):
+    """The params of one run, resolved against the campaign (trigger form values). The one definition of the
+    run params: the trigger form's schema (params_json_schema) and defaults (default_params) derive from it."""
 
-    models: Annotated[list[str], Field(min_length=1)]
-    configs: Annotated[list[ConfigName], Field(min_length=1)]
-    concurrency: Annotated[list[PositiveInt], Field(min_length=1)]
-    duration_s: PositiveFloat
-    prompt_tokens: PositiveInt
-    output_tokens: PositiveInt
-    prefix_tokens: NonNegativeInt
-    turns: PositiveInt
-    seed: int
-    tensor_parallel_size: PositiveInt
-    replicas: PositiveInt
-    llmd_version: str
-    trials: PositiveInt
-    trial_isolation: TrialIsolation = "redeploy"
-    noise_floor_pct: Annotated[float, Field(ge=0, le=100)] = DEFAULT_NOISE_FLOOR_PCT
-    baseline: ConfigName = DEFAULT_BASELINE
-    prefix_count: PositiveInt | Multiplier = 1
-    max_requests: PositiveInt | Multiplier | None = None
-    runs: Runs = "per-cell"
-    level_isolation: LevelIsolation = "none"
+    tensor_parallel_size: Annotated[PositiveInt, Field(description="vLLM tensor parallel size (GPUs per replica)."),
+                                    FromCampaign("serving.tensor_parallel_size")]
+    replicas: Annotated[PositiveInt, Field(description="Model server replicas per cell (routing needs more than one)."),
+                        FromCampaign("serving.replicas")]
+    llmd_version: Annotated[str, Field(description="llm-d version from the version catalog."),
+                            FromCampaign("serving.llmd_version")]
+    trials: Trials
+    trial_isolation: TrialIsolationParam = "redeploy"
+    noise_floor_pct: NoiseFloorPct = DEFAULT_NOISE_FLOOR_PCT
+    baseline: Baseline = DEFAULT_BASELINE
     # factor -> the values to run (narrows the campaign's factors; a factor left out runs all its values)
-    factors: dict[str, list[Any]] = {}
-    sweep: Sweep = "grid"
-
-    @model_validator(mode="after")
-    def _method_is_consistent(self) -> RunParams:
-        check_method(self.runs, self.level_isolation, self.prefix_count, self.max_requests)
-        return self
+    factors: Annotated[dict[str, list[Any]], Field(description="Factor values to run, narrowing the campaign's. A "
+                                                   "factor left out runs all its values."),
+                       FromCampaign("factor_values")] = {}
+    sweep: SweepParam = "grid"
 
     @property
     def expected_level_s(self) -> float | None:
@@ -886,112 +893,80 @@ def reset_refusals(campaign: Campaign, params: RunParams) -> dict[str, list[str]
     return out
 
 
-def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | None) -> str:
-    return {
-        "models": str(campaign.model_names),
-        "configs": str(list(campaign.configs)),
-        "baseline": str(list(campaign.configs)),
-        "runs": str(list(RUNS)),
-        "sweep": str(list(SWEEPS)),
-        "level_isolation": str(list(LEVEL_ISOLATIONS)),
-        "prefix_count": "an integer >= 1 or 'Nx' (N x concurrency), 'Nx' with runs per-level",
-        "max_requests": "an integer >= 1, 'Nx' (N x concurrency x turns) with runs per-level, or null",
-        "concurrency": "a non-empty list of integers >= 1",
-        "duration_s": "a number of seconds > 0",
-        "llmd_version": str(known_versions) if known_versions else "",
-        "trial_isolation": str(list(TRIAL_ISOLATIONS)),
-        "noise_floor_pct": "a percentage from 0 to 100",
-        "factors": str({n: campaign.factors.values(n) for n in campaign.factors.declared()}),
-    }.get(field, "")
+def default_params(campaign: Campaign) -> dict[str, Any]:
+    """Every run param's default: the campaign value each RunParams field names (FromCampaign), its
+    `workload:` value for the workload fields, else the campaign's same-named setting."""
+    def source(name: str) -> str:
+        marks = [m for m in RunParams.model_fields[name].metadata if isinstance(m, FromCampaign)]
+        if marks:
+            return marks[0].path
+        return f"workload.{name}" if name in _WorkloadParams.model_fields else name
+
+    def resolve(path: str) -> Any:
+        value: Any = campaign
+        for attr in path.split("."):
+            value = getattr(value, attr)
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    return {name: resolve(source(name)) for name in RunParams.model_fields}
 
 
 def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[str, dict[str, Any]]:
-    """JSON schema per param, for the Airflow trigger form (validated at trigger time)."""
-    def integer(minimum: int, desc: str) -> dict[str, Any]:
-        return {"type": "integer", "minimum": minimum, "description": desc}
-
-    return {
-        "models": {
-            "type": "array", "minItems": 1, "uniqueItems": True,
-            "items": {"type": "string", "enum": campaign.model_names},
-            "examples": campaign.model_names,
-            "description": f"Models to benchmark. Allowed: {', '.join(campaign.model_names)}.",
-        },
-        "configs": {
-            "type": "array", "minItems": 1, "uniqueItems": True,
-            "items": {"type": "string", "enum": list(campaign.configs)},
-            "examples": list(campaign.configs),
-            "description": f"Configurations to benchmark. Allowed: {', '.join(campaign.configs)}.",
-        },
-        "concurrency": {
-            "type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 1},
-            "description": "GuideLLM concurrent streams, one level each (integers >= 1). "
-            "Levels above a model's max_concurrency are not run for it.",
-        },
-        "duration_s": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds per concurrency level (> 0)."},
-        "prompt_tokens": integer(1, "Prompt tokens per turn."),
-        "output_tokens": integer(1, "Output tokens per turn."),
-        "prefix_tokens": integer(0, "Shared prefix tokens (the KV-cache reuse under test)."),
-        "turns": integer(1, "Turns per conversation."),
-        "seed": {"type": "integer", "description": "GuideLLM data seed."},
-        "tensor_parallel_size": integer(1, "vLLM tensor parallel size (GPUs per replica)."),
-        "replicas": integer(1, "Model server replicas per cell (routing needs more than one)."),
-        "llmd_version": {
-            "type": "string", "enum": known_versions,
-            "description": f"llm-d version from the version catalog. Allowed: {', '.join(known_versions)}.",
-        },
-        "trials": integer(1, "Sweeps per cell; 2 or more give confidence intervals."),
-        "trial_isolation": {
-            "type": "string", "enum": list(TRIAL_ISOLATIONS),
-            "description": "redeploy: each trial after the first redeploys and warms up the cell, so the "
-            "trials' spread includes deployment variance; same-server: trials share the running servers.",
-        },
-        "noise_floor_pct": {
-            "type": "number", "minimum": 0, "maximum": 100,
-            "description": "With one trial and no earlier runs of a cell, differences up to this % are within noise.",
-        },
-        "prefix_count": {
-            "type": ["integer", "string"], "minimum": 1, "pattern": "^[1-9][0-9]*x$",
-            "description": "Shared prefixes in the synthetic data: a number, or 'Nx' for N x concurrency at each level "
-            "(needs runs: per-level).",
-        },
-        "max_requests": {
-            "type": ["integer", "string", "null"], "minimum": 1, "pattern": "^[1-9][0-9]*x$",
-            "description": "Requests per level besides the duration: a number, 'Nx' for N x concurrency x turns "
-            "(needs runs: per-level), or empty for none.",
-        },
-        "sweep": {
-            "type": "string", "enum": list(SWEEPS),
-            "description": "grid: every level; adaptive: levels in order until throughput stops rising beyond the noise "
-            "floor, then refinement levels around the best (levels past it are shown as not run).",
-        },
-        "runs": {
-            "type": "string", "enum": list(RUNS),
-            "description": "per-cell: one GuideLLM run sweeps every level (February); per-level: one run per level.",
-        },
-        "level_isolation": {
-            "type": "string", "enum": list(LEVEL_ISOLATIONS),
-            "description": "restart: fresh model servers and an emptied index before every level after the first; "
-            "reset: caches and index emptied without reloading the model, checked against a fresh server before "
-            "every level (both need runs: per-level).",
-        },
-        "factors": {
-            "type": "object",
-            "properties": {name: {"type": "array", "minItems": 1, "uniqueItems": True,
-                                  "items": {"enum": campaign.factors.values(name)}}
-                           for name in campaign.factors.declared()},
-            "additionalProperties": False,
-            "description": "Factor values to run, narrowing the campaign's: "
-            + ("; ".join(f"{n} {campaign.factors.values(n)}" for n in campaign.factors.declared()) or "this campaign has none")
-            + ". A factor left out runs all its values.",
-        },
-        "baseline": {
-            "type": "string", "enum": list(campaign.configs),
-            "description": f"The configuration the others are compared with. Allowed: {', '.join(campaign.configs)}.",
-        },
+    """JSON schema per param for the Airflow trigger form (validated at trigger time), in form order: derived
+    from RunParams, with this campaign's models, configurations, versions and factors as the allowed values."""
+    properties = RunParams.model_json_schema()["properties"]
+    schema = {name: _form_schema(properties[name]) for name in RunParams.model_fields}
+    choices: dict[str, list[Any]] = {"models": campaign.model_names, "configs": list(campaign.configs),
+                                     "baseline": list(campaign.configs), "llmd_version": known_versions}
+    for name, allowed in choices.items():
+        field = schema[name]
+        if field.get("type") == "array":
+            field.update(items={**field["items"], "enum": allowed}, examples=allowed)
+        else:
+            field["enum"] = allowed
+        field["description"] += f" Allowed: {', '.join(allowed)}."
+    declared = campaign.factor_values
+    schema["factors"] = {
+        "type": "object", "additionalProperties": False,
+        "properties": {name: {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": values}}
+                       for name, values in declared.items()},
+        "description": schema["factors"]["description"] + " This campaign's: "
+        + ("; ".join(f"{name} {values}" for name, values in declared.items()) or "none") + ".",
     }
+    return schema
+
+
+def _form_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic's JSON schema of one field as Airflow's trigger form renders it: no title or default (the
+    Param carries the default), a union of plain types as a type list, integer limits as inclusive minimums."""
+    out = {k: v for k, v in prop.items() if k not in ("title", "default")}
+    if "anyOf" in out:
+        merged: dict[str, Any] = {"type": []}
+        for alternative in out.pop("anyOf"):
+            merged["type"].append(alternative["type"])
+            merged.update({k: v for k, v in _form_schema(alternative).items() if k != "type"})
+        out = {**merged, **out}
+    if out.get("type") == "integer" or (isinstance(out.get("type"), list) and "integer" in out["type"]):
+        if "exclusiveMinimum" in out:
+            out["minimum"] = out.pop("exclusiveMinimum") + 1
+    if isinstance(out.get("items"), dict):
+        out["items"] = _form_schema(out["items"])
+    return out
+
+
+def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | None) -> str:
+    """What a param accepts, for an error message: its allowed values, else its description."""
+    if field not in RunParams.model_fields:
+        return ""
+    schema = params_json_schema(campaign, known_versions or [])[field]
+    if field == "factors":
+        return str(campaign.factor_values)
+    enum = schema.get("enum") or schema.get("items", {}).get("enum")
+    if enum and (field != "llmd_version" or known_versions):
+        return str(list(enum))
+    return str(schema["description"]).split(" Allowed:")[0]
 
 
 def default_and_schema(campaign: Campaign, known_versions: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
-    defaults = campaign.default_params()
+    defaults = default_params(campaign)
     return {k: (defaults[k], schema) for k, schema in params_json_schema(campaign, known_versions).items()}
