@@ -331,8 +331,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
                 "sidecars": sim_tokenizer_sidecars(cell, entry, serving, env[0]),
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
     offload = config.model_server.kv_offload
-    memory = sizing.plan(campaign, spec, cell.config, tp, entry, offloads=offload is not None,
-                         size=offload.size_for(cell.model) if offload else None, offload=offload)
+    memory = memory_plan(campaign, cell, tp, entry, config)
     gpu_memory_utilization = config.model_server.gpu_memory_utilization or serving.gpu_memory_utilization
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
             "--max-num-seqs", str(serving.max_num_seqs), "--gpu-memory-utilization", str(gpu_memory_utilization),
@@ -490,11 +489,26 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:
-    """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied)."""
+def cell_campaign(campaign: Campaign, cell: Cell) -> Campaign:
+    """The campaign as the cell's objects are rendered: the configuration's block_size, if it sets one, in serving."""
     block_size = campaign.cell_configuration(cell).model_server.block_size
     if block_size is not None:  # vLLM, the EPP's indexer, the simulator and the sizing all read serving.block_size
         campaign = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"block_size": block_size})})
+    return campaign
+
+
+def memory_plan(campaign: Campaign, cell: Cell, tp: int, entry: catalog.VersionEntry,
+                config: Configuration) -> sizing.MemoryPlan:
+    """The model server's memory as its pod is sized: the configuration's offload tiers, the CPU tier for this model
+    (size_per_model, else size); `campaign` as cell_campaign gives it."""
+    offload = config.model_server.kv_offload
+    return sizing.plan(campaign, campaign.model(cell.model), cell.config, tp, entry, offloads=offload is not None,
+                       size=offload.size_for(cell.model) if offload else None, offload=offload)
+
+
+def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:
+    """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied)."""
+    campaign = cell_campaign(campaign, cell)
     ctx = context(campaign, params.for_cell(cell), cell, run_id, namespace)
     env = _env()
     docs: list[dict[str, Any]] = []

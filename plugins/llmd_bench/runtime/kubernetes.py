@@ -230,14 +230,15 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
 
 
 def _memory_plan(ctx: StepContext) -> dict[str, Any] | None:
-    from llmd_bench import catalog, sizing
+    """The model server's memory plan, as render_cell sized its pod."""
+    from llmd_bench import catalog, manifests
 
     assert ctx.cell is not None
     if ctx.campaign.serving.backend != "vllm":
         return None
-    plan = sizing.plan(ctx.campaign, ctx.model_spec, ctx.cell.config, ctx.params.tensor_parallel_size,
-                       catalog.entry(ctx.params.llmd_version), offloads=ctx.configuration.offloads,
-                       size=ctx.configuration.model_server.kv_offload.size if ctx.configuration.offloads else None)
+    plan = manifests.memory_plan(manifests.cell_campaign(ctx.campaign, ctx.cell), ctx.cell,
+                                 ctx.params.tensor_parallel_size, catalog.entry(ctx.params.llmd_version),
+                                 ctx.configuration)
     return plan.as_dict() | {"summary": plan.describe()}
 
 
