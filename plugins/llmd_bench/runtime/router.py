@@ -34,8 +34,12 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
                  model: str = "") -> type[BaseHTTPRequestHandler]:
     if cache is not None and len(backends) != 1:
         raise ValueError("a simulated prefix cache stands for one replica: give exactly one --backend")
+    urls = [urllib.parse.urlsplit(b) for b in backends]
+    for b, url in zip(backends, urls):
+        if not url.hostname:
+            raise ValueError(f"backend {b!r} names no host: give a URL such as http://127.0.0.1:8000")
     in_flight = [0]
-    cycle = itertools.cycle([urllib.parse.urlsplit(b) for b in backends])
+    cycle = itertools.cycle(urls)
     lock = threading.Lock()
     counts = {b: 0 for b in backends}
     slots = {b: threading.BoundedSemaphore(capacity) if capacity else None for b in backends}
@@ -60,7 +64,7 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
                 target = next(cycle)
                 counts[target.geturl()] += 1
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
+            request_body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
             slot = slots[target.geturl()] if self.command == "POST" else None  # generation requests only
             if slot is not None and not self._wait_for(slot):
@@ -68,12 +72,13 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
             counted = cache is not None and self.command == "POST"
             if counted:
                 assert cache is not None
-                cache.request(prompt_text(body))
+                cache.request(prompt_text(request_body))
                 with lock:
                     in_flight[0] += 1
+            assert target.hostname  # make_handler refused backends without one
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=600)
             try:
-                conn.request(self.command, self.path, body=body, headers=headers)
+                conn.request(self.command, self.path, body=request_body, headers=headers)
                 resp = conn.getresponse()
                 self.send_response(resp.status)
                 for k, v in resp.getheaders():
