@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from llmd_bench.settings import settings
+from llmd_bench.settings import located, settings
 
 PROJECT_HOME = settings().home
 
@@ -15,19 +15,19 @@ def home() -> Path:
 
 
 def campaigns_dir() -> Path:
-    return settings().campaigns
+    return located(settings().campaigns)
 
 
 def catalog_file() -> Path:
-    return settings().catalog
+    return located(settings().catalog)
 
 
 def results_root() -> Path:
-    return settings().results
+    return located(settings().results)
 
 
 def reports_root() -> Path:
-    return settings().reports
+    return located(settings().reports)
 
 
 def tokenizer_dir() -> Path:
@@ -65,4 +65,4 @@ def safe_component(value: str) -> str:
 
 
 def models_file() -> Path:
-    return settings().models
+    return located(settings().models)

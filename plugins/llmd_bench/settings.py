@@ -229,6 +229,7 @@ class Settings(BaseSettings):
             first = exc.errors()[0]
             reason = first["msg"].removeprefix("Value error, ")
             shown = value.strip() if isinstance(value, str) else value
+            assert info.field_name is not None  # set for a field validator
             return _Invalid(f"{env_name(info.field_name)}={shown!r}: {reason}")
 
     @model_validator(mode="after")
@@ -275,6 +276,14 @@ class Settings(BaseSettings):
     def problems(self) -> list[str]:
         """Every variable whose value is invalid, as its error message."""
         return [v.message for v in self.__dict__.values() if type(v) is _Invalid]
+
+
+def located(value: Path | None) -> Path:
+    """A location `Settings._resolve` defaults from `home` (campaigns, catalog, models, results, reports,
+    pgdata_base): None only when LLMD_BENCH_HOME itself is invalid, which the error then names."""
+    if value is None:
+        raise SettingsError("; ".join(settings().problems()) or f"{env_name('home')} is invalid")
+    return value
 
 
 def env_name(field: str) -> str:
@@ -325,7 +334,7 @@ def results_store_url(airflow: bool = False) -> str | None:
     try:
         from airflow.sdk import BaseHook
         return BaseHook.get_connection(RESULTS_CONN_ID).get_uri()
-    except Exception:  # noqa: BLE001 - not defined (or no Airflow here)
+    except Exception:  # noqa: BLE001 - not defined, no Airflow, or a failing secrets backend: all mean "none configured"
         return None
 
 

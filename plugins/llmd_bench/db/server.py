@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmd_bench.errors import LlmdBenchError
-from llmd_bench.settings import SettingsError, settings
+from llmd_bench.settings import SettingsError, located, settings
 
 # Preferred when free; each data folder records the port it was given (PORT_FILE), so two checkouts
 # never fight over one port and each one's `llmd-bench db stop` stops its own server.
@@ -209,7 +209,7 @@ def default_server() -> LocalServer:
     from llmd_bench.runtime.processes import free_port, port_is_free
 
     s = settings()
-    base = s.pgdata_base  # default paths.home() / ".state" / "pg"
+    base = located(s.pgdata_base)  # default paths.home() / ".state" / "pg"
     server = server_at(base, DEFAULT_PORT)
     try:
         wanted = s.pg_port

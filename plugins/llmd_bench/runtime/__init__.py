@@ -28,7 +28,9 @@ IMPLEMENTATIONS = {
 def selected_runtime() -> str:
     from llmd_bench.settings import settings
 
-    return settings().runtime  # a SettingsError (a ValueError) names the variable and the allowed runtimes
+    runtime = settings().runtime  # a SettingsError (a ValueError) names the variable and the allowed runtimes
+    assert runtime is not None  # Settings._resolve always sets it
+    return runtime
 
 
 def implementation_name(runtime: str, serving_mode: str = "deploy") -> str:
