@@ -907,7 +907,7 @@ class ExistingRuntime(Runtime):
             yield state
 
     def host_archives(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        rec = (self.ctx.read_record().get("sweep") or {}).get("pcp") or {}
+        rec = k8s.sweep_pcp(self.ctx)
         return rec.get("nodes") or {}, rec
 
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:

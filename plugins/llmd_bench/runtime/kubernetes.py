@@ -428,7 +428,7 @@ class KubernetesRuntime(Runtime):
 
     def host_archives(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The per-node archives the sweep pod recorded (they arrive with the cell's files)."""
-        rec = (self.ctx.read_record().get("sweep") or {}).get("pcp") or {}
+        rec = sweep_pcp(self.ctx)
         return rec.get("nodes") or {}, rec
 
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -479,9 +479,17 @@ def recording_hosts(ctx: StepContext, servers: dict[str, str]) -> Iterator[dict[
         yield state
 
 
+def sweep_pcp(ctx: StepContext) -> dict[str, Any]:
+    """What the sweep pod's PCP recording left in the record (cell.json sweep.pcp, recording_hosts' state: `nodes`,
+    `generator`, or why there is none); {} before the sweep recorded it."""
+    record = ctx.record()
+    sweep = record.sweep if record is not None else None
+    return (sweep.pcp if sweep is not None else None) or {}
+
+
 def generator_archives(ctx: StepContext) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """The sweep pod's node archives, or (None, status) when it ran on a model-server node or recorded nothing."""
-    rec = ((ctx.read_record().get("sweep") or {}).get("pcp") or {}).get("generator") or {}
+    rec = sweep_pcp(ctx).get("generator") or {}
     if rec.get("same_node"):
         return None, {"status": "same host", "node": rec["same_node"],
                       "reason": f"the sweep pod ran on model-server node {rec['same_node']}: see host_levels"}
