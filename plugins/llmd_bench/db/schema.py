@@ -7,7 +7,7 @@ runs (campaign, dag_run_id), cells (run, model, config, trial), level_results (c
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -32,6 +33,9 @@ LEVEL_STATS = ("mean", "median", "p90", "p99")
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONB, float: Double}
+    if TYPE_CHECKING:
+        # every model here is mapped to a Table (DeclarativeBase types it as any FromClause): Core update() and COPY
+        __table__: ClassVar[Table]
 
 
 class Run(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -155,12 +155,12 @@ def upsert_run(session: Session, info: RunInfo) -> int:
     values = info.__dict__ | {"started_at": None}
     values.pop("started_at")
     stmt = pg_insert(Run).values(**values)
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         constraint="uq_runs_campaign_dag_run",
         set_={k: stmt.excluded[k] for k in ("runtime", "llmd_version", "vllm_version", "guidellm_version",
                                             "llmd_bench_version", "images", "params")},
     ).returning(Run.id)
-    return session.execute(stmt).scalar_one()
+    return session.execute(upsert).scalar_one()
 
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
@@ -169,11 +169,11 @@ def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
                   stack=info.stack or {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         constraint="uq_cells_run_model_config_factors_trial",
         set_={k: stmt.excluded[k] for k in values if k not in key} | {"loaded_at": func.now()},
     ).returning(Cell.id)
-    return session.execute(stmt).scalar_one()
+    return session.execute(upsert).scalar_one()
 
 
 def level_row(cell_id: int, lv: ParsedLevel, suspect_reason: str | None = None) -> dict[str, Any]:
@@ -202,7 +202,9 @@ def copy_rows(session: Session, table: Any, rows: list[dict[str, Any]]) -> None:
         raise ValueError(f"{table.name}: no column(s) {unknown}")
     json_columns = {c.name for c in table.columns if isinstance(c.type, JSONB)}
     lines = ("\t".join([_copy_field(row[c], c in json_columns) for c in columns]) + "\n" for row in rows)
-    cursor = session.connection().connection.driver_connection.cursor()
+    driver = session.connection().connection.driver_connection
+    assert driver is not None  # None only for a connection the pool has invalidated, not one checked out
+    cursor = driver.cursor()
     try:
         cursor.copy_expert(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN", _LineReader(lines),
                            size=1 << 16)
@@ -251,7 +253,7 @@ def _copy_field(value: Any, as_json: bool) -> str:
 
 
 def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel],
-               observations: list[tuple[int, str, str, float]] = (),
+               observations: Sequence[tuple[int, str, str, float]] = (),
                suspects: dict[int, str] | None = None) -> int:
     """Replace the cell's rows with these (run upserted too). The caller owns the transaction.
     observations: (concurrency, source, metric, value) measured values only; suspects: concurrency -> why
