@@ -131,7 +131,7 @@ def generate_report(run_id: str, out: Path, campaign: str | None = None, store: 
     """Build the report of a stored run into `out` (and into the store when asked)."""
     from llmd_bench import report as rpt
     from llmd_bench.db import store as db
-    from llmd_bench.report_data import from_store
+    from llmd_bench.report.data import from_store
 
     data = db.with_engine(lambda engine: from_store(engine, run_id, campaign), "reading the run")
     report = rpt.build(data)

@@ -69,6 +69,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     from llmd_bench.db import store as db
 
     assert ctx.cell is not None
+    cell = ctx.cell
     record = ctx.record()
     if record is None:
         raise ReportError(f"cell {ctx.cell}: no record at {ctx.folder.record}: did deploy run?")
@@ -86,9 +87,9 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
         for trial, report in reports:
             status, reason = cell_status(report)
             path = ctx.folder.trial_report(trial)
-            info = db.CellInfo(model=ctx.cell.model, short_model=ctx.cell.short_model, config=ctx.cell.config,
-                               stack_factors=ctx.cell.stack_factors, config_factors=ctx.cell.config_factors,
-                               factors=dict(ctx.cell.factors), sweep=adaptive_summary(record, trial),
+            info = db.CellInfo(model=cell.model, short_model=cell.short_model, config=cell.config,
+                               stack_factors=cell.stack_factors, config_factors=cell.config_factors,
+                               factors=dict(cell.factors), sweep=adaptive_summary(record, trial),
                                trial=trial, status=status, reason=reason,
                                replicas=record.serving.replicas if record.serving else None,
                                tensor_parallel_size=ctx.params.tensor_parallel_size,

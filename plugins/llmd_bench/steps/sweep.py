@@ -230,7 +230,7 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
         elif trial == 1:
             isolation = {"isolation": "first"}
         started = time.monotonic()
-        runs = []
+        runs: list[dict[str, Any]] = []  # the trial's GuideLLM runs as cell.json keeps them (LevelRun)
         # adaptive: trial 1 decides the levels, later trials measure the same ones (comparable trials)
         sweep = (adaptive.AdaptiveSweep(ctx.levels, ctx.params.noise_floor_pct, ctx.campaign.adaptive)
                  if ctx.params.sweep == "adaptive" and not adaptive_levels else None)

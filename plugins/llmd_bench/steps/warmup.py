@@ -16,7 +16,8 @@ from llmd_bench.steps import endpoint_for
 REQUEST_TIMEOUT_S = 120.0
 
 
-def served_models(target: str) -> list[str]:
+def served_models(target: str) -> list[str | None]:
+    """The ids /v1/models lists (None for an entry without one)."""
     try:
         with urllib.request.urlopen(f"{target}/v1/models", timeout=10) as resp:
             body = json.loads(resp.read())
@@ -50,15 +51,16 @@ def send_request(target: str, model: str, prompt: str, max_tokens: int) -> float
 
 def run(ctx: StepContext) -> dict[str, Any]:
     assert ctx.cell is not None
+    model = ctx.cell.model
     target = endpoint_for(ctx)
     models = served_models(target)
-    if ctx.cell.model not in models:
-        raise RuntimeStepError(f"model {ctx.cell.model!r} is not served at {target}; served: {models}")
+    if model not in models:
+        raise RuntimeStepError(f"model {model!r} is not served at {target}; served: {models}")
     p = ctx.params
     n = ctx.campaign.workload.warmup_requests
     words = p.prefix_tokens + p.prompt_tokens
     with ThreadPoolExecutor(max_workers=max(1, min(n, 4))) as pool:
-        latencies = list(pool.map(lambda i: send_request(target, ctx.cell.model, prompt_text(words, i), p.output_tokens),
+        latencies = list(pool.map(lambda i: send_request(target, model, prompt_text(words, i), p.output_tokens),
                                   range(n)))
     summary = {"requests": n, "target": target,
                "latency_s_first": round(latencies[0], 3) if latencies else None,
