@@ -281,10 +281,11 @@ class Live:
 def locate(api: Api, ex: Any) -> Live:
     """The objects serving.existing names, read now; refused when one is missing, naming it."""
     missing = []
+    servers: list[dict[str, Any]]
     if ex.model_servers.names:
-        servers = [api.get("Deployment", n) for n in ex.model_servers.names]
-        missing += [f"Deployment/{n}" for n, d in zip(ex.model_servers.names, servers, strict=True) if d is None]
-        servers = [d for d in servers if d is not None]
+        found = [api.get("Deployment", n) for n in ex.model_servers.names]
+        missing += [f"Deployment/{n}" for n, d in zip(ex.model_servers.names, found, strict=True) if d is None]
+        servers = [d for d in found if d is not None]
     else:
         servers = sorted(api.list("Deployment", ex.model_servers.selector), key=lambda d: d["metadata"]["name"])
         if not servers:
@@ -508,7 +509,7 @@ def owned(obj: dict[str, Any]) -> dict[str, Any]:
     """What a restore brings back exactly and is compared on: spec (or data), labels, annotations."""
     meta = obj.get("metadata") or {}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in CONTROLLER_ANNOTATIONS}
-    fields = {k: obj[k] for k in ("spec", "data", "binaryData") if k in obj}
+    fields: dict[str, Any] = {k: obj[k] for k in ("spec", "data", "binaryData") if k in obj}
     return {**fields, "labels": meta.get("labels") or {}, "annotations": annotations}
 
 
@@ -578,7 +579,8 @@ def wait_rollout(api: Api, deployments: list[str], config_hash: str | None, time
                 reason = k8s.pod_failure(pod)
                 if reason:
                     pname = pod["metadata"]["name"]
-                    first = next(iter((pod.get("status") or {}).get("containerStatuses") or []), {}).get("name")
+                    statuses: list[dict[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
+                    first = statuses[0].get("name") if statuses else None
                     raise RuntimeStepError(f"pod {pname} of Deployment/{name} cannot start: {reason}\nlast log lines of "
                                            f"{pname}:\n{api.pod_log(pname, first)}")
             stale = [p for p in pods
@@ -616,7 +618,7 @@ def verify_pods(ctx: StepContext, api: Api, pods_of: dict[str, list[dict[str, An
             if not is_server:
                 continue
             want = container(dep, ex.model_servers.container, "vllm")
-            got = next((c for c in pod["spec"].get("containers") or [] if c["name"] == want["name"]), {})
+            got: dict[str, Any] = next((c for c in pod["spec"].get("containers") or [] if c["name"] == want["name"]), {})
             for field in ("args", "env", "image"):
                 if (got.get(field) or None) != (want.get(field) or None):
                     diffs.append((obj, f"container {want['name']} {field}", _show(got.get(field)), _show(want.get(field))))
@@ -694,7 +696,7 @@ class ExistingRuntime(Runtime):
         for dep in live.model_servers:
             c = container(dep, self.stack.model_servers.container, "vllm")
             for pod in pods_of[dep["metadata"]["name"]]:
-                got = next((x for x in pod["spec"].get("containers") or [] if x["name"] == c["name"]), {})
+                got: dict[str, Any] = next((x for x in pod["spec"].get("containers") or [] if x["name"] == c["name"]), {})
                 diffs += _container_diffs(f"Pod/{pod['metadata']['name']}", got, r)
         if diffs:
             raise RuntimeStepError(f"read-only: the installed stack in namespace {api.ns} does not match configuration "

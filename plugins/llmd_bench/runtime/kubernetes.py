@@ -10,6 +10,7 @@ LLMD_BENCH_DB_SECRET (Secret with the results database URL), LLMD_BENCH_KUBE_CON
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -124,7 +125,7 @@ class Cluster:
         except ApiException as exc:
             return f"(no log: {exc.status} {exc.reason})"
 
-    def nodes(self) -> tuple[list[dict[str, Any]] | None, str | None]:
+    def nodes(self) -> tuple[builtins.list[dict[str, Any]] | None, str | None]:  # `list` here is the method above
         """All nodes, or (None, why not): nodes are cluster-scoped and the step Role is namespaced; the optional
         ClusterRole llmd-bench-node-reader (include/manifests/preflight/node-reader.yaml.j2) grants get and list."""
         from kubernetes.client.exceptions import ApiException
@@ -253,7 +254,8 @@ def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str,
             reason = pod_failure(pod)
             if reason:
                 name = pod["metadata"]["name"]
-                container = next(iter((pod.get("status") or {}).get("containerStatuses") or []), {}).get("name")
+                statuses: list[dict[str, Any]] = (pod.get("status") or {}).get("containerStatuses") or []
+                container = statuses[0].get("name") if statuses else None
                 raise RuntimeStepError(f"pod {name} cannot start: {reason}\nlast log lines of {name}:\n"
                                        f"{cluster.pod_log(name, container)}")
         ready = {d["metadata"]["name"]: (d.get("status") or {}).get("readyReplicas") or 0

@@ -30,7 +30,7 @@ def image_digest(status: dict[str, Any] | None) -> str | None:
     return image_id.rsplit("@", 1)[-1] if "@" in image_id else None
 
 
-def _statuses(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _statuses(pod: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
     return {cs.get("name"): cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
 
 
@@ -117,8 +117,7 @@ def epp(pods: list[dict[str, Any]], config_text: str | None, container: str = "e
 
 
 def _joined(labels: dict[str, str], keys: tuple[str, ...]) -> str | None:
-    parts = [labels.get(k) for k in keys]
-    parts = [p for p in parts if p]
+    parts = [v for v in (labels.get(k) for k in keys) if v]
     return ".".join(parts) if parts else None
 
 
