@@ -82,8 +82,10 @@ class AdaptiveSweep:
         if here.output_tps is None:
             return f"level {level} is invalid after a valid peak at {best_before.concurrency}"
         floor = self.noise_floor_pct / 100
-        if here.output_tps < best_before.output_tps * (1 - floor):
-            return (f"throughput fell {100 * (1 - here.output_tps / best_before.output_tps):.1f} % below the peak at "
+        peak_tps = best_before.output_tps
+        assert peak_tps is not None  # _best picks among valid levels
+        if here.output_tps < peak_tps * (1 - floor):
+            return (f"throughput fell {100 * (1 - here.output_tps / peak_tps):.1f} % below the peak at "
                     f"{best_before.concurrency} (beyond the {self.noise_floor_pct:g} % noise floor)")
         flat = 0
         best_so_far: float | None = None
@@ -131,7 +133,7 @@ class AdaptiveSweep:
 
 def _best(outcomes: list[LevelOutcome]) -> LevelOutcome | None:
     valid = [o for o in outcomes if o.output_tps is not None]
-    return max(valid, key=lambda o: o.output_tps) if valid else None
+    return max(valid, key=lambda o: o.output_tps or 0.0) if valid else None  # `or`: never None among valid
 
 
 def over_saturation_fired(bench: dict[str, Any]) -> bool:

@@ -357,7 +357,8 @@ def _stack(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any]) -> 
     # the stack metadata deploy captured (cells.stack): the GPU model from the nodes' GFD labels, the pulled digest
     stored = cell.get("stack") or {}
     servers = stored.get("model_servers") or []
-    gpu_models = sorted({((stored.get("nodes") or {}).get(s.get("node")) or {}).get("gpu_product") for s in servers} - {None})
+    nodes = stored.get("nodes") or {}
+    gpu_models = sorted({gpu for s in servers if (gpu := (nodes.get(s.get("node")) or {}).get("gpu_product")) is not None})
     digests = sorted({s["image_digest"] for s in servers if s.get("image_digest")})
     if digests and not simulated:
         native = {**native, "config": {**native.get("config", {}), "image_digest": ", ".join(digests)}}
@@ -670,9 +671,9 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
             raise BenchmarkReportError(f"Benchmark Report {f}: a v{SCHEMA_VERSION} report without the `{LLMD_BENCH}` "
                                        f"stack component (scenario.stack[].metadata.label {LLMD_BENCH!r}): only reports "
                                        "written by `llmd-bench export --format benchmark-report` can be imported")
-        for key in ("model", "config", "trial"):
-            if ours.get(key) in (None, ""):
-                raise BenchmarkReportError(f"Benchmark Report {f}: the {LLMD_BENCH} component has no `{key}`")
+        for required in ("model", "config", "trial"):
+            if ours.get(required) in (None, ""):
+                raise BenchmarkReportError(f"Benchmark Report {f}: the {LLMD_BENCH} component has no `{required}`")
         docs.append((f, doc, ours))
     sources = {(o.get("campaign"), o.get("run_id")) for _, _, o in docs}
     if len(sources) > 1:

@@ -841,13 +841,13 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
     if bad_configs:
         raise ParamsError(f"param `configs`: config(s) {bad_configs} not in this campaign; allowed: {list(campaign.configs)}")
     for name, values in params.factors.items():
-        allowed = campaign.factors.values(name)
+        factor_values = campaign.factors.values(name)
         if name not in campaign.factors.declared():
             raise ParamsError(f"param `factors`: {name!r} is not a factor of campaign {campaign.dag_id}; "
                               f"its factors: {campaign.factors.declared() or 'none'}")
-        bad = [v for v in values if v not in allowed]
+        bad = [v for v in values if v not in factor_values]
         if bad or not values:
-            raise ParamsError(f"param `factors`: {name} values {bad or values} are not in the campaign's {allowed}")
+            raise ParamsError(f"param `factors`: {name} values {bad or values} are not in the campaign's {factor_values}")
     if params.baseline not in campaign.configs:
         raise ParamsError(f"param `baseline`: {params.baseline!r} is not in this campaign; allowed: {list(campaign.configs)}")
     if known_versions is not None and params.llmd_version not in known_versions:

@@ -298,9 +298,13 @@ def _compact_tree(node: Any) -> Any:
 
 def compact_summary(bench: dict[str, Any]) -> dict[str, Any]:
     summary: dict[str, Any] = {k: _compact_tree(bench[k]) for k in _KEEP_TOP if k in bench}
-    config = bench.get("config") if isinstance(bench.get("config"), dict) else {}
+    config = bench.get("config")
+    if not isinstance(config, dict):
+        config = {}
     summary["config"] = {k: config[k] for k in ("strategy", "constraints", "run_id", "run_index") if k in config}
-    metrics = bench.get("metrics") if isinstance(bench.get("metrics"), dict) else {}
+    metrics = bench.get("metrics")
+    if not isinstance(metrics, dict):
+        metrics = {}
     compact: dict[str, Any] = {}
     for name, value in metrics.items():
         if name in _SKIP_METRICS:

@@ -90,7 +90,7 @@ def counters(url: str) -> dict[str, float]:
 
 
 def _hits(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
-    ext = after.get(EXT_HITS) - before.get(EXT_HITS, 0.0) if EXT_HITS in after else None
+    ext = after[EXT_HITS] - before.get(EXT_HITS, 0.0) if EXT_HITS in after else None
     return {"prefix_cache_hits": after[GPU_HITS] - before[GPU_HITS], "external_prefix_cache_hits": ext}
 
 

@@ -137,8 +137,8 @@ def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: s
                                                           "vllm": {"url": f"http://localhost:{EPP_RENDER_PORT}",
                                                                    "timeout": "5s"}}},
                 {"type": "precise-prefix-cache-producer", "parameters": parameters}]
-            prefix = {"type": "prefix-cache-scorer",
-                      "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
+            prefix: dict[str, Any] = {"type": "prefix-cache-scorer",
+                                      "parameters": {"prefixMatchInfoProducerName": "precise-prefix-cache-producer"}}
             return _picker_config(entry, base_scorers + producers + [prefix] + tail, prefix["type"], config)
         prefix = {"type": "precise-prefix-cache-scorer", "parameters": parameters}
     else:
@@ -297,7 +297,8 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     if serving.backend == "inference-sim" and kv_events and "{port}" in entry.contract.kv_event_topic:
         # the simulator's topic is kv@$POD_IP@model (SIM pkg/kv-cache/block_cache.go @v0.9.2, where POD_IP is used
         # for nothing else); schedulers from v0.7 key pods as address:port, so the port goes into POD_IP
-        ip_env = [{"name": "POD_ADDRESS", "valueFrom": pod_ip}, {"name": "POD_IP", "value": f"$(POD_ADDRESS):{MODEL_PORT}"}]
+        ip_env: list[dict[str, Any]] = [{"name": "POD_ADDRESS", "valueFrom": pod_ip},
+                                        {"name": "POD_IP", "value": f"$(POD_ADDRESS):{MODEL_PORT}"}]
     else:
         ip_env = [{"name": "POD_IP", "valueFrom": pod_ip}]
     env: list[dict[str, Any]] = [
@@ -312,9 +313,9 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     if params.level_isolation == "reset" and not any(e["name"] == "VLLM_SERVER_DEV_MODE" for e in env):
         # POST /reset_prefix_cache is registered only in dev mode (vllm/entrypoints/serve/cache/api_router.py @v0.19.1)
         env.append({"name": "VLLM_SERVER_DEV_MODE", "value": "1"})
-    events = {"enable_kv_cache_events": True, "publisher": "zmq",
-              "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
-              "topic": kv_event_topic(entry, cell.model)}
+    events: dict[str, Any] = {"enable_kv_cache_events": True, "publisher": "zmq",
+                              "endpoint": f"tcp://{names['epp']}.{namespace}.svc.cluster.local:{ZMQ_PORT}",
+                              "topic": kv_event_topic(entry, cell.model)}
     if serving.backend == "inference-sim":
         # llm-d-inference-sim >= v0.7.0 flags; latencies carry units (v0.9 rejects bare numbers), and the
         # default --max-model-len (1024) would reject the sweep's 10k-token shared prefixes.

@@ -6,6 +6,7 @@ anything, so what a user reviews before spending GPU hours is what runs.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -111,26 +112,27 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         gpus = cell_params.tensor_parallel_size * cell_params.replicas
         # an upper bound when max_requests may end a level sooner or an adaptive sweep stops early
         benchmark_s = round(n_levels * params.duration_s * params.trials, 3)
-        common = {
-            "runtime": runtime, "model": cell.model, "size_gb": spec.size_gb, "config": cell.config,
-            "llmd_version": params.llmd_version, "tensor_parallel_size": cell_params.tensor_parallel_size,
-            "gpus": gpus, "guidellm_runs": params.trials * (n_levels if one_run_per_level(params) else 1),
-            "one_run_per_level": one_run_per_level(params), "measurement_s": benchmark_s,
-            "measurement_rule": "plan: levels x duration_s x trials" + (f" ({'; '.join(bounds)})" if bounds else ""),
-            "measurement_counts": f"{n_levels} x {params.duration_s:g} s x {params.trials}"
-                                  + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""),
-            "history": history}
+        # the estimate of this cell, given its model loads and resets
+        estimate_cell = functools.partial(
+            plan_estimate.estimate_cell,
+            runtime=runtime, model=cell.model, size_gb=spec.size_gb, config=cell.config,
+            llmd_version=params.llmd_version, tensor_parallel_size=cell_params.tensor_parallel_size,
+            gpus=gpus, guidellm_runs=params.trials * (n_levels if one_run_per_level(params) else 1),
+            one_run_per_level=one_run_per_level(params), measurement_s=benchmark_s,
+            measurement_rule="plan: levels x duration_s x trials" + (f" ({'; '.join(bounds)})" if bounds else ""),
+            measurement_counts=f"{n_levels} x {params.duration_s:g} s x {params.trials}"
+                               + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""),
+            history=history)
         config = campaign.cell_configuration(cell)
         # an EPP keeping its index in memory is rolled at every reset (runtime/kubernetes.py restart_epp)
         router_restarts = resets if runtime == "kubernetes" and config.store_kind is None else 0
-        estimate = plan_estimate.estimate_cell(model_loads=loads, resets=resets, router_restarts=router_restarts,
-                                               **common)
+        estimate = estimate_cell(model_loads=loads, resets=resets, router_restarts=router_restarts)
         if cost is not None:
             estimate["cost"] = round(estimate["gpu_hours_total"] * cost, 2)
         saved = {}
         if isolation in ("restart", "reset"):
             restart_loads = model_loads(params, n_levels, level_isolation="restart")
-            restart = plan_estimate.estimate_cell(model_loads=restart_loads, resets=0, **common)
+            restart = estimate_cell(model_loads=restart_loads, resets=0)
             saved = {"model_loads_saved": restart_loads - loads,
                      "gpu_hours_saved": round(restart["gpu_hours_total"] - estimate["gpu_hours_total"], 4)}
         cells.append({

@@ -110,8 +110,8 @@ def floor_between(a: CellNoise | None, b: CellNoise | None, campaign_floor_pct: 
     sd_b = (b or known[0]).relative_sd
     df = min(n.df for n in known)
     pct = t95(df) * math.sqrt(sd_a ** 2 + sd_b ** 2) * 100.0
-    if len(known) == 2:
-        basis = f"1 trial; noise floor {pct:.1f} % from the cells' run-to-run spread ({a.samples} and {b.samples} peaks)"  # type: ignore[union-attr]
+    if a is not None and b is not None:
+        basis = f"1 trial; noise floor {pct:.1f} % from the cells' run-to-run spread ({a.samples} and {b.samples} peaks)"
     else:
         basis = f"1 trial; noise floor {pct:.1f} % from one cell's run-to-run spread ({known[0].samples} peaks)"
     return Floor(pct, basis)

@@ -63,7 +63,7 @@ def architecture_from_config(config: dict[str, Any], kv_dtype_bytes: int = 2) ->
         head_dim = int(cfg.get("head_dim") or cfg["hidden_size"] // heads)
     except (KeyError, TypeError, ValueError) as exc:
         raise CampaignError(f"config.json lacks what sizes the KV cache ({exc}); give `architecture:` in the campaign") from None
-    return Architecture(layers=layers, kv_heads=kv_heads, head_dim=head_dim, kv_dtype_bytes=kv_dtype_bytes)  # type: ignore[arg-type]
+    return Architecture(layers=layers, kv_heads=kv_heads, head_dim=head_dim, kv_dtype_bytes=kv_dtype_bytes)
 
 
 def _config_json_from_hub(model: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ _NOT_COMPARABLE = ("request_targeted_start_delay_avg", "resolve_targeted_start_d
 
 
 class V0_5(Layout):
-    versions = ("0.5.4", "0.5.3")
+    versions: tuple[str, ...] = ("0.5.4", "0.5.3")
     layout = 1
 
     def spec(self, doc: dict[str, Any]) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def per_level(rows: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list
         inside = [h for ts, h in host if w["start"] <= ts <= w["end"]]
         summary: dict[str, Any] = {"concurrency": w["concurrency"], "trial": w.get("trial", 1), "samples": len(inside)}
         for key in (host[0][1] if host else {}):
-            vals = [h[key] for h in inside if h[key] is not None]
+            vals = [v for h in inside if (v := h[key]) is not None]
             summary[key] = sum(vals) / len(vals) if vals else None
         out.append(summary)
     return out
@@ -232,6 +232,11 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path,
 
     state: dict[str, Any] = {"nodes": {}}
     started: list[Any] = []
+
+    def keep(proc: Any) -> Any:
+        started.append(proc)
+        return proc
+
     try:
         t = tools()
         errors = {}
@@ -240,7 +245,7 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path,
         for node, host in sorted(hosts.items()):
             try:
                 _, metrics, archive = start_logger(t, out_dir / dns_label(node), f"pmlogger-{node}", host=host,
-                                                   on_start=lambda proc: started.append(proc) or proc)
+                                                   on_start=keep)
             except (PcpUnavailable, OSError, subprocess.TimeoutExpired) as exc:
                 errors[node] = str(exc)
                 continue

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import pandas as pd
 
@@ -156,7 +156,7 @@ PEAK_FRAME_COLUMNS = ["model", "config", "peak_output_tps", "optimal_concurrency
                       "peak_suspect", "history_sd", "history_n", "history_mean"]
 
 
-def _f(v: object) -> float | None:
+def _f(v: SupportsFloat | None) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
@@ -378,7 +378,7 @@ class Report:
 def noise_floor_pct(data: ReportInput) -> float:
     """The campaign's floor for single-trial judgements, as stored with the run (older runs: the default)."""
     value = (data.params or {}).get("noise_floor_pct")
-    return DEFAULT_NOISE_FLOOR_PCT if is_missing(value) else float(value)
+    return DEFAULT_NOISE_FLOOR_PCT if value is None or is_missing(value) else float(value)
 
 
 def baseline_of(data: ReportInput) -> str:

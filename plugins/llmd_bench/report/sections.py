@@ -319,8 +319,9 @@ def _distinct(values: list[Any]) -> str | None:
     return "; ".join(seen) if seen else None
 
 
-def stack_row(stack: dict[str, Any]) -> list[str]:
-    """A cell's stored stack metadata (Runtime.stack_metadata) as the versions section's columns (without `Cells`)."""
+def stack_row(stack: dict[str, Any]) -> list[str | None]:
+    """A cell's stored stack metadata (Runtime.stack_metadata) as the versions section's columns (without `Cells`);
+    None where the stack does not say."""
     servers = stack.get("model_servers") or []
     unavailable = "; ".join(f"{k}: {v}" for k, v in (stack.get("unavailable") or {}).items())
     if stack.get("simulated"):
@@ -337,13 +338,13 @@ def stack_row(stack: dict[str, Any]) -> list[str]:
                 _distinct([" ".join(s.get("args") or []) for s in servers]), epp, "-",
                 str(stack.get("replicas")), cpus, unavailable]
     vllm = _distinct([f"{s['vllm_version']} ({s.get('vllm_version_source')})" for s in servers if s.get("vllm_version")])
-    epp = stack.get("epp") or {}
+    epp_entry = stack.get("epp") or {}
     gpus = "; ".join(
         f"{n}: {f.get('gpu_product') or 'GPU model unknown'} x {f.get('gpu_count') if f.get('gpu_count') is not None else '?'}"
         f", driver {f.get('driver_version') or '?'}, CUDA {f.get('cuda_version') or '?'}"
         for n, f in sorted((stack.get("nodes") or {}).items()))
     return [str(stack.get("platform")), _distinct([_with_digest(s) for s in servers]), vllm,
-            _distinct([" ".join(s.get("args") or []) for s in servers]), _with_digest(epp), epp.get("config_sha256"),
+            _distinct([" ".join(s.get("args") or []) for s in servers]), _with_digest(epp_entry), epp_entry.get("config_sha256"),
             str(stack.get("replicas")) if stack.get("replicas") is not None else None, gpus, unavailable]
 
 
@@ -402,8 +403,8 @@ def _gpu_time_section(doc: DocumentBuilder, report: Report, t: pd.DataFrame) -> 
     rows = [r for r in t.itertuples() if isinstance(r.gpu_time, dict) and r.gpu_time.get("gpu_hours")]
     if not rows:
         return
-    cost = (report.data.params or {}).get("gpu_hour_cost")
-    cost = None if is_missing(cost) else float(cost)
+    stored_cost = (report.data.params or {}).get("gpu_hour_cost")
+    cost = None if stored_cost is None or is_missing(stored_cost) else float(stored_cost)
     doc.h(2, "GPU time" + (" and cost" if cost is not None else ""))
     doc.p("GPUs held (tensor parallel size x replicas) x wall time from the start of deploy to the end of teardown, "
           "per phase: model load (deploy and every redeploy or restart), warm-up, measurement (the levels' own "
