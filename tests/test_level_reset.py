@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from conftest import REFERENCE, tiny_campaign, write_campaign
+from llmd_bench import catalog
+from llmd_bench.campaign import Cell, ParamsError, load_campaign, resolve_params
+from llmd_bench.context import StepContext
 from llmd_bench.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
 
 PROMPT = " ".join(f"w{i}" for i in range(100))  # 6 whole blocks of 16 tokens
@@ -56,13 +62,6 @@ def test_prompt_text_reads_completions_and_chat_bodies():
 
 
 # -- what is refused before anything runs ------------------------------------------------------------------
-
-import pytest  # noqa: E402
-
-from conftest import REFERENCE, tiny_campaign, write_campaign  # noqa: E402
-from llmd_bench import catalog  # noqa: E402
-from llmd_bench.campaign import Cell, ParamsError, load_campaign, resolve_params  # noqa: E402
-from llmd_bench.context import StepContext  # noqa: E402
 
 RESET = {"runs": "per-level", "level_isolation": "reset"}
 

@@ -151,7 +151,7 @@ def _airflow_connection() -> Any:
         return None
     try:
         return BaseHook.get_connection(CONN_ID)  # a task: its supervisor; elsewhere the environment and secrets backends
-    except Exception as exc:  # noqa: BLE001 - not defined there: try the metadata database
+    except Exception as exc:  # noqa: BLE001 - not defined there, or no supervisor to ask: try the metadata database
         log.debug("connection %s not found by the task SDK: %s", CONN_ID, exc)
     if settings().runtime == "kubernetes":
         return None  # a step pod has no metadata database: it gets LLMD_BENCH_MLFLOW_URI or nothing

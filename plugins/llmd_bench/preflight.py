@@ -640,7 +640,7 @@ def _with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     def run() -> None:
         try:
             box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:  # noqa: BLE001 - re-raised as is in the caller's thread
             box["error"] = exc
 
     t = threading.Thread(target=run, daemon=True)
