@@ -266,3 +266,24 @@ def test_a_redeployed_trial_deletes_and_applies_the_cells_objects_then_warms_up(
     assert result["isolation"] == "redeployed" and result["warmup_requests"] == 8
     k8s.teardown(c)
     assert fake.kinds_left() == []
+
+
+@pytest.mark.parametrize("campaign_file", ["kv_cache_eval.yaml", "kv_cache_eval_lmcache.yaml"])
+def test_the_recorded_memory_plan_is_what_each_model_servers_pod_requests(campaign_file):
+    """cell.json's memory_plan once used the configuration's default CPU tier and native offload: 42 GiB for every
+    lmcache-local cell whose pods requested 40 to 90 GiB. It must be the pod's own request, for every cell."""
+    from llmd_bench import manifests, paths
+    from llmd_bench.sizing import quantity
+
+    campaign = load_campaign(paths.campaigns_dir() / campaign_file)
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    checked = set()
+    for cell in campaign.cells():
+        c = StepContext(campaign, params, "run-mem", "kubernetes", cell)
+        docs = manifests.render_cell(campaign, params, cell, "run-mem", "bench")
+        (server,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-ms")]
+        (vllm,) = [ct for ct in server["spec"]["template"]["spec"]["containers"] if ct["name"] == "vllm"]
+        requested = vllm["resources"]["requests"]["memory"]
+        assert quantity(k8s._memory_plan(c)["request_bytes"]) == requested, (cell, requested)
+        checked.add(requested)
+    assert len(checked) > 2  # the cells differ, so a plan ignoring the model or configuration would fail
