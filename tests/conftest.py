@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llmd_bench import paths
-from llmd_bench.runtime import processes
+from guidellm_run import COMMITTED as COMMITTED_REPORT
+from guidellm_run import make_report
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "include" / "campaigns" / "kv_cache_eval.yaml"
@@ -130,24 +130,17 @@ def db_url(results_db):
 
 @pytest.fixture(scope="session")
 def real_report(tmp_path_factory):
-    """A real GuideLLM 0.8.1 report from a run against the real mock server (two levels, 2 s each)."""
+    """A real GuideLLM 0.8.1 report (two 2 s levels against the real mock server), committed so judgements that read
+    its within-level spread do not depend on how busy the machine is (tests/guidellm_run.py makes it)."""
     out = tmp_path_factory.mktemp("report") / "report.json"
-    port = processes.free_port()
-    log = out.parent / "mock.log"
-    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
-                                    "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", "4"], port, log)
-    try:
-        processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)
-        cmd = [str(BIN / "guidellm"), "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=Qwen/Qwen3-0.6B",
-               "--profile", '{"kind":"concurrent","streams":[1,4]}', "--constraint", "kind=max_duration,seconds=2",
-               "--seed", "kind=static,value=889",
-               "--data", "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1",
-               "--tokenizer", f"kind=hf_auto,model={paths.tokenizer_dir()}", "--output", f"kind=json,path={out}",
-               "--disable-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    finally:
-        processes.stop(mock)
+    shutil.copyfile(COMMITTED_REPORT, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def live_report(tmp_path_factory):
+    """A report GuideLLM makes now, the same way as the committed one."""
+    return make_report(tmp_path_factory.mktemp("live-report") / "report.json")
 
 
 @pytest.fixture(scope="module")
