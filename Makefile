@@ -40,7 +40,7 @@ test: setup
 	bash scripts/test.sh
 
 test-fast: setup
-	bash scripts/test.sh -m "not slow"
+	bash scripts/test.sh -m "not slow" -n auto
 
 lint: setup
 	$(BIN)/ruff check plugins dags tests benchmarks
