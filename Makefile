@@ -11,7 +11,7 @@ TOKENIZER := .cache/tokenizer/tokenizer.json
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up, lint, and run the test suite"
-	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps)"
+	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps), on every core"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, then mypy over the package (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 75 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
