@@ -164,3 +164,12 @@ def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path,
     assert {k: v["status"] for k, v in record["steps"].items()} == {"teardown": "ok", "deploy": "ok",
                                                                    "load_results": "failed"}
     assert "_written_at" not in record
+
+
+def test_the_router_refuses_a_backend_that_names_no_host():
+    """'127.0.0.1:8000' parses as a scheme and a path: every proxied request used to die in HTTPConnection(None)."""
+    from llmd_bench.runtime.router import make_handler
+
+    with pytest.raises(ValueError, match=r"backend '127.0.0.1:8000' names no host: give a URL such as http://"):
+        make_handler(["http://127.0.0.1:8001", "127.0.0.1:8000"])
+    assert make_handler(["http://127.0.0.1:8001"])  # a URL with a host is taken
