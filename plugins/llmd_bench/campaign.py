@@ -589,9 +589,6 @@ class Campaign(_Strict):
                 "kv_offload": server.kv_offload.model_copy(update={"size": self.factors.offload_size[size]})})
         return config.model_copy(update={"model_server": server})
 
-    def default_params(self) -> dict[str, Any]:
-        return default_params(self)
-
     @property
     def factor_values(self) -> dict[str, list[Any]]:
         return {name: self.factors.values(name) for name in self.factors.declared()}
@@ -814,7 +811,7 @@ class RunParams(_WorkloadParams, _Selection):
 def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versions: list[str] | None = None) -> RunParams:
     """Merge trigger conf over campaign defaults and validate; errors name the param and allowed values."""
     conf = dict(conf or {})
-    defaults = campaign.default_params()
+    defaults = default_params(campaign)
     unknown = sorted(set(conf) - set(defaults))
     if unknown:
         raise ParamsError(f"unknown param(s) {unknown}; allowed params: {sorted(defaults)}")
