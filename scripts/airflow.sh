@@ -22,8 +22,10 @@ stop() {
   # cells whose teardown never ran (stopped mid-run) leave servers behind: stop them too
   llmd-bench cleanup
   llmd-bench db stop
-  # pmcd is started on demand by cells (host infrastructure); stop it with the stack.
-  pkill -x pmcd 2>/dev/null && echo "stopped pmcd" || true
+  # pmcd is started on demand by cells (host infrastructure); stop it with the stack unless a pmlogger still
+  # records from it (another checkout's or test's run on this machine)
+  if pgrep -x pmlogger > /dev/null; then echo "left pmcd running: a pmlogger still records from it"
+  else pkill -x pmcd 2>/dev/null && echo "stopped pmcd" || true; fi
 }
 
 if [ "${1:-start}" = "stop" ]; then stop; exit 0; fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test`: the whole suite against real components (GuideLLM, mock servers, Redis/Valkey, Airflow).
+# `make test`: the whole suite against real components (GuideLLM, mock servers, Redis/Valkey, Airflow), on every
+# core; with arguments (`make test-fast`, or by hand) it runs pytest with them instead.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
@@ -8,4 +9,9 @@ mkdir -p test-artifacts
 ruff check plugins dags tests benchmarks
 # types next: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
 python -m mypy
-exec pytest -p no:cacheprovider "$@"
+if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
+# the parallel pass (groups and the solo marker: tests/conftest.py), then the timing tests alone; both always run
+status=0
+pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadgroup -m "not solo" || status=$?
+pytest -p no:cacheprovider -m solo || status=$?
+exit $status

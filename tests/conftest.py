@@ -220,7 +220,26 @@ SLOW_TESTS = {
 }
 
 
+# `make test` runs on every core (pytest-xdist, --dist loadgroup). Tests that share one long-running server stay on
+# one worker: test_ui's module-scoped Airflow would otherwise be started once per worker. Tests that compare timings
+# measured minutes apart run alone after the parallel pass (marker `solo`): the other worker's load moves them.
+SHARED_SERVER_GROUPS = {"test_ui.py": "airflow-ui"}
+SOLO_FILES = {"test_fidelity.py"}
+
+
+def _heaviest_first(item) -> int:
+    """Collection order for the scheduler: the longest units first, so no worker is left with one at the end."""
+    if item.path.name in SHARED_SERVER_GROUPS:
+        return 0
+    return 1 if item.get_closest_marker("slow") else 2
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
+        if item.path.name in SHARED_SERVER_GROUPS:
+            item.add_marker(pytest.mark.xdist_group(SHARED_SERVER_GROUPS[item.path.name]))
+        if item.path.name in SOLO_FILES:
+            item.add_marker(pytest.mark.solo)
+    items.sort(key=_heaviest_first)
