@@ -234,3 +234,28 @@ def test_import_takes_any_catalog_configuration_and_a_campaigns_own(db_url, real
     with Session(engine) as s:
         assert sorted(s.execute(select(Cell.config)).scalars()) == ["fs-offload-lab", "native-offload-20k"]
     engine.dispose()
+
+
+def test_a_run_id_two_campaigns_share_is_read_only_with_the_campaign_named(db_url, real_report, tmp_path):
+    """Backfills of two campaigns over the same dates share a run id: the report, the Benchmark Report export and
+    the MLflow log each refuse to guess, naming both campaigns and --campaign, and read the right one when told."""
+    from llmd_bench import benchmark_report, mlflow_log
+    from llmd_bench.report.data import from_store
+
+    run_id = "backfill__2026-10-04T00:00:00+00:00"
+    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", run_id=run_id, campaign="camp_a", url=db_url)
+    import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id=run_id, campaign="camp_b", url=db_url)
+    engine = db.make_engine(db_url)
+    readers = {"report": lambda c: from_store(engine, run_id, c).campaign,
+               "benchmark report": lambda c: benchmark_report.read_run(run_id, c, url=db_url).row["campaign"],
+               "mlflow": lambda c: mlflow_log.read_run(engine, run_id, c).run["campaign"]}
+    try:
+        for name, read in readers.items():
+            with pytest.raises(LlmdBenchError) as err:
+                read(None)
+            assert f"run id {run_id!r} exists in several campaigns ['camp_a', 'camp_b']: pass --campaign" == str(err.value), name
+            assert read("camp_b") == "camp_b", name
+            with pytest.raises(LlmdBenchError, match="is not in the results store for campaign camp_c"):
+                read("camp_c")
+    finally:
+        engine.dispose()

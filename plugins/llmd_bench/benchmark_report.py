@@ -181,14 +181,7 @@ def read_run(run_id: str, campaign: str | None = None, url: str | None = None) -
             q = select(Run).where(Run.dag_run_id == run_id)
             if campaign:
                 q = q.where(Run.campaign == campaign)
-            runs = session.execute(q).scalars().all()
-            if not runs:
-                raise LlmdBenchError(f"run {run_id!r} is not in the results store"
-                                     + (f" for campaign {campaign}" if campaign else ""))
-            if len(runs) > 1:
-                raise LlmdBenchError(f"run id {run_id!r} exists in several campaigns {sorted(r.campaign for r in runs)}: "
-                                     "pass --campaign")
-            run = runs[0]
+            run = db.the_run(session.execute(q).scalars().all(), run_id, campaign, lambda r: r.campaign)
             cells = session.execute(select(Cell).where(Cell.run_id == run.id).order_by(
                 Cell.model, Cell.config, Cell.stack_factors, Cell.config_factors, Cell.trial)).scalars().all()
             out = []

@@ -254,16 +254,12 @@ class StoredRun:
 def read_run(engine: Any, run_id: str, campaign: str | None = None) -> StoredRun:
     from sqlalchemy import text
 
+    from llmd_bench.db.store import the_run
+
     with engine.connect() as conn:
         runs = conn.execute(text(RUN_SQL.format(campaign_filter=" AND campaign = :campaign" if campaign else "")),
                             {"run_id": run_id, "campaign": campaign}).mappings().all()
-        if not runs:
-            raise MlflowLogError(f"run {run_id!r} is not in the results store"
-                                 + (f" for campaign {campaign}" if campaign else ""))
-        if len(runs) > 1:
-            raise MlflowLogError(f"run id {run_id!r} exists in several campaigns {sorted(r['campaign'] for r in runs)}: "
-                                 "pass --campaign")
-        run = dict(runs[0])
+        run = dict(the_run(runs, run_id, campaign, lambda r: r["campaign"], MlflowLogError))
         cells = [dict(c) for c in conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings()]
         levels: dict[int, list[dict[str, Any]]] = {c["id"]: [] for c in cells}
         if cells:

@@ -32,6 +32,17 @@ class DatabaseUnavailable(LlmdBenchError):
     pass
 
 
+def the_run(runs: Sequence[T], run_id: str, campaign: str | None, campaign_of: Callable[[T], str],
+            error: type[LlmdBenchError] = LlmdBenchError) -> T:
+    """The one stored run with this id (in this campaign): backfills of two campaigns share run ids, so
+    several is an error that says to pass --campaign, as is none."""
+    if not runs:
+        raise error(f"run {run_id!r} is not in the results store" + (f" for campaign {campaign}" if campaign else ""))
+    if len(runs) > 1:
+        raise error(f"run id {run_id!r} exists in several campaigns {sorted(campaign_of(r) for r in runs)}: pass --campaign")
+    return runs[0]
+
+
 def configured_or_local_url() -> str:
     """The configured results store (settings.results_store_url), else the project's local server, which this
     starts when it is not running: the local runtime's default."""

@@ -188,17 +188,13 @@ ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
     from sqlalchemy import text
 
+    from llmd_bench.db.store import the_run
+
     with engine.connect() as conn:
         q = "SELECT id, campaign, dag_run_id, runtime, llmd_version, vllm_version, guidellm_version, llmd_bench_version, " \
             "images, params FROM runs WHERE dag_run_id = :run_id" + (" AND campaign = :campaign" if campaign else "")
-        runs = conn.execute(text(q), {"run_id": run_id, "campaign": campaign}).mappings().all()
-        if not runs:
-            raise LlmdBenchError(f"run {run_id!r} is not in the results store"
-                                 + (f" for campaign {campaign}" if campaign else ""))
-        if len(runs) > 1:
-            raise LlmdBenchError(f"run id {run_id!r} exists in several campaigns {[r['campaign'] for r in runs]}: "
-                                 "pass --campaign")
-        run = runs[0]
+        run = the_run(conn.execute(text(q), {"run_id": run_id, "campaign": campaign}).mappings().all(), run_id, campaign,
+                      lambda r: r["campaign"])
         levels = pd.DataFrame(conn.execute(text(LEVELS_SQL), {"run_pk": run["id"]}).mappings().all())
         cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
         observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
