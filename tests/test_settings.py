@@ -16,7 +16,7 @@ from llmd_bench.settings import Settings, SettingsError, env_name, markdown_tabl
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("plugins", "dags") for p in sorted((ROOT / d).rglob("*.py"))]
 SETTINGS_FILE = ROOT / "plugins" / "llmd_bench" / "settings.py"
-FALLBACKS = {"AIRFLOW_VAR_LLMD_BENCH_RUNTIME", "AIRFLOW_CONN_LLMD_RESULTS", "AWS_ENDPOINT_URL"}
+FALLBACKS = {"AIRFLOW_VAR_LLMD_BENCH_RUNTIME", "AIRFLOW_CONN_LLMD_RESULTS", "AIRFLOW_CONN_LLMD_MLFLOW", "AWS_ENDPOINT_URL"}
 ENV_NAMES = {env_name(f) for f in Settings.model_fields}
 
 

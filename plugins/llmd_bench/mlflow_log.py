@@ -132,7 +132,7 @@ def tracking_target(airflow: bool | None = None) -> Target | None:
     env = settings().mlflow_uri
     if env is not None:
         return Target.from_uri(env) if env.strip() else None
-    raw = os.environ.get(f"AIRFLOW_CONN_{CONN_ID.upper()}")
+    raw = settings().airflow_conn_llmd_mlflow
     if raw:
         return _target_from_env_connection(raw)
     if airflow is None:

@@ -2,8 +2,8 @@
 environment says now, each variable a documented field of `Settings`. The README's "Environment variables"
 table is generated from these fields (`python -m llmd_bench.settings`), and a test keeps the two in step.
 
-The names are public interfaces: `LLMD_BENCH_<FIELD>`, plus the three fallbacks that are not ours
-(AIRFLOW_VAR_LLMD_BENCH_RUNTIME, AIRFLOW_CONN_LLMD_RESULTS, AWS_ENDPOINT_URL).
+The names are public interfaces: `LLMD_BENCH_<FIELD>`, plus the four fallbacks that are not ours
+(AIRFLOW_VAR_LLMD_BENCH_RUNTIME, AIRFLOW_CONN_LLMD_RESULTS, AIRFLOW_CONN_LLMD_MLFLOW, AWS_ENDPOINT_URL).
 
 A bad value does not stop `settings()`: the field holds it as invalid, and reading that field raises a
 `SettingsError` that names the variable, the value and what is allowed. So a bad LLMD_BENCH_PG_PORT fails
@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     sweep_stall_retries: int = _field(1, "Times a stalled trial is run again (a whole number, 0 or more).", USER)
     mlflow_uri: str | None = _field(None, "The MLflow tracking server; wins over the Airflow connection `llmd_mlflow`; "
                                     "empty turns logging off.", f"{USER}, {STEP_POD}", shown="none (off)")
+    airflow_conn_llmd_mlflow: str | None = _field(None, "The Airflow connection `llmd_mlflow` in its environment form "
+                                                  "(URI or JSON): the tracking server when LLMD_BENCH_MLFLOW_URI is "
+                                                  "unset.", DEPLOYMENT, env="AIRFLOW_CONN_LLMD_MLFLOW")
 
     # -- parsing that used to live next to each read ---------------------------------------------------------------
     @field_validator("tokenizer", "results_url", "node_name", "node_ip", mode="before")
@@ -295,7 +298,7 @@ def env_name(field: str) -> str:
 
 
 _cache: tuple[tuple[tuple[str, str], ...], Settings] | None = None
-_WATCHED = (PREFIX, "AIRFLOW_VAR_LLMD_BENCH_", "AIRFLOW_CONN_LLMD_RESULTS", "AWS_ENDPOINT_URL")
+_WATCHED = (PREFIX, "AIRFLOW_VAR_LLMD_BENCH_", "AIRFLOW_CONN_LLMD_RESULTS", "AIRFLOW_CONN_LLMD_MLFLOW", "AWS_ENDPOINT_URL")
 
 
 def settings() -> Settings:
