@@ -10,8 +10,9 @@ ruff check plugins dags tests benchmarks
 # types next: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
 python -m mypy
 if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
-# the parallel pass (groups and the solo marker: tests/conftest.py), then the timing tests alone; both always run
+# the parallel pass (a file's tests on one worker; the solo marker: tests/conftest.py), then the timing tests alone;
+# both always run
 status=0
-pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadgroup -m "not solo" || status=$?
+pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile -m "not solo" || status=$?
 pytest -p no:cacheprovider -m solo || status=$?
 exit $status

@@ -220,26 +220,27 @@ SLOW_TESTS = {
 }
 
 
-# `make test` runs on every core (pytest-xdist, --dist loadgroup). Tests that share one long-running server stay on
-# one worker: test_ui's module-scoped Airflow would otherwise be started once per worker. Tests that compare timings
-# measured minutes apart run alone after the parallel pass (marker `solo`): the other worker's load moves them.
-SHARED_SERVER_GROUPS = {"test_ui.py": "airflow-ui"}
+# `make test` runs on every core (pytest-xdist) with `--dist loadfile`: a file's tests run on one worker, so
+# test_ui's module-scoped Airflow is started once, not once per worker. (`--dist loadgroup` would group by the
+# xdist_group mark, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) Tests that compare
+# timings measured minutes apart run alone after the parallel pass (marker `solo`): the other worker's load moves them.
 SOLO_FILES = {"test_fidelity.py"}
+LONGEST_FILE = "test_ui.py"  # about a third of the whole suite's time
 
 
 def _heaviest_first(item) -> int:
-    """Collection order for the scheduler: the longest units first, so no worker is left with one at the end."""
-    if item.path.name in SHARED_SERVER_GROUPS:
+    """Collection order for the scheduler: the longest files first, so no worker is left with one at the end."""
+    if item.path.name == LONGEST_FILE:
         return 0
-    return 1 if item.get_closest_marker("slow") else 2
+    if item.path.name in SLOW_FILES:
+        return 1
+    return 2 if item.get_closest_marker("slow") else 3
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_FILES or item.originalname in SLOW_TESTS or item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
-        if item.path.name in SHARED_SERVER_GROUPS:
-            item.add_marker(pytest.mark.xdist_group(SHARED_SERVER_GROUPS[item.path.name]))
         if item.path.name in SOLO_FILES:
             item.add_marker(pytest.mark.solo)
     items.sort(key=_heaviest_first)
