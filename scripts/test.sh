@@ -13,6 +13,6 @@ if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
 # the parallel pass (a file's tests on one worker; the solo marker: tests/conftest.py), then the timing tests alone;
 # both always run
 status=0
-pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile -m "not solo" || status=$?
+pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder -m "not solo" || status=$?
 pytest -p no:cacheprovider -m solo || status=$?
 exit $status

@@ -225,16 +225,19 @@ SLOW_TESTS = {
 # xdist_group mark, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) Tests that compare
 # timings measured minutes apart run alone after the parallel pass (marker `solo`): the other worker's load moves them.
 SOLO_FILES = {"test_fidelity.py"}
-LONGEST_FILE = "test_ui.py"  # about a third of the whole suite's time
+# The longest files first (a CI run's --durations on both cores, seconds per file), kept in this order by
+# --no-loadscope-reorder, so that no worker is left with a long file at the end while the other idles.
+HEAVIEST_FILES = ["test_ui.py",  # 780: three runs through a real Airflow scheduler and a browser
+                  "test_e2e.py", "test_side_by_side.py", "test_trials.py",  # about 200 each
+                  "test_object_storage.py", "test_sweep_stall.py", "test_existing.py", "test_adaptive.py",
+                  "test_faults.py", "test_level_reset.py", "test_observability.py", "test_mlflow.py",
+                  "test_guidellm_report.py"]
 
 
 def _heaviest_first(item) -> int:
-    """Collection order for the scheduler: the longest files first, so no worker is left with one at the end."""
-    if item.path.name == LONGEST_FILE:
-        return 0
-    if item.path.name in SLOW_FILES:
-        return 1
-    return 2 if item.get_closest_marker("slow") else 3
+    """Collection order for the scheduler: the heaviest files first (LPT), then the rest as collected."""
+    name = item.path.name
+    return HEAVIEST_FILES.index(name) if name in HEAVIEST_FILES else len(HEAVIEST_FILES)
 
 
 def pytest_collection_modifyitems(config, items):
