@@ -35,7 +35,7 @@ def test_schedule_weekly_no_catchup_one_active_run(dag):
 
 
 def test_one_group_per_cell_named_after_model_and_config(dag):
-    groups = {k: v for k, v in dag.task_group.children.items() if k != "compare"}
+    groups = {k: v for k, v in dag.task_group.children.items() if k not in ("compare", "select_cells")}
     expected = {f"{m}__{c}" for m in ("Qwen3-0_6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ")
                 for c in ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")}
     assert set(groups) == expected
@@ -60,7 +60,7 @@ def test_cells_run_one_at_a_time_and_a_failure_does_not_stop_the_next(dag):
     cells = [c.group_id for c in load_campaign(REFERENCE).cells()]
     for prev, nxt in zip(cells, cells[1:]):
         deploy = dag.get_task(f"{nxt}.deploy")
-        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results"}
+        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results", "select_cells"}
         assert deploy.trigger_rule == "all_done"
     compare = dag.get_task("compare")
     assert compare.trigger_rule == "all_done"
@@ -73,9 +73,9 @@ def test_lanes_setting_allows_parallel_cells(campaigns_dir):
     dag = build_dag(load_campaign(write_campaign(campaigns_dir, doc)), runtime="local")
     firsts = [g for g in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__native-offload")]
     for g in firsts:
-        assert dag.get_task(f"{g}.deploy").upstream_task_ids == set()
+        assert dag.get_task(f"{g}.deploy").upstream_task_ids == {"select_cells"}
     assert dag.get_task("Qwen3-0_6B__llm-d-redis.deploy").upstream_task_ids == {
-        "Qwen3-0_6B__no-offload.teardown", "Qwen3-0_6B__no-offload.load_results"}
+        "Qwen3-0_6B__no-offload.teardown", "Qwen3-0_6B__no-offload.load_results", "select_cells"}
 
 
 def test_params_form_defaults_and_trigger_time_validation(dag):
@@ -243,20 +243,20 @@ def test_kubernetes_runtime_checks_the_cluster_before_any_cell_deploys(monkeypat
     assert {e.name: e.value for e in c.env if e.value}["LLMD_BENCH_NAMESPACE"] == "bench"
     cells = [cell.group_id for cell in campaign.cells()]
     first = dag.get_task(f"{cells[0]}.deploy")
-    assert first.upstream_task_ids == {"preflight"} and first.trigger_rule == "all_success"
+    assert first.upstream_task_ids == {"preflight", "select_cells"} and first.trigger_rule == "all_success"
     assert preflight.downstream_task_ids == {f"{cells[0]}.deploy"}
     for prev, nxt in zip(cells, cells[1:]):
         deploy = dag.get_task(f"{nxt}.deploy")
         # still runs whatever the previous cell's outcome, but only after a successful preflight (a setup
         # without teardown: Airflow requires it for every task after it, whatever their trigger rule)
-        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results"}
+        assert deploy.upstream_task_ids == {f"{prev}.teardown", f"{prev}.load_results", "select_cells"}
         assert deploy.trigger_rule == "all_done"
         assert "preflight" in {t.task_id for t in deploy.get_upstreams_only_setups()}
     for task_id in ("compare", f"{cells[-1]}.load_results", f"{cells[-1]}.sweep"):
         assert "preflight" in {t.task_id for t in dag.get_task(task_id).get_upstreams_only_setups()}, task_id
     # the local runtime's DAG has no preflight
     local = build_dag(campaign, runtime="local")
-    assert "preflight" not in local.task_ids and local.get_task(f"{cells[0]}.deploy").upstream_task_ids == set()
+    assert "preflight" not in local.task_ids and local.get_task(f"{cells[0]}.deploy").upstream_task_ids == {"select_cells"}
     assert local.get_task(f"{cells[1]}.deploy").trigger_rule == "all_done"
 
 
@@ -312,3 +312,21 @@ def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatc
     env = {e.name: e for e in step_pod_settings("sweep", load_campaign(REFERENCE))["env_vars"]}
     assert env["LLMD_BENCH_RESULTS_URL"].value == "s3://llmd-bench"
     assert env["AWS_ACCESS_KEY_ID"].value_from.secret_key_ref.optional is True  # IRSA / workload identity
+
+
+def test_select_cells_follows_only_the_selected_cells_deploys_and_names_bad_params(dag):
+    """The branch at the start skips every cell the params leave out at once (one step process, or one pod on a
+    cluster, per left-out cell otherwise); a bad param fails it with the field and the allowed values."""
+    from airflow.sdk.exceptions import AirflowException
+
+    from llmd_bench.airflow_dag import select_cells
+
+    select = dag.get_task("select_cells")
+    cells = [c.group_id for c in load_campaign(REFERENCE).cells()]
+    assert select.downstream_task_ids == {f"{c}.deploy" for c in cells}
+    campaign = load_campaign(REFERENCE)
+    assert select_cells(campaign, {"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload", "llm-d-redis"]}) == [
+        "Qwen3-8B__no-offload.deploy", "Qwen3-8B__llm-d-redis.deploy"]
+    assert len(select_cells(campaign, {})) == 16  # the campaign's defaults: every cell
+    with pytest.raises(AirflowException, match=r"Qwen/Qwen3-9B.*Qwen/Qwen3-0.6B"):
+        select_cells(campaign, {"models": ["Qwen/Qwen3-9B"]})

@@ -1,10 +1,11 @@
 """Build one Airflow DAG per campaign file. The only module of the package that imports Airflow when
 imported (notify.py, whose functions are the DAG's callbacks, imports it only when they run).
 
-In the kubernetes runtime a `preflight` task checks the cluster first (preflight.py); every cell's deploy
-runs after it, and none runs when it fails. Each cell (model x config) is a TaskGroup: deploy (setup) -> warmup ->
-sweep -> collect_pcp ->
-teardown (teardown task, runs when any step fails), and sweep -> load_results. Cells that share GPUs
+`select_cells` (a branch) skips at once the cells this run's params leave out, instead of running a step (a pod on
+a cluster) per cell only to skip it. In the kubernetes runtime a `preflight` task checks the cluster first
+(preflight.py); every cell's deploy runs after it, and none runs when it fails. Each cell (model x config) is a
+TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp -> teardown (teardown task, runs when any step fails),
+and collect_pcp -> load_results. Cells that share GPUs
 run one lane at a time; `compare` runs after every cell, also when some failed.
 Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
 a local process in the `local` runtime.
@@ -12,6 +13,7 @@ a local process in the `local` runtime.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -25,7 +27,15 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from llmd_bench import catalog, notify, paths
-from llmd_bench.campaign import Campaign, Cell, campaign_files, campaign_set_errors, default_and_schema, load_campaign
+from llmd_bench.campaign import (
+    Campaign,
+    Cell,
+    campaign_files,
+    campaign_set_errors,
+    default_and_schema,
+    load_campaign,
+    selected_cells,
+)
 from llmd_bench.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.names import dns_label, label_value
 from llmd_bench.runtime import selected_runtime
@@ -105,6 +115,15 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
                                  skip_on_exit_code=SKIP_EXIT_CODE, **step_pod_settings(step, campaign), **kwargs)
 
 
+def select_cells(campaign: Campaign, params: dict[str, Any]) -> list[str]:
+    """The deploy tasks of the cells this run's params select: the branch `select_cells` follows them and Airflow
+    skips the others' deploys, and with them their whole groups. Bad params fail it with the deploy step's message."""
+    try:
+        return [f"{cell.group_id}.deploy" for cell in selected_cells(campaign, dict(params), catalog.known_versions())]
+    except LlmdBenchError as exc:
+        raise AirflowException(str(exc)) from None
+
+
 def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
     runtime = runtime or selected_runtime()
     versions = catalog.known_versions()
@@ -123,8 +142,12 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         # Optional Slack / e-mail notifications (off unless their connections exist): see notify.py.
         on_failure_callback=notify.on_dag_failure,
     ) as dag:
+        from airflow.providers.standard.operators.python import BranchPythonOperator
+
         lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
         leaves: list[BaseOperator] = []
+        # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
+        select = BranchPythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
         preflight = None
         if runtime == "kubernetes":
             # Checks the cluster in seconds before any GPU time is spent. A setup task without a teardown:
@@ -152,6 +175,7 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
                 deploy >> warmup >> sweep >> collect_pcp >> teardown.as_teardown(setups=deploy)
                 # collect_pcp writes the evidence that load_results stores with the levels.
                 collect_pcp >> load_results
+            select >> deploy
             if preflight is not None and not lane:
                 preflight >> deploy
             if lane:

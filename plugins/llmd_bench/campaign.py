@@ -808,6 +808,12 @@ class RunParams(_WorkloadParams, _Selection):
         return levels
 
 
+def selected_cells(campaign: Campaign, conf: dict[str, Any] | None, known_versions: list[str] | None = None) -> list[Cell]:
+    """The campaign's cells this run's params select, in campaign order (bad params raise as in resolve_params)."""
+    params = resolve_params(campaign, conf, known_versions)
+    return [cell for cell in campaign.cells() if params.selects(cell)]
+
+
 def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versions: list[str] | None = None) -> RunParams:
     """Merge trigger conf over campaign defaults and validate; errors name the param and allowed values."""
     conf = dict(conf or {})
