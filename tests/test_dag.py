@@ -314,19 +314,22 @@ def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatc
     assert env["AWS_ACCESS_KEY_ID"].value_from.secret_key_ref.optional is True  # IRSA / workload identity
 
 
-def test_select_cells_follows_only_the_selected_cells_deploys_and_names_bad_params(dag):
-    """The branch at the start skips every cell the params leave out at once (one step process, or one pod on a
-    cluster, per left-out cell otherwise); a bad param fails it with the field and the allowed values."""
-    from airflow.sdk.exceptions import AirflowException
+def test_select_cells_skips_every_task_of_the_left_out_cells_at_once_and_names_bad_params(dag):
+    """The first task skips all the cells the params leave out in one go (otherwise each one's deploy runs a step,
+    or a pod on a cluster, only to skip, one cell after another); a bad param fails it naming the allowed values."""
+    from airflow.sdk.exceptions import AirflowException, DownstreamTasksSkipped
 
-    from llmd_bench.airflow_dag import select_cells
+    from llmd_bench.airflow_dag import CELL_STEPS, select_cells
 
-    select = dag.get_task("select_cells")
-    cells = [c.group_id for c in load_campaign(REFERENCE).cells()]
-    assert select.downstream_task_ids == {f"{c}.deploy" for c in cells}
     campaign = load_campaign(REFERENCE)
-    assert select_cells(campaign, {"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload", "llm-d-redis"]}) == [
-        "Qwen3-8B__no-offload.deploy", "Qwen3-8B__llm-d-redis.deploy"]
-    assert len(select_cells(campaign, {})) == 16  # the campaign's defaults: every cell
+    cells = [c.group_id for c in campaign.cells()]
+    assert dag.get_task("select_cells").downstream_task_ids == {f"{c}.deploy" for c in cells}
+    assert {t.split(".")[-1] for t in dag.task_group.children[cells[0]].children} == set(CELL_STEPS)
+    with pytest.raises(DownstreamTasksSkipped) as skipped:
+        select_cells(campaign, {"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload", "llm-d-redis"]})
+    chosen = {"Qwen3-8B__no-offload", "Qwen3-8B__llm-d-redis"}
+    assert sorted(skipped.value.tasks) == sorted(f"{c}.{s}" for c in cells if c not in chosen for s in CELL_STEPS)
+    assert all(dag.has_task(t) for t in skipped.value.tasks)
+    assert select_cells(campaign, {}) == cells  # the campaign's defaults: every cell, nothing to skip
     with pytest.raises(AirflowException, match=r"Qwen/Qwen3-9B.*Qwen/Qwen3-0.6B"):
         select_cells(campaign, {"models": ["Qwen/Qwen3-9B"]})

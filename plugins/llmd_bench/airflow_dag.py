@@ -1,7 +1,7 @@
 """Build one Airflow DAG per campaign file. The only module of the package that imports Airflow when
 imported (notify.py, whose functions are the DAG's callbacks, imports it only when they run).
 
-`select_cells` (a branch) skips at once the cells this run's params leave out, instead of running a step (a pod on
+`select_cells` skips at once the cells this run's params leave out, instead of running a step (a pod on
 a cluster) per cell only to skip it. In the kubernetes runtime a `preflight` task checks the cluster first
 (preflight.py); every cell's deploy runs after it, and none runs when it fails. Each cell (model x config) is a
 TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp -> teardown (teardown task, runs when any step fails),
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
-from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException, DownstreamTasksSkipped
 
 from llmd_bench import catalog, notify, paths
 from llmd_bench.campaign import (
@@ -115,13 +115,23 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
                                  skip_on_exit_code=SKIP_EXIT_CODE, **step_pod_settings(step, campaign), **kwargs)
 
 
+# The tasks of a cell's group, as build_dag creates them.
+CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
+
+
 def select_cells(campaign: Campaign, params: dict[str, Any]) -> list[str]:
-    """The deploy tasks of the cells this run's params select: the branch `select_cells` follows them and Airflow
-    skips the others' deploys, and with them their whole groups. Bad params fail it with the deploy step's message."""
+    """The task `select_cells`: every task of the cells this run's params leave out is marked skipped at once
+    (DownstreamTasksSkipped, as Airflow's ShortCircuitOperator does; a branch would not do, since every later cell
+    is downstream of the first), instead of each cell's deploy running a step, or a pod, only to skip it, one cell
+    after another. Returns the selected groups. Bad params fail it with the deploy step's message."""
     try:
-        return [f"{cell.group_id}.deploy" for cell in selected_cells(campaign, dict(params), catalog.known_versions())]
+        chosen = [cell.group_id for cell in selected_cells(campaign, dict(params), catalog.known_versions())]
     except LlmdBenchError as exc:
         raise AirflowException(str(exc)) from None
+    left_out = [f"{cell.group_id}.{step}" for cell in campaign.cells() if cell.group_id not in chosen for step in CELL_STEPS]
+    if left_out:
+        raise DownstreamTasksSkipped(tasks=left_out)
+    return chosen
 
 
 def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
@@ -142,12 +152,12 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         # Optional Slack / e-mail notifications (off unless their connections exist): see notify.py.
         on_failure_callback=notify.on_dag_failure,
     ) as dag:
-        from airflow.providers.standard.operators.python import BranchPythonOperator
+        from airflow.providers.standard.operators.python import PythonOperator
 
         lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
         leaves: list[BaseOperator] = []
         # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
-        select = BranchPythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
+        select = PythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
         preflight = None
         if runtime == "kubernetes":
             # Checks the cluster in seconds before any GPU time is spent. A setup task without a teardown:
