@@ -38,8 +38,12 @@ def airflow_stack(tmp_path_factory):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
     password = line.split("password ")[1].rstrip(")")
+    stack = {"url": f"http://127.0.0.1:{port}", "password": password, "base": base, "env": env}
     try:
-        yield {"url": f"http://127.0.0.1:{port}", "password": password, "base": base, "env": env}
+        # every test needs the campaign DAG, which exists once the dag-processor has parsed the campaign files
+        wait_for(lambda: any(d["dag_id"] == "llmd_kv_cache_eval" for d in api(stack, "GET", "/api/v2/dags")["dags"]),
+                 timeout=180, what="the dag-processor to parse the campaign files")
+        yield stack
     finally:
         subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
 
@@ -96,11 +100,6 @@ def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     url = airflow_stack["url"]
-    for _ in range(60):  # the dag-processor parses the campaign files
-        dags = api(airflow_stack, "GET", "/api/v2/dags")["dags"]
-        if any(d["dag_id"] == "llmd_kv_cache_eval" for d in dags):
-            break
-        time.sleep(2)
     api(airflow_stack, "PATCH", "/api/v2/dags/llmd_kv_cache_eval", {"is_paused": False})
     d = browser(tmp_path)
     try:
