@@ -10,7 +10,7 @@ TOKENIZER := .cache/tokenizer/tokenizer.json
 
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
-	@echo "make test   - set up, lint, and run the test suite"
+	@echo "make test   - set up, lint, and run the whole test suite on every core (the timing tests alone after)"
 	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps), on every core"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, then mypy over the package (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 75 minutes; keep the machine quiet)"

@@ -227,8 +227,8 @@ SLOW_TESTS = {
 SOLO_FILES = {"test_fidelity.py"}
 # The longest files first (a CI run's --durations on both cores, seconds per file), kept in this order by
 # --no-loadscope-reorder, so that no worker is left with a long file at the end while the other idles.
-HEAVIEST_FILES = ["test_ui.py",  # 780: three runs through a real Airflow scheduler and a browser
-                  "test_e2e.py", "test_side_by_side.py", "test_trials.py",  # about 200 each
+HEAVIEST_FILES = ["test_ui.py",  # 350: three runs through a real Airflow scheduler and a browser
+                  "test_e2e.py", "test_side_by_side.py", "test_trials.py",  # 230, 190, 140
                   "test_object_storage.py", "test_sweep_stall.py", "test_existing.py", "test_adaptive.py",
                   "test_faults.py", "test_level_reset.py", "test_observability.py", "test_mlflow.py",
                   "test_guidellm_report.py"]
