@@ -40,6 +40,19 @@ cur = conn.cursor(); cur.execute("SELECT 1 FROM pg_database WHERE datname = 'air
 cur.fetchone() or cur.execute("CREATE DATABASE airflow")
 PY
 [ -f "$RUN/jwt_secret" ] || python -c 'import secrets; print(secrets.token_urlsafe(32))' > "$RUN/jwt_secret"
+# The key that encrypts the connections in the metadata database is kept beside that database (in .state), not only
+# in AIRFLOW_HOME's airflow.cfg: a wiped AIRFLOW_HOME must not leave connections no key can read (InvalidToken).
+# The first time, an existing airflow.cfg's key is kept, so the connections stored under it stay readable.
+if [ ! -s "$RUN/fernet_key" ]; then
+  python - "$AIRFLOW_HOME/airflow.cfg" > "$RUN/fernet_key.new" <<'PY'
+import configparser, sys
+from cryptography.fernet import Fernet
+cfg = configparser.ConfigParser(interpolation=None)
+cfg.read(sys.argv[1])
+print(cfg.get("core", "fernet_key", fallback="").strip() or Fernet.generate_key().decode())
+PY
+  chmod 600 "$RUN/fernet_key.new" && mv "$RUN/fernet_key.new" "$RUN/fernet_key"
+fi
 cat > "$RUN/env" <<ENV
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://${META_URL#postgresql://}"
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
@@ -49,6 +62,7 @@ export AIRFLOW__API__PORT=$PORT
 export AIRFLOW__API__BASE_URL=http://127.0.0.1:$PORT
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$PORT/execution/
 export AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$RUN/jwt_secret")
+export AIRFLOW__CORE__FERNET_KEY=$(cat "$RUN/fernet_key")
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=20
 export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=False

@@ -251,3 +251,18 @@ def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(air
     from llmd_bench.runtime.processes import pid_alive, port_is_free
     assert not any(pid_alive(p["pid"]) for p in state["stopped"])
     assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])
+
+
+def test_a_wiped_airflow_home_starts_again_and_its_stored_connections_still_read(airflow_stack):
+    """`rm -rf .airflow` (a fresh airflow.cfg, a new key) with the metadata database kept: `make airflow` starts and
+    the connections stored under the old key still decrypt, since the key is kept beside the database. Last in the
+    module: it replaces the admin password the other tests use."""
+    env = airflow_stack["env"]
+    subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
+    shutil.rmtree(env["AIRFLOW_HOME"])
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
+    airflow_stack["password"] = line.split("password ")[1].rstrip(")")
+    conn = api(airflow_stack, "GET", "/api/v2/connections/llmd_results")
+    assert conn["conn_type"] == "postgres" and conn["host"] == "127.0.0.1"
