@@ -225,6 +225,29 @@ def test_import_of_an_unsupported_version_names_it_and_writes_nothing(tmp_path):
     assert f"GuideLLM report {path}: written by GuideLLM 0.7.0 (layout 2); {SUPPORTED}" in out.stderr
 
 
+@versions
+@pytest.mark.parametrize("edit, needle", [
+    (lambda b: b["metrics"]["output_tokens_per_second"]["successful"].update(mean=-700.0),
+     "`benchmarks[2].metrics.output_tokens_per_second.successful.mean` is -700.0; impossible"),
+    (lambda b: b["metrics"]["time_to_first_token_ms"]["successful"]["percentiles"].update(p50=1e6),
+     "`benchmarks[2].metrics.time_to_first_token_ms.successful.percentiles.p50` is 1000000.0, above "
+     "`benchmarks[2].metrics.time_to_first_token_ms.successful.percentiles.p75`"),
+    (lambda b: b["metrics"]["prompt_token_count"]["successful"].update(max=-32), "prompt_token_count.successful.max` is -32"),
+], ids=["negative-output-rate", "p50-above-p75", "negative-token-count"])
+def test_an_old_report_with_impossible_numbers_is_refused_and_never_imported(tmp_path, version, edit, needle):
+    doc = load_json(_fixture(version))
+    edit(doc["benchmarks"][2])
+    path = _zst(tmp_path / "guidellm-results.json.zst", doc)
+    with pytest.raises(ReportError) as err:
+        parse_report_file(path)
+    assert str(err.value).startswith(f"GuideLLM report {path} (level at concurrency 4): ") and needle in str(err.value)
+    out = subprocess.run([str(BIN / "llmd-bench"), "import", str(path), "--model", "Qwen/Qwen3-8B", "--config", "no-offload",
+                          "--llmd-version", "v0.4.0"], capture_output=True, text=True,
+                         env={**os.environ, "LLMD_BENCH_DB_URL": NO_DB})
+    assert out.returncode == 1 and "Traceback" not in out.stderr and needle in out.stderr
+    assert "unreachable" not in out.stderr  # refused before any database access
+
+
 def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scaling(db_url):
     """A replica-scaling study of GuideLLM 0.5.4 reports: each report imported with its factor values under one run
     id is its own cell; the report compares within each replica count and adds the Scaling section."""

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import tiny_campaign, write_campaign
+from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench import catalog, paths
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
@@ -149,18 +149,66 @@ def test_import_of_a_report_that_is_not_an_object_fails_cleanly(tmp_path, conten
     assert "unreachable" not in out.stderr  # refused before any database access
 
 
-@pytest.mark.parametrize("metric, path", [
-    ("output_tps", ("output_tokens_per_second", "mean")),
-    ("ttft_ms", ("time_to_first_token_ms", "median")),
-    ("request_latency_s", ("request_latency", "mean")),
+def _dist(doc, metric, outcome="successful", level=0):
+    return doc["benchmarks"][level]["metrics"][metric][outcome]
+
+
+@pytest.mark.parametrize("edit, field, value", [
+    # a negative rate, latency or token count, in the statistics the store keeps and in those it leaves to the file
+    (lambda d: _dist(d, "output_tokens_per_second").update(mean=-12.5), "output_tokens_per_second.successful.mean", "-12.5"),
+    (lambda d: _dist(d, "time_to_first_token_ms").update(median=-12.5), "time_to_first_token_ms.successful.median",
+     "-12.5"),
+    (lambda d: _dist(d, "request_latency")["percentiles"].update(p001=-0.5),
+     "request_latency.successful.percentiles.p001", "-0.5"),
+    (lambda d: _dist(d, "output_token_count", "total").update(min=-1), "output_token_count.total.min", "-1.0"),
+    (lambda d: _dist(d, "prompt_tokens_per_second", "errored").update(mean=-3.0),
+     "prompt_tokens_per_second.errored.mean", "-3.0"),
+    (lambda d: _dist(d, "request_concurrency").update(max=-2.0), "request_concurrency.successful.max", "-2.0"),
+    # non-finite: a dict made in Python may hold what JSON cannot
+    (lambda d: _dist(d, "inter_token_latency_ms").update(std_dev=float("nan")), "inter_token_latency_ms.successful.std_dev",
+     "is not finite (nan)"),
+    (lambda d: _dist(d, "tokens_per_second").update(total_sum=float("inf")), "tokens_per_second.successful.total_sum",
+     "is not finite (inf)"),
+    # percentiles out of order, and a median outside its distribution
+    (lambda d: _dist(d, "time_to_first_token_ms")["percentiles"].update(p50=1e6),
+     "time_to_first_token_ms.successful.percentiles.p50", "is 1000000.0, above `benchmarks[0].metrics."
+     "time_to_first_token_ms.successful.percentiles.p75`"),
+    (lambda d: _dist(d, "request_latency")["percentiles"].update(p999=1e6), "request_latency.successful.percentiles.p999",
+     "above `benchmarks[0].metrics.request_latency.successful.max`"),
+    (lambda d: _dist(d, "request_latency").update(median=1e6), "request_latency.successful.median", "outside its min"),
+    # a negative request count
+    (lambda d: d["benchmarks"][0]["metrics"]["request_totals"].update(successful=-1), "request_totals.successful",
+     "is -1, expected a count >= 0"),
+    (lambda d: d["benchmarks"][0]["metrics"]["request_totals"].update(total=-1), "request_totals.total",
+     "is -1, expected a count >= 0"),
 ])
-def test_a_negative_rate_or_latency_marks_the_level_invalid(real_report, metric, path):
+def test_a_report_with_impossible_numbers_is_refused_naming_the_level_and_field(real_report, edit, field, value):
+    """Never a stored level (valid or not): the whole report is refused, as GuideLLM cannot have written it."""
     doc = _doc(real_report)
-    doc["benchmarks"][0]["metrics"][path[0]]["successful"][path[1]] = -12.5
-    report = parse_report(doc, source="neg.json")
-    level = report.levels[0]
-    assert not level.valid and "impossible negative values" in level.invalid_reason and metric in level.invalid_reason
-    assert report.levels[1].valid  # the other level is untouched
+    edit(doc)
+    with pytest.raises(ReportError) as err:
+        parse_report(doc, source="/data/r.json")
+    assert str(err.value).startswith(f"GuideLLM report /data/r.json (level at concurrency 1): `benchmarks[0].metrics."
+                                     f"{field}` "), str(err.value)
+    assert value in str(err.value), str(err.value)
+
+
+def test_the_sweeps_load_results_refuses_an_impossible_report_before_anything_is_written(real_report, results_dir):
+    from llmd_bench.steps import load_results
+
+    campaign = load_campaign(REFERENCE)
+    params = resolve_params(campaign, {"trials": 1}, catalog.known_versions())
+    ctx = StepContext(campaign, params, "run-impossible", "local", Cell("Qwen/Qwen3-8B", "no-offload"),
+                      step="load_results")
+    doc = _doc(real_report)
+    _dist(doc, "output_tokens_per_second", level=1).update(mean=-700.0)
+    path = ctx.folder.trial_report(1)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ReportError, match=r"\(level at concurrency 4\): `benchmarks\[1\]\.metrics\."
+                                          r"output_tokens_per_second\.successful\.mean` is -700\.0"):
+        load_results.run(ctx)  # no database is reached: the report is refused first
+    assert not ctx.folder.levels.exists()
 
 
 def test_a_level_that_ends_before_it_starts_is_invalid(real_report):

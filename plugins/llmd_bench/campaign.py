@@ -73,8 +73,25 @@ class PodResources(_Strict):
     memory_gib_per_gpu: PositiveFloat = Field(16, description="vLLM's own host memory per TP worker")
 
 
+# huggingface_hub/utils/_validators.py validate_repo_id (huggingface_hub 2.4.0, REPO_ID_REGEX): each part 1-96 of
+# [A-Za-z0-9_.-] (ASCII), starting and ending with a letter, digit or '_', no '--' or '..', no '.git' ending. A bare
+# 'name' is a repo id there too; a model id here is always 'owner/name' (the model's folders and labels need both).
+_HF_ID_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HF_MODEL_ID = re.compile(rf"{_HF_ID_PART}/{_HF_ID_PART}")
+
+
+def check_model_id(name: str) -> str:
+    """`name` if it is a Hugging Face model id, else a ValueError saying what one is. The one check of every model id
+    that comes in: campaign files (ModelSpec) and `llmd-bench import --model`."""
+    if not HF_MODEL_ID.fullmatch(name) or "--" in name or ".." in name or name.endswith(".git"):
+        raise ValueError(f"{name[:200]!r} is not a Hugging Face model id: owner/name (e.g. Qwen/Qwen3-8B), each part 1 "
+                         "to 96 ASCII letters, digits, '_', '-' or '.', starting and ending with a letter, digit or '_' "
+                         f"(pattern {HF_MODEL_ID.pattern}), with no '--' or '..' and no '.git' ending")
+    return name
+
+
 class ModelSpec(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="Hugging Face model id")]
+    name: Annotated[str, AfterValidator(check_model_id), Field(description="Hugging Face model id")]
     size_gb: PositiveFloat = Field(10.0, description="weights size; sets the readiness timeout")
     max_concurrency: PositiveInt | None = Field(None, description="levels above this are not run")
     architecture: Architecture | None = Field(None, description="overrides include/models.yaml")

@@ -439,10 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import", help="load existing GuideLLM report files (one trial each) into the results store")
     p.add_argument("files", nargs="+", metavar="PATH")
     # --model, --config and --llmd-version are required with --format guidellm (cmd_import says so as argparse would)
-    p.add_argument("--model", default=None, help="Hugging Face model id, e.g. Qwen/Qwen3-8B")
+    p.add_argument("--model", default=None, help="Hugging Face model id (owner/name), e.g. Qwen/Qwen3-8B")
     p.add_argument("--config", default=None, help="a configuration of include/configurations.yaml (or of the "
                    "--campaign's own configurations), e.g. no-offload, native-offload, llm-d-redis, llm-d-valkey")
-    p.add_argument("--llmd-version", default=None)
+    p.add_argument("--llmd-version", default=None, help="the llm-d release the reports were measured on: a release of "
+                   "the version catalog (include/versions.yaml), e.g. v0.4.0")
     p.add_argument("--run-id", default=None, help="default: import__<hash of the files>")
     p.add_argument("--campaign", default="imported")
     p.add_argument("--factors", default=None, help="the study's factor values for these reports, e.g. replicas=2 or "

@@ -4,11 +4,14 @@ Only the report layouts in llmd_bench.guidellm_layouts are accepted (the pinned 
 past studies were written with); anything else is a ReportError naming what was found and what is supported.
 A report may be zstd-compressed (`*.json.zst`, as past studies stored them). A level that parsed but cannot be
 trusted (errors, stuck requests, too few successes, cut short) is kept with an `invalid_reason`; it is never
-dropped or turned into a zero.
+dropped or turned into a zero. A report holding numbers GuideLLM cannot have written (a negative or non-finite rate,
+latency, token count or request count, percentiles out of order) is broken or edited, not a measurement: it is
+refused whole, naming the file, the level and the field, before anything of it is stored.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -27,6 +30,23 @@ METRICS = {
     "request_latency": "request_latency_s",
 }
 STATS = ("mean", "median", "p90", "p99", "std_dev")
+
+# Metrics every value of which is a rate, a latency, a token or iteration count or a concurrency, so never negative:
+# GenerativeMetrics in guidellm/benchmark/schemas/metrics.py @v0.8.1 and in
+# guidellm/benchmark/schemas/generative/metrics.py @v0.5.3, @v0.5.4, @v0.6.0 (the same fields in all four).
+# Delays (request_dispatch_delay, turn_*_delay) and round-trip differences are left out: they are differences of
+# two clocks and may be negative.
+NON_NEGATIVE_METRICS = (
+    "requests_per_second", "request_concurrency", "request_latency", "request_streaming_iterations_count",
+    "prompt_token_count", "output_token_count", "total_token_count", "time_to_first_token_ms",
+    "time_per_output_token_ms", "inter_token_latency_ms", "prompt_tokens_per_second", "output_tokens_per_second",
+    "tokens_per_second", "output_tokens_per_iteration", "iter_tokens_per_iteration")
+_OUTCOMES = ("successful", "errored", "incomplete", "total")  # StatusDistributionSummary's four summaries
+_SCALAR_STATS = ("mean", "median", "mode", "variance", "std_dev", "min", "max", "count", "total_sum")
+# guidellm/schemas/statistics.py @v0.8.1 (and @v0.5.3-v0.6.0, unchanged): DistributionSummary.from_pdf takes values
+# sorted ascending, min and max are the first and last, and every percentile (Percentiles.from_pdf: np.searchsorted
+# on the cumulative probabilities) is one of those values; so min <= p001 <= ... <= p999 <= max, and median = p50.
+PERCENTILE_ORDER = ("p001", "p01", "p05", "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p999")
 
 
 @dataclass(frozen=True)
@@ -137,15 +157,59 @@ def _number(value: Any, where: str, source: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ReportError(f"GuideLLM report {source}: `{where}` is {value!r}, expected a number")
-    if not math.isfinite(value):
-        raise ReportError(f"GuideLLM report {source}: `{where}` is not finite ({value})")
-    return float(value)
+    try:
+        number = float(value)  # an integer past the float range (JSON allows any length) is no measurement either
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        shown = value if isinstance(value, float) else "an integer past the float range"
+        raise ReportError(f"GuideLLM report {source}: `{where}` is not finite ({shown})")
+    return number
 
 
 def _count(value: Any, where: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ReportError(f"GuideLLM report {source}: `{where}` is {value!r}, expected a count >= 0")
     return value
+
+
+def _check_possible(bench: dict[str, Any], where: str, source: str) -> None:
+    """Refuse a level whose numbers GuideLLM cannot have written: a negative or non-finite rate, latency, token count
+    or concurrency (NON_NEGATIVE_METRICS, every request outcome), or a distribution whose percentiles are out of
+    order. Such a report is broken or edited, not a measurement: it is refused whole, so nothing of it is stored."""
+    metrics = bench.get("metrics")
+    if not isinstance(metrics, dict):
+        return  # the caller names the missing block
+    for name in NON_NEGATIVE_METRICS:
+        summary = metrics.get(name)
+        for outcome in _OUTCOMES:
+            dist = summary.get(outcome) if isinstance(summary, dict) else None
+            if not isinstance(dist, dict):
+                continue
+            at = f"{where}.metrics.{name}.{outcome}"
+            pct = dist.get("percentiles")
+            if pct is not None and not isinstance(pct, dict):
+                raise ReportError(f"GuideLLM report {source}: `{at}.percentiles` is not an object")
+            values = {stat: _number(dist.get(stat), f"{at}.{stat}", source) for stat in _SCALAR_STATS}
+            values |= {f"percentiles.{p}": _number((pct or {}).get(p), f"{at}.percentiles.{p}", source)
+                       for p in PERCENTILE_ORDER}
+            for key, value in values.items():
+                if value is not None and value < 0:
+                    raise ReportError(f"GuideLLM report {source}: `{at}.{key}` is {value!r}; impossible: {name} is "
+                                      "never negative")
+            # min <= p001 <= ... <= p999 <= max, and the median within min and max
+            chain = ["min", *(f"percentiles.{p}" for p in PERCENTILE_ORDER), "max"]
+            known = [(key, value) for key in chain if (value := values[key]) is not None]
+            for (low_key, low), (high_key, high) in itertools.pairwise(known):
+                if low > high:
+                    raise ReportError(f"GuideLLM report {source}: `{at}.{low_key}` is {low!r}, above `{at}.{high_key}` "
+                                      f"{high!r}: percentiles out of order (GuideLLM's are min <= p001 <= ... <= p50 <= "
+                                      "... <= p999 <= max)")
+            median, lowest, highest = values["median"], values["min"], values["max"]
+            if median is not None and ((lowest is not None and median < lowest)
+                                       or (highest is not None and median > highest)):
+                raise ReportError(f"GuideLLM report {source}: `{at}.median` is {median!r}, outside its min {lowest!r} "
+                                  f"and max {highest!r}")
 
 
 def parse_report(doc: Any, *, source: str = "<report>", expected_duration_s: float | None = None,
@@ -187,38 +251,42 @@ def _parse_level(bench: Any, i: int, source: str, expected_duration_s: float | N
     if kind != "concurrent":
         raise ReportError(f"GuideLLM report {source}: `{where}` is not a concurrent-profile level (strategy {kind!r})")
     concurrency = _count(strategy.get("streams"), f"{where}.config.strategy.streams", source)
-    totals = _get(bench, "metrics.request_totals", f"{source} {where}")
+    # from here on every message names the level as well as the file
+    lsrc = f"{source} (level at concurrency {concurrency})"
+    _check_possible(bench, where, lsrc)
+    totals = _get(bench, "metrics.request_totals", f"{lsrc} {where}")
     successful = _count(totals.get("successful") if isinstance(totals, dict) else None,
-                        f"{where}.metrics.request_totals.successful", source)
-    errored = _count(totals.get("errored"), f"{where}.metrics.request_totals.errored", source)
-    incomplete = _count(totals.get("incomplete"), f"{where}.metrics.request_totals.incomplete", source)
+                        f"{where}.metrics.request_totals.successful", lsrc)
+    errored = _count(totals.get("errored"), f"{where}.metrics.request_totals.errored", lsrc)
+    incomplete = _count(totals.get("incomplete"), f"{where}.metrics.request_totals.incomplete", lsrc)
     metrics: dict[str, dict[str, float | None]] = {}
     for name, short in METRICS.items():
-        dist = _get(bench, f"metrics.{name}.successful", f"{source} {where}")
+        dist = _get(bench, f"metrics.{name}.successful", f"{lsrc} {where}")
         if not isinstance(dist, dict):
-            raise ReportError(f"GuideLLM report {source}: `{where}.metrics.{name}.successful` is not an object")
+            raise ReportError(f"GuideLLM report {lsrc}: `{where}.metrics.{name}.successful` is not an object")
         pct = dist.get("percentiles")
         if pct is None:
             pct = {}
         elif not isinstance(pct, dict):
-            raise ReportError(f"GuideLLM report {source}: `{where}.metrics.{name}.successful.percentiles` "
+            raise ReportError(f"GuideLLM report {lsrc}: `{where}.metrics.{name}.successful.percentiles` "
                               "is not an object")
         metrics[short] = {
-            "mean": _number(dist.get("mean"), f"{where}.metrics.{name}.successful.mean", source),
-            "median": _number(dist.get("median"), f"{where}.metrics.{name}.successful.median", source),
-            "p90": _number(pct.get("p90"), f"{where}.metrics.{name}.successful.percentiles.p90", source),
-            "p99": _number(pct.get("p99"), f"{where}.metrics.{name}.successful.percentiles.p99", source),
-            "std_dev": _number(dist.get("std_dev"), f"{where}.metrics.{name}.successful.std_dev", source),
+            "mean": _number(dist.get("mean"), f"{where}.metrics.{name}.successful.mean", lsrc),
+            "median": _number(dist.get("median"), f"{where}.metrics.{name}.successful.median", lsrc),
+            "p90": _number(pct.get("p90"), f"{where}.metrics.{name}.successful.percentiles.p90", lsrc),
+            "p99": _number(pct.get("p99"), f"{where}.metrics.{name}.successful.percentiles.p99", lsrc),
+            "std_dev": _number(dist.get("std_dev"), f"{where}.metrics.{name}.successful.std_dev", lsrc),
         }
-    start = _number(bench.get("start_time"), f"{where}.start_time", source)
-    end = _number(bench.get("end_time"), f"{where}.end_time", source)
-    duration = _number(bench.get("duration"), f"{where}.duration", source)
+    start = _number(bench.get("start_time"), f"{where}.start_time", lsrc)
+    end = _number(bench.get("end_time"), f"{where}.end_time", lsrc)
+    duration = _number(bench.get("duration"), f"{where}.duration", lsrc)
     if start is None or end is None or duration is None:
-        raise ReportError(f"GuideLLM report {source}: `{where}` has no start_time/end_time/duration")
+        raise ReportError(f"GuideLLM report {lsrc}: `{where}` has no start_time/end_time/duration")
     summary = compact_summary(bench)
     total = totals.get("total")
     level = LevelResult(concurrency, start, end, duration, successful, errored, incomplete, metrics, summary,
-                        requests_total=int(total) if isinstance(total, (int, float)) and not isinstance(total, bool) else None)
+                        requests_total=None if total is None else
+                        _count(total, f"{where}.metrics.request_totals.total", lsrc))
     level.invalid_reason = judge_level(level, expected_duration_s, rules)
     return level
 
@@ -238,11 +306,8 @@ def judge_level(level: LevelResult, expected_duration_s: float | None, rules: Va
         reasons.append(f"ran {level.duration_s:.1f} s of the {expected_duration_s:g} s asked")
     if level.value("output_tps") is None:
         reasons.append("no output tokens/s for successful requests")
-    # physically impossible: a negative rate or latency, a window that ends before it starts
-    negative = sorted(f"{metric} {stat}" for metric, stats in level.metrics.items()
-                      for stat, value in stats.items() if value is not None and value < 0)
-    if negative:
-        reasons.append(f"impossible negative values: {', '.join(negative)}")
+    # a window that ends before it starts (a negative rate or latency never gets here: _check_possible refuses the
+    # whole report)
     if level.end < level.start or level.duration_s < 0:
         reasons.append(f"impossible window: start {level.start}, end {level.end}, duration {level.duration_s}")
     elif level.duration_s > (level.end - level.start) + 1.0:

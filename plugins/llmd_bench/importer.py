@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench import __version__, configurations, guidellm_layouts, paths
-from llmd_bench.campaign import campaign_configurations
+from llmd_bench.campaign import campaign_configurations, check_model_id
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import Report, load_json, parse_report
 from llmd_bench.results import cell_status, sha256
@@ -40,11 +40,24 @@ def parse_factors(text: str | None) -> dict[str, Any]:
 def import_reports(files: list[Path], model: str, config: str, llmd_version: str, run_id: str | None = None,
                    campaign: str = "imported", url: str | None = None,
                    factors: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store GuideLLM reports (one trial each) as one run of `model` x `config` at `llmd_version`. A model id that
+    is not a Hugging Face one, an llm-d version not in the catalog, an unknown configuration or a report that cannot
+    be read or holds impossible numbers is refused with the reason, before anything is written."""
     from sqlalchemy.orm import Session
 
     from llmd_bench import catalog
     from llmd_bench.db import store as db
 
+    # every argument is checked before any report is read, and every report before anything is stored
+    try:
+        check_model_id(model)
+    except ValueError as exc:
+        raise LlmdBenchError(f"--model: {exc}") from None
+    known = catalog.known_versions()
+    if llmd_version not in known:
+        raise LlmdBenchError(f"--llmd-version {llmd_version[:100]!r} is not in the version catalog "
+                             f"({paths.catalog_file()}); allowed: {known}")
+    entry = catalog.entry(llmd_version)
     own = campaign_configurations(campaign)
     if configurations.lookup(config, own) is None:
         raise LlmdBenchError(f"--config {config!r} is not in the configuration catalog (include/configurations.yaml)"
@@ -57,11 +70,10 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
         doc = load_json(f)
         parsed.append((f, parse_report(doc, source=str(f), expected_duration_s=_expected_duration(doc)), sha256(f)))
     run_id = run_id or "import__" + hashlib.sha256("".join(h for _, _, h in parsed).encode()).hexdigest()[:12]
-    entry = catalog.load_catalog().get(llmd_version)
     first = parsed[0][1]
     run = db.RunInfo(campaign=campaign, dag_run_id=run_id, runtime="imported", llmd_version=llmd_version,
-                     vllm_version=entry.vllm_version if entry else None, guidellm_version=first.guidellm_version,
-                     llmd_bench_version=__version__, images=dict(entry.images) if entry else {},
+                     vllm_version=entry.vllm_version, guidellm_version=first.guidellm_version,
+                     llmd_bench_version=__version__, images=dict(entry.images),
                      params={"imported_from": [str(f) for f, _, _ in parsed], "guidellm_spec": first.spec})
 
     from llmd_bench.campaign import CONFIG_FACTORS, STACK_FACTORS, factor_label
