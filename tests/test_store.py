@@ -199,9 +199,9 @@ def test_report_compares_llmd_versions_and_flags_a_regression(db_url, real_repor
         b["metrics"]["output_tokens_per_second"]["successful"]["mean"] *= 0.7
     slower.write_text(json.dumps(doc))
     for config in ("no-offload", "llm-d-redis"):
-        import_reports([real_report], "Qwen/Qwen3-8B", config, "v0.3.1", run_id="old", campaign="camp", url=db_url)
-    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.4.0", run_id="new", campaign="camp", url=db_url)
-    import_reports([slower], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id="new", campaign="camp", url=db_url)
+        import_reports([real_report], "Qwen/Qwen3-8B", config, "v0.4.0", run_id="old", campaign="camp", url=db_url)
+    import_reports([real_report], "Qwen/Qwen3-8B", "no-offload", "v0.5.0", run_id="new", campaign="camp", url=db_url)
+    import_reports([slower], "Qwen/Qwen3-8B", "llm-d-redis", "v0.5.0", run_id="new", campaign="camp", url=db_url)
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     report = generate_report("new", tmp_path / "r", campaign="camp")
     old_only = generate_report("old", tmp_path / "o", campaign="camp")
