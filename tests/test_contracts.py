@@ -154,6 +154,13 @@ UPSTREAM["v0.8.1"] = UPSTREAM["v0.8.0"]  # the same router, kv-cache and vLLM
 # router v0.10.0: the producer path (the scorer plugin is a deprecated wrapper), render tokenizer, no valkeyConfig
 UPSTREAM["v0.9.0"] = {**UPSTREAM["v0.8.0"], "precise_plugin": "precise-prefix-cache-producer",
                       "precise_params": _ROUTER_0_10_PRODUCER, "uds_tokenizer": False, "render_tokenizer": True}
+# llm-d v0.10.0: vLLM 0.30.0 (artifacts.md), whose CPU tier lives in /dev/shm (vllm/v1/kv_offload/cpu/spec.py
+# @v0.30.0: SharedOffloadRegion on CUDA); its router cannot be read at the tag: router v0.10.0 stands in, and
+# precise routing, whose contract with vLLM 0.30.0 was not read, is refused
+UPSTREAM["v0.10.0"] = {**UPSTREAM["v0.9.0"], "offload_in_shm": True, "refused": {"llm-d-redis", "llm-d-valkey"}}
+# llm-d v1.0: nothing of it could be read at its tag; every configuration is refused
+ALL_CONFIGS = {"no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"}
+UPSTREAM["v1.0.0"] = {"refused": ALL_CONFIGS, "epp_watches": set(), "crds": set()}
 
 # Qwen3 config.json: (layers, KV heads, head dim); the KV cache is 16-bit
 ARCH = {"Qwen/Qwen3-0.6B": (28, 8, 128), "Qwen/Qwen3-8B": (36, 8, 128), "Qwen/Qwen3-14B": (40, 8, 128),
@@ -223,6 +230,10 @@ def test_every_catalog_release_has_its_upstream_facts():
 @pytest.mark.parametrize("version, model, config", CELLS)
 def test_rendered_cell_keeps_the_upstream_contract(campaign, version, model, config):
     facts = UPSTREAM[version]
+    if config in facts.get("refused", ()):
+        with pytest.raises(CampaignError, match=rf"refused for llm-d {version}: .*contract.unverified"):
+            render(campaign, version, model, config)
+        return
     docs = render(campaign, version, model, config)
     for doc in docs:
         if doc["kind"] != "InferencePool":
@@ -323,6 +334,10 @@ def sizing_bytes(quantity: str) -> int:
 @pytest.mark.parametrize("version", list(UPSTREAM))
 def test_simulator_cells_validate_and_the_index_comes_first(campaign, version):
     for config in ("no-offload", "llm-d-valkey"):
+        if config in UPSTREAM[version].get("refused", ()):
+            with pytest.raises(CampaignError, match=rf"refused for llm-d {version}"):
+                render(campaign, version, "Qwen/Qwen3-8B", config, backend="inference-sim", replicas=2)
+            continue
         docs = render(campaign, version, "Qwen/Qwen3-8B", config, backend="inference-sim", replicas=2)
         for doc in docs:
             if doc["kind"] != "InferencePool":
@@ -378,7 +393,10 @@ def test_inference_pool_validates_against_its_crd(campaign):
     crd = yaml.safe_load(CRD.read_text())
     schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
     for version in UPSTREAM:
-        pool = next(d for d in render(campaign, version, "Qwen/Qwen3-8B", "llm-d-redis") if d["kind"] == "InferencePool")
+        config = "llm-d-redis" if "llm-d-redis" not in UPSTREAM[version].get("refused", ()) else "no-offload"
+        if config in UPSTREAM[version].get("refused", ()):
+            continue
+        pool = next(d for d in render(campaign, version, "Qwen/Qwen3-8B", config) if d["kind"] == "InferencePool")
         jsonschema.validate(pool["spec"], schema["properties"]["spec"])
 
 
@@ -422,3 +440,195 @@ def test_architecture_comes_from_config_json_and_an_unknown_model_is_refused_cle
     with pytest.raises(CampaignError, match="architecture: {layers, kv_heads, head_dim}"):
         sizing.architecture(spec)
     assert sizing.kv_bytes_per_token_per_rank(arch, 16) == 2 * 36 * 1 * 128 * 2  # more ranks than KV heads: replicated
+
+
+# -- every configuration x release; the filesystem tier and who writes its claim -------------------------------------
+
+FACTS = yaml.safe_load((ROOT / "tests" / "fixtures" / "upstream_facts" / "filesystem_tier.yaml").read_text())
+
+
+def _validate_strictly(docs, pool_schema):
+    for doc in docs:
+        if doc["kind"] == "InferencePool":
+            if pool_schema is not None:
+                jsonschema.validate(doc["spec"], pool_schema["properties"]["spec"])
+        else:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def _pool_schema():
+    if not CRD.exists():
+        return None
+    crd = yaml.safe_load(CRD.read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+
+
+def test_every_configuration_x_release_renders_strictly_or_is_refused_naming_the_release(campaign):
+    """The whole catalog of configurations against the whole version catalog, on both backends: a cell either renders
+    manifests that pass strict validation or is refused with a message naming the llm-d release (never a traceback
+    or a KeyError from a piece the release's entry could not name)."""
+    from llmd_bench import configurations
+
+    schema = _pool_schema()
+    rendered: dict[str, int] = {}
+    for version in catalog.known_versions():
+        entry = catalog.entry(version)
+        for name in configurations.catalog():
+            for backend in ("vllm", "inference-sim"):
+                try:
+                    docs = render(campaign, version, "Qwen/Qwen3-8B", name, backend=backend)
+                except CampaignError as err:
+                    assert f"llm-d {version}" in str(err), (version, name, backend, str(err))
+                    if entry.contract.unverified and "refused for llm-d" in str(err):
+                        assert any(f"{piece}: " in str(err) for piece in entry.contract.unverified), str(err)
+                    continue
+                _validate_strictly(docs, schema)
+                rendered[version] = rendered.get(version, 0) + 1
+    # every release whose pieces could be read renders most of the catalog; v1.0.0 none
+    assert set(rendered) == {v for v in catalog.known_versions() if v != "v1.0.0"}
+    assert rendered["v0.10.0"] >= 12  # all but precise routing and the CPU-less filesystem tier
+
+
+def _image_facts(image: str) -> dict[str, Any]:
+    repo, tag = image.rsplit(":", 1)
+    assert repo in FACTS["images"] and tag in FACTS["images"][repo]["tags"], f"no upstream fact for image {image}"
+    return {"user": FACTS["images"][repo]["user"], **FACTS["images"][repo]["tags"][tag]}
+
+
+def _effective_user(pod: dict[str, Any], container: dict[str, Any], image_user: int) -> int:
+    for context in (container.get("securityContext") or {}, pod.get("securityContext") or {}):
+        if "runAsUser" in context:
+            return context["runAsUser"]
+    return image_user
+
+
+def _writes_fresh_claim(pod: dict[str, Any], container: dict[str, Any], image_user: int) -> bool:
+    writers = FACTS["fresh_claim_writers"]
+    has_fs_group = "fsGroup" in (pod.get("securityContext") or {})
+    return _effective_user(pod, container, image_user) in writers["uids"] or (has_fs_group and writers["fs_group_makes_writable"])
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM])
+@pytest.mark.parametrize("config", ["fs-offload", "cpu+fs-offload-20k"])
+def test_filesystem_cells_start_a_tier_their_image_ships_and_can_write_its_claim(campaign, version, config):
+    """Checked against upstream facts (tests/fixtures/upstream_facts/filesystem_tier.yaml), not against the catalog:
+    a filesystem cell is refused naming the release, or its image ships the spec it renders (llm-d's backend built for
+    the image's vLLM line, or the image's vLLM's own tier with the keys that vLLM reads) and the container's user can
+    write the freshly provisioned claim mounted where the tier writes."""
+    try:
+        docs = render(campaign, version, "Qwen/Qwen3-8B", config)
+    except CampaignError as err:
+        assert f"llm-d {version}" in str(err)
+        return
+    ms = deployment(docs, "-ms")
+    pod = ms["spec"]["template"]["spec"]
+    vllm = containers(ms)["vllm"]
+    image = _image_facts(vllm["image"])
+    transfer = json.loads(flag_value(vllm["args"], "--kv-transfer-config"))
+    specs = [c["kv_connector_extra_config"] for c in transfer["kv_connector_extra_config"]["connectors"]] \
+        if transfer["kv_connector"] == "MultiConnector" else [transfer["kv_connector_extra_config"]]
+    fs_specs = [s for s in specs if s.get("spec_name", "CPUOffloadingSpec") != "CPUOffloadingSpec"]
+    assert len(fs_specs) == 1, specs
+    spec = fs_specs[0]
+    backend = FACTS["llmd_fs_backend"]
+    upstream = FACTS["vllm"][image["vllm"]]["fs_spec"]
+    if spec["spec_name"] == backend["spec_name"]:
+        assert spec.get("spec_module_path") == backend["spec_module_path"]
+        assert image["llmd_fs_backend"] == _minor(image["vllm"]), (
+            f"{vllm['image']} (vLLM {image['vllm']}) ships llmd_fs_backend {image['llmd_fs_backend']}")
+        assert set(spec) <= set(backend["keys"])
+        path = spec[backend["path_key"]]
+    else:
+        assert upstream is not None and spec["spec_name"] == upstream["spec_name"], (
+            f"{vllm['image']} (vLLM {image['vllm']}) has no {spec['spec_name']}")
+        assert set(spec) <= set(upstream["keys"]) and set(upstream["required"]) <= set(spec), spec
+        (tier,) = spec["secondary_tiers"]
+        assert tier["type"] == upstream["tier_type"] and set(tier) <= set(upstream["tier_keys"]), tier
+        path = tier[upstream["path_key"]]
+    claim_mounts = [m for m in vllm["volumeMounts"] if any(v["name"] == m["name"] and "persistentVolumeClaim" in v
+                                                           for v in pod["volumes"])]
+    assert any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in claim_mounts), (path, claim_mounts)
+    assert _writes_fresh_claim(pod, vllm, image["user"]), (
+        f"{vllm['image']} runs as uid {_effective_user(pod, vllm, image['user'])}, which cannot write a fresh claim")
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM if v != "v1.0.0"])
+def test_a_pod_mounting_the_model_cache_can_write_it(campaign, version):
+    serving = campaign.serving.model_copy(update={"model_cache_pvc": "models"})
+    docs = render(campaign.model_copy(update={"serving": serving}), version, "Qwen/Qwen3-8B", "no-offload")
+    ms = deployment(docs, "-ms")
+    pod = ms["spec"]["template"]["spec"]
+    vllm = containers(ms)["vllm"]
+    assert {"name": "model-cache", "mountPath": "/models"} in vllm["volumeMounts"]
+    assert _writes_fresh_claim(pod, vllm, _image_facts(vllm["image"])["user"])
+    kubernetes_validate.validate(ms, K8S_VERSION, strict=True)
+    # a pod that writes no volume keeps its image's user
+    plain = containers(deployment(render(campaign, version, "Qwen/Qwen3-8B", "no-offload"), "-ms"))["vllm"]
+    assert "securityContext" not in plain
+
+
+@pytest.mark.parametrize("version", [v for v in UPSTREAM if v != "v1.0.0"])
+def test_catalog_records_offload_prompt_only_as_each_vllm_has_it(version):
+    entry = catalog.entry(version)
+    fact = FACTS["vllm"][entry.vllm_version]["offload_prompt_only"]
+    recorded = entry.contract.offload_prompt_only
+    assert recorded.supported == (fact is not None) and recorded.default == fact, (version, recorded, fact)
+    # and the image the catalog names runs that vLLM
+    image = entry.images["vllm"]
+    assert _image_facts(image)["vllm"] == entry.vllm_version
+
+
+def test_policy_changes_between_releases_are_derived_from_the_contract():
+    found = {c.field: c for c in catalog.policy_changes("v0.7.0", "v0.8.0")}
+    assert found["offload_prompt_only"].applies_to == "offload"
+    assert "absent" in found["offload_prompt_only"].before and "default true" in found["offload_prompt_only"].after
+    assert found["offload_prompt_only"].text.startswith("policy changed between v0.7.0 and v0.8.0: offload_prompt_only")
+    assert found["fs_tier"].before == "llmd_fs_backend" and found["fs_tier"].after == "TieringOffloadingSpec"
+    assert catalog.policy_changes("v0.8.0", "v0.9.0") == []  # the same defaults
+    assert [c.field for c in catalog.policy_changes("v0.4.0", "v0.10.0")] == ["offload_prompt_only", "fs_tier"]
+    with pytest.raises(CampaignError, match="'v9.9.9' is not in the version catalog"):
+        catalog.policy_changes("v0.4.0", "v9.9.9")
+
+
+def _report_stub(cross_rows, configs, llmd_version):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    cells = pd.DataFrame({"config": configs, "configuration": configs})
+    data = SimpleNamespace(campaign="llmd_kv_cache_eval", cells=cells, llmd_version=llmd_version,
+                           params={"llmd_version": llmd_version})
+    return SimpleNamespace(data=data, cross_version=pd.DataFrame(cross_rows) if cross_rows else None)
+
+
+def test_the_report_attributes_a_cross_version_change_to_the_recorded_policy_change():
+    """v0.7.0 -> v0.8.0: vLLM 0.23 offloads prompt blocks only by default (vllm/v1/kv_offload/base.py @v0.23.0). A
+    native-offload change between the two is attributed to that; a configuration without offload, or a release pair
+    with the same default, is not."""
+    from llmd_bench.report import sections
+
+    rows = [{"model": "Qwen3-8B", "config": c, "version": "v0.8.0", "other_version": other}
+            for c, other in [("native-offload", "v0.7.0"), ("no-offload", "v0.7.0"), ("native-offload", "v0.8.1"),
+                             ("native-offload-20k [offload_size=20k]", "v0.4.0"), ("cpu+fs-offload-20k", "v0.7.0")]]
+    report = _report_stub(rows, ["native-offload", "no-offload", "native-offload-20k", "cpu+fs-offload-20k"], "v0.8.0")
+    found = sections.cross_version_attributions(report)
+    assert found[0] == ["policy changed between v0.7.0 and v0.8.0: offload_prompt_only absent (vLLM 0.19.1: offloads "
+                        "every computed block (prompt and decode)) -> default true (vLLM 0.23.0: offloads prompt "
+                        "blocks only)"]
+    assert found[1] == [] and found[2] == []
+    assert found[3] and found[3][0].startswith("policy changed between v0.4.0 and v0.8.0: offload_prompt_only")
+    assert [t.split(": ")[1].split(" ")[0] for t in found[4]] == ["offload_prompt_only", "fs_tier"]
+    # a configuration that sets the key itself is not subject to vLLM's default
+    own = _report_stub([{"model": "m", "config": "x", "version": "v0.8.0", "other_version": "v0.7.0"}], ["x"], "v0.8.0")
+    assert sections.cross_version_attributions(own) == [[]]  # unknown to the catalog: nothing attributed
+
+    text = sections.offload_policy_item(report, "v0.8.0")
+    assert text.startswith("Offload policy: at llm-d v0.8.0 (vLLM 0.23.0) offload_prompt_only defaults to true, so "
+                           "vLLM's OffloadingConnector offloads prompt blocks only")
+    old = sections.offload_policy_item(report, "v0.7.0")
+    assert "there is no offload_prompt_only" in old and "every computed block (prompt and decode)" in old
+    assert sections.offload_policy_item(_report_stub([], ["no-offload"], "v0.8.0"), "v0.8.0") is None

@@ -4,6 +4,7 @@ against its CRD, and the configuration differences where they must be and nowher
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 
@@ -67,11 +68,32 @@ def all_cells(campaign):
 
 
 def needs_own_image(config_name: str, version: str) -> bool:
-    """The llm-d release's model-server image lacks the configuration's connector (LMCache, llmd_fs_backend)."""
+    """The llm-d release's model-server image lacks the configuration's connector (LMCache, a filesystem tier)."""
     offload = configurations.catalog()[config_name].model_server.kv_offload
     contract = catalog.entry(version).contract
     return offload is not None and ((offload.connector == "LMCacheConnectorV1" and not contract.lmcache_in_image)
-                                    or (offload.filesystem is not None and not contract.fs_backend_in_image))
+                                    or (offload.filesystem is not None and contract.fs_tier.kind == "none"))
+
+
+def expected_refusal(definition: configurations.Configuration, version: str) -> str | None:
+    """What a catalog release refuses a configuration with (None: it renders): a piece that could not be read at the
+    tag, a connector the image lacks, or a CPU-less filesystem tier where the release's tier needs a CPU primary."""
+    entry = catalog.entry(version)
+    if manifests.unverified_refusal(entry, definition, "vllm", version, "x"):
+        return rf"refused for llm-d {version}: .*contract.unverified"
+    offload = definition.model_server.kv_offload
+    if offload is None:
+        return None
+    own = definition.model_server.image is not None
+    if offload.filesystem is not None:
+        kind = entry.contract.fs_tier.rendered(own)
+        if kind == "none":
+            return rf"llm-d {version}'s model-server image has no filesystem tier"
+        if kind == "TieringOffloadingSpec" and not offload.cpu:
+            return rf"llm-d {version}'s filesystem tier is vLLM .*TieringOffloadingSpec, whose fs tier sits behind a CPU"
+    if not own and offload.connector == "LMCacheConnectorV1" and not entry.contract.lmcache_in_image:
+        return rf"llm-d {version}'s model-server image has no lmcache package"
+    return None
 
 
 def test_every_manifest_of_every_cell_validates_strictly(campaign, pool_schema):
@@ -394,9 +416,9 @@ def test_later_studies_configurations_render_strictly_for_every_llmd_version(cam
                                                         | own_image["model_server"]}) for name in LATER_CONFIGS}
     c = campaign.model_copy(update={"configurations": own, "configs": [*campaign.configs, *LATER_CONFIGS, *own]})
     for name in [*LATER_CONFIGS, *own]:
-        base = name.removesuffix("-own")
-        if name == base and needs_own_image(base, version):
-            with pytest.raises(CampaignError, match=r"image has no (lmcache package|llmd_fs_backend)"):
+        refusal = expected_refusal(c.configuration(name), version)
+        if refusal:
+            with pytest.raises(CampaignError, match=refusal):
                 render(c, "Qwen/Qwen3-8B", name, llmd_version=version)
             continue
         _, docs = render(c, "Qwen/Qwen3-8B", name, llmd_version=version)
@@ -427,6 +449,8 @@ def test_filesystem_and_multiconnector_configs_follow_upstream(campaign):
         "shared_storage_path": "/kvcache/kv-cache/", "block_size": 256, "threads_per_gpu": 128}}
     args = vllm["args"]
     assert args[args.index("--distributed-executor-backend") + 1] == "mp"
+    # llm-d-cuda runs as uid 2000 and a fresh claim is root-owned: as upstream's guide, the container runs as root
+    assert vllm["securityContext"] == {"runAsUser": 0}
     (pvc,) = by_kind(docs, "PersistentVolumeClaim")
     assert pvc["spec"]["resources"]["requests"]["storage"] == "256Gi" and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
     server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ms"))
@@ -525,3 +549,96 @@ def test_a_configurations_block_size_and_scorer_weights_reach_vllm_and_the_epp(t
         "queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3, "max-score-picker": None}
     args = container(docs, "vllm")["args"]
     assert args[args.index("--block-size") + 1] == "16"
+
+
+@pytest.mark.parametrize("version, vllm_image", [("v0.8.0", "ghcr.io/llm-d/llm-d-cuda:v0.8.0"),
+                                                 ("v0.8.1", "docker.io/vllm/vllm-openai:v0.23.0"),
+                                                 ("v0.9.0", "docker.io/vllm/vllm-openai:v0.26.0"),
+                                                 ("v0.10.0", "docker.io/vllm/vllm-openai:v0.30.0")])
+def test_from_vllm_0_23_the_filesystem_tier_is_vllms_own_tiering_spec(campaign, version, vllm_image):
+    """vLLM 0.23 carries the filesystem tier (TieringOffloadingSpec with an `fs` secondary tier behind a CPU primary
+    tier; vllm/v1/kv_offload/tiering/spec.py, tiering/fs/manager.py @v0.23.0); llmd_fs_backend is not in these
+    images (or not for their vLLM line), so it is never rendered there."""
+    c = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"llmd_version": version})})
+    _, docs = render(c, "Qwen/Qwen3-8B", "cpu+fs-offload-20k")
+    cfg, vllm = _kv_transfer(docs)
+    assert vllm["image"] == vllm_image
+    assert cfg == {"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
+        "spec_name": "TieringOffloadingSpec", "cpu_bytes_to_use": 20000 * 16 * 72 * 1024 * 2, "block_size": 256,
+        "secondary_tiers": [{"type": "fs", "root_dir": "/kvcache/kv-cache"}]}}
+    assert "--distributed-executor-backend" not in vllm["args"] and "llmd_fs_backend" not in json.dumps(docs)
+    assert vllm["securityContext"] == {"runAsUser": 0}
+    # the CPU primary tier is an mmap in /dev/shm (tiering/spec.py: SharedOffloadRegion): /dev/shm holds it
+    server = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-ms"))
+    shm = next(v for v in server["spec"]["template"]["spec"]["volumes"] if v["name"] == "shm")["emptyDir"]["sizeLimit"]
+    assert int(shm.removesuffix("Mi")) * 2**20 >= 20000 * 16 * 72 * 1024 * 2
+    for doc in docs:
+        if doc["kind"] != "InferencePool":
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # no CPU tier: vLLM's fs tier cannot start without one; refused naming the release and why
+    with pytest.raises(CampaignError, match=rf"llm-d {version}'s filesystem tier is vLLM .*TieringOffloadingSpec.*"
+                                            r"cpu: false"):
+        render(c, "Qwen/Qwen3-8B", "fs-offload")
+
+
+def test_offload_prompt_only_is_set_where_vllm_has_it_and_refused_where_it_does_not(tmp_path):
+    from conftest import tiny_campaign, write_campaign
+
+    doc = tiny_campaign(configs=["no-offload", "native-all-blocks", "tiered-all-blocks"])
+    doc["configurations"] = {
+        "native-all-blocks": {"description": "native offload of decode blocks too", "evidence": "offload-counters",
+                              "model_server": {"kv_offload": {"connector": "OffloadingConnector",
+                                                              "offload_prompt_only": False}}},
+        "tiered-all-blocks": {"description": "CPU + filesystem, decode blocks too", "evidence": "offload-counters",
+                              "model_server": {"kv_offload": {"connector": "OffloadingConnector", "offload_prompt_only": False,
+                                                              "size": {"cpu_gib_per_gpu": 4},
+                                                              "filesystem": {"block_size": 256, "read_threads": 8}}}}}
+    for name in ("native-all-blocks", "tiered-all-blocks"):
+        doc["local_simulation"][name] = {"ttft_ms": 40, "itl_ms": 8}
+    c = load_campaign(write_campaign(tmp_path, doc))
+    _, docs = render(c, "Qwen/Qwen3-0.6B", "native-all-blocks", llmd_version="v0.8.0")
+    cfg, _ = _kv_transfer(docs)
+    assert cfg["kv_connector_extra_config"]["offload_prompt_only"] is False
+    _, docs = render(c, "Qwen/Qwen3-0.6B", "tiered-all-blocks", llmd_version="v0.9.0")
+    extra = _kv_transfer(docs)[0]["kv_connector_extra_config"]
+    assert extra["offload_prompt_only"] is False and extra["spec_name"] == "TieringOffloadingSpec"
+    assert extra["secondary_tiers"] == [{"type": "fs", "root_dir": "/kvcache/kv-cache", "n_read_threads": 8}]
+    # left unset, the key is not rendered: the release's vLLM default (recorded in the catalog) applies
+    _, docs = render(c, "Qwen/Qwen3-0.6B", "no-offload", llmd_version="v0.8.0")
+    assert "offload_prompt_only" not in json.dumps(docs)
+    # vLLM 0.19.1 (llm-d v0.7.0) has no such key: refused before anything is rendered, naming the release
+    with pytest.raises(CampaignError, match=r"offload_prompt_only is set, but llm-d v0\.7\.0's vLLM 0\.19\.1 has no such key"):
+        render(c, "Qwen/Qwen3-0.6B", "native-all-blocks", llmd_version="v0.7.0")
+    # and it is an OffloadingConnector setting
+    bad = tiny_campaign(configs=["no-offload", "lm"])
+    bad["configurations"] = {"lm": {"description": "d", "evidence": "offload-counters", "model_server": {"kv_offload": {
+        "connector": "LMCacheConnectorV1", "offload_prompt_only": True}}}}
+    bad["local_simulation"]["lm"] = {"ttft_ms": 40, "itl_ms": 8}
+    with pytest.raises(CampaignError, match="offload_prompt_only is a setting of connector OffloadingConnector"):
+        bad_dir = tmp_path / "bad"
+        bad_dir.mkdir()
+        load_campaign(write_campaign(bad_dir, bad))
+
+
+def test_render_and_plan_work_for_the_newest_releases_and_refuse_what_cannot_be_read(tmp_path):
+    out = tmp_path / "v0.10.0"
+    ok = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-8B", "--config", "native-offload",
+                         "--llmd-version", "v0.10.0", "--out", str(out)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    files = sorted(p for p in out.glob("*.yaml") if "inferencepool" not in p.name)
+    check = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", K8S_VERSION, *map(str, files)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "docker.io/vllm/vllm-openai:v0.30.0" in "".join(p.read_text() for p in files)
+    refused = subprocess.run([str(BIN / "llmd-bench"), "render", "--model", "Qwen/Qwen3-8B", "--config", "no-offload",
+                              "--llmd-version", "v1.0.0", "--out", str(tmp_path / "v1")], capture_output=True, text=True)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "refused for llm-d v1.0.0" in refused.stderr and "router: " in refused.stderr
+    assert not (tmp_path / "v1").exists()  # nothing half-written
+    plan = subprocess.run([str(BIN / "llmd-bench"), "plan", "--campaign", "kv_cache_eval", "--no-history", "--json",
+                           "--params", json.dumps({"llmd_version": "v0.10.0", "models": ["Qwen/Qwen3-8B"]})],
+                          capture_output=True, text=True, env={**os.environ, "LLMD_BENCH_RUNTIME": "kubernetes"})
+    assert plan.returncode == 0, plan.stderr
+    cells = {c["config"]: c for c in json.loads(plan.stdout)["cells"]}
+    assert "refused" not in cells["no-offload"] and "refused" not in cells["native-offload"]
+    assert "precise_scorer" in cells["llm-d-redis"]["refused"]

@@ -10,13 +10,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmd_bench import paths
 from llmd_bench.errors import CampaignError
 
 REQUIRED_IMAGES = ("vllm", "epp", "inference_sim", "envoy", "guidellm", "redis", "valkey")
 UDS_TOKENIZER_IMAGE = "uds_tokenizer"
+# The pieces of a release an entry may mark unverified (contract.unverified), and the images each one names:
+# model_server (the vLLM version and image), router (the EPP image, flags and config API), precise_scorer (the
+# precise prefix-cache plugin's config), inference_sim (the simulator), lmcache, fs_tier.
+UnverifiedPiece = Literal["model_server", "router", "precise_scorer", "inference_sim", "lmcache", "fs_tier"]
+PIECE_IMAGES: dict[str, tuple[str, ...]] = {"model_server": ("vllm",), "router": ("epp", "envoy"),
+                                            "inference_sim": ("inference_sim",)}
 
 
 class _Strict(BaseModel):
@@ -81,6 +87,57 @@ class PrefixCacheResetContract(_Strict):
     connectors: tuple[str, ...] = ()
 
 
+class FsTierContract(_Strict):
+    """The filesystem tier of vLLM's OffloadingConnector this release's model-server image can start, as vLLM's
+    OffloadingSpecFactory loads it (vllm/v1/kv_offload/factory.py): `none` (the image ships neither llm-d's backend
+    nor an upstream tier: filesystem configurations are refused), `llmd_fs_backend` (llm-d-kv-cache's
+    SharedStorageOffloadingSpec, out of tree: spec_module_path llmd_fs_backend.spec; keys shared_storage_path,
+    block_size, threads_per_gpu) or `TieringOffloadingSpec` (vLLM's own multi-tier spec from vLLM 0.23.0: a CPU
+    primary tier, cpu_bytes_to_use required, with `secondary_tiers: [{type: fs, root_dir, n_read_threads,
+    n_write_threads}]`; vllm/v1/kv_offload/tiering/spec.py and tiering/fs/manager.py @v0.23.0)."""
+
+    kind: Literal["none", "llmd_fs_backend", "TieringOffloadingSpec"] = "none"
+    # upstream tier only: the secondary tier's `type` as SecondaryTierFactory registers it
+    tier_type: str | None = None
+    # upstream tier only: its I/O thread defaults (FileSystemTierManager.__init__ n_read_threads / n_write_threads)
+    default_read_threads: int | None = None
+    default_write_threads: int | None = None
+
+    def rendered(self, own_image: bool) -> Literal["none", "llmd_fs_backend", "TieringOffloadingSpec"]:
+        """The tier a configuration gets: the release's; where the release's image has none, a configuration that
+        brings its own model_server.image gets llm-d's backend (as before vLLM carried a tier of its own)."""
+        return "llmd_fs_backend" if self.kind == "none" and own_image else self.kind
+
+    @model_validator(mode="after")
+    def _keys_go_with_the_kind(self) -> FsTierContract:
+        upstream = self.kind == "TieringOffloadingSpec"
+        if upstream != (self.tier_type is not None):
+            raise ValueError("tier_type is given exactly for kind TieringOffloadingSpec")
+        return self
+
+
+class OffloadPromptOnlyContract(_Strict):
+    """`kv_connector_extra_config.offload_prompt_only`, read by vLLM's OffloadingSpec base class for every spec of
+    the OffloadingConnector (vllm/v1/kv_offload/base.py @v0.23.0: `extra_config.get("offload_prompt_only", True)`):
+    only prompt blocks are offloaded, never the blocks decode generates. Absent before vLLM 0.23 (base.py, spec.py
+    @v0.19.1): every computed block is offloaded there."""
+
+    supported: bool = False
+    # vLLM's default where the key exists; None where it does not (the policy is then "offload every block")
+    default: bool | None = None
+
+    @model_validator(mode="after")
+    def _default_goes_with_support(self) -> OffloadPromptOnlyContract:
+        if self.supported != (self.default is not None):
+            raise ValueError("default is given exactly when the key is supported")
+        return self
+
+    @property
+    def policy(self) -> str:
+        """What the OffloadingConnector stores when a configuration does not set the key."""
+        return "prompt blocks only" if self.default else "every computed block (prompt and decode)"
+
+
 class Contract(_Strict):
     epp: EppContract = EppContract()
     prefix_cache_reset: PrefixCacheResetContract = PrefixCacheResetContract()
@@ -108,10 +165,23 @@ class Contract(_Strict):
     sim_tokenizer: Literal["none", "uds", "render"] = "none"
     # extra environment of the model server this release's images need
     model_server_env: dict[str, str] = {}
-    # the model-server image has the lmcache package (LMCacheConnectorV1) / llm-d's filesystem offload backend
-    # (llmd_fs_backend); without them those configurations need their own model_server.image
+    # the model-server image has the lmcache package (LMCacheConnectorV1); without it those configurations need
+    # their own model_server.image
     lmcache_in_image: bool = False
-    fs_backend_in_image: bool = False
+    # the filesystem tier the model-server image can start (FsTierContract); kind none refuses filesystem
+    # configurations unless they name their own model_server.image
+    fs_tier: FsTierContract = FsTierContract()
+    # the OffloadingConnector's offload_prompt_only key at this release's vLLM (OffloadPromptOnlyContract)
+    offload_prompt_only: OffloadPromptOnlyContract = OffloadPromptOnlyContract()
+    # the user the catalog's model-server image runs as (its Dockerfile's USER; 0 = root); None where not read.
+    # A pod that writes a volume (filesystem tier, model cache) runs the container as root, as upstream's guide does
+    model_server_image_user: int | None = None
+    # pieces of the release that could not be read at its tag, piece -> why; the configurations that depend on a
+    # piece are refused naming it (manifests.unverified_refusal)
+    unverified: dict[UnverifiedPiece, str] = {}
+    # pieces the release names but that cannot be read at the pin, run from another release that can be read:
+    # piece -> what runs instead and why (shown with the stack; nothing is refused for it)
+    stand_ins: dict[str, str] = {}
     # what the EPP's service account must read (besides pods and the InferencePool)
     epp_rbac: tuple[RbacRule, ...] = ()
     # CRDs (`<plural>.<group>`) that must exist in the cluster before the EPP starts
@@ -120,18 +190,29 @@ class Contract(_Strict):
 
 class VersionEntry(_Strict):
     released: str | None = None
-    vllm_version: str
+    # "" (left out) only where contract.unverified has model_server (the release's vLLM could not be read)
+    vllm_version: str = ""
     components: dict[str, str] = {}
-    images: dict[str, str]
+    images: dict[str, str] = {}
     contract: Contract = Contract()
 
     def model_post_init(self, __context: object) -> None:
+        unverified = self.contract.unverified
+        if not self.vllm_version and "model_server" not in unverified:
+            raise ValueError("vllm_version: missing (only an entry whose contract.unverified has model_server "
+                             "may leave it out)")
         needed = REQUIRED_IMAGES + {"embedded": (), "uds": (UDS_TOKENIZER_IMAGE,),
                                     "render": ("epp_render",)}[self.contract.precise_scorer.tokenizer]
         needed += {"none": (), "uds": ("sim_tokenizer",), "render": ("sim_render",)}[self.contract.sim_tokenizer]
-        missing = [k for k in needed if k not in self.images]
+        excused = {image for piece in unverified for image in PIECE_IMAGES.get(piece, ())}
+        if "router" in unverified:
+            excused |= {UDS_TOKENIZER_IMAGE, "epp_render"}
+        if "inference_sim" in unverified:
+            excused |= {"sim_tokenizer", "sim_render"}
+        missing = [k for k in needed if k not in self.images and k not in excused]
         if missing:
-            raise ValueError(f"images: missing {missing}; every entry names {list(REQUIRED_IMAGES)}")
+            raise ValueError(f"images: missing {missing}; every entry names {list(REQUIRED_IMAGES)} (except the "
+                             "images of the pieces its contract.unverified names)")
 
     # Short names the rest of the code reads.
     @property
@@ -173,3 +254,47 @@ def entry(version: str) -> VersionEntry:
     if version not in catalog:
         raise CampaignError(f"llm-d version {version!r} is not in the version catalog; known: {list(catalog)}")
     return catalog[version]
+
+
+class PolicyChange(_Strict):
+    """A change of upstream behaviour between two catalog releases that is not performance: a cross-version
+    difference of the configurations it applies to is attributed to it (report: cross-version section)."""
+
+    field: str                      # the contract field it is derived from
+    before_version: str
+    after_version: str
+    before: str
+    after: str
+    # which configurations it changes: "offload" (OffloadingConnector configurations that leave the field to
+    # vLLM's default), "filesystem" (configurations with a filesystem tier)
+    applies_to: Literal["offload", "filesystem"]
+
+    @property
+    def text(self) -> str:
+        return (f"policy changed between {self.before_version} and {self.after_version}: "
+                f"{self.field} {self.before} -> {self.after}")
+
+
+def policy_changes(before: str, after: str) -> list[PolicyChange]:
+    """The policy changes the catalog records between two releases (in either order), derived from the contract
+    fields: the OffloadingConnector's offload_prompt_only default, and the filesystem tier's implementation."""
+    catalog = load_catalog()
+    for version in (before, after):
+        if version not in catalog:
+            raise CampaignError(f"llm-d version {version!r} is not in the version catalog; known: {list(catalog)}")
+    a, b = catalog[before].contract, catalog[after].contract
+    out = []
+    if a.offload_prompt_only.default != b.offload_prompt_only.default:
+        out.append(PolicyChange(field="offload_prompt_only", before_version=before, after_version=after,
+                                before=_prompt_only(catalog[before]), after=_prompt_only(catalog[after]),
+                                applies_to="offload"))
+    if a.fs_tier.kind != b.fs_tier.kind:
+        out.append(PolicyChange(field="fs_tier", before_version=before, after_version=after, before=a.fs_tier.kind,
+                                after=b.fs_tier.kind, applies_to="filesystem"))
+    return out
+
+
+def _prompt_only(entry: VersionEntry) -> str:
+    contract = entry.contract.offload_prompt_only
+    state = f"default {str(contract.default).lower()}" if contract.supported else "absent"
+    return f"{state} (vLLM {entry.vllm_version or 'unverified'}: offloads {contract.policy})"

@@ -65,13 +65,18 @@ class OffloadSize(_Strict):
 
 
 class FilesystemTier(_Strict):
-    """llm-d's filesystem offload backend behind vLLM's OffloadingConnector: KV blocks as files on a volume.
-    Keys: llm-d/llm-d-kv-cache kv_connectors/llmd_fs_backend/llmd_fs_backend/spec.py @v0.7.0
-    (SharedStorageOffloadingSpec; threads_per_gpu default 64, block_size default 256)."""
+    """A filesystem tier behind vLLM's OffloadingConnector: KV blocks as files on a volume. Rendered per release
+    (catalog contract fs_tier): llm-d's backend, llm-d/llm-d-kv-cache kv_connectors/llmd_fs_backend/llmd_fs_backend/
+    spec.py @v0.7.0 (SharedStorageOffloadingSpec; threads_per_gpu default 64, block_size default 256), or vLLM's own
+    `fs` secondary tier of TieringOffloadingSpec (vllm/v1/kv_offload/tiering/fs/manager.py @v0.23.0: root_dir,
+    n_read_threads and n_write_threads, 16 each by default)."""
 
-    # tokens per file; a multiple of the GPU block size (vllm/v1/kv_offload/spec.py @v0.19.1 asserts it)
+    # tokens per file; a multiple of the GPU block size (vllm/v1/kv_offload/spec.py @v0.19.1, base.py @v0.23.0 assert it)
     block_size: PositiveInt = 256
-    threads_per_gpu: PositiveInt = Field(128, description="I/O threads per GPU (the evaluation's 128; upstream default 64)")
+    threads_per_gpu: PositiveInt = Field(128, description="llmd_fs_backend: I/O threads per GPU (the evaluation's 128; "
+                                         "upstream default 64)")
+    read_threads: PositiveInt | None = Field(None, description="vLLM's fs tier: n_read_threads (None: vLLM's default)")
+    write_threads: PositiveInt | None = Field(None, description="vLLM's fs tier: n_write_threads (None: vLLM's default)")
 
 
 class KvOffload(_Strict):
@@ -89,11 +94,19 @@ class KvOffload(_Strict):
                                               "volume (serving.filesystem_offload)")
     remote: Literal["redis", "valkey"] | None = Field(None, description="LMCacheConnectorV1 only: a remote store "
                                                       "the cell deploys (LMCACHE_REMOTE_URL)")
+    # vllm/v1/kv_offload/base.py @v0.23.0: kv_connector_extra_config.offload_prompt_only (default true there; absent
+    # before vLLM 0.23, where every computed block is offloaded). None leaves it to the release's vLLM
+    offload_prompt_only: bool | None = Field(None, description="OffloadingConnector only: offload prompt blocks only "
+                                             "(true) or decode blocks too (false); None: the release's vLLM default "
+                                             "(catalog contract offload_prompt_only); refused where the key does not exist")
 
     @model_validator(mode="after")
     def _tiers_fit_the_connector(self) -> KvOffload:
         if self.filesystem is not None and self.connector != "OffloadingConnector":
             raise ValueError("filesystem is a tier of connector OffloadingConnector (llmd_fs_backend), not of "
+                             f"{self.connector}")
+        if self.offload_prompt_only is not None and self.connector != "OffloadingConnector":
+            raise ValueError("offload_prompt_only is a setting of connector OffloadingConnector, not of "
                              f"{self.connector}")
         if self.remote is not None and self.connector != "LMCacheConnectorV1":
             raise ValueError("remote is a tier of connector LMCacheConnectorV1, not of OffloadingConnector")

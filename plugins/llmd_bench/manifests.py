@@ -326,12 +326,14 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
             # the simulator dials the EPP's ZMQ endpoint and needs POD_IP for its topic (env above)
             args += ["--enable-kvcache", "--kv-cache-size", str(SIM_KV_CACHE_BLOCKS), "--hash-seed", serving.hash_seed,
                      "--zmq-endpoint", events["endpoint"]]
-        return {"container": "inference-sim", "image": mirrored(entry.images["inference_sim"], mirrors),
+        return {"container": "inference-sim", "image": mirrored(entry.images["inference_sim"], mirrors), "security_context": None,
                 "command": ["/app/llm-d-inference-sim"], "args": args, "env": env, "kv_events": kv_events,
                 "startup_failures": 30, "memory": None, "shm_size": "1Gi", "mounts": [], "volumes": [],
                 "sidecars": sim_tokenizer_sidecars(cell, entry, serving, env[0]),
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}}
     offload = config.model_server.kv_offload
+    if offload is not None:
+        check_connector_in_image(offload, config, entry, cell, params.llmd_version, serving)
     memory = memory_plan(campaign, cell, tp, entry, config)
     gpu_memory_utilization = config.model_server.gpu_memory_utilization or serving.gpu_memory_utilization
     args = [cell.model, "--host", "0.0.0.0", "--port", str(MODEL_PORT), "--tensor-parallel-size", str(tp),
@@ -340,13 +342,15 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     mounts: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     if offload is not None:
-        check_connector_in_image(offload, config, entry, cell, params.llmd_version, serving)
-        args += ["--kv-transfer-config", json.dumps(kv_transfer_config(offload, memory, serving),
+        fs_kind = entry.contract.fs_tier.rendered(own_image=config.model_server.image is not None)
+        args += ["--kv-transfer-config", json.dumps(kv_transfer_config(offload, memory, serving, entry, fs_kind),
                                                     separators=(",", ":"))]
         if offload.filesystem is not None:
-            # llmd_fs_backend README @v0.7.0 recommends the multiprocess executor; the backend creates its directories
-            # itself (csrc/storage/backends/fs_io/file_io.cpp @v0.7.0), so no pre-start mkdir is needed
-            args += ["--distributed-executor-backend", "mp"]
+            if fs_kind == "llmd_fs_backend":
+                # llmd_fs_backend README @v0.7.0 recommends the multiprocess executor; the backend creates its
+                # directories itself (csrc/storage/backends/fs_io/file_io.cpp @v0.7.0), so no pre-start mkdir is needed.
+                # vLLM's fs tier makes its directories at start-up (tiering/fs/manager.py @v0.23.0: os.makedirs)
+                args += ["--distributed-executor-backend", "mp"]
             mounts.append({"name": "kv-offload-fs", "mountPath": serving.filesystem_offload.mount_path})
             volumes.append({"name": "kv-offload-fs",
                             "persistentVolumeClaim": {"claimName": fs_claim_name(serving, names)}})
@@ -363,7 +367,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
     if config.model_server.pre_start:
         # the commands, then vLLM in the shell's place (signals reach it); the args stay a list ("$@")
         command = ["/bin/sh", "-c", " && ".join([*config.model_server.pre_start, 'exec vllm serve "$@"']), "vllm"]
-    return {"container": "vllm", "image": image, "command": command,
+    return {"container": "vllm", "image": image, "command": command, "security_context": volume_writer(volumes, serving),
             "args": args, "env": env, "kv_events": kv_events, "startup_failures": startup_failures,
             "memory": memory.as_dict(), "shm_size": sizing.quantity(memory.shm_bytes),
             "sidecars": NO_SIDECARS, "mounts": mounts, "volumes": volumes,
@@ -375,22 +379,52 @@ FS_CONNECTOR_CONFIG = {
     # llm-d/llm-d-kv-cache kv_connectors/llmd_fs_backend/llmd_fs_backend/spec.py @v0.7.0; vLLM loads spec_module_path's
     # spec_name when the name is not one of its own (vllm/v1/kv_offload/factory.py @v0.19.1)
     "spec_name": "SharedStorageOffloadingSpec", "spec_module_path": "llmd_fs_backend.spec"}
+# vLLM's own multi-tier spec, registered in vllm/v1/kv_offload/factory.py from v0.23.0 (no spec_module_path)
+TIERING_SPEC = "TieringOffloadingSpec"
 
 
-def kv_transfer_config(offload: KvOffload, memory: sizing.MemoryPlan, serving: Serving) -> dict[str, Any]:
-    """vLLM's --kv-transfer-config for the connector and its tiers."""
+def volume_writer(volumes: list[dict[str, Any]], serving: Serving) -> dict[str, Any] | None:
+    """The model server's securityContext when it writes a volume (the filesystem tier's claim, the model cache):
+    upstream's filesystem-tier guide runs the container as root, since a fresh claim is root-owned and llm-d's
+    images run as uid 2000 (LLMD guides/tiered-prefix-cache/modelserver/gpu/vllm/native/fs/base/patch-vllm.yaml
+    @v0.8.0-rc: `securityContext: {runAsUser: 0}`, no fsGroup; docker/Dockerfile.cuda: USER 2000). Unset otherwise:
+    the image's own user (catalog contract model_server_image_user)."""
+    writes = any("persistentVolumeClaim" in v for v in volumes) or bool(serving.model_cache_pvc)
+    return {"runAsUser": 0} if writes else None
+
+
+def kv_transfer_config(offload: KvOffload, memory: sizing.MemoryPlan, serving: Serving, entry: catalog.VersionEntry,
+                       fs_kind: str = "llmd_fs_backend") -> dict[str, Any]:
+    """vLLM's --kv-transfer-config for the connector and its tiers; the filesystem tier as the release's vLLM carries
+    it (fs_kind: catalog contract fs_tier, FsTierContract.rendered)."""
     if offload.connector == "LMCacheConnectorV1":
         # LMCache reads its settings from LMCACHE_* env (lmcache/v1/config.py @v0.4.4), not from the extra config
         return {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    # vllm/v1/kv_offload/base.py @v0.23.0: OffloadingSpec reads offload_prompt_only for every spec
+    policy = {} if offload.offload_prompt_only is None else {"offload_prompt_only": offload.offload_prompt_only}
+    root = serving.filesystem_offload.mount_path.rstrip("/") + "/kv-cache"
+    fs = offload.filesystem
+    if fs is not None and fs_kind == "TieringOffloadingSpec":
+        # vllm/v1/kv_offload/tiering/spec.py @v0.23.0: one spec, a CPU primary tier (cpu_bytes_to_use, required) and
+        # secondary_tiers; block_size is the tokens per offloaded chunk of both tiers; tiering/fs/manager.py: root_dir,
+        # n_read_threads, n_write_threads (as upstream's guide: LLMD guides/tiered-prefix-cache/modelserver/gpu/vllm/
+        # native/fs/base/patch-vllm.yaml @v0.8.0-rc)
+        tier: dict[str, Any] = {"type": entry.contract.fs_tier.tier_type, "root_dir": root}
+        if fs.read_threads is not None:
+            tier["n_read_threads"] = fs.read_threads
+        if fs.write_threads is not None:
+            tier["n_write_threads"] = fs.write_threads
+        return {"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
+            "spec_name": TIERING_SPEC, **memory.offload_setting, "block_size": fs.block_size,
+            "secondary_tiers": [tier], **policy}}
     tiers = []
     if offload.cpu:
         tiers.append({"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
-                      "kv_connector_extra_config": memory.offload_setting})
-    if offload.filesystem is not None:
-        fs = offload.filesystem
+                      "kv_connector_extra_config": {**memory.offload_setting, **policy}})
+    if fs is not None:
         tiers.append({"kv_connector": "OffloadingConnector", "kv_role": "kv_both", "kv_connector_extra_config": {
-            **FS_CONNECTOR_CONFIG, "shared_storage_path": serving.filesystem_offload.mount_path.rstrip("/") + "/kv-cache/",
-            "block_size": fs.block_size, "threads_per_gpu": fs.threads_per_gpu}})
+            **FS_CONNECTOR_CONFIG, "shared_storage_path": root + "/",
+            "block_size": fs.block_size, "threads_per_gpu": fs.threads_per_gpu, **policy}})
     if len(tiers) == 1:
         return tiers[0]
     # vllm/distributed/kv_transfer/kv_connector/v1/multi_connector.py @v0.19.1: each entry is a whole KVTransferConfig
@@ -414,20 +448,65 @@ def lmcache_env(offload: KvOffload, memory: sizing.MemoryPlan, names: dict[str, 
 
 def check_connector_in_image(offload: KvOffload, config: Configuration, entry: catalog.VersionEntry, cell: Cell,
                              version: str, serving: Serving) -> None:
+    """Refuse, naming the release and why, an offload the release's model-server image cannot start."""
     fs = offload.filesystem
     if fs is not None and fs.block_size % serving.block_size:
         raise CampaignError(f"{cell}: the filesystem tier's block_size {fs.block_size} is not a multiple of "
                             f"serving.block_size {serving.block_size} (vllm/v1/kv_offload/spec.py requires it)")
-    if config.model_server.image:
+    contract = entry.contract
+    if offload.offload_prompt_only is not None and not contract.offload_prompt_only.supported:
+        raise CampaignError(f"{cell}: model_server.kv_offload.offload_prompt_only is set, but llm-d {version}'s vLLM "
+                            f"{entry.vllm_version} has no such key (include/versions.yaml offload_prompt_only: it exists "
+                            "from vLLM 0.23.0, vllm/v1/kv_offload/base.py); its OffloadingConnector offloads every "
+                            "computed block. Leave it unset for this release")
+    own_image = config.model_server.image is not None
+    if fs is not None:
+        kind = contract.fs_tier.rendered(own_image)
+        if kind == "none":
+            raise CampaignError(f"{cell}: llm-d {version}'s model-server image has no filesystem tier: neither "
+                                f"llmd_fs_backend nor one of vLLM {entry.vllm_version}'s own (include/versions.yaml "
+                                "fs_tier: none); use llm-d v0.7.0 (llmd_fs_backend) or v0.8.0 and later (vLLM's "
+                                "TieringOffloadingSpec), or give the configuration a model_server.image with the "
+                                "filesystem backend")
+        if kind == "TieringOffloadingSpec" and not offload.cpu:
+            raise CampaignError(f"{cell}: llm-d {version}'s filesystem tier is vLLM {entry.vllm_version}'s "
+                                "TieringOffloadingSpec, whose fs tier sits behind a CPU primary tier (cpu_bytes_to_use "
+                                "is required: vllm/v1/kv_offload/tiering/spec.py), and this configuration has cpu: false; "
+                                "give it a CPU tier (as cpu+fs-offload-20k does) or use llm-d v0.7.0 (llmd_fs_backend)")
+    if own_image:
         return  # the configuration brings its own image
-    if offload.connector == "LMCacheConnectorV1" and not entry.contract.lmcache_in_image:
+    if offload.connector == "LMCacheConnectorV1" and not contract.lmcache_in_image:
         raise CampaignError(f"{cell}: llm-d {version}'s model-server image has no lmcache package "
                             "(include/versions.yaml lmcache_in_image); use llm-d v0.5.0 or later, or give the "
                             "configuration a model_server.image with LMCache")
-    if offload.filesystem is not None and not entry.contract.fs_backend_in_image:
-        raise CampaignError(f"{cell}: llm-d {version}'s model-server image has no llmd_fs_backend (include/versions.yaml "
-                            "fs_backend_in_image); use llm-d v0.7.0 or later, or give the configuration a "
-                            "model_server.image with the filesystem backend")
+
+
+def unverified_pieces(config: Configuration, backend: str) -> list[str]:
+    """The pieces of a release (catalog contract unverified) a cell depends on: every cell deploys the router (the
+    EPP and its proxy), a vLLM cell the model server, a simulator cell the simulator; precise routing the precise
+    scorer; LMCache and filesystem offload those connectors."""
+    pieces = ["router", "model_server" if backend == "vllm" else "inference_sim"]
+    if config.kv_events:
+        pieces.append("precise_scorer")
+    offload = config.model_server.kv_offload
+    if backend == "vllm" and offload is not None:
+        if offload.connector == "LMCacheConnectorV1":
+            pieces.append("lmcache")
+        if offload.filesystem is not None:
+            pieces.append("fs_tier")
+    return pieces
+
+
+def unverified_refusal(entry: catalog.VersionEntry, config: Configuration, backend: str, version: str,
+                       what: str) -> str | None:
+    """Why `what` cannot be rendered for this release: the unverified pieces it depends on, each with why; None when
+    it depends on none."""
+    unverified: dict[str, str] = {str(piece): why for piece, why in entry.contract.unverified.items()}
+    found = [(piece, unverified[piece]) for piece in unverified_pieces(config, backend) if piece in unverified]
+    if not found:
+        return None
+    return (f"{what}: refused for llm-d {version}: it depends on what could not be read at the release's tag "
+            "(include/versions.yaml contract.unverified): " + "; ".join(f"{piece}: {why}" for piece, why in found))
 
 
 def fs_claim_name(serving: Serving, names: dict[str, str]) -> str:
@@ -444,6 +523,9 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
     names = cell_names(cell)
     labels, selector = cell_labels(campaign, cell, run_id)
     config = campaign.cell_configuration(cell)
+    refused = unverified_refusal(entry, config, serving.backend, params.llmd_version, str(cell))
+    if refused:
+        raise CampaignError(refused)
     kv = None
     if config.store_kind is not None:
         kind = config.store_kind
@@ -504,7 +586,8 @@ def memory_plan(campaign: Campaign, cell: Cell, tp: int, entry: catalog.VersionE
     (size_per_model, else size); `campaign` as cell_campaign gives it."""
     offload = config.model_server.kv_offload
     return sizing.plan(campaign, campaign.model(cell.model), cell.config, tp, entry, offloads=offload is not None,
-                       size=offload.size_for(cell.model) if offload else None, offload=offload)
+                       size=offload.size_for(cell.model) if offload else None, offload=offload,
+                       own_image=config.model_server.image is not None)
 
 
 def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:

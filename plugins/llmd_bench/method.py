@@ -124,6 +124,9 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
                                + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""),
             history=history)
         config = campaign.cell_configuration(cell)
+        # what the deploy would refuse, found the same way (rendering the cell): a release piece that could not be
+        # read, a connector the release's image lacks, a setting its vLLM does not have, a pod that cannot fit
+        refused = cell_refusal(campaign, params, cell) if runtime != "local" else None
         # an EPP keeping its index in memory is rolled at every reset (runtime/kubernetes.py restart_epp)
         router_restarts = resets if runtime == "kubernetes" and config.store_kind is None else 0
         estimate = estimate_cell(model_loads=loads, resets=resets, router_restarts=router_restarts)
@@ -140,6 +143,7 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             "factors": {"tensor_parallel_size": cell_params.tensor_parallel_size, "replicas": cell_params.replicas,
                         "llmd_version": params.llmd_version, **dict(cell.factors)},
             "configuration": config.model_dump(mode="json"),
+            **({"refused": refused} if refused else {}),
             "levels": levels,
             "guidellm_runs": runs,
             "isolation": {"between_levels": params.level_isolation, "between_trials": params.trial_isolation},
@@ -152,6 +156,7 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         })
     totals: dict[str, Any] = {
         "cells": len(cells),
+        **({"refused": sum(1 for c in cells if "refused" in c)} if any("refused" in c for c in cells) else {}),
         "guidellm_runs": sum(len(c["guidellm_runs"]) for c in cells),
         "levels": sum(len(r["levels"]) for c in cells for r in c["guidellm_runs"]),
         "model_loads": sum(c["model_loads"] for c in cells),
@@ -178,6 +183,18 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
             "estimate": estimate_info,
             "cells": cells,
             "totals": totals}
+
+
+def cell_refusal(campaign: Campaign, params: RunParams, cell: Cell) -> str | None:
+    """Why the cell's deploy would be refused at params.llmd_version (manifests.render_cell's CampaignError), or None."""
+    from llmd_bench import manifests
+    from llmd_bench.errors import CampaignError
+
+    try:
+        manifests.render_cell(campaign, params.for_cell(cell), cell, "<plan>", "plan")
+    except CampaignError as err:
+        return str(err)
+    return None
 
 
 def model_loads(params: RunParams, levels: int, level_isolation: str | None = None) -> int:
@@ -228,9 +245,12 @@ def format_plan(found: dict[str, Any]) -> str:
                      f"model loads {c['model_loads']}" + (f"  resets {c['resets']}" if c["resets"] else "")
                      + f"  benchmark {c['benchmark_s']:g} s  GPUs {c['gpus']}  est. {_hours(e['gpu_hours_total'])} GPU-h"
                      + (f"  cost {e['cost']:,.2f}" if "cost" in e else ""))
+        if c.get("refused"):
+            lines.append(f"    REFUSED (the deploy would fail): {c['refused']}")
     t = found["totals"]
     bounds = estimate.get("upper_bound") or []
-    lines.append(f"totals: {t['cells']} cells, {t['guidellm_runs']} GuideLLM runs, {t['levels']} levels, "
+    lines.append(f"totals: {t['cells']} cells" + (f" ({t['refused']} refused)" if t.get("refused") else "")
+                 + f", {t['guidellm_runs']} GuideLLM runs, {t['levels']} levels, "
                  f"{t['model_loads']} model loads" + (f", {t['resets']} resets" if t.get("resets") else "")
                  + f", {t['benchmark_s']:g} s of measurement ({t['gpu_benchmark_hours']:g} GPU-hours of measurement"
                  + "".join(f"; {b}" for b in bounds) + ")")

@@ -164,9 +164,10 @@ def staging_bytes(kv_per_token: int, fs: FilesystemTier) -> int:
 
 
 def plan(campaign: Campaign, spec: ModelSpec, config: str, tp: int, entry: VersionEntry, offloads: bool,
-         size: OffloadSize | None = None, offload: KvOffload | None = None) -> MemoryPlan:
+         size: OffloadSize | None = None, offload: KvOffload | None = None, own_image: bool = False) -> MemoryPlan:
     """size: the configuration's own CPU tier (configurations.KvOffload.size); default serving.offload.
-    offload: the connector and its tiers (default: native offload with a CPU tier)."""
+    offload: the connector and its tiers (default: native offload with a CPU tier). own_image: the configuration
+    brings its own model-server image (which filesystem tier it gets: catalog FsTierContract.rendered)."""
     serving = campaign.serving.model_copy(update={"tensor_parallel_size": tp})
     resources: PodResources = spec.resources or serving.resources
     arch = architecture(spec)
@@ -186,8 +187,13 @@ def plan(campaign: Campaign, spec: ModelSpec, config: str, tp: int, entry: Versi
             setting = offload_setting(off, serving, entry, per_rank, kv)
             if "num_cpu_blocks" in setting:  # what vLLM will really allocate
                 per_rank = setting["num_cpu_blocks"] * serving.block_size * kv
-    staging = staging_bytes(kv, offload.filesystem) if offloads and offload and offload.filesystem else 0
-    in_shm = offloads and connector == "OffloadingConnector" and per_rank > 0 and entry.contract.offload_buffer_in_shm
+    fs_kind = entry.contract.fs_tier.rendered(own_image) if offloads and offload and offload.filesystem else None
+    # llmd_fs_backend stages files in pinned buffers of its own; vLLM's fs tier reads and writes the CPU primary
+    # tier (vllm/v1/kv_offload/tiering/fs/manager.py @v0.23.0: primary_kv_view), which lives in /dev/shm
+    # (tiering/spec.py: SharedOffloadRegion, cpu/shared_offload_region.py: /dev/shm/vllm_offload_<id>.mmap)
+    staging = staging_bytes(kv, offload.filesystem) if fs_kind == "llmd_fs_backend" and offload and offload.filesystem else 0
+    in_shm = offloads and connector == "OffloadingConnector" and per_rank > 0 and (
+        entry.contract.offload_buffer_in_shm or fs_kind == "TieringOffloadingSpec")
     base = int(resources.memory_gib_per_gpu * tp * GIB)
     request = base + (per_rank + staging) * tp
     limit = int(request * (1 + serving.memory_headroom_pct / 100))

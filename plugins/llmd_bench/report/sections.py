@@ -98,6 +98,9 @@ def _method_section(doc: DocumentBuilder, report: Report) -> None:
         "Noise: see the Noise section; single-trial judgements use the cells' history or the campaign floor "
         f"({noise_floor_pct(report.data):g} %).",
     ]
+    policy = offload_policy_item(report, p.get("llmd_version"))
+    if policy:
+        items.append(policy)
     factors = p.get("factors") or {}
     if factors:
         items.append("Factors: " + "; ".join(f"{name} {', '.join(map(str, values))}" for name, values in factors.items())
@@ -108,6 +111,75 @@ def _method_section(doc: DocumentBuilder, report: Report) -> None:
     differs = [f"{k} {p.get(k)!r} (February: {v!r})" for k, v in FEBRUARY_METHOD.items() if p.get(k) != v]
     if differs:
         doc.note("This method differs from the February evaluation's: " + "; ".join(differs) + ".")
+
+
+def _run_configurations(report: Report) -> dict[str, Any]:
+    """The run's configuration definitions by name (the catalog's and the campaign's own); unknown names left out."""
+    from llmd_bench import configurations
+    from llmd_bench.campaign import campaign_configurations
+
+    own = campaign_configurations(report.data.campaign)
+    names: list[str] = []
+    cells = report.data.cells
+    for _, r in cells.iterrows():
+        raw = r.get("configuration")
+        names.append(raw if isinstance(raw, str) else str(r.get("config")).split(" [", 1)[0])
+    found = {}
+    for name in dict.fromkeys(names):
+        config = configurations.lookup(name, own)
+        if config is not None:
+            found[name] = config
+    return found
+
+
+def offload_policy_item(report: Report, version: Any) -> str | None:
+    """The method section's line on what the OffloadingConnector offloads at the run's release (the catalog's
+    offload_prompt_only record) and which configurations set it themselves; None when no configuration offloads
+    with it or the release is not in the catalog."""
+    from llmd_bench import catalog
+
+    if not isinstance(version, str) or version not in catalog.known_versions():
+        return None
+    native = {name: c.model_server.kv_offload.offload_prompt_only for name, c in _run_configurations(report).items()
+              if c.model_server.kv_offload is not None and c.model_server.kv_offload.connector == "OffloadingConnector"}
+    if not native:
+        return None
+    entry = catalog.entry(version)
+    contract = entry.contract.offload_prompt_only
+    default = (f"offload_prompt_only defaults to {str(contract.default).lower()}" if contract.supported
+               else "there is no offload_prompt_only")
+    own = [f"{name} sets offload_prompt_only: {str(value).lower()}" for name, value in native.items() if value is not None]
+    return (f"Offload policy: at llm-d {version} (vLLM {entry.vllm_version}) {default}, so vLLM's OffloadingConnector "
+            f"offloads {contract.policy} unless a configuration says otherwise"
+            + (f"; {', '.join(own)}" if own else "") + " (include/versions.yaml offload_prompt_only).")
+
+
+def cross_version_attributions(report: Report) -> list[list[str]]:
+    """Per cross-version row, the policy changes the catalog records between its two releases that apply to the
+    row's configuration (catalog.policy_changes): offload_prompt_only for an OffloadingConnector configuration that
+    leaves it to vLLM, the filesystem tier's implementation for one with a filesystem tier."""
+    from llmd_bench import catalog
+
+    cv = report.cross_version
+    if cv is None:
+        return []
+    known = set(catalog.known_versions())
+    configs = _run_configurations(report)
+    out = []
+    for r in cv.itertuples():
+        name = str(r.config).split(" [", 1)[0]
+        config = configs.get(name)
+        offload = config.model_server.kv_offload if config is not None else None
+        found: list[str] = []
+        if offload is not None and {r.version, r.other_version} <= known:
+            for change in catalog.policy_changes(str(r.other_version), str(r.version)):
+                applies = (change.applies_to == "offload" and offload.connector == "OffloadingConnector"
+                           and offload.offload_prompt_only is None) or \
+                          (change.applies_to == "filesystem" and offload.filesystem is not None)
+                if applies:
+                    found.append(change.text)
+        out.append(found)
+    return out
 
 
 def document(report: Report, plots: dict[str, bytes]) -> Document:
@@ -273,10 +345,16 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
         regressions = cv[cv["judgement"] == "REGRESSION"]
         doc.p(f"Peaks of llm-d {d.llmd_version} against earlier runs of this campaign with other llm-d versions. "
               + (f"**{len(regressions)} regression(s) beyond noise.**" if len(regressions) else "No regression beyond noise."))
+        attributed = cross_version_attributions(report)
+        if any(attributed):
+            doc.p("A change marked with a policy change is attributed to it, not to performance: the version catalog "
+                  "records that upstream changed what the configuration does between the two releases "
+                  "(include/versions.yaml; catalog.policy_changes).")
         doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement",
-                   "Basis"],
+                   "Basis", "Attributed to"],
                   [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, _fmt(r.other_peak_output_tps),
-                    _signed(r.change_pct), r.judgement, r.basis] for r in cv.itertuples()])
+                    _signed(r.change_pct), r.judgement, r.basis, "; ".join(a) or "-"]
+                   for r, a in zip(cv.itertuples(), attributed, strict=True)])
 
     if report.previous_run is not None:
         doc.h(2, "Since the previous run")
