@@ -150,6 +150,10 @@ class Settings(BaseSettings):
                                            "(a positive number).", USER,
                                            shown="300 + per level 2 x duration + 60")
     sweep_stall_retries: int = _field(1, "Times a stalled trial is run again (a whole number, 0 or more).", USER)
+    sweep_stall_grace_s: float = _field(30.0, "Seconds a GuideLLM run may show no progress past what its current "
+                                        "level needs (its workers' start-up, its duration, the drain) before it is "
+                                        "stopped as stalled and run again; 0 turns this watch off (the deadline "
+                                        "stays).", USER)
     mlflow_uri: str | None = _field(None, "The MLflow tracking server; wins over the Airflow connection `llmd_mlflow`; "
                                     "empty turns logging off.", f"{USER}, {STEP_POD}", shown="none (off)")
     airflow_conn_llmd_mlflow: str | None = _field(None, "The Airflow connection `llmd_mlflow` in its environment form "
@@ -178,13 +182,14 @@ class Settings(BaseSettings):
             raise ValueError("expected a positive number of seconds")
         return seconds
 
-    @field_validator("store_push_wait_s", mode="before")
+    @field_validator("store_push_wait_s", "sweep_stall_grace_s", mode="before")
     @classmethod
-    def _seconds(cls, value: Any) -> Any:
+    def _seconds(cls, value: Any, info: ValidationInfo) -> Any:
         if not isinstance(value, str):
             return value
         if not value.strip():
-            return cls.model_fields["store_push_wait_s"].default
+            assert info.field_name is not None  # set for a field validator
+            return cls.model_fields[info.field_name].default
         try:
             seconds = float(value)
         except ValueError:

@@ -8,15 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, level_reset, method
+from llmd_bench import adaptive, guidellm_watch, level_reset, method
 from llmd_bench.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
@@ -36,10 +38,19 @@ DEADLINE_ENV = "LLMD_BENCH_SWEEP_TIMEOUT_S"
 # A stall is intermittent (a re-run completes), so a stalled trial is run again this many times by default.
 STALL_RETRIES_ENV = "LLMD_BENCH_SWEEP_STALL_RETRIES"
 DEFAULT_STALL_RETRIES = 1
+# Before the deadline, the progress watch (guidellm_watch) stops a run silent this long past what its phase needs.
+STALL_GRACE_ENV = "LLMD_BENCH_SWEEP_STALL_GRACE_S"
+WATCH_POLL_S = 1.0
+STALL_ALLOWANCES = guidellm_watch.Allowances()
 
 
 class GuidellmStalled(RuntimeStepError):
-    """GuideLLM ran past its deadline and was stopped."""
+    """GuideLLM made no progress for too long (`by`: "watch") or ran past its deadline ("deadline"), and was
+    stopped; `silent_s` is how long it had been silent, `after_s` how long it had run."""
+
+    def __init__(self, message: str, by: str = "deadline", silent_s: float = 0.0, after_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.by, self.silent_s, self.after_s = by, silent_s, after_s
 
 
 def report_path(ctx: StepContext, trial: int) -> Path:
@@ -96,16 +107,34 @@ def stall_retries() -> int:
         raise RuntimeStepError(str(exc)) from None
 
 
+def watch_plan(ctx: StepContext, levels: list[int], env: dict[str, str] | None) -> guidellm_watch.WatchPlan | None:
+    """The progress watch of one GuideLLM run over `levels` (None: LLMD_BENCH_SWEEP_STALL_GRACE_S is 0, only the
+    deadline applies). GuideLLM's worker count follows GUIDELLM__MAX_WORKER_PROCESSES of the run's environment."""
+    try:
+        grace = settings().sweep_stall_grace_s  # STALL_GRACE_ENV
+    except SettingsError as exc:
+        raise RuntimeStepError(str(exc)) from None
+    if grace == 0:
+        return None
+    workers = (os.environ if env is None else env).get(guidellm_watch.MAX_WORKERS_ENV, "").strip()
+    return guidellm_watch.WatchPlan(levels=list(levels), duration_s=float(ctx.params.duration_s), grace_s=grace,
+                                    max_workers=int(workers) if workers.isdigit() and int(workers) > 0
+                                    else guidellm_watch.DEFAULT_MAX_WORKERS, allowances=STALL_ALLOWANCES)
+
+
 def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float,
-                 cpu_samples: Path | None = None) -> int:
-    """GuideLLM in its own process group, stopped with its workers when it stalls past the deadline, when
-    the step fails, or when the step is terminated (Airflow killing the task, Kubernetes deleting the pod)."""
+                 cpu_samples: Path | None = None, watch: guidellm_watch.WatchPlan | None = None) -> int:
+    """GuideLLM in its own process group, stopped with its workers when its progress log shows no progress for
+    longer than `watch` allows, when it runs past the deadline, when the step fails, or when the step is terminated
+    (Airflow killing the task, Kubernetes deleting the pod). A stalled run's log ends with its processes' stacks
+    when py-spy is installed."""
     previous = signal.getsignal(signal.SIGTERM)
 
     def terminated(signum: int, frame: Any) -> None:
         raise RuntimeStepError("the sweep was terminated; GuideLLM was stopped")
 
     with open(log_path, "w") as log:
+        started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
         pid_file = log_path.with_name(GENERATOR_PID_FILE)  # beside the log: trial-<n>/guidellm.pid
@@ -115,15 +144,84 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
             signal.signal(signal.SIGTERM, terminated)
         try:
             with (generator.CpuSampler(cpu_samples, proc.pid) if cpu_samples else contextlib.nullcontext()):
-                return proc.wait(timeout=deadline_s)
-        except subprocess.TimeoutExpired:
-            raise GuidellmStalled(f"guidellm did not finish within {deadline_s:g} s and was stopped "
-                                  f"(GuideLLM can stall between levels)") from None
+                return _wait(proc, log_path, started, deadline_s, watch)
+        except GuidellmStalled:
+            _dump_stacks(proc.pid, log)
+            raise
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
             stop_process_group(proc)
             pid_file.unlink(missing_ok=True)
+
+
+def _wait(proc: subprocess.Popen, log_path: Path, started: float, deadline_s: float,
+          plan: guidellm_watch.WatchPlan | None) -> int:
+    """The exit code of GuideLLM; GuidellmStalled when the watch or the deadline gives up on it."""
+    watch = guidellm_watch.ProgressWatch(plan, started) if plan is not None else None
+    tail = guidellm_watch.LogTail(log_path)
+    deadline = started + deadline_s
+    while True:
+        try:
+            return proc.wait(timeout=max(0.0, min(WATCH_POLL_S, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if watch is not None:
+            for line in tail.new_lines():
+                watch.observe(line, now)
+            verdict = watch.decide(now)
+            if verdict.stop:
+                raise GuidellmStalled(f"guidellm made no progress for {verdict.silent_s:.0f} s {verdict.phase} and "
+                                      f"was stopped after {now - started:.0f} s ({verdict.reason})", by="watch",
+                                      silent_s=verdict.silent_s, after_s=now - started)
+        if now >= deadline:
+            silent = now - watch.last_progress if watch is not None else now - started
+            raise GuidellmStalled(f"guidellm did not finish within {deadline_s:g} s and was stopped "
+                                  f"(GuideLLM can stall between levels)", by="deadline", silent_s=silent,
+                                  after_s=now - started)
+
+
+def _dump_stacks(pgid: int, log: Any) -> None:
+    """Append every process of a stalled GuideLLM's group, and its Python stacks (py-spy dump, when installed and
+    allowed to attach), to the run's log: what it was waiting for is the cause of the stall."""
+    spy = Path(sys.executable).with_name("py-spy")
+    spy_bin = str(spy) if spy.exists() else shutil.which("py-spy")
+    out = [f"\n---- llmd-bench: the stalled GuideLLM's processes (group {pgid}) ----\n"]
+    for pid in _group_members(pgid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out.append(f"== pid {pid}: {cmdline[:300]}\n")
+        if spy_bin:
+            try:
+                dump = subprocess.run([spy_bin, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                                      timeout=30)
+                failed = (dump.stderr.strip().splitlines() or ["no output"])[0]
+                out.append(dump.stdout if dump.returncode == 0 else f"py-spy dump: {failed}\n")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                out.append(f"py-spy dump failed: {exc}\n")
+    if not spy_bin:
+        out.append("(py-spy is not installed: no stacks)\n")
+    try:
+        log.flush()
+        os.write(log.fileno(), "".join(out).encode())
+    except OSError:
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().split(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return sorted(members)
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
@@ -294,6 +392,8 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             record["runs"] = runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
         else:
             record["argv"] = runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
+            if runs[0].get("stalled"):
+                record["stalled"] = runs[0]["stalled"]  # attempts stopped as stalled before the one measured
         if ctx.params.sweep == "adaptive":
             record["adaptive"] = decided if sweep is not None else {"levels_of_trial_1": adaptive_levels}
         trials.append(record)
@@ -323,27 +423,34 @@ def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, ou
 
     cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
     print("running:", " ".join(cmd), flush=True)
-    env = ctx.stack.guidellm_env()
+    # the progress watch reads GuideLLM's INFO progress lines (guidellm_watch.LOG_LEVEL_ENV)
+    env = guidellm_watch.progress_logging_env(ctx.stack.guidellm_env() or dict(os.environ))
     folder = ctx.folder
     # logs and the pid file stay in the trial folder, where teardown and cleanup look for running GuideLLMs
     log_path = folder.guidellm_log(trial, None if len(levels) == len(ctx.levels) and ctx.params.runs == "per-cell"
                                    else levels[0])
     targets = observation_targets(ctx)
     deadline_s, retries = trial_deadline_s(ctx, len(levels)), stall_retries()
+    watch = watch_plan(ctx, levels, env)
     started = time.monotonic()
+    stalled: list[dict[str, Any]] = []  # the stopped attempts: how, after how long, how long silent, their log
     for attempt in range(1, retries + 2):
         try:
             with Sampler(folder.serving_samples(trial), targets.replicas, targets.kv,
                          epp_metrics=targets.epp_metrics) as sampler:
-                returncode = run_guidellm(cmd, log_path, env, deadline_s, folder.generator_cpu_samples(trial))
+                returncode = run_guidellm(cmd, log_path, env, deadline_s, folder.generator_cpu_samples(trial), watch)
             break
         except GuidellmStalled as exc:
             kept = CellFolder.stalled_log(log_path, attempt)
             log_path.replace(kept)
+            stalled.append({"attempt": attempt, "by": exc.by, "after_s": round(exc.after_s, 1),
+                            "silent_s": round(exc.silent_s, 1), "log": str(kept.relative_to(ctx.cell_dir))})
             if attempt > retries:
+                longer = (f"raise {STALL_GRACE_ENV} (0 turns the progress watch off)" if exc.by == "watch"
+                          else f"set {DEADLINE_ENV}")
                 raise RuntimeStepError(
                     f"trial {trial}: {exc}, {attempt} time(s); logs: {kept.parent}/guidellm.stalled-*.log. "
-                    f"Clear the sweep task to run it again (completed trials are kept), or set {DEADLINE_ENV} "
+                    f"Clear the sweep task to run it again (completed trials are kept), or {longer} "
                     f"if the levels really take longer.") from None
             print(f"trial {trial}: {exc}; log kept at {kept}; running the trial again "
                   f"(retry {attempt} of {retries})", flush=True)
@@ -352,7 +459,7 @@ def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, ou
     print(log_path.read_text(errors="replace")[-6000:], flush=True)
     if returncode != 0:
         raise RuntimeStepError(f"guidellm exited with {returncode} in trial {trial}; log: {log_path}")
-    return {"argv": cmd, "guidellm_wall_s": round(time.monotonic() - started, 3)}
+    return {"argv": cmd, "guidellm_wall_s": round(time.monotonic() - started, 3), **({"stalled": stalled} if stalled else {})}
 
 
 def merge_level_reports(parts: list[Path], out: Path) -> None:
