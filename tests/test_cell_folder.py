@@ -159,8 +159,10 @@ def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_
     # the stored cell.json is the merge of the parts, with the keys as before
     stored = json.loads(folder.record.read_text())
     assert set(stored) == {"campaign", "campaign_file", "run_id", "model", "short_model", "config", "factors", "runtime",
-                           "params", "levels", "versions", "steps", "serving", "stack", "sweep", "pcp",
+                           "params", "levels", "versions", "steps", "serving", "stack", "served", "sweep", "pcp",
                            "serving_metrics", "kv_index", "config_effect", "results"}
+    # the simulated servers showed what the configuration demands, key by key
+    assert record.served is not None and record.served.status == "proven", record.served
     for part in folder.record_parts.glob("*.json"):
         cell_folder.read_part(part)
 

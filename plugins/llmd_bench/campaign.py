@@ -340,6 +340,15 @@ class PrefixCacheSimulation(_Strict):
     offload_survives_reset: bool = Field(False, description="rehearse a server whose reset leaves the offload tier")
 
 
+class ServerFault(_Strict):
+    """A simulated vLLM that does not serve what it was asked, to rehearse the served-configuration proof (served.py):
+    it drops flags (as a shell script that never passes them on would) or runs another block size."""
+
+    ignore_flags: list[str] = Field([], description="vLLM flags the simulated server never receives, e.g. "
+                                    "['--kv-transfer-config']")
+    block_size: PositiveInt | None = Field(None, description="serve this KV block size whatever --block-size says")
+
+
 class SimulationProfile(_Strict):
     """GuideLLM mock-server settings standing in for one configuration on the local runtime."""
 
@@ -351,6 +360,8 @@ class SimulationProfile(_Strict):
     capacity: PositiveInt | None = Field(None, description="requests one replica serves at once, whole streamed "
                                          "responses included; the local router queues the rest (a saturating server)")
     prefix_cache: PrefixCacheSimulation | None = None
+    server_fault: ServerFault | None = Field(None, description="rehearse a server that ignores flags: its deploy must "
+                                             "fail the served-configuration proof")
 
 
 # Factors a campaign may vary besides models and configurations. Stack factors change the whole serving

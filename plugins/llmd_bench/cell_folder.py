@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.served import ServedHistory
 
 # -- file and folder names (relative to the cell folder) ------------------------------------------------------------
 
@@ -370,6 +371,7 @@ class CellRecord(Stored):
     steps: dict[str, StepRecord]
     serving: Serving | None = None
     stack: dict[str, Any] | None = None  # runtime/stack_metadata.py: what ran (free-form per platform)
+    served: ServedHistory | None = None  # served.py: what the servers showed they serve, every check of the cell
     memory_plan: dict[str, Any] | None = None  # sizing's plan of the cell's GPU memory (Kubernetes)
     existing: ExistingRecord | None = None
     sweep: Sweep | None = None

@@ -52,6 +52,17 @@ def parse(text: str, known: dict[str, tuple[str, str]] = VLLM_METRICS) -> dict[s
     return totals
 
 
+def fetch_text(url: str, timeout_s: float = 5.0) -> tuple[str | None, str | None]:
+    """(the body at `url`, None) or (None, why it could not be read): a server's whole /metrics text."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            return resp.read().decode(errors="replace"), None
+    except urllib.error.HTTPError as exc:
+        return None, f"HTTP {exc.code} at {url}"
+    except (urllib.error.URLError, OSError) as exc:
+        return None, f"{exc} at {url}"
+
+
 def scrape(url: str, timeout_s: float = 3.0, known: dict[str, tuple[str, str]] = VLLM_METRICS) -> dict[str, float] | str:
     """Known metrics at `url`, or the reason they are not available."""
     try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from llmd_bench.context import StepContext
+    from llmd_bench.served import ServedSource
     from llmd_bench.observe.sampler import Targets
 
 
@@ -97,6 +98,12 @@ class Runtime:
         What a platform cannot tell is listed under `unavailable` with the reason, never guessed."""
         return {"platform": self.name, "simulated": self.simulated,
                 "unavailable": {"stack": f"the {self.name} runtime records no stack metadata"}}
+
+    # -- what the servers say they serve ----------------------------------------------------------------------
+    def served_sources(self) -> list[ServedSource]:
+        """Per model-server (and EPP) pod: its log since it started and its /metrics text, as the pod itself serves
+        them (served.py compares them with the configuration). What cannot be collected goes in `unavailable`."""
+        return []
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _cell_model(self) -> str:

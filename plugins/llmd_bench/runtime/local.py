@@ -8,6 +8,7 @@ llm-d-redis / llm-d-valkey cells get a real Redis / Valkey server.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -27,12 +28,28 @@ from llmd_bench.cell_folder import (
 )
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
+from llmd_bench.observe.prometheus import fetch_text
 from llmd_bench.runtime import processes
 from llmd_bench.runtime.base import Runtime
 from llmd_bench.runtime.processes import ManagedProcess
+from llmd_bench.served import ServedSource
 from llmd_bench.settings import settings
 
 START_TIMEOUT_S = 60.0
+# the simulated vLLM replica in front of mock server i (router.py --vllm-args)
+REPLICA_PREFIX = "prefix-cache-"
+
+
+def vllm_argv(ctx: StepContext) -> list[str]:
+    """The `vllm serve` arguments a cluster's model-server pod gets for this cell (manifests.model_server), which the
+    local runtime's simulated replicas are started with."""
+    from llmd_bench import catalog, manifests
+
+    assert ctx.cell is not None
+    campaign = manifests.cell_campaign(ctx.campaign, ctx.cell)
+    entry = catalog.entry(ctx.params.llmd_version)
+    server = manifests.model_server(ctx.cell, ctx.params, campaign, entry, manifests.cell_names(ctx.cell), "local")
+    return [str(a) for a in server["args"]]
 
 
 def guidellm_bin() -> str:
@@ -135,20 +152,29 @@ def _start_serving(ctx: StepContext, state: RuntimeState, started) -> None:
         state.replicas.append(f"http://127.0.0.1:{port}")
     for proc, url in zip(procs, state.replicas):
         processes.wait_http(proc, f"{url}/health", START_TIMEOUT_S)
-    if sim.prefix_cache is not None:
-        # each replica's simulated prefix cache stands in front of its mock server: the replica's URL becomes its own
-        cache = sim.prefix_cache
-        mocks, state.replicas = state.replicas, []
-        for i, url in enumerate(mocks):
-            port = processes.free_port()
-            cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port), "--backend", url,
-                   "--prefix-cache-blocks", str(cache.gpu_blocks), "--block-tokens", str(cache.block_tokens),
-                   "--offload-blocks", str(cache.offload_blocks), "--model", ctx.cell.model]
+    # each mock server is fronted by a simulated vLLM replica (router.py --vllm-args) started with the command line a
+    # cluster's vLLM pod gets for this cell: it prints vLLM's start-up lines and serves vllm:cache_config_info, which
+    # the served-configuration proof reads; with a prefix_cache it also simulates the cache. Its URL is the replica's.
+    argv = vllm_argv(ctx)
+    cache = sim.prefix_cache
+    fault = sim.server_fault
+    mocks, state.replicas = state.replicas, []
+    for i, url in enumerate(mocks):
+        port = processes.free_port()
+        cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port), "--backend", url,
+               "--model", ctx.cell.model, "--vllm-args", json.dumps(argv)]
+        if cache is not None:
+            cmd += ["--prefix-cache-blocks", str(cache.gpu_blocks), "--block-tokens", str(cache.block_tokens),
+                    "--offload-blocks", str(cache.offload_blocks)]
             if cache.offload_survives_reset:
                 cmd.append("--offload-survives-reset")
-            proxy = serving(processes.start(f"prefix-cache-{i}", cmd, port, folder.log(f"prefix-cache-{i}")))
-            state.replicas.append(f"http://127.0.0.1:{port}")
-            processes.wait_http(proxy, f"http://127.0.0.1:{port}/health", START_TIMEOUT_S)
+        if fault is not None:
+            cmd += [f"--drop-flag={flag}" for flag in fault.ignore_flags]
+            if fault.block_size is not None:
+                cmd += ["--serve-block-size", str(fault.block_size)]
+        proxy = serving(processes.start(f"{REPLICA_PREFIX}{i}", cmd, port, folder.log(f"{REPLICA_PREFIX}{i}")))
+        state.replicas.append(f"http://127.0.0.1:{port}")
+        processes.wait_http(proxy, f"http://127.0.0.1:{port}/health", START_TIMEOUT_S)
 
     if len(state.replicas) > 1 or sim.capacity:
         port = processes.free_port()
@@ -330,6 +356,22 @@ class LocalRuntime(Runtime):
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return None, {"status": "same host",
                       "reason": "the local runtime serves and generates on one host: see host_levels"}
+
+    def served_sources(self) -> list[ServedSource]:
+        """Each simulated vLLM replica's start-up log (its process log) and /metrics."""
+        state = load_state(self.ctx)
+        sources = []
+        for p, url in zip([p for p in state.processes if p.name.startswith(REPLICA_PREFIX)], state.replicas):
+            unavailable: dict[str, str] = {}
+            try:
+                log: str | None = self.ctx.folder.log(p.name).read_text(errors="replace")
+            except OSError as exc:
+                log, unavailable["log"] = None, f"{self.ctx.folder.log(p.name)}: {exc.strerror}"
+            metrics, why = fetch_text(f"{url}/metrics")
+            if why:
+                unavailable["metrics"] = why
+            sources.append(ServedSource(pod=f"{p.name} (pid {p.pid})", log=log, metrics=metrics, unavailable=unavailable))
+        return sources
 
     def stack_metadata(self) -> dict[str, Any]:
         """The simulated stack as it runs: the mock servers' GuideLLM version and command lines, the router's, the

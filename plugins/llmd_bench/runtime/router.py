@@ -9,6 +9,11 @@ guidellm/mock_server/server.py `_run_generation`, GuideLLM v0.8.1.)
 With `--prefix-cache-blocks N` it also simulates one vLLM replica's prefix cache in front of its single backend
 (runtime/prefix_cache_sim.py): `/metrics` with vLLM's prefix-cache counters and `POST /reset_prefix_cache`.
 
+With `--vllm-args JSON` it stands for one vLLM replica started with that command line: it prints the start-up lines
+vLLM prints about its configuration (the non-default args, the KV connector) and serves `vllm:cache_config_info`
+(vllm_formats.py), so the served-configuration proof (served.py) runs on the local runtime too. `--drop-flag` and
+`--serve-block-size` rehearse a server that does not serve what it was asked.
+
 Run as `python -m llmd_bench.runtime.router --port P [--capacity N] [--prefix-cache-blocks N ...] --backend URL ...`.
 """
 
@@ -24,6 +29,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from llmd_bench import vllm_formats
 from llmd_bench.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
@@ -31,9 +37,10 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 def make_handler(backends: list[str], capacity: int | None = None, cache: SimulatedPrefixCache | None = None,
-                 model: str = "") -> type[BaseHTTPRequestHandler]:
-    if cache is not None and len(backends) != 1:
-        raise ValueError("a simulated prefix cache stands for one replica: give exactly one --backend")
+                 model: str = "", config_info: str | None = None) -> type[BaseHTTPRequestHandler]:
+    if (cache is not None or config_info is not None) and len(backends) != 1:
+        raise ValueError("a simulated prefix cache or vLLM replica stands for one replica: give exactly one --backend")
+    replica = cache is not None or config_info is not None
     urls = [urllib.parse.urlsplit(b) for b in backends]
     for b, url in zip(backends, urls):
         if not url.hostname:
@@ -58,7 +65,7 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
                 self.end_headers()
                 self.wfile.write(body)
                 return
-            if cache is not None and self._simulated_endpoint():
+            if replica and self._simulated_endpoint():
                 return
             with lock:
                 target = next(cycle)
@@ -105,15 +112,15 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
                         in_flight[0] -= 1
 
         def _simulated_endpoint(self) -> bool:
-            """Serve /metrics and /reset_prefix_cache from the simulated cache; False for anything else."""
-            assert cache is not None
+            """Serve /metrics (and /reset_prefix_cache with a simulated cache); False for anything else."""
             url = urllib.parse.urlsplit(self.path)
             if url.path == "/metrics" and self.command == "GET":
                 with lock:
                     running = in_flight[0]
-                self._reply(200, cache.metrics(model, running), "text/plain; version=0.0.4")
+                text = (cache.metrics(model, running) if cache is not None else "") + (config_info or "")
+                self._reply(200, text, "text/plain; version=0.0.4")
                 return True
-            if url.path == "/reset_prefix_cache" and self.command == "POST":
+            if cache is not None and url.path == "/reset_prefix_cache" and self.command == "POST":
                 query = urllib.parse.parse_qs(url.query)
                 external = (query.get("reset_external") or ["false"])[-1].lower() == "true"
                 running = (query.get("reset_running_requests") or ["false"])[-1].lower() == "true"
@@ -164,12 +171,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--offload-survives-reset", action="store_true",
                         help="simulate a server whose reset leaves the offload tier as it was")
     parser.add_argument("--model", default="", help="the model name in the simulated metrics' labels")
+    parser.add_argument("--vllm-args", default=None, help="JSON list: the vLLM command line this replica stands for")
+    parser.add_argument("--drop-flag", action="append", default=[], help="a vLLM flag the simulated server never gets")
+    parser.add_argument("--serve-block-size", type=int, default=None, help="serve this block size whatever was asked")
     args = parser.parse_args(argv)
     cache = (SimulatedPrefixCache(args.prefix_cache_blocks, args.block_tokens, args.offload_blocks,
                                   args.offload_survives_reset) if args.prefix_cache_blocks else None)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.backend, args.capacity, cache, args.model))
+    config_info = None
+    if args.vllm_args is not None:
+        config_info = simulate_vllm_start(json.loads(args.vllm_args), args.drop_flag, args.serve_block_size, args.model,
+                                          args.prefix_cache_blocks or 0)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port),
+                                 make_handler(args.backend, args.capacity, cache, args.model, config_info))
     server.daemon_threads = True
     server.serve_forever()
+
+
+def simulate_vllm_start(argv: list[str], drop_flags: list[str], block_size: int | None, model: str,
+                        gpu_blocks: int) -> str:
+    """Print the start-up lines vLLM prints for this command line (less the dropped flags, with the faulty block
+    size) and return the vllm:cache_config_info text the replica serves."""
+    kept: list[str] = []
+    skip = False
+    for i, token in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if name in drop_flags:
+            skip = "=" not in token and i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        kept.append(token)
+    engine = vllm_formats.parse_vllm_argv(kept)
+    if block_size is not None:
+        engine["block_size"] = block_size
+    for line in vllm_formats.startup_log(engine):
+        print(line, flush=True)
+    return vllm_formats.cache_config_metric(engine, model, gpu_blocks)
 
 
 if __name__ == "__main__":

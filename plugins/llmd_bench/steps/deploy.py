@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from llmd_bench import catalog, manifests, served
 from llmd_bench.context import StepContext
-from llmd_bench.errors import NotSelected
+from llmd_bench.errors import NotSelected, RuntimeStepError
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -19,6 +20,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     for what in found:
         print(f"left by an earlier run or attempt: {what}", flush=True)
     state = ctx.stack.deploy()
+    prove_served(ctx, "deploy")  # the servers' own word that they serve the configuration, or the deploy fails
     stack = stack_metadata(ctx)  # before taking the record's lock: it may ask the cluster and the servers
     with ctx.update_record() as record:
         record["serving"] = {
@@ -65,3 +67,37 @@ def already_stored(ctx: StepContext) -> bool:
     except Exception as exc:  # noqa: BLE001 - a missing table or a down server is "not stored"
         print(f"could not check the results store ({type(exc).__name__}); deploying", flush=True)
         return False
+
+
+def wanted(ctx: StepContext) -> list[served.Wanted]:
+    """What every model server of the cell must serve (served.wanted_model_server), the CPU tier sized as its pod is."""
+    assert ctx.cell is not None
+    campaign = manifests.cell_campaign(ctx.campaign, ctx.cell)
+    entry = catalog.entry(ctx.params.llmd_version)
+    config = campaign.cell_configuration(ctx.cell)
+    setting = None
+    if config.model_server.kv_offload is not None and config.model_server.kv_offload.connector == "OffloadingConnector":
+        setting = dict(manifests.memory_plan(campaign, ctx.cell, ctx.params.tensor_parallel_size, entry, config)
+                       .offload_setting) or None
+    return served.wanted_model_server(campaign, ctx.params, ctx.cell, entry, setting)
+
+
+def prove_served(ctx: StepContext, when: str) -> served.ServedProof:
+    """Read back what each server says it serves, record it in cell.json `served` (every check of the cell), print
+    it, and fail with a table (pod, key, wanted, served) when a server serves something else."""
+    assert ctx.cell is not None
+    entry = catalog.entry(ctx.params.llmd_version)
+    notes = []
+    if ctx.campaign.serving.backend == "inference-sim":
+        notes.append("the llm-d inference simulator stands in for vLLM: it prints no vLLM start-up args and serves no "
+                     "vllm:cache_config_info")
+    proof = served.prove(ctx.stack.served_sources(), wanted(ctx), entry.vllm_version, when, notes=notes)
+    with ctx.update_record() as record:
+        record["served"] = served.history(record.get("served"), proof).model_dump(mode="json")
+    print(f"served configuration ({when}): {proof.summary()}", flush=True)
+    for line in served.not_provable_lines(proof):
+        print(f"  {line}", flush=True)
+    if proof.differences:
+        raise RuntimeStepError(f"cell {ctx.cell}: the servers do not serve the cell's configuration ({when}); the "
+                               f"numbers would measure something else:\n{served.diff_table(proof)}")
+    return proof

@@ -1,0 +1,281 @@
+"""What vLLM (and the EPP) print about the configuration they run, read back; and, for the local runtime's simulated
+servers, the same lines written. One place for these formats, each cited at the upstream tag it was read from.
+
+Read: `non_default_args` (the start-up log), `created_connector`, `cache_config_info` (/metrics), `epp_loaded_config`.
+Written (simulation): `startup_log`, `cache_config_metric`.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+import time
+from collections.abc import Iterable
+from typing import Any
+
+# vllm/entrypoints/utils.py log_non_default_args (v0.10 on): logger.info("non-default args: %s", non_default_args), a
+# dict of argparse dest -> value whose config values print as their dataclass repr
+NON_DEFAULT_ARGS = re.compile(r"non-default args: (\{.*\})\s*$")
+# vllm/distributed/kv_transfer/kv_connector/factory.py: "Creating v1 connector with name: %s and engine_id: %s"
+CONNECTOR_CREATED = re.compile(r"Creating v1 connector with name: (\w+)")
+# vllm/v1/metrics/loggers.py PrometheusStatLogger.log_metrics_info("cache_config", ...): a gauge set to 1 whose
+# labels are the CacheConfig's fields as strings
+CACHE_CONFIG_INFO = "vllm:cache_config_info"
+_LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+class _Unreadable(ValueError):
+    pass
+
+
+def _literal(node: ast.AST) -> Any:
+    """A Python literal, where a call `Name(k=v, ...)` (a dataclass repr) reads as {"__class__": Name, k: v, ...}."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Dict):
+        return {_literal(k) if k is not None else "**": _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        value = _literal(node.operand)
+        if isinstance(value, (int, float)):
+            return -value
+    if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute)):
+        name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
+        out: dict[str, Any] = {"__class__": name}
+        out.update({kw.arg or "**": _literal(kw.value) for kw in node.keywords})
+        if node.args:
+            out["__args__"] = [_literal(a) for a in node.args]
+        return out
+    if isinstance(node, ast.Name):  # an enum member or constant printed bare
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    raise _Unreadable(ast.dump(node)[:80])
+
+
+def _enum_reprs(text: str) -> str:
+    """`<CacheDType.auto: 'auto'>` (an enum repr) -> `'auto'`, so the line parses as Python."""
+    return re.sub(r"<[\w.]+: ('[^']*'|\"[^\"]*\"|[-\w.]+)>", r"\1", text)
+
+
+def non_default_args(log: str) -> dict[str, Any] | None:
+    """The last 'non-default args' dict a vLLM log printed (a restarted container prints it again), or None."""
+    found = None
+    for line in log.splitlines():
+        m = NON_DEFAULT_ARGS.search(line)
+        if m:
+            try:
+                value = _literal(ast.parse(_enum_reprs(m.group(1)), mode="eval").body)
+            except (SyntaxError, _Unreadable, ValueError):
+                continue
+            if isinstance(value, dict):
+                found = value
+    return found
+
+
+def created_connector(log: str) -> str | None:
+    names = CONNECTOR_CREATED.findall(log)
+    return names[0] if names else None
+
+
+def cache_config_info(metrics: str) -> dict[str, str] | None:
+    """The labels of vllm:cache_config_info (the first engine's), or None when the metric is not served."""
+    for line in metrics.splitlines():
+        if line.startswith(CACHE_CONFIG_INFO + "{"):
+            labels = dict(_LABELS.findall(line[len(CACHE_CONFIG_INFO):line.rindex("}") + 1]))
+            labels.pop("engine", None)
+            labels.pop("model_name", None)
+            return {k: v.replace('\\"', '"') for k, v in labels.items()}
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return str(value)
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            loaded = json.loads(value)
+        except ValueError:
+            return None
+        return loaded if isinstance(loaded, dict) else None
+    return None
+
+
+# the engine args the proof compares, by their dest names in the non-default args
+DIRECT_ARGS = ("block_size", "enable_prefix_caching", "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs",
+               "prefix_caching_hash_algo")
+
+
+def flatten_engine_args(args: dict[str, Any]) -> dict[str, str]:
+    """The proof's keys from the non-default args: the direct ones, the KV connector and its CPU tier's size, the
+    KV-events publisher."""
+    out = {k: _text(args[k]) for k in DIRECT_ARGS if k in args and args[k] is not None}
+    transfer = _as_dict(args.get("kv_transfer_config"))
+    if "kv_transfer_config" in args:
+        out["kv_connector"] = "none" if transfer is None else str(transfer.get("kv_connector"))
+    if transfer is not None:
+        extra = _as_dict(transfer.get("kv_connector_extra_config")) or {}
+        tiers = [transfer] if transfer.get("kv_connector") != "MultiConnector" else [
+            t for t in (_as_dict(c) for c in extra.get("connectors") or []) if t is not None]
+        for tier in tiers:
+            tier_extra = _as_dict(tier.get("kv_connector_extra_config")) or {}
+            if tier.get("kv_connector") == "OffloadingConnector" and "spec_module_path" not in tier_extra and \
+                    "spec_name" not in tier_extra:
+                for key in ("cpu_bytes_to_use", "num_cpu_blocks"):
+                    if key in tier_extra:
+                        out[f"kv_offload.{key}"] = _text(tier_extra[key])
+            for key in ("spec_name", "offload_prompt_only"):
+                if key in tier_extra:
+                    out.setdefault(f"kv_offload.{key}", _text(tier_extra[key]))
+    events = _as_dict(args.get("kv_events_config"))
+    if events is not None:
+        for key in ("enable_kv_cache_events", "publisher", "endpoint", "topic"):
+            if key in events:
+                out[f"kv_events.{key}"] = _text(events[key])
+    return out
+
+
+def engine_arg_defaults(version: str) -> dict[str, str]:
+    """What a key's absence from the non-default args means: vLLM's default for it. Only defaults read upstream."""
+    # vllm/engine/arg_utils.py EngineArgs: tensor_parallel_size = ParallelConfig.tensor_parallel_size = 1 and
+    # kv_transfer_config = None at every catalog tag (v0.11.2 .. v0.26.0)
+    return {"tensor_parallel_size": "1", "kv_connector": "none"}
+
+
+def epp_loaded_config(log: str) -> dict[str, str] | None:
+    """The EPP's plugin configuration as it logged it at start: none of the catalog's routers logs it (see
+    EPP_CONFIG_NOT_LOGGED), so there is nothing to read yet."""
+    return None
+
+
+EPP_CONFIG_NOT_LOGGED = ("the EPP does not log the plugin configuration it loaded at this release; its ConfigMap is "
+                         "our input, not the server's statement")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The local runtime's simulated vLLM: the same lines, from the command line it was given
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def parse_vllm_argv(argv: list[str]) -> dict[str, Any]:
+    """`vllm serve MODEL --flag value --switch ...` as vLLM's parser leaves it: dest -> value (JSON configs decoded)."""
+    args: dict[str, Any] = {}
+    i = 0
+    if argv and not argv[0].startswith("-"):
+        args["model_tag"] = argv[0]
+        i = 1
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--"):
+            i += 1
+            continue
+        name, _, inline = token.partition("=")
+        if inline or "=" in token:
+            value: Any = inline
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            value = argv[i + 1]
+            i += 2
+        else:
+            value = True
+            i += 1
+        dest = _dest(name)
+        if dest.startswith("no_") and value is True:
+            dest, value = dest[3:], False
+        if isinstance(value, str):
+            if dest.endswith("_config"):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            else:
+                value = _number(value)
+        args[dest] = value
+    return args
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def _config_repr(name: str, value: dict[str, Any]) -> str:
+    return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + ")"
+
+
+def startup_log(args: dict[str, Any], pid: int = 1) -> list[str]:
+    """The start-up lines a vLLM server prints for these engine args: the non-default args and the KV connector."""
+    stamp = time.strftime("%m-%d %H:%M:%S")
+    shown = {k: v for k, v in args.items() if not (k == "tensor_parallel_size" and v == 1)}
+    parts = []
+    for key, value in shown.items():
+        if key == "kv_transfer_config" and isinstance(value, dict):
+            parts.append(f"{key!r}: {_config_repr('KVTransferConfig', value)}")
+        elif key == "kv_events_config" and isinstance(value, dict):
+            parts.append(f"{key!r}: {_config_repr('KVEventsConfig', value)}")
+        else:
+            parts.append(f"{key!r}: {value!r}")
+    lines = [f"(APIServer pid={pid}) INFO {stamp} [utils.py:253] non-default args: {{{', '.join(parts)}}}"]
+    transfer = args.get("kv_transfer_config")
+    if isinstance(transfer, dict) and transfer.get("kv_connector"):
+        lines.append(f"(EngineCore pid={pid + 1}) INFO {stamp} [factory.py:64] Creating v1 connector with name: "
+                     f"{transfer['kv_connector']} and engine_id: llmd-bench-simulated")
+    return lines
+
+
+def cache_config_metric(args: dict[str, Any], model: str, gpu_blocks: int) -> str:
+    """vllm:cache_config_info as the simulated server serves it."""
+    labels = {"block_size": str(args.get("block_size", 16)), "cache_dtype": "auto",
+              "enable_prefix_caching": str(args.get("enable_prefix_caching", True)),
+              "gpu_memory_utilization": str(args.get("gpu_memory_utilization", 0.9)),
+              "num_cpu_blocks": "None", "num_gpu_blocks": str(gpu_blocks),
+              "prefix_caching_hash_algo": str(args.get("prefix_caching_hash_algo", "sha256"))}
+    text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return (f"# HELP {CACHE_CONFIG_INFO} Information of the LLMEngine CacheConfig\n# TYPE {CACHE_CONFIG_INFO} gauge\n"
+            f'{CACHE_CONFIG_INFO}{{{text},engine="0",model_name="{model}"}} 1.0\n')
+
+
+def shell_vllm_argv(command: list[str], args: list[str]) -> list[str] | None:
+    """The argv `vllm serve` receives from a container's command and args, as a shell would run it (for the fake
+    kubelet of the tests and the local runtime): `sh -c SCRIPT [$0 $1 ...]` runs SCRIPT, where trailing args are
+    positional parameters, not vLLM's flags unless the script passes "$@". None when no `vllm serve` runs."""
+    full = [*command, *args]
+    if full[:2] == ["vllm", "serve"]:
+        return full[2:]
+    if len(full) >= 3 and full[0].rsplit("/", 1)[-1] in ("sh", "bash") and full[1].startswith("-") and "c" in full[1]:
+        script, positional = full[2], full[3:]
+        words = shlex.split(script.replace("\\\n", " "), comments=True)
+        for i in range(len(words) - 1):
+            if words[i].rsplit("/", 1)[-1] == "vllm" and words[i + 1] == "serve":
+                tail: list[str] = []
+                for w in words[i + 2:]:
+                    if w in ("&&", ";", "||", "|"):
+                        break
+                    tail.append(w)
+                out: list[str] = []
+                for w in tail:
+                    out += positional[1:] if w == "$@" else [w]
+                return out
+    return None
+
+
+def flags_only(words: Iterable[str]) -> list[str]:
+    return [w for w in words if w.startswith("--")]

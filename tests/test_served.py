@@ -1,0 +1,122 @@
+"""Every cell proves what it served: the servers' own start-up log and /metrics read back after deploy and compared
+with what the configuration demands. A server that runs another block size, or drops the offload flag, fails the
+deploy with a table; a correct one is recorded `proven`."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import tiny_campaign, write_campaign
+from llmd_bench import catalog, served, vllm_formats
+from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.context import StepContext
+from llmd_bench.errors import RuntimeStepError
+from llmd_bench.runtime import local
+from llmd_bench.steps import deploy
+
+MODEL = "Qwen/Qwen3-0.6B"
+
+
+def _ctx(campaigns_dir, config="no-offload", fault=None, **conf):
+    doc = tiny_campaign(configs=["no-offload", "native-offload", "llm-d-redis"])
+    if fault is not None:
+        doc["local_simulation"][config] = {**doc["local_simulation"][config], "server_fault": fault}
+    campaign = load_campaign(write_campaign(campaigns_dir, doc))
+    params = resolve_params(campaign, conf, catalog.known_versions())
+    return StepContext(campaign, params, "served-run", "local", Cell(MODEL, config), step="deploy")
+
+
+def _deploy(ctx):
+    try:
+        return deploy.run(ctx)
+    finally:
+        local.teardown(ctx)
+
+
+@pytest.mark.parametrize("config", ["no-offload", "native-offload", "llm-d-redis"])
+def test_a_server_that_serves_the_configuration_is_proven(campaigns_dir, results_dir, config, monkeypatch):
+    monkeypatch.setattr(deploy, "already_stored", lambda ctx: False)
+    ctx = _ctx(campaigns_dir, config)
+    _deploy(ctx)
+    record = ctx.record()
+    assert record is not None and record.served is not None
+    check = record.served.checks[-1]
+    assert check.when == "deploy" and len(check.pods) == 1
+    keys = {k.key: k for k in check.pods[0].keys}
+    assert keys["block_size"].status == "proven" and keys["block_size"].served == "16"
+    assert keys["block_size"].source == "/metrics vllm:cache_config_info"
+    assert keys["enable_prefix_caching"].status == "proven"
+    if config == "native-offload":
+        assert keys["kv_connector"].served == "OffloadingConnector" and keys["kv_connector"].status == "proven"
+        (size,) = [k for k in keys if k.startswith("kv_offload.")]
+        assert keys[size].status == "proven"
+    if config == "llm-d-redis":
+        assert keys["prefix_caching_hash_algo"].served == "sha256_cbor"
+        assert keys["kv_events.publisher"].status == "proven"
+    assert record.served.status in ("proven", "not provable")
+    assert not check.differences
+
+
+@pytest.mark.parametrize("config, fault, key, wanted, got", [
+    ("no-offload", {"block_size": 64}, "block_size", "16", "64"),
+    ("native-offload", {"ignore_flags": ["--kv-transfer-config"]}, "kv_connector", "OffloadingConnector", "none"),
+])
+def test_a_server_that_serves_something_else_fails_the_deploy_with_a_table(campaigns_dir, results_dir, monkeypatch,
+                                                                           config, fault, key, wanted, got, capsys):
+    monkeypatch.setattr(deploy, "already_stored", lambda ctx: False)
+    ctx = _ctx(campaigns_dir, config, fault=fault)
+    with pytest.raises(RuntimeStepError, match="do not serve the cell's configuration") as err:
+        _deploy(ctx)
+    table = str(err.value).splitlines()
+    assert table[1].split() == ["pod", "key", "wanted", "served", "read", "from"]
+    row = next(line for line in table[2:] if line.split()[3] == key)
+    assert row.split()[4:6] == [wanted, got]
+    record = ctx.record()
+    assert record is not None and record.served is not None and record.served.status == "differs"
+
+
+def test_the_proof_reads_what_the_server_printed_not_what_we_sent():
+    """A log whose non-default args carry a KVTransferConfig repr, and a cache_config_info with another block size."""
+    log = ("(APIServer pid=1) INFO 12-07 04:30:00 [utils.py:253] non-default args: {'model_tag': 'Qwen/Qwen3-8B', "
+           "'host': '0.0.0.0', 'tensor_parallel_size': 2, 'block_size': 16, 'enable_prefix_caching': True, "
+           "'kv_transfer_config': KVTransferConfig(kv_connector='OffloadingConnector', engine_id='e1', "
+           "kv_role='kv_both', kv_connector_extra_config={'cpu_bytes_to_use': 23622320128})}\n")
+    metrics = ('vllm:cache_config_info{block_size="64",cache_dtype="auto",enable_prefix_caching="True",'
+               'gpu_memory_utilization="0.9",engine="0"} 1.0\n')
+    source = served.ServedSource(pod="ms-0", log=log, metrics=metrics)
+    wanted = [served.Wanted(key="block_size", value="16", because="x"),
+              served.Wanted(key="tensor_parallel_size", value="2", because="x"),
+              served.Wanted(key="kv_connector", value="OffloadingConnector", because="x"),
+              served.Wanted(key="kv_offload.cpu_bytes_to_use", value="23622320128", because="x"),
+              served.Wanted(key="max_num_seqs", value="256", because="x")]
+    proof = served.prove([source], wanted, "0.19.1", "deploy")
+    keys = {k.key: k for k in proof.pods[0].keys}
+    # the engine's own cache config wins over the command line it was given
+    assert keys["block_size"].status == "differs" and keys["block_size"].served == "64"
+    assert keys["tensor_parallel_size"].status == "proven"
+    assert keys["kv_connector"].status == "proven" and keys["kv_offload.cpu_bytes_to_use"].status == "proven"
+    # absent from the non-default args and no default read upstream for it: said, never passed
+    assert keys["max_num_seqs"].status == "not provable" and "max_num_seqs" in (keys["max_num_seqs"].why or "")
+    assert proof.status == "differs"
+
+
+def test_a_server_that_shows_nothing_is_not_provable_never_proven():
+    source = served.ServedSource(pod="ms-0", log="starting\n", metrics=None,
+                                 unavailable={"metrics": "connection refused at http://10.0.0.1:8000/metrics"})
+    proof = served.prove([source], [served.Wanted(key="block_size", value="16", because="x")], "0.19.1", "deploy")
+    (key,) = proof.pods[0].keys
+    assert key.status == "not provable" and "connection refused" in (key.why or "")
+    assert proof.status == "not provable"
+    assert served.prove([], [served.Wanted(key="block_size", value="16", because="x")], "0.19.1", "deploy").status \
+        == "not provable"
+
+
+def test_a_shell_script_takes_trailing_args_as_positional_parameters_not_flags():
+    script = "set -e\nexec vllm serve Qwen/Qwen3-8B \\\n  --block-size 64 --port 8000"
+    # llm-d's guides: command [/bin/sh, -c], the script in args; flags appended after it reach $0, $1, ...
+    argv = vllm_formats.shell_vllm_argv(["/bin/sh", "-c"], [script, "--block-size", "16"])
+    assert argv == ["Qwen/Qwen3-8B", "--block-size", "64", "--port", "8000"]
+    # a script that passes "$@" on gets them (the renderer's pre_start form)
+    argv = vllm_formats.shell_vllm_argv(["/bin/sh", "-c", 'pip install x && exec vllm serve "$@"', "vllm"],
+                                        ["Qwen/Qwen3-8B", "--block-size", "16"])
+    assert argv == ["Qwen/Qwen3-8B", "--block-size", "16"]
