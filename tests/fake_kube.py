@@ -16,6 +16,13 @@ Deployments that roll out like the real controller: a changed pod template or re
 (carrying the template's containers and annotations) after `rollout_lag` reads of the Deployment, during which
 its status shows the old generation and the old pods stay; `pod_ip` gives every pod that IP (a local server).
 `writes()` lists every call that could change something.
+
+A cluster with `gpu_capacity` GPUs (nvidia.com/gpu, all nodes together) schedules pods like the real one: a pod that
+does not fit beside the running ones stays Pending (Unschedulable, "Insufficient nvidia.com/gpu"); a RollingUpdate
+with a surge starts its first new pod beside the old ones, a Recreate one (or maxSurge 0) only after they are gone.
+HorizontalPodAutoscalers and KEDA ScaledObjects are stored like any object (the scaledobjects path answers 404 unless
+`api_groups` serves keda.sh); replacing a ScaledObject annotated `autoscaling.keda.sh/paused: "true"` does what KEDA
+does (its Paused condition True, its HPA deleted).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 PATHS = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)"
                    r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>log|status))?$")
 KIND_OF = {"deployments": "Deployment", "services": "Service", "configmaps": "ConfigMap",
+           "horizontalpodautoscalers": "HorizontalPodAutoscaler", "scaledobjects": "ScaledObject",
            "inferencepools": "InferencePool", "pods": "Pod", "secrets": "Secret", "resourcequotas": "ResourceQuota",
            "persistentvolumeclaims": "PersistentVolumeClaim"}
 DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?/?$")
@@ -66,7 +74,7 @@ class FakeKube:
                  host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12"),
                  api_groups: dict | None = None, namespaces: tuple[str, ...] = ("bench",),
                  denied: set | tuple = (), forbidden: set | tuple = (), pod_ip: str | None = None,
-                 rollout_lag: int = 0) -> None:
+                 rollout_lag: int = 0, gpu_capacity: int | None = None) -> None:
         self.scenario, self.stuck_kinds, self.host_ips = scenario, set(stuck_kinds), host_ips
         self.objects: dict[tuple[str, str, str], dict] = {}   # (plural, ns, name) -> object
         self.api_groups = DEFAULT_API_GROUPS if api_groups is None else api_groups
@@ -75,6 +83,7 @@ class FakeKube:
         self.forbidden = set(forbidden)    # plurals this identity may not read: "nodes", "secrets", ...
         self.nodes: list[dict] = []
         self.pod_ip, self.rollout_lag = pod_ip, rollout_lag
+        self.gpu_capacity = gpu_capacity  # None: GPUs are not counted
         self.version = 1                   # the last resourceVersion handed out
         self.pod_owner: dict[tuple[str, str], str] = {}  # (ns, pod) -> Deployment
         self.pending: dict[tuple[str, str], int] = {}    # (ns, Deployment) -> reads left before its rollout
@@ -126,6 +135,9 @@ class FakeKube:
                                  f'{m["ns"]}:llmd-bench-steps" cannot get resource "{m["plural"]}" in API group '
                                  f'"{m["group"] or ""}" in the namespace "{m["ns"]}"')
                     return
+                if m["group"] == "keda.sh" and "keda.sh" not in fake.api_groups:
+                    self._status(404, "NotFound", "the server could not find the requested resource")
+                    return  # a CRD this cluster does not have (KEDA's)
                 if m["name"] and not m["sub"]:
                     if m["plural"] == "deployments":
                         fake.tick(m["ns"], m["name"])
@@ -347,6 +359,15 @@ class FakeKube:
                 else:
                     obj["status"]["observedGeneration"] = meta["generation"]
                 return 200, obj
+            if plural == "scaledobjects":  # KEDA: the status is its own; a pause stops the loop and deletes its HPA
+                paused = (meta.get("annotations") or {}).get("autoscaling.keda.sh/paused", "").lower() == "true"
+                obj["status"] = {**(old.get("status") or {}),
+                                 "conditions": [{"type": "Paused", "status": "True" if paused else "False"}]}
+                if paused:
+                    for key in [k for k, o in self.objects.items() if k[0] == "horizontalpodautoscalers" and k[1] == ns
+                                and any(r.get("kind") == "ScaledObject" and r.get("name") == name
+                                        for r in o["metadata"].get("ownerReferences") or [])]:
+                        del self.objects[key]
             self.objects[(plural, ns, name)] = obj
             return 200, obj
 
@@ -371,13 +392,16 @@ class FakeKube:
         import hashlib
 
         ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
-        for key in [k for k in self.objects if k[0] == "pods" and k[1] == ns
-                    and (self.pod_owner.get((ns, k[2])) == name
-                         or ((ns, k[2]) not in self.pod_owner and k[2].startswith(name + "-")))]:
-            del self.objects[key]
-            self.pod_owner.pop((ns, key[2]), None)
         template = dep["spec"]["template"]
         template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:5]
+        old_pods = [k for k in self.objects if k[0] == "pods" and k[1] == ns
+                    and (self.pod_owner.get((ns, k[2])) == name
+                         or ((ns, k[2]) not in self.pod_owner and k[2].startswith(name + "-")))]
+        if self.gpu_capacity is not None and self._surge_blocked(dep, old_pods, template_hash):
+            return
+        for key in old_pods:
+            del self.objects[key]
+            self.pod_owner.pop((ns, key[2]), None)
         is_model = template["metadata"]["labels"].get("llmd-bench/component") == "model-server"
         scenario = self.scenario if is_model else "ready"
         ready = 0
@@ -403,7 +427,8 @@ class FakeKube:
                 statuses.append(st)
             conditions = [{"type": "PodScheduled", "status": "True"}]
             phase = "Running"
-            if scenario == "unschedulable":
+            if scenario == "unschedulable" or (self.gpu_capacity is not None and self._gpus_running()
+                                               + self._gpus(template["spec"]) > self.gpu_capacity):
                 conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
                 statuses, phase = [], "Pending"
@@ -425,6 +450,44 @@ class FakeKube:
         dep["status"]["availableReplicas"] = ready
         dep["status"]["replicas"] = dep["status"]["updatedReplicas"] = dep["spec"]["replicas"]
         dep["status"]["observedGeneration"] = dep["metadata"].get("generation", 1)
+
+    @staticmethod
+    def _gpus(pod_spec: dict) -> int:
+        return sum(int(((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu", 0))
+                   for c in pod_spec.get("containers") or [])
+
+    def _gpus_running(self) -> int:
+        return sum(self._gpus(o["spec"]) for (p, _, _), o in self.objects.items()
+                   if p == "pods" and (o.get("status") or {}).get("phase") == "Running")
+
+    def _surge_blocked(self, dep: dict, old_pods: list, template_hash: str) -> bool:
+        """A RollingUpdate with a surge starts one new pod beside the old ones (the Deployment controller's
+        surge); when its GPUs are not free it stays Pending Unschedulable and the rollout stops there."""
+        import math
+
+        ns, name = dep["metadata"]["namespace"], dep["metadata"]["name"]
+        if not old_pods or all(f"-{template_hash}-" in k[2] for k in old_pods):
+            return False  # a first rollout or a scale: nothing surges
+        strategy = dep["spec"].get("strategy") or {"type": "RollingUpdate"}
+        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+        replicas = dep["spec"]["replicas"]
+        surge_n = math.ceil(replicas * int(surge[:-1]) / 100) if str(surge).endswith("%") else int(surge)
+        need = self._gpus(dep["spec"]["template"]["spec"])
+        if strategy.get("type") == "Recreate" or surge_n == 0 or self._gpus_running() + need <= self.gpu_capacity:
+            return False
+        pod_name = f"{name}-{template_hash}-surge"
+        self.objects[("pods", ns, pod_name)] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod_name, "namespace": ns, "uid": str(uuid.uuid4()), "creationTimestamp": now(),
+                         "labels": dep["spec"]["template"]["metadata"]["labels"],
+                         "annotations": dict(dep["spec"]["template"]["metadata"].get("annotations") or {})},
+            "spec": {"containers": json.loads(json.dumps(dep["spec"]["template"]["spec"]["containers"]))},
+            "status": {"phase": "Pending", "containerStatuses": [], "podIP": None, "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": f"0/{max(1, len(self.nodes))} nodes are available: Insufficient nvidia.com/gpu."}]}}
+        self.pod_owner[(ns, pod_name)] = name
+        dep["status"].update(updatedReplicas=1, replicas=len(old_pods) + 1)
+        return True
 
     def list(self, plural: str, ns: str, selector: str) -> list[dict]:
         with self.lock:

@@ -8,22 +8,32 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import BIN, tiny_campaign, write_campaign
-from fake_kube import FakeKube
+from fake_kube import DEFAULT_API_GROUPS, FakeKube
 from llmd_bench import catalog, cli, preflight
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
 from llmd_bench.errors import CampaignError, RuntimeStepError
-from llmd_bench.runtime import existing, processes
+from llmd_bench.runtime import existing, processes, vllm_script
 from llmd_bench.runtime.local import kv_server_bin
 
 NS, STEPS_NS, MODEL = "llm-d", "bench", "Qwen/Qwen3-0.6B"
 SERVER, EPP, EPP_CM, INDEX = "ms-decode", "gaie-epp", "gaie-epp", "kv-index"
 INSTALLED_EPP_CONFIG = "apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins: []\n"
+GUIDES = Path(__file__).parent / "fixtures" / "guides"
+V040, V090 = "v0.4.0-precise-prefix-cache-aware.yaml", "v0.9.0-tiered-prefix-cache.yaml"
+# (model-server Deployment, its vLLM container, EPP Deployment = its ConfigMap, the key its --config-file is)
+V040_NAMES = ("ms-kv-events-llm-d-modelservice-decode", "vllm", "gaie-kv-events-epp", "precise-prefix-cache-config.yaml")
+V090_NAMES = ("tiered-prefix-cache-nvidia-gpu-vllm-decode", "modelserver", "tiered-prefix-cache-scheduler-epp",
+              "tiered-prefix-cache-plugins.yaml")
+PLURAL = {"Deployment": "deployments", "ConfigMap": "configmaps", "Service": "services",
+          "HorizontalPodAutoscaler": "horizontalpodautoscalers", "ScaledObject": "scaledobjects"}
 
 
 def existing_doc(read_only=False, configs=("no-offload", "llm-d-redis"), **over):
@@ -94,7 +104,10 @@ def install(fake: FakeKube, port: int, redis: int) -> None:
             "spec": {"containers": [{"name": "epp", "image": "ghcr.io/llm-d/llm-d-inference-scheduler:v0.4.0",
                                      "args": ["--config-file", "/config/default-plugins.yaml"],
                                      "ports": [{"name": "grpc", "containerPort": 9002},
-                                               {"name": "metrics", "containerPort": 9090}]}]}}}})
+                                               {"name": "metrics", "containerPort": 9090}],
+                                     # the chart's mount (GAIE config/charts/inferencepool epp-deployment.yaml @v1.2.0)
+                                     "volumeMounts": [{"name": "plugins-config-volume", "mountPath": "/config"}]}],
+                     "volumes": [{"name": "plugins-config-volume", "configMap": {"name": EPP_CM}}]}}}})
     fake.add_object("configmaps", {"apiVersion": "v1", "kind": "ConfigMap",
                                    "metadata": {"name": EPP_CM, "namespace": NS, "labels": {"app": "epp"}},
                                    "data": {"default-plugins.yaml": INSTALLED_EPP_CONFIG}})
@@ -112,9 +125,9 @@ def installed(fake: FakeKube) -> dict:
 def kube(monkeypatch, results_dir, mock_port, redis_port):
     fakes = []
 
-    def make(**kw):
+    def make(setup=install, **kw):
         fake = FakeKube(namespaces=(STEPS_NS, NS), pod_ip="127.0.0.1", host_ips=("127.0.0.1",), **kw)
-        install(fake, mock_port, redis_port)
+        setup(fake, mock_port, redis_port)
         fakes.append(fake)
         monkeypatch.setenv("LLMD_BENCH_KUBE_API", fake.url)
         monkeypatch.setenv("LLMD_BENCH_NAMESPACE", STEPS_NS)
@@ -234,7 +247,9 @@ def test_deploy_saves_before_patching_verifies_the_pods_and_teardown_restores_sp
     assert env["PYTHONHASHSEED"]["value"] == "42" and env["VLLM_LOGGING_LEVEL"]["value"] == "INFO"
     epp_config = yaml.safe_load(fake.objects[("configmaps", NS, EPP_CM)]["data"]["default-plugins.yaml"])
     scorer = next(p for p in epp_config["plugins"] if p["type"] == "precise-prefix-cache-scorer")
-    assert f"{INDEX}.{NS}.svc.cluster.local:6379" in json.dumps(scorer)
+    # the index Service's own port, the one FLUSHALL uses (not the 6379 of the Service deploy mode creates)
+    assert f"{INDEX}.{NS}.svc.cluster.local:{redis_port}" in json.dumps(scorer) and ":6379" not in json.dumps(scorer)
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}  # no surge pod: fits a cluster without a free GPU
     # every running pod carries the configuration (the fake rolled them out only after a few reads)
     pods = [o for (p, n, _), o in fake.objects.items() if p == "pods" and n == NS]
     hashes = {p["metadata"]["annotations"].get(existing.CONFIG_HASH) for p in pods}
@@ -363,6 +378,331 @@ def test_read_only_benchmarks_a_matching_stack_touching_nothing(kube, campaigns_
         c.stack.redeploy()
 
 
+# -- the guides' installs: shell-started vLLM, the EPP's --config-file, autoscalers, GitOps, a full cluster ---------
+
+def guide_objects(name: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all((GUIDES / name).read_text()) if d]
+
+
+def guide_setup(name: str, drop: tuple[str, ...] = (), edit=None):
+    """A kube(setup=...) installing a guide fixture: the model server listens on the mock's port (the --port in its
+    script), the index Service points at the test's Redis; `drop` leaves kinds out, `edit(doc)` changes a doc."""
+    def setup(fake: FakeKube, port: int, redis: int) -> None:
+        for doc in guide_objects(name):
+            if doc["kind"] in drop:
+                continue
+            if doc["kind"] == "Deployment":
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    if c.get("command", [""])[0].endswith("sh"):
+                        c["args"][0] = re.sub(r"--port([= ])\d+", lambda m: f"--port{m[1]}{port}", c["args"][0])
+            if doc["kind"] == "Service":
+                doc["spec"]["clusterIP"] = "127.0.0.1"
+                for p in doc["spec"]["ports"]:
+                    if p["name"] in ("valkey", "tcp-redis"):  # the index's port
+                        p["port"] = redis
+            if edit:
+                edit(doc)
+            fake.add_object(PLURAL[doc["kind"]], doc)
+    return setup
+
+
+def guide_doc(names, configs=("llm-d-redis",), tp=1, replicas=1, **existing_over):
+    server, container, epp, _ = names
+    doc = existing_doc(configs=configs, model_servers={"names": [server], "container": container},
+                       epp={"deployment": epp, "configmap": epp}, index_service="valkey", **existing_over)
+    doc["serving"].update(tensor_parallel_size=tp, replicas=replicas)
+    return doc
+
+
+def ctx_from(campaigns_dir, doc, config="llm-d-redis", run_id="run-1"):
+    doc = copy.deepcopy(doc)
+    doc["serving"]["existing"]["url"] = f"http://127.0.0.1:{_mock_port_of()}"
+    campaign = load_campaign(write_campaign(campaigns_dir, doc, name="existing"))
+    return StepContext(campaign, resolve_params(campaign, {}, catalog.known_versions()), run_id, "kubernetes",
+                       Cell(MODEL, config))
+
+
+def owned_all(fake: FakeKube, kinds=("deployments", "configmaps", "scaledobjects")) -> dict:
+    return {k: existing.owned(o) for k, o in fake.objects.items() if k[0] in kinds and k[1] == NS
+            and not k[2].startswith(existing.SAVED_PREFIX)}
+
+
+def script_of(obj: dict, container: str) -> str:
+    spec = obj["spec"]["template"]["spec"] if obj["kind"] == "Deployment" else obj["spec"]
+    c = next(c for c in spec["containers"] if c["name"] == container)
+    assert c["command"][0].endswith("sh") and len(c["args"]) == 1, c  # nothing appended to the shell
+    return c["args"][0]
+
+
+V040_SCRIPT = next(d for d in guide_objects(V040) if d["kind"] == "Deployment")["spec"]["template"]["spec"][
+    "containers"][0]["args"][0]
+
+
+def test_vllm_flags_are_patched_into_the_guides_sh_c_script_and_everything_else_stays_byte_for_byte():
+    ours = [("--block-size", ["16"]), ("--kv-events-config", ['{"topic":"kv@$(POD_IP)@m","endpoint":"tcp://e:5557"}']),
+            ("--max-num-seqs", ["1024"]), ("--enable-prefix-caching", [])]
+    assert vllm_script.locate(["/bin/sh", "-c"], [V040_SCRIPT]).model_dump() == {"field": "args", "index": 0,
+                                                                                 "shell": "/bin/sh"}
+    out = vllm_script.patch(V040_SCRIPT, ours)
+    assert out == (
+        "vllm serve Qwen/Qwen3-0.6B \\\n--host 0.0.0.0 \\\n--port 8200 \\\n--block-size 16 \\\n"
+        "--prefix-caching-hash-algo sha256_cbor \\\n"
+        """--kv-events-config '{"topic":"kv@$(POD_IP)@m","endpoint":"tcp://e:5557"}' \\\n"""
+        "--max-num-seqs 1024 \\\n--enable-prefix-caching\n")
+    args = vllm_script.serve_args(out)
+    assert args[args.index("--kv-events-config") + 1] == ours[1][1][0]  # single-quoted: the shell passes it as is
+    # bash -ec, `set -e; ...; exec vllm serve` over continued lines, --flag=value kept in that form, duplicates
+    script = ("set -e\necho \"start ${HOSTNAME}\"  # a comment with vllm\nexec vllm serve \\\n  Qwen/Qwen3-32B \\\n"
+              "  --tensor-parallel-size=2 \\\n  --max_num_seqs=8 \\\n  --block-size 64 \\\n  --block-size=32 \\\n"
+              "  --kv-transfer-config '{\"kv_connector\":\"OffloadingConnector\"}' 2>&1\n")
+    assert vllm_script.locate(["/bin/bash", "-ec", script], []).model_dump() == {"field": "command", "index": 2,
+                                                                                 "shell": "/bin/bash"}
+    out = vllm_script.patch(script, [("--block-size", ["16"]), ("--max-num-seqs", ["4"]),
+                                     ("--kv-offloading-size", ["8"])])
+    assert out == ("set -e\necho \"start ${HOSTNAME}\"  # a comment with vllm\nexec vllm serve \\\n  Qwen/Qwen3-32B \\\n"
+                   "  --tensor-parallel-size=2 \\\n  --max-num-seqs=4 \\\n  --block-size 16 \\\n"
+                   "  --kv-transfer-config '{\"kv_connector\":\"OffloadingConnector\"}' \\\n  --kv-offloading-size 8 2>&1\n")
+    # the flags of a `vllm serve` in args, or of a non-shell command, are not a script's
+    assert vllm_script.locate(["vllm", "serve"], ["M"]) is None and vllm_script.locate([], ["M"]) is None
+
+
+@pytest.mark.parametrize("script, reason", [
+    ("vllm serve M $VLLM_ARGS", r"`\$VLLM_ARGS` may expand to vLLM flags"),
+    ('vllm serve M --port 8000 "${EXTRA[@]}"', r"passes any number of arguments"),
+    ('exec vllm serve M "$@"', r"passes any number of arguments"),
+    ("vllm serve M --x 1\nvllm serve N", r"2 `vllm serve` commands"),
+    ("cat > /tmp/c.yaml <<EOF\na: 1\nEOF\nvllm serve M", r"heredoc"),
+    ('eval "vllm serve M $ARGS"', r"eval"),
+    ("bash -c 'exec vllm serve M --x 1'", r"inside the word"),
+    ('echo "$(vllm serve M)"\nvllm serve N', r"inside the word"),
+    ("python3 -m vllm.entrypoints.openai.api_server --model M", r"no `vllm serve`"),
+    ("vllm serve M --$FLAG=1", r"flag name .* is an expansion"),
+])
+def test_a_script_that_cannot_be_read_for_certain_is_refused_with_the_reason(script, reason):
+    with pytest.raises(vllm_script.Refused, match=reason):
+        vllm_script.patch(script, [("--block-size", ["16"])])
+    with pytest.raises(vllm_script.Refused, match="runs a script file"):
+        vllm_script.locate(["/bin/sh", "/entrypoint.sh"], [])
+    # a value from a variable right after its flag, a quoted model variable, a message naming vllm serve are fine
+    assert vllm_script.serve_args('vllm serve "$MODEL" --port $PORT') == ["$MODEL", "--port", "$PORT"]
+    assert vllm_script.serve_args('echo "starting vllm serve"\nexec vllm serve M') == ["M"]
+
+
+def test_the_epp_config_is_found_from_its_config_file_mount_or_its_config_text():
+    def epp(args, mounts=(), volumes=()):
+        return {"metadata": {"name": "e"}, "spec": {"template": {"spec": {
+            "containers": [{"name": "epp", "args": list(args), "volumeMounts": list(mounts)}], "volumes": list(volumes)}}}}
+
+    cm = {"name": "pv", "configMap": {"name": "e-cm"}}
+    src = existing.epp_config_source(epp(["--config-file", "/config/p.yaml"], [{"name": "pv", "mountPath": "/config"}],
+                                         [cm]), None)
+    assert (src.configmap, src.key, src.field, src.index) == ("e-cm", "p.yaml", "args", 1)
+    # items: key -> path; subPath; --flag=value (Go flag's single dash too); a projected volume
+    items = {"name": "pv", "configMap": {"name": "e-cm", "items": [{"key": "k1", "path": "conf/plugins.yaml"}]}}
+    src = existing.epp_config_source(epp(["-config-file=/etc/epp/conf/plugins.yaml"],
+                                         [{"name": "pv", "mountPath": "/etc/epp"}], [items]), None)
+    assert (src.key, src.inline) == ("k1", True)
+    src = existing.epp_config_source(epp(["--config-file", "/plugins.yaml"],
+                                         [{"name": "pv", "mountPath": "/plugins.yaml", "subPath": "mine.yaml"}], [cm]), None)
+    assert src.key == "mine.yaml"
+    projected = {"name": "pv", "projected": {"sources": [{"configMap": {"name": "other", "items": [
+        {"key": "x", "path": "x.yaml"}]}}, {"configMap": {"name": "e-cm"}}]}}
+    assert existing.epp_config_source(epp(["--config-file", "/c/p.yaml"], [{"name": "pv", "mountPath": "/c"}],
+                                          [projected]), None).configmap == "e-cm"
+    src = existing.epp_config_source(epp(["--config-text", "plugins: []"]), None)
+    assert (src.flag, src.value, src.configmap) == ("--config-text", "plugins: []", None)
+    for args, mounts, volumes, why in [
+            (["--config-file", "/etc/p.yaml"], [], [], "from no mounted volume"),
+            (["--config-file", "/c/p.yaml"], [{"name": "pv", "mountPath": "/c"}], [{"name": "pv", "emptyDir": {}}],
+             "from a emptyDir volume"),
+            (["--config-file", "/c/q.yaml"], [{"name": "pv", "mountPath": "/c"}], [items], "no ConfigMap key"),
+            (["--v", "4"], [], [], "neither --config-file nor --config-text"),
+            (["--config-file", "/c/p.yaml", "--config-text", "x"], [], [], "both")]:
+        with pytest.raises(RuntimeStepError, match=why):
+            existing.epp_config_source(epp(args, mounts, volumes), None)
+
+
+def test_the_index_port_comes_from_the_service():
+    def svc(*ports, ip="10.0.0.9"):
+        return {"metadata": {"name": "valkey"}, "spec": {"clusterIP": ip, "ports": list(ports)}}
+
+    assert existing.index_endpoint(svc({"port": 6380}), NS).port == 6380
+    ep = existing.index_endpoint(svc({"name": "metrics", "port": 9121}, {"name": "valkey", "port": 6390}), NS)
+    assert (ep.host, ep.port, ep.dns) == ("10.0.0.9", 6390, f"valkey.{NS}.svc.cluster.local")
+    headless = existing.index_endpoint(svc({"name": "tcp-redis", "port": 6379, "targetPort": 7000}, ip="None"), NS)
+    assert (headless.host, headless.port) == (f"valkey.{NS}.svc.cluster.local", 7000)
+    with pytest.raises(RuntimeStepError, match=r"has ports a:1, b:2: existing mode takes the index's port from its only"):
+        existing.index_endpoint(svc({"name": "a", "port": 1}, {"name": "b", "port": 2}), NS)
+
+
+def test_a_guide_install_starting_vllm_from_sh_c_gets_our_flags_in_its_script_and_its_script_back_byte_for_byte(
+        kube, campaigns_dir, redis_port):
+    server, container, epp, key = V040_NAMES
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)))
+    before, script = owned_all(fake), script_of(fake.objects[("deployments", NS, server)], container)
+    c = ctx_from(campaigns_dir, guide_doc(V040_NAMES))
+    c.stack.deploy()
+    patched = script_of(fake.objects[("deployments", NS, server)], container)
+    args = vllm_script.serve_args(patched)
+    assert args[args.index("--block-size") + 1] == "16" and "64" not in args  # the guide's block size replaced
+    events = json.loads(args[args.index("--kv-events-config") + 1])
+    assert events["endpoint"] == f"tcp://{epp}.{NS}.svc.cluster.local:5557"
+    assert args[args.index("--max-num-seqs") + 1] == "1024" and "sha256_cbor" in args  # added; the guide's others stay
+    assert args[args.index("--port") + 1] == str(_mock_port_of())  # where it listens stays the installation's
+    assert patched.startswith(script.split("--block-size")[0])  # untouched up to the first replaced flag
+    pods = [o for (p, n, name), o in fake.objects.items() if p == "pods" and n == NS and name.startswith(server)]
+    assert pods and all(script_of(p, container) == patched for p in pods)  # the pods as the API reports them
+    cm = fake.objects[("configmaps", NS, epp)]["data"]
+    scorer = json.dumps(yaml.safe_load(cm[key]))  # the key the EPP's --config-file names, not default-plugins.yaml
+    assert f"valkey.{NS}.svc.cluster.local:{redis_port}" in scorer
+    assert cm["default-plugins.yaml"] == before[("configmaps", NS, epp)]["data"]["default-plugins.yaml"]
+    record = c.read_record()["existing"]
+    assert record["epp_config"] == f"ConfigMap/{epp} key {key} (Deployment/{epp} --config-file /config/{key})"
+    assert any("Helm release ms-kv-events (namespace llm-d): a `helm upgrade`" in n for n in record["notes"])
+    c.stack.teardown()
+    assert script_of(fake.objects[("deployments", NS, server)], container) == script  # byte for byte
+    assert owned_all(fake) == before
+
+
+def test_an_unpatchable_script_or_an_hpa_is_refused_before_any_write_naming_it(kube, campaigns_dir):
+    server, container, epp, key = V040_NAMES
+
+    def unsafe(doc):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == server:
+            c = doc["spec"]["template"]["spec"]["containers"][0]
+            c["args"][0] = c["args"][0].rstrip("\n") + " \\\n$VLLM_EXTRA_ARGS\n"
+
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",), edit=unsafe))
+    c = ctx_from(campaigns_dir, guide_doc(V040_NAMES))
+    with pytest.raises(RuntimeStepError, match=rf"Deployment/{server} container {container} starts vLLM from a shell "
+                                               r"script that existing mode cannot patch for certain: `\$VLLM_EXTRA_ARGS` "
+                                               r"may expand to vLLM flags. Nothing was changed"):
+        c.stack.deploy()
+    assert fake.writes() == []
+    fake = kube(setup=guide_setup(V040))  # the guide's install with the workload-variant-autoscaler's HPA
+    c = ctx_from(campaigns_dir, guide_doc(V040_NAMES))
+    with pytest.raises(RuntimeStepError) as err:
+        c.stack.deploy()
+    assert (f"HorizontalPodAutoscaler/wva-vllm-deployment-hpa scales Deployment/{server} between 1 and 10 replicas: "
+            "it would change them during the run, and an HPA cannot be paused") in str(err.value)
+    assert "nothing was changed" in str(err.value) and fake.writes() == []
+
+
+def test_the_campaigns_epp_configmap_or_key_is_refused_when_the_epp_reads_another(kube, campaigns_dir):
+    server, container, epp, key = V040_NAMES
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)))
+    doc = guide_doc(V040_NAMES)
+    doc["serving"]["existing"]["epp"]["config_key"] = "default-plugins.yaml"  # the old example's key
+    with pytest.raises(RuntimeStepError, match=rf"config_key is 'default-plugins.yaml', but Deployment/{epp} reads "
+                                               rf"--config-file /config/{key}, which is key '{key}' of ConfigMap/{epp}"):
+        ctx_from(campaigns_dir, doc).stack.deploy()
+    doc["serving"]["existing"]["epp"] = {"deployment": epp, "configmap": "gaie-other"}
+    with pytest.raises(RuntimeStepError, match=rf"configmap is 'gaie-other', but Deployment/{epp} reads its "
+                                               rf"--config-file /config/{key} from ConfigMap/{epp}"):
+        ctx_from(campaigns_dir, doc).stack.deploy()
+    assert fake.writes() == []
+
+
+def test_the_newest_guides_bash_script_is_patched_its_scaledobject_paused_for_the_cell_and_both_restored(
+        kube, campaigns_dir, redis_port):
+    server, container, epp, key = V090_NAMES
+    fake = kube(setup=guide_setup(V090), api_groups={**DEFAULT_API_GROUPS,
+                                                     "keda.sh": {"v1alpha1": [("scaledobjects", "ScaledObject")]}})
+    before, script = owned_all(fake), script_of(fake.objects[("deployments", NS, server)], container)
+    c = ctx_from(campaigns_dir, guide_doc(V090_NAMES, tp=2))
+    c.stack.deploy()
+    patched = script_of(fake.objects[("deployments", NS, server)], container)
+    assert patched.startswith('set -e\necho "starting vLLM for ${HOSTNAME}"\nexec vllm serve \\\n  Qwen/Qwen3-32B \\\n')
+    assert "  --block-size=16 \\\n" in patched and "--block-size=64" not in patched  # --flag=value kept in its form
+    assert "--max-num-seqs 1024" in patched and "TieringOffloadingSpec" in patched
+    so = fake.objects[("scaledobjects", NS, "decode-scaler")]
+    assert so["metadata"]["annotations"][existing.KEDA_PAUSED] == "true"
+    assert ("horizontalpodautoscalers", NS, "keda-hpa-decode-scaler") not in fake.objects  # KEDA's HPA gone
+    assert c.read_record()["existing"]["paused"] == ["decode-scaler"]
+    assert f"valkey.{NS}.svc.cluster.local:{redis_port}" in fake.objects[("configmaps", NS, epp)]["data"][key]
+    c.stack.teardown()
+    assert script_of(fake.objects[("deployments", NS, server)], container) == script
+    assert owned_all(fake) == before  # the ScaledObject resumed (no pause annotation), every spec back
+
+
+def test_a_rollout_fits_a_cluster_without_a_free_gpu_and_the_strategy_is_put_back(kube, campaigns_dir):
+    server, container, _, _ = V040_NAMES
+    # two pods of one GPU each on a two-GPU cluster: a surge pod could never be scheduled
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)), gpu_capacity=2)
+    before = owned_all(fake)
+    c = ctx_from(campaigns_dir, guide_doc(V040_NAMES, replicas=2))
+    c.stack.deploy()
+    dep = fake.objects[("deployments", NS, server)]
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    pods = [o for (p, n, name), o in fake.objects.items() if p == "pods" and n == NS and name.startswith(server)]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
+    assert {"object": f"Deployment/{server}", "field": "spec.strategy",
+            "was": '{"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}, "type": "RollingUpdate"}',
+            "now": '{"type": "Recreate"}'} in c.read_record()["existing"]["changed"]
+    c.stack.teardown()  # rolls back under Recreate too, then gets its RollingUpdate back without a rollout
+    assert owned_all(fake) == before
+    assert fake.objects[("deployments", NS, server)]["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+class _Stub:
+    """The API calls revert_risks makes, answered from lists."""
+
+    def __init__(self, hpas=(), scaled=None, argo=False):
+        self.ns, self.hpas, self.scaled, self.argo = NS, list(hpas), scaled, argo
+
+    def list_raw(self, kind):
+        return self.hpas if kind == "HorizontalPodAutoscaler" else self.scaled
+
+    def serves_group(self, group):
+        return self.argo and group == "argoproj.io"
+
+
+def _live(labels=None, annotations=None, cm_labels=None, cm_annotations=None):
+    dep = {"kind": "Deployment", "metadata": {"name": "ms", "labels": labels or {}, "annotations": annotations or {}},
+           "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "vllm"}]}}}}
+    epp = {"kind": "Deployment", "metadata": {"name": "epp"}, "spec": {"replicas": 1}}
+    cm = {"kind": "ConfigMap", "metadata": {"name": "epp", "labels": cm_labels or {}, "annotations": cm_annotations or {}}}
+    src = existing.EppConfigSource(container="epp", flag="--config-file", field="args", index=1, inline=False,
+                                   value="/config/p.yaml", configmap="epp", key="p.yaml")
+    return existing.Live([dep], epp, cm, "p.yaml", None, src), [cm, dep, epp]
+
+
+def test_gitops_owners_are_refused_naming_the_controller_and_helm_is_noted():
+    live, expected = _live(annotations={"argocd.argoproj.io/tracking-id": "bench:apps/Deployment:llm-d/ms"})
+    (refusal,) = existing.revert_risks(_Stub(), live, expected).refusals
+    assert refusal.startswith("Deployment/ms is tracked by Argo CD (argocd.argoproj.io/tracking-id=bench:apps/")
+    # Argo CD's label tracking: the instance label without Helm's release annotations, on a cluster serving argoproj.io
+    live, expected = _live(labels={"app.kubernetes.io/instance": "bench"})
+    assert existing.revert_risks(_Stub(argo=True), live, expected).refusals[0].startswith(
+        "Deployment/ms is tracked by Argo CD (app.kubernetes.io/instance=bench)")
+    assert existing.revert_risks(_Stub(argo=False), live, expected).refusals == []
+    flux = {"kustomize.toolkit.fluxcd.io/name": "llm-d", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}
+    live, expected = _live(cm_labels=flux)
+    (refusal,) = existing.revert_risks(_Stub(), live, expected).refusals
+    assert refusal.startswith("ConfigMap/epp is managed by Flux (the Kustomization flux-system/llm-d, label "
+                              "kustomize.toolkit.fluxcd.io/name)") and "flux suspend kustomization llm-d" in refusal
+    live, expected = _live(cm_labels=flux, cm_annotations={"kustomize.toolkit.fluxcd.io/reconcile": "disabled"})
+    risks = existing.revert_risks(_Stub(), live, expected)
+    assert risks.refusals == [] and "skips it" in risks.notes[0]
+    live, expected = _live(labels={"helm.toolkit.fluxcd.io/name": "ms", "helm.toolkit.fluxcd.io/namespace": "llm-d",
+                                   "app.kubernetes.io/managed-by": "Helm"})
+    assert "the HelmRelease llm-d/ms" in existing.revert_risks(_Stub(), live, expected).refusals[0]
+    live, expected = _live(labels={"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/instance": "ms"},
+                           annotations={"meta.helm.sh/release-name": "ms"})
+    risks = existing.revert_risks(_Stub(argo=True), live, expected)
+    assert risks.refusals == [] and risks.notes == [
+        "Deployment/ms belongs to Helm release ms (namespace llm-d): a `helm upgrade` of it during the run would put "
+        "the installed spec back"]
+    # an HPA pinned at the cell's replicas changes nothing; one owned by a ScaledObject goes with its pause
+    hpa = {"metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "ms"},
+                                               "minReplicas": 1, "maxReplicas": 1}}
+    keda = {"metadata": {"name": "keda-hpa-s", "ownerReferences": [{"kind": "ScaledObject", "name": "s"}]},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "ms"}, "maxReplicas": 5}}
+    live, expected = _live()
+    risks = existing.revert_risks(_Stub(hpas=[hpa, keda]), live, expected)
+    assert risks.refusals == [] and "pins Deployment/ms at 1 replica(s)" in risks.notes[0]
+
+
 # -- through the DAG -----------------------------------------------------------------------------------------------
 
 def _dag_env(monkeypatch, fake, results_dir, db_url):
@@ -402,10 +742,14 @@ def _rows(url, sql):
 
 def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_restoring_every_cell(
         kube, airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
-    fake = kube()
-    before = installed(fake)
+    # llm-d v0.4.0's guide install: vLLM started from `sh -c`, the EPP's config at its --config-file's key, the index
+    # on a Service port of its own, Helm releases, on a cluster whose GPUs are all taken by the installed pods
+    server, container, epp, key = V040_NAMES
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)), gpu_capacity=2)
+    before, script = owned_all(fake), script_of(fake.objects[("deployments", NS, server)], container)
     _dag_env(monkeypatch, fake, results_dir, db_url)
-    dr, states = _run_dag(campaigns_dir, existing_doc(), {"concurrency": [1, 2], "duration_s": 2})
+    doc = guide_doc(V040_NAMES, configs=("no-offload", "llm-d-redis"), replicas=2)
+    dr, states = _run_dag(campaigns_dir, doc, {"concurrency": [1, 2], "duration_s": 2})
     assert dr.state == "success", states
     cells = ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-redis")
     for cell in cells:
@@ -414,8 +758,9 @@ def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_r
     # every cell patched the installed objects (saved state first), and each teardown restored them
     writes = fake.writes()
     assert sum(1 for w in writes if w[0] == "POST" and w[1].endswith("/configmaps")) == 2  # a saved state per cell
-    assert sum(1 for w in writes if w[0] == "PUT" and w[1].endswith(f"/deployments/{SERVER}")) >= 4  # patch + restore
-    assert installed(fake) == before
+    assert sum(1 for w in writes if w[0] == "PUT" and w[1].endswith(f"/deployments/{server}")) >= 4  # patch + restore
+    assert owned_all(fake) == before  # the script byte for byte, the strategy, the EPP's ConfigMap
+    assert script_of(fake.objects[("deployments", NS, server)], container) == script
     assert existing.saved_states(existing.Api(NS)) == []
     run_dir = results_dir / dr.run_id
     for config in ("no-offload", "llm-d-redis"):
@@ -423,6 +768,10 @@ def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_r
         assert record["steps"]["teardown"]["status"] == "ok"
         assert record["existing"]["changed"], config  # what deploy patched, recorded with the cell
         assert record["stack"]["platform"] == "existing" and record["stack"]["installed"]["namespace"] == NS
+        # what the running pods ran, as the API reported them: our flags inside the shell script, nothing after it
+        (command, flag, served) = record["stack"]["model_servers"][0]["args"]
+        assert (command, flag) == ("/bin/sh", "-c") and "--max-num-seqs 1024" in served, served
+        assert ("--kv-events-config '" in served) == (config == "llm-d-redis")
     assert sorted(_rows(db_url, "SELECT config, status, stack->>'platform' FROM cells")) == [
         ("llm-d-redis", "ok", "existing"), ("no-offload", "ok", "existing")]
     levels = _rows(db_url, "SELECT c.config, l.concurrency FROM level_results l JOIN cells c ON c.id = l.cell_id")

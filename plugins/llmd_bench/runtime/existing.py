@@ -14,26 +14,39 @@ the rollout and verifies the running pods carry it; teardown restores exactly wh
   annotation on every pod template rolls the pods (also for a ConfigMap-only change) and is verified on the pods.
 - `read_only: true` writes nothing: the live objects are compared with the same rendering and the run is
   refused with every difference, or benchmarked as it is.
+- A model server started from a shell (`sh -c` / `bash -c`, as llm-d's guides do) gets its `vllm serve` command
+  patched inside the script (runtime/vllm_script.py); a script that cannot be read for certain is refused before
+  any write. The EPP's config is where its `--config-file` (through its volume mounts, to a ConfigMap key) or
+  `--config-text` points. Patched model servers roll out with `strategy: Recreate` (no surge pod: the old pods'
+  GPUs are what the new pods get on a full cluster); the saved spec puts the installation's strategy back.
+- What could revert a patch mid-run is checked before the first write: a HorizontalPodAutoscaler on a patched
+  Deployment is refused (it cannot be paused), a KEDA ScaledObject is paused for the cell and restored, an Argo CD
+  or Flux managed object is refused; a plain Helm release is allowed and noted in the cell's record.
 """
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import copy
 import hashlib
 import json
+import posixpath
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from llmd_bench.cell_folder import EXISTING_SAVED_FILE as SAVED_FILE
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import kubernetes as k8s
+from llmd_bench.runtime import vllm_script
 from llmd_bench.runtime.base import Runtime
 from llmd_bench.settings import settings
 
@@ -48,7 +61,12 @@ INSTALLATION_ENV = frozenset({"HF_TOKEN", "HF_HOME"})
 INSTALLATION_FLAGS = frozenset({"host", "port"})
 # metadata the server or a controller owns: never restored, never compared
 CONTROLLER_ANNOTATIONS = frozenset({"deployment.kubernetes.io/revision"})
-DEFAULT_MODEL_PORT, DEFAULT_EPP_METRICS_PORT, DEFAULT_INDEX_PORT = 8000, 9090, 6379
+DEFAULT_MODEL_PORT, DEFAULT_EPP_METRICS_PORT = 8000, 9090
+# the port of a Redis/Valkey Service with several (bitnami's charts name theirs tcp-redis)
+INDEX_PORT_NAMES = ("redis", "valkey", "tcp-redis", "tcp-valkey", "resp")
+# keda apis/keda/v1alpha1/scaledobject_types.go @v2.20.2 (PausedAnnotation, first in v2.12.0): KEDA stops the scale
+# loop and deletes its HPA (controllers/keda/scaledobject_controller.go handlePause); paused-replicas also pauses
+KEDA_PAUSED, KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused", "autoscaling.keda.sh/paused-replicas"
 
 
 def _poll_s() -> float:
@@ -81,9 +99,11 @@ class Api:
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
 
-        read = {"Deployment": self.apps.read_namespaced_deployment, "ConfigMap": self.core.read_namespaced_config_map,
-                "Service": self.core.read_namespaced_service, "Pod": self.core.read_namespaced_pod}[kind]
         try:
+            if kind in self.RAW:
+                return self._raw("GET", self._raw_path(kind, name))
+            read = {"Deployment": self.apps.read_namespaced_deployment, "ConfigMap": self.core.read_namespaced_config_map,
+                    "Service": self.core.read_namespaced_service, "Pod": self.core.read_namespaced_pod}[kind]
             return self._json(read(name, self.ns, _preload_content=False))
         except ApiException as exc:
             if exc.status == 404:
@@ -98,9 +118,11 @@ class Api:
     def replace(self, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
 
-        fn = {"Deployment": self.apps.replace_namespaced_deployment,
-              "ConfigMap": self.core.replace_namespaced_config_map}[kind]
         try:
+            if kind in self.RAW:
+                return self._raw("PUT", self._raw_path(kind, name), body, {"fieldManager": k8s.FIELD_MANAGER})
+            fn = {"Deployment": self.apps.replace_namespaced_deployment,
+                  "ConfigMap": self.core.replace_namespaced_config_map}[kind]
             return self._json(fn(name, self.ns, body, field_manager=k8s.FIELD_MANAGER, _preload_content=False))
         except ApiException as exc:
             raise RuntimeStepError(f"replacing {kind}/{name} in namespace {self.ns}: {exc.status} {exc.reason}: "
@@ -135,6 +157,48 @@ class Api:
             return self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines)
         except ApiException as exc:
             return f"(no log: {exc.status} {exc.reason})"
+
+    # -- the kinds without a typed client here: raw calls on their paths ------------------------------------------
+    RAW = {"HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+           "ScaledObject": ("keda.sh", "v1alpha1", "scaledobjects")}
+
+    def _raw(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> dict[str, Any]:
+        resp = self.api.call_api(path, method, query_params=list((query or {}).items()), body=body,
+                                 header_params={"Accept": "application/json", "Content-Type": "application/json"},
+                                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
+        return self._json(resp)
+
+    def _raw_path(self, kind: str, name: str = "") -> str:
+        group, version, plural = self.RAW[kind]
+        return f"/apis/{group}/{version}/namespaces/{self.ns}/{plural}" + (f"/{name}" if name else "")
+
+    def list_raw(self, kind: str) -> builtins.list[dict[str, Any]] | None:  # `list` here is the method above
+        """None when the cluster does not serve the kind (KEDA not installed); refused when this identity may not
+        list it (the Role of existing mode grants it)."""
+        from kubernetes.client.exceptions import ApiException
+
+        group, _, plural = self.RAW[kind]
+        try:
+            items = self._raw("GET", self._raw_path(kind)).get("items") or []
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeStepError(f"listing {kind}s in namespace {self.ns}: {exc.status} {exc.reason}: "
+                                   f"{_message(exc)}; existing mode checks them before patching (the Role needs "
+                                   f"`list` on {plural}.{group})") from None
+        for item in items:
+            item.setdefault("kind", kind)
+        return items
+
+    def serves_group(self, group: str) -> bool:
+        """Whether the API server serves an API group (discovery, open to every authenticated client)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._raw("GET", f"/apis/{group}")
+        except ApiException:
+            return False
+        return True
 
 
 def _message(exc: Any) -> str:
@@ -220,6 +284,32 @@ def merge_env(live: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[di
     return out + [e for e in ours if e["name"] not in names]
 
 
+def vllm_args(c: dict[str, Any]) -> list[str]:
+    """The arguments vLLM gets: the container's args, or those of the `vllm serve` in its `sh -c` script
+    (vllm_script.Refused when the script cannot be read for certain)."""
+    where = vllm_script.locate(list(c.get("command") or []), list(c.get("args") or []))
+    if where is None:
+        return list(c.get("args") or [])
+    return vllm_script.serve_args(c[where.field][where.index])
+
+
+def set_vllm_flags(dep: dict[str, Any], c: dict[str, Any], flags: list[tuple[str, list[str]]]) -> None:
+    """Merge the configuration's flags into the container: into its args (merge_args), or into the `vllm serve` of
+    its shell script (never appended to a shell, which would take them as $0, $1...). Refused naming the Deployment,
+    the container and the reason when the script cannot be patched for certain."""
+    try:
+        where = vllm_script.locate(list(c.get("command") or []), list(c.get("args") or []))
+        if where is None:
+            c["args"] = merge_args(list(c.get("args") or []), flags)
+            return
+        c[where.field][where.index] = vllm_script.patch(c[where.field][where.index], flags)
+    except vllm_script.Refused as exc:
+        raise RuntimeStepError(f"Deployment/{dep['metadata']['name']} container {c['name']} starts vLLM from a shell "
+                               f"script that existing mode cannot patch for certain: {exc}. Nothing was changed; "
+                               "start vLLM with `command: [vllm, serve]` and the flags in `args`, or simplify the "
+                               "script to one `vllm serve` with its flags written out") from None
+
+
 # -- what the cell sets -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -240,9 +330,10 @@ def existing_stack(ctx: StepContext) -> Any:
     return ex
 
 
-def render(ctx: StepContext) -> Rendered:
+def render(ctx: StepContext, index_port: int | None = None) -> Rendered:
     """The cell's model-server flags/env/image/replicas and EPP config, from manifests.py's rendering, with the
-    installed stack's names (the EPP's Service for KV events, the index Service for the precise scorer)."""
+    installed stack's names (the EPP's Service for KV events, the index Service for the precise scorer) and the
+    index Service's port (index_endpoint; the one FLUSHALL and the evidence use)."""
     from llmd_bench import catalog, manifests
 
     assert ctx.cell is not None
@@ -256,8 +347,13 @@ def render(ctx: StepContext) -> Rendered:
     if ex.index_service:
         names["kv"] = ex.index_service
     server = manifests.model_server(ctx.cell, ctx.params, campaign, entry, names, ex.namespace)
-    epp_text = yaml.safe_dump(manifests.epp_config(ctx.cell, campaign.serving, names, ex.namespace, entry, config),
-                              sort_keys=False)
+    epp = manifests.epp_config(ctx.cell, campaign.serving, names, ex.namespace, entry, config)
+    if ex.index_service and index_port is not None:
+        # manifests.py addresses the index as the Service it deploys (port INDEX_PORT); the installed one has its own
+        default = f"{ex.index_service}.{ex.namespace}.svc.cluster.local:{manifests.INDEX_PORT}"
+        actual = f"{ex.index_service}.{ex.namespace}.svc.cluster.local:{index_port}"
+        epp, server = _replaced(epp, default, actual), _replaced(server, default, actual)
+    epp_text = yaml.safe_dump(epp, sort_keys=False)
     flags = our_flags(server["args"])
     env = [e for e in server["env"] if e["name"] not in INSTALLATION_ENV]
     image = server["image"] if config.model_server.image else None
@@ -267,19 +363,168 @@ def render(ctx: StepContext) -> Rendered:
     return Rendered(flags, env, image, replicas, tp, epp_text, digest)
 
 
+def _replaced(obj: Any, old: str, new: str) -> Any:
+    """obj with `old` replaced by `new` in every string it holds."""
+    if isinstance(obj, str):
+        return obj.replace(old, new)
+    if isinstance(obj, dict):
+        return {k: _replaced(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_replaced(v, old, new) for v in obj]
+    return obj
+
+
 # -- the installed objects ----------------------------------------------------------------------------------------
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class EppConfigSource(_Frozen):
+    """Where the EPP reads its EndpointPickerConfig: the ConfigMap key mounted at its `--config-file` path, or its
+    `--config-text` argument. GAIE cmd/epp/runner/runner.go @v1.2.0 (Go flag: -config-file / -config-text, text
+    first), pkg/epp/server/options.go @v1.5.0 and ROUTER @v0.9.0/@v0.10.0 (pflag; both at once is an error). The
+    charts pass `--config-file /config/<pluginsConfigFile>` and mount the release's ConfigMap at /config (GAIE
+    config/charts/inferencepool/templates/epp-deployment.yaml @v1.2.0/@v1.3.0, epplib/templates/_deployment.yaml
+    @v1.4.0/@v1.5.0; ROUTER config/charts/routerlib/templates/_deployment.yaml @v0.9.0/@v0.10.0)."""
+
+    container: str
+    flag: Literal["--config-file", "--config-text"]
+    field: Literal["command", "args"]
+    index: int              # the token holding the value
+    inline: bool            # `--flag=value`: the value is after '=' in that token
+    value: str
+    configmap: str | None = None
+    key: str | None = None
+
+    def describe(self, deployment: str) -> str:
+        if self.flag == "--config-text":
+            return f"Deployment/{deployment} container {self.container} --config-text"
+        return f"ConfigMap/{self.configmap} key {self.key} (Deployment/{deployment} --config-file {self.value})"
+
+
+class IndexEndpoint(_Frozen):
+    """Where the Redis/Valkey index answers: the EPP config, FLUSHALL and the evidence all use this."""
+
+    service: str
+    host: str               # the cluster IP (DNS name of a headless Service)
+    dns: str                # <service>.<namespace>.svc.cluster.local
+    port: int
+
 
 @dataclass
 class Live:
     model_servers: list[dict[str, Any]]
     epp: dict[str, Any]
-    epp_config: dict[str, Any]
-    config_key: str
+    epp_config: dict[str, Any] | None  # the ConfigMap of the EPP's --config-file (None: --config-text)
+    config_key: str | None
     index: dict[str, Any] | None
+    source: EppConfigSource
+
+    def epp_config_text(self) -> str | None:
+        if self.source.flag == "--config-text":
+            return self.source.value
+        return ((self.epp_config or {}).get("data") or {}).get(self.config_key or "")
+
+    def objects(self) -> list[dict[str, Any]]:
+        """What a cell writes, as saved before the first write."""
+        return [*([self.epp_config] if self.epp_config is not None else []), *self.model_servers, self.epp]
+
+
+def epp_config_source(dep: dict[str, Any], wanted: str | None) -> EppConfigSource:
+    """Where the EPP of this Deployment reads its config; refused (naming the Deployment) when it is nowhere existing
+    mode can write: no config flag, a file from the image or a non-ConfigMap volume, a subPathExpr."""
+    name = dep["metadata"]["name"]
+    c = container(dep, wanted, "epp")
+    tokens = [("command", i, t) for i, t in enumerate(c.get("command") or [])] + \
+             [("args", i, t) for i, t in enumerate(c.get("args") or [])]
+    found: dict[str, tuple[str, int, bool, str]] = {}
+    for pos, (fld, i, token) in enumerate(tokens):
+        flag, eq, value = token.lstrip("-").partition("=")
+        if not token.startswith("-") or flag not in ("config-file", "config-text"):
+            continue
+        if eq:
+            found[flag] = (fld, i, True, value)
+        elif pos + 1 < len(tokens):
+            found[flag] = (tokens[pos + 1][0], tokens[pos + 1][1], False, tokens[pos + 1][2])
+        else:
+            raise RuntimeStepError(f"Deployment/{name} container {c['name']} ends with {token} and no value")
+    where = f"Deployment/{name} container {c['name']}"
+    if len(found) == 2:
+        raise RuntimeStepError(f"{where} sets both --config-file and --config-text (the EPP refuses to start from "
+                               "GAIE v1.5 / router v0.9 on; before, the text wins): leave one")
+    if not found:
+        raise RuntimeStepError(f"{where} has neither --config-file nor --config-text: its EPP runs a built-in "
+                               "configuration existing mode cannot set")
+    (flag, (fld, index, inline, value)), = found.items()
+    base = {"container": c["name"], "flag": f"--{flag}", "field": fld, "index": index, "inline": inline,
+            "value": value}
+    if flag == "config-text":
+        return EppConfigSource(**base)
+    if "$(" in value:
+        raise RuntimeStepError(f"{where} --config-file {value}: a path with a $(VAR) reference is not provable here")
+    path = posixpath.normpath(value if value.startswith("/") else posixpath.join(c.get("workingDir") or "/", value))
+    for m in sorted(c.get("volumeMounts") or [], key=lambda m: len(m["mountPath"]), reverse=True):
+        mount = posixpath.normpath(m["mountPath"])
+        if path != mount and not path.startswith(mount.rstrip("/") + "/"):
+            continue
+        if m.get("subPathExpr"):
+            raise RuntimeStepError(f"{where} reads --config-file {value} through a subPathExpr mount, which is not "
+                                   "provable here")
+        rel = path[len(mount):].lstrip("/")
+        if m.get("subPath"):
+            rel = posixpath.normpath(posixpath.join(m["subPath"], rel)) if rel else posixpath.normpath(m["subPath"])
+        volumes = dep["spec"]["template"]["spec"].get("volumes") or []
+        vol = next((v for v in volumes if v.get("name") == m["name"]), None)
+        if vol is None:
+            raise RuntimeStepError(f"{where} mounts volume {m['name']}, which its pod template does not define")
+        if "configMap" in vol:
+            sources = [vol["configMap"]]
+        elif "projected" in vol:
+            sources = [s["configMap"] for s in vol["projected"].get("sources") or [] if "configMap" in s]
+        else:
+            kind = next((k for k in vol if k != "name"), "?")
+            raise RuntimeStepError(f"{where} reads --config-file {value} from a {kind} volume ({m['name']}), not a "
+                                   "ConfigMap: existing mode cannot write it")
+        for src in sources:
+            items = src.get("items")
+            if items:  # key -> path mapping (only the listed keys are files)
+                key = next((it["key"] for it in items if posixpath.normpath(it["path"]) == rel), None)
+            else:
+                key = rel if rel and "/" not in rel else None
+            if key:
+                return EppConfigSource(**base, configmap=src["name"], key=key)
+        raise RuntimeStepError(f"{where} reads --config-file {value}, but no ConfigMap key of volume {m['name']} is "
+                               f"mounted at {rel or '.'}")
+    raise RuntimeStepError(f"{where} reads --config-file {value} from no mounted volume (a file of the image): "
+                           "existing mode cannot write it")
+
+
+def index_endpoint(svc: dict[str, Any], ns: str) -> IndexEndpoint:
+    """The index Service's address: its only port, or the one named like a Redis/Valkey port (INDEX_PORT_NAMES); a
+    headless Service is reached at its pods' target port."""
+    name = svc["metadata"]["name"]
+    spec = svc.get("spec") or {}
+    ports = spec.get("ports") or []
+    chosen = ports if len(ports) == 1 else [p for p in ports if p.get("name") in INDEX_PORT_NAMES]
+    if len(chosen) != 1:
+        shown = ", ".join(f"{p.get('name') or '(unnamed)'}:{p.get('port')}" for p in ports) or "none"
+        raise RuntimeStepError(f"Service/{name} (serving.existing.index_service) has ports {shown}: existing mode takes "
+                               f"the index's port from its only port or the one named {' / '.join(INDEX_PORT_NAMES)}")
+    port, dns = chosen[0], f"{name}.{ns}.svc.cluster.local"
+    ip = spec.get("clusterIP")
+    if ip and ip != "None":
+        return IndexEndpoint(service=name, host=ip, dns=dns, port=int(port["port"]))
+    target = port.get("targetPort", port["port"])
+    if not isinstance(target, int):
+        raise RuntimeStepError(f"Service/{name} is headless and its port {port.get('name')} targets the named port "
+                               f"{target!r}: its number is the pods', not provable here")
+    return IndexEndpoint(service=name, host=dns, dns=dns, port=target)
 
 
 def locate(api: Api, ex: Any) -> Live:
-    """The objects serving.existing names, read now; refused when one is missing, naming it."""
+    """The objects serving.existing names, read now; refused when one is missing, naming it, or when the campaign's
+    EPP ConfigMap / key disagree with what the EPP reads."""
     missing = []
     servers: list[dict[str, Any]]
     if ex.model_servers.names:
@@ -291,25 +536,38 @@ def locate(api: Api, ex: Any) -> Live:
         if not servers:
             missing.append(f"Deployments matching {ex.model_servers.selector!r}")
     epp = api.get("Deployment", ex.epp.deployment)
-    cm = api.get("ConfigMap", ex.epp.configmap)
     index = api.get("Service", ex.index_service) if ex.index_service else None
-    missing += [f"{k}/{n}" for k, n, o in (("Deployment", ex.epp.deployment, epp), ("ConfigMap", ex.epp.configmap, cm),
+    missing += [f"{k}/{n}" for k, n, o in (("Deployment", ex.epp.deployment, epp),
                                            ("Service", ex.index_service, index if ex.index_service else True))
                 if o is None]
     if missing:
         raise RuntimeStepError(f"serving.existing names objects namespace {api.ns} does not have: {', '.join(missing)}")
-    assert epp is not None and cm is not None
+    assert epp is not None
+    source = epp_config_source(epp, ex.epp.container)
+    if index is not None:
+        index_endpoint(index, api.ns)
+    if source.flag == "--config-text":
+        if ex.epp.config_key is not None:
+            raise RuntimeStepError(f"serving.existing.epp.config_key is {ex.epp.config_key!r}, but Deployment/"
+                                   f"{ex.epp.deployment} takes its config inline (--config-text): remove config_key")
+        return Live(servers, epp, None, None, index, source)
+    if source.configmap != ex.epp.configmap:
+        raise RuntimeStepError(f"serving.existing.epp.configmap is {ex.epp.configmap!r}, but Deployment/{ex.epp.deployment}"
+                               f" reads its --config-file {source.value} from ConfigMap/{source.configmap}: set "
+                               f"configmap: {source.configmap}")
+    if ex.epp.config_key is not None and ex.epp.config_key != source.key:
+        raise RuntimeStepError(f"serving.existing.epp.config_key is {ex.epp.config_key!r}, but Deployment/"
+                               f"{ex.epp.deployment} reads --config-file {source.value}, which is key {source.key!r} of "
+                               f"ConfigMap/{source.configmap}: set config_key: {source.key} (or leave it out)")
+    cm = api.get("ConfigMap", ex.epp.configmap)
+    if cm is None:
+        raise RuntimeStepError(f"serving.existing names objects namespace {api.ns} does not have: "
+                               f"ConfigMap/{ex.epp.configmap}")
     keys = sorted(cm.get("data") or {})
-    key = ex.epp.config_key
-    if key is None:
-        if len(keys) != 1:
-            raise RuntimeStepError(f"ConfigMap/{ex.epp.configmap} has keys {keys}: name the EPP's config with "
-                                   "serving.existing.epp.config_key")
-        key = keys[0]
-    elif key not in keys:
-        raise RuntimeStepError(f"ConfigMap/{ex.epp.configmap} has no key {key!r} (serving.existing.epp.config_key); "
-                               f"its keys: {keys}")
-    return Live(servers, epp, cm, key, index)
+    if source.key not in keys:
+        raise RuntimeStepError(f"ConfigMap/{ex.epp.configmap} has no text key {source.key!r}, which Deployment/"
+                               f"{ex.epp.deployment} reads as --config-file {source.value}; its keys: {keys}")
+    return Live(servers, epp, cm, source.key, index, source)
 
 
 def container(dep: dict[str, Any], wanted: str | None, default: str) -> dict[str, Any]:
@@ -333,41 +591,49 @@ def _gpus(c: dict[str, Any]) -> str | None:
     return (res.get("limits") or {}).get("nvidia.com/gpu") or (res.get("requests") or {}).get("nvidia.com/gpu")
 
 
+# Recreate, not RollingUpdate with maxSurge 0 / maxUnavailable 1: the old pods (and their GPUs) go before any new
+# one is scheduled, so a rollout fits a node with no free GPU whatever the replica count, and no pod of the old
+# configuration serves (or publishes KV events) beside the new ones; nothing is measured during a deploy, so the
+# gap costs nothing. GAIE's and the router's charts roll the EPP the same way (epp-deployment.yaml @v1.2.0).
+ROLLOUT_STRATEGY = {"type": "Recreate"}
+
+
 def patched(ctx: StepContext, originals: Live, r: Rendered) -> list[dict[str, Any]]:
     """The objects to write: each original with the cell's configuration merged in (never from a patched copy, so a
-    retried deploy gives the same objects)."""
+    retried deploy gives the same objects). Refused, before anything is written, when a model server's shell script
+    cannot be patched for certain."""
     ex = existing_stack(ctx)
     out = []
     for dep in originals.model_servers:
         new = copy.deepcopy(dep)
         c = container(new, ex.model_servers.container, "vllm")
-        _refuse_shell(dep, c)
         gpus = _gpus(c)
         if ctx.campaign.serving.backend == "vllm" and gpus is not None and str(gpus) != str(r.tensor_parallel_size):
             raise RuntimeStepError(f"Deployment/{dep['metadata']['name']} gives its pods {gpus} GPU(s) but the cell's "
                                    f"tensor_parallel_size is {r.tensor_parallel_size}: existing mode does not change "
                                    "the pods' resources; run the cell with tensor_parallel_size "
                                    f"{gpus} (a param or factor)")
-        c["args"] = merge_args(list(c.get("args") or []), r.flags)
+        set_vllm_flags(dep, c, r.flags)
         c["env"] = merge_env(list(c.get("env") or []), r.env)
         if r.image:
             c["image"] = r.image
         if len(originals.model_servers) == 1:
             new["spec"]["replicas"] = r.replicas
+        new["spec"]["strategy"] = copy.deepcopy(ROLLOUT_STRATEGY)
         _stamp(new, ctx, r)
         out.append(new)
     epp = copy.deepcopy(originals.epp)
     _stamp(epp, ctx, r)
+    src = originals.source
+    if src.flag == "--config-text":
+        c = container(epp, src.container, "epp")
+        token = c[src.field][src.index]
+        c[src.field][src.index] = f"{token.split('=', 1)[0]}={r.epp_config}" if src.inline else r.epp_config
+        return [*out, epp]
+    assert originals.epp_config is not None and originals.config_key is not None
     cm = copy.deepcopy(originals.epp_config)
     cm.setdefault("data", {})[originals.config_key] = r.epp_config
     return [cm, *out, epp]
-
-
-def _refuse_shell(dep: dict[str, Any], c: dict[str, Any]) -> None:
-    command = c.get("command") or []
-    if "-c" in command and not c.get("args"):
-        raise RuntimeStepError(f"Deployment/{dep['metadata']['name']} starts vLLM from a shell script in its command; "
-                               "existing mode patches vLLM's args only: move the flags to `args`")
 
 
 def _stamp(dep: dict[str, Any], ctx: StepContext, r: Rendered) -> None:
@@ -395,21 +661,27 @@ def compare_stack(ctx: StepContext, live: Live, r: Rendered) -> list[tuple[str, 
         diffs += _container_diffs(obj, c, r)
         if len(live.model_servers) == 1 and dep["spec"].get("replicas", 1) != r.replicas:
             diffs.append((obj, "spec.replicas", str(dep["spec"].get("replicas", 1)), str(r.replicas)))
-    text = (live.epp_config.get("data") or {}).get(live.config_key)
+    text = live.epp_config_text()
     try:
         have = yaml.safe_load(text) if text is not None else None
     except yaml.YAMLError:
         have = text
     want = yaml.safe_load(r.epp_config)
     if have != want:
-        diffs.append((f"ConfigMap/{live.epp_config['metadata']['name']}", f"data.{live.config_key}",
-                      _show(have), _show(want)))
+        if live.epp_config is not None:
+            where = (f"ConfigMap/{live.epp_config['metadata']['name']}", f"data.{live.config_key}")
+        else:
+            where = (f"Deployment/{live.epp['metadata']['name']}", f"container {live.source.container} --config-text")
+        diffs.append((*where, _show(have), _show(want)))
     return diffs
 
 
 def _container_diffs(obj: str, c: dict[str, Any], r: Rendered) -> list[tuple[str, str, str, str]]:
     diffs = []
-    args = list(c.get("args") or [])
+    try:
+        args = vllm_args(c)
+    except vllm_script.Refused as exc:
+        return [(obj, f"container {c['name']} shell script", f"not provable: {exc}", "the configuration's flags")]
     for f, values in r.flags:
         have = live_flag_values(args, flag_name(f))
         if have != values:
@@ -523,25 +795,62 @@ def differing_paths(a: Any, b: Any, path: str = "") -> list[str]:
 
 def restore_state(api: Api, state: SavedState, timeout_s: float) -> dict[str, Any]:
     """Put every saved object back (idempotent: an object already equal is not written), wait for the rollout,
-    prove each equals what was saved, then delete the saved state."""
-    written, missing = [], []
-    for saved in state.objects:
+    prove each equals what was saved, then delete the saved state. A Deployment rolls back under the strategy the
+    cell gave it (Recreate: a full cluster has no GPU for a surge pod) and gets its own strategy back once its pods
+    are the saved template's (a strategy-only change rolls nothing); paused ScaledObjects are resumed last, once
+    the Deployments they scale are back."""
+    written: list[str] = []
+    first = [o for o in state.objects if o["kind"] != "ScaledObject"]
+    last = [o for o in state.objects if o["kind"] == "ScaledObject"]
+    missing = []
+    for saved in first:
         kind, name = saved["kind"], saved["metadata"]["name"]
         live = api.get(kind, name)
         if live is None:
             missing.append(f"{kind}/{name}")
             continue
         if owned(live) != owned(saved):
-            api.replace(kind, name, restorable(saved, live))
+            body = restorable(saved, live)
+            rolls = kind == "Deployment" and any((saved.get("spec") or {}).get(k) != (live.get("spec") or {}).get(k)
+                                                 for k in ("template", "replicas"))
+            if rolls:
+                body["spec"].pop("strategy", None)
+                if (live.get("spec") or {}).get("strategy") is not None:
+                    body["spec"]["strategy"] = copy.deepcopy(live["spec"]["strategy"])
+            api.replace(kind, name, body)
             written.append(f"{kind}/{name}")
     if missing:
         raise RuntimeStepError(f"cannot restore {', '.join(missing)} in namespace {api.ns}: deleted since run "
                                f"{state.run_id} saved them; the saved objects are in ConfigMap/{state.name} "
                                f"(key objects.json)")
-    deployments = [o["metadata"]["name"] for o in state.objects if o["kind"] == "Deployment"]
+    deployments = [o["metadata"]["name"] for o in first if o["kind"] == "Deployment"]
     wait_rollout(api, deployments, None, timeout_s)
+    again = False
+    for saved in first:  # what the rollout pass kept (the strategy): the template is back, so nothing rolls
+        live = api.get(saved["kind"], saved["metadata"]["name"]) or {}
+        if live and owned(live) != owned(saved):
+            api.replace(saved["kind"], saved["metadata"]["name"], restorable(saved, live))
+            again = True
+    if again:
+        wait_rollout(api, deployments, None, timeout_s)
+    _prove_restored(api, state, first)
+    for saved in last:
+        live = api.get(saved["kind"], saved["metadata"]["name"])
+        if live is None:
+            raise RuntimeStepError(f"cannot restore {saved['kind']}/{saved['metadata']['name']} in namespace {api.ns}: "
+                                   f"deleted since run {state.run_id} paused it (saved in ConfigMap/{state.name})")
+        if owned(live) != owned(saved):
+            api.replace(saved["kind"], saved["metadata"]["name"], restorable(saved, live))
+            written.append(f"{saved['kind']}/{saved['metadata']['name']}")
+    _prove_restored(api, state, last)
+    api.delete_config_map(state.name)
+    return {"state": state.name, "run_id": state.run_id, "written": written,
+            "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in state.objects]}
+
+
+def _prove_restored(api: Api, state: SavedState, objects: list[dict[str, Any]]) -> None:
     differ = []
-    for saved in state.objects:
+    for saved in objects:
         live = api.get(saved["kind"], saved["metadata"]["name"]) or {}
         paths = differing_paths(owned(live), owned(saved))
         if paths:
@@ -549,9 +858,139 @@ def restore_state(api: Api, state: SavedState, timeout_s: float) -> dict[str, An
     if differ:
         raise RuntimeStepError(f"after restoring run {state.run_id}'s saved state the objects still differ from it: "
                                + "; ".join(differ) + f" (the state stays in ConfigMap/{state.name})")
-    api.delete_config_map(state.name)
-    return {"state": state.name, "run_id": state.run_id, "written": written,
-            "objects": [f"{o['kind']}/{o['metadata']['name']}" for o in state.objects]}
+
+
+# -- what could revert a patch mid-run ---------------------------------------------------------------------------
+
+ARGO_PREFIX = "argocd.argoproj.io/"  # argo-cd common/common.go: AnnotationKeyAppInstance argocd.argoproj.io/tracking-id
+ARGO_INSTANCE_LABEL = "app.kubernetes.io/instance"  # ... LabelKeyAppInstance (label tracking, Argo CD's default < 3.0)
+# fluxcd/helm-controller internal/postrender/origin_labels.go: <group>/name and <group>/namespace labels; the
+# kustomize-controller labels its objects the same way and skips one annotated kustomize.toolkit.fluxcd.io/
+# reconcile: disabled (kustomize-controller CHANGELOG 0.17.0)
+FLUX_GROUPS = {"kustomize.toolkit.fluxcd.io": ("Kustomization", "kustomization"),
+               "helm.toolkit.fluxcd.io": ("HelmRelease", "helmrelease")}
+HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")  # helm pkg/action/validate.go setMetadataVisitor
+HELM_RELEASE, HELM_RELEASE_NS = "meta.helm.sh/release-name", "meta.helm.sh/release-namespace"
+
+
+@dataclass
+class Reverters:
+    """What could undo a cell's patch while it runs: refused (named, with how to proceed), ScaledObjects to pause
+    for the cell (as read now: saved before the pause), and notes for the cell's record."""
+
+    refusals: list[str] = dc_field(default_factory=list)
+    pause: list[dict[str, Any]] = dc_field(default_factory=list)
+    notes: list[str] = dc_field(default_factory=list)
+
+
+def _scale_target(obj: dict[str, Any], deployments: set[str]) -> str | None:
+    """The patched Deployment an HPA / ScaledObject scales (KEDA: kind defaults to Deployment, apps/v1)."""
+    ref = (obj.get("spec") or {}).get("scaleTargetRef") or {}
+    kind, api_version = ref.get("kind") or "Deployment", ref.get("apiVersion") or "apps/v1"
+    if kind == "Deployment" and api_version.startswith("apps/") and ref.get("name") in deployments:
+        return str(ref["name"])
+    return None
+
+
+def revert_risks(api: Api, live: Live, expected: list[dict[str, Any]]) -> Reverters:
+    """HorizontalPodAutoscalers and KEDA ScaledObjects scaling a Deployment the cell patches, and Argo CD / Flux /
+    Helm owners of the objects it writes."""
+    out = Reverters()
+    replicas = {d["metadata"]["name"]: d["spec"].get("replicas", 1) for d in expected if d["kind"] == "Deployment"}
+    deployments = set(replicas)
+    for so in api.list_raw("ScaledObject") or []:
+        target = _scale_target(so, deployments)
+        if target is None:
+            continue
+        ann = so["metadata"].get("annotations") or {}
+        if str(ann.get(KEDA_PAUSED, "")).lower() == "true" or KEDA_PAUSED_REPLICAS in ann:
+            out.notes.append(f"ScaledObject/{so['metadata']['name']} (scales Deployment/{target}) is paused already")
+        else:
+            out.pause.append(so)
+    for hpa in api.list_raw("HorizontalPodAutoscaler") or []:
+        target = _scale_target(hpa, deployments)
+        if target is None or any(o.get("kind") == "ScaledObject" for o in hpa["metadata"].get("ownerReferences") or []):
+            continue  # none of ours, or KEDA's own (KEDA deletes it while its ScaledObject is paused)
+        name, spec = hpa["metadata"]["name"], hpa.get("spec") or {}
+        low, high, want = spec.get("minReplicas", 1), spec.get("maxReplicas"), replicas[target]
+        if low == high == want:
+            out.notes.append(f"HorizontalPodAutoscaler/{name} pins Deployment/{target} at {want} replica(s), as the cell "
+                             "runs it")
+            continue
+        out.refusals.append(f"HorizontalPodAutoscaler/{name} scales Deployment/{target} between {low} and {high} "
+                            "replicas: it would change them during the run, and an HPA cannot be paused. Save and "
+                            f"delete it for the run (`kubectl -n {api.ns} get hpa {name} -o yaml > {name}.yaml && "
+                            f"kubectl -n {api.ns} delete hpa {name}`, re-create it afterwards), or pin it "
+                            f"(minReplicas = maxReplicas = {want})")
+    argo: bool | None = None
+    for obj in [*live.objects(), *out.pause]:
+        meta = obj.get("metadata") or {}
+        what = f"{obj.get('kind', '?')}/{meta.get('name')}"
+        labels, ann = meta.get("labels") or {}, meta.get("annotations") or {}
+        tracked = sorted(k for k in {**labels, **ann} if k.startswith(ARGO_PREFIX))
+        if not tracked and ARGO_INSTANCE_LABEL in labels and HELM_RELEASE not in ann:
+            argo = api.serves_group("argoproj.io") if argo is None else argo
+            if argo:  # the instance label without Helm's own release annotations, on a cluster running Argo CD
+                tracked = [ARGO_INSTANCE_LABEL]
+        if tracked:
+            key = tracked[0]
+            out.refusals.append(f"{what} is tracked by Argo CD ({key}={({**labels, **ann})[key]}): a sync of its "
+                                "Application (automated, self-heal) would put the installed spec back mid-run. "
+                                "Disable the Application's automated sync for the run and benchmark a copy of the "
+                                "stack Argo CD does not track")
+            continue
+        flux = sorted(k for k in labels if k.split("/", 1)[0] in FLUX_GROUPS)
+        if flux:
+            group = flux[0].split("/", 1)[0]
+            owner_kind, cli = FLUX_GROUPS[group]
+            owner = f"{labels.get(group + '/namespace', '?')}/{labels.get(group + '/name', '?')}"
+            if owner_kind == "Kustomization" and ann.get("kustomize.toolkit.fluxcd.io/reconcile") == "disabled":
+                out.notes.append(f"{what} belongs to Flux Kustomization {owner}, which skips it "
+                                 "(kustomize.toolkit.fluxcd.io/reconcile: disabled)")
+                continue
+            out.refusals.append(f"{what} is managed by Flux (the {owner_kind} {owner}, label {flux[0]}): its "
+                                "reconciliation would revert the patch mid-run. Suspend it for the run "
+                                f"(`flux suspend {cli} {owner.split('/')[-1]} -n {owner.split('/')[0]}`)"
+                                + (" and annotate the object kustomize.toolkit.fluxcd.io/reconcile=disabled"
+                                   if owner_kind == "Kustomization" else
+                                   "; existing mode cannot see a suspension: benchmark a copy Flux does not manage"))
+            continue
+        if labels.get(HELM_MANAGED[0]) == HELM_MANAGED[1]:
+            out.notes.append(f"{what} belongs to Helm release {ann.get(HELM_RELEASE, '?')} (namespace "
+                             f"{ann.get(HELM_RELEASE_NS, api.ns)}): a `helm upgrade` of it during the run would put "
+                             "the installed spec back")
+    return out
+
+
+def pause_scaled_objects(api: Api, objects: list[dict[str, Any]], timeout_s: float) -> list[str]:
+    """Annotate each ScaledObject paused and wait until KEDA reports it (its Paused condition: the scale loop stopped,
+    its HPA deleted); the saved state holds them as they were."""
+    names = []
+    for so in objects:
+        name = so["metadata"]["name"]
+        live = api.get("ScaledObject", name)
+        if live is None:
+            raise RuntimeStepError(f"ScaledObject/{name} disappeared from namespace {api.ns}")
+        live.setdefault("metadata", {}).setdefault("annotations", {})[KEDA_PAUSED] = "true"
+        live.pop("status", None)
+        api.replace("ScaledObject", name, live)
+        print(f"paused ScaledObject/{name} ({KEDA_PAUSED}: \"true\")", flush=True)
+        names.append(name)
+    deadline = time.monotonic() + timeout_s
+    while names:
+        waiting = []
+        for name in names:
+            conditions = ((api.get("ScaledObject", name) or {}).get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == "Paused" and c.get("status") == "True" for c in conditions):
+                waiting.append(name)
+        if not waiting:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeStepError(f"KEDA did not report ScaledObject(s) {', '.join(waiting)} paused within "
+                                   f"{timeout_s:.0f} s (condition Paused; the {KEDA_PAUSED} annotation needs KEDA >= "
+                                   "2.12)")
+        time.sleep(_poll_s())
+    return [o["metadata"]["name"] for o in objects]
 
 
 # -- rollout -------------------------------------------------------------------------------------------------------
@@ -652,21 +1091,33 @@ class ExistingRuntime(Runtime):
             s = others[0]
             raise RuntimeStepError(f"refusing to touch the installed stack: {s.describe(api.ns)}. Restore it first: "
                                    f"`{s.restore_command}`")
-        r = render(self.ctx)
+        r = self._render(api)
         if ex.read_only:
             return self._deploy_read_only(api, r)
         mine = next(iter(states), None)
-        if mine is not None:  # a retried deploy: the objects as they were before the first attempt patched them
+        # a retried deploy: the objects as they were before the first attempt patched them
+        originals = self._live_from(mine.objects) if mine is not None else locate(api, ex)
+        # whatever can refuse runs before the first write: the patch itself (a shell script), then what could revert it
+        expected = patched(self.ctx, originals, r)
+        risks = revert_risks(api, originals, expected)
+        if risks.refusals:
+            raise RuntimeStepError(f"refusing to patch the installed stack in namespace {api.ns}: it could be reverted "
+                                   "while the cell runs:\n  " + "\n  ".join(risks.refusals)
+                                   + ("" if mine is not None else "\nnothing was changed"))
+        if mine is not None:
             print(f"deploy retried: using the state saved at {mine.saved_at} (ConfigMap/{mine.name})", flush=True)
-            originals = self._live_from(mine.objects)
+            saved = {(o["kind"], o["metadata"]["name"]) for o in mine.objects}
+            unsaved = [o["metadata"]["name"] for o in risks.pause if ("ScaledObject", o["metadata"]["name"]) not in saved]
+            if unsaved:
+                raise RuntimeStepError(f"ScaledObject(s) {', '.join(unsaved)} appeared since ConfigMap/{mine.name} was "
+                                       "saved: restore first and run again")
             state = mine
         else:
-            originals = locate(api, ex)
-            objects = [originals.epp_config, *originals.model_servers, originals.epp]
+            objects = [*originals.objects(), *risks.pause]
             state = save_state(api, self.ctx, objects)  # before the first write
             print(f"saved {len(objects)} object(s) in ConfigMap/{state.name}", flush=True)
         self._write_saved_copy(state)
-        expected = patched(self.ctx, originals, r)
+        paused = pause_scaled_objects(api, risks.pause, min(rollout_timeout_s(self.ctx), 300.0))
         for obj in expected:
             kind, name = obj["kind"], obj["metadata"]["name"]
             live = api.get(kind, name)
@@ -682,9 +1133,14 @@ class ExistingRuntime(Runtime):
         verify_pods(self.ctx, api, pods_of, expected, r)
         flushed = self._empty_index(api)
         changes = compare_stack(self.ctx, originals, r)
+        changes += [(f"Deployment/{d['metadata']['name']}", "spec.strategy", _show(d["spec"].get("strategy")),
+                     _show(ROLLOUT_STRATEGY)) for d in originals.model_servers
+                    if d["spec"].get("strategy") != ROLLOUT_STRATEGY]
         with self.ctx.update_record() as record:
             record["existing"] = {"namespace": api.ns, "read_only": False, "saved_state": state.name,
                                   "config_hash": r.config_hash, "index_emptied": flushed,
+                                  "epp_config": originals.source.describe(originals.epp["metadata"]["name"]),
+                                  "paused": paused, "notes": risks.notes,
                                   "changed": [{"object": o, "field": f, "was": lv, "now": w} for o, f, lv, w in changes]}
         return self._state(api)
 
@@ -710,10 +1166,15 @@ class ExistingRuntime(Runtime):
     def _live_from(self, objects: list[dict[str, Any]]) -> Live:
         ex = self.stack
         by = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+        epp = by[("Deployment", ex.epp.deployment)]
         servers = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] != ex.epp.deployment]
-        cm = by[("ConfigMap", ex.epp.configmap)]
-        key = ex.epp.config_key or next(iter(sorted(cm.get("data") or {})))
-        return Live(servers, by[("Deployment", ex.epp.deployment)], cm, key, None)
+        source = epp_config_source(epp, ex.epp.container)
+        cm = by.get(("ConfigMap", source.configmap)) if source.configmap else None
+        return Live(servers, epp, cm, source.key, None, source)
+
+    def _render(self, api: Api) -> Rendered:
+        endpoint = self._index_endpoint(api)
+        return render(self.ctx, endpoint.port if endpoint else None)
 
     def _write_saved_copy(self, state: SavedState) -> None:
         from llmd_bench.context import write_json_atomic
@@ -733,7 +1194,8 @@ class ExistingRuntime(Runtime):
         if self.stack.read_only:
             raise RuntimeStepError("read-only mode restarts nothing: use trial_isolation: same-server and "
                                    "level_isolation: none (or reset) with serving.existing.read_only")
-        api, r = self._api(), render(self.ctx)
+        api = self._api()
+        r = self._render(api)
         names = self._deployment_names(api)
         stamp = _now()
         for name in names:
@@ -776,10 +1238,11 @@ class ExistingRuntime(Runtime):
         served = self._server_pods(api)
         entry = catalog.entry(self.ctx.params.llmd_version)
         # the installation's own image: a version is declared only when it is exactly the catalog's
-        servers, u1 = sm.model_servers([pod for pod, _ in served], {entry.images["vllm"]: entry.vllm_version},
-                                       served[0][1] if served else None)
+        declared = ({entry.images["vllm"]: entry.vllm_version}
+                    if entry.vllm_version and "vllm" in entry.images else {})  # an unverified release declares none
+        servers, u1 = sm.model_servers([pod for pod, _ in served], declared, served[0][1] if served else None)
         epp_entry, u2 = sm.epp(api.list("Pod", selector_of(live.epp)),
-                               (live.epp_config.get("data") or {}).get(live.config_key), ex.epp.container or "epp")
+                               live.epp_config_text(), ex.epp.container or "epp")
         node_objs, error = Cluster(api_client(), ex.namespace).nodes()
         node_facts, u3 = sm.nodes(node_objs, [s["node"] for s in servers], error)
         return sm.build(self.name, False, len(servers), servers, epp_entry, node_facts, u1, u2, u3,
@@ -825,17 +1288,19 @@ class ExistingRuntime(Runtime):
                                                          for d in api.list("Deployment", ex.model_servers.selector))
         return servers if servers_only else [*servers, ex.epp.deployment]
 
-    def _index_address(self, api: Api) -> tuple[str, int] | None:
-        """The index Service's cluster IP and first port (its DNS name for a headless Service)."""
+    def _index_endpoint(self, api: Api) -> IndexEndpoint | None:
         name = self.stack.index_service
         if not name:
             return None
-        svc = api.get("Service", name) or {}
-        spec = svc.get("spec") or {}
-        port = next((p.get("port") for p in spec.get("ports") or []), DEFAULT_INDEX_PORT)
-        ip = spec.get("clusterIP")
-        host = ip if ip and ip != "None" else f"{name}.{api.ns}.svc.cluster.local"
-        return host, int(port)
+        svc = api.get("Service", name)
+        if svc is None:
+            raise RuntimeStepError(f"Service/{name} (serving.existing.index_service) is not in namespace {api.ns}")
+        return index_endpoint(svc, api.ns)
+
+    def _index_address(self, api: Api) -> tuple[str, int] | None:
+        """Where the index answers (index_endpoint: the port the EPP config names too)."""
+        endpoint = self._index_endpoint(api)
+        return (endpoint.host, endpoint.port) if endpoint else None
 
     def _kv(self, api: Api) -> dict[str, Any] | None:
         kind = self.ctx.configuration.store_kind
@@ -880,7 +1345,8 @@ class ExistingRuntime(Runtime):
             return None
 
         def restart() -> None:
-            api, r = self._api(), render(self.ctx)
+            api = self._api()
+            r = self._render(api)
             dep = api.get("Deployment", self.stack.epp.deployment)
             assert dep is not None
             stamp = _now()
@@ -923,7 +1389,11 @@ def _port(c: dict[str, Any], names: tuple[str, ...], default: int) -> int:
         if p.get("name") in names:
             return int(p["containerPort"])
     if "http" in names:
-        flag = live_flag_values(list(c.get("args") or []), "port")
+        try:
+            args = vllm_args(c)
+        except vllm_script.Refused:
+            args = list(c.get("args") or [])
+        flag = live_flag_values(args, "port")
         if flag:
             return int(flag[0])
     if len(ports) == 1:
