@@ -132,7 +132,8 @@ def test_an_older_observations_file_without_the_generator_keys_still_loads(tmp_p
     assert observed is not None and observed.generator_host is None and observed.generator_host_levels == []
 
 
-def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_dir, results_dir, db_url, monkeypatch):
+def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_dir, results_dir, db_url, monkeypatch,
+                                                                      tmp_path):
     """A real local cell, every step through the step runner: each file the steps wrote reads through its model, and
     the files' keys are the ones written before the contract (byte-compatible)."""
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
@@ -161,8 +162,15 @@ def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_
     assert set(stored) == {"campaign", "campaign_file", "run_id", "model", "short_model", "config", "factors", "runtime",
                            "params", "levels", "versions", "steps", "serving", "stack", "served", "sweep", "pcp",
                            "serving_metrics", "kv_index", "config_effect", "results"}
-    # the simulated servers showed what the configuration demands, key by key
+    # the simulated servers showed what the configuration demands, key by key; stored and shown in the report
     assert record.served is not None and record.served.status == "proven", record.served
+    from llmd_bench.steps.compare import generate_report
+
+    generate_report("folder-1", tmp_path / "report", campaign="llmd_tiny")
+    md = (tmp_path / "report" / "report.md").read_text()
+    section = md.split("### Served configuration per cell", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| Qwen3-0.6B/llm-d-redis"))
+    assert row.split("|")[2].strip() == "proven" and "kv_events.publisher" in row and "block_size" in row
     for part in folder.record_parts.glob("*.json"):
         cell_folder.read_part(part)
 

@@ -120,3 +120,53 @@ def test_a_shell_script_takes_trailing_args_as_positional_parameters_not_flags()
     argv = vllm_formats.shell_vllm_argv(["/bin/sh", "-c", 'pip install x && exec vllm serve "$@"', "vllm"],
                                         ["Qwen/Qwen3-8B", "--block-size", "16"])
     assert argv == ["Qwen/Qwen3-8B", "--block-size", "16"]
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "vllm"
+
+
+def test_a_real_vllm_start_up_line_reads_as_the_engine_args_it_ran():
+    """vLLM 0.11.2's own log_non_default_args output (colour-coded prefix, dataclass reprs) and its connector line."""
+    log = (FIXTURES / "v0.11.2-startup.log").read_text()
+    args = vllm_formats.non_default_args(log)
+    assert args is not None and args["block_size"] == 64 and args["model"] == "Qwen/Qwen3-8B"
+    keys = vllm_formats.flatten_engine_args(args, "0.11.2")
+    assert keys["kv_connector"] == "OffloadingConnector" and keys["kv_offload.num_cpu_blocks"] == "10000"
+    assert keys["kv_events.topic"] == "kv@10.0.0.1@Qwen/Qwen3-8B" and keys["kv_events.publisher"] == "zmq"
+    assert keys["prefix_caching_hash_algo"] == "sha256_cbor" and keys["gpu_memory_utilization"] == "0.65"
+    assert "kv_offload.offload_prompt_only" not in keys  # the key does not exist before vLLM 0.23
+    assert vllm_formats.created_connector(log) == "OffloadingConnector"
+    # from vLLM 0.23 an OffloadingConnector that was not given offload_prompt_only runs the release's default (true)
+    assert vllm_formats.flatten_engine_args(args, "0.23.0")["kv_offload.offload_prompt_only"] == "True"
+    # a port equal to the default would be left out, and the proof reads TP 1 from its absence
+    source = served.ServedSource(pod="p", log=log.replace("'tensor_parallel_size': 2, ", ""))
+    proof = served.prove([source], [served.Wanted(key="tensor_parallel_size", value="1", because="x")], "0.11.2", "x")
+    assert proof.status == "proven" and "default" in (proof.pods[0].keys[0].source or "")
+
+
+def test_cache_config_info_labels_read_in_any_order():
+    metrics = ('# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n'
+               '# TYPE vllm:cache_config_info gauge\n'
+               'vllm:cache_config_info{_block_size_resolved="True",block_size="16",cache_dtype="auto",'
+               'enable_prefix_caching="True",engine="0",gpu_memory_utilization="0.92",num_gpu_blocks="27139",'
+               'prefix_caching_hash_algo="sha256",user_specified_block_size="False"} 1.0\n')
+    info = vllm_formats.cache_config_info(metrics)
+    assert info is not None and info["block_size"] == "16" and info["num_gpu_blocks"] == "27139"
+    assert "engine" not in info
+    assert vllm_formats.cache_config_info("vllm:num_requests_running 0\n") is None
+
+
+def test_the_simulated_server_prints_what_vllm_prints_for_the_same_command_line():
+    argv = ["Qwen/Qwen3-8B", "--host", "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "1",
+            "--gpu-memory-utilization", "0.9", "--block-size", "16", "--enable-prefix-caching",
+            "--kv-transfer-config", '{"kv_connector":"OffloadingConnector","kv_role":"kv_both",'
+            '"kv_connector_extra_config":{"cpu_bytes_to_use":1000}}']
+    engine = vllm_formats.parse_vllm_argv(argv)
+    (line, connector) = vllm_formats.startup_log(engine, "0.23.0")
+    args = vllm_formats.non_default_args(line)
+    # defaults are left out as log_non_default_args does: port 8000, TP 1; 0.9 is not 0.23's default (0.92)
+    assert args is not None and "port" not in args and "tensor_parallel_size" not in args
+    assert args["gpu_memory_utilization"] == 0.9 and args["host"] == "0.0.0.0"
+    assert "Creating v1 connector with name: OffloadingConnector" in connector
+    assert "gpu_memory_utilization" not in (vllm_formats.non_default_args(
+        vllm_formats.startup_log(vllm_formats.parse_vllm_argv(argv), "0.19.1")[0]) or {})

@@ -167,7 +167,7 @@ def served_values(source: ServedSource, version: str) -> tuple[dict[str, tuple[s
             where = "start-up log: non-default args"
             for key, value in args.items():
                 values.setdefault(f"arg.{key}", (_canonical(value), where))
-            for key, value in vllm_formats.flatten_engine_args(args).items():
+            for key, value in vllm_formats.flatten_engine_args(args, version).items():
                 values.setdefault(key, (value, where))
             defaults = vllm_formats.engine_arg_defaults(version)
             for key, default in defaults.items():

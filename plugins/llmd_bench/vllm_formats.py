@@ -61,10 +61,17 @@ def _enum_reprs(text: str) -> str:
     return re.sub(r"<[\w.]+: ('[^']*'|\"[^\"]*\"|[-\w.]+)>", r"\1", text)
 
 
+# vllm/utils/system_utils.py _add_prefix: "(APIServer pid=1) " wrapped in colour codes (always at v0.11.2; unless
+# NO_COLOR at v0.14.1/v0.15.1; only on a terminal from v0.17.1)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def non_default_args(log: str) -> dict[str, Any] | None:
-    """The last 'non-default args' dict a vLLM log printed (a restarted container prints it again), or None."""
+    """The last 'non-default args' dict a vLLM log printed (a restarted container prints it again), or None.
+    vllm/entrypoints/utils.py @v0.11.2..v0.19.1, entrypoints/serve/utils/api_utils.py @v0.23.0..v0.30.0:
+    logger.info("non-default args: %s", non_default_args), argparse dests whose value differs from a fresh parse's."""
     found = None
-    for line in log.splitlines():
+    for line in _ANSI.sub("", log).splitlines():
         m = NON_DEFAULT_ARGS.search(line)
         if m:
             try:
@@ -117,9 +124,9 @@ DIRECT_ARGS = ("block_size", "enable_prefix_caching", "gpu_memory_utilization", 
                "prefix_caching_hash_algo")
 
 
-def flatten_engine_args(args: dict[str, Any]) -> dict[str, str]:
-    """The proof's keys from the non-default args: the direct ones, the KV connector and its CPU tier's size, the
-    KV-events publisher."""
+def flatten_engine_args(args: dict[str, Any], version: str = "") -> dict[str, str]:
+    """The proof's keys from the non-default args: the direct ones, the KV connector and its CPU tier's size (and
+    offload_prompt_only, given or the release's default), the KV-events publisher."""
     out = {k: _text(args[k]) for k in DIRECT_ARGS if k in args and args[k] is not None}
     transfer = _as_dict(args.get("kv_transfer_config"))
     if "kv_transfer_config" in args:
@@ -138,6 +145,9 @@ def flatten_engine_args(args: dict[str, Any]) -> dict[str, str]:
             for key in ("spec_name", "offload_prompt_only"):
                 if key in tier_extra:
                     out.setdefault(f"kv_offload.{key}", _text(tier_extra[key]))
+            default = offload_prompt_only_default(version)
+            if tier.get("kv_connector") == "OffloadingConnector" and default is not None:
+                out.setdefault("kv_offload.offload_prompt_only", _text(default))
     events = _as_dict(args.get("kv_events_config"))
     if events is not None:
         for key in ("enable_kv_cache_events", "publisher", "endpoint", "topic"):
@@ -146,11 +156,36 @@ def flatten_engine_args(args: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _vllm(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in version.split(".")[:3])
+    except ValueError:
+        return (0,)
+
+
+def cli_defaults(version: str) -> dict[str, Any]:
+    """`vllm serve`'s parser defaults for the flags the renderer sets (vllm/engine/arg_utils.py EngineArgs and
+    vllm/entrypoints/openai/cli_args.py, read at v0.11.2, v0.14.1, v0.15.1, v0.17.1, v0.19.1, v0.23.0, v0.26.0,
+    v0.30.0): what the non-default args leave out."""
+    return {"port": 8000, "tensor_parallel_size": 1, "block_size": None, "enable_prefix_caching": None,
+            # 0.9 up to v0.19.1, 0.92 from v0.23.0 (vllm/config/cache.py)
+            "gpu_memory_utilization": 0.92 if _vllm(version) >= (0, 23) else 0.9,
+            "prefix_caching_hash_algo": "sha256", "kv_transfer_config": None, "kv_events_config": None}
+
+
+def offload_prompt_only_default(version: str) -> bool | None:
+    """vllm/v1/kv_offload/base.py @v0.23.0, v0.26.0, v0.30.0: extra_config.get("offload_prompt_only", True); the key
+    does not exist before v0.23.0 (None)."""
+    return True if _vllm(version) >= (0, 23) else None
+
+
 def engine_arg_defaults(version: str) -> dict[str, str]:
-    """What a key's absence from the non-default args means: vLLM's default for it. Only defaults read upstream."""
-    # vllm/engine/arg_utils.py EngineArgs: tensor_parallel_size = ParallelConfig.tensor_parallel_size = 1 and
-    # kv_transfer_config = None at every catalog tag (v0.11.2 .. v0.26.0)
-    return {"tensor_parallel_size": "1", "kv_connector": "none"}
+    """What a key's absence from the non-default args means: vLLM's default for it (cli_defaults), for the keys
+    whose default is a value (block size and prefix caching default to None, resolved later: /metrics tells)."""
+    d = cli_defaults(version)
+    return {"tensor_parallel_size": str(d["tensor_parallel_size"]), "kv_connector": "none",
+            "gpu_memory_utilization": _text(d["gpu_memory_utilization"]),
+            "prefix_caching_hash_algo": str(d["prefix_caching_hash_algo"])}
 
 
 def epp_loaded_config(log: str) -> dict[str, str] | None:
@@ -176,7 +211,7 @@ def parse_vllm_argv(argv: list[str]) -> dict[str, Any]:
     args: dict[str, Any] = {}
     i = 0
     if argv and not argv[0].startswith("-"):
-        args["model_tag"] = argv[0]
+        args["model"] = argv[0]  # `vllm serve MODEL` lists it as 'model' (vllm/entrypoints/utils.py @v0.11.2)
         i = 1
     while i < len(argv):
         token = argv[i]
@@ -221,14 +256,16 @@ def _config_repr(name: str, value: dict[str, Any]) -> str:
     return f"{name}(" + ", ".join(f"{k}={v!r}" for k, v in value.items()) + ")"
 
 
-def startup_log(args: dict[str, Any], pid: int = 1) -> list[str]:
-    """The start-up lines a vLLM server prints for these engine args: the non-default args and the KV connector."""
+def startup_log(args: dict[str, Any], version: str, pid: int = 1) -> list[str]:
+    """The start-up lines a vLLM server prints for these engine args: the non-default args (those differing from
+    the parser's defaults, as log_non_default_args compares them) and the KV connector it creates."""
     stamp = time.strftime("%m-%d %H:%M:%S")
-    shown = {k: v for k, v in args.items() if not (k == "tensor_parallel_size" and v == 1)}
+    defaults = cli_defaults(version)
+    shown = {k: v for k, v in args.items() if k not in defaults or defaults[k] != v}
     parts = []
     for key, value in shown.items():
         if key == "kv_transfer_config" and isinstance(value, dict):
-            parts.append(f"{key!r}: {_config_repr('KVTransferConfig', value)}")
+            parts.append(f"{key!r}: {_config_repr('KVTransferConfig', {'engine_id': 'llmd-bench-simulated', **value})}")
         elif key == "kv_events_config" and isinstance(value, dict):
             parts.append(f"{key!r}: {_config_repr('KVEventsConfig', value)}")
         else:
@@ -241,16 +278,20 @@ def startup_log(args: dict[str, Any], pid: int = 1) -> list[str]:
     return lines
 
 
-def cache_config_metric(args: dict[str, Any], model: str, gpu_blocks: int) -> str:
-    """vllm:cache_config_info as the simulated server serves it."""
-    labels = {"block_size": str(args.get("block_size", 16)), "cache_dtype": "auto",
+def cache_config_metric(args: dict[str, Any], model: str, gpu_blocks: int, version: str) -> str:
+    """vllm:cache_config_info as the simulated server serves it: the resolved values (block size 16 and prefix caching
+    on when not given, as the CUDA platform and CacheConfig resolve them: vllm/platforms/cuda.py @v0.11.2,
+    vllm/config/cache.py @v0.14.1 on). `model` is not a label of the real metric."""
+    defaults = cli_defaults(version)
+    labels = {"block_size": str(args.get("block_size") or 16), "cache_dtype": "auto",
               "enable_prefix_caching": str(args.get("enable_prefix_caching", True)),
-              "gpu_memory_utilization": str(args.get("gpu_memory_utilization", 0.9)),
-              "num_cpu_blocks": "None", "num_gpu_blocks": str(gpu_blocks),
-              "prefix_caching_hash_algo": str(args.get("prefix_caching_hash_algo", "sha256"))}
-    text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+              "gpu_memory_utilization": str(args.get("gpu_memory_utilization", defaults["gpu_memory_utilization"])),
+              "num_cpu_blocks": "None", "num_gpu_blocks": str(gpu_blocks or None),
+              "prefix_caching_hash_algo": str(args.get("prefix_caching_hash_algo", defaults["prefix_caching_hash_algo"])),
+              "kv_offloading_size": "None", "kv_offloading_backend": "native"}
+    text = ",".join(f'{k}="{v}"' for k, v in sorted({**labels, "engine": "0"}.items()))
     return (f"# HELP {CACHE_CONFIG_INFO} Information of the LLMEngine CacheConfig\n# TYPE {CACHE_CONFIG_INFO} gauge\n"
-            f'{CACHE_CONFIG_INFO}{{{text},engine="0",model_name="{model}"}} 1.0\n')
+            f"{CACHE_CONFIG_INFO}{{{text}}} 1.0\n")
 
 
 def shell_vllm_argv(command: list[str], args: list[str]) -> list[str] | None:

@@ -88,6 +88,9 @@ class Cell(Base):
     # what ran (Runtime.stack_metadata, captured by deploy): images and digests, vLLM version and args, EPP config
     # hash, replicas, GPUs per node; {} for cells stored before it was captured or imported
     stack: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # what the servers showed they serve (served.ServedHistory: every check, pod and key, proven / differs / not
+    # provable with why); {} for cells stored before the proof or imported
+    served: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     trial: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)

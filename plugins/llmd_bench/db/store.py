@@ -160,6 +160,7 @@ class CellInfo:
     config_effect: dict[str, Any] | None = None
     observability: dict[str, Any] | None = None
     stack: dict[str, Any] | None = None
+    served: dict[str, Any] | None = None
 
 
 def upsert_run(session: Session, info: RunInfo) -> int:
@@ -177,7 +178,7 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
                   observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {},
-                  stack=info.stack or {})
+                  stack=info.stack or {}, served=info.served or {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
     upsert = stmt.on_conflict_do_update(

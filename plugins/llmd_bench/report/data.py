@@ -79,7 +79,9 @@ SELECT {MODEL_LABEL} AS model, c.model AS full_model, {CONFIG_LABEL} AS config, 
        ((array_agg(c.gpu_time ORDER BY c.trial))[1])::text AS gpu_time_json,
        ((array_agg(c.config_effect ORDER BY c.trial))[1])::text AS config_effect_json,
        ((array_agg(c.observability ORDER BY c.trial))[1])::text AS observability_json,
-       ((array_agg(c.stack ORDER BY c.trial))[1])::text AS stack_json
+       ((array_agg(c.stack ORDER BY c.trial))[1])::text AS stack_json,
+       -- the served-configuration proof of every trial (a differing trial makes the cell's status 'differs')
+       json_agg(c.served ORDER BY c.trial)::text AS served_json
 FROM cells c WHERE c.run_id = :run_pk GROUP BY 1, c.model, 3, c.config
 """
 
@@ -229,11 +231,15 @@ def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
     sweeps = [json.loads(v) if v else {} for v in cells["sweep_json"]]
     gpu_times = [json.loads(v) if v else {} for v in cells["gpu_time_json"]]
     stacks = [json.loads(v) if v else {} for v in cells["stack_json"]] if "stack_json" in cells else [{}] * len(cells)
+    served = ([[t for t in json.loads(v) if t] if v else [] for v in cells["served_json"]] if "served_json" in cells
+              else [[]] * len(cells))
     cells = cells.assign(config_effect=[e.get("verdict", "not measured") for e in effects],
                          config_effect_evidence=[e.get("evidence", "") for e in effects],
-                         observability=observability, factors=factors, sweep=sweeps, gpu_time=gpu_times, stack=stacks)
-    # `stack` (Runtime.stack_metadata as stored; {} when not captured) is optional like `observability`
-    return cells[[c for c in CELL_COLUMNS + ["observability", "stack"] if c in cells.columns]]
+                         observability=observability, factors=factors, sweep=sweeps, gpu_time=gpu_times, stack=stacks,
+                         served=served)
+    # `stack` (Runtime.stack_metadata as stored; {} when not captured) and `served` (served.ServedHistory per trial;
+    # [] when not proven) are optional like `observability`
+    return cells[[c for c in CELL_COLUMNS + ["observability", "stack", "served"] if c in cells.columns]]
 
 
 # -- from a folder of CSVs ----------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
+from llmd_bench.served import ServedHistory
+from llmd_bench.served import worst as served_worst
 
 SIMULATED_BANNER = ("**The serving layer was SIMULATED.** This run used the local runtime: GuideLLM mock servers "
                     "stood in for vLLM and llm-d, with per-configuration latency profiles from the campaign file. "
@@ -455,6 +457,59 @@ def _stack_section(doc: DocumentBuilder, d: ReportInput) -> None:
         doc.table(STACK_HEADER, [[", ".join(cells), *row] for row, cells in groups.items()])
     if missing:
         doc.p(f"No stack metadata for {', '.join(missing)}: stored before it was captured, or imported.")
+    _served_section(doc, d)
+
+
+def served_row(trials: list[dict[str, Any]]) -> list[str]:
+    """A cell's served-configuration proof (served.ServedHistory per trial) as the section's columns: status, checks,
+    proven keys, differing keys, not provable keys with why."""
+    histories = [ServedHistory.model_validate(t) for t in trials]
+    checks = [c for h in histories for c in h.checks]
+    status = served_worst(h.status for h in histories)
+    proven = sorted({k.key for c in checks for p in c.pods for k in p.keys if k.status == "proven"})
+    differs = sorted({f"{k.key} (wanted {k.wanted}, served {k.served})" for c in checks for k in
+                      (k for _, k in c.differences)})
+    unprovable: dict[str, str] = {}
+    for c in checks:
+        for _, k in c.not_provable:
+            unprovable.setdefault(k.key, k.why or "")
+    for c in checks:
+        for note in c.notes:
+            unprovable.setdefault("note", note)
+    whens = ", ".join(dict.fromkeys(c.when for c in checks))
+    return [status, f"{len(checks)} ({whens})", ", ".join(proven) or "-", "; ".join(differs) or "-",
+            "; ".join(f"{k}: {v}" for k, v in unprovable.items()) or "-"]
+
+
+def _served_section(doc: DocumentBuilder, d: ReportInput) -> None:
+    """Per cell: did the running servers show they served the cell's configuration (served.py)?"""
+    if "served" not in d.cells.columns or d.cells.empty:
+        return
+    rows, unproven = [], []
+    for r in d.cells.itertuples():
+        trials = r.served if isinstance(r.served, list) else []
+        label = f"{r.model}/{r.config}"
+        if not trials:
+            unproven.append(label)
+            continue
+        rows.append([label, *served_row(trials)])
+    doc.h(3, "Served configuration per cell")
+    doc.p("After deploy, and after every redeploy, restart and reset, each model server's own start-up log (the "
+          "non-default engine args, the KV connector it created) and its /metrics (vllm:cache_config_info) were read "
+          "back and compared key by key with what the cell's configuration demands. **proven**: every server showed "
+          "the wanted value; **differs**: a server showed another (its deploy failed, so no numbers were kept from "
+          "it); **not provable**: nothing the server shows at this version tells, with why. A cell is only as "
+          "trusted as its weakest check.")
+    if any(isinstance(r.stack, dict) and r.stack.get("simulated") for r in d.cells.itertuples()):
+        doc.note("On the local runtime the servers are simulated: each simulated vLLM replica was started with the "
+                 "command line the renderer gives a cluster's vLLM pod and prints what vLLM would; this proves the "
+                 "rendered configuration and the read-back path, not a real vLLM.")
+    if rows:
+        doc.table(["Cells", "Served configuration", "Checks", "Proven", "Differs", "Not provable (why)"],
+                  [[_cell_text(c) for c in row] for row in rows])
+    if unproven:
+        doc.p(f"No served-configuration proof for {', '.join(unproven)}: stored before the proof existed, or imported "
+              "(**not provable**: nothing read the servers).")
 
 
 HOST_COLUMNS = [("cpu_util_pct", "CPU %", 1, 1), ("mem_used_bytes", "Memory GiB", 2, 2**30),

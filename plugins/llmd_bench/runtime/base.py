@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from llmd_bench.context import StepContext
-    from llmd_bench.served import ServedSource
     from llmd_bench.observe.sampler import Targets
+    from llmd_bench.served import ServedSource
 
 
 class Runtime:

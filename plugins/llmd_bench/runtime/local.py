@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import paths
+from llmd_bench import catalog, manifests, paths
 from llmd_bench.cell_folder import (
     RUNTIME_STATE_FILE,
     CellFolder,
@@ -43,8 +43,6 @@ REPLICA_PREFIX = "prefix-cache-"
 def vllm_argv(ctx: StepContext) -> list[str]:
     """The `vllm serve` arguments a cluster's model-server pod gets for this cell (manifests.model_server), which the
     local runtime's simulated replicas are started with."""
-    from llmd_bench import catalog, manifests
-
     assert ctx.cell is not None
     campaign = manifests.cell_campaign(ctx.campaign, ctx.cell)
     entry = catalog.entry(ctx.params.llmd_version)
@@ -156,13 +154,14 @@ def _start_serving(ctx: StepContext, state: RuntimeState, started) -> None:
     # cluster's vLLM pod gets for this cell: it prints vLLM's start-up lines and serves vllm:cache_config_info, which
     # the served-configuration proof reads; with a prefix_cache it also simulates the cache. Its URL is the replica's.
     argv = vllm_argv(ctx)
+    vllm_version = catalog.entry(ctx.params.llmd_version).vllm_version
     cache = sim.prefix_cache
     fault = sim.server_fault
     mocks, state.replicas = state.replicas, []
     for i, url in enumerate(mocks):
         port = processes.free_port()
         cmd = [sys.executable, "-m", "llmd_bench.runtime.router", "--port", str(port), "--backend", url,
-               "--model", ctx.cell.model, "--vllm-args", json.dumps(argv)]
+               "--model", ctx.cell.model, "--vllm-args", json.dumps(argv), "--vllm-version", vllm_version]
         if cache is not None:
             cmd += ["--prefix-cache-blocks", str(cache.gpu_blocks), "--block-tokens", str(cache.block_tokens),
                     "--offload-blocks", str(cache.offload_blocks)]

@@ -174,13 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vllm-args", default=None, help="JSON list: the vLLM command line this replica stands for")
     parser.add_argument("--drop-flag", action="append", default=[], help="a vLLM flag the simulated server never gets")
     parser.add_argument("--serve-block-size", type=int, default=None, help="serve this block size whatever was asked")
+    parser.add_argument("--vllm-version", default="0.19.1", help="the vLLM release whose log format is simulated")
     args = parser.parse_args(argv)
     cache = (SimulatedPrefixCache(args.prefix_cache_blocks, args.block_tokens, args.offload_blocks,
                                   args.offload_survives_reset) if args.prefix_cache_blocks else None)
     config_info = None
     if args.vllm_args is not None:
         config_info = simulate_vllm_start(json.loads(args.vllm_args), args.drop_flag, args.serve_block_size, args.model,
-                                          args.prefix_cache_blocks or 0)
+                                          args.prefix_cache_blocks or 0, args.vllm_version)
     server = ThreadingHTTPServer(("127.0.0.1", args.port),
                                  make_handler(args.backend, args.capacity, cache, args.model, config_info))
     server.daemon_threads = True
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def simulate_vllm_start(argv: list[str], drop_flags: list[str], block_size: int | None, model: str,
-                        gpu_blocks: int) -> str:
+                        gpu_blocks: int, version: str) -> str:
     """Print the start-up lines vLLM prints for this command line (less the dropped flags, with the faulty block
     size) and return the vllm:cache_config_info text the replica serves."""
     kept: list[str] = []
@@ -205,9 +206,9 @@ def simulate_vllm_start(argv: list[str], drop_flags: list[str], block_size: int 
     engine = vllm_formats.parse_vllm_argv(kept)
     if block_size is not None:
         engine["block_size"] = block_size
-    for line in vllm_formats.startup_log(engine):
+    for line in vllm_formats.startup_log(engine, version):
         print(line, flush=True)
-    return vllm_formats.cache_config_metric(engine, model, gpu_blocks)
+    return vllm_formats.cache_config_metric(engine, model, gpu_blocks, version)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,8 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=versions, report_path=str(path), report_sha256=sha256(path),
                                config_effect=observed.config_effect.model_dump() if observed else {},
-                               observability=observability, stack=record.stack or {})
+                               observability=observability, stack=record.stack or {},
+                               served=record.served.model_dump(mode="json") if record.served else {})
             mine = [s for s in levels if s["trial"] == trial]
             suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
             lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
