@@ -13,7 +13,7 @@ help:
 	@echo "make test   - set up, lint, and run the whole test suite on every core (the timing tests alone after)"
 	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps), on every core"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, then mypy over the package (pyproject.toml)"
-	@echo "make bench  - print the performance and judgement targets' numbers (about 75 minutes; keep the machine quiet)"
+	@echo "make bench  - print the performance and judgement targets' numbers (about 105 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
 setup: $(STAMP) $(TOKENIZER)
@@ -60,6 +60,7 @@ bench: setup
 	$(BIN)/python benchmarks/noise_targets.py
 	$(BIN)/python benchmarks/adaptive_targets.py
 	$(BIN)/python benchmarks/reset_targets.py
+	$(BIN)/python benchmarks/stall_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg

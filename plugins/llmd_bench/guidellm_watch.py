@@ -126,6 +126,15 @@ class ProgressWatch:
         self._flowing_since: float | None = None  # when this level's requests were first seen moving
         self._finishing = False
 
+    @property
+    def due_at(self) -> float:
+        """When the next progress is due (the run is stopped `grace_s` later)."""
+        return self._due
+
+    @property
+    def phase(self) -> str:
+        return self._phase
+
     def observe(self, line: str, at: float) -> None:
         parsed = parse_line(line)
         a = self.plan.allowances

@@ -53,6 +53,14 @@ class GuidellmStalled(RuntimeStepError):
         self.by, self.silent_s, self.after_s = by, silent_s, after_s
 
 
+class TrialStalled(RuntimeStepError):
+    """Every attempt of a GuideLLM run stalled; `stalled` lists them as the trial records them."""
+
+    def __init__(self, message: str, stalled: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.stalled = stalled
+
+
 def report_path(ctx: StepContext, trial: int) -> Path:
     return ctx.folder.trial_report(trial)
 
@@ -448,10 +456,10 @@ def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, ou
             if attempt > retries:
                 longer = (f"raise {STALL_GRACE_ENV} (0 turns the progress watch off)" if exc.by == "watch"
                           else f"set {DEADLINE_ENV}")
-                raise RuntimeStepError(
+                raise TrialStalled(
                     f"trial {trial}: {exc}, {attempt} time(s); logs: {kept.parent}/guidellm.stalled-*.log. "
                     f"Clear the sweep task to run it again (completed trials are kept), or {longer} "
-                    f"if the levels really take longer.") from None
+                    f"if the levels really take longer.", stalled) from None
             print(f"trial {trial}: {exc}; log kept at {kept}; running the trial again "
                   f"(retry {attempt} of {retries})", flush=True)
     for url, why in sampler.unavailable.items():
