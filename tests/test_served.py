@@ -170,3 +170,70 @@ def test_the_simulated_server_prints_what_vllm_prints_for_the_same_command_line(
     assert "Creating v1 connector with name: OffloadingConnector" in connector
     assert "gpu_memory_utilization" not in (vllm_formats.non_default_args(
         vllm_formats.startup_log(vllm_formats.parse_vllm_argv(argv), "0.19.1")[0]) or {})
+
+
+def _rendered_epp(prefix="precise-prefix-cache-scorer", index="redisConfig"):
+    return {"apiVersion": "llm-d.ai/v1alpha1", "kind": "EndpointPickerConfig",
+            "plugins": [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"},
+                        {"type": prefix, "parameters": {"tokenProcessorConfig": {"blockSizeTokens": 16},
+                                                        "indexerConfig": {"kvBlockIndexConfig": {
+                                                            index: {"address": "redis://kv:6379"}}}}},
+                        {"type": "max-score-picker"}, {"type": "single-profile-handler"}],
+            "schedulingProfiles": [{"name": "default", "plugins": [
+                {"pluginRef": "queue-scorer", "weight": 2}, {"pluginRef": "kv-cache-utilization-scorer", "weight": 2},
+                {"pluginRef": prefix, "weight": 3}, {"pluginRef": "max-score-picker"}]}]}
+
+
+# rawConfig.String() as GAIE v1.4.0/v1.5.0 and llm-d-router v0.9.0/v0.10.0 print it, in a zap JSON line
+STRING_FORM = ('{Plugins: [{Name: queue-scorer, Type: queue-scorer} {Name: kv-cache-utilization-scorer, Type: '
+               'kv-cache-utilization-scorer} {Name: precise-prefix-cache-scorer, Type: precise-prefix-cache-scorer, '
+               'Parameters: {"tokenProcessorConfig":{"blockSizeTokens":BLOCK},"indexerConfig":{"kvBlockIndexConfig":'
+               '{"redisConfig":{"address":"redis://kv:6379"}}}}} {Name: max-score-picker, Type: max-score-picker} '
+               '{Name: single-profile-handler, Type: single-profile-handler}], SchedulingProfiles: [{Name: default, '
+               'Plugins: [{PluginRef: queue-scorer, Weight: 2.00} {PluginRef: kv-cache-utilization-scorer, Weight: 2.00} '
+               '{PluginRef: precise-prefix-cache-scorer, Weight: 3.00} {PluginRef: max-score-picker}]}]}')
+
+
+def _epp_log(block=16, message="Loaded raw configuration"):
+    import json
+
+    line = {"level": "info", "ts": 1765080000.5, "caller": "loader/configloader.go:71", "msg": message,
+            "config": STRING_FORM.replace("BLOCK", str(block))}
+    return '{"level":"info","ts":1765080000.1,"msg":"starting"}\n' + json.dumps(line) + "\n"
+
+
+def test_the_epp_is_proven_from_the_configuration_it_logged_loading():
+    wanted = served.wanted_epp(_rendered_epp())
+    assert {w.key for w in wanted} == {"epp.plugins", "epp.weights", "epp.block_size", "epp.index"}
+    proof = served.prove([served.ServedSource(pod="epp-0", role="epp", log=_epp_log())], [], "0.26.0", "deploy",
+                         epp_wanted=wanted)
+    assert proof.status == "proven", proof
+    # an EPP that loaded another file (the guide's own config, block size 64) differs
+    proof = served.prove([served.ServedSource(pod="epp-0", role="epp", log=_epp_log(block=64))], [], "0.26.0",
+                         "deploy", epp_wanted=wanted)
+    assert [(k.key, k.wanted, k.served) for _, k in proof.differences] == [("epp.block_size", "16", "64")]
+    # the approximate scorer given, the precise one loaded: the plugin we gave is missing
+    approximate = served.wanted_epp(_rendered_epp(prefix="prefix-cache-scorer"))
+    proof = served.prove([served.ServedSource(pod="epp-0", role="epp", log=_epp_log())], [], "0.26.0", "deploy",
+                         epp_wanted=approximate)
+    assert "epp.plugins" in {k.key for _, k in proof.differences}
+    # an EPP whose log lost the start (rotated) is not provable, never proven
+    proof = served.prove([served.ServedSource(pod="epp-0", role="epp", log='{"msg":"serving"}\n')], [], "0.26.0",
+                         "deploy", epp_wanted=wanted)
+    assert proof.status == "not provable"
+
+
+def test_the_epp_log_formats_of_every_catalog_router():
+    # GAIE v1.2.0: "{name/type, Parameters: ...}" plugins and integer weights, console encoder with a JSON tail
+    v12 = ('2025-12-02T10:00:00Z\tINFO\tloader/configloader.go:60\tLoaded configuration\t{"config": "{Plugins: '
+           '[{queue-scorer/queue-scorer} {prefix-cache-scorer/prefix-cache-scorer}], SchedulingProfiles: [{Name: '
+           'default, Plugins: [{PluginRef: queue-scorer, Weight: 2} {PluginRef: prefix-cache-scorer, Weight: 3}]}], '
+           'FeatureGates: [], SaturationDetector: <nil>}"}')
+    keys = vllm_formats.epp_loaded_config(v12)
+    assert keys == {"epp.plugins": "prefix-cache-scorer,queue-scorer",
+                    "epp.weights": "prefix-cache-scorer=3,queue-scorer=2"}
+    # llm-d-router v0.9/v0.10 also log the config as a JSON object; it is preferred to the String() form
+    import json
+    phase_one = json.dumps({"level": "info", "msg": "Raw config after phase one", "config": _rendered_epp()})
+    keys = vllm_formats.epp_loaded_config(_epp_log(block=64) + phase_one + "\n")
+    assert keys is not None and keys["epp.block_size"] == "16" and keys["epp.index"] == "redisConfig"

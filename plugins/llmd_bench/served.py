@@ -245,8 +245,15 @@ def prove(sources: list[ServedSource], wanted: list[Wanted], version: str, when:
     return ServedProof(status=status, when=when, pods=tuple(pods), vllm_version=version, notes=tuple(notes))
 
 
+def wanted_epp(rendered: dict[str, Any]) -> list[Wanted]:
+    """What the EPP must have loaded: the plugin types, the profile's weights, and for the precise scorer the block
+    size and index of the EndpointPickerConfig the cell gave it (rendered, or patched into an installed stack)."""
+    because = "the EndpointPickerConfig the cell gave the EPP (router.prefix_scorer, router.index, router.weights)"
+    return [Wanted(key=k, value=v, because=because) for k, v in vllm_formats.epp_config_keys(rendered).items()]
+
+
 def prove_epp(source: ServedSource, wanted: list[Wanted]) -> PodProof:
-    """The EPP's plugin configuration as it logged it at start (router log formats: vllm_formats.epp_config)."""
+    """The EPP's plugin configuration as it logged it at start (router log formats: vllm_formats.epp_loaded_config)."""
     loaded = vllm_formats.epp_loaded_config(source.log) if source.log is not None else None
     keys = []
     for w in wanted:
@@ -259,9 +266,11 @@ def prove_epp(source: ServedSource, wanted: list[Wanted]) -> PodProof:
             keys.append(KeyProof(key=w.key, wanted=w.value, served=None, status="not provable",
                                  why="the EPP's logged configuration does not carry this key"))
         else:
-            keys.append(KeyProof(key=w.key, wanted=w.value, served=served,
-                                 status="proven" if _same(w.value, served) else "differs",
-                                 source="EPP log: loaded configuration"))
+            # the EPP may add system defaults (pickers, handlers): every plugin we gave it must be among its own
+            same = (set(w.value.split(",")) <= set(served.split(",")) if w.key == "epp.plugins"
+                    else _same(w.value, served))
+            keys.append(KeyProof(key=w.key, wanted=w.value, served=served, status="proven" if same else "differs",
+                                 source="EPP log: the configuration it loaded"))
     return PodProof(pod=source.pod, role="epp", keys=tuple(keys))
 
 
@@ -295,4 +304,4 @@ def not_provable_lines(proof: ServedProof) -> list[str]:
 
 
 __all__ = ["KeyProof", "PodProof", "ServedHistory", "ServedProof", "ServedSource", "Wanted", "diff_table", "history",
-           "not_provable_lines", "prove", "wanted_model_server", "worst"]
+           "not_provable_lines", "prove", "wanted_epp", "wanted_model_server", "worst"]

@@ -188,14 +188,96 @@ def engine_arg_defaults(version: str) -> dict[str, str]:
             "prefix_caching_hash_algo": str(d["prefix_caching_hash_algo"])}
 
 
+# The EPP logs the plugin configuration it loaded, at Info: GAIE pkg/epp/config/loader/configloader.go @v1.2.0
+# "Loaded configuration" / "Configuration with defaults set"; @v1.3.0..fd30cb97714a "Loaded raw configuration" /
+# "Effective configuration loaded"; @v1.4.0, v1.5.0 and llm-d-router @v0.9.0, v0.10.0 "Loaded raw configuration" /
+# "Instantiated all plugins and applied system defaults. Effective raw configuration" (config: rawConfig.String()),
+# and the router's cmd/epp/runner/runner.go "Raw config after phase one" (config: a JSON object). What it read from
+# the file we gave it is the proof; the effective configuration (system defaults added) only when nothing else is.
+EPP_CONFIG_MESSAGES = ("Raw config after phase one", "Loaded raw configuration", "Loaded configuration",
+                       "Effective configuration loaded", "Configuration with defaults set",
+                       "Instantiated all plugins and applied system defaults. Effective raw configuration")
+# EndpointPickerConfig String() (apix/config/v1alpha1/endpointpickerconfig_types.go): a plugin is "{name/type, ...}"
+# @v1.2.0 and "{Name: x, Type: y, Parameters: {...}}" from v1.4.0; a profile's scorer "{PluginRef: x, Weight: 2.00}"
+_PLUGIN_TYPE = re.compile(r"Type: ([\w-]+)|\{([\w-]+)/([\w-]+)")
+_WEIGHT = re.compile(r"PluginRef: ([\w-]+)(?:, Weight: ([\d.]+))?")
+_BLOCK = re.compile(r'"blockSize(?:Tokens)?"\s*:\s*(\d+)')
+_INDEX = re.compile(r'"(redisConfig|valkeyConfig)"')
+
+
+def _epp_config_field(line: str) -> tuple[str, Any] | None:
+    """(message, config) of one EPP log line that logs its configuration: zap JSON, or the console encoder's
+    `ts\tINFO\tcaller\tmessage\t{"config": ...}`."""
+    text = line.strip()
+    start = text.find("{")
+    if start < 0:
+        return None
+    if start == 0:
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        message = doc.get("msg") if isinstance(doc, dict) else None
+        return (message, doc.get("config")) if message in EPP_CONFIG_MESSAGES and "config" in doc else None
+    message = next((m for m in EPP_CONFIG_MESSAGES if m in text[:start]), None)
+    if message is None:
+        return None
+    try:
+        fields = json.loads(text[start:])
+    except ValueError:
+        return None
+    return (message, fields.get("config")) if isinstance(fields, dict) and "config" in fields else None
+
+
 def epp_loaded_config(log: str) -> dict[str, str] | None:
-    """The EPP's plugin configuration as it logged it at start: none of the catalog's routers logs it (see
-    EPP_CONFIG_NOT_LOGGED), so there is nothing to read yet."""
-    return None
+    """The EPP's plugin configuration as it logged it at start (as read from its file, else the effective one), reduced to the
+    proof's keys: epp.plugins (types), epp.weights (the profile's scorer weights), epp.block_size and epp.index
+    (the precise scorer's token processor and KV-block index). None when no such line was logged."""
+    found: dict[str, tuple[int, Any]] = {}
+    for line in log.splitlines():
+        got = _epp_config_field(line)
+        if got is not None:
+            message, config = got
+            found[message] = (EPP_CONFIG_MESSAGES.index(message), config)
+    if not found:
+        return None
+    _, config = min(found.values(), key=lambda v: v[0])
+    return _epp_keys(config)
 
 
-EPP_CONFIG_NOT_LOGGED = ("the EPP does not log the plugin configuration it loaded at this release; its ConfigMap is "
-                         "our input, not the server's statement")
+def epp_config_keys(config: Any) -> dict[str, str]:
+    """The proof's keys of an EndpointPickerConfig: as we render it (a dict) or as the EPP logs it."""
+    return _epp_keys(config)
+
+
+def _epp_keys(config: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(config, dict):  # the router's "Raw config after phase one": the EndpointPickerConfig as JSON
+        plugins = [p.get("type") for p in config.get("plugins") or [] if isinstance(p, dict)]
+        refs = [(r.get("pluginRef"), r.get("weight")) for prof in config.get("schedulingProfiles") or []
+                for r in (prof.get("plugins") or []) if isinstance(r, dict)]
+        text = json.dumps(config)
+    else:
+        text = str(config)
+        plugins = [m.group(1) or m.group(3) for m in _PLUGIN_TYPE.finditer(text)]
+        refs = [(m.group(1), m.group(2)) for m in _WEIGHT.finditer(text)]
+    out["epp.plugins"] = ",".join(sorted({p for p in plugins if p}))
+    out["epp.weights"] = ",".join(sorted(f"{ref}={_weight(w)}" for ref, w in refs if ref and w is not None))
+    block = _BLOCK.search(text)
+    if block:
+        out["epp.block_size"] = block.group(1)
+    index = _INDEX.search(text)
+    if index:
+        out["epp.index"] = index.group(1)
+    return out
+
+
+def _weight(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:g}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -105,6 +105,10 @@ class Runtime:
         them (served.py compares them with the configuration). What cannot be collected goes in `unavailable`."""
         return []
 
+    def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
+        """(the EndpointPickerConfig this cell gave its EPP, or None when there is none, and why)."""
+        return None, f"the {self.name} runtime runs no EPP"
+
     # -- helpers --------------------------------------------------------------------------------------------
     def _cell_model(self) -> str:
         assert self.ctx.cell is not None

@@ -19,7 +19,9 @@ from typing import Any
 
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
+from llmd_bench.observe.prometheus import fetch_text
 from llmd_bench.runtime.base import Runtime
+from llmd_bench.served import ServedSource
 from llmd_bench.settings import settings
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
@@ -117,7 +119,8 @@ class Cluster:
             if exc.status != 404:
                 raise
 
-    def pod_log(self, pod: str, container: str | None, lines: int = 30) -> str:
+    def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
+        """The last `lines` lines of a container's log (None: all of it since the container started)."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -436,6 +439,23 @@ class KubernetesRuntime(Runtime):
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return generator_archives(self.ctx)
 
+    def served_sources(self) -> list[ServedSource]:
+        """Each model-server pod's whole log since start and its /metrics (pod IP: step pods run in the cell's
+        namespace), and each EPP pod's log."""
+        assert self.ctx.cell is not None
+        cluster = Cluster(api_client(), namespace())
+        _, _, selector = _cell_objects(self.ctx)
+        return pod_sources(cluster.list("Pod", selector_string(selector)), cluster.pod_log)
+
+    def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
+        from llmd_bench import catalog
+        from llmd_bench.manifests import cell_campaign, cell_names, epp_config
+
+        assert self.ctx.cell is not None
+        campaign = cell_campaign(self.ctx.campaign, self.ctx.cell)
+        return epp_config(self.ctx.cell, campaign.serving, cell_names(self.ctx.cell), namespace(),
+                          catalog.entry(self.ctx.params.llmd_version), campaign.cell_configuration(self.ctx.cell)), ""
+
     def stack_metadata(self) -> dict[str, Any]:
         """What ran (runtime/stack_metadata.py): the cell's model-server and EPP pods, the EPP ConfigMap, and the
         model servers' nodes' GPU Feature Discovery labels. vLLM's version is its GET /version when the pod answers
@@ -459,6 +479,46 @@ class KubernetesRuntime(Runtime):
         kv_pods = [p for p in pods if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == "kv-index"]
         return sm.from_objects(self.name, _model_server_pods(pods), epp_pods, text, nodes, error, declared, MODEL_PORT,
                                kv_index_pods=kv_pods)
+
+
+MODEL_SERVER_CONTAINERS = ("vllm", "inference-sim")
+
+
+def pod_sources(pods: list[dict[str, Any]], pod_log: Callable[[str, str | None, int | None], str],
+                component_label: str = "llmd-bench/component", epp_container: str = "epp",
+                model_containers: tuple[str, ...] = MODEL_SERVER_CONTAINERS) -> list[ServedSource]:
+    """What each running model-server and EPP pod says (served.py): the container's whole log since it started and,
+    for model servers, GET http://<pod IP>:<port>/metrics. `component_label` tells the two apart (our manifests'
+    label; an installed stack passes its own classification through the same shape)."""
+    from llmd_bench.manifests import MODEL_PORT
+
+    sources = []
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        role = (meta.get("labels") or {}).get(component_label)
+        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        if status.get("phase") not in (None, "Running"):
+            continue
+        if role == "model-server":
+            container = next((c for c in containers if c in model_containers), containers[0] if containers else None)
+            unavailable: dict[str, str] = {}
+            metrics = None
+            if status.get("podIP"):
+                metrics, why = fetch_text(f"http://{status['podIP']}:{MODEL_PORT}/metrics")
+                if why:
+                    unavailable["metrics"] = why
+            else:
+                unavailable["metrics"] = "the pod has no IP yet"
+            text = pod_log(meta["name"], container, None)
+            if text.startswith("(no log:"):
+                unavailable["log"] = text.strip("()")
+            sources.append(ServedSource(pod=meta["name"], log=None if "log" in unavailable else text, metrics=metrics,
+                                        unavailable=unavailable))
+        elif role == "epp":
+            log = pod_log(meta["name"], epp_container if epp_container in containers else None, None)
+            missing = {"log": log.strip("()")} if log.startswith("(no log:") else {}
+            sources.append(ServedSource(pod=meta["name"], role="epp", log=None if missing else log, unavailable=missing))
+    return sources
 
 
 @contextlib.contextmanager

@@ -372,6 +372,9 @@ class LocalRuntime(Runtime):
             sources.append(ServedSource(pod=f"{p.name} (pid {p.pid})", log=log, metrics=metrics, unavailable=unavailable))
         return sources
 
+    def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
+        return None, "simulated: a round-robin router stands in for the EPP and loads no plugin configuration"
+
     def stack_metadata(self) -> dict[str, Any]:
         """The simulated stack as it runs: the mock servers' GuideLLM version and command lines, the router's, the
         Redis/Valkey server's version, and this host's CPU model. No images, no vLLM, no EPP and no GPUs."""

@@ -91,7 +91,11 @@ def prove_served(ctx: StepContext, when: str) -> served.ServedProof:
     if ctx.campaign.serving.backend == "inference-sim":
         notes.append("the llm-d inference simulator stands in for vLLM: it prints no vLLM start-up args and serves no "
                      "vllm:cache_config_info")
-    proof = served.prove(ctx.stack.served_sources(), wanted(ctx), entry.vllm_version, when, notes=notes)
+    given, no_epp = ctx.stack.epp_config_given()
+    if given is None:
+        notes.append(f"EPP: {no_epp}")
+    proof = served.prove(ctx.stack.served_sources(), wanted(ctx), entry.vllm_version, when,
+                         epp_wanted=served.wanted_epp(given) if given is not None else None, notes=notes)
     with ctx.update_record() as record:
         record["served"] = served.history(record.get("served"), proof).model_dump(mode="json")
     print(f"served configuration ({when}): {proof.summary()}", flush=True)

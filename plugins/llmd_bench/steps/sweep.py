@@ -28,6 +28,7 @@ from llmd_bench.observe.sampler import Sampler
 from llmd_bench.runtime import processes
 from llmd_bench.settings import SettingsError, settings
 from llmd_bench.steps import endpoint_for, observation_targets
+from llmd_bench.steps.deploy import prove_served
 
 # GuideLLM can stall between levels and never exit (vllm-project/guidellm issues 431 and 1152). Each level
 # may take its duration plus the drain of requests in flight; start-up loads the tokenizer and data.
@@ -257,6 +258,7 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
 
     started = time.monotonic()
     ctx.stack.redeploy()
+    prove_served(ctx, "redeploy")  # a fresh stack proves again what it serves, or the sweep stops
     deployed = time.monotonic()
     warm = warmup.run(ctx)
     return {"isolation": "redeployed", "redeploy_s": round(deployed - started, 3),
@@ -285,6 +287,7 @@ def reset_caches(ctx: StepContext, targets: level_reset.ResetTargets, level: int
     from llmd_bench.steps import warmup
 
     done = level_reset.reset_between_levels(targets, level)
+    prove_served(ctx, f"reset (level {level})")  # the servers (and a restarted router) prove again what they serve
     started = time.monotonic()
     warm = warmup.run(ctx)
     return {**done, "warmup_s": round(time.monotonic() - started, 3), "warmup_requests": warm.get("requests")}
