@@ -807,3 +807,62 @@ def test_read_only_refuses_a_method_that_restarts_before_anything_runs(campaigns
     with pytest.raises(ParamsError, match=r"level_isolation: restart: serving.existing.read_only restarts nothing"):
         resolve_params(campaign, {"runs": "per-level", "level_isolation": "restart"}, catalog.known_versions())
     assert resolve_params(campaign, {"trials": 2, "trial_isolation": "same-server"}, catalog.known_versions()).trials == 2
+
+
+# -- the Role of existing mode against the calls a guide install's cells make ------------------------------------
+
+_VERB = {"PUT": "update", "POST": "create", "DELETE": "delete", "PATCH": "patch"}
+
+
+def _calls_in_stack_namespace(fake: FakeKube) -> set:
+    """(verb, group, resource[/sub]) of every call made on an object of the stack's namespace (discovery such as
+    GET /apis/argoproj.io is a non-resource URL, open to every authenticated identity: not a Role's business)."""
+    from fake_kube import PATHS as OBJECT_PATHS
+
+    used = set()
+    for method, path, _ in fake.calls:
+        m = OBJECT_PATHS.match(path)
+        if m and m["ns"] == NS:
+            verb = _VERB.get(method) or ("get" if m["name"] else "list")
+            used.add((verb, m["group"] or "", m["plural"] + (f"/{m['sub']}" if m["sub"] else "")))
+    return used
+
+
+def _granted(permissions) -> set:
+    return {(p.verb, p.group, p.resource + (f"/{p.subresource}" if p.subresource else "")) for p in permissions}
+
+
+def test_the_role_grants_every_call_a_guide_install_s_cells_make_and_validates_strictly(kube, campaigns_dir):
+    """Deploy and restore on the newest guide (a KEDA ScaledObject paused and resumed, KEDA's HPA listed), a refused
+    deploy on the v0.4.0 guide (its autoscaler's HPA), a read-only deploy: each call is one the Role grants (read-only:
+    its get/list verbs, no autoscaler rule); the rendered Role and binding pass strict schema validation."""
+    import kubernetes_validate
+
+    docs = existing.render_role(NS, STEPS_NS, "llmd-bench-steps")
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    role = next(d for d in docs if d["kind"] == "Role")
+    granted = {(v, g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    fake = kube(setup=guide_setup(V090), api_groups={**DEFAULT_API_GROUPS,
+                                                     "keda.sh": {"v1alpha1": [("scaledobjects", "ScaledObject")]}})
+    c = ctx_from(campaigns_dir, guide_doc(V090_NAMES, tp=2))
+    c.stack.deploy()
+    c.stack.teardown()
+    used = _calls_in_stack_namespace(fake)
+    fake = kube(setup=guide_setup(V040))
+    with pytest.raises(RuntimeStepError, match="HorizontalPodAutoscaler/wva-vllm-deployment-hpa scales"):
+        ctx_from(campaigns_dir, guide_doc(V040_NAMES)).stack.deploy()
+    used |= _calls_in_stack_namespace(fake)
+    assert {("list", "autoscaling", "horizontalpodautoscalers"), ("list", "keda.sh", "scaledobjects"),
+            ("get", "keda.sh", "scaledobjects"), ("update", "keda.sh", "scaledobjects")} <= used
+    assert sorted(used - granted) == []
+    assert granted == _granted(preflight.EXISTING_PERMISSIONS)
+    # read-only: the verbs preflight asks for such a campaign cover every call, and none is an autoscaler's
+    fake = kube(setup=guide_setup(V040))
+    doc = guide_doc(V040_NAMES, read_only=True)
+    with pytest.raises(RuntimeStepError, match="read-only: the installed stack"):
+        ctx_from(campaigns_dir, doc).stack.deploy()
+    read_only = _granted(preflight.existing_permissions(ctx_from(campaigns_dir, doc).campaign))
+    assert sorted(_calls_in_stack_namespace(fake) - read_only) == []
+    assert not {r for _, g, r in read_only if g in ("autoscaling", "keda.sh")}

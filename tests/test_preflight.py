@@ -491,3 +491,76 @@ def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(clus
     line = next(x for x in lines if x.split()[1:2] == ["model_cache"])
     assert " ".join(line.split()).startswith(expected), line
     assert (rc == 0) == expected.startswith("ok")
+
+
+# -- serving.mode existing ----------------------------------------------------------------------------------
+
+GUIDE_V040 = REFERENCE.parents[2] / "tests" / "fixtures" / "guides" / "v0.4.0-precise-prefix-cache-aware.yaml"
+
+
+def guide_cluster(cluster, edit=None):
+    """The cluster fixture plus llm-d's v0.4.0 precise-prefix-cache-aware guide installed in namespace llm-d."""
+    import yaml
+
+    cluster.namespaces = (*cluster.namespaces, "llm-d")
+    plural = {"Deployment": "deployments", "ConfigMap": "configmaps", "Service": "services",
+              "HorizontalPodAutoscaler": "horizontalpodautoscalers"}
+    for doc in yaml.safe_load_all(GUIDE_V040.read_text()):
+        if doc:
+            if edit:
+                edit(doc)
+            cluster.add_object(plural[doc["kind"]], doc)
+    return cluster
+
+
+def run_existing(capsys, *extra):
+    rc = cli.main(["preflight", "--campaign", "kv_cache_eval_existing", "--namespace", NS, *extra])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out.splitlines()
+
+
+def test_the_existing_example_passes_preflight_on_the_guides_install_its_config_key_read_from_the_epp(cluster, capsys):
+    """The guide's EPP ConfigMap has two keys (the chart's default-plugins.yaml and the guide's pluginsConfigFile);
+    the EPP's --config-file names which one, as deploy reads it (existing.epp_config_source): no config_key needed."""
+    guide_cluster(cluster)
+    rc, lines = run_existing(capsys)
+    assert rc == 0, "\n".join(lines)
+    line = next(x for x in lines if x.split()[1:2] == ["existing"])
+    assert line.split()[0] == "ok" and "ConfigMap/gaie-kv-events-epp" in line, line
+    assert "key precise-prefix-cache-config.yaml" in line, line
+
+
+def test_existing_preflight_refuses_an_epp_config_it_cannot_write_or_a_disagreeing_key(cluster, capsys, monkeypatch):
+    def other_mount(doc):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "gaie-kv-events-epp":
+            doc["spec"]["template"]["spec"]["volumes"] = [
+                {"name": "plugins-config-volume", "emptyDir": {}} if v["name"] == "plugins-config-volume" else v
+                for v in doc["spec"]["template"]["spec"]["volumes"]]
+
+    guide_cluster(cluster, edit=other_mount)
+    rc, lines = run_existing(capsys)
+    assert rc == 1
+    (line,) = [x for x in problems(lines) if x.split()[1] == "existing"]
+    assert ("Deployment/gaie-kv-events-epp container epp reads --config-file /config/precise-prefix-cache-config.yaml "
+            "from a emptyDir volume (plugins-config-volume), not a ConfigMap") in " ".join(line.split()), line
+
+    import llmd_bench.campaign as campaign_module
+
+    original = campaign_module.load_campaign
+
+    def with_key(path):
+        c = original(path)
+        ex = c.serving.existing
+        epp = ex.epp.model_copy(update={"config_key": "default-plugins.yaml"})
+        return c.model_copy(update={"serving": c.serving.model_copy(update={"existing": ex.model_copy(
+            update={"epp": epp})})})
+
+    monkeypatch.setattr(campaign_module, "load_campaign", with_key)
+    cluster.objects.clear()
+    guide_cluster(cluster)
+    rc, lines = run_existing(capsys)
+    assert rc == 1
+    (line,) = [x for x in problems(lines) if x.split()[1] == "existing"]
+    assert ("config_key is 'default-plugins.yaml', but Deployment/gaie-kv-events-epp reads --config-file "
+            "/config/precise-prefix-cache-config.yaml, which is key 'precise-prefix-cache-config.yaml'") in line, line

@@ -87,23 +87,31 @@ STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
 )
 
 
+# What runtime/existing.py's revert_risks and restore call before and after patching: list HorizontalPodAutoscalers
+# (Api.list_raw), list KEDA ScaledObjects, read and replace them to pause and resume them (Api.get / Api.replace on
+# their raw path). Nothing patches, so no `patch`. A read-only run patches nothing and checks none of them.
+EXISTING_REVERT_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _perms("autoscaling", ("horizontalpodautoscalers",), ("list",))
+    + _perms("keda.sh", ("scaledobjects",), ("get", "list", "update"))
+)
 # What runtime/existing.py calls in the installed stack's namespace (serving.mode existing): read and replace the
 # Deployments and the EPP ConfigMap, create/list/delete its saved-state ConfigMap, read the index Service, pods, their
-# logs and events. include/manifests/namespace/existing-rbac.yaml.j2 grants exactly these (tests/test_existing.py).
+# logs and events, and the autoscalers above. include/manifests/namespace/existing-rbac.yaml.j2 grants exactly these
+# (tests/test_existing.py).
 EXISTING_PERMISSIONS: tuple[Permission, ...] = tuple(
     _perms("apps", ("deployments",), ("get", "list", "update"))
     + _perms("", ("configmaps",), ("get", "list", "create", "update", "delete"))
     + _perms("", ("services",), ("get",))
     + _perms("", ("pods", "events"), ("get", "list"))
     + _perms("", ("pods",), ("get",), sub="log")
-)
+) + EXISTING_REVERT_PERMISSIONS
 READ_ONLY_VERBS = ("get", "list")
 
 
 def existing_permissions(campaign: Campaign) -> tuple[Permission, ...]:
     ex = campaign.serving.existing
     if ex is not None and ex.read_only:
-        return tuple(p for p in EXISTING_PERMISSIONS if p.verb in READ_ONLY_VERBS)
+        return tuple(p for p in EXISTING_PERMISSIONS if p.verb in READ_ONLY_VERBS and p not in EXISTING_REVERT_PERMISSIONS)
     return EXISTING_PERMISSIONS
 
 
@@ -690,30 +698,64 @@ def check_store(report: Report) -> None:
     report.add("store", "ok", f"object storage {url}{where} is reachable and listable")
 
 
+class _StackReader:
+    """The stack's namespace as runtime/existing.py's `locate` reads it (get one object, None when absent; list by
+    label selector), through preflight's Api: preflight and deploy check the same things the same way."""
+
+    PATHS = {"Deployment": "/apis/apps/v1/namespaces/{ns}/deployments", "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
+             "Service": "/api/v1/namespaces/{ns}/services"}
+
+    def __init__(self, api: Api, ns: str) -> None:
+        self.api, self.ns = api, ns
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        from llmd_bench.errors import RuntimeStepError
+
+        try:
+            return dict(self.api.get(self.PATHS[kind].format(ns=self.ns) + f"/{name}"))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise RuntimeStepError(f"reading {kind}/{name}: {exc}") from None
+
+    def list(self, kind: str, selector: str = "") -> list[dict[str, Any]]:
+        from llmd_bench.errors import RuntimeStepError
+
+        try:
+            return list(self.api.get(self.PATHS[kind].format(ns=self.ns), labelSelector=selector).get("items") or [])
+        except ApiError as exc:
+            raise RuntimeStepError(f"listing {kind}s matching {selector!r}: {exc}") from None
+
+
 def check_existing(api: Api, report: Report, campaign: Campaign) -> None:
-    """The installed objects serving.existing names, and no saved state an earlier run left unrestored."""
-    from llmd_bench.runtime.existing import SAVED_LABEL
+    """The installed objects serving.existing names, read and cross-checked as deploy does (existing.locate: the
+    EPP's config found from its --config-file / --config-text, the campaign's configmap / config_key checked against
+    it, the index Service's port), and no saved state an earlier run left unrestored."""
+    from llmd_bench.errors import RuntimeStepError
+    from llmd_bench.runtime.existing import SAVED_LABEL, locate
 
     ex = campaign.serving.existing
     assert ex is not None
     ns = ex.namespace
     found, missing = [], []
     wanted = [("Deployment", f"/apis/apps/v1/namespaces/{ns}/deployments/{n}", n) for n in ex.model_servers.names]
-    wanted += [("Deployment", f"/apis/apps/v1/namespaces/{ns}/deployments/{ex.epp.deployment}", ex.epp.deployment),
-               ("ConfigMap", f"/api/v1/namespaces/{ns}/configmaps/{ex.epp.configmap}", ex.epp.configmap)]
+    wanted += [("Deployment", f"/apis/apps/v1/namespaces/{ns}/deployments/{ex.epp.deployment}", ex.epp.deployment)]
     if ex.index_service:
         wanted.append(("Service", f"/api/v1/namespaces/{ns}/services/{ex.index_service}", ex.index_service))
     for kind, path, name in wanted:
         try:
-            obj = api.get(path)
+            api.get(path)
         except ApiError as exc:
             missing.append(f"{kind}/{name} ({'not found' if exc.status == 404 else exc})")
             continue
         found.append(f"{kind}/{name}")
-        if kind == "ConfigMap":
-            keys = sorted(obj.get("data") or {})
-            if (ex.epp.config_key is None and len(keys) != 1) or (ex.epp.config_key and ex.epp.config_key not in keys):
-                missing.append(f"ConfigMap/{name} has keys {keys}: set serving.existing.epp.config_key to the EPP's config")
+    if not missing:
+        try:
+            live = locate(_StackReader(api, ns), ex)  # type: ignore[arg-type]  # the two calls locate makes
+        except RuntimeStepError as exc:
+            missing.append(str(exc))
+        else:
+            found.append(f"the EPP's config in {live.source.describe(ex.epp.deployment)}")
     if ex.model_servers.selector:
         try:
             items = api.get(f"/apis/apps/v1/namespaces/{ns}/deployments", labelSelector=ex.model_servers.selector)
