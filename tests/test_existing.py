@@ -866,3 +866,24 @@ def test_the_role_grants_every_call_a_guide_install_s_cells_make_and_validates_s
     read_only = _granted(preflight.existing_permissions(ctx_from(campaigns_dir, doc).campaign))
     assert sorted(_calls_in_stack_namespace(fake) - read_only) == []
     assert not {r for _, g, r in read_only if g in ("autoscaling", "keda.sh")}
+
+
+def test_a_release_with_unverified_pieces_is_refused_naming_them_before_any_write(kube, campaigns_dir):
+    """llm-d v1.0.0's contract could not be read (include/versions.yaml contract.unverified): existing mode refuses
+    its cells naming the pieces and why, as a deployed cell is refused, instead of failing on a missing image; on
+    v0.10.0 only precise routing (its precise_scorer) is refused."""
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)))
+    doc = guide_doc(V040_NAMES, configs=("no-offload", "llm-d-redis"))
+    doc["serving"]["llmd_version"] = "v1.0.0"
+    with pytest.raises(RuntimeStepError) as err:
+        ctx_from(campaigns_dir, doc, config="no-offload").stack.deploy()
+    text = str(err.value)
+    assert text.startswith(f"cell {Cell(MODEL, 'no-offload')} on the installed stack in namespace {NS}: refused for llm-d "
+                           "v1.0.0: it depends on what could not be read at the release's tag"), text
+    assert "router: the router release llm-d v1.0 ships" in text and "model_server: the vLLM version and image" in text
+    assert text.endswith("Nothing was changed")
+    doc["serving"]["llmd_version"] = "v0.10.0"
+    with pytest.raises(RuntimeStepError, match=r"llm-d-redis on the installed stack .* refused for llm-d v0\.10\.0: .*"
+                                               r"precise_scorer: the router llm-d v0\.10\.0 ships cannot be read"):
+        ctx_from(campaigns_dir, doc, config="llm-d-redis").stack.deploy()
+    assert fake.writes() == []

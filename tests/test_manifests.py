@@ -642,3 +642,29 @@ def test_render_and_plan_work_for_the_newest_releases_and_refuse_what_cannot_be_
     cells = {c["config"]: c for c in json.loads(plan.stdout)["cells"]}
     assert "refused" not in cells["no-offload"] and "refused" not in cells["native-offload"]
     assert "precise_scorer" in cells["llm-d-redis"]["refused"]
+
+
+@pytest.mark.parametrize("config, key, scheme", [("llm-d-redis", "redisConfig", "redis"),
+                                                 ("llm-d-valkey", "valkeyConfig", "valkey")])
+def test_epp_config_and_lmcache_address_the_index_at_the_port_they_are_given(campaign, config, key, scheme):
+    """An installed index (existing mode) answers on its own Service's port: epp_config and model_server take it as a
+    parameter (the default is the port of the index a cell deploys), not by rewriting the rendered strings."""
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    entry = catalog.entry(params.llmd_version)
+    cell = Cell("Qwen/Qwen3-14B", config)
+    names = {**manifests.cell_names(cell), "kv": "valkey"}
+    definition = campaign.cell_configuration(cell)
+
+    def address(**kw):
+        cfg = manifests.epp_config(cell, campaign.serving, names, "llm-d", entry, definition, **kw)
+        scorer = next(p for p in cfg["plugins"] if p["type"] == "precise-prefix-cache-scorer")["parameters"]
+        return scorer["indexerConfig"]["kvBlockIndexConfig"][key]["address"]
+
+    assert address() == f"{scheme}://valkey.llm-d.svc.cluster.local:{manifests.INDEX_PORT}"
+    assert address(index_port=6390) == f"{scheme}://valkey.llm-d.svc.cluster.local:6390"
+    v070 = campaign.model_copy(update={"serving": campaign.serving.model_copy(update={"llmd_version": "v0.7.0"})})
+    p070 = resolve_params(v070, {}, catalog.known_versions())
+    lm = Cell("Qwen/Qwen3-14B", "lmcache-valkey")
+    server = manifests.model_server(lm, p070, v070, catalog.entry("v0.7.0"), {**manifests.cell_names(lm), "kv": "valkey"},
+                                    "llm-d", index_port=6390)
+    assert {"name": "LMCACHE_REMOTE_URL", "value": "redis://valkey.llm-d.svc.cluster.local:6390"} in server["env"]

@@ -91,12 +91,14 @@ def kv_event_topic(entry: catalog.VersionEntry, model: str) -> str:
 
 
 def epp_config(cell: Cell, serving: Serving, names: dict[str, str], namespace: str,
-               entry: catalog.VersionEntry, config: Configuration) -> dict[str, Any]:
+               entry: catalog.VersionEntry, config: Configuration, index_port: int = INDEX_PORT) -> dict[str, Any]:
+    """The cell's EndpointPickerConfig; the index is Service names['kv'] at index_port (the one a cell deploys listens
+    on INDEX_PORT; an installed one's comes from its Service, runtime/existing.py index_endpoint)."""
     base_scorers = [{"type": "queue-scorer"}, {"type": "kv-cache-utilization-scorer"}]
     tail = [{"type": "max-score-picker"}, {"type": "single-profile-handler"}]
     if config.kv_events:
         contract = entry.contract.precise_scorer
-        address = f"{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
+        address = f"{names['kv']}.{namespace}.svc.cluster.local:{index_port}"
         if config.index_kind == "redis" or not contract.valkey_config_key:
             # Valkey speaks RESP: from router v0.10 it is reached through redisConfig (pkg/kvcache/kvblock/redis.go)
             index: dict[str, Any] = {"redisConfig": {"address": f"redis://{address}"}}
@@ -288,7 +290,7 @@ def epp_sidecars(cell: Cell, entry: catalog.VersionEntry, serving: Serving, hf_t
 
 
 def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catalog.VersionEntry,
-                 names: dict[str, str], namespace: str) -> dict[str, Any]:
+                 names: dict[str, str], namespace: str, index_port: int = INDEX_PORT) -> dict[str, Any]:
     serving, spec, config = campaign.serving, campaign.model(cell.model), campaign.cell_configuration(cell)
     tp = params.tensor_parallel_size
     mirrors = serving.registry_mirrors
@@ -354,7 +356,7 @@ def model_server(cell: Cell, params: RunParams, campaign: Campaign, entry: catal
             mounts.append({"name": "kv-offload-fs", "mountPath": serving.filesystem_offload.mount_path})
             volumes.append({"name": "kv-offload-fs",
                             "persistentVolumeClaim": {"claimName": fs_claim_name(serving, names)}})
-        env += lmcache_env(offload, memory, names, namespace)
+        env += lmcache_env(offload, memory, names, namespace, index_port)
     if kv_events:
         args += ["--prefix-caching-hash-algo", "sha256_cbor", "--kv-events-config", json.dumps(events, separators=(",", ":"))]
     args += config.model_server.extra_args
@@ -431,7 +433,8 @@ def kv_transfer_config(offload: KvOffload, memory: sizing.MemoryPlan, serving: S
     return {"kv_connector": "MultiConnector", "kv_role": "kv_both", "kv_connector_extra_config": {"connectors": tiers}}
 
 
-def lmcache_env(offload: KvOffload, memory: sizing.MemoryPlan, names: dict[str, str], namespace: str) -> list[dict[str, Any]]:
+def lmcache_env(offload: KvOffload, memory: sizing.MemoryPlan, names: dict[str, str], namespace: str,
+                index_port: int = INDEX_PORT) -> list[dict[str, Any]]:
     if offload.connector != "LMCacheConnectorV1":
         return []
     # lmcache/v1/config.py @v0.4.4: LMCACHE_<SETTING>; booleans are 'true'/'1'; max_local_cpu_size in GiB per worker
@@ -441,7 +444,7 @@ def lmcache_env(offload: KvOffload, memory: sizing.MemoryPlan, names: dict[str, 
     if offload.remote is not None:
         # redis:// for Valkey too: LMCache's valkey:// adapter imports `glide`, which the lmcache package does not
         # depend on (lmcache/v1/storage_backend/connector/valkey_adapter.py @v0.4.4); Valkey speaks the Redis protocol
-        env["LMCACHE_REMOTE_URL"] = f"redis://{names['kv']}.{namespace}.svc.cluster.local:{INDEX_PORT}"
+        env["LMCACHE_REMOTE_URL"] = f"redis://{names['kv']}.{namespace}.svc.cluster.local:{index_port}"
         env["LMCACHE_REMOTE_SERDE"] = "naive"
     return [{"name": k, "value": v} for k, v in env.items()]
 

@@ -343,16 +343,19 @@ def render(ctx: StepContext, index_port: int | None = None) -> Rendered:
         campaign = campaign.model_copy(update={"serving": campaign.serving.model_copy(
             update={"block_size": config.model_server.block_size})})
     entry = catalog.entry(ctx.params.llmd_version)
+    # the flags, env and EPP config of a release whose contract could not be read are not written (deploy renders
+    # before its first write): refused naming the unverified pieces, as manifests.context refuses a deployed cell
+    refused = manifests.unverified_refusal(entry, config, campaign.serving.backend, ctx.params.llmd_version,
+                                           f"cell {ctx.cell} on the installed stack in namespace {ex.namespace}")
+    if refused:
+        raise RuntimeStepError(refused + ". Nothing was changed")
     names = {**manifests.cell_names(ctx.cell), "epp": ex.epp.service or ex.epp.deployment}
     if ex.index_service:
         names["kv"] = ex.index_service
-    server = manifests.model_server(ctx.cell, ctx.params, campaign, entry, names, ex.namespace)
-    epp = manifests.epp_config(ctx.cell, campaign.serving, names, ex.namespace, entry, config)
-    if ex.index_service and index_port is not None:
-        # manifests.py addresses the index as the Service it deploys (port INDEX_PORT); the installed one has its own
-        default = f"{ex.index_service}.{ex.namespace}.svc.cluster.local:{manifests.INDEX_PORT}"
-        actual = f"{ex.index_service}.{ex.namespace}.svc.cluster.local:{index_port}"
-        epp, server = _replaced(epp, default, actual), _replaced(server, default, actual)
+    # the installed index answers on its Service's port (index_endpoint), not on the port of the one a cell deploys
+    port = index_port if ex.index_service and index_port is not None else manifests.INDEX_PORT
+    server = manifests.model_server(ctx.cell, ctx.params, campaign, entry, names, ex.namespace, index_port=port)
+    epp = manifests.epp_config(ctx.cell, campaign.serving, names, ex.namespace, entry, config, index_port=port)
     epp_text = yaml.safe_dump(epp, sort_keys=False)
     flags = our_flags(server["args"])
     env = [e for e in server["env"] if e["name"] not in INSTALLATION_ENV]
@@ -361,17 +364,6 @@ def render(ctx: StepContext, index_port: int | None = None) -> Rendered:
     digest = hashlib.sha256(json.dumps({"flags": flags, "env": env, "image": image, "replicas": replicas,
                                         "epp": epp_text}, sort_keys=True).encode()).hexdigest()[:20]
     return Rendered(flags, env, image, replicas, tp, epp_text, digest)
-
-
-def _replaced(obj: Any, old: str, new: str) -> Any:
-    """obj with `old` replaced by `new` in every string it holds."""
-    if isinstance(obj, str):
-        return obj.replace(old, new)
-    if isinstance(obj, dict):
-        return {k: _replaced(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_replaced(v, old, new) for v in obj]
-    return obj
 
 
 # -- the installed objects ----------------------------------------------------------------------------------------
