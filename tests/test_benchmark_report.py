@@ -346,3 +346,46 @@ def test_command_line_errors_are_one_clear_line(stored_run, capsys, tmp_path, re
     rc, _, err = run_cli(capsys, "import", str(real_report), "--model", "Qwen/Qwen3-8B")
     assert rc == 2 and "the following arguments are required with --format guidellm: --config, --llmd-version" in err
     assert not (tmp_path / "x").exists()
+
+
+def _store_rows(url):
+    """Every run, cell and level row in the store (what a refused import must leave as it was)."""
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as s:
+            return (sorted((r.campaign, r.dag_run_id, r.llmd_version) for r in s.execute(select(Run)).scalars()),
+                    sorted((c.model, c.config, c.trial) for c in s.execute(select(Cell)).scalars()),
+                    len(s.execute(select(LevelResult)).scalars().all()))
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("edit, needles", [
+    (lambda doc: by_label(doc, "llmd-bench")["standardized"].update(model="x'; DROP TABLE runs;--"),
+     ["the llmd-bench component's `model`: \"x'; DROP TABLE runs;--\" is not a Hugging Face model id: owner/name"]),
+    (lambda doc: by_label(doc, "llmd-bench")["standardized"].update(model="Qwen3-0.6B"),
+     ["the llmd-bench component's `model`: 'Qwen3-0.6B' is not a Hugging Face model id"]),
+    (lambda doc: by_label(doc, "llm-d")["standardized"].update(tool_version="v0.3.1"),
+     ["llm-d version 'v0.3.1' (the `llm-d` stack component's tool_version, else the llmd-bench component's "
+      "versions.llmd) is not in the version catalog", "versions.yaml",
+      "allowed: ['v0.4.0', 'v0.5.0'"]),
+    (lambda doc: (by_label(doc, "llm-d")["standardized"].update(tool_version=""),
+                  by_label(doc, "llmd-bench")["standardized"]["versions"].pop("llmd")),
+     ["no llm-d version (the `llm-d` stack component's tool_version", "allowed: ['v0.4.0'"]),
+], ids=["sql-in-model-id", "model-without-owner", "llmd-version-not-in-catalog", "no-llmd-version"])
+def test_import_refuses_a_bad_model_id_or_llmd_version_naming_the_file_and_stores_nothing(
+        stored_run, capsys, tmp_path, edit, needles):
+    out, _ = export(capsys, tmp_path)
+    files = sorted(out.glob("*.json"))
+    doc = json.loads(files[-1].read_text())
+    edit(doc)
+    assert list(validator().iter_errors(doc)) == []  # a valid v0.2 report: only our check can refuse it
+    files[-1].write_text(json.dumps(doc))
+    before = _store_rows(stored_run)
+    rc, stdout, err = run_cli(capsys, "import", "--format", "benchmark-report", *map(str, files), "--run-id", "bad",
+                              "--campaign", "llmd_tiny_copy")
+    assert rc == 1 and err.count("\n") == 1, stdout + err
+    assert f"Benchmark Report {files[-1]}: " in err, err
+    for needle in needles:
+        assert needle in err, err
+    assert _store_rows(stored_run) == before  # the good files before it are not stored either

@@ -646,12 +646,22 @@ def _observations(doc: dict[str, Any], concurrency: int) -> list[tuple[int, str,
             if isinstance(r, dict) and {"source", "metric", "value"} <= set(r) and _finite(r["value"]) is not None]
 
 
+def _llmd_version(doc: dict[str, Any], ours: dict[str, Any]) -> str:
+    """The llm-d release a report was measured on: the `llm-d` stack component's tool_version (what _stack writes),
+    else the llmd-bench component's versions.llmd."""
+    llmd = _dig(_stack_component(doc, "llm-d"), "standardized") or {}
+    return str(llmd.get("tool_version") or (ours.get("versions") or {}).get("llmd") or "")
+
+
 def import_reports(files: list[Path], run_id: str | None = None, campaign: str = "imported",
                    url: str | None = None) -> dict[str, Any]:
-    """Load Benchmark Report v0.2 files written by `llmd-bench export` into the results store as one run."""
+    """Load Benchmark Report v0.2 files written by `llmd-bench export` into the results store as one run. A model id
+    that is not a Hugging Face one or an llm-d version not in the catalog is refused naming the file and the field, as
+    `import --format guidellm` refuses them (importer.py), before anything is written."""
     from sqlalchemy.orm import Session
 
-    from llmd_bench import __version__
+    from llmd_bench import __version__, catalog
+    from llmd_bench.campaign import check_model_id
     from llmd_bench.db import store as db
 
     if not files:
@@ -667,6 +677,16 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
         for required in ("model", "config", "trial"):
             if ours.get(required) in (None, ""):
                 raise BenchmarkReportError(f"Benchmark Report {f}: the {LLMD_BENCH} component has no `{required}`")
+        try:
+            check_model_id(str(ours["model"]))
+        except ValueError as exc:
+            raise BenchmarkReportError(f"Benchmark Report {f}: the {LLMD_BENCH} component's `model`: {exc}") from None
+        version, known = _llmd_version(doc, ours), catalog.known_versions()
+        if version not in known:
+            where = f"the `llm-d` stack component's tool_version, else the {LLMD_BENCH} component's versions.llmd"
+            found = (f"llm-d version {version[:100]!r} ({where}) is not in the version catalog" if version else
+                     f"no llm-d version ({where}), so none in the version catalog")
+            raise BenchmarkReportError(f"Benchmark Report {f}: {found} ({paths.catalog_file()}); allowed: {known}")
         docs.append((f, doc, ours))
     sources = {(o.get("campaign"), o.get("run_id")) for _, _, o in docs}
     if len(sources) > 1:
@@ -677,13 +697,12 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
         digest.update(Path(f).read_bytes())
     run_id = run_id or "import__" + digest.hexdigest()[:12]
     first_doc, first = docs[0][1], docs[0][2]
-    llmd = _dig(_stack_component(first_doc, "llm-d"), "standardized") or {}
     server = _dig(_stack_component(first_doc, MODEL_SERVER), "standardized") or {}
     images = _dig(_stack_component(first_doc, "llm-d"), "native", "config", "images") or {}
     params = dict(_dig(first_doc, "scenario", "load", "native", "config", "llmd_bench_params") or {})
     params["imported_from"] = [str(f) for f, _, _ in docs]
     run = db.RunInfo(campaign=campaign, dag_run_id=run_id, runtime=first.get("runtime") or "imported",
-                     llmd_version=llmd.get("tool_version") or (first.get("versions") or {}).get("llmd") or "unknown",
+                     llmd_version=_llmd_version(first_doc, first),
                      vllm_version=(server.get("tool_version") or None) if server.get("tool") == "vllm" else
                      (first.get("versions") or {}).get("vllm"),
                      guidellm_version=_dig(first_doc, "scenario", "load", "standardized", "tool_version"),
