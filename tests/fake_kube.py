@@ -69,6 +69,32 @@ def matches(labels: dict, selector: str) -> bool:
     return True
 
 
+def kubelet_vllm_argv(command: list[str], args: list[str]) -> list[str] | None:
+    """The argv `vllm serve` gets when a kubelet runs this container, as a POSIX shell runs `sh -c SCRIPT ARG0 ARG1..`:
+    the script's own words, where "$@" is ARG1...; args after the script are never vLLM's flags otherwise. None when
+    the container runs no `vllm serve`."""
+    import shlex
+
+    full = [*command, *args]
+    if full[:2] == ["vllm", "serve"]:
+        return full[2:]
+    if len(full) < 3 or full[0].rsplit("/", 1)[-1] not in ("sh", "bash") or not re.fullmatch(r"-\w*c\w*", full[1]):
+        return None
+    script, positional = full[2], full[3:]
+    lexer = shlex.shlex(script.replace("\\\n", " ").replace("\n", " ; "), posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    words = list(lexer)
+    for i in range(len(words) - 1):
+        if words[i].rsplit("/", 1)[-1] == "vllm" and words[i + 1] == "serve":
+            out: list[str] = []
+            for w in words[i + 2:]:
+                if w and set(w) <= set(";&|"):
+                    break
+                out += positional[1:] if w == "$@" else [w]
+            return out
+    return None
+
+
 class FakeKube:
     def __init__(self, scenario: str = "ready", stuck_kinds: tuple[str, ...] = (),
                  host_ips: tuple[str, ...] = ("192.168.10.11", "192.168.10.12"),
@@ -90,6 +116,7 @@ class FakeKube:
         self.reviews: list[dict] = []      # the SelfSubjectAccessReviews asked
         self.calls: list[tuple[str, str, str]] = []
         self.lock = threading.Lock()
+        self.vllm_version = "0.11.2"  # whose start-up lines the fake vLLM containers print
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -148,7 +175,10 @@ class FakeKube:
                         self._send(200, obj)
                     return
                 if m["sub"] == "log":
-                    self._send(200, fake.log(m["name"]), "text/plain")
+                    text = fake.log(m["name"], m["ns"], query.get("container"))
+                    if query.get("tailLines"):
+                        text = "".join(text.splitlines(keepends=True)[-int(query["tailLines"]):])
+                    self._send(200, text, "text/plain")
                     return
                 items = fake.list(m["plural"], m["ns"], query.get("labelSelector", ""))
                 kind = KIND_OF[m["plural"]]
@@ -438,6 +468,7 @@ class FakeKube:
                                 "annotations": dict(template["metadata"].get("annotations") or {})},
                    # the template's containers as they are (command, args, env, ports, resources)
                    "spec": {"containers": json.loads(json.dumps(template["spec"]["containers"])),
+                            "volumes": json.loads(json.dumps(template["spec"].get("volumes") or [])),
                             **({"nodeName": f"gpu-node-{i % len(self.host_ips)}"} if phase == "Running" else {})},
                    "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,
                               **({"hostIP": self.host_ips[i % len(self.host_ips)]} if phase == "Running" else {}),
@@ -508,12 +539,69 @@ class FakeKube:
                     del self.objects[key]
             return True
 
-    def log(self, pod: str) -> str:
+    def log(self, pod: str, ns: str | None = None, container: str | None = None) -> str:
+        """What the pod's container printed. Like a kubelet and the program it starts: a vLLM container (`vllm
+        serve ...`, or a shell script running it) prints vLLM's start-up lines for the argv vLLM really gets
+        (kubelet_vllm_argv: a shell takes args after its script as $0, $1, ...); an EPP prints the configuration it
+        loaded from its --config-file (through its ConfigMap volume) or --config-text, as llm-d-router's runner does."""
         if self.scenario == "crashloop":
             return ("INFO 11-26 20:00:01 [api_server.py:1] vLLM API server version 0.11.2\n"
                     "ERROR 11-26 20:00:09 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. "
                     "Tried to allocate 2.00 GiB\n")
+        with self.lock:
+            obj = next((o for (p, n, name), o in self.objects.items() if p == "pods" and name == pod
+                        and (ns is None or n == ns)), None)
+        if obj is None:
+            return "INFO ready\n"
+        containers = (obj.get("spec") or {}).get("containers") or []
+        c = next((c for c in containers if c.get("name") == container), containers[0] if containers else {})
+        argv = kubelet_vllm_argv(c.get("command") or [], c.get("args") or [])
+        if argv is not None:
+            from llmd_bench import vllm_formats
+
+            return "\n".join(vllm_formats.startup_log(vllm_formats.parse_vllm_argv(argv), self.vllm_version)) + "\n"
+        config = self._epp_config_loaded(obj, c, obj["metadata"].get("namespace") or ns or "")
+        if config is not None:
+            return (json.dumps({"level": "info", "ts": 1765080000.1, "msg": "Raw config after phase one",
+                                "config": config}) + "\nINFO ready\n")
         return "INFO ready\n"
+
+    def _epp_config_loaded(self, pod: dict, c: dict, ns: str) -> dict | None:
+        """The EndpointPickerConfig an EPP container reads: --config-text, or the file --config-file names, found
+        through the pod's volumeMounts and ConfigMap volumes (items and subPath honoured)."""
+        import yaml
+
+        args = [*(c.get("command") or []), *(c.get("args") or [])]
+        text = None
+        for i, a in enumerate(args):
+            name, _, inline = a.partition("=")
+            value = inline or (args[i + 1] if i + 1 < len(args) else "")
+            if name == "--config-text":
+                text = value
+            elif name == "--config-file" and text is None:
+                text = self._file_in_pod(pod, c, value, ns)
+        if text is None:
+            return None
+        loaded = yaml.safe_load(text)
+        return loaded if isinstance(loaded, dict) else None
+
+    def _file_in_pod(self, pod: dict, c: dict, path: str, ns: str) -> str | None:
+        volumes = {v["name"]: v for v in (pod.get("spec") or {}).get("volumes") or []}
+        for mount in c.get("volumeMounts") or []:
+            mount_path = mount["mountPath"].rstrip("/")
+            vol = volumes.get(mount["name"]) or {}
+            cm = (vol.get("configMap") or {}).get("name")
+            if cm is None:
+                continue
+            data = ((self.objects.get(("configmaps", ns, cm)) or {}).get("data")) or {}
+            files = {item["path"]: item["key"] for item in vol["configMap"].get("items") or []} or {k: k for k in data}
+            if mount.get("subPath"):
+                if path == mount_path and mount["subPath"] in files:
+                    return data.get(files[mount["subPath"]])
+                continue
+            if path.startswith(mount_path + "/") and path[len(mount_path) + 1:] in files:
+                return data.get(files[path[len(mount_path) + 1:]])
+        return None
 
     def kinds_left(self) -> list[str]:
         with self.lock:

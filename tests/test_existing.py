@@ -772,6 +772,13 @@ def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_r
         (command, flag, served) = record["stack"]["model_servers"][0]["args"]
         assert (command, flag) == ("/bin/sh", "-c") and "--max-num-seqs 1024" in served, served
         assert ("--kv-events-config '" in served) == (config == "llm-d-redis")
+        # the pods' own start-up lines (the fake kubelet runs the script as a shell does) and the EPP's loaded
+        # configuration (from the key its --config-file names) proved every check of the cell
+        proof = record["served"]
+        assert proof["status"] == "proven", proof
+        keys = {k["key"]: k for check in proof["checks"] for pod in check["pods"] for k in pod["keys"]}
+        assert keys["block_size"]["served"] == "16" and keys["max_num_seqs"]["served"] == "1024"
+        assert ("epp.block_size" in keys) == (config == "llm-d-redis")  # the precise scorer's, from the EPP's log
     assert sorted(_rows(db_url, "SELECT config, status, stack->>'platform' FROM cells")) == [
         ("llm-d-redis", "ok", "existing"), ("no-offload", "ok", "existing")]
     levels = _rows(db_url, "SELECT c.config, l.concurrency FROM level_results l JOIN cells c ON c.id = l.cell_id")
@@ -866,6 +873,31 @@ def test_the_role_grants_every_call_a_guide_install_s_cells_make_and_validates_s
     read_only = _granted(preflight.existing_permissions(ctx_from(campaigns_dir, doc).campaign))
     assert sorted(_calls_in_stack_namespace(fake) - read_only) == []
     assert not {r for _, g, r in read_only if g in ("autoscaling", "keda.sh")}
+
+
+def test_flags_appended_after_a_shell_script_fail_the_served_proof_naming_what_the_server_ran(
+        kube, campaigns_dir, monkeypatch):
+    """The proof is the final word that a patch took effect: had existing mode appended our flags after the guide's
+    `sh -c` script (the old behaviour), vLLM would run the script's block size 64, and the deploy fails with the table."""
+    from llmd_bench.steps import deploy
+
+    def appended(dep, c, flags):  # the old behaviour: our flags after the script, where the shell takes them as $0...
+        c["args"] = [*(c.get("args") or []), *[t for flag, values in flags for t in (flag, *values)]]
+
+    monkeypatch.setattr(existing, "set_vllm_flags", appended)
+    monkeypatch.setattr(deploy, "already_stored", lambda ctx: False)
+    fake = kube(setup=guide_setup(V040, drop=("HorizontalPodAutoscaler",)))
+    before = owned_all(fake)
+    c = ctx_from(campaigns_dir, guide_doc(V040_NAMES))
+    c.step = "deploy"
+    try:
+        with pytest.raises(RuntimeStepError, match="do not serve the cell's configuration") as err:
+            deploy.run(c)
+    finally:
+        c.stack.teardown()
+    rows = {line.split()[1]: line.split()[2:4] for line in str(err.value).splitlines()[2:]}
+    assert rows["block_size"] == ["16", "64"], rows  # wanted 16; the guide's script ran 64
+    assert owned_all(fake) == before
 
 
 def test_a_release_with_unverified_pieces_is_refused_naming_them_before_any_write(kube, campaigns_dir):

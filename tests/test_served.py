@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny_campaign, write_campaign
+from fake_kube import kubelet_vllm_argv
 from llmd_bench import catalog, served, vllm_formats
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
@@ -111,14 +112,15 @@ def test_a_server_that_shows_nothing_is_not_provable_never_proven():
         == "not provable"
 
 
-def test_a_shell_script_takes_trailing_args_as_positional_parameters_not_flags():
+def test_the_fake_kubelet_runs_a_shell_script_as_a_shell_does():
+    """The fake API's pods print vLLM's start-up lines for the argv vLLM really gets (tests/fake_kube.py)."""
     script = "set -e\nexec vllm serve Qwen/Qwen3-8B \\\n  --block-size 64 --port 8000"
     # llm-d's guides: command [/bin/sh, -c], the script in args; flags appended after it reach $0, $1, ...
-    argv = vllm_formats.shell_vllm_argv(["/bin/sh", "-c"], [script, "--block-size", "16"])
+    argv = kubelet_vllm_argv(["/bin/sh", "-c"], [script, "--block-size", "16"])
     assert argv == ["Qwen/Qwen3-8B", "--block-size", "64", "--port", "8000"]
     # a script that passes "$@" on gets them (the renderer's pre_start form)
-    argv = vllm_formats.shell_vllm_argv(["/bin/sh", "-c", 'pip install x && exec vllm serve "$@"', "vllm"],
-                                        ["Qwen/Qwen3-8B", "--block-size", "16"])
+    argv = kubelet_vllm_argv(["/bin/sh", "-c", 'pip install x && exec vllm serve "$@"', "vllm"],
+                             ["Qwen/Qwen3-8B", "--block-size", "16"])
     assert argv == ["Qwen/Qwen3-8B", "--block-size", "16"]
 
 

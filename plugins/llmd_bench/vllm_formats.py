@@ -10,9 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shlex
 import time
-from collections.abc import Iterable
 from typing import Any
 
 # vllm/entrypoints/utils.py log_non_default_args (v0.10 on): logger.info("non-default args: %s", non_default_args), a
@@ -374,31 +372,3 @@ def cache_config_metric(args: dict[str, Any], model: str, gpu_blocks: int, versi
     text = ",".join(f'{k}="{v}"' for k, v in sorted({**labels, "engine": "0"}.items()))
     return (f"# HELP {CACHE_CONFIG_INFO} Information of the LLMEngine CacheConfig\n# TYPE {CACHE_CONFIG_INFO} gauge\n"
             f"{CACHE_CONFIG_INFO}{{{text}}} 1.0\n")
-
-
-def shell_vllm_argv(command: list[str], args: list[str]) -> list[str] | None:
-    """The argv `vllm serve` receives from a container's command and args, as a shell would run it (for the fake
-    kubelet of the tests and the local runtime): `sh -c SCRIPT [$0 $1 ...]` runs SCRIPT, where trailing args are
-    positional parameters, not vLLM's flags unless the script passes "$@". None when no `vllm serve` runs."""
-    full = [*command, *args]
-    if full[:2] == ["vllm", "serve"]:
-        return full[2:]
-    if len(full) >= 3 and full[0].rsplit("/", 1)[-1] in ("sh", "bash") and full[1].startswith("-") and "c" in full[1]:
-        script, positional = full[2], full[3:]
-        words = shlex.split(script.replace("\\\n", " "), comments=True)
-        for i in range(len(words) - 1):
-            if words[i].rsplit("/", 1)[-1] == "vllm" and words[i + 1] == "serve":
-                tail: list[str] = []
-                for w in words[i + 2:]:
-                    if w in ("&&", ";", "||", "|"):
-                        break
-                    tail.append(w)
-                out: list[str] = []
-                for w in tail:
-                    out += positional[1:] if w == "$@" else [w]
-                return out
-    return None
-
-
-def flags_only(words: Iterable[str]) -> list[str]:
-    return [w for w in words if w.startswith("--")]

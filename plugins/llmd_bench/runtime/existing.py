@@ -48,6 +48,7 @@ from llmd_bench.errors import RuntimeStepError
 from llmd_bench.runtime import kubernetes as k8s
 from llmd_bench.runtime import vllm_script
 from llmd_bench.runtime.base import Runtime
+from llmd_bench.served import ServedSource
 from llmd_bench.settings import settings
 
 CONFIG_HASH = "llmd-bench/config-hash"
@@ -150,11 +151,15 @@ class Api:
             if exc.status != 404:
                 raise RuntimeStepError(f"deleting ConfigMap/{name} in namespace {self.ns}: {exc.status} {exc.reason}") from None
 
-    def pod_log(self, pod: str, container: str | None, lines: int = 30) -> str:
+    def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
+        """The last `lines` lines of a container's log (None: all of it since the container started)."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines)
+            # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
+            resp = self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines,
+                                                     _preload_content=False)
+            return bytes(resp.data).decode(errors="replace")
         except ApiException as exc:
             return f"(no log: {exc.status} {exc.reason})"
 
@@ -1242,6 +1247,23 @@ class ExistingRuntime(Runtime):
                                    "model_server_deployments": self._deployment_names(api, servers_only=True),
                                    "epp_deployment": ex.epp.deployment, "epp_configmap": ex.epp.configmap})
 
+    def served_sources(self) -> list[ServedSource]:
+        """The installed model-server pods' logs and /metrics and the EPP pods' logs, as deploy left them."""
+        api = self._api()
+        name = self.stack.model_servers.container
+        servers = [(pod, name or _first_container(pod, "vllm"), port) for pod, port in self._server_pods(api)]
+        epps = []
+        epp_dep = api.get("Deployment", self.stack.epp.deployment)
+        if epp_dep is not None:
+            epps = [(p, self.stack.epp.container or "epp") for p in api.list("Pod", selector_of(epp_dep))
+                    if (p.get("status") or {}).get("podIP") and not p["metadata"].get("deletionTimestamp")]
+        return k8s.served_from_pods(servers, epps, api.pod_log)
+
+    def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
+        """The EndpointPickerConfig this cell put in the installed EPP's ConfigMap (or found there, read-only)."""
+        loaded = yaml.safe_load(self._render(self._api()).epp_config)
+        return (loaded, "") if isinstance(loaded, dict) else (None, "the cell's EPP configuration is not a mapping")
+
     # -- what the sweep talks to and watches -------------------------------------------------------------------------
     def endpoint(self) -> str:
         return self.stack.url.rstrip("/")
@@ -1372,6 +1394,11 @@ class ExistingRuntime(Runtime):
 
     def generator_archives(self) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         return k8s.generator_archives(self.ctx)
+
+
+def _first_container(pod: dict[str, Any], default: str) -> str:
+    names = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+    return default if default in names or not names else names[0]
 
 
 def _port(c: dict[str, Any], names: tuple[str, ...], default: int) -> int:

@@ -124,7 +124,10 @@ class Cluster:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines)
+            # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
+            resp = self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines,
+                                                     _preload_content=False)
+            return bytes(resp.data).decode(errors="replace")
         except ApiException as exc:
             return f"(no log: {exc.status} {exc.reason})"
 
@@ -442,10 +445,14 @@ class KubernetesRuntime(Runtime):
     def served_sources(self) -> list[ServedSource]:
         """Each model-server pod's whole log since start and its /metrics (pod IP: step pods run in the cell's
         namespace), and each EPP pod's log."""
+        from llmd_bench.manifests import MODEL_PORT
+
         assert self.ctx.cell is not None
         cluster = Cluster(api_client(), namespace())
         _, _, selector = _cell_objects(self.ctx)
-        return pod_sources(cluster.list("Pod", selector_string(selector)), cluster.pod_log)
+        pods = cluster.list("Pod", selector_string(selector))
+        servers = [(p, _container_of(p, MODEL_SERVER_CONTAINERS), MODEL_PORT) for p in _running(pods, "model-server")]
+        return served_from_pods(servers, [(p, "epp") for p in _running(pods, "epp")], cluster.pod_log)
 
     def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
         from llmd_bench import catalog
@@ -484,41 +491,43 @@ class KubernetesRuntime(Runtime):
 MODEL_SERVER_CONTAINERS = ("vllm", "inference-sim")
 
 
-def pod_sources(pods: list[dict[str, Any]], pod_log: Callable[[str, str | None, int | None], str],
-                component_label: str = "llmd-bench/component", epp_container: str = "epp",
-                model_containers: tuple[str, ...] = MODEL_SERVER_CONTAINERS) -> list[ServedSource]:
-    """What each running model-server and EPP pod says (served.py): the container's whole log since it started and,
-    for model servers, GET http://<pod IP>:<port>/metrics. `component_label` tells the two apart (our manifests'
-    label; an installed stack passes its own classification through the same shape)."""
-    from llmd_bench.manifests import MODEL_PORT
-
+def served_from_pods(model_servers: list[tuple[dict[str, Any], str | None, int]], epps: list[tuple[dict[str, Any], str | None]],
+                     pod_log: Callable[[str, str | None, int | None], str]) -> list[ServedSource]:
+    """What each running model-server pod (pod, container, port) and EPP pod (pod, container) says (served.py): the
+    container's whole log since it started and, for model servers, GET http://<pod IP>:<port>/metrics (the step runs
+    where pod IPs are reachable)."""
     sources = []
-    for pod in pods:
+    for pod, container, port in model_servers:
         meta, status = pod["metadata"], pod.get("status") or {}
-        role = (meta.get("labels") or {}).get(component_label)
-        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
-        if status.get("phase") not in (None, "Running"):
-            continue
-        if role == "model-server":
-            container = next((c for c in containers if c in model_containers), containers[0] if containers else None)
-            unavailable: dict[str, str] = {}
-            metrics = None
-            if status.get("podIP"):
-                metrics, why = fetch_text(f"http://{status['podIP']}:{MODEL_PORT}/metrics")
-                if why:
-                    unavailable["metrics"] = why
-            else:
-                unavailable["metrics"] = "the pod has no IP yet"
-            text = pod_log(meta["name"], container, None)
-            if text.startswith("(no log:"):
-                unavailable["log"] = text.strip("()")
-            sources.append(ServedSource(pod=meta["name"], log=None if "log" in unavailable else text, metrics=metrics,
-                                        unavailable=unavailable))
-        elif role == "epp":
-            log = pod_log(meta["name"], epp_container if epp_container in containers else None, None)
-            missing = {"log": log.strip("()")} if log.startswith("(no log:") else {}
-            sources.append(ServedSource(pod=meta["name"], role="epp", log=None if missing else log, unavailable=missing))
+        unavailable: dict[str, str] = {}
+        metrics = None
+        if status.get("podIP"):
+            metrics, why = fetch_text(f"http://{status['podIP']}:{port}/metrics")
+            if why:
+                unavailable["metrics"] = why
+        else:
+            unavailable["metrics"] = "the pod has no IP yet"
+        text = pod_log(meta["name"], container, None)
+        if text.startswith("(no log:"):
+            unavailable["log"] = text.strip("()")
+        sources.append(ServedSource(pod=meta["name"], log=None if "log" in unavailable else text, metrics=metrics,
+                                    unavailable=unavailable))
+    for pod, container in epps:
+        text = pod_log(pod["metadata"]["name"], container, None)
+        missing = {"log": text.strip("()")} if text.startswith("(no log:") else {}
+        sources.append(ServedSource(pod=pod["metadata"]["name"], role="epp", log=None if missing else text,
+                                    unavailable=missing))
     return sources
+
+
+def _running(pods: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    return [p for p in pods if (p["metadata"].get("labels") or {}).get("llmd-bench/component") == component
+            and (p.get("status") or {}).get("phase") in (None, "Running") and not p["metadata"].get("deletionTimestamp")]
+
+
+def _container_of(pod: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    found = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+    return next((c for c in found if c in names), found[0] if found else None)
 
 
 @contextlib.contextmanager
