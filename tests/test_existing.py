@@ -919,3 +919,25 @@ def test_a_release_with_unverified_pieces_is_refused_naming_them_before_any_writ
                                                r"precise_scorer: the router llm-d v0\.10\.0 ships cannot be read"):
         ctx_from(campaigns_dir, doc, config="llm-d-redis").stack.deploy()
     assert fake.writes() == []
+
+
+def test_the_existing_example_campaign_fits_the_v040_guide_install_it_names(results_dir):
+    """include/campaigns/kv_cache_eval_existing.yaml names the v0.4.0 precise-prefix-cache-aware guide's objects: its
+    model is the one the guide's script serves, and every configuration patches the guide's pods (1 GPU each: a
+    tensor_parallel_size of 2 is refused naming both)."""
+    campaign = load_campaign(GUIDES.parents[2] / "include" / "campaigns" / "kv_cache_eval_existing.yaml")
+    params = resolve_params(campaign, {}, catalog.known_versions())
+    ex = campaign.serving.existing
+    by = {(o["kind"], o["metadata"]["name"]): o for o in guide_objects(V040)}
+    servers = [by[("Deployment", n)] for n in ex.model_servers.names]
+    epp = by[("Deployment", ex.epp.deployment)]
+    source = existing.epp_config_source(epp, ex.epp.container)
+    index = by[("Service", ex.index_service)]
+    live = existing.Live(servers, epp, by[("ConfigMap", source.configmap)], source.key, index, source)
+    port = existing.index_endpoint(index, ex.namespace).port
+    (model,) = [m.name for m in campaign.models]
+    for config in campaign.configs:
+        ctx = StepContext(campaign, params, "run-1", "kubernetes", Cell(model, config))
+        written = existing.patched(ctx, live, existing.render(ctx, port))
+        server = next(o for o in written if o["metadata"]["name"] == ex.model_servers.names[0])
+        assert vllm_script.serve_args(script_of(server, ex.model_servers.container))[0] == model, config
