@@ -239,3 +239,37 @@ def test_the_epp_log_formats_of_every_catalog_router():
     phase_one = json.dumps({"level": "info", "msg": "Raw config after phase one", "config": _rendered_epp()})
     keys = vllm_formats.epp_loaded_config(_epp_log(block=64) + phase_one + "\n")
     assert keys is not None and keys["epp.block_size"] == "16" and keys["epp.index"] == "redisConfig"
+
+
+def test_every_configuration_at_every_release_renders_a_command_line_whose_server_proves_it(tmp_path):
+    """For each catalog release x configuration the renderer does not refuse: a vLLM started with the rendered
+    command line (its start-up lines and cache config as that release prints them) proves every key the
+    configuration demands. Catches a renderer that drops or misnames what the configuration asks for."""
+    from llmd_bench import configurations
+    from llmd_bench.errors import CampaignError
+    from llmd_bench.steps.deploy import wanted
+
+    names = list(configurations.catalog())
+    proven, refused = 0, 0
+    for version in catalog.known_versions():
+        entry = catalog.entry(version)
+        doc = tiny_campaign(configs=names)
+        doc["serving"] = {**doc["serving"], "llmd_version": version}
+        doc["local_simulation"] = {name: {"ttft_ms": 40, "itl_ms": 8.0} for name in names}
+        campaign = load_campaign(write_campaign(tmp_path, doc, name=f"all-{version}"))
+        params = resolve_params(campaign, {}, catalog.known_versions())
+        for config in campaign.configs:
+            ctx = StepContext(campaign, params, "r", "local", Cell(MODEL, config))
+            try:
+                argv = local.vllm_argv(ctx)
+            except CampaignError:
+                refused += 1
+                continue
+            engine = vllm_formats.parse_vllm_argv(argv)
+            source = served.ServedSource(pod="p", log="\n".join(vllm_formats.startup_log(engine, entry.vllm_version)),
+                                         metrics=vllm_formats.cache_config_metric(engine, MODEL, 100, entry.vllm_version))
+            proof = served.prove([source], wanted(ctx), entry.vllm_version, "deploy")
+            assert proof.status == "proven", (version, config, [k for k in proof.pods[0].keys if k.status != "proven"])
+            proven += 1
+    print(f"{proven} release x configuration pairs proven, {refused} refused by name")
+    assert proven >= 60 and refused > 0, (proven, refused)

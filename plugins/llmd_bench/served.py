@@ -135,13 +135,27 @@ def wanted_model_server(campaign: Campaign, params: RunParams, cell: Cell, entry
         wanted.append(Wanted(key="kv_connector", value="LMCacheConnectorV1", because="model_server.kv_offload.connector"))
     else:
         tiers = (["cpu"] if offload.cpu else []) + (["filesystem"] if offload.filesystem is not None else [])
-        connector = "MultiConnector" if len(tiers) > 1 else "OffloadingConnector"
+        fs_kind = entry.contract.fs_tier.rendered(config.model_server.image is not None)
+        # two tiers: vLLM's MultiConnector over two OffloadingConnectors (llm-d's backend), or one OffloadingConnector
+        # with vLLM's own TieringOffloadingSpec (catalog contract fs_tier, vllm/v1/kv_offload/tiering/spec.py @v0.23.0)
+        tiering = offload.filesystem is not None and fs_kind == "TieringOffloadingSpec"
+        connector = "MultiConnector" if len(tiers) > 1 and not tiering else "OffloadingConnector"
         wanted.append(Wanted(key="kv_connector", value=connector,
                              because=f"model_server.kv_offload: OffloadingConnector, tiers {'+'.join(tiers)}"))
+        if offload.filesystem is not None:
+            spec = "TieringOffloadingSpec" if tiering else "SharedStorageOffloadingSpec"
+            wanted.append(Wanted(key="kv_offload.spec_name", value=spec,
+                                 because=f"model_server.kv_offload.filesystem on this release (fs_tier {fs_kind})"))
         if offload.cpu and offload_setting:
             size_key, size = next(iter(offload_setting.items()))
             wanted.append(Wanted(key=f"kv_offload.{size_key}", value=str(size),
                                  because="model_server.kv_offload.size (or serving.offload) sized for this vLLM"))
+        policy = entry.contract.offload_prompt_only
+        if policy.supported:
+            value = offload.offload_prompt_only if offload.offload_prompt_only is not None else policy.default
+            wanted.append(Wanted(key="kv_offload.offload_prompt_only", value=str(value),
+                                 because="model_server.kv_offload.offload_prompt_only, else the release's default "
+                                 "(include/versions.yaml offload_prompt_only)"))
     if config.kv_events:
         wanted.append(Wanted(key="prefix_caching_hash_algo", value="sha256_cbor",
                              because="router.prefix_scorer: precise (the indexer hashes blocks as vLLM does)"))

@@ -135,8 +135,9 @@ def flatten_engine_args(args: dict[str, Any], version: str = "") -> dict[str, st
             t for t in (_as_dict(c) for c in extra.get("connectors") or []) if t is not None]
         for tier in tiers:
             tier_extra = _as_dict(tier.get("kv_connector_extra_config")) or {}
-            if tier.get("kv_connector") == "OffloadingConnector" and "spec_module_path" not in tier_extra and \
-                    "spec_name" not in tier_extra:
+            # the CPU tier's size: of a plain OffloadingConnector, or the CPU primary of vLLM's TieringOffloadingSpec
+            # (vllm/v1/kv_offload/tiering/spec.py @v0.23.0); llm-d's filesystem backend sizes no CPU tier
+            if tier.get("kv_connector") == "OffloadingConnector" and "spec_module_path" not in tier_extra:
                 for key in ("cpu_bytes_to_use", "num_cpu_blocks"):
                     if key in tier_extra:
                         out[f"kv_offload.{key}"] = _text(tier_extra[key])

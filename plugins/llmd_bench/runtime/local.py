@@ -27,7 +27,7 @@ from llmd_bench.cell_folder import (
     write_runtime_state,
 )
 from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
+from llmd_bench.errors import CampaignError, RuntimeStepError
 from llmd_bench.observe.prometheus import fetch_text
 from llmd_bench.runtime import processes
 from llmd_bench.runtime.base import Runtime
@@ -46,6 +46,10 @@ def vllm_argv(ctx: StepContext) -> list[str]:
     assert ctx.cell is not None
     campaign = manifests.cell_campaign(ctx.campaign, ctx.cell)
     entry = catalog.entry(ctx.params.llmd_version)
+    refused = manifests.unverified_refusal(entry, campaign.cell_configuration(ctx.cell), campaign.serving.backend,
+                                           ctx.params.llmd_version, str(ctx.cell))
+    if refused:  # a release whose pieces could not be read is refused here as on a cluster
+        raise CampaignError(refused)
     server = manifests.model_server(ctx.cell, ctx.params, campaign, entry, manifests.cell_names(ctx.cell), "local")
     return [str(a) for a in server["args"]]
 
