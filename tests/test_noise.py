@@ -37,8 +37,30 @@ def test_a_long_steady_history_estimates_the_spread_it_was_drawn_with():
     assert n.samples == 20 and n.df == 19
     floor = noise.floor_between(n, n, 5.0)
     # the 95 % bound of the difference of two runs: t(19) x sqrt(2) x sd
-    assert floor.pct == pytest.approx(2.093 * math.sqrt(2) * n.relative_sd * 100)
+    assert floor.pct == pytest.approx(2.093 * math.sqrt(2) * n.relative_sd * 100, rel=1e-4)
     assert "run-to-run spread (20 and 20 peaks)" in floor.basis
+
+
+# Two-sided 95 % Student t quantiles as statistics tables print them (3 decimals)
+PRINTED_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+               11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+               20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+               29: 2.045, 30: 2.042, 31: 2.040, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+@pytest.mark.parametrize("df, printed", sorted(PRINTED_T95.items()))
+def test_t_quantiles_are_exact_at_every_degree_of_freedom(df, printed):
+    # every df, not only those a short table had: df 21-29 were read as the next lower entry (too wide) and
+    # df > 30 as the normal 1.96 (too narrow: 40 trials were judged as if their spread were known)
+    assert noise.t95(df) == pytest.approx(printed, abs=5e-4)
+    assert math.isnan(noise.t95(0))
+    assert noise.Z95 == pytest.approx(1.959964, abs=1e-6)
+
+
+def test_welch_with_many_trials_uses_the_t_quantile_of_its_degrees_of_freedom():
+    # 20 trials each with the same spread: Welch-Satterthwaite df 38, t = 2.024 (not the normal 1.960)
+    diff, half = noise.welch(1000.0, 10.0, 20, 990.0, 10.0, 20)
+    assert diff == 10.0 and half == pytest.approx(2.024 * math.sqrt(2 * 10.0 ** 2 / 20), rel=5e-4)
 
 
 def test_only_the_latest_runs_count():
@@ -52,7 +74,7 @@ def test_a_short_history_gives_a_wide_floor():
     n = noise.cell_noise(_history(3, 0.02, seed=3))
     assert n.samples == 3
     # t(2) = 4.303: with 3 peaks the floor is about twice that of a long history with the same spread
-    assert noise.floor_between(n, n, 5.0).pct == pytest.approx(4.303 * math.sqrt(2) * n.relative_sd * 100)
+    assert noise.floor_between(n, n, 5.0).pct == pytest.approx(4.303 * math.sqrt(2) * n.relative_sd * 100, rel=1e-4)
 
 
 def test_a_step_in_the_history_widens_the_spread_far_less_than_a_standard_deviation_would():

@@ -22,7 +22,7 @@ import pandas as pd
 
 from llmd_bench import configurations, noise
 from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
-from llmd_bench.noise import t95
+from llmd_bench.noise import Z95, t95
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput
@@ -179,13 +179,13 @@ def _interval(at_peak: pd.DataFrame, trials: int) -> Interval:
     if pd.notna(lat_mean) and pd.notna(lat_std) and lat_mean > 0:
         # With a fixed number of streams, throughput = streams x tokens / mean request latency, so its
         # relative standard error is that of the mean latency over the level's requests.
-        spread = 1.96 * mean * (float(lat_std) / float(lat_mean)) / math.sqrt(n)
+        spread = Z95 * mean * (float(lat_std) / float(lat_mean)) / math.sqrt(n)
         half = math.hypot(spread, edge)
         return Interval(mean - half, mean + half, WEAK_BASIS)
     std = row["output_tps_std"]
     if pd.notna(std):
         # Without latency data: GuideLLM's spread of the token rate over the level, per request.
-        half = math.hypot(1.96 * float(std) / math.sqrt(n), edge)
+        half = math.hypot(Z95 * float(std) / math.sqrt(n), edge)
         return Interval(mean - half, mean + half, WEAK_BASIS_RATE)
     return Interval(math.nan, math.nan, "none (no dispersion data)")
 
@@ -548,7 +548,7 @@ def _version_interval(row: pd.Series) -> tuple[float, float]:
     if n >= 2 and not is_missing(row["peak_std"]):
         half = t95(n - 1) * float(row["peak_std"]) / math.sqrt(n)
     elif not is_missing(row["within_level_se"]):
-        half = 1.96 * float(row["within_level_se"])
+        half = Z95 * float(row["within_level_se"])
     else:
         return (math.nan, math.nan)
     return (mean - half, mean + half)
