@@ -1,4 +1,4 @@
-"""One settings object: every variable the package reads is a documented field of `Settings`, the README's table
+"""One settings object: every variable the package reads is a documented field of `Settings`, docs/settings.md's table
 is generated from those fields, nothing else reads them, and the parsing that moved into the fields behaves as
 it did next to each read."""
 
@@ -20,19 +20,19 @@ FALLBACKS = {"AIRFLOW_VAR_LLMD_BENCH_RUNTIME", "AIRFLOW_CONN_LLMD_RESULTS", "AIR
 ENV_NAMES = {env_name(f) for f in Settings.model_fields}
 
 
-# -- the README table and the fields ------------------------------------------------------------------------------
+# -- the docs table and the fields --------------------------------------------------------------------------------
 
-def readme_table() -> str:
-    text = (ROOT / "README.md").read_text()
+def docs_table() -> str:
+    text = (ROOT / "docs" / "settings.md").read_text()
     found = re.search(r"<!-- settings-table:start -->\n(.*?)<!-- settings-table:end -->", text, re.S)
-    assert found, "README.md has no generated Environment variables table (settings-table markers)"
+    assert found, "docs/settings.md has no generated Environment variables table (settings-table markers)"
     return found.group(1)
 
 
-def test_the_readme_table_is_the_settings_fields():
-    assert readme_table() == markdown_table(), (
-        "README.md's Environment variables table differs from Settings: regenerate it with "
-        "`PYTHONPATH=plugins .venv/bin/python -m llmd_bench.settings`")
+def test_the_docs_table_is_the_settings_fields():
+    assert docs_table() == markdown_table(), (
+        "docs/settings.md's Environment variables table differs from Settings: regenerate it with "
+        "`PYTHONPATH=plugins .venv/bin/python -m llmd_bench.docs_tables`")
 
 
 def test_the_table_has_one_row_per_field_with_its_description():

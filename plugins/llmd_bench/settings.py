@@ -1,6 +1,6 @@
 """Every environment variable the package reads, in one place: `settings()` is the configuration as the
-environment says now, each variable a documented field of `Settings`. The README's "Environment variables"
-table is generated from these fields (`python -m llmd_bench.settings`), and a test keeps the two in step.
+environment says now, each variable a documented field of `Settings`. docs/settings.md's "Environment variables"
+table is generated from these fields (`python -m llmd_bench.docs_tables`), and a test keeps the two in step.
 
 The names are public interfaces: `LLMD_BENCH_<FIELD>`, plus the four fallbacks that are not ours
 (AIRFLOW_VAR_LLMD_BENCH_RUNTIME, AIRFLOW_CONN_LLMD_RESULTS, AIRFLOW_CONN_LLMD_MLFLOW, AWS_ENDPOINT_URL).
@@ -29,7 +29,7 @@ from llmd_bench.errors import LlmdBenchError
 PREFIX = "LLMD_BENCH_"
 CHECKOUT = Path(__file__).resolve().parents[2]
 RESULTS_CONN_ID = "llmd_results"
-# Who sets a variable (the README's "set by" column).
+# Who sets a variable (docs/settings.md's "set by" column).
 USER, DEPLOYMENT, STEP_POD, TESTS = "user", "deployment", "step pod", "tests"
 
 
@@ -346,7 +346,7 @@ def results_store_url(airflow: bool = False) -> str | None:
         return None
 
 
-# -- the README table ----------------------------------------------------------------------------------------------------
+# -- the docs/settings.md table -------------------------------------------------------------------------------------------
 
 def _shown_default(name: str) -> str:
     info = Settings.model_fields[name]
@@ -359,7 +359,7 @@ def _shown_default(name: str) -> str:
 
 
 def markdown_table() -> str:
-    """The README's "Environment variables" table."""
+    """docs/settings.md's "Environment variables" table (docs_tables.py writes it there)."""
     lines = ["| Variable | Default | Set by | What it does |", "|---|---|---|---|"]
     for name, info in Settings.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
