@@ -7,7 +7,7 @@ import yaml
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench import catalog
-from llmd_bench.campaign import load_campaign, resolve_params
+from llmd_bench.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS, Method, Workload, load_campaign, resolve_params
 from llmd_bench.errors import CampaignError, ParamsError
 
 
@@ -89,6 +89,21 @@ def test_params_default_to_the_campaign_and_override_it():
     p = resolve_params(c, {"models": ["Qwen/Qwen3-8B"], "duration_s": 5}, catalog.known_versions())
     assert p.models == ["Qwen/Qwen3-8B"] and p.duration_s == 5
     assert p.configs == list(c.configs) and p.seed == 889 and p.trials == 1
+
+
+def test_the_february_method_is_defined_once_and_the_reference_campaign_runs_it():
+    from llmd_bench.report import data
+
+    c = load_campaign(REFERENCE)
+    params = resolve_params(c, {}, catalog.known_versions()).model_dump()
+    # the report's "differs from the February evaluation's" note stays empty for the reference campaign
+    assert {k: params[k] for k, v in FEBRUARY_METHOD.as_params().items() if params[k] != v} == {}
+    # a workload that leaves the method out gets its defaults, the February method's ...
+    workload = {k: v for k, v in c.workload.model_dump().items() if k not in Method.model_fields}
+    w = Workload.model_validate(workload)
+    assert {k: getattr(w, k) for k in Method.model_fields} == METHOD_DEFAULTS.model_dump() == FEBRUARY_METHOD.method.model_dump()
+    # ... and so do runs stored before it was a setting, in the store's earlier-run comparison (JSON values)
+    assert data.METHOD_PARAMS == {"runs": '"per-cell"', "prefix_count": "1", "max_requests": "null", "level_isolation": '"none"'}
 
 
 def test_every_shipped_campaign_validates():

@@ -326,3 +326,17 @@ def test_the_runs_baseline_is_what_every_configuration_is_compared_with(tmp_path
     # a run stored before baselines were named compared with no-offload, and still does
     data.params = {}
     assert rpt.build(data).comparisons.set_index("config").loc["native-offload", "vs_baseline_pct"] == pytest.approx(-20.0)
+
+
+def test_the_method_section_reads_old_runs_with_the_february_defaults_and_names_each_difference(seed_dir):
+    data = from_csv_dir(seed_dir)
+    february = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "duration_s": 120.0, "prompt_tokens": 128,
+                "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1}
+    data.params = dict(february)  # stored before the method was a setting: no runs, prefix_count, ...
+    md = rpt.render_report(rpt.build(data), {})[0]
+    assert "one GuideLLM run per cell sweeps them in order" in md and "one shared prefix" in md
+    assert "Isolation between levels: none" in md and "differs from the February evaluation's" not in md
+    data.params = february | {"concurrency": [1, 4], "runs": "per-level", "level_isolation": "restart"}
+    md = rpt.render_report(rpt.build(data), {})[0]
+    assert ("differs from the February evaluation's: concurrency [1, 4] (February: [1, 50, 100, 150, 300, 400, 500, "
+            "650]); runs 'per-level' (February: 'per-cell'); level_isolation 'restart' (February: 'none').") in md

@@ -112,6 +112,44 @@ SWEEPS: tuple[str, ...] = ("grid", "adaptive")
 LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart", "reset")
 
 
+class Method(_Strict):
+    """How GuideLLM runs a cell's levels, besides the workload. The defaults are the February evaluation's
+    method: one GuideLLM run per cell over all levels, GuideLLM's single shared prefix, no request cap, the
+    servers left running between levels. They are a workload's defaults, and the method of runs stored
+    before it was a setting (the report and the store's earlier-run comparison read them here)."""
+
+    runs: Runs = "per-cell"
+    prefix_count: PositiveInt | Multiplier = 1
+    max_requests: PositiveInt | Multiplier | None = None
+    level_isolation: LevelIsolation = "none"
+
+
+METHOD_DEFAULTS = Method()
+
+
+class PublishedMethod(_Strict):
+    """The published February evaluation's whole method: its workload (the reference campaign,
+    include/campaigns/kv_cache_eval.yaml, runs it), one trial, and the method defaults. The report says where a
+    run's method differs from it."""
+
+    concurrency: list[int] = [1, 50, 100, 150, 300, 400, 500, 650]
+    duration_s: float = 120
+    prompt_tokens: int = 128
+    output_tokens: int = 128
+    prefix_tokens: int = 10000
+    turns: int = 5
+    seed: int = 889
+    trials: int = 1
+    method: Method = METHOD_DEFAULTS
+
+    def as_params(self) -> dict[str, Any]:
+        """As the keys and values of a stored run's params, the workload first."""
+        return {**self.model_dump(exclude={"method"}), **self.method.model_dump()}
+
+
+FEBRUARY_METHOD = PublishedMethod()
+
+
 def _unique(values: list[Any]) -> list[Any]:
     if len(set(values)) != len(values):
         raise ValueError(f"values must be unique, got {values}")
@@ -163,20 +201,19 @@ class _WorkloadParams(_Strict):
     prefix_tokens: Annotated[NonNegativeInt, Field(description="Shared prefix tokens (the KV-cache reuse under test).")]
     turns: Annotated[PositiveInt, Field(description="Turns per conversation.")]
     seed: Annotated[int, Field(description="GuideLLM data seed.")]
-    # The method (the February evaluation's defaults): one GuideLLM run per cell over all levels, GuideLLM's
-    # single shared prefix, no request cap, the servers left running between levels.
+    # The method, its defaults the February evaluation's (METHOD_DEFAULTS)
     prefix_count: PositiveInt | Multiplier = Field(
-        1, description="Shared prefixes in the synthetic data (GuideLLM synthetic_text prefix_count): a number, or "
-        "'Nx' for N x concurrency at each level (needs runs: per-level).")
+        METHOD_DEFAULTS.prefix_count, description="Shared prefixes in the synthetic data (GuideLLM synthetic_text "
+        "prefix_count): a number, or 'Nx' for N x concurrency at each level (needs runs: per-level).")
     max_requests: PositiveInt | Multiplier | None = Field(
-        None, description="Requests per level besides the duration: a number, 'Nx' for N x concurrency x turns "
-        "(needs runs: per-level), or empty for none.")
-    runs: Runs = Field("per-cell", description="per-cell: one GuideLLM run sweeps every level (February); "
+        METHOD_DEFAULTS.max_requests, description="Requests per level besides the duration: a number, 'Nx' for N x "
+        "concurrency x turns (needs runs: per-level), or empty for none.")
+    runs: Runs = Field(METHOD_DEFAULTS.runs, description="per-cell: one GuideLLM run sweeps every level (February); "
                        "per-level: one run per level.")
     level_isolation: LevelIsolation = Field(
-        "none", description="restart: fresh model servers and an emptied index before every level after the first; "
-        "reset: caches and index emptied without reloading the model, checked against a fresh server before every "
-        "level (both need runs: per-level).")
+        METHOD_DEFAULTS.level_isolation, description="restart: fresh model servers and an emptied index before every "
+        "level after the first; reset: caches and index emptied without reloading the model, checked against a "
+        "fresh server before every level (both need runs: per-level).")
 
     @model_validator(mode="after")
     def _method_is_consistent(self) -> _WorkloadParams:

@@ -3,12 +3,14 @@ the cross-version and previous-run analysis compare it with) or a folder of per-
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from llmd_bench.campaign import METHOD_DEFAULTS
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.noise import MAX_HISTORY
 from llmd_bench.report.analysis import is_missing, normalize_levels
@@ -130,7 +132,7 @@ GROUP BY llmd_version, short_model, config
 WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
                    "tensor_parallel_size", "replicas")
 # The method, as JSON defaults for runs stored before it was a setting (the February method's).
-METHOD_PARAMS = {"runs": '"per-cell"', "prefix_count": "1", "max_requests": "null", "level_isolation": '"none"'}
+METHOD_PARAMS = {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
 # The runs that measured the same thing as run :run_pk, before it (the latest :max_runs): `cur`, `earlier`.
 EARLIER_RUNS_CTE = """
 WITH cur AS (

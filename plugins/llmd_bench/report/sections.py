@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from llmd_bench import adaptive, gpu_time, noise
+from llmd_bench.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
 from llmd_bench.observe import generator
 from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
@@ -48,12 +49,6 @@ def _signed(v: Any, digits: int = 1) -> str:
     return "-" if is_missing(v) else f"{v:+.{digits}f}%"
 
 
-# The published February evaluation's method (shared reference): one GuideLLM concurrent sweep per cell.
-FEBRUARY_METHOD = {"concurrency": [1, 50, 100, 150, 300, 400, 500, 650], "duration_s": 120, "prompt_tokens": 128,
-                   "output_tokens": 128, "prefix_tokens": 10000, "turns": 5, "seed": 889, "trials": 1,
-                   "runs": "per-cell", "prefix_count": 1, "max_requests": None, "level_isolation": "none"}
-# runs stored before the method was a setting used the February method's
-METHOD_DEFAULTS = {"runs": "per-cell", "prefix_count": 1, "max_requests": None, "level_isolation": "none"}
 
 
 def _method_section(doc: DocumentBuilder, report: Report) -> None:
@@ -63,7 +58,7 @@ def _method_section(doc: DocumentBuilder, report: Report) -> None:
         doc.p(f"Not recorded: this report was made from {report.data.source}, which carries no run params "
               "(imported GuideLLM reports and metrics CSVs).")
         return
-    p = {**METHOD_DEFAULTS, **p}
+    p = {**METHOD_DEFAULTS.model_dump(), **p}  # runs stored before the method was a setting used the defaults
     trials = int(p.get("trials") or 1)
     isolation = p.get("trial_isolation") or "same-server"
     levels = p.get("concurrency") or []
@@ -110,7 +105,7 @@ def _method_section(doc: DocumentBuilder, report: Report) -> None:
                      "offload); each configuration is compared with the baseline under the same replicas, tensor "
                      "parallel size and memory regime, shown with the model as 'model [factor=value]'.")
     doc.ul(items)
-    differs = [f"{k} {p.get(k)!r} (February: {v!r})" for k, v in FEBRUARY_METHOD.items() if p.get(k) != v]
+    differs = [f"{k} {p.get(k)!r} (February: {v!r})" for k, v in FEBRUARY_METHOD.as_params().items() if p.get(k) != v]
     if differs:
         doc.note("This method differs from the February evaluation's: " + "; ".join(differs) + ".")
 
