@@ -32,11 +32,11 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
 from llmd_bench import catalog, report  # noqa: E402 - after the environment above
 from llmd_bench.campaign import Cell, load_campaign, resolve_params  # noqa: E402
 from llmd_bench.context import StepContext  # noqa: E402
-from llmd_bench.db import store as db  # noqa: E402
-from llmd_bench.db.server import server_at  # noqa: E402
 from llmd_bench.report.data import from_store  # noqa: E402
 from llmd_bench.runtime.processes import free_port  # noqa: E402
 from llmd_bench.steps import collect_pcp, deploy, load_results, sweep, teardown, warmup  # noqa: E402
+from llmd_bench.store import db  # noqa: E402
+from llmd_bench.store.server import server_at  # noqa: E402
 
 # the demo's workload (scripts/demo.sh) at levels that leave this 2-core machine below saturation (at 16
 # streams the host is >= 95 % busy and those levels are suspect: no verdict, nothing for the noise model to judge)

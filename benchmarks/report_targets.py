@@ -14,10 +14,10 @@ from pathlib import Path
 from sqlalchemy import text
 
 from llmd_bench import report as rpt
-from llmd_bench.db import store as db
-from llmd_bench.db.server import server_at
-from llmd_bench.report.data import CROSS_VERSION_SQL, from_csv_dir
+from llmd_bench.report.data import from_csv_dir
 from llmd_bench.runtime.processes import free_port
+from llmd_bench.store import db, read
+from llmd_bench.store.server import server_at
 
 MODELS = ["Qwen3-0.6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ"]
 CONFIGS = ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"]
@@ -77,8 +77,7 @@ def cross_version_time(work: Path) -> None:
     times = []
     for _ in range(3):
         t = time.perf_counter()
-        with engine.connect() as c:
-            out = c.execute(text(CROSS_VERSION_SQL), {"campaign": "big"}).all()
+        out = read.version_peaks(engine, "big")
         times.append(time.perf_counter() - t)
     print(f"cross-version aggregate over {rows:,} level rows -> {len(out)} version x cell rows: "
           f"{min(times):.2f} s best, {max(times):.2f} s worst of 3  target <= 10 s")

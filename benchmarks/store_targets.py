@@ -15,11 +15,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from llmd_bench.db import store as db
-from llmd_bench.db.queries import latest_run_peaks
-from llmd_bench.db.server import server_at
 from llmd_bench.guidellm_report import LevelResult, compact_summary
 from llmd_bench.runtime.processes import free_port
+from llmd_bench.store import db
+from llmd_bench.store.read import latest_run_peaks
+from llmd_bench.store.server import server_at
 
 
 def synthetic_levels(n: int, summary: dict) -> list[LevelResult]:
@@ -55,21 +55,22 @@ def main() -> None:
     with engine.connect() as conn:
         durability = {k: conn.exec_driver_sql(f"SHOW {k}").scalar() for k in ("fsync", "synchronous_commit")}
     print("server durability: " + ", ".join(f"{k}={v}" for k, v in durability.items()))
-    run = db.RunInfo("bench", "run-0", "local", "v0.4.0", "0.11.2", "0.8.1", "0.1.0", {}, {})
+    run = db.RunInfo(campaign="bench", dag_run_id="run-0", runtime="local", llmd_version="v0.4.0", vllm_version="0.11.2",
+                     guidellm_version="0.8.1", llmd_bench_version="0.1.0", images={}, params={})
     # 10,000 rows as a campaign would produce them: 16 cells x 625 levels each, one transaction per cell
     per_cell = 625
     t = time.perf_counter()
     for c in range(16):
         with Session(engine) as s, s.begin():
-            db.store_cell(s, run, db.CellInfo(f"org/m{c // 4}", f"m{c // 4}", ["no-offload", "native-offload",
-                          "llm-d-redis", "llm-d-valkey"][c % 4], 1, "ok"), synthetic_levels(per_cell, summary))
+            config = ["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"][c % 4]
+            cell = db.CellInfo(model=f"org/m{c // 4}", short_model=f"m{c // 4}", config=config, trial=1, status="ok")
+            db.store_cell(s, run, cell, synthetic_levels(per_cell, summary))
     ingest = time.perf_counter() - t
     print(f"ingest 10,000 level rows (16 cells x 625): {ingest:.2f} s  target <= 5 s")
     timings = []
     for _ in range(20):
         t = time.perf_counter()
-        with Session(engine) as s:
-            peaks = latest_run_peaks(s, "bench")
+        peaks = latest_run_peaks(engine, "bench")
         timings.append(time.perf_counter() - t)
     print(f"latest run's per-cell peaks ({len(peaks)} cells): median {statistics.median(timings) * 1000:.1f} ms, "
           f"max {max(timings) * 1000:.1f} ms over 20 queries  target <= 100 ms")

@@ -149,8 +149,8 @@ def _store_contents(url):
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from llmd_bench.db import store as db
-    from llmd_bench.db.schema import Cell, LevelResult, Run
+    from llmd_bench.store import db
+    from llmd_bench.store.schema import Cell, LevelResult, Run
 
     engine = db.make_engine(url)
     try:

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 from conftest import ROOT
 from llmd_bench import benchmark_report as br
 from llmd_bench import cli
-from llmd_bench.db import store as db
-from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelObservation, LevelResult, Run
 from llmd_bench.guidellm_report import parse_report_file
 from llmd_bench.importer import import_reports
+from llmd_bench.store import db
+from llmd_bench.store.rows import LEVEL_METRICS, LEVEL_STATS
+from llmd_bench.store.schema import Cell, LevelObservation, LevelResult, Run
 
 SCHEMA = ROOT / "include" / "schemas" / "benchmark_report_v0.2.json"
 # upstream's own published file, when the shared folder carries it (optional second check)
@@ -346,6 +347,32 @@ def test_command_line_errors_are_one_clear_line(stored_run, capsys, tmp_path, re
     rc, _, err = run_cli(capsys, "import", str(real_report), "--model", "Qwen/Qwen3-8B")
     assert rc == 2 and "the following arguments are required with --format guidellm: --config, --llmd-version" in err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda doc: by_label(doc, "llmd-bench")["standardized"].update(cell_reason=5),
+     "the llmd-bench component's `cell_reason`: Input should be a valid string (got 5)"),
+    (lambda doc: by_label(doc, "llmd-bench")["standardized"].update(factors=["replicas=2"]),
+     "the llmd-bench component's `factors`: Input should be a valid dictionary (got ['replicas=2'])"),
+    (lambda doc: doc["scenario"]["load"]["native"]["config"]["llmd_bench_params"].update(tensor_parallel_size="two"),
+     "scenario.load.native.config.llmd_bench_params: `tensor_parallel_size`: Input should be a valid integer"),
+], ids=["cell-reason-not-text", "factors-not-a-mapping", "params-of-the-wrong-type"])
+def test_import_refuses_a_value_the_store_cannot_hold_naming_the_file_and_field(stored_run, capsys, tmp_path, edit,
+                                                                                 needle):
+    """The store's rows are typed: a value of the wrong type is refused before anything is written, never stored as
+    whatever the database makes of it (a number stored as a reason's text, a list as a cell's factor values)."""
+    out, _ = export(capsys, tmp_path)
+    files = sorted(out.glob("*.json"))
+    doc = json.loads(files[0].read_text())
+    edit(doc)
+    assert list(validator().iter_errors(doc)) == []  # a valid v0.2 report: only the store's types refuse it
+    files[0].write_text(json.dumps(doc))
+    before = _store_rows(stored_run)
+    rc, stdout, err = run_cli(capsys, "import", "--format", "benchmark-report", *map(str, files), "--run-id", "typed",
+                              "--campaign", "llmd_tiny_copy")
+    assert rc == 1 and err.count("\n") == 1, stdout + err
+    assert f"Benchmark Report {files[0]}: {needle}" in err, err
+    assert _store_rows(stored_run) == before
 
 
 def _store_rows(url):

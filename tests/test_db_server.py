@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import llmd_bench.db.server as srv
+import llmd_bench.store.server as srv
 from llmd_bench.runtime.processes import free_port
 
 

@@ -49,7 +49,7 @@ def _run(campaign_path, conf):
 def _db_rows(url, sql):
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
+    from llmd_bench.store.db import make_engine
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

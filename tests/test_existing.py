@@ -730,7 +730,7 @@ def _run_dag(campaigns_dir, doc, conf):
 def _rows(url, sql):
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
+    from llmd_bench.store.db import make_engine
 
     engine = make_engine(url)
     try:

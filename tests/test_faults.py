@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from conftest import tiny_campaign, write_campaign
 from llmd_bench import paths
 from llmd_bench.cell_folder import CellFolder
-from llmd_bench.db import store as db
-from llmd_bench.db.schema import Cell, LevelResult, Run
-from llmd_bench.db.server import server_at
 from llmd_bench.runtime import processes
+from llmd_bench.store import db
+from llmd_bench.store.schema import Cell, LevelResult, Run
+from llmd_bench.store.server import server_at
 
 MODEL, CONFIG, RUN_ID = "Qwen/Qwen3-0.6B", "llm-d-redis", "faults-1"
 

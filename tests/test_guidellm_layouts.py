@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from conftest import BIN, ROOT
 from llmd_bench import guidellm_layouts
-from llmd_bench.db import store as db
-from llmd_bench.db.schema import Cell, LevelResult, Run
 from llmd_bench.errors import LlmdBenchError, ReportError
 from llmd_bench.guidellm_layouts import v0_5, v0_6, v0_8
 from llmd_bench.guidellm_report import load_json, parse_report, parse_report_file
 from llmd_bench.importer import _expected_duration, import_reports
+from llmd_bench.store import db
+from llmd_bench.store.schema import Cell, LevelResult, Run
 
 FIXTURES = ROOT / "tests" / "fixtures" / "guidellm"
 # the mock server's and the sweep's settings in scripts/guidellm_fixtures.py

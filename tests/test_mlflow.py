@@ -19,10 +19,10 @@ from sqlalchemy import text
 
 from conftest import BIN, ROOT, tiny_campaign, write_campaign
 from llmd_bench import cli, mlflow_log
-from llmd_bench.db import store as db
 from llmd_bench.guidellm_report import load_json, parse_report
 from llmd_bench.runtime import processes
 from llmd_bench.steps.load_results import level_rows
+from llmd_bench.store import db
 
 MLFLOW_VENV = Path(os.environ.get("LLMD_BENCH_MLFLOW_VENV", ROOT / ".venv-mlflow"))
 PARAMS = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload", "llm-d-redis", "native-offload"], "concurrency": [1, 4],
@@ -74,10 +74,10 @@ def store_run(url: str, report_path: Path, run_id: str, campaign: str = "llmd_ml
     cells.append(db.CellInfo(**model, config="native-offload", trial=1, status="failed", replicas=1,
                              reason="deploy: the model server never became ready"))
 
-    def load(session):
+    def load(writer):
         for cell in cells:
-            db.store_cell(session, run, cell, report.levels if cell.status == "ok" else [])
-        db.finish_run(session, campaign, run_id, "failed")
+            writer.store_cell(run, cell, report.levels if cell.status == "ok" else [])
+        writer.finish_run(campaign, run_id, "failed")
 
     db.in_transaction(load, "storing the test run", url)
 
@@ -267,7 +267,7 @@ def _compare_run(campaigns_dir, results_dir, db_url, real_report, run_id):
     run = db.RunInfo(campaign="llmd_tiny", dag_run_id=run_id, runtime="local", llmd_version="v0.4.0", vllm_version=None,
                      guidellm_version=report.guidellm_version, llmd_bench_version="0.1.0", images={}, params=PARAMS)
     cell = db.CellInfo(model="Qwen/Qwen3-0.6B", short_model="Qwen3-0.6B", config="no-offload", trial=1, status="ok")
-    db.in_transaction(lambda s: db.store_cell(s, run, cell, report.levels), "storing", db_url)
+    db.in_transaction(lambda writer: writer.store_cell(run, cell, report.levels), "storing", db_url)
     cell_dir = results_dir / run_id / "Qwen3-0.6B" / "no-offload"
     cell_dir.mkdir(parents=True)
     rows = [row | {"valid": True, "invalid_reason": None} for row in level_rows([(1, report)])]  # load_results' shape

@@ -223,8 +223,8 @@ def test_without_history_a_3_percent_drop_is_within_the_campaign_floor(db_url, r
 def test_a_suspect_peak_level_gets_no_verdict_and_pages_nobody(db_url, real_report, tmp_path, monkeypatch):
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
     from llmd_bench.steps.compare import generate_report
+    from llmd_bench.store.db import make_engine
 
     _seed(db_url, real_report, tmp_path, QUIET, 0.7)
     engine = make_engine(db_url)

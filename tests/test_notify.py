@@ -19,14 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy.orm import Session
 
 from conftest import tiny_campaign, write_campaign
 from llmd_bench import notify
 from llmd_bench.campaign import load_campaign
-from llmd_bench.db import store as db
 from llmd_bench.importer import import_reports
 from llmd_bench.runtime.processes import free_port
+from llmd_bench.store import db
 
 DAG_ID = "llmd_tiny"
 RUN_ID = "scheduled__2026-11-29T00:00:00+00:00"
@@ -209,12 +208,7 @@ def seed_two_weeks(url, real_report, tmp_path, factor: float) -> None:
 
 
 def _stored_regressions(url, run_id=RUN_ID):
-    engine = db.make_engine(url)
-    try:
-        with Session(engine) as session:
-            return db.stored_regressions(session, DAG_ID, run_id)
-    finally:
-        engine.dispose()
+    return db.stored_regressions(DAG_ID, run_id, url)
 
 
 # -- tests -------------------------------------------------------------------------------------------

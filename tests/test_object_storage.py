@@ -249,7 +249,7 @@ def test_no_secret_reaches_any_artifact_log_or_stored_row(s3, s3_server, campaig
     import boto3
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
+    from llmd_bench.store.db import make_engine
 
     hf_token = "hf_PLANTEDtokenVALUE0123456789abcdef"
     access_key, secret_key = "AKIAPLANTEDACCESSKEY", "PLANTEDsecretKEY/abc+0123456789xyz"

@@ -208,7 +208,7 @@ def test_cell_archive_is_recorded_summarised_per_level_and_stored(campaigns_dir,
     assert all(g["processes"] >= 1 and 0 < g["cpu_cores"] and 0 < g["busiest_process_pct"] <= 100.5 for g in gen)
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
+    from llmd_bench.store.db import make_engine
     engine = make_engine(db_url)
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT o.concurrency, o.value FROM level_observations o JOIN cells c ON c.id = o.cell_id "

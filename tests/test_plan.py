@@ -126,8 +126,8 @@ def _store_history(url, llmd_version, tp):
 
     from sqlalchemy.orm import Session
 
-    from llmd_bench.db import store
-    from llmd_bench.db.schema import Cell, LevelResult, Run
+    from llmd_bench.store import db as store
+    from llmd_bench.store.schema import Cell, LevelResult, Run
 
     per_level = {"runs": "per-level", "sweep": "grid", "level_isolation": "restart", "trials": 1,
                  "trial_isolation": "redeploy"}
@@ -321,12 +321,13 @@ def test_plan_cli_reads_the_configured_store(db_url):
 
 def test_a_measured_reset_cell_counts_a_warm_up_per_reset_and_its_resets_out_of_idle():
     from llmd_bench import plan_estimate
+    from llmd_bench.store.rows import GpuTimeHistoryRow
 
     reset = {"runs": "per-level", "sweep": "grid", "level_isolation": "reset", "trials": 1, "trial_isolation": "redeploy"}
     row = {"run_pk": 1, "runtime": "kubernetes", "llmd_version": "v0.4.0", "params": reset, "model": "Qwen/Qwen3-8B",
            "config": "llm-d-redis", "trial": 1, "status": "ok", "tensor_parallel_size": 2, "levels": 4,
            "gpu_time": _gpu_time(200, 100, 480, 4 * 30 + 3 * 5, 30)}
-    (cell,) = plan_estimate.history_cells([row])
+    (cell,) = plan_estimate.history_cells([GpuTimeHistoryRow.model_validate(row)])
     # one load, three resets: four warm-ups of 25 s; idle 30 s per GuideLLM run once the 5 s resets are taken out
     assert (cell.load_s, cell.warmup_s, cell.idle_per_run_s, cell.teardown_s) == (200.0, 25.0, 30.0, 30.0)
-    assert plan_estimate.history_cells([{**row, "status": "failed"}]) == []
+    assert plan_estimate.history_cells([GpuTimeHistoryRow.model_validate({**row, "status": "failed"})]) == []

@@ -159,9 +159,9 @@ def test_settings_errors_are_the_projects_and_value_errors(monkeypatch):
 
 def test_each_step_keeps_its_own_error_class(monkeypatch, tmp_path):
     from llmd_bench import storage
-    from llmd_bench.db import server
     from llmd_bench.errors import RuntimeStepError
     from llmd_bench.steps import sweep
+    from llmd_bench.store import server
 
     monkeypatch.setenv("LLMD_BENCH_PGDATA_BASE", str(tmp_path / "pg"))
     monkeypatch.setenv("LLMD_BENCH_PG_PORT", "fifty")
@@ -250,7 +250,7 @@ def no_store(monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("asking for the results store URL started the local server")
 
-    from llmd_bench.db import server
+    from llmd_bench.store import server
     monkeypatch.setattr(server.LocalServer, "start", refuse)
 
 

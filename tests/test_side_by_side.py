@@ -36,7 +36,7 @@ def test_two_campaigns_run_at_the_same_time_without_sharing_anything(airflow_db,
                                                                      tmp_path, monkeypatch):
     from sqlalchemy import text
 
-    from llmd_bench.db.store import make_engine
+    from llmd_bench.store.db import make_engine
 
     conf = {"concurrency": [2, 4], "duration_s": 3}
     files = [write_campaign(campaigns_dir, tiny_campaign(dag_id=f"llmd_side_{x}", configs=["no-offload", "llm-d-redis"]),

@@ -21,14 +21,14 @@ from llmd_bench import catalog
 from llmd_bench import report as rpt
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
-from llmd_bench.db import store as db
-from llmd_bench.db.schema import Cell as CellRow
 from llmd_bench.report.data import from_store
 from llmd_bench.runtime import kubernetes as k8s
 from llmd_bench.runtime import local
 from llmd_bench.runtime import stack_metadata as sm
 from llmd_bench.steps import deploy, load_results
 from llmd_bench.steps.sweep import report_path
+from llmd_bench.store import db
+from llmd_bench.store.schema import Cell as CellRow
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -253,10 +253,11 @@ def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaig
     assert "was simulated" not in md and "Stack per cell" in html
     # the Benchmark Report export carries the GPU model and the pulled digest
     from llmd_bench import benchmark_report as br
+    from llmd_bench.store.read import read_stored_run
 
-    stored = br.read_run("run-k8s", url=db_url)
+    stored = read_stored_run("run-k8s", url=db_url)
     (cell,) = stored.cells
-    doc = br.level_report(stored.row, cell.row, cell.levels[0], 0)
+    doc = br.level_report(stored.run, cell, cell.levels[0], 0)
     assert br.schema_errors(doc) == []
     (server,) = [c for c in doc["scenario"]["stack"] if c["standardized"].get("kind") == "inference_engine"]
     assert server["standardized"]["accelerator"]["model"] == "NVIDIA-H100-80GB-HBM3"
@@ -282,12 +283,14 @@ def test_existing_and_unrecorded_cells_say_what_is_missing(db_url, real_report):
     from llmd_bench.runtime.stack_metadata import failed
 
     existing = failed("existing", False, RuntimeError("the API server did not answer"))
-    run = db.RunInfo("reference", "run-existing", "kubernetes", "v0.4.0", "0.11.2", "0.8.1", None, {}, {})
+    run = db.RunInfo(campaign="reference", dag_run_id="run-existing", runtime="kubernetes", llmd_version="v0.4.0",
+                     vllm_version="0.11.2", guidellm_version="0.8.1", llmd_bench_version=None, images={}, params={})
     engine = db.make_engine(db_url)
     db.migrate(engine)
     try:
         with Session(engine) as s, s.begin():
-            db.store_cell(s, run, db.CellInfo("Qwen/Qwen3-8B", "Qwen3-8B", "no-offload", 1, "ok", stack=existing),
+            db.store_cell(s, run, db.CellInfo(model="Qwen/Qwen3-8B", short_model="Qwen3-8B", config="no-offload", trial=1,
+                                                 status="ok", stack=existing),
                           parse_report_file(real_report).levels)
     finally:
         engine.dispose()

@@ -14,13 +14,13 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from conftest import BIN
-from llmd_bench.db import store as db
-from llmd_bench.db.queries import latest_run_peaks
-from llmd_bench.db.schema import Cell, LevelResult, Run
-from llmd_bench.db.server import server_at
 from llmd_bench.errors import LlmdBenchError, ReportError
 from llmd_bench.importer import import_reports
 from llmd_bench.runtime.processes import free_port
+from llmd_bench.store import db
+from llmd_bench.store.read import latest_run_peaks
+from llmd_bench.store.schema import Cell, LevelResult, Run
+from llmd_bench.store.server import server_at
 
 
 def _count(url, model=LevelResult):
@@ -79,12 +79,14 @@ def test_stored_levels_read_back_exactly_what_was_loaded_awkward_text_included(d
     levels = [ParsedLevel(1, 1_790_000_000.123456, 1_790_000_004.5, 4.377, 10, 0, 2, metrics,
                           {"warnings": [{"message": awkward}], "metrics": {"x": [1, 2.5, None]}}),
               ParsedLevel(2, 1_790_000_010.0, 1_790_000_014.0, 4.0, 0, 3, 0, {}, {}, invalid_reason=awkward)]
-    run = db.RunInfo("copy", "run-1", "local", "v0.4.0", None, "0.8.1", None, {}, {})
+    run = db.RunInfo(campaign="copy", dag_run_id="run-1", runtime="local", llmd_version="v0.4.0", vllm_version=None,
+                     guidellm_version="0.8.1", llmd_bench_version=None, images={}, params={})
     engine = db.make_engine(db_url)
     db.migrate(engine)
     try:
         with Session(engine) as s, s.begin():
-            db.store_cell(s, run, db.CellInfo("org/M", "M", "no-offload", 1, "ok"), levels, suspects={2: awkward})
+            cell = db.CellInfo(model="org/M", short_model="M", config="no-offload", trial=1, status="ok")
+            db.store_cell(s, run, cell, levels, suspects={2: awkward})
         with Session(engine) as s:
             first, second = s.execute(select(LevelResult).order_by(LevelResult.concurrency)).scalars().all()
             assert first.summary == {"warnings": [{"message": awkward}], "metrics": {"x": [1, 2.5, None]}}
@@ -171,12 +173,11 @@ def test_latest_run_peaks_come_from_valid_levels_only(db_url, real_report):
     with Session(engine) as s, s.begin():
         s.execute(text("UPDATE level_results SET valid = false, invalid_reason = 'test' WHERE concurrency = 4 "
                        "AND cell_id IN (SELECT c.id FROM cells c JOIN runs r ON r.id = c.run_id WHERE r.dag_run_id = 'newer')"))
-    with Session(engine) as s:
-        peaks = latest_run_peaks(s, "c")
+    peaks = latest_run_peaks(engine, "c")
     engine.dispose()
     level1 = next(b for b in doc["benchmarks"] if b["config"]["strategy"]["streams"] == 1)
-    assert len(peaks) == 1 and peaks[0]["optimal_concurrency"] == 1
-    assert peaks[0]["peak_output_tps"] == pytest.approx(level1["metrics"]["output_tokens_per_second"]["successful"]["mean"])
+    assert len(peaks) == 1 and peaks[0].optimal_concurrency == 1
+    assert peaks[0].peak_output_tps == pytest.approx(level1["metrics"]["output_tokens_per_second"]["successful"]["mean"])
 
 
 def test_cleared_run_does_not_benchmark_a_stored_cell_again(db_url, real_report, monkeypatch, campaigns_dir, results_dir):
@@ -247,8 +248,8 @@ def test_a_run_id_two_campaigns_share_is_read_only_with_the_campaign_named(db_ur
     import_reports([real_report], "Qwen/Qwen3-8B", "llm-d-redis", "v0.4.0", run_id=run_id, campaign="camp_b", url=db_url)
     engine = db.make_engine(db_url)
     readers = {"report": lambda c: from_store(engine, run_id, c).campaign,
-               "benchmark report": lambda c: benchmark_report.read_run(run_id, c, url=db_url).row["campaign"],
-               "mlflow": lambda c: mlflow_log.read_run(engine, run_id, c).run["campaign"]}
+               "benchmark report": lambda c: benchmark_report.export_run(run_id, tmp_path / "br", c, url=db_url)["campaign"],
+               "mlflow": lambda c: mlflow_log._read(engine, run_id, c).run.campaign}
     try:
         for name, read in readers.items():
             with pytest.raises(LlmdBenchError) as err:

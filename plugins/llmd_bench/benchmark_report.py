@@ -36,7 +36,6 @@ import math
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +43,17 @@ from typing import Any
 
 from llmd_bench import paths
 from llmd_bench.errors import LlmdBenchError
+from llmd_bench.store.rows import (
+    LEVEL_STATS,
+    CellInfo,
+    CellRow,
+    LevelRow,
+    ObservationRow,
+    RunInfo,
+    RunRow,
+    StoredCell,
+    StoredRunParams,
+)
 
 SCHEMA_VERSION = "0.2"
 UPSTREAM_REPO = "llm-d/llm-d-benchmark"
@@ -147,57 +157,6 @@ def _statistics(units: str, columns: dict[str, float | None], dist: Any) -> dict
     return {k: stats[k] for k in ("units", "mean", "stddev", "min", "p50", "p90", "p95", "p99", "max") if k in stats}
 
 
-# -- reading a run from the store ----------------------------------------------------------------------------
-@dataclass
-class StoredLevel:
-    row: dict[str, Any]
-    observations: list[tuple[str, str, float]] = field(default_factory=list)
-
-
-@dataclass
-class StoredCell:
-    row: dict[str, Any]
-    levels: list[StoredLevel]
-
-
-@dataclass
-class StoredRun:
-    row: dict[str, Any]
-    cells: list[StoredCell]
-
-
-def read_run(run_id: str, campaign: str | None = None, url: str | None = None) -> StoredRun:
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from llmd_bench.db import store as db
-    from llmd_bench.db.schema import Cell, LevelObservation, LevelResult, Run
-
-    def columns(obj: Any) -> dict[str, Any]:
-        return {c.name: getattr(obj, c.key) for c in obj.__table__.columns}
-
-    def read(engine: Any) -> StoredRun:
-        with Session(engine) as session:
-            q = select(Run).where(Run.dag_run_id == run_id)
-            if campaign:
-                q = q.where(Run.campaign == campaign)
-            run = db.the_run(session.execute(q).scalars().all(), run_id, campaign, lambda r: r.campaign)
-            cells = session.execute(select(Cell).where(Cell.run_id == run.id).order_by(
-                Cell.model, Cell.config, Cell.stack_factors, Cell.config_factors, Cell.trial)).scalars().all()
-            out = []
-            for cell in cells:
-                levels = session.execute(select(LevelResult).where(LevelResult.cell_id == cell.id)
-                                         .order_by(LevelResult.concurrency)).scalars().all()
-                obs: dict[int, list[tuple[str, str, float]]] = {}
-                for o in session.execute(select(LevelObservation).where(LevelObservation.cell_id == cell.id).order_by(
-                        LevelObservation.concurrency, LevelObservation.source, LevelObservation.metric)).scalars():
-                    obs.setdefault(o.concurrency, []).append((o.source, o.metric, o.value))
-                out.append(StoredCell(columns(cell), [StoredLevel(columns(lv), obs.get(lv.concurrency, [])) for lv in levels]))
-            return StoredRun(columns(run), out)
-
-    return db.with_engine(read, f"reading run {run_id}", url)
-
-
 # -- building one report -----------------------------------------------------------------------------------------
 def _cfg_id(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
@@ -222,10 +181,6 @@ def parse_iso_duration(text: Any) -> float | None:
         return None
     parts = {k: float(v) if v else 0.0 for k, v in m.groupdict().items()}
     return parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
-
-
-def _factors_label(cell: dict[str, Any]) -> str:
-    return ",".join(f for f in (cell["stack_factors"], cell["config_factors"]) if f)
 
 
 def _configuration(campaign: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -291,16 +246,16 @@ def _seq_len(data: dict[str, Any], key: str) -> dict[str, Any] | None:
     return out
 
 
-def _load(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any], stage: int) -> dict[str, Any] | None:
+def _load(run: RunRow, cell: CellRow, level: LevelRow, stage: int) -> dict[str, Any] | None:
     from llmd_bench.campaign import per_level
 
-    params = run["params"] or {}
-    tool_version = run["guidellm_version"] or (cell["versions"] or {}).get("guidellm_report")
+    params = run.params.as_stored()
+    tool_version = run.guidellm_version or cell.versions.get("guidellm_report")
     source, data = _source_and_data(params)
     isl = _seq_len(data, "prompt_tokens")
     if not tool_version or isl is None:
         return None  # both are required by the schema; without them the load section is left out
-    c = level["concurrency"]
+    c = level.concurrency
     standardized: dict[str, Any] = {"tool": "guidellm", "tool_version": tool_version, "source": source,
                                     "stage": stage, "input_seq_len": isl, "concurrency": c}
     osl = _seq_len(data, "output_tokens")
@@ -320,7 +275,7 @@ def _load(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any], stag
     turns = _int(data.get("turns"))
     if turns and turns > 1:
         standardized["multi_turn"] = {"enabled": True, "max_turns": {"distribution": "fixed", "value": turns}}
-    native = {"config": {"llmd_bench_params": params, "guidellm_level": (level["summary"] or {}).get("config")}}
+    native = {"config": {"llmd_bench_params": params, "guidellm_level": (level.summary or {}).get("config")}}
     return {"metadata": {"schema_version": COMPONENT_SCHEMA, "cfg_id": _cfg_id(native),
                          "description": f"GuideLLM concurrent profile at {c} streams"},
             "standardized": standardized, "native": native}
@@ -332,23 +287,22 @@ def _component(label: str, standardized: dict[str, Any], native: dict[str, Any],
             "standardized": standardized, "native": native}
 
 
-def _stack(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any]) -> list[dict[str, Any]]:
-    params = run["params"] or {}
-    versions = cell["versions"] or {}
-    images = dict(run["images"] or versions.get("images") or {})
-    simulated = run["runtime"] == "local"
-    replicas = _int(cell["replicas"]) or _int(params.get("replicas"))
-    tp = _int(cell["tensor_parallel_size"]) or _int(params.get("tensor_parallel_size"))
+def _stack(run: RunRow, cell: CellRow, level: LevelRow) -> list[dict[str, Any]]:
+    versions = cell.versions
+    images = dict(run.images or versions.get("images") or {})
+    simulated = run.simulated
+    replicas = _int(cell.replicas) or _int(run.params.replicas)
+    tp = _int(cell.tensor_parallel_size) or _int(run.params.tensor_parallel_size)
     if simulated:
-        tool, tool_version = "guidellm-mock-server", run["guidellm_version"] or ""
+        tool, tool_version = "guidellm-mock-server", run.guidellm_version or ""
         description = "simulated serving (llmd-bench local runtime): GuideLLM's mock server, no vLLM and no GPU"
         native: dict[str, Any] = {}
     else:
-        tool, tool_version = "vllm", run["vllm_version"] or versions.get("vllm") or ""
+        tool, tool_version = "vllm", run.vllm_version or versions.get("vllm") or ""
         description = "vLLM model server"
         native = {"config": {"image": images["vllm"]}} if images.get("vllm") else {}
     # the stack metadata deploy captured (cells.stack): the GPU model from the nodes' GFD labels, the pulled digest
-    stored = cell.get("stack") or {}
+    stored = cell.stack
     servers = stored.get("model_servers") or []
     nodes = stored.get("nodes") or {}
     gpu_models = sorted({gpu for s in servers if (gpu := (nodes.get(s.get("node")) or {}).get("gpu_product")) is not None})
@@ -358,62 +312,62 @@ def _stack(run: dict[str, Any], cell: dict[str, Any], level: dict[str, Any]) -> 
     if replicas and tp:
         engine: dict[str, Any] = {
             "kind": "inference_engine", "tool": tool, "tool_version": tool_version, "role": "replica",
-            "replicas": replicas, "model": {"name": cell["model"]},
+            "replicas": replicas, "model": {"name": cell.model},
             # the GPU model from GPU Feature Discovery labels when the stack metadata has it; else "" as
             # llm-d-benchmark writes an undetected one
             "accelerator": {"model": ", ".join(gpu_models), "count": 0 if simulated else tp, "parallelism": {"tp": tp}}}
         if not simulated:
             native = {**native, "args": {"--tensor-parallel-size": tp}}
     else:  # replicas or TP not recorded (an imported GuideLLM report): the fields we have, without required guesses
-        engine = {"kind": "generic", "tool": tool, "tool_version": tool_version, "model": {"name": cell["model"]}}
+        engine = {"kind": "generic", "tool": tool, "tool_version": tool_version, "model": {"name": cell.model}}
         if replicas:
             engine["replicas"] = replicas
         if tp:
             engine["tensor_parallel_size"] = tp
     stack = [_component(MODEL_SERVER, engine, native, description)]
 
-    definition, config_description = _configuration(run["campaign"], cell["config"])
-    llmd: dict[str, Any] = {"kind": "generic", "tool": "llm-d", "tool_version": run["llmd_version"] or "",
-                            "configuration": cell["config"], "factors": cell["factors"] or {},
-                            "stack_factors": cell["stack_factors"], "config_factors": cell["config_factors"],
-                            "runtime": run["runtime"], "simulated": simulated}
+    definition, config_description = _configuration(run.campaign, cell.config)
+    llmd: dict[str, Any] = {"kind": "generic", "tool": "llm-d", "tool_version": run.llmd_version or "",
+                            "configuration": cell.config, "factors": cell.factors,
+                            "stack_factors": cell.stack_factors, "config_factors": cell.config_factors,
+                            "runtime": run.runtime, "simulated": simulated}
     if versions.get("components"):
         llmd["components"] = versions["components"]
     llmd_native: dict[str, Any] = {"config": {"images": images, "configuration": definition}}
     stack.append(_component("llm-d", llmd, llmd_native,
-                            f"configuration {cell['config']}: {config_description}" if config_description
-                            else f"configuration {cell['config']} (not in the configuration catalog)"))
+                            f"configuration {cell.config}: {config_description}" if config_description
+                            else f"configuration {cell.config} (not in the configuration catalog)"))
 
     for kind, server_version in (versions.get("kv_backend") or {}).items():
         stack.append(_component("kv-store", {"kind": "generic", "tool": kind, "tool_version": str(server_version or "")},
                                 {"config": {"image": images[kind]}} if images.get(kind) else {},
                                 f"{kind} server the cell deployed (KV-block index or offload store)"))
 
-    ours = {"kind": "generic", "tool": LLMD_BENCH, "tool_version": run["llmd_bench_version"] or "",
-            "campaign": run["campaign"], "run_id": run["dag_run_id"], "runtime": run["runtime"],
-            "run_status": run["status"], "model": cell["model"], "short_model": cell["short_model"],
-            "config": cell["config"], "stack_factors": cell["stack_factors"], "config_factors": cell["config_factors"],
-            "factors": cell["factors"] or {}, "trial": cell["trial"], "replicas": replicas, "tensor_parallel_size": tp,
-            "cell_status": cell["status"], "cell_reason": cell["reason"], "config_effect": cell["config_effect"] or {},
-            "cell_observability": cell["observability"] or {}, "versions": versions,
-            "level": {"concurrency": level["concurrency"], "valid": level["valid"],
-                      "invalid_reason": level["invalid_reason"], "suspect_reason": level["suspect_reason"],
-                      "requests_total": _int(_dig(level["summary"], "metrics", "request_totals", "total"))}}
+    ours = {"kind": "generic", "tool": LLMD_BENCH, "tool_version": run.llmd_bench_version or "",
+            "campaign": run.campaign, "run_id": run.dag_run_id, "runtime": run.runtime,
+            "run_status": run.status, "model": cell.model, "short_model": cell.short_model,
+            "config": cell.config, "stack_factors": cell.stack_factors, "config_factors": cell.config_factors,
+            "factors": cell.factors, "trial": cell.trial, "replicas": replicas, "tensor_parallel_size": tp,
+            "cell_status": cell.status, "cell_reason": cell.reason, "config_effect": cell.config_effect,
+            "cell_observability": cell.observability, "versions": versions,
+            "level": {"concurrency": level.concurrency, "valid": level.valid,
+                      "invalid_reason": level.invalid_reason, "suspect_reason": level.suspect_reason,
+                      "requests_total": _int(_dig(level.summary, "metrics", "request_totals", "total"))}}
     stack.append(_component(LLMD_BENCH, ours, {}, "the llmd-bench campaign run, cell, trial and level this report "
                             "holds (read back by `llmd-bench import --format benchmark-report`)"))
     return stack
 
 
-def _aggregate(level: dict[str, Any]) -> dict[str, Any]:
-    summary_metrics = _dig(level["summary"], "metrics") or {}
+def _aggregate(level: LevelRow) -> dict[str, Any]:
+    summary_metrics = _dig(level.summary, "metrics") or {}
     sections: dict[str, dict[str, Any]] = {"requests": {}, "latency": {}, "throughput": {}}
-    successful, errored, incomplete = level["requests_successful"], level["requests_errored"], level["requests_incomplete"]
+    successful, errored, incomplete = level.requests_successful, level.requests_errored, level.requests_incomplete
     # total = every request the level counted, so successful = total - failures - incomplete
     sections["requests"].update(total=successful + errored + incomplete, failures=errored, incomplete=incomplete)
     for metric, (name, section, field_name, units) in METRICS.items():
-        columns = {stat: level[f"{metric}_{stat}"] for stat in ("mean", "median", "p90", "p99")}
+        columns = {stat: level.statistic(metric, stat) for stat in LEVEL_STATS}
         if metric == "output_tps":
-            columns["stddev"] = level["output_tps_std"]
+            columns["stddev"] = level.output_tps_std
         stats = _statistics(units, columns, _dig(summary_metrics, name, "successful"))
         if stats:
             sections[section][field_name] = stats
@@ -439,8 +393,8 @@ RESOURCE_METRICS = {
 }
 
 
-def _observability(observations: list[tuple[str, str, float]]) -> dict[str, Any] | None:
-    finite = [(src, metric, v) for src, metric, v in observations if _finite(v) is not None]
+def _observability(observations: list[ObservationRow]) -> dict[str, Any] | None:
+    finite = [(o.source, o.metric, o.value) for o in observations if _finite(o.value) is not None]
     if not finite:
         return None
     aggregate = {}
@@ -454,22 +408,22 @@ def _observability(observations: list[tuple[str, str, float]]) -> dict[str, Any]
     return out
 
 
-def level_report(run: dict[str, Any], cell: dict[str, Any], level: StoredLevel, stage: int) -> dict[str, Any]:
-    lv = level.row
-    key = [run["campaign"], run["dag_run_id"], cell["model"], cell["config"], cell["stack_factors"],
-           cell["config_factors"], str(cell["trial"]), str(lv["concurrency"])]
-    factors = _factors_label(cell)
-    description = (f"{cell['short_model']} {cell['config']}{f' [{factors}]' if factors else ''} trial {cell['trial']}, "
-                   f"concurrency {lv['concurrency']}: llmd-bench campaign {run['campaign']}, run {run['dag_run_id']}"
-                   + (" (simulated: local runtime)" if run["runtime"] == "local" else ""))
-    if lv["suspect_reason"]:
-        description += f"; SUSPECT, measured the load generator rather than the server: {lv['suspect_reason']}"
+def level_report(run: RunRow, stored: StoredCell, lv: LevelRow, stage: int) -> dict[str, Any]:
+    cell = stored.cell
+    key = [run.campaign, run.dag_run_id, cell.model, cell.config, cell.stack_factors,
+           cell.config_factors, str(cell.trial), str(lv.concurrency)]
+    factors = cell.factors_label
+    description = (f"{cell.short_model} {cell.config}{f' [{factors}]' if factors else ''} trial {cell.trial}, "
+                   f"concurrency {lv.concurrency}: llmd-bench campaign {run.campaign}, run {run.dag_run_id}"
+                   + (f" (simulated: {run.runtime} runtime)" if run.simulated else ""))
+    if lv.suspect_reason:
+        description += f"; SUSPECT, measured the load generator rather than the server: {lv.suspect_reason}"
     report: dict[str, Any] = {
         "version": SCHEMA_VERSION,
         "run": {"uid": str(uuid.uuid5(uuid.NAMESPACE_URL, "llmd-bench:" + "\x1f".join(key))),
-                "eid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"llmd-bench:{run['campaign']}\x1f{run['dag_run_id']}")),
-                "time": {"start": _iso(lv["level_start"]), "end": _iso(lv["level_end"]),
-                         "duration": iso_duration(lv["duration_s"])},
+                "eid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"llmd-bench:{run.campaign}\x1f{run.dag_run_id}")),
+                "time": {"start": _iso(lv.level_start), "end": _iso(lv.level_end),
+                         "duration": iso_duration(lv.duration_s)},
                 "description": description},
         "scenario": {"stack": _stack(run, cell, lv)},
         "results": {"request_performance": {"aggregate": _aggregate(lv)}},
@@ -477,7 +431,7 @@ def level_report(run: dict[str, Any], cell: dict[str, Any], level: StoredLevel, 
     load = _load(run, cell, lv, stage)
     if load is not None:
         report["scenario"]["load"] = load
-    observability = _observability(level.observations)
+    observability = _observability(stored.observations_at(lv.concurrency))
     if observability:
         report["results"]["observability"] = observability
     return report
@@ -490,39 +444,41 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "_"
 
 
-def file_name(cell: dict[str, Any], concurrency: int) -> str:
+def file_name(cell: CellRow, concurrency: int) -> str:
     """<org--model>__<config>[__<factors>]__trial<N>__c<concurrency>.json: deterministic, one path component."""
-    parts = [_safe(cell["model"].replace("/", "--")), _safe(cell["config"])]
-    factors = _factors_label(cell)
+    parts = [_safe(cell.model.replace("/", "--")), _safe(cell.config)]
+    factors = cell.factors_label
     if factors:
         parts.append(_safe(factors.replace("=", "-").replace(",", "_")))
-    parts += [f"trial{cell['trial']}", f"c{concurrency}"]
+    parts += [f"trial{cell.trial}", f"c{concurrency}"]
     return "__".join(parts) + ".json"
 
 
 def export_run(run_id: str, out: Path, campaign: str | None = None, url: str | None = None,
                note: Callable[[str], None] = print) -> dict[str, Any]:
     """Write one Benchmark Report v0.2 per cell x trial x valid level of a stored run into `out`."""
-    stored = read_run(run_id, campaign, url)
-    run = stored.row
+    from llmd_bench.store.read import read_stored_run
+
+    stored = read_stored_run(run_id, campaign, url)
+    run = stored.run
     reports: dict[str, dict[str, Any]] = {}
     skipped = 0
     for cell_entry in stored.cells:
-        cell = cell_entry.row
-        label = f"{cell['short_model']}/{cell['config']}{f' [{_factors_label(cell)}]' if _factors_label(cell) else ''} " \
-                f"trial {cell['trial']}"
+        cell = cell_entry.cell
+        label = f"{cell.short_model}/{cell.config}{f' [{cell.factors_label}]' if cell.factors_label else ''} " \
+                f"trial {cell.trial}"
         if not cell_entry.levels:
-            note(f"{label}: no levels stored (cell {cell['status']}{': ' + cell['reason'] if cell['reason'] else ''})")
+            note(f"{label}: no levels stored (cell {cell.status}{': ' + cell.reason if cell.reason else ''})")
         for stage, level in enumerate(cell_entry.levels):
-            if not level.row["valid"]:
+            if not level.valid:
                 skipped += 1
-                note(f"{label} concurrency {level.row['concurrency']}: not exported, invalid level "
-                     f"({level.row['invalid_reason']}); the v0.2 schema has no field to mark it")
+                note(f"{label} concurrency {level.concurrency}: not exported, invalid level "
+                     f"({level.invalid_reason}); the v0.2 schema has no field to mark it")
                 continue
-            name = file_name(cell, level.row["concurrency"])
+            name = file_name(cell, level.concurrency)
             if name in reports:
                 raise LlmdBenchError(f"two levels of run {run_id} map to the same file name {name}")
-            doc = level_report(run, cell, level, stage)
+            doc = level_report(run, cell_entry, level, stage)
             problems = schema_errors(doc)
             if problems:  # a bug here, not bad input: say where
                 raise LlmdBenchError(f"{name}: the exported report does not validate against {schema_path().name}: "
@@ -533,7 +489,7 @@ def export_run(run_id: str, out: Path, campaign: str | None = None, url: str | N
         tmp = out / f".{name}.tmp"
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(out / name)
-    return {"run_id": run["dag_run_id"], "campaign": run["campaign"], "format": FORMAT, "schema_version": SCHEMA_VERSION,
+    return {"run_id": run.dag_run_id, "campaign": run.campaign, "format": FORMAT, "schema_version": SCHEMA_VERSION,
             "out": str(out), "files": len(reports), "skipped_invalid_levels": skipped}
 
 
@@ -646,6 +602,17 @@ def _observations(doc: dict[str, Any], concurrency: int) -> list[tuple[int, str,
             if isinstance(r, dict) and {"source", "metric", "value"} <= set(r) and _finite(r["value"]) is not None]
 
 
+def _first_error(exc: ValueError) -> str:
+    """A pydantic validation error as one line naming the field (`cell_reason: Input should be a valid string`)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        where = {"reason": "cell_reason", "observability": "cell_observability"}.get(str(first["loc"][0]), str(first["loc"][0])) \
+            if first["loc"] else "params"
+        return f"`{where}`: {first['msg']} (got {first.get('input')!r:.100})"
+    return str(exc).splitlines()[0]
+
+
 def _llmd_version(doc: dict[str, Any], ours: dict[str, Any]) -> str:
     """The llm-d release a report was measured on: the `llm-d` stack component's tool_version (what _stack writes),
     else the llmd-bench component's versions.llmd."""
@@ -658,11 +625,9 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
     """Load Benchmark Report v0.2 files written by `llmd-bench export` into the results store as one run. A model id
     that is not a Hugging Face one or an llm-d version not in the catalog is refused naming the file and the field, as
     `import --format guidellm` refuses them (importer.py), before anything is written."""
-    from sqlalchemy.orm import Session
-
     from llmd_bench import __version__, catalog
     from llmd_bench.campaign import check_model_id
-    from llmd_bench.db import store as db
+    from llmd_bench.store import db
 
     if not files:
         raise BenchmarkReportError("no Benchmark Report files given")
@@ -701,17 +666,23 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
     images = _dig(_stack_component(first_doc, "llm-d"), "native", "config", "images") or {}
     params = dict(_dig(first_doc, "scenario", "load", "native", "config", "llmd_bench_params") or {})
     params["imported_from"] = [str(f) for f, _, _ in docs]
-    run = db.RunInfo(campaign=campaign, dag_run_id=run_id, runtime=first.get("runtime") or "imported",
-                     llmd_version=_llmd_version(first_doc, first),
-                     vllm_version=(server.get("tool_version") or None) if server.get("tool") == "vllm" else
-                     (first.get("versions") or {}).get("vllm"),
-                     guidellm_version=_dig(first_doc, "scenario", "load", "standardized", "tool_version"),
-                     llmd_bench_version=first.get("tool_version") or __version__, images=images, params=params)
+    try:
+        stored_params = StoredRunParams.model_validate(params)
+    except ValueError as exc:
+        raise BenchmarkReportError(f"Benchmark Report {docs[0][0]}: scenario.load.native.config.llmd_bench_params: "
+                                   f"{_first_error(exc)}") from None
+    run = RunInfo(campaign=campaign, dag_run_id=run_id, runtime=first.get("runtime") or "imported",
+                  llmd_version=_llmd_version(first_doc, first),
+                  vllm_version=(server.get("tool_version") or None) if server.get("tool") == "vllm" else
+                  (first.get("versions") or {}).get("vllm"),
+                  guidellm_version=_dig(first_doc, "scenario", "load", "standardized", "tool_version"),
+                  llmd_bench_version=first.get("tool_version") or __version__, images=images, params=stored_params)
     cells: dict[tuple, dict[str, Any]] = {}
     for f, doc, ours in docs:
         key = (ours["model"], ours["config"], ours.get("stack_factors") or "", ours.get("config_factors") or "",
                int(ours["trial"]))
-        entry = cells.setdefault(key, {"info": ours, "levels": [], "suspects": {}, "observations": [], "files": {}})
+        entry = cells.setdefault(key, {"info": ours, "source": f, "levels": [], "suspects": {}, "observations": [],
+                                       "files": {}})
         parsed, suspect = _parsed_level(doc, ours, f)
         if parsed.concurrency in entry["files"]:
             raise BenchmarkReportError(f"Benchmark Reports {entry['files'][parsed.concurrency]} and {f} hold the same "
@@ -723,19 +694,28 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
             entry["suspects"][parsed.concurrency] = suspect
         entry["observations"] += _observations(doc, parsed.concurrency)
 
-    def load(session: Session) -> None:
-        for (model, config, stack_factors, config_factors, trial), entry in cells.items():
-            ours = entry["info"]
-            levels = sorted(entry["levels"], key=lambda lv: lv.concurrency)
-            status = ours.get("cell_status") or ("ok" if any(lv.valid for lv in levels) else "invalid")
-            db.store_cell(session, run, db.CellInfo(
+    # every cell checked before anything is written
+    rows = []
+    for (model, config, stack_factors, config_factors, trial), entry in cells.items():
+        ours = entry["info"]
+        levels = sorted(entry["levels"], key=lambda lv: lv.concurrency)
+        status = ours.get("cell_status") or ("ok" if any(lv.valid for lv in levels) else "invalid")
+        try:
+            info = CellInfo(
                 model=model, short_model=ours.get("short_model") or paths.model_short_name(model), config=config,
                 trial=trial, status=status, reason=ours.get("cell_reason"), stack_factors=stack_factors,
                 config_factors=config_factors, factors=ours.get("factors") or {}, replicas=_int(ours.get("replicas")),
                 tensor_parallel_size=_int(ours.get("tensor_parallel_size")), versions=ours.get("versions") or {},
-                config_effect=ours.get("config_effect") or {}, observability=ours.get("cell_observability") or {}),
-                levels, entry["observations"], entry["suspects"])
-        db.finish_run(session, campaign, run_id, "ok")
+                config_effect=ours.get("config_effect") or {}, observability=ours.get("cell_observability") or {})
+        except ValueError as exc:
+            raise BenchmarkReportError(f"Benchmark Report {entry['source']}: the {LLMD_BENCH} component's "
+                                       f"{_first_error(exc)}") from None
+        rows.append((info, levels, entry["observations"], entry["suspects"]))
+
+    def load(writer: db.Writer) -> None:
+        for info, levels, observations, suspects in rows:
+            writer.store_cell(run, info, levels, observations, suspects)
+        writer.finish_run(campaign, run_id, "ok")
 
     db.in_transaction(load, "importing Benchmark Reports", url)
     return {"run_id": run_id, "campaign": campaign, "format": FORMAT, "files": len(docs), "cells": len(cells),

@@ -353,7 +353,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from llmd_bench.db.server import default_server
+    from llmd_bench.store.server import default_server
 
     server = default_server()
     if args.action == "start":
@@ -369,11 +369,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "url":
         print(server.url() if server.password_file.exists() else "")
     elif args.action == "migrate":
-        from llmd_bench.db import store
         from llmd_bench.settings import results_store_url
+        from llmd_bench.store import db
         url = results_store_url() or server.start()
-        store.with_engine(store.migrate, "migrating", url)
-        print(f"results schema at head in {store.redacted(url)}")
+        db.with_engine(db.migrate, "migrating", url)
+        print(f"results schema at head in {db.redacted(url)}")
     return 0
 
 

@@ -43,10 +43,9 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
     """Store GuideLLM reports (one trial each) as one run of `model` x `config` at `llmd_version`. A model id that
     is not a Hugging Face one, an llm-d version not in the catalog, an unknown configuration or a report that cannot
     be read or holds impossible numbers is refused with the reason, before anything is written."""
-    from sqlalchemy.orm import Session
-
     from llmd_bench import catalog
-    from llmd_bench.db import store as db
+    from llmd_bench.store import db
+    from llmd_bench.store.rows import CellInfo, RunInfo, StoredRunParams
 
     # every argument is checked before any report is read, and every report before anything is stored
     try:
@@ -71,25 +70,25 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
         parsed.append((f, parse_report(doc, source=str(f), expected_duration_s=_expected_duration(doc)), sha256(f)))
     run_id = run_id or "import__" + hashlib.sha256("".join(h for _, _, h in parsed).encode()).hexdigest()[:12]
     first = parsed[0][1]
-    run = db.RunInfo(campaign=campaign, dag_run_id=run_id, runtime="imported", llmd_version=llmd_version,
-                     vllm_version=entry.vllm_version, guidellm_version=first.guidellm_version,
-                     llmd_bench_version=__version__, images=dict(entry.images),
-                     params={"imported_from": [str(f) for f, _, _ in parsed], "guidellm_spec": first.spec})
+    run = RunInfo(campaign=campaign, dag_run_id=run_id, runtime="imported", llmd_version=llmd_version,
+                  vllm_version=entry.vllm_version, guidellm_version=first.guidellm_version,
+                  llmd_bench_version=__version__, images=dict(entry.images),
+                  params=StoredRunParams(imported_from=[str(f) for f, _, _ in parsed], guidellm_spec=first.spec))
 
     from llmd_bench.campaign import CONFIG_FACTORS, STACK_FACTORS, factor_label
 
     factors = dict(factors or {})
 
-    def load(session: Session) -> None:
+    def load(writer: db.Writer) -> None:
         for trial, (f, report, digest) in enumerate(parsed, start=1):
             status, reason = cell_status(report)
-            db.store_cell(session, run, db.CellInfo(
+            writer.store_cell(run, CellInfo(
                 model=model, short_model=paths.model_short_name(model), config=config, trial=trial,
                 stack_factors=factor_label(factors, STACK_FACTORS), config_factors=factor_label(factors, CONFIG_FACTORS),
                 factors=factors, replicas=factors.get("replicas"), tensor_parallel_size=factors.get("tensor_parallel_size"),
                 status=status, reason=reason, versions={"guidellm_report": report.guidellm_version, "llmd": llmd_version},
                 report_path=str(f.resolve()), report_sha256=digest), report.levels)
-        db.finish_run(session, campaign, run_id, "ok")
+        writer.finish_run(campaign, run_id, "ok")
 
     db.in_transaction(load, "importing reports", url)
     return {"run_id": run_id, "campaign": campaign, "trials": len(parsed),

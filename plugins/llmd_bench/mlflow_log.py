@@ -54,10 +54,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import METRICS as GUIDELLM_METRICS
+from llmd_bench.runtime import cluster_runtime
 from llmd_bench.settings import settings
+from llmd_bench.store.rows import CELL_STATUSES, LEVEL_METRICS, LEVEL_STATS, CellRow, LevelRow, RunRow, StoredRun, metric_column
 
 CONN_ID = "llmd_mlflow"
 URI_ENV = "LLMD_BENCH_MLFLOW_URI"
@@ -67,13 +68,14 @@ RUN_KEY_ID_TAG = "llmd_bench.run_key_id"
 KIND_TAG = "llmd_bench.kind"
 PARENT_TAG = "mlflow.parentRunId"
 REPORT_ARTIFACT_PATH = "report"
-# The workload and method params of the run that every level shares (campaign.RunParams and the warm-up).
-WORKLOAD_PARAMS = ("duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "prefix_count", "turns", "seed",
+# The run's params every level shares, logged on each (the workload and method of campaign.RunParams, the warm-up);
+# the per-cell ones (concurrency, replicas, tensor parallel size) are logged with the cell's own values.
+SHARED_PARAMS = ("duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "prefix_count", "turns", "seed",
                    "max_requests", "warmup_requests", "runs", "level_isolation", "trial_isolation", "trials", "sweep",
                    "baseline", "noise_floor_pct")
 COUNT_METRICS = ("requests_successful", "requests_errored", "requests_incomplete", "duration_s")
 # level_results columns, and the standard deviations read from the stored GuideLLM summary
-METRIC_COLUMNS = tuple(f"{m}_{s}" for m in LEVEL_METRICS for s in LEVEL_STATS) + ("output_tps_std",) + COUNT_METRICS
+METRIC_COLUMNS = tuple(metric_column(m, s) for m in LEVEL_METRICS for s in LEVEL_STATS) + ("output_tps_std",) + COUNT_METRICS
 STD_FROM_SUMMARY = {short: name for name, short in GUIDELLM_METRICS.items() if short != "output_tps"}
 GPU_KEYS = ("gpu_model", "gpu_product", "accelerator", "hardware")
 # MLflow's limits (3.x allows more; these fit older servers too)
@@ -153,7 +155,7 @@ def _airflow_connection() -> Any:
         return BaseHook.get_connection(CONN_ID)  # a task: its supervisor; elsewhere the environment and secrets backends
     except Exception as exc:  # noqa: BLE001 - not defined there, or no supervisor to ask: try the metadata database
         log.debug("connection %s not found by the task SDK: %s", CONN_ID, exc)
-    if settings().runtime == "kubernetes":
+    if cluster_runtime(settings().runtime):
         return None  # a step pod has no metadata database: it gets LLMD_BENCH_MLFLOW_URI or nothing
     try:
         # a step the local runtime runs is a process of its own, outside the task: it reads the metadata database
@@ -225,67 +227,24 @@ def _client_env(target: Target) -> Iterator[None]:
 
 
 # -- what is logged ---------------------------------------------------------------------------------------
-RUN_SQL = """
-SELECT id, campaign, dag_run_id, runtime, llmd_version, vllm_version, guidellm_version, llmd_bench_version, images,
-       params, status, started_at, ended_at, created_at
-FROM runs WHERE dag_run_id = :run_id{campaign_filter}
-"""
-CELLS_SQL = """
-SELECT id, model, short_model, config, stack_factors, config_factors, factors, trial, status, reason, replicas,
-       tensor_parallel_size, versions, observability
-FROM cells WHERE run_id = :run_pk ORDER BY model, config, stack_factors, config_factors, trial
-"""
-LEVELS_SQL = f"""
-SELECT cell_id, concurrency, valid, invalid_reason, suspect_reason, level_start, level_end, summary,
-       {", ".join(METRIC_COLUMNS)}
-FROM level_results WHERE cell_id = ANY(:cell_ids) ORDER BY cell_id, concurrency
-"""
-REPORT_SQL = "SELECT markdown, html FROM reports WHERE campaign = :campaign AND dag_run_id = :run_id"
-
-
-@dataclass
-class StoredRun:
-    run: dict[str, Any]
-    cells: list[dict[str, Any]]
-    levels: dict[int, list[dict[str, Any]]]  # cell id -> its levels
-    report: dict[str, str] | None
-
-
-def read_run(engine: Any, run_id: str, campaign: str | None = None) -> StoredRun:
-    from sqlalchemy import text
-
-    from llmd_bench.db.store import the_run
-
-    with engine.connect() as conn:
-        runs = conn.execute(text(RUN_SQL.format(campaign_filter=" AND campaign = :campaign" if campaign else "")),
-                            {"run_id": run_id, "campaign": campaign}).mappings().all()
-        run = dict(the_run(runs, run_id, campaign, lambda r: r["campaign"], MlflowLogError))
-        cells = [dict(c) for c in conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings()]
-        levels: dict[int, list[dict[str, Any]]] = {c["id"]: [] for c in cells}
-        if cells:
-            for lv in conn.execute(text(LEVELS_SQL), {"cell_ids": list(levels)}).mappings():
-                levels[lv["cell_id"]].append(dict(lv))
-        report = conn.execute(text(REPORT_SQL), {"campaign": run["campaign"], "run_id": run_id}).mappings().first()
-    return StoredRun(run, cells, levels, dict(report) if report else None)
-
-
 def hardware(stored: StoredRun) -> str:
     """The experiment's hardware part (see the module doc)."""
     run = stored.run
-    if (run["params"] or {}).get("hardware"):
-        return str(run["params"]["hardware"])
-    if run["runtime"] == "local":
-        return "local-simulated"
-    for cell in stored.cells:
-        for source in (cell["versions"] or {}, cell["observability"] or {}, (cell["observability"] or {}).get("pcp") or {}):
+    if run.params.hardware:
+        return run.params.hardware
+    if run.simulated:
+        return f"{run.runtime}-simulated"
+    for entry in stored.cells:
+        cell = entry.cell
+        for source in (cell.versions, cell.observability, cell.observability.get("pcp") or {}):
             for key in GPU_KEYS:
                 if isinstance(source, dict) and isinstance(source.get(key), str) and source[key].strip():
                     return source[key].strip()
-    return str(run["runtime"] or "unknown")
+    return run.runtime or "unknown"
 
 
 def experiment_name(stored: StoredRun) -> str:
-    return f"{hardware(stored)}/{stored.run['llmd_version']}"
+    return f"{hardware(stored)}/{stored.run.llmd_version}"
 
 
 def factors_text(factors: dict[str, Any] | None) -> str:
@@ -296,23 +255,23 @@ def run_key(campaign: str, dag_run_id: str) -> str:
     return f"{campaign}/{dag_run_id}"
 
 
-def level_key(run: dict[str, Any], cell: dict[str, Any], concurrency: int) -> str:
+def level_key(run: RunRow, cell: CellRow, concurrency: int) -> str:
     """Stable for a cell x trial x level: the store's own unique key of the cell, then the level."""
-    return "/".join([run_key(run["campaign"], run["dag_run_id"]), cell["model"], cell["config"],
-                     cell["stack_factors"] or "-", cell["config_factors"] or "-", f"t{cell['trial']}", f"c{concurrency}"])
+    return "/".join([run_key(run.campaign, run.dag_run_id), cell.model, cell.config,
+                     cell.stack_factors or "-", cell.config_factors or "-", f"t{cell.trial}", f"c{concurrency}"])
 
 
 def key_id(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def cell_label(cell: dict[str, Any]) -> str:
-    factors = factors_text(cell["factors"])
-    return f"{cell['short_model']}/{cell['config']}" + (f"[{factors}]" if factors else "")
+def cell_label(cell: CellRow) -> str:
+    factors = factors_text(cell.factors)
+    return f"{cell.short_model}/{cell.config}" + (f"[{factors}]" if factors else "")
 
 
-def level_run_name(cell: dict[str, Any], concurrency: int) -> str:
-    return f"{cell_label(cell)}/c{concurrency}/t{cell['trial']}"
+def level_run_name(cell: CellRow, concurrency: int) -> str:
+    return f"{cell_label(cell)}/c{concurrency}/t{cell.trial}"
 
 
 def _text(value: Any, limit: int) -> str:
@@ -322,31 +281,31 @@ def _text(value: Any, limit: int) -> str:
 
 def run_tags(stored: StoredRun, campaign_run_id: str) -> dict[str, str]:
     run = stored.run
-    tags = {"llmd_bench.campaign": run["campaign"], "llmd_bench.dag_run_id": run["dag_run_id"],
-            "llmd_bench.runtime": run["runtime"], "hardware": hardware(stored),
-            "simulated": "true" if run["runtime"] == "local" else "false",
-            "llmd_version": run["llmd_version"], "vllm_version": run["vllm_version"],
-            "guidellm_version": run["guidellm_version"], "llmd_bench_version": run["llmd_bench_version"],
-            "llmd_bench.run_status": run["status"], RUN_KEY_ID_TAG: campaign_run_id}
-    tags |= {f"image.{k}": v for k, v in (run["images"] or {}).items()}
+    tags = {"llmd_bench.campaign": run.campaign, "llmd_bench.dag_run_id": run.dag_run_id,
+            "llmd_bench.runtime": run.runtime, "hardware": hardware(stored),
+            "simulated": "true" if run.simulated else "false",
+            "llmd_version": run.llmd_version, "vllm_version": run.vllm_version,
+            "guidellm_version": run.guidellm_version, "llmd_bench_version": run.llmd_bench_version,
+            "llmd_bench.run_status": run.status, RUN_KEY_ID_TAG: campaign_run_id}
+    tags |= {f"image.{k}": v for k, v in run.images.items()}
     return {k: _text(v, TAG_MAX) for k, v in tags.items() if v is not None}
 
 
 def workload_params(stored: StoredRun) -> dict[str, str]:
-    params = stored.run["params"] or {}
-    return {k: _text(params[k], PARAM_MAX) for k in WORKLOAD_PARAMS if k in params}
+    params = stored.run.params.as_stored()
+    return {k: _text(params[k], PARAM_MAX) for k in SHARED_PARAMS if k in params}
 
 
-def level_params(stored: StoredRun, cell: dict[str, Any], level: dict[str, Any]) -> dict[str, str]:
-    values = {"model": cell["model"], "short_model": cell["short_model"], "config": cell["config"],
-              "factors": factors_text(cell["factors"]) or "none", "concurrency": level["concurrency"],
-              "trial": cell["trial"], "replicas": cell["replicas"], "tensor_parallel_size": cell["tensor_parallel_size"]}
+def level_params(stored: StoredRun, cell: CellRow, level: LevelRow) -> dict[str, str]:
+    values = {"model": cell.model, "short_model": cell.short_model, "config": cell.config,
+              "factors": factors_text(cell.factors) or "none", "concurrency": level.concurrency,
+              "trial": cell.trial, "replicas": cell.replicas, "tensor_parallel_size": cell.tensor_parallel_size}
     return workload_params(stored) | {k: _text(v, PARAM_MAX) for k, v in values.items() if v is not None}
 
 
-def level_metrics(level: dict[str, Any]) -> dict[str, float]:
-    metrics = {c: level[c] for c in METRIC_COLUMNS if level.get(c) is not None}
-    summary = (level.get("summary") or {}).get("metrics") or {}
+def level_metrics(level: LevelRow) -> dict[str, float]:
+    metrics = {c: getattr(level, c) for c in METRIC_COLUMNS if getattr(level, c) is not None}
+    summary = (level.summary or {}).get("metrics") or {}
     for short, name in STD_FROM_SUMMARY.items():
         std = ((summary.get(name) or {}).get("successful") or {}).get("std_dev")
         if isinstance(std, (int, float)):
@@ -354,12 +313,12 @@ def level_metrics(level: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
 
 
-def level_tags(stored: StoredRun, cell: dict[str, Any], level: dict[str, Any], campaign_run_id: str) -> dict[str, str]:
+def level_tags(stored: StoredRun, cell: CellRow, level: LevelRow, campaign_run_id: str) -> dict[str, str]:
     tags = run_tags(stored, campaign_run_id) | {
-        "model": cell["short_model"], "config": cell["config"], "factors": factors_text(cell["factors"]),
-        "valid": "true" if level["valid"] else "false", "invalid_reason": level["invalid_reason"],
-        "suspect_reason": level["suspect_reason"], "cell_status": cell["status"], "cell_reason": cell["reason"]}
-    tags |= {f"factor.{k}": v for k, v in (cell["factors"] or {}).items()}
+        "model": cell.short_model, "config": cell.config, "factors": factors_text(cell.factors),
+        "valid": "true" if level.valid else "false", "invalid_reason": level.invalid_reason,
+        "suspect_reason": level.suspect_reason, "cell_status": cell.status, "cell_reason": cell.reason}
+    tags |= {f"factor.{k}": v for k, v in cell.factors.items()}
     return {k: _text(v, TAG_MAX) for k, v in tags.items() if v is not None and v != ""}
 
 
@@ -449,24 +408,25 @@ def log_run(engine_or_url: Any, run_id: str, campaign: str | None = None, tracki
 
 
 def _read(engine_or_url: Any, run_id: str, campaign: str | None) -> StoredRun:
-    from llmd_bench.db import store as db
+    """The stored run (store/read.py) from a SQLAlchemy engine, a database URL, or the configured store (None)."""
+    from llmd_bench.store.read import read_stored_run, stored_run
 
     if engine_or_url is None or isinstance(engine_or_url, str):
-        return db.with_engine(lambda engine: read_run(engine, run_id, campaign), "reading the run for MLflow", engine_or_url)
-    return read_run(engine_or_url, run_id, campaign)
+        return read_stored_run(run_id, campaign, engine_or_url, MlflowLogError)
+    return stored_run(engine_or_url, run_id, campaign, MlflowLogError)
 
 
 def _report_files(stored: StoredRun, report_dir: Path | str | None) -> Path | None:
     """A folder holding the run's report: report_dir, else reports/<run id>/, else the stored report written out."""
     from llmd_bench import paths
 
-    folder = Path(report_dir) if report_dir else paths.reports_root() / paths.safe_component(stored.run["dag_run_id"])
+    folder = Path(report_dir) if report_dir else paths.reports_root() / paths.safe_component(stored.run.dag_run_id)
     if (folder / "report.html").is_file() or (folder / "report.md").is_file():
         return folder
     if stored.report:
         tmp = Path(tempfile.mkdtemp(prefix="llmd-mlflow-report-"))
-        (tmp / "report.md").write_text(stored.report["markdown"])
-        (tmp / "report.html").write_text(stored.report["html"])
+        (tmp / "report.md").write_text(stored.report.markdown)
+        (tmp / "report.html").write_text(stored.report.html)
         return tmp
     return None
 
@@ -510,39 +470,41 @@ def _log(stored: StoredRun, target: Target, report: Path | None) -> LogResult:
     run = stored.run
     name = experiment_name(stored)
     experiment_id = _experiment(client, name)
-    campaign_run_id = key_id(run_key(run["campaign"], run["dag_run_id"]))
+    campaign_run_id = key_id(run_key(run.campaign, run.dag_run_id))
     existing = _existing_runs(client, experiment_id, campaign_run_id)
     result = LogResult(target.uri, name, experiment_id, parent_run_id="")
     logger = _Logger(client, experiment_id, existing, result)
 
-    statuses = [c["status"] for c in stored.cells]
-    counts = {f"cells_{s}": float(statuses.count(s)) for s in ("ok", "invalid", "failed", "skipped")}
-    all_levels = [lv for levels in stored.levels.values() for lv in levels]
-    counts |= {"level_runs": float(len(all_levels)), "levels_valid": float(sum(bool(lv["valid"]) for lv in all_levels))}
-    failed = [f"{cell_label(c)}/t{c['trial']}: {c['status']} ({c['reason'] or 'no reason recorded'})"
-              for c in stored.cells if c["status"] in ("failed", "invalid")]
+    cells = [entry.cell for entry in stored.cells]
+    statuses = [c.status for c in cells]
+    counts = {f"cells_{s}": float(statuses.count(s)) for s in CELL_STATUSES}
+    all_levels = [lv for entry in stored.cells for lv in entry.levels]
+    counts |= {"level_runs": float(len(all_levels)), "levels_valid": float(sum(lv.valid for lv in all_levels))}
+    failed = [f"{cell_label(c)}/t{c.trial}: {c.status} ({c.reason or 'no reason recorded'})"
+              for c in cells if c.status in ("failed", "invalid")]
     parent_tags = run_tags(stored, campaign_run_id) | {KIND_TAG: "campaign-run"}
     if failed:
         parent_tags["failed_cells"] = _text("; ".join(failed), TAG_MAX)
     parent_params = workload_params(stored) | {
-        "models": _text(sorted({c["model"] for c in stored.cells}), PARAM_MAX),
-        "configs": _text(sorted({c["config"] for c in stored.cells}), PARAM_MAX)}
-    started = _ms(run["started_at"]) or _ms(run["created_at"])
-    ended = _ms(run["ended_at"]) or max((_ms(lv["level_end"]) or 0 for lv in all_levels), default=None) or None
-    parent, _ = logger.upsert(run_key(run["campaign"], run["dag_run_id"]), run_key(run["campaign"], run["dag_run_id"]),
+        "models": _text(sorted({c.model for c in cells}), PARAM_MAX),
+        "configs": _text(sorted({c.config for c in cells}), PARAM_MAX)}
+    started = _ms(run.started_at) or _ms(run.created_at)
+    ended = _ms(run.ended_at) or max((_ms(lv.level_end) or 0 for lv in all_levels), default=None) or None
+    parent, _ = logger.upsert(run_key(run.campaign, run.dag_run_id), run_key(run.campaign, run.dag_run_id),
                            parent_tags, parent_params, counts, started, ended,
-                           "FAILED" if run["status"] == "failed" else "FINISHED")
+                           "FAILED" if run.status == "failed" else "FINISHED")
     result.parent_run_id = parent
     if report is not None:
         client.log_artifacts(parent, str(report), REPORT_ARTIFACT_PATH)
         result.artifacts = sorted(p.name for p in report.iterdir() if p.is_file() and not p.name.startswith("."))
 
-    for cell in stored.cells:
-        for level in stored.levels.get(cell["id"], []):
+    for entry in stored.cells:
+        cell = entry.cell
+        for level in entry.levels:
             tags = level_tags(stored, cell, level, campaign_run_id) | {KIND_TAG: "level"}
-            _, created = logger.upsert(level_key(run, cell, level["concurrency"]), level_run_name(cell, level["concurrency"]),
+            _, created = logger.upsert(level_key(run, cell, level.concurrency), level_run_name(cell, level.concurrency),
                                        tags, level_params(stored, cell, level), level_metrics(level),
-                                       _ms(level["level_start"]), _ms(level["level_end"]), "FINISHED", parent=parent)
+                                       _ms(level.level_start), _ms(level.level_end), "FINISHED", parent=parent)
             result.level_runs += 1
             result.created += created
             result.updated += not created

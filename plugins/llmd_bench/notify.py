@@ -38,7 +38,6 @@ from urllib.parse import quote
 
 SLACK_CONN_ID = "llmd_notify_slack"
 EMAIL_CONN_ID = "llmd_notify_email"
-RESULTS_CONN_ID = "llmd_results"
 OFF_MESSAGE = f"notifications off (no {SLACK_CONN_ID} / {EMAIL_CONN_ID} connection)"
 
 log = logging.getLogger(__name__)
@@ -245,12 +244,11 @@ def _failed_from_supervisor(run: RunFacts) -> list[str]:
 
 
 def _failed_from_database(run: RunFacts) -> list[str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-    with create_session() as session:
-        return sorted(session.scalars(select(TaskInstance.task_id).where(
-            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id, TaskInstance.state == "failed")))
+    # Airflow's metadata database, through Airflow's own query (airflow/models/dagrun.py @3.3.2 fetch_task_instances)
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.state import TaskInstanceState
+    return sorted(ti.task_id for ti in DagRun.fetch_task_instances(dag_id=run.dag_id, run_id=run.run_id,
+                                                                   state=TaskInstanceState.FAILED))
 
 
 def results_url() -> str | None:
@@ -261,7 +259,7 @@ def results_url() -> str | None:
     if url:
         return url
     try:
-        from llmd_bench.db.server import default_server
+        from llmd_bench.store.server import default_server
         server = default_server()
         return server.url() if server.running() else None  # never start a server from a callback
     except Exception:  # noqa: BLE001 - no local server here: regressions are then read from nowhere
@@ -274,15 +272,8 @@ def read_regressions(run: RunFacts) -> tuple[list[dict[str, Any]] | None, str | 
     if not url:
         return None, "no results store configured"
     try:
-        from sqlalchemy.orm import Session
-
-        from llmd_bench.db import store as db
-        engine = db.make_engine(url)
-        try:
-            with Session(engine) as session:
-                found = db.stored_regressions(session, run.dag_id, run.run_id)
-        finally:
-            engine.dispose()
+        from llmd_bench.store import db
+        found = db.stored_regressions(run.dag_id, run.run_id, url)
     except Exception as exc:  # noqa: BLE001 - the message goes out without them
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         log.warning("could not read the run's regressions from the results store: %s", first[0] if first else exc)

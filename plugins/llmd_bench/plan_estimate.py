@@ -27,6 +27,7 @@ from typing import Any
 
 from llmd_bench.gpu_time import PHASES
 from llmd_bench.settings import results_store_url
+from llmd_bench.store.rows import GpuTimeHistoryRow
 
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 5000
@@ -89,82 +90,57 @@ def defaults_for(runtime: str) -> Defaults:
     return DEFAULTS.get(runtime, DEFAULTS["kubernetes"])
 
 
-def history_cells(rows: list[dict[str, Any]]) -> list[HistoryCell]:
+def history_cells(rows: list[GpuTimeHistoryRow]) -> list[HistoryCell]:
     """Measured cells from the store's rows (one per cell and trial, with the run's params and the number of levels
     the trial ran), each reduced to per-load, per-cell and per-run seconds. Cells with a failed trial or without a
     complete GPU time (teardown not ended) are left out: their timings are partial."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple, list[GpuTimeHistoryRow]] = defaultdict(list)
     for row in rows:
-        groups[(row["run_pk"], row["model"], row["config"], row.get("stack_factors") or "",
-                row.get("config_factors") or "")].append(row)
+        groups[(row.run_pk, row.model, row.config, row.stack_factors, row.config_factors)].append(row)
     out = []
     for trials in groups.values():
         first = trials[0]
-        gpu = first.get("gpu_time") or {}
-        seconds = gpu.get("seconds") or {}
-        if (not gpu.get("complete") or any(t["status"] not in ("ok", "invalid") for t in trials)
+        seconds = first.gpu_time.seconds
+        if (not first.gpu_time.complete or any(t.status not in ("ok", "invalid") for t in trials)
                 or not all(p in seconds for p in PHASES)):
             continue
-        levels = [int(t.get("levels") or 0) for t in trials]
+        levels = [t.levels for t in trials]
         if not any(levels):
             continue
         levels = [n for n in levels if n > 0]
-        params = first.get("params") or {}
-        per_level = params.get("runs") == "per-level" or params.get("sweep") == "adaptive"
-        isolation = str(params.get("level_isolation") or "none")
+        params = first.params
+        per_level = params.runs == "per-level" or params.sweep == "adaptive"
+        isolation = params.level_isolation or "none"
         between = sum(n - 1 for n in levels)
-        loads = (1 + (len(levels) - 1 if params.get("trial_isolation", "redeploy") == "redeploy" else 0)
+        loads = (1 + (len(levels) - 1 if (params.trial_isolation or "redeploy") == "redeploy" else 0)
                  + (between if isolation == "restart" else 0))
         resets = between if isolation == "reset" else 0
         runs = sum(levels) if per_level else len(levels)
-        runtime = str(first.get("runtime") or "local")
+        runtime = first.runtime
         idle = max(0.0, float(seconds["idle"]) - resets * defaults_for(runtime).reset_s)
         warmups = loads + resets
         out.append(HistoryCell(
-            model=first["model"], config=first["config"], runtime=runtime,
-            llmd_version=str(first.get("llmd_version") or ""), tensor_parallel_size=first.get("tensor_parallel_size"),
+            model=first.model, config=first.config, runtime=runtime,
+            llmd_version=first.llmd_version, tensor_parallel_size=first.tensor_parallel_size,
             one_run_per_level=per_level, load_s=float(seconds["model_load"]) / loads,
             warmup_s=float(seconds["warmup"]) / warmups, teardown_s=float(seconds["teardown"]), idle_per_run_s=idle / runs))
     return out
 
 
-HISTORY_SQL = """
-SELECT r.id AS run_pk, r.runtime, r.llmd_version, r.params, c.model, c.config, c.stack_factors, c.config_factors,
-       c.trial, c.status, c.tensor_parallel_size, c.gpu_time,
-       (SELECT count(*) FROM level_results l WHERE l.cell_id = c.id) AS levels
-FROM cells c JOIN runs r ON r.id = c.run_id
-WHERE c.model = ANY(%(models)s) AND r.runtime = %(runtime)s AND c.gpu_time <> '{}'::jsonb
-ORDER BY r.created_at DESC, c.id
-LIMIT %(limit)s
-"""
-
-
 def read_history(models: list[str], runtime: str, url: str | None = None) -> History:
     """The measured cells of these models on this runtime; on no configured store, an unreachable one or one
     without the results schema, no cells and a status that says why. Never raises, never starts a server."""
-    from llmd_bench.db import store
+    from llmd_bench.store import db, read
 
     url = url or results_store_url()  # the configured store; never the local server
     if not url:
         return History(status="no results store configured (LLMD_BENCH_DB_URL, AIRFLOW_CONN_LLMD_RESULTS): defaults only")
     try:
-        where = store.redacted(url)
+        where = db.redacted(url)
     except ValueError:
         where = "the configured store"
     try:
-        import psycopg2
-        import psycopg2.extras
-
-        dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)
-        conn = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S,
-                                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
-        try:
-            conn.set_session(readonly=True)
-            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                cur.execute(HISTORY_SQL, {"models": list(models), "runtime": runtime, "limit": HISTORY_ROWS})
-                rows = [dict(r) for r in cur.fetchall()]
-        finally:
-            conn.close()
+        rows = read.gpu_time_history(url, list(models), runtime, HISTORY_ROWS, CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS)
     except Exception as exc:  # noqa: BLE001 - plan must never fail for the store: it falls back to defaults
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return History(status=f"results store {where} not read ({first[:160]}): defaults only")

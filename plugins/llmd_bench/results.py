@@ -8,6 +8,7 @@ from typing import Any
 
 from llmd_bench.cell_folder import CellRecord
 from llmd_bench.guidellm_report import Report
+from llmd_bench.store.rows import RunInfo, StoredRunParams
 
 
 def sha256(path: Path) -> str:
@@ -26,17 +27,16 @@ def cell_status(report: Report) -> tuple[str, str | None]:
     return "invalid", f"no valid level ({reasons})"
 
 
-def run_info(campaign: str, dag_run_id: str, runtime: str, versions: dict[str, Any], params: dict[str, Any]):
+def run_info(campaign: str, dag_run_id: str, runtime: str, versions: dict[str, Any], params: dict[str, Any]) -> RunInfo:
     """The run's row from the versions recorded with it (context.tool_versions' shape)."""
-    from llmd_bench.db.store import RunInfo
-
     return RunInfo(campaign=campaign, dag_run_id=dag_run_id, runtime=runtime, llmd_version=versions.get("llmd", "unknown"),
                    vllm_version=versions.get("vllm"),
                    guidellm_version=versions.get("guidellm_report") or versions.get("guidellm"),
-                   llmd_bench_version=versions.get("llmd_bench"), images=versions.get("images", {}), params=params)
+                   llmd_bench_version=versions.get("llmd_bench"), images=versions.get("images", {}),
+                   params=StoredRunParams.model_validate(params))
 
 
-def run_info_from_record(record: CellRecord):
+def run_info_from_record(record: CellRecord) -> RunInfo:
     """The run's row from a cell's record (the versions and params stored with it, as stored)."""
     return run_info(record.campaign, record.run_id, record.runtime, record.versions.model_dump(exclude_unset=True),
                     record.params.model_dump(exclude_unset=True))

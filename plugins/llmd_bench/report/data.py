@@ -3,20 +3,21 @@ the cross-version and previous-run analysis compare it with) or a folder of per-
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from llmd_bench.campaign import METHOD_DEFAULTS
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.noise import MAX_HISTORY
 from llmd_bench.report.analysis import is_missing, normalize_levels
+from llmd_bench.runtime import simulated_runtime
+from llmd_bench.store.rows import CellRow, LevelRow, PeakRow, RunPeakRow, StoredCell, StoredRun, TrialPeakRow
 
-__all__ = ["CELL_COLUMNS", "CROSS_VERSION_SQL", "CSV_REQUIRED", "HISTORY_SQL", "OBSERVATION_COLUMNS",
-           "PREVIOUS_RUNS_SQL", "ReportInput", "from_csv_dir", "from_store", "is_missing"]
+__all__ = ["CELL_COLUMNS", "CSV_REQUIRED", "LEVEL_COLUMNS", "OBSERVATION_COLUMNS", "ReportInput", "from_csv_dir",
+           "from_store", "from_stored_run", "is_missing"]
 
 CSV_REQUIRED = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",
                 "requests_successful", "requests_errored"]
@@ -47,201 +48,117 @@ class ReportInput:
 
     @property
     def simulated(self) -> bool:
-        return self.runtime == "local"
+        return simulated_runtime(self.runtime)
 
 
 # -- from the results store ---------------------------------------------------------------------------
-# A cell's labels in the report: the stack factors go with the model ('Qwen3-8B [replicas=2]'), so every
-# configuration is compared with the baseline under the same replicas, TP and memory regime; configuration
-# factors go with the configuration ('native-offload [offload_size=20k]').
-MODEL_LABEL = "(c.short_model || CASE WHEN c.stack_factors <> '' THEN ' [' || c.stack_factors || ']' ELSE '' END)"
-CONFIG_LABEL = "(c.config || CASE WHEN c.config_factors <> '' THEN ' [' || c.config_factors || ']' ELSE '' END)"
-
-LEVELS_SQL = f"""
-SELECT {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, c.trial, l.concurrency, l.output_tps_mean,
-       l.output_tps_std, l.ttft_ms_mean AS ttft_mean_ms, l.tpot_ms_mean AS tpot_mean_ms, l.itl_ms_mean AS itl_mean_ms,
-       l.ttft_ms_p90 AS ttft_p90_ms, l.ttft_ms_p99 AS ttft_p99_ms, l.tpot_ms_p90 AS tpot_p90_ms,
-       l.tpot_ms_p99 AS tpot_p99_ms, l.requests_successful, l.requests_errored, l.requests_incomplete,
-       l.request_latency_s_mean AS request_latency_mean_s,
-       (l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float AS request_latency_std_s,
-       l.valid, l.invalid_reason, l.suspect_reason
-FROM level_results l JOIN cells c ON c.id = l.cell_id
-WHERE c.run_id = :run_pk
-ORDER BY 1, 2, c.trial, l.concurrency
-"""
-
-CELLS_SQL = f"""
-SELECT {MODEL_LABEL} AS model, c.model AS full_model, {CONFIG_LABEL} AS config, c.config AS configuration,
-       -- a cell's status is its worst trial's
-       CASE WHEN bool_or(c.status = 'failed') THEN 'failed' WHEN bool_and(c.status = 'skipped') THEN 'skipped'
-            WHEN bool_or(c.status = 'ok') THEN 'ok' ELSE 'invalid' END AS status,
-       string_agg(DISTINCT c.reason, '; ') AS reason, max(c.replicas) AS replicas,
-       ((array_agg(c.factors ORDER BY c.trial))[1])::text AS factors_json,
-       ((array_agg(c.sweep ORDER BY c.trial))[1])::text AS sweep_json,
-       ((array_agg(c.gpu_time ORDER BY c.trial))[1])::text AS gpu_time_json,
-       ((array_agg(c.config_effect ORDER BY c.trial))[1])::text AS config_effect_json,
-       ((array_agg(c.observability ORDER BY c.trial))[1])::text AS observability_json,
-       ((array_agg(c.stack ORDER BY c.trial))[1])::text AS stack_json,
-       -- the served-configuration proof of every trial (a differing trial makes the cell's status 'differs')
-       json_agg(c.served ORDER BY c.trial)::text AS served_json
-FROM cells c WHERE c.run_id = :run_pk GROUP BY 1, c.model, 3, c.config
-"""
-
-OBSERVATIONS_SQL = f"""
-SELECT {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, o.concurrency, o.source, o.metric, avg(o.value) AS value
-FROM level_observations o JOIN cells c ON c.id = o.cell_id
-WHERE c.run_id = :run_pk
-GROUP BY 1, 2, o.concurrency, o.source, o.metric
-"""
-
-# Peaks per run and cell for every llm-d version of a campaign, aggregated in SQL: the peak level of
-# each cell (with its dispersion), then per version x model x config the mean over runs and trials.
-CROSS_VERSION_SQL = f"""
-WITH peak_levels AS (
-    SELECT DISTINCT ON (l.cell_id)
-           l.id AS level_id, r.llmd_version, r.id AS run_pk, {MODEL_LABEL} AS short_model, {CONFIG_LABEL} AS config,
-           l.output_tps_mean
-    FROM runs r
-    JOIN cells c ON c.run_id = r.id
-    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
-    WHERE r.campaign = :campaign
-    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
-), with_se AS (
-    -- the single-run standard error, as in the peak table (analysis._interval): the relative SE of the mean
-    -- request latency and the window's edge (one request per stream), read from the JSONB summary of the
-    -- peak rows only, never of every level
-    SELECT p.*, p.output_tps_mean * sqrt(
-               coalesce(power((l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float
-                              / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
-               + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
-    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
-)
-SELECT llmd_version, short_model AS model, config, count(*) AS samples, count(DISTINCT run_pk) AS runs,
-       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
-       avg(within_level_se) AS within_level_se
-FROM with_se
-GROUP BY llmd_version, short_model, config
-"""
-
-# Weekly drift: peaks per cell of this run and of the earlier runs of the same campaign at the same llm-d
-# version, computed as in CROSS_VERSION_SQL but per run. Earlier = started (first level) before this run,
-# ties broken by insertion order. Only runs that measured the same thing are candidates: the same
-# workload params (levels, durations, tokens, turns, TP, replicas) and simulated only against simulated
-# (the local runtime's numbers say nothing about a cluster's). The last 10 such runs are enough to find,
-# per cell, the latest one that has a valid peak.
-WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
-                   "tensor_parallel_size", "replicas")
-# The method, as JSON defaults for runs stored before it was a setting (the February method's).
-METHOD_PARAMS = {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
-# The runs that measured the same thing as run :run_pk, before it (the latest :max_runs): `cur`, `earlier`.
-EARLIER_RUNS_CTE = """
-WITH cur AS (
-    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
-), earlier AS (
-    SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
-    FROM runs r, cur
-    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
-      AND (r.runtime = 'local') = (cur.runtime = 'local')
-      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
-      AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
-      AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
-                            for k, v in METHOD_PARAMS.items()) + """
-    ORDER BY t DESC, r.id DESC
-    LIMIT :max_runs
-)"""
+# The report's level columns (also its CSV format: CSV_REQUIRED, the per-cell metrics CSVs) and the stored statistic
+# each one is (store/rows.py LevelRow: `<metric>_<stat>`, the one name the store and MLflow use).
+LEVEL_COLUMNS = {
+    "output_tps_mean": "output_tps_mean", "output_tps_std": "output_tps_std", "ttft_mean_ms": "ttft_ms_mean",
+    "tpot_mean_ms": "tpot_ms_mean", "itl_mean_ms": "itl_ms_mean", "ttft_p90_ms": "ttft_ms_p90",
+    "ttft_p99_ms": "ttft_ms_p99", "tpot_p90_ms": "tpot_ms_p90", "tpot_p99_ms": "tpot_ms_p99",
+    "requests_successful": "requests_successful", "requests_errored": "requests_errored",
+    "requests_incomplete": "requests_incomplete", "request_latency_mean_s": "request_latency_s_mean",
+    "request_latency_std_s": "request_latency_s_std", "valid": "valid", "invalid_reason": "invalid_reason",
+    "suspect_reason": "suspect_reason",
+}
+# The earlier runs of the same campaign and llm-d version the previous-run comparison reads (store/read.py run_peaks).
 PREVIOUS_RUNS = 10
-PREVIOUS_RUNS_SQL = EARLIER_RUNS_CTE + f""", candidates AS (
-    SELECT id, dag_run_id, t, false AS is_current FROM earlier
-    UNION ALL
-    SELECT r.id, r.dag_run_id, cur.t, true FROM runs r JOIN cur ON cur.id = r.id
-), peak_levels AS (
-    SELECT DISTINCT ON (l.cell_id)
-           l.id AS level_id, r.id AS run_pk, r.dag_run_id, r.t, r.is_current, {MODEL_LABEL} AS short_model,
-           {CONFIG_LABEL} AS config, l.output_tps_mean
-    FROM candidates r
-    JOIN cells c ON c.run_id = r.id
-    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
-    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
-), with_se AS (
-    SELECT p.*, p.output_tps_mean * sqrt(
-               coalesce(power((l.summary #>> '{{metrics,request_latency,successful,std_dev}}')::float
-                              / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
-               + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2)) AS within_level_se
-    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
-)
-SELECT run_pk, dag_run_id, t, is_current, short_model AS model, config, count(*) AS samples,
-       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
-       avg(within_level_se) AS within_level_se
-FROM with_se
-GROUP BY run_pk, dag_run_id, t, is_current, short_model, config
-"""
-
-
-# The noise model's history: every trial's peak of the earlier runs that measured the same thing as this
-# run (the same filter as PREVIOUS_RUNS_SQL), the latest noise.MAX_HISTORY runs.
-HISTORY_SQL = EARLIER_RUNS_CTE + f"""
-SELECT DISTINCT ON (l.cell_id) {MODEL_LABEL} AS model, {CONFIG_LABEL} AS config, e.t, e.id AS run_pk, c.trial,
-       l.output_tps_mean AS peak_output_tps
-FROM earlier e
-JOIN cells c ON c.run_id = e.id
-JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
-ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
-"""
 
 
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
-    from sqlalchemy import text
+    """The report's input for the stored run `run_id` (of `campaign`); engine: the store's (store/db.py)."""
+    from llmd_bench.store import read
 
-    from llmd_bench.db.store import the_run
+    stored = read.stored_run(engine, run_id, campaign, summaries=False)
+    return from_stored_run(stored, read.version_peaks(engine, stored.run.campaign),
+                           read.run_peaks(engine, stored.run, PREVIOUS_RUNS),
+                           read.trial_peaks(engine, stored.run, MAX_HISTORY))
 
-    with engine.connect() as conn:
-        q = "SELECT id, campaign, dag_run_id, runtime, llmd_version, vllm_version, guidellm_version, llmd_bench_version, " \
-            "images, params FROM runs WHERE dag_run_id = :run_id" + (" AND campaign = :campaign" if campaign else "")
-        run = the_run(conn.execute(text(q), {"run_id": run_id, "campaign": campaign}).mappings().all(), run_id, campaign,
-                      lambda r: r["campaign"])
-        levels = pd.DataFrame(conn.execute(text(LEVELS_SQL), {"run_pk": run["id"]}).mappings().all())
-        cells = pd.DataFrame(conn.execute(text(CELLS_SQL), {"run_pk": run["id"]}).mappings().all())
-        observations = pd.DataFrame(conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run["id"]}).mappings().all())
-        cross = pd.DataFrame(conn.execute(text(CROSS_VERSION_SQL), {"campaign": run["campaign"]}).mappings().all())
-        previous = pd.DataFrame(conn.execute(text(PREVIOUS_RUNS_SQL), {"run_pk": run["id"],
-                                                                       "max_runs": PREVIOUS_RUNS}).mappings().all())
-        history = pd.DataFrame(conn.execute(text(HISTORY_SQL), {"run_pk": run["id"],
-                                                                "max_runs": MAX_HISTORY}).mappings().all())
-    if levels.empty:
-        levels = pd.DataFrame(columns=["model", "config", "trial", "concurrency", "output_tps_mean"])
-    cells = _cells_frame(cells)
-    versions = {"llm-d": run["llmd_version"], "vLLM": run["vllm_version"], "GuideLLM": run["guidellm_version"],
-                "llmd-bench": run["llmd_bench_version"], **{f"image {k}": v for k, v in (run["images"] or {}).items()}}
-    return ReportInput(campaign=run["campaign"], run_id=run["dag_run_id"], runtime=run["runtime"],
-                       levels=normalize_levels(levels), cells=cells, versions=versions, params=run["params"] or {},
-                       source=f"results store, run {run['dag_run_id']}",
-                       cross_version=cross if len(cross["llmd_version"].unique() if not cross.empty else []) > 1 else None,
-                       llmd_version=run["llmd_version"],
+
+def from_stored_run(stored: StoredRun, versions: list[PeakRow], runs: list[RunPeakRow],
+                    history: list[TrialPeakRow]) -> ReportInput:
+    """The report's input from a stored run and the peaks it is compared with: every llm-d version's of its campaign
+    (`versions`), its own and its earlier runs' (`runs`), and every earlier trial's (the noise model's `history`)."""
+    run = stored.run
+    levels = pd.DataFrame(_level_rows(stored), columns=["model", "config", "trial", "concurrency", *LEVEL_COLUMNS])
+    cross = pd.DataFrame([{"llmd_version": p.llmd_version, "model": p.model_label, "config": p.config_label,
+                           "samples": p.samples, "runs": p.runs, "peak_output_tps": p.peak_output_tps,
+                           "peak_std": p.peak_std, "within_level_se": p.within_level_se} for p in versions])
+    previous = pd.DataFrame([{"run_pk": p.run_pk, "dag_run_id": p.dag_run_id, "t": p.t, "is_current": p.is_current,
+                              "model": p.model_label, "config": p.config_label, "samples": p.samples,
+                              "peak_output_tps": p.peak_output_tps, "peak_std": p.peak_std,
+                              "within_level_se": p.within_level_se} for p in runs])
+    earlier = pd.DataFrame([{"model": p.model_label, "config": p.config_label, "t": p.t, "run_pk": p.run_pk,
+                             "trial": p.trial, "peak_output_tps": p.peak_output_tps} for p in history])
+    versions_shown = {"llm-d": run.llmd_version, "vLLM": run.vllm_version, "GuideLLM": run.guidellm_version,
+                      "llmd-bench": run.llmd_bench_version, **{f"image {k}": v for k, v in run.images.items()}}
+    return ReportInput(campaign=run.campaign, run_id=run.dag_run_id, runtime=run.runtime,
+                       levels=normalize_levels(levels), cells=_cells_frame(stored.cells), versions=versions_shown,
+                       params=run.params.as_stored(), source=f"results store, run {run.dag_run_id}",
+                       cross_version=cross if not cross.empty and cross["llmd_version"].nunique() > 1 else None,
+                       llmd_version=run.llmd_version,
                        previous_runs=previous if not previous.empty and (~previous["is_current"]).any() else None,
-                       observations=observations if not observations.empty else pd.DataFrame(columns=OBSERVATION_COLUMNS),
-                       history=history.sort_values(["t", "run_pk", "trial"]) if not history.empty else None)
+                       observations=pd.DataFrame(_observation_rows(stored.cells), columns=OBSERVATION_COLUMNS),
+                       history=earlier.sort_values(["t", "run_pk", "trial"]) if not earlier.empty else None)
 
 
-def _cells_frame(cells: pd.DataFrame) -> pd.DataFrame:
-    if cells.empty:
+def _level_rows(stored: StoredRun) -> list[dict[str, Any]]:
+    rows = [(entry.cell, level) for entry in stored.cells for level in entry.levels]
+    rows.sort(key=lambda r: (r[0].model_label, r[0].config_label, r[0].trial, r[1].concurrency))
+    return [_level_row(cell, level) for cell, level in rows]
+
+
+def _level_row(cell: CellRow, level: LevelRow) -> dict[str, Any]:
+    return {"model": cell.model_label, "config": cell.config_label, "trial": cell.trial,
+            "concurrency": level.concurrency, **{ours: getattr(level, stored) for ours, stored in LEVEL_COLUMNS.items()}}
+
+
+def _observation_rows(cells: Iterable[StoredCell]) -> list[dict[str, Any]]:
+    """Each level's observations per cell label: the mean over the cell's trials."""
+    values: dict[tuple[str, str, int, str, str], list[float]] = {}
+    for entry in cells:
+        for o in entry.observations:
+            key = (entry.cell.model_label, entry.cell.config_label, o.concurrency, o.source, o.metric)
+            values.setdefault(key, []).append(o.value)
+    return [dict(zip(OBSERVATION_COLUMNS, (*key, sum(v) / len(v)))) for key, v in values.items()]
+
+
+def _worst_status(statuses: list[str]) -> str:
+    """A cell's status is its worst trial's."""
+    if "failed" in statuses:
+        return "failed"
+    if all(s == "skipped" for s in statuses):
+        return "skipped"
+    return "ok" if "ok" in statuses else "invalid"
+
+
+def _cells_frame(cells: Iterable[StoredCell]) -> pd.DataFrame:
+    """One row per cell label (its trials together): what the peak table shows besides the numbers."""
+    groups: dict[tuple[str, str, str, str], list[CellRow]] = {}
+    for entry in cells:
+        c = entry.cell
+        groups.setdefault((c.model_label, c.model, c.config_label, c.config), []).append(c)
+    if not groups:
         return pd.DataFrame(columns=CELL_COLUMNS)
-    import json
-
-    effects = [json.loads(v) if v else {} for v in cells["config_effect_json"]]
-    observability = [json.loads(v) if v else {} for v in cells["observability_json"]]
-    factors = [json.loads(v) if v else {} for v in cells["factors_json"]]
-    sweeps = [json.loads(v) if v else {} for v in cells["sweep_json"]]
-    gpu_times = [json.loads(v) if v else {} for v in cells["gpu_time_json"]]
-    stacks = [json.loads(v) if v else {} for v in cells["stack_json"]] if "stack_json" in cells else [{}] * len(cells)
-    served = ([[t for t in json.loads(v) if t] if v else [] for v in cells["served_json"]] if "served_json" in cells
-              else [[]] * len(cells))
-    cells = cells.assign(config_effect=[e.get("verdict", "not measured") for e in effects],
-                         config_effect_evidence=[e.get("evidence", "") for e in effects],
-                         observability=observability, factors=factors, sweep=sweeps, gpu_time=gpu_times, stack=stacks,
-                         served=served)
-    # `stack` (Runtime.stack_metadata as stored; {} when not captured) and `served` (served.ServedHistory per trial;
-    # [] when not proven) are optional like `observability`
-    return cells[[c for c in CELL_COLUMNS + ["observability", "stack", "served"] if c in cells.columns]]
+    rows = []
+    for (label, model, config_label, config), trials in groups.items():
+        trials = sorted(trials, key=lambda c: c.trial)
+        first = trials[0]
+        reasons = sorted({c.reason for c in trials if c.reason is not None})
+        replicas = [c.replicas for c in trials if c.replicas is not None]
+        rows.append({"model": label, "full_model": model, "config": config_label, "configuration": config,
+                     "status": _worst_status([c.status for c in trials]), "reason": "; ".join(reasons) or None,
+                     "replicas": max(replicas) if replicas else None,
+                     "config_effect": first.config_effect.get("verdict", "not measured"),
+                     "config_effect_evidence": first.config_effect.get("evidence", ""),
+                     "factors": first.factors, "sweep": first.sweep, "gpu_time": first.gpu_time.as_stored(),
+                     # `stack` (Runtime.stack_metadata as stored; {} when not captured) and `served` (every trial's
+                     # served.ServedHistory; [] when not proven) are optional like `observability`
+                     "observability": first.observability, "stack": first.stack,
+                     "served": [c.served for c in trials if c.served]})
+    return pd.DataFrame(rows)[CELL_COLUMNS + ["observability", "stack", "served"]]
 
 
 # -- from a folder of CSVs ----------------------------------------------------------------------------

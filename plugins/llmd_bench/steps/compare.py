@@ -50,31 +50,30 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
 
 def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
     """Failed and skipped cells go into the store too, so they are never silently missing there."""
-    from sqlalchemy.orm import Session
-
     from llmd_bench.context import tool_versions
-    from llmd_bench.db import store as db
     from llmd_bench.results import run_info
+    from llmd_bench.store import db
+    from llmd_bench.store.rows import CellInfo, GpuTime
 
     run = run_info(ctx.campaign.dag_id, ctx.run_id, ctx.runtime, tool_versions(ctx.params.llmd_version),
                    ctx.stored_params())
     by_short = {m.short_name: m.name for m in ctx.campaign.models}
 
-    def write(session: Session) -> None:
-        run_pk = db.upsert_run(session, run)
+    def write(writer: db.Writer) -> None:
+        run_pk = writer.upsert_run(run)
         for o in outcomes:
             if o["status"] in ("failed", "skipped"):
-                db.upsert_cell(session, run_pk, db.CellInfo(
+                writer.upsert_cell(run_pk, CellInfo(
                     model=by_short[o["model"]], short_model=o["model"], config=o["config"], trial=1,
                     stack_factors=o["stack_factors"], config_factors=o["config_factors"], factors=o["factors"],
                     status=o["status"], reason=o["reason"],
                     tensor_parallel_size=o["factors"].get("tensor_parallel_size", ctx.params.tensor_parallel_size),
                     replicas=o["factors"].get("replicas"), stack=o.get("stack") or None))
             if o.get("gpu_time"):
-                db.set_gpu_time(session, run_pk, by_short[o["model"]], o["config"], o["stack_factors"],
-                                o["config_factors"], o["gpu_time"])
+                writer.set_gpu_time(run_pk, by_short[o["model"]], o["config"], o["stack_factors"],
+                                    o["config_factors"], GpuTime.model_validate(o["gpu_time"]))
         failed = any(o["status"] in ("failed", "invalid") for o in outcomes)
-        db.finish_run(session, ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
+        writer.finish_run(ctx.campaign.dag_id, ctx.run_id, "failed" if failed else "ok")
 
     db.in_transaction(write, "recording the run's outcome")
 
@@ -130,8 +129,8 @@ def _factors_suffix(outcome: dict[str, Any]) -> str:
 def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):
     """Build the report of a stored run into `out` (and into the store when asked)."""
     from llmd_bench import report as rpt
-    from llmd_bench.db import store as db
     from llmd_bench.report.data import from_store
+    from llmd_bench.store import db
 
     data = db.with_engine(lambda engine: from_store(engine, run_id, campaign), "reading the run")
     report = rpt.build(data)
@@ -142,8 +141,7 @@ def generate_report(run_id: str, out: Path, campaign: str | None = None, store: 
         records = json.loads(table.to_json(orient="records"))
         # The regressions go into the store with the report: Airflow's notifications read them from there.
         regressions = report.regressions
-        db.in_transaction(lambda session: db.store_report(session, data.campaign, data.run_id, md, page, records,
-                                                          regressions),
+        db.in_transaction(lambda writer: writer.store_report(data.campaign, data.run_id, md, page, records, regressions),
                           "storing the report")
         if regressions:
             print(f"{len(regressions)} regression(s) beyond noise: " + "; ".join(

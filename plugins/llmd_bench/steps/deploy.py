@@ -51,19 +51,12 @@ def stack_metadata(ctx: StepContext) -> dict[str, Any]:
 def already_stored(ctx: StepContext) -> bool:
     """A cleared or re-run DAG run must not benchmark a cell whose results are already stored.
     If the store cannot be asked, benchmark anyway: load_results will retry the store."""
-    from sqlalchemy.orm import Session
-
-    from llmd_bench.db import store as db
+    from llmd_bench.store import db
 
     assert ctx.cell is not None
     try:
-        engine = db.make_engine()
-        try:
-            with Session(engine) as session:
-                return db.cell_stored(session, ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config,
-                                      ctx.params.trials, ctx.cell.stack_factors, ctx.cell.config_factors)
-        finally:
-            engine.dispose()
+        return db.cell_stored(ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config, ctx.params.trials,
+                              ctx.cell.stack_factors, ctx.cell.config_factors)
     except Exception as exc:  # noqa: BLE001 - a missing table or a down server is "not stored"
         print(f"could not check the results store ({type(exc).__name__}); deploying", flush=True)
         return False

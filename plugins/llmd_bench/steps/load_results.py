@@ -64,9 +64,8 @@ def suspect_levels(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
 
 
 def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
-    from sqlalchemy.orm import Session
-
-    from llmd_bench.db import store as db
+    from llmd_bench.store import db
+    from llmd_bench.store.rows import CellInfo
 
     assert ctx.cell is not None
     cell = ctx.cell
@@ -83,11 +82,11 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
         if s["reason"]:
             print(f"level {s['concurrency']} (trial {s['trial']}) is suspect: {s['reason']}")
 
-    def load(session: Session) -> None:
+    def load(writer: db.Writer) -> None:
         for trial, report in reports:
             status, reason = cell_status(report)
             path = ctx.folder.trial_report(trial)
-            info = db.CellInfo(model=cell.model, short_model=cell.short_model, config=cell.config,
+            info = CellInfo(model=cell.model, short_model=cell.short_model, config=cell.config,
                                stack_factors=cell.stack_factors, config_factors=cell.config_factors,
                                factors=dict(cell.factors), sweep=adaptive_summary(record, trial),
                                trial=trial, status=status, reason=reason,
@@ -101,7 +100,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
             suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
             lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
                         if s["start_lag_pct"] is not None]
-            db.store_cell(session, run, info, report.levels, observation_rows(observed, trial) + lag_rows, suspects)
+            writer.store_cell(run, info, report.levels, observation_rows(observed, trial) + lag_rows, suspects)
 
     db.in_transaction(load, f"loading {ctx.cell}")
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")

@@ -1,4 +1,7 @@
-"""Connecting to the results store, migrating it, and idempotent loads (one transaction per cell)."""
+"""Connecting to the results store, migrating it, and idempotent loads (one transaction per cell).
+
+Writers take store/rows.py's RunInfo and CellInfo and GuideLLM's parsed levels; code outside store/ writes through a
+Writer handed to it by in_transaction and never sees a session."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,12 +20,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmd_bench.db.schema import LEVEL_METRICS, LEVEL_STATS, Cell, LevelObservation, LevelResult, Run, StoredReport
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.guidellm_report import LevelResult as ParsedLevel
 from llmd_bench.settings import results_store_url, settings
+from llmd_bench.store.rows import LEVEL_METRICS, LEVEL_STATS, CellInfo, GpuTime, RunInfo, metric_column
+from llmd_bench.store.schema import Cell, LevelObservation, LevelResult, Run, StoredReport
 
-CONN_ID = "llmd_results"
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
 
@@ -32,21 +34,10 @@ class DatabaseUnavailable(LlmdBenchError):
     pass
 
 
-def the_run(runs: Sequence[T], run_id: str, campaign: str | None, campaign_of: Callable[[T], str],
-            error: type[LlmdBenchError] = LlmdBenchError) -> T:
-    """The one stored run with this id (in this campaign): backfills of two campaigns share run ids, so
-    several is an error that says to pass --campaign, as is none."""
-    if not runs:
-        raise error(f"run {run_id!r} is not in the results store" + (f" for campaign {campaign}" if campaign else ""))
-    if len(runs) > 1:
-        raise error(f"run id {run_id!r} exists in several campaigns {sorted(campaign_of(r) for r in runs)}: pass --campaign")
-    return runs[0]
-
-
 def configured_or_local_url() -> str:
     """The configured results store (settings.results_store_url), else the project's local server, which this
     starts when it is not running: the local runtime's default."""
-    from llmd_bench.db.server import start_local_server
+    from llmd_bench.store.server import start_local_server
 
     return results_store_url() or start_local_server()
 
@@ -101,12 +92,12 @@ def with_engine(fn: Callable[[Engine], T], what: str, url: str | None = None) ->
         engine.dispose()
 
 
-def in_transaction(fn: Callable[[Session], T], what: str, url: str | None = None) -> T:
-    """Migrate the schema to head, then run fn(session) in one transaction: all of it lands or none."""
+def in_transaction(fn: Callable[[Writer], T], what: str, url: str | None = None) -> T:
+    """Migrate the schema to head, then run fn(writer) in one transaction: all of it lands or none."""
     def run(engine: Engine) -> T:
         migrate(engine)
         with Session(engine) as session, session.begin():
-            return fn(session)
+            return fn(Writer(session))
     return with_engine(run, what, url)
 
 
@@ -127,45 +118,8 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
-@dataclass
-class RunInfo:
-    campaign: str
-    dag_run_id: str
-    runtime: str
-    llmd_version: str
-    vllm_version: str | None
-    guidellm_version: str | None
-    llmd_bench_version: str | None
-    images: dict[str, Any]
-    params: dict[str, Any]
-
-
-@dataclass
-class CellInfo:
-    model: str
-    short_model: str
-    config: str
-    trial: int
-    status: str
-    reason: str | None = None
-    stack_factors: str = ""
-    config_factors: str = ""
-    factors: dict[str, Any] | None = None
-    sweep: dict[str, Any] | None = None
-    replicas: int | None = None
-    tensor_parallel_size: int | None = None
-    versions: dict[str, Any] | None = None
-    report_path: str | None = None
-    report_sha256: str | None = None
-    config_effect: dict[str, Any] | None = None
-    observability: dict[str, Any] | None = None
-    stack: dict[str, Any] | None = None
-    served: dict[str, Any] | None = None
-
-
 def upsert_run(session: Session, info: RunInfo) -> int:
-    values = info.__dict__ | {"started_at": None}
-    values.pop("started_at")
+    values = info.model_dump(exclude={"params"}) | {"params": info.params.as_stored()}
     stmt = pg_insert(Run).values(**values)
     upsert = stmt.on_conflict_do_update(
         constraint="uq_runs_campaign_dag_run",
@@ -176,7 +130,7 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 
 
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
-    values = dict(info.__dict__, run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
+    values = dict(info.model_dump(), run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
                   observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {},
                   stack=info.stack or {}, served=info.served or {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
@@ -198,7 +152,7 @@ def level_row(cell_id: int, lv: ParsedLevel, suspect_reason: str | None = None) 
     }
     for metric in LEVEL_METRICS:
         for stat in LEVEL_STATS:
-            row[f"{metric}_{stat}"] = lv.value(metric, stat)
+            row[metric_column(metric, stat)] = lv.value(metric, stat)
     return row
 
 
@@ -283,24 +237,30 @@ def store_cell(session: Session, run: RunInfo, cell: CellInfo, levels: list[Pars
     return cell_pk
 
 
-def cell_stored(session: Session, campaign: str, dag_run_id: str, model: str, config: str, trials: int,
-                stack_factors: str = "", config_factors: str = "") -> bool:
-    """True when every trial of the cell is stored with status ok (a cleared run must not redo it)."""
-    n = session.execute(
-        select(func.count()).select_from(Cell).join(Run)
-        .where(Run.campaign == campaign, Run.dag_run_id == dag_run_id, Cell.model == model,
-               Cell.config == config, Cell.stack_factors == stack_factors, Cell.config_factors == config_factors,
-               Cell.status == "ok", Cell.trial <= trials)
-    ).scalar_one()
+def cell_stored(campaign: str, dag_run_id: str, model: str, config: str, trials: int, stack_factors: str = "",
+                config_factors: str = "", url: str | None = None) -> bool:
+    """True when every trial of the cell is stored with status ok (a cleared run must not redo it). Asked once,
+    without retries or migrations: a caller treats an error (a down server, no schema yet) as "not stored"."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            n = session.execute(
+                select(func.count()).select_from(Cell).join(Run)
+                .where(Run.campaign == campaign, Run.dag_run_id == dag_run_id, Cell.model == model,
+                       Cell.config == config, Cell.stack_factors == stack_factors,
+                       Cell.config_factors == config_factors, Cell.status == "ok", Cell.trial <= trials)
+            ).scalar_one()
+    finally:
+        engine.dispose()
     return n >= trials
 
 
 def set_gpu_time(session: Session, run_pk: int, model: str, config: str, stack_factors: str, config_factors: str,
-                 gpu_time: dict[str, Any]) -> None:
+                 gpu_time: GpuTime) -> None:
     """A cell's GPU time (gpu_time.py), known once its teardown has ended: on every trial's row."""
     session.execute(Cell.__table__.update().where(
         Cell.run_id == run_pk, Cell.model == model, Cell.config == config, Cell.stack_factors == stack_factors,
-        Cell.config_factors == config_factors).values(gpu_time=gpu_time))
+        Cell.config_factors == config_factors).values(gpu_time=gpu_time.as_stored()))
 
 
 def finish_run(session: Session, campaign: str, dag_run_id: str, status: str) -> None:
@@ -321,8 +281,46 @@ def store_report(session: Session, campaign: str, dag_run_id: str, markdown: str
               "regressions": stmt.excluded.regressions, "created_at": func.now()}))
 
 
-def stored_regressions(session: Session, campaign: str, dag_run_id: str) -> list[dict[str, Any]] | None:
-    """The regressions the run's stored report found; None when the run has no stored report."""
-    row = session.execute(select(StoredReport.regressions).where(
-        StoredReport.campaign == campaign, StoredReport.dag_run_id == dag_run_id)).first()
+def stored_regressions(campaign: str, dag_run_id: str, url: str) -> list[dict[str, Any]] | None:
+    """The regressions the run's stored report found; None when the run has no stored report. Asked once, without
+    retries or migrations (a notification must not wait for the store)."""
+    engine = make_engine(url)
+    try:
+        with Session(engine) as session:
+            row = session.execute(select(StoredReport.regressions).where(
+                StoredReport.campaign == campaign, StoredReport.dag_run_id == dag_run_id)).first()
+    finally:
+        engine.dispose()
     return None if row is None else list(row[0] or [])
+
+
+class Writer:
+    """Writes into one transaction of the results store (in_transaction hands one out): the run, its cells with their
+    levels and observations, GPU times, the run's end and its report."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def upsert_run(self, run: RunInfo) -> int:
+        """The run's row (created or updated); its key."""
+        return upsert_run(self._session, run)
+
+    def upsert_cell(self, run_pk: int, cell: CellInfo) -> int:
+        """A cell row without levels (a failed or skipped cell); its key."""
+        return upsert_cell(self._session, run_pk, cell)
+
+    def store_cell(self, run: RunInfo, cell: CellInfo, levels: list[ParsedLevel],
+                   observations: Sequence[tuple[int, str, str, float]] = (),
+                   suspects: dict[int, str] | None = None) -> int:
+        return store_cell(self._session, run, cell, levels, observations, suspects)
+
+    def set_gpu_time(self, run_pk: int, model: str, config: str, stack_factors: str, config_factors: str,
+                     gpu_time: GpuTime) -> None:
+        set_gpu_time(self._session, run_pk, model, config, stack_factors, config_factors, gpu_time)
+
+    def finish_run(self, campaign: str, dag_run_id: str, status: str) -> None:
+        finish_run(self._session, campaign, dag_run_id, status)
+
+    def store_report(self, campaign: str, dag_run_id: str, markdown: str, html: str, peak_table: list[dict[str, Any]],
+                     regressions: list[dict[str, Any]] | None = None) -> None:
+        store_report(self._session, campaign, dag_run_id, markdown, html, peak_table, regressions)

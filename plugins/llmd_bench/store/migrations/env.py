@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from llmd_bench.db.schema import Base
+from llmd_bench.store.schema import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,4 +1,5 @@
-"""Results schema (SQLAlchemy 2). Migrations in `migrations/` (Alembic) create and evolve it.
+"""Results schema (SQLAlchemy 2), private to store/ (the rest of the package reads store/rows.py). Migrations in
+`migrations/` (Alembic) create and evolve it; table and column names never change without one.
 
 runs 1-n cells 1-n level_results. Unique keys make every load an idempotent upsert:
 runs (campaign, dag_run_id), cells (run, model, config, trial), level_results (cell, concurrency).
@@ -26,9 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-CELL_STATUSES = ("ok", "invalid", "failed", "skipped")
-LEVEL_METRICS = ("output_tps", "requests_per_s", "ttft_ms", "tpot_ms", "itl_ms", "request_latency_s")
-LEVEL_STATS = ("mean", "median", "p90", "p99")
+from llmd_bench.store.rows import CELL_STATUSES
 
 
 class Base(DeclarativeBase):
@@ -156,10 +155,6 @@ class LevelResult(Base):
     request_latency_s_p99: Mapped[float | None]
 
     cell: Mapped[Cell] = relationship(back_populates="levels")
-
-
-def metric_column(metric: str, stat: str) -> str:
-    return f"{metric}_{stat}"
 
 
 class StoredReport(Base):

@@ -1,0 +1,274 @@
+"""Read side of the results store: every query the package runs, each returning store/rows.py's typed rows.
+Aggregations over many runs (peaks per version, per earlier run, the noise model's history) run in SQL, never by
+pulling every level row into Python."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Engine, text
+
+from llmd_bench.campaign import METHOD_DEFAULTS
+from llmd_bench.errors import LlmdBenchError
+from llmd_bench.runtime import simulated_runtimes
+from llmd_bench.store.db import with_engine
+from llmd_bench.store.rows import (
+    CellRow,
+    GpuTimeHistoryRow,
+    LatestPeakRow,
+    LevelRow,
+    ObservationRow,
+    PeakRow,
+    RunPeakRow,
+    RunRow,
+    StoredCell,
+    StoredReportRow,
+    StoredRun,
+    TrialPeakRow,
+)
+
+T = TypeVar("T")
+
+# -- one run, as stored ------------------------------------------------------------------------------------------
+RUN_COLUMNS = [name for name in RunRow.model_fields]
+CELL_COLUMNS = [name for name in CellRow.model_fields]
+# request_latency_s_std and summary are read from the summary JSONB (the summary only when asked: ~7 KiB a level)
+LEVEL_COLUMNS = [name for name in LevelRow.model_fields if name not in ("request_latency_s_std", "summary")]
+REQUEST_LATENCY_STD = "(summary #>> '{metrics,request_latency,successful,std_dev}')::float"
+
+RUNS_SQL = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE dag_run_id = :run_id"
+CELLS_SQL = f"""
+SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE run_id = :run_pk
+ORDER BY model, config, stack_factors, config_factors, trial
+"""
+LEVELS_SQL = """
+SELECT {columns}, {std} AS request_latency_s_std, {summary} AS summary
+FROM level_results WHERE cell_id IN (SELECT id FROM cells WHERE run_id = :run_pk) ORDER BY cell_id, concurrency
+"""
+OBSERVATIONS_SQL = """
+SELECT cell_id, concurrency, source, metric, value
+FROM level_observations WHERE cell_id IN (SELECT id FROM cells WHERE run_id = :run_pk)
+ORDER BY cell_id, concurrency, source, metric
+"""
+REPORT_SQL = "SELECT markdown, html FROM reports WHERE campaign = :campaign AND dag_run_id = :run_id"
+
+
+def the_run(runs: Sequence[T], run_id: str, campaign: str | None, campaign_of: Callable[[T], str],
+            error: type[LlmdBenchError] = LlmdBenchError) -> T:
+    """The one stored run with this id (in this campaign): backfills of two campaigns share run ids, so
+    several is an error that says to pass --campaign, as is none."""
+    if not runs:
+        raise error(f"run {run_id!r} is not in the results store" + (f" for campaign {campaign}" if campaign else ""))
+    if len(runs) > 1:
+        raise error(f"run id {run_id!r} exists in several campaigns {sorted(campaign_of(r) for r in runs)}: pass --campaign")
+    return runs[0]
+
+
+def stored_run(engine: Engine, run_id: str, campaign: str | None = None, error: type[LlmdBenchError] = LlmdBenchError,
+               summaries: bool = True) -> StoredRun:
+    """The run `run_id` (of `campaign`, which several campaigns sharing the id need) with its cells, their levels and
+    observations and its stored report. summaries: also each level's GuideLLM summary (LevelRow.summary, else None).
+    A run that is missing, or whose id several campaigns share when none is named, is `error`."""
+    with engine.connect() as conn:
+        found = conn.execute(text(RUNS_SQL + (" AND campaign = :campaign" if campaign else "")),
+                             {"run_id": run_id, "campaign": campaign}).mappings().all()
+        run = RunRow.model_validate(dict(the_run(found, run_id, campaign, lambda r: str(r["campaign"]), error)))
+        cells = [CellRow.model_validate(dict(r)) for r in conn.execute(text(CELLS_SQL), {"run_pk": run.id}).mappings()]
+        levels_sql = LEVELS_SQL.format(columns=", ".join(LEVEL_COLUMNS), std=REQUEST_LATENCY_STD,
+                                       summary="summary" if summaries else "NULL::jsonb")
+        levels: dict[int, list[LevelRow]] = {c.id: [] for c in cells}
+        for r in conn.execute(text(levels_sql), {"run_pk": run.id}).mappings():
+            level = LevelRow.model_validate(dict(r))
+            levels[level.cell_id].append(level)
+        observations: dict[int, list[ObservationRow]] = {c.id: [] for c in cells}
+        for r in conn.execute(text(OBSERVATIONS_SQL), {"run_pk": run.id}).mappings():
+            observation = ObservationRow.model_validate(dict(r))
+            observations[observation.cell_id].append(observation)
+        report = conn.execute(text(REPORT_SQL), {"campaign": run.campaign, "run_id": run.dag_run_id}).mappings().first()
+    return StoredRun(run=run, cells=tuple(StoredCell(cell=c, levels=tuple(levels[c.id]),
+                                                     observations=tuple(observations[c.id])) for c in cells),
+                     report=StoredReportRow.model_validate(dict(report)) if report else None)
+
+
+def read_stored_run(run_id: str, campaign: str | None = None, url: str | None = None,
+                    error: type[LlmdBenchError] = LlmdBenchError, summaries: bool = True) -> StoredRun:
+    """stored_run against the configured results store (or `url`), retried while it is unreachable."""
+    return with_engine(lambda engine: stored_run(engine, run_id, campaign, error, summaries), f"reading run {run_id}", url)
+
+
+# -- the peaks a run is compared with ----------------------------------------------------------------------------
+# Peaks per run and cell for every llm-d version of a campaign, aggregated in SQL: the peak level of each cell (with
+# its dispersion), then per version x cell the mean over runs and trials.
+CELL_KEY = "c.short_model, c.stack_factors, c.config, c.config_factors"
+PEAK_KEY = "short_model, stack_factors, config, config_factors"
+# the single-run standard error, as in the peak table (analysis._interval): the relative SE of the mean request
+# latency and the window's edge (one request per stream), read from the JSONB summary of the peak rows only
+WITHIN_LEVEL_SE = """p.output_tps_mean * sqrt(
+               coalesce(power((l.summary #>> '{metrics,request_latency,successful,std_dev}')::float
+                              / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
+               + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2))"""
+
+CROSS_VERSION_SQL = f"""
+WITH peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           l.id AS level_id, r.llmd_version, r.id AS run_pk, {CELL_KEY}, l.output_tps_mean
+    FROM runs r
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    WHERE r.campaign = :campaign
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), with_se AS (
+    SELECT p.*, {WITHIN_LEVEL_SE} AS within_level_se
+    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
+)
+SELECT llmd_version, {PEAK_KEY}, count(*)::int AS samples, count(DISTINCT run_pk)::int AS runs,
+       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
+       avg(within_level_se) AS within_level_se
+FROM with_se
+GROUP BY llmd_version, {PEAK_KEY}
+"""
+
+# The params that say what a run measured: an earlier run is compared with this one (the previous-run comparison,
+# the noise model's history) only when they are equal, and simulated runs only with simulated ones (the local
+# runtime's numbers say nothing about a cluster's). The method's params (campaign.Method) count with their defaults
+# (METHOD_DEFAULTS, the February method's) for runs stored before they were params.
+WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
+                   "tensor_parallel_size", "replicas")
+
+
+def _method_defaults() -> dict[str, str]:
+    """The method params' defaults as JSON."""
+    return {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
+
+
+def _earlier_runs_cte() -> str:
+    """`cur` (run :run_pk) and `earlier`: the latest :max_runs runs before it that measured the same thing (the
+    runtimes whose serving is simulated are bound as :simulated)."""
+    same_kind = "(r.runtime = ANY(CAST(:simulated AS text[]))) = (cur.runtime = ANY(CAST(:simulated AS text[])))"
+    return """
+WITH cur AS (
+    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
+), earlier AS (
+    SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
+    FROM runs r, cur
+    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
+      AND """ + same_kind + """
+      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+      AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
+      AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
+                            for k, v in _method_defaults().items()) + """
+    ORDER BY t DESC, r.id DESC
+    LIMIT :max_runs
+)"""
+
+
+PREVIOUS_RUNS_SQL = _earlier_runs_cte() + f""", candidates AS (
+    SELECT id, dag_run_id, t, false AS is_current FROM earlier
+    UNION ALL
+    SELECT r.id, r.dag_run_id, cur.t, true FROM runs r JOIN cur ON cur.id = r.id
+), peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           l.id AS level_id, r.id AS run_pk, r.dag_run_id, r.t, r.is_current, {CELL_KEY}, l.output_tps_mean
+    FROM candidates r
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), with_se AS (
+    SELECT p.*, {WITHIN_LEVEL_SE} AS within_level_se
+    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
+)
+SELECT run_pk, dag_run_id, t, is_current, {PEAK_KEY}, count(*)::int AS samples,
+       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
+       avg(within_level_se) AS within_level_se
+FROM with_se
+GROUP BY run_pk, dag_run_id, t, is_current, {PEAK_KEY}
+"""
+
+HISTORY_SQL = _earlier_runs_cte() + f"""
+SELECT DISTINCT ON (l.cell_id) {CELL_KEY}, e.t, e.id AS run_pk, c.trial, l.output_tps_mean AS peak_output_tps
+FROM earlier e
+JOIN cells c ON c.run_id = e.id
+JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+"""
+
+
+def version_peaks(engine: Engine, campaign: str) -> list[PeakRow]:
+    """Per llm-d version x cell of the campaign: the peaks of its runs and trials (the cross-version comparison)."""
+    with engine.connect() as conn:
+        return [PeakRow.model_validate(dict(r))
+                for r in conn.execute(text(CROSS_VERSION_SQL), {"campaign": campaign}).mappings()]
+
+
+def run_peaks(engine: Engine, run: RunRow, max_runs: int) -> list[RunPeakRow]:
+    """Per cell: the peaks of `run` (is_current) and of the latest `max_runs` earlier runs of its campaign at its llm-d
+    version that measured the same thing (the previous-run comparison)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(PREVIOUS_RUNS_SQL),
+                            {"run_pk": run.id, "max_runs": max_runs, "simulated": simulated_runtimes()}).mappings()
+        return [RunPeakRow.model_validate(dict(r)) for r in rows]
+
+
+def trial_peaks(engine: Engine, run: RunRow, max_runs: int) -> list[TrialPeakRow]:
+    """Every trial's peak of the latest `max_runs` earlier runs that measured the same thing as `run` (the same
+    filter as run_peaks): the noise model's history."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(HISTORY_SQL),
+                            {"run_pk": run.id, "max_runs": max_runs, "simulated": simulated_runtimes()}).mappings()
+        return [TrialPeakRow.model_validate(dict(r)) for r in rows]
+
+
+# -- a campaign's latest run ---------------------------------------------------------------------------------------
+LATEST_RUN_PEAKS = """
+WITH latest AS (
+    SELECT id FROM runs WHERE campaign = :campaign ORDER BY created_at DESC, id DESC LIMIT 1
+)
+SELECT DISTINCT ON (c.id)
+       c.model, c.short_model, c.config, c.trial, c.status,
+       l.concurrency AS optimal_concurrency, l.output_tps_mean AS peak_output_tps,
+       l.ttft_ms_mean, l.tpot_ms_mean, l.output_tps_std
+FROM cells c
+JOIN latest ON c.run_id = latest.id
+LEFT JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+ORDER BY c.id, l.output_tps_mean DESC NULLS LAST, l.concurrency ASC
+"""
+
+
+def latest_run_peaks(engine: Engine, campaign: str) -> list[LatestPeakRow]:
+    """Per cell of the campaign's latest run: the valid level with the highest mean output tokens/s."""
+    with engine.connect() as conn:
+        return [LatestPeakRow.model_validate(dict(r))
+                for r in conn.execute(text(LATEST_RUN_PEAKS), {"campaign": campaign}).mappings()]
+
+
+# -- measured GPU time (plan's estimate) ---------------------------------------------------------------------------
+GPU_TIME_HISTORY_SQL = """
+SELECT r.id AS run_pk, r.runtime, r.llmd_version, r.params, c.model, c.config, c.stack_factors, c.config_factors,
+       c.trial, c.status, c.tensor_parallel_size, c.gpu_time,
+       (SELECT count(*) FROM level_results l WHERE l.cell_id = c.id)::int AS levels
+FROM cells c JOIN runs r ON r.id = c.run_id
+WHERE c.model = ANY(%(models)s) AND r.runtime = %(runtime)s AND c.gpu_time <> '{}'::jsonb
+ORDER BY r.created_at DESC, c.id
+LIMIT %(limit)s
+"""
+
+
+def gpu_time_history(url: str, models: list[str], runtime: str, limit: int, connect_timeout_s: int,
+                     statement_timeout_ms: int) -> list[GpuTimeHistoryRow]:
+    """The newest `limit` cell x trial rows of these models on this runtime that have a GPU time, read once in a
+    read-only session with these timeouts (no retries, no migration, never a server started): plan must stay fast
+    and falls back to defaults on any error, which this raises."""
+    import psycopg2
+    import psycopg2.extras
+
+    dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    conn = psycopg2.connect(dsn, connect_timeout=connect_timeout_s, options=f"-c statement_timeout={statement_timeout_ms}")
+    try:
+        conn.set_session(readonly=True)
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(GPU_TIME_HISTORY_SQL, {"models": list(models), "runtime": runtime, "limit": limit})
+            return [GpuTimeHistoryRow.model_validate(dict(r)) for r in cur.fetchall()]
+    finally:
+        conn.close()
