@@ -1,11 +1,11 @@
-"""Trials and their isolation on the local runtime: `redeploy` (the default) restarts and warms up the
-cell's servers before every trial after the first; `same-server` keeps them."""
+"""Trials and level isolation with real GuideLLM and real servers on the local runtime: the wiring of the sweep
+core's actions. Which trial or level is isolated, run or resumed is decided by sweep_core and tested there
+(test_sweep_core.py: same-server trials, resume of a complete or partial report); the step's resume of a whole trial
+with a stand-in GuideLLM in test_sweep_step.py."""
 
 from __future__ import annotations
 
 import json
-
-import pytest
 
 from conftest import tiny_campaign, write_campaign
 from llmd_bench import catalog
@@ -27,51 +27,33 @@ def _serving_pids(ctx):
     return {p.name: p.pid for p in local.load_state(ctx).processes if p.name != "pmlogger"}
 
 
-@pytest.mark.parametrize("isolation", ["redeploy", "same-server"])
-def test_trial_isolation(campaigns_dir, results_dir, isolation):
-    ctx = _ctx(campaigns_dir, isolation)
-    assert ctx.params.trial_isolation == isolation
+def test_a_grid_sweep_redeploys_and_warms_up_the_cell_before_trial_2(campaigns_dir, results_dir):
+    """trial_isolation: redeploy (the default): new serving processes before trial 2, proven and warmed up, the
+    trial measured against the new endpoint, the cell's host recording going on through the redeploy."""
+    ctx = _ctx(campaigns_dir, "redeploy")
+    assert ctx.params.trial_isolation == "redeploy"
     local.deploy(ctx)
     try:
         warmup.run(ctx)
         first = _serving_pids(ctx)
         first_logger = [p.pid for p in local.load_state(ctx).processes if p.name == "pmlogger"]
         sweep.run(ctx)
-        trials = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
+        record = json.loads(ctx.record_path.read_text())
+        trials = record["sweep"]["trials"]
         assert [t["trial"] for t in trials] == [1, 2]
         now = _serving_pids(ctx)
-        if isolation == "redeploy":
-            assert trials[1]["isolation"] == "redeployed" and trials[1]["warmup_requests"] == 2
-            assert trials[1]["redeploy_s"] > 0
-            assert set(now) == set(first) and not set(now.values()) & set(first.values())
-            assert not any(processes.pid_alive(pid) for pid in first.values())  # the old servers are gone
-            assert trials[0]["target"] != trials[1]["target"]
-        else:
-            assert trials[1]["isolation"] == "same-server" and now == first
-            assert trials[0]["target"] == trials[1]["target"]
+        assert trials[0]["isolation"] == "first"
+        assert trials[1]["isolation"] == "redeployed" and trials[1]["warmup_requests"] == 2
+        assert trials[1]["redeploy_s"] > 0
+        assert set(now) == set(first) and not set(now.values()) & set(first.values())
+        assert not any(processes.pid_alive(pid) for pid in first.values())  # the old servers are gone
+        assert trials[0]["target"] != trials[1]["target"]
+        assert [check["when"] for check in record["served"]["checks"]] == ["redeploy"]  # proven after the redeploy
         # the cell's host recording went on through the redeploy
         assert [p.pid for p in local.load_state(ctx).processes if p.name == "pmlogger"] == first_logger
         for t in (1, 2):
             assert sweep.complete_report(ctx, sweep.report_path(ctx, t))
-    finally:
-        local.teardown(ctx)
-
-
-def test_a_cleared_sweep_resumes_after_the_last_complete_trial(campaigns_dir, results_dir):
-    ctx = _ctx(campaigns_dir, "same-server")
-    local.deploy(ctx)
-    try:
-        sweep.run(ctx)
-        first, second = sweep.report_path(ctx, 1), sweep.report_path(ctx, 2)
-        kept = first.stat().st_mtime_ns
-        second.unlink()  # trial 2 was cut short: the task is cleared and runs again
-        sweep.run(ctx)
-        trials = json.loads(ctx.record_path.read_text())["sweep"]["trials"]
-        assert first.stat().st_mtime_ns == kept  # trial 1 was not run again
-        assert trials[0]["resumed"] is True and "resumed" not in trials[1]
-        assert sweep.complete_report(ctx, second)
-        # the resumed trial's level windows are still there for collect_pcp
-        assert [w["concurrency"] for t in trials for w in t["level_windows"]] == [2, 2]
+            assert "argv" in trials[t - 1] and [w["concurrency"] for w in trials[t - 1]["level_windows"]] == [2]
     finally:
         local.teardown(ctx)
 

@@ -1,11 +1,15 @@
 """sweep: the GuideLLM concurrent sweep, one JSON report per trial.
 
-A trial whose report is already complete is not run again, so a retried or cleared sweep resumes.
+What to do next (isolate, run levels, refine, resume, complete a trial, stop) is decided by the pure sweep core
+(sweep_core.next_action); this step executes its actions (redeploys, resets, GuideLLM under the stall watch, merging
+and recording) and feeds back what happened. A trial whose report is already complete is not run again, so a retried
+or cleared sweep resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -14,11 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, guidellm_watch, level_reset, method
+from llmd_bench import adaptive, cell_folder, guidellm_watch, level_reset, method, sweep_core
 from llmd_bench.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
@@ -316,116 +319,164 @@ def run(ctx: StepContext) -> dict[str, Any]:
     return {"trials": len(trials), "levels": ctx.levels}
 
 
+def sweep_plan(ctx: StepContext) -> sweep_core.SweepPlan:
+    """The cell's sweep as the pure core plans it, from the run's params and the cell's model."""
+    return sweep_core.SweepPlan(
+        sweep=ctx.params.sweep, levels=tuple(ctx.levels), trials=ctx.params.trials,
+        trial_isolation=ctx.params.trial_isolation, level_isolation=ctx.params.level_isolation,
+        one_run_per_level=method.one_run_per_level(ctx.params), noise_floor_pct=float(ctx.params.noise_floor_pct),
+        adaptive=ctx.campaign.adaptive)
+
+
+def found_reports(ctx: StepContext, plan: sweep_core.SweepPlan) -> list[sweep_core.ReportFound]:
+    """The reports of the plan's trials an earlier attempt left that parse, with their levels: what may be resumed."""
+    found = []
+    for trial in range(1, plan.trials + 1):
+        folder = ctx.folder.trial(trial)
+        for path in [folder / cell_folder.TRIAL_REPORT, *sorted(folder.glob(f"level-*/{cell_folder.TRIAL_REPORT}"))]:
+            if not path.exists():
+                continue
+            try:
+                report = parse_report_file(path)
+            except ReportError:
+                continue
+            found.append(sweep_core.ReportFound(report=str(path.relative_to(ctx.cell_dir)),
+                                                levels=tuple(sorted(lv.concurrency for lv in report.levels))))
+    return found
+
+
+@dataclasses.dataclass
+class _TrialRuns:
+    """What the step keeps of the trial being measured until it is recorded."""
+
+    trial: int
+    started: float
+    isolation: dict[str, Any]
+    runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # as cell.json keeps them (LevelRun)
+    before_next: dict[str, Any] = dataclasses.field(default_factory=dict)  # the restart or reset before the next run
+    reset_to: level_reset.ResetTargets | None = None  # level_isolation: reset, from the trial's first reset
+
+
 def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
-    trials = []
-    adaptive_levels: list[int] = []  # the levels trial 1's adaptive sweep measured
-    for trial in range(1, ctx.params.trials + 1):
-        out = report_path(ctx, trial)
-        if complete_report(ctx, out):
-            print(f"trial {trial}: complete report already at {out}; not run again")
-            done = parse_report_file(out)
-            # its level windows still place the host and serving samples of that trial
-            trials.append({"trial": trial, "report": str(out.relative_to(ctx.cell_dir)), "resumed": True,
-                           "guidellm_version": done.guidellm_version,
-                           "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start,
-                                              "end": lv.end} for lv in done.levels]})
+    """Execute the sweep core's actions (sweep_core.next_action) until it stops; the trials as cell.json keeps them."""
+    plan = sweep_plan(ctx)
+    observations: list[sweep_core.Observation] = list(found_reports(ctx, plan))
+    trials: list[dict[str, Any]] = []
+    current: _TrialRuns | None = None
+    while not isinstance(action := sweep_core.next_action(plan, observations), sweep_core.Stop):
+        if isinstance(action, sweep_core.ResumeTrial):
+            trials.append(resumed_trial(ctx, action))
+            observations.append(sweep_core.TrialDone(trial=action.trial, levels=action.levels))
             continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        isolation: dict[str, Any] = {"isolation": "same-server"}
-        if trial > 1 and ctx.params.trial_isolation == "redeploy":
-            print(f"trial {trial}: redeploying the cell (trial_isolation: redeploy)", flush=True)
-            isolation = redeploy(ctx)
-            target = endpoint_for(ctx)
-        elif trial == 1:
-            isolation = {"isolation": "first"}
-        started = time.monotonic()
-        runs: list[dict[str, Any]] = []  # the trial's GuideLLM runs as cell.json keeps them (LevelRun)
-        # adaptive: trial 1 decides the levels, later trials measure the same ones (comparable trials)
-        sweep = (adaptive.AdaptiveSweep(ctx.levels, ctx.params.noise_floor_pct, ctx.campaign.adaptive)
-                 if ctx.params.sweep == "adaptive" and not adaptive_levels else None)
-        planned = iter(method.runs_of(ctx.params, adaptive_levels or ctx.levels))
-        index = 0
-        reset_to: level_reset.ResetTargets | None = None  # level_isolation: reset, from the trial's first level run
-        reference: dict[str, Any] | None = None
-        while (levels := _next_run(sweep, planned)) is not None:
-            run_out = ctx.cell_dir / method.report_name(trial, levels, ctx.params)
-            if run_out != out and complete_report(ctx, run_out, levels):
-                print(f"trial {trial}: level {levels[0]} already measured at {run_out}; not run again", flush=True)
-                runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)), "resumed": True})
+        if current is None or current.trial != action.trial:
+            ctx.folder.trial(action.trial).mkdir(parents=True, exist_ok=True)
+            current = _TrialRuns(action.trial, time.monotonic(),
+                                 {"isolation": "first" if action.trial == 1 else "same-server"})
+        if isinstance(action, sweep_core.Isolate):
+            target = isolate(ctx, action, current, target)
+            observations.append(sweep_core.Isolated(isolation=action.isolation, trial=action.trial,
+                                                    before_level=action.before_level))
+        elif isinstance(action, sweep_core.Resume | sweep_core.RunLevels):
+            run_out = ctx.cell_dir / action.report
+            if isinstance(action, sweep_core.Resume):
+                print(f"trial {action.trial}: level {action.levels[0]} already measured at {run_out}; not run again",
+                      flush=True)
+                current.runs.append({"levels": list(action.levels), "report": action.report, "resumed": True})
             else:
-                restart: dict[str, Any] = {}
-                if index > 0 and ctx.params.level_isolation == "restart":
-                    print(f"trial {trial}: restarting the cell before level {levels[0]} (level_isolation: restart)",
-                          flush=True)
-                    restart = redeploy(ctx)
-                    target = endpoint_for(ctx)
-                elif ctx.params.level_isolation == "reset":
-                    if reset_to is None:
-                        reset_to = reset_targets(ctx)
-                        reference = level_reset.fresh_reference(reset_to)
-                    print(f"trial {trial}: resetting caches and index before level {levels[0]} (level_isolation: reset)",
-                          flush=True)
-                    restart = reset_caches(ctx, reset_to, levels[0])
-                    if reference is not None:
-                        restart["reference"], reference = reference, None
                 run_out.parent.mkdir(parents=True, exist_ok=True)
-                runs.append({"levels": levels, "report": str(run_out.relative_to(ctx.cell_dir)),
-                             **execute_run(ctx, trial, levels, target, run_out), **restart})
-            index += 1
-            if sweep is not None:
-                sweep.observe(level_outcome(ctx, run_out))
-        if method.one_run_per_level(ctx.params):
-            merge_level_reports([ctx.cell_dir / r["report"] for r in runs], out)
-        wall = time.monotonic() - started
-        report = parse_report_file(out, expected_duration_s=ctx.params.expected_level_s)
-        got = sorted(lv.concurrency for lv in report.levels)
-        expected = sorted(r["levels"][0] for r in runs) if ctx.params.sweep == "adaptive" else ctx.levels
-        if got != expected:
-            raise RuntimeStepError(f"trial {trial}: report has levels {got}, asked for {expected}")
-        if sweep is not None:
-            decided = sweep.summary()
-            adaptive_levels = decided["run"]
-            print(f"trial {trial}: adaptive sweep stopped after level {decided['stopped_after']} "
-                  f"({decided['stop_reason']}); not run: {decided['not_run'] or 'none'}; refined: "
-                  f"{decided['refined'] or 'none'}", flush=True)
-        record = {
-            "trial": trial,
-            "report": str(out.relative_to(ctx.cell_dir)),
-            "target": target,
-            **isolation,
-            "guidellm_version": report.guidellm_version,
-            "guidellm_wall_s": round(wall, 3),
-            "benchmark_s": round(sum(lv.duration_s for lv in report.levels), 3),
-            "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
-                              for lv in report.levels],
-        }
-        if method.one_run_per_level(ctx.params):
-            record["runs"] = runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
-        else:
-            record["argv"] = runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
-            if runs[0].get("stalled"):
-                record["stalled"] = runs[0]["stalled"]  # attempts stopped as stalled before the one measured
-        if ctx.params.sweep == "adaptive":
-            record["adaptive"] = decided if sweep is not None else {"levels_of_trial_1": adaptive_levels}
-        trials.append(record)
+                current.runs.append({"levels": list(action.levels), "report": action.report,
+                                     **execute_run(ctx, action.trial, list(action.levels), target, run_out),
+                                     **current.before_next})
+                current.before_next = {}
+            observations.append(sweep_core.Measured(
+                trial=action.trial, levels=action.levels, report=action.report,
+                resumed=isinstance(action, sweep_core.Resume),
+                results=(level_outcome(ctx, run_out),) if action.observe else ()))
+        elif isinstance(action, sweep_core.CompleteTrial):
+            trials.append(complete_trial(ctx, action, current, target))
+            observations.append(sweep_core.TrialDone(trial=action.trial, levels=action.levels))
     return trials
 
 
-def _next_run(sweep: adaptive.AdaptiveSweep | None, planned: Iterator[list[int]]) -> list[int] | None:
-    if sweep is not None:
-        level = sweep.next_level()
-        return None if level is None else [level]
-    return next(planned, None)
+def resumed_trial(ctx: StepContext, action: sweep_core.ResumeTrial) -> dict[str, Any]:
+    out = ctx.cell_dir / action.report
+    print(f"trial {action.trial}: complete report already at {out}; not run again")
+    done = parse_report_file(out)
+    # its level windows still place the host and serving samples of that trial
+    return {"trial": action.trial, "report": action.report, "resumed": True, "guidellm_version": done.guidellm_version,
+            "level_windows": [{"trial": action.trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
+                              for lv in done.levels]}
 
 
-def level_outcome(ctx: StepContext, report: Path) -> adaptive.LevelOutcome:
-    """What the adaptive sweep needs from a level's report: its throughput if valid, and whether GuideLLM's
-    over-saturation constraint stopped it."""
+def isolate(ctx: StepContext, action: sweep_core.Isolate, current: _TrialRuns, target: str) -> str:
+    """Redeploy before a trial, restart or reset before a level; the target the next run talks to."""
+    trial, level = action.trial, action.before_level
+    if action.isolation == "redeploy":
+        print(f"trial {trial}: redeploying the cell (trial_isolation: redeploy)", flush=True)
+        current.isolation = redeploy(ctx)
+        current.started = time.monotonic()  # the trial's GuideLLM wall time starts after its redeploy
+        return endpoint_for(ctx)
+    if action.isolation == "restart":
+        print(f"trial {trial}: restarting the cell before level {level} (level_isolation: restart)", flush=True)
+        current.before_next = redeploy(ctx)
+        return endpoint_for(ctx)
+    assert level is not None
+    reference = None
+    if current.reset_to is None:
+        current.reset_to = reset_targets(ctx)
+    if action.reference:
+        reference = level_reset.fresh_reference(current.reset_to)
+    print(f"trial {trial}: resetting caches and index before level {level} (level_isolation: reset)", flush=True)
+    current.before_next = reset_caches(ctx, current.reset_to, level)
+    if reference is not None:
+        current.before_next["reference"] = reference
+    return target
+
+
+def complete_trial(ctx: StepContext, action: sweep_core.CompleteTrial, current: _TrialRuns,
+                   target: str) -> dict[str, Any]:
+    """The trial's report (its per-level reports merged), checked to hold the levels measured, as cell.json keeps it."""
+    trial, out = action.trial, ctx.cell_dir / action.report
+    if action.merge:
+        merge_level_reports([ctx.cell_dir / r for r in action.merge], out)
+    wall = time.monotonic() - current.started
+    report = parse_report_file(out, expected_duration_s=ctx.params.expected_level_s)
+    got = sorted(lv.concurrency for lv in report.levels)
+    if got != list(action.levels):
+        raise RuntimeStepError(f"trial {trial}: report has levels {got}, asked for {list(action.levels)}")
+    if action.decisions is not None and (said := action.decisions.describe()):
+        print(f"trial {trial}: {said}", flush=True)
+    record = {
+        "trial": trial,
+        "report": action.report,
+        "target": target,
+        **current.isolation,
+        "guidellm_version": report.guidellm_version,
+        "guidellm_wall_s": round(wall, 3),
+        "benchmark_s": round(sum(lv.duration_s for lv in report.levels), 3),
+        "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
+                          for lv in report.levels],
+    }
+    if method.one_run_per_level(ctx.params):
+        record["runs"] = current.runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
+    else:
+        record["argv"] = current.runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
+        if current.runs[0].get("stalled"):
+            record["stalled"] = current.runs[0]["stalled"]  # attempts stopped as stalled before the one measured
+    if action.decisions is not None:
+        record[ctx.params.sweep] = action.decisions.model_dump()  # adaptive: the levels decided and why
+    return record
+
+
+def level_outcome(ctx: StepContext, report: Path) -> sweep_core.LevelResult:
+    """What a deciding policy needs from a level's report: its throughput, whether it is valid, and whether
+    GuideLLM's over-saturation constraint stopped it."""
     doc = json.loads(report.read_text())
     parsed = parse_report_file(report, expected_duration_s=ctx.params.expected_level_s)
     (level,) = parsed.levels
     fired = any(adaptive.over_saturation_fired(b) for b in doc.get("benchmarks", []) if isinstance(b, dict))
-    return adaptive.LevelOutcome(level.concurrency, level.value("output_tps") if level.valid else None, fired)
+    return sweep_core.LevelResult(concurrency=level.concurrency, valid=level.valid, output_tps=level.value("output_tps"),
+                                  over_saturated=fired)
 
 
 def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
