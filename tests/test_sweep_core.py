@@ -243,6 +243,14 @@ def test_complete_level_reports_are_resumed_without_isolation_and_the_missing_le
     assert _short(reset) == ["resume 1", "reset@4*", "run 4", "reset@8", "run 8", "complete", "stop"]
 
 
+def test_a_resumed_trial_1_gives_later_trials_its_levels():
+    # an adaptive trial 1 that measured every grid level (no refinement) and was kept: trial 2 measures the same
+    plan = _plan(sweep="adaptive", levels=(1, 4), trials=2)
+    actions = _drive(plan, found=(_found("trial-1/guidellm_report.json", 1, 4),))
+    assert _short(actions) == ["resume trial 1", "run 1", "run 4", "complete", "stop"]
+    assert actions[-2].decisions == TrialOneLevels(levels_of_trial_1=[1, 4])
+
+
 def test_an_adaptive_sweep_resumes_measured_levels_and_decides_from_their_outcomes():
     curve = _rising_then_falling(300)
     plan = _plan(sweep="adaptive", levels=GRID)
@@ -280,5 +288,10 @@ def test_a_new_policy_is_a_registered_class_and_gets_the_shared_rules(monkeypatc
                            level_isolation="restart"))
     assert _short(actions) == ["run 4", "restart@8", "run 8", "complete",
                                "redeploy", "run 4", "restart@8", "run 8", "complete", "stop"]
+    # one run for the trial (runs: per-cell): its report is resumed only as a whole trial of every grid level, never
+    # as a run (the record's argv comes from the trial's one run)
+    per_cell = _plan(sweep="top-two")
+    assert _short(_drive(per_cell, found=(_found("trial-1/guidellm_report.json", 4, 8),))) == [
+        "run 4,8", "complete", "stop"]
     with pytest.raises(SweepCoreError, match="registered twice"):
         SweepPolicy.register("top-two")(TopTwo)

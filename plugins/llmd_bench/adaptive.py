@@ -1,8 +1,9 @@
 """Adaptive sweeps: run a cell's levels in order, stop once throughput stops rising beyond noise (or GuideLLM's
 over-saturation constraint stops a level), then measure between the best level and its better neighbour.
 
-Plain Python: the sweep step feeds each measured level in and asks for the next one, `llmd-bench plan` asks for
-the most it could run, the report shows the levels it decided not to run as "not run (past saturation)".
+Plain Python: the sweep core (sweep_core.AdaptivePolicy) feeds each measured level in and asks for the next one,
+`llmd-bench plan` asks for the most it could run, the report shows the levels it decided not to run as
+"not run (past saturation)".
 """
 
 from __future__ import annotations
