@@ -92,7 +92,7 @@ def test_params_default_to_the_campaign_and_override_it():
 
 
 def test_the_february_method_is_defined_once_and_the_reference_campaign_runs_it():
-    from llmd_bench.report import data
+    from llmd_bench.store import read
 
     c = load_campaign(REFERENCE)
     params = resolve_params(c, {}, catalog.known_versions()).model_dump()
@@ -103,7 +103,7 @@ def test_the_february_method_is_defined_once_and_the_reference_campaign_runs_it(
     w = Workload.model_validate(workload)
     assert {k: getattr(w, k) for k in Method.model_fields} == METHOD_DEFAULTS.model_dump() == FEBRUARY_METHOD.method.model_dump()
     # ... and so do runs stored before it was a setting, in the store's earlier-run comparison (JSON values)
-    assert data.METHOD_PARAMS == {"runs": '"per-cell"', "prefix_count": "1", "max_requests": "null", "level_isolation": '"none"'}
+    assert read.METHOD_PARAMS == {"runs": '"per-cell"', "prefix_count": "1", "max_requests": "null", "level_isolation": '"none"'}
 
 
 def test_every_shipped_campaign_validates():

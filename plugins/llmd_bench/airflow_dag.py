@@ -38,7 +38,7 @@ from llmd_bench.campaign import (
 )
 from llmd_bench.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.names import dns_label, label_value
-from llmd_bench.runtime import selected_runtime
+from llmd_bench.runtime import cluster_runtime, selected_runtime
 from llmd_bench.settings import results_store_url, settings
 
 PARAMS_ARG = "{{ params | tojson }}"
@@ -97,7 +97,7 @@ def step_arguments(step: str, campaign: Campaign, cell: Cell | None) -> list[str
 def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str, **kwargs: Any) -> BaseOperator:
     arguments = step_arguments(step, campaign, cell)
     task_id = step
-    if runtime == "local":
+    if not cluster_runtime(runtime):
         return LocalStepOperator(task_id=task_id, arguments=arguments, **kwargs)
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
@@ -159,7 +159,7 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
         select = PythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
         preflight = None
-        if runtime == "kubernetes":
+        if cluster_runtime(runtime):
             # Checks the cluster in seconds before any GPU time is spent. A setup task without a teardown:
             # every task after it (later cells' deploys, load_results, compare) needs it to have succeeded,
             # whatever their own trigger rule, so a failed preflight stops the whole run.

@@ -30,6 +30,7 @@ from llmd_bench import configurations, paths
 from llmd_bench.adaptive import AdaptiveSettings
 from llmd_bench.configurations import CONFIG_NAME_PATTERN, Configuration, OffloadSize
 from llmd_bench.errors import CampaignError, ParamsError
+from llmd_bench.runtime import cluster_runtime
 
 __all__ = ["OffloadSize"]  # defined with the configurations that size it; campaigns' serving.offload uses it too
 # The published evaluation's baseline; a campaign names its own with `baseline:`.
@@ -593,7 +594,7 @@ class Campaign(_Strict):
 
     def check_runtime(self, runtime: str) -> None:
         """serving.mode: existing patches an installed stack in a cluster: refused on any other runtime."""
-        if self.serving.mode == "existing" and runtime != "kubernetes":
+        if self.serving.mode == "existing" and not cluster_runtime(runtime):
             raise CampaignError(f"campaign {self.dag_id}: serving.mode existing benchmarks an llm-d stack installed in "
                                 f"a cluster and needs the kubernetes runtime (LLMD_BENCH_RUNTIME=kubernetes); this "
                                 f"step runs with the {runtime} runtime")

@@ -15,6 +15,7 @@ from llmd_bench import plan_estimate
 from llmd_bench.campaign import Campaign, Cell, RunParams, per_level
 from llmd_bench.gpu_time import PHASES
 from llmd_bench.plan_estimate import History
+from llmd_bench.runtime import cluster_runtime, simulated_runtime
 
 # Where plan shows values that exist only once the cell is deployed.
 PLAN_TARGET = "<cell endpoint>"
@@ -74,8 +75,9 @@ def one_run_per_level(params: RunParams) -> bool:
 
 
 def plan_tokenizer(runtime: str, model: str) -> str:
-    # the same choice as sweep.tokenizer_spec, without requiring the local tokenizer to exist yet
-    if runtime == "local":
+    # the same choice as sweep.tokenizer_spec (the simulated runtime's offline tokenizer, else the model's own),
+    # without requiring the local tokenizer to exist yet
+    if simulated_runtime(runtime):
         from llmd_bench import paths
 
         return f"kind=hf_auto,model={paths.tokenizer_dir()}"
@@ -126,9 +128,9 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         config = campaign.cell_configuration(cell)
         # what the deploy would refuse, found the same way (rendering the cell): a release piece that could not be
         # read, a connector the release's image lacks, a setting its vLLM does not have, a pod that cannot fit
-        refused = cell_refusal(campaign, params, cell) if runtime != "local" else None
+        refused = cell_refusal(campaign, params, cell) if cluster_runtime(runtime) else None
         # an EPP keeping its index in memory is rolled at every reset (runtime/kubernetes.py restart_epp)
-        router_restarts = resets if runtime == "kubernetes" and config.store_kind is None else 0
+        router_restarts = resets if cluster_runtime(runtime) and config.store_kind is None else 0
         estimate = estimate_cell(model_loads=loads, resets=resets, router_restarts=router_restarts)
         if cost is not None:
             estimate["cost"] = round(estimate["gpu_hours_total"] * cost, 2)
@@ -255,7 +257,7 @@ def format_plan(found: dict[str, Any]) -> str:
                  + f", {t['benchmark_s']:g} s of measurement ({t['gpu_benchmark_hours']:g} GPU-hours of measurement"
                  + "".join(f"; {b}" for b in bounds) + ")")
     if "gpu_hours" in t:
-        simulated = ", GPUs simulated on the local runtime" if found["runtime"] == "local" else ""
+        simulated = f", GPUs simulated on the {found['runtime']} runtime" if simulated_runtime(found["runtime"]) else ""
         lines.append(f"estimated GPU-hours (GPUs x seconds per phase{simulated}; {estimate.get('history')}):")
         for phase in PHASES:
             by_basis: dict[str, int] = {}

@@ -133,9 +133,9 @@ def results_url() -> str | None:
     url = settings().results_url
     if url:
         return url
-    from llmd_bench.runtime import selected_runtime
+    from llmd_bench.runtime import cluster_runtime, selected_runtime
 
-    return DEFAULT_CLUSTER_URL if selected_runtime() == "kubernetes" else None
+    return DEFAULT_CLUSTER_URL if cluster_runtime(selected_runtime()) else None
 
 
 def configured() -> ObjectStore | None:

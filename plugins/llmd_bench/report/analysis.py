@@ -480,7 +480,7 @@ def _cross_version(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> 
 
 def _previous_run(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
     """Each cell's peak against the latest earlier run of the campaign at the same llm-d version that has a
-    valid peak for the cell (data.PREVIOUS_RUNS_SQL), judged like the cross-version table."""
+    valid peak for the cell (store/read.py run_peaks), judged like the cross-version table."""
     prev = data.previous_runs
     if prev is None or prev.empty:
         return None

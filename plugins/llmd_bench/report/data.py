@@ -40,10 +40,10 @@ class ReportInput:
     llmd_version: str | None = None
     observations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=OBSERVATION_COLUMNS))
     # Peaks per cell of this run and of the earlier runs of the campaign at the same llm-d version
-    # (PREVIOUS_RUNS_SQL), for the comparison with the previous run.
+    # (store/read.py run_peaks), for the comparison with the previous run.
     previous_runs: pd.DataFrame | None = None
     # Each cell's earlier peaks (one per run and trial, oldest first) that measured the same thing:
-    # the noise model's history (noise.py, HISTORY_SQL).
+    # the noise model's history (noise.py, store/read.py trial_peaks).
     history: pd.DataFrame | None = None
 
     @property

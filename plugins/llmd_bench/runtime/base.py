@@ -14,6 +14,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from llmd_bench.runtime import simulated_runtime
+
 if TYPE_CHECKING:
     from llmd_bench.context import StepContext
     from llmd_bench.observe.sampler import Targets
@@ -24,8 +26,12 @@ class Runtime:
     """One cell's serving stack on one platform. Subclasses implement the abstract methods."""
 
     name: ClassVar[str]
-    # the serving layer is simulated (reports say so; results are never compared with a cluster's as real)
-    simulated: ClassVar[bool] = False
+
+    @property
+    def simulated(self) -> bool:
+        """The serving layer is simulated (reports say so; results are never compared with a cluster's as real):
+        a fact of the runtime, decided once in runtime/__init__.py (FACTS)."""
+        return simulated_runtime(self.name)
 
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx

@@ -312,7 +312,6 @@ class LocalRuntime(Runtime):
     """The cell's stack as processes on 127.0.0.1: GuideLLM mock servers, the router, Redis/Valkey."""
 
     name = "local"
-    simulated = True
 
     def deploy(self) -> dict[str, Any]:
         return deploy(self.ctx)

@@ -136,11 +136,8 @@ GROUP BY llmd_version, {PEAK_KEY}
 # (METHOD_DEFAULTS, the February method's) for runs stored before they were params.
 WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "turns",
                    "tensor_parallel_size", "replicas")
-
-
-def _method_defaults() -> dict[str, str]:
-    """The method params' defaults as JSON."""
-    return {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
+# The method params' defaults, as JSON
+METHOD_PARAMS = {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
 
 
 def _earlier_runs_cte() -> str:
@@ -158,7 +155,7 @@ WITH cur AS (
       AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
       AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
       AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
-                            for k, v in _method_defaults().items()) + """
+                            for k, v in METHOD_PARAMS.items()) + """
     ORDER BY t DESC, r.id DESC
     LIMIT :max_runs
 )"""
