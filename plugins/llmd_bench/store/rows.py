@@ -70,14 +70,14 @@ class StoredRunParams(BaseModel):
     """A run's params as stored with it: campaign.RunParams of the version that ran it plus warmup_requests and
     gpu_hour_cost (context.stored_params); an import's imported_from and the GuideLLM spec it read. Every field is
     optional (runs stored by older versions lack later ones) and keys this version does not declare are kept:
-    as_stored() is the stored JSON unchanged."""
+    as_stored() is the stored JSON unchanged (numbers keep their JSON type: `int | float`, never 60 read as 60.0)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
     models: list[str] | None = None
     configs: list[str] | None = None
     concurrency: list[int] | None = None
-    duration_s: float | None = None
+    duration_s: int | float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     prefix_tokens: int | None = None
@@ -91,13 +91,13 @@ class StoredRunParams(BaseModel):
     trials: int | None = None
     sweep: str | None = None
     baseline: str | None = None
-    noise_floor_pct: float | None = None
+    noise_floor_pct: int | float | None = None
     tensor_parallel_size: int | None = None
     replicas: int | None = None
     llmd_version: str | None = None
     factors: dict[str, list[Any]] | None = None
     warmup_requests: int | None = None
-    gpu_hour_cost: float | None = None
+    gpu_hour_cost: int | float | None = None
     # a campaign's hardware label (MLflow's experiment), when it sets one
     hardware: str | None = None
     imported_from: list[str] | None = None
