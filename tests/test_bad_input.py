@@ -74,7 +74,7 @@ def test_bad_run_params_stop_a_step_before_it_starts_anything(campaigns_dir, res
 @pytest.mark.parametrize("content, needles", [
     ("versions: [unclosed", ["not valid YAML"]),
     ("- v0.4.0\n", ["expected a mapping `versions:"]),
-    ("versions:\n  v0.4.0:\n    vllm_version: '0.11.2'\n", ["entry v0.4.0", "field `images`"]),
+    ("versions:\n  v0.4.0:\n    vllm_version: '0.11.2'\n", ["entry v0.4.0", "images: missing ['vllm', 'epp'"]),
 ])
 def test_a_bad_version_catalog_names_the_file_and_entry(tmp_path, campaigns_dir, capsys, monkeypatch, content, needles):
     catalog = tmp_path / "versions.yaml"

@@ -199,7 +199,10 @@ def test_local_shape_from_a_real_local_deploy(campaigns_dir, results_dir):
     for i, s in enumerate(stack["model_servers"]):
         assert s["pod"] == f"mock-server-{i}" and s["args"][1] == "mock-server" and "Qwen/Qwen3-0.6B" in s["args"]
         assert s["guidellm_version"] == metadata.version("guidellm") and s["image"] is None
-    assert [r["name"] for r in stack["router"]] == ["router"] and "llmd_bench.runtime.router" in stack["router"][0]["args"]
+    # each mock server behind its simulated vLLM replica (started with the rendered vLLM command line), then the router
+    assert [r["name"] for r in stack["router"]] == ["prefix-cache-0", "prefix-cache-1", "router"]
+    assert all("llmd_bench.runtime.router" in r["args"] for r in stack["router"])
+    assert all("--vllm-args" in r["args"] for r in stack["router"][:2])
     assert stack["kv_backend"]["kind"] == "valkey" and stack["kv_backend"]["server_version"].startswith("9.")
     (host,) = stack["nodes"].values()
     assert host["cpu_model"] and host["gpu_count"] == 0
