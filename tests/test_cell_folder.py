@@ -164,7 +164,7 @@ def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_
                            "serving_metrics", "kv_index", "config_effect", "results"}
     # the simulated servers showed what the configuration demands, key by key; stored and shown in the report
     assert record.served is not None and record.served.status == "proven", record.served
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     generate_report("folder-1", tmp_path / "report", campaign="llmd_tiny")
     md = (tmp_path / "report" / "report.md").read_text()

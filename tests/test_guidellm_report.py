@@ -12,7 +12,8 @@ from llmd_bench import catalog, paths
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError
-from llmd_bench.guidellm_report import ValidityRules, judge_level, parse_report, parse_report_file
+from llmd_bench.guidellm_levels import ValidityRules, judge_level
+from llmd_bench.guidellm_report import parse_report, parse_report_file
 from llmd_bench.steps.sweep import guidellm_command
 
 

@@ -8,10 +8,11 @@ import ast
 import re
 from pathlib import Path
 
+import grimp
 import pytest
 
 from conftest import ROOT
-from llmd_bench.runtime import RUNTIMES
+from llmd_bench.settings import RUNTIMES
 
 PACKAGE = ROOT / "plugins" / "llmd_bench"
 STORE = PACKAGE / "store"
@@ -133,3 +134,63 @@ def test_each_rule_finds_what_it_forbids(source, check):
 ])
 def test_each_rule_leaves_alone_what_it_allows(source, check):
     assert not check(ast.parse(source))
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The package's import cycles: each group of modules that import one another, directly or through others
+    (strongly connected components of the module graph). Imports under `if TYPE_CHECKING:` are left out: they
+    never run."""
+    graph = grimp.build_graph(package, exclude_type_checking_imports=True)
+    edges = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in sorted(graph.modules)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+    for root in edges:  # Tarjan's algorithm, iterative (no recursion limit on a deep graph)
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+            if i < len(edges[node]):
+                work.append((node, i + 1))
+                nxt = edges[node][i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    cycles.append(sorted(group))
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return cycles
+
+
+def test_the_package_has_no_import_cycle():
+    """No module of llmd_bench imports itself back through others: the layers import downwards only."""
+    assert import_cycles("llmd_bench") == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_three_modules(tmp_path, monkeypatch):
+    pkg = tmp_path / "cyclic_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from cyclic_pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from cyclic_pkg import c  # a function-local import is an import too\n")
+    (pkg / "c.py").write_text("import cyclic_pkg.a\n")
+    (pkg / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cyclic_pkg import e\n")
+    (pkg / "e.py").write_text("from cyclic_pkg import d\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_cycles("cyclic_pkg") == [["cyclic_pkg.a", "cyclic_pkg.b", "cyclic_pkg.c"]]

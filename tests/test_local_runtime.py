@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
-from llmd_bench import catalog
+from llmd_bench import catalog, completions
 from llmd_bench.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.context import StepContext
 from llmd_bench.errors import RuntimeStepError
@@ -24,7 +24,7 @@ def _ctx(campaigns_dir, config="no-offload", model="Qwen/Qwen3-0.6B", **conf):
 
 
 def _chat(url, model="Qwen/Qwen3-0.6B"):
-    return warmup.send_request(url, model, "hello", 4)
+    return completions.send_request(url, model, "hello", 4)
 
 
 def test_replicas_behind_a_router_share_the_load_and_teardown_frees_everything(campaigns_dir, results_dir):

@@ -85,7 +85,7 @@ def store_run(url: str, report_path: Path, run_id: str, campaign: str = "llmd_ml
 @pytest.fixture
 def stored(db_url, real_report, tmp_path, monkeypatch):
     """A stored run with its report generated (as compare does) into tmp_path/reports/<run id>/."""
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     run_id = f"manual__{tmp_path.name}"
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)

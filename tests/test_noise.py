@@ -191,7 +191,7 @@ QUIET = [1.0, 1.004, 0.997, 1.002, 0.998, 1.003, 0.999, 1.001]  # +/-0.3 % from 
 
 
 def test_a_quiet_history_lets_one_trial_show_a_3_percent_drop(db_url, real_report, tmp_path, monkeypatch):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     _seed(db_url, real_report, tmp_path, QUIET, 0.97)
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
@@ -209,7 +209,7 @@ def test_a_quiet_history_lets_one_trial_show_a_3_percent_drop(db_url, real_repor
 
 
 def test_without_history_a_3_percent_drop_is_within_the_campaign_floor(db_url, real_report, tmp_path, monkeypatch):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     _seed(db_url, real_report, tmp_path, [1.0], 0.97)  # one earlier run: too short a history
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
@@ -223,7 +223,7 @@ def test_without_history_a_3_percent_drop_is_within_the_campaign_floor(db_url, r
 def test_a_suspect_peak_level_gets_no_verdict_and_pages_nobody(db_url, real_report, tmp_path, monkeypatch):
     from sqlalchemy import text
 
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
     from llmd_bench.store.db import make_engine
 
     _seed(db_url, real_report, tmp_path, QUIET, 0.7)

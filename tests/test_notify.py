@@ -267,7 +267,7 @@ def test_a_send_error_is_a_warning_naming_the_connection(dag, supervisor, store,
 
 @pytest.mark.parametrize("factor, expected", [(0.7, "REGRESSION"), (0.99, "within noise")])
 def test_regression_against_the_previous_run_of_the_same_version(store, real_report, tmp_path, factor, expected):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     seed_two_weeks(store, real_report, tmp_path, factor)
     report = generate_report(RUN_ID, tmp_path / "r", campaign=DAG_ID, store=True)
@@ -298,7 +298,7 @@ def test_regression_against_the_previous_run_of_the_same_version(store, real_rep
 def test_a_run_with_another_workload_is_not_the_previous_run(store, real_report, tmp_path):
     from sqlalchemy import text
 
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     seed_two_weeks(store, real_report, tmp_path, 0.7)
     engine = db.make_engine(store)
@@ -310,7 +310,7 @@ def test_a_run_with_another_workload_is_not_the_previous_run(store, real_report,
 
 
 def test_regressions_go_to_slack_in_one_message(dag, store, real_report, tmp_path, slack_server, supervisor):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     seed_two_weeks(store, real_report, tmp_path, 0.7)
     generate_report(RUN_ID, tmp_path / "r", campaign=DAG_ID, store=True)
@@ -327,7 +327,7 @@ def test_regressions_go_to_slack_in_one_message(dag, store, real_report, tmp_pat
 
 
 def test_no_regression_and_no_failure_sends_nothing(dag, store, real_report, tmp_path, slack_server, supervisor):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     seed_two_weeks(store, real_report, tmp_path, 1.0)
     generate_report(RUN_ID, tmp_path / "r", campaign=DAG_ID, store=True)
@@ -338,7 +338,7 @@ def test_no_regression_and_no_failure_sends_nothing(dag, store, real_report, tmp
 
 def test_a_failed_run_lists_its_regressions_in_its_one_message(dag, store, real_report, tmp_path, slack_server,
                                                                 smtp_server, supervisor):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     seed_two_weeks(store, real_report, tmp_path, 0.7)
     generate_report(RUN_ID, tmp_path / "r", campaign=DAG_ID, store=True)

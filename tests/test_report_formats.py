@@ -77,7 +77,7 @@ def test_the_built_in_formats_are_one_module_each():
 
 
 def test_a_format_registered_as_one_module_is_written_by_generate_report(stored_run, format_module, tmp_path):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     format_module("llmd_outline_format", OUTLINE)
     out = tmp_path / "report"
@@ -92,7 +92,7 @@ def test_a_format_registered_as_one_module_is_written_by_generate_report(stored_
 
 
 def test_a_format_that_fails_fails_the_report_and_writes_nothing(stored_run, format_module, tmp_path):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     format_module("llmd_broken_format", BROKEN)
     out = tmp_path / "report"

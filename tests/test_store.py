@@ -96,7 +96,7 @@ def test_import_then_reimport_writes_no_duplicates(db_url, real_report):
 def test_stored_levels_read_back_exactly_what_was_loaded_awkward_text_included(db_url):
     """Level rows go in with COPY: tabs, newlines, backslashes, quotes and non-ASCII in text and JSON,
     NULLs, an infinite float and fractional timestamps must come back unchanged."""
-    from llmd_bench.guidellm_report import LevelResult as ParsedLevel
+    from llmd_bench.guidellm_levels import LevelResult as ParsedLevel
 
     awkward = 'tab\there\nnew line \\ back\\slash "quoted" \\N naïve ✓'
     metrics = {"output_tps": {"mean": 123.456789012345, "median": None, "std_dev": 1.5},
@@ -217,7 +217,7 @@ def test_cleared_run_does_not_benchmark_a_stored_cell_again(db_url, real_report,
 
 
 def test_report_compares_llmd_versions_and_flags_a_regression(db_url, real_report, tmp_path, monkeypatch):
-    from llmd_bench.steps.compare import generate_report
+    from llmd_bench.report.generate import generate_report
 
     slower = tmp_path / "slower.json"
     doc = json.loads(real_report.read_text())

@@ -543,7 +543,7 @@ def _epoch(text: Any, path: Path, where: str) -> float:
 
 
 def _parsed_level(doc: dict[str, Any], ours: dict[str, Any], path: Path):
-    from llmd_bench.guidellm_report import LevelResult as ParsedLevel
+    from llmd_bench.guidellm_levels import LevelResult as ParsedLevel
 
     level = ours.get("level") or {}
     c = _int(level.get("concurrency")) or _int(_dig(doc, "scenario", "load", "standardized", "concurrency"))

@@ -949,13 +949,13 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
 
 def reset_refusals(campaign: Campaign, params: RunParams) -> dict[str, list[str]]:
     """configuration -> why level_isolation: reset cannot empty its caches at params.llmd_version."""
-    from llmd_bench import catalog, level_reset
+    from llmd_bench import catalog
 
     contract = catalog.entry(params.llmd_version).contract
     out: dict[str, list[str]] = {}
     for cell in campaign.cells():
         if params.selects(cell) and cell.config not in out:
-            why = level_reset.refusals(campaign.cell_configuration(cell), contract, campaign.serving.backend,
+            why = configurations.cache_reset_refusals(campaign.cell_configuration(cell), contract, campaign.serving.backend,
                                        params.llmd_version)
             if why:
                 out[cell.config] = why

@@ -227,7 +227,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = rpt.build(from_csv_dir(Path(args.from_csv)))
         rpt.write(report, out)
     else:
-        from llmd_bench.steps.compare import generate_report
+        from llmd_bench.report.generate import generate_report
         report = generate_report(args.run_id, out, campaign=args.campaign)
     print(rpt.peak_table_text(report))
     print(f"report written to {out / 'report.html'}")

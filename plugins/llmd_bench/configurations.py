@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -294,3 +294,23 @@ def known_names(extension: dict[str, Configuration] | None = None) -> list[str]:
 
 def lookup(name: str, extension: dict[str, Configuration] | None = None) -> Configuration | None:
     return (extension or {}).get(name) or catalog().get(name)
+
+
+def cache_reset_refusals(configuration: Any, contract: Any, backend: str, version: str) -> list[str]:
+    """level_isolation: reset (level_reset.py): why a reset cannot empty this configuration's caches at this
+    llm-d version (empty: allowed).
+    `configuration`: configurations.Configuration; `contract`: catalog.Contract."""
+    reasons = []
+    if backend == "inference-sim":
+        reasons.append("llm-d-inference-sim serves no /reset_prefix_cache (pkg/communication/http.go @v0.9.2)")
+    offload = configuration.model_server.kv_offload
+    if offload is not None:
+        if offload.connector == "LMCacheConnectorV1":
+            reasons.append("vLLM's LMCacheConnectorV1 has no reset_cache (lmcache_connector.py @v0.19.1, @v0.23.0): "
+                           "the LMCache tier would keep the previous level's blocks")
+        elif offload.filesystem is not None:
+            reasons.append("the filesystem offload tier's files outlive a reset of the server")
+        elif offload.cpu and "OffloadingConnector" not in contract.prefix_cache_reset.connectors:
+            reasons.append(f"llm-d {version}'s vLLM has no OffloadingConnector.reset_cache (added in vLLM 0.23.0, "
+                           "offloading_connector.py): the CPU tier would keep the previous level's blocks")
+    return reasons

@@ -9,7 +9,8 @@ from typing import Any
 from llmd_bench import __version__, configurations, guidellm_layouts, paths
 from llmd_bench.campaign import campaign_configurations, check_model_id
 from llmd_bench.errors import LlmdBenchError
-from llmd_bench.guidellm_report import Report, load_json, parse_report
+from llmd_bench.guidellm_levels import Report
+from llmd_bench.guidellm_report import load_json, parse_report
 from llmd_bench.results import cell_status, sha256
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmd_bench.completions import send_request
 from llmd_bench.errors import RuntimeStepError
 from llmd_bench.observe import prometheus
 
@@ -44,25 +45,6 @@ BUSY = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 class NotEquivalent(RuntimeStepError):
     """A reset did not bring the servers to a fresh server's state (or nothing can show that it did)."""
-
-
-def refusals(configuration: Any, contract: Any, backend: str, version: str) -> list[str]:
-    """Why a reset cannot empty this configuration's caches at this llm-d version (empty: allowed).
-    `configuration`: configurations.Configuration; `contract`: catalog.Contract."""
-    reasons = []
-    if backend == "inference-sim":
-        reasons.append("llm-d-inference-sim serves no /reset_prefix_cache (pkg/communication/http.go @v0.9.2)")
-    offload = configuration.model_server.kv_offload
-    if offload is not None:
-        if offload.connector == "LMCacheConnectorV1":
-            reasons.append("vLLM's LMCacheConnectorV1 has no reset_cache (lmcache_connector.py @v0.19.1, @v0.23.0): "
-                           "the LMCache tier would keep the previous level's blocks")
-        elif offload.filesystem is not None:
-            reasons.append("the filesystem offload tier's files outlive a reset of the server")
-        elif offload.cpu and "OffloadingConnector" not in contract.prefix_cache_reset.connectors:
-            reasons.append(f"llm-d {version}'s vLLM has no OffloadingConnector.reset_cache (added in vLLM 0.23.0, "
-                           "offloading_connector.py): the CPU tier would keep the previous level's blocks")
-    return reasons
 
 
 @dataclass
@@ -95,8 +77,6 @@ def _hits(before: dict[str, float], after: dict[str, float]) -> dict[str, float 
 
 
 def _probe(url: str, model: str, prompt: str) -> dict[str, float | None]:
-    from llmd_bench.steps.warmup import send_request
-
     before = counters(url)
     send_request(url, model, prompt, 1)
     return _hits(before, counters(url))

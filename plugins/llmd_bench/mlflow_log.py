@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from llmd_bench.errors import LlmdBenchError
-from llmd_bench.guidellm_report import METRICS as GUIDELLM_METRICS
+from llmd_bench.guidellm_levels import METRICS as GUIDELLM_METRICS
 from llmd_bench.runtime import cluster_runtime
 from llmd_bench.settings import settings
 from llmd_bench.store.rows import CELL_STATUSES, LEVEL_METRICS, LEVEL_STATS, CellRow, LevelRow, RunRow, StoredRun, metric_column

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmd_bench.cell_folder import CellRecord
-from llmd_bench.guidellm_report import Report
+from llmd_bench.guidellm_levels import Report
 from llmd_bench.store.rows import RunInfo, StoredRunParams
 
 

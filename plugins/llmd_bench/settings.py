@@ -26,6 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmd_bench.errors import LlmdBenchError
 
+# the deployment's runtime names (LLMD_BENCH_RUNTIME); what each one means is runtime/'s to decide (runtime.FACTS)
+RUNTIMES = ("local", "kubernetes")
+
 PREFIX = "LLMD_BENCH_"
 CHECKOUT = Path(__file__).resolve().parents[2]
 RESULTS_CONN_ID = "llmd_results"
@@ -245,8 +248,6 @@ class Settings(BaseSettings):
         values = self.__dict__
         raw = values["runtime"] or values["airflow_var_runtime"] or "local"
         value = raw.strip().lower()
-        from llmd_bench.runtime import RUNTIMES
-
         values["runtime"] = value if value in RUNTIMES else _Invalid(
             f"{env_name('runtime')}={value!r} is not a runtime; allowed: {list(RUNTIMES)}")
         home = values["home"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.guidellm_report import Report, ValidityRules, parse_levels
+from llmd_bench.guidellm_levels import Report, ValidityRules, parse_levels
 
 
 class Layout:

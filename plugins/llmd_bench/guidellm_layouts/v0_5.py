@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmd_bench.guidellm_layouts.base import Layout, number
-from llmd_bench.guidellm_report import Report, ValidityRules
+from llmd_bench.guidellm_levels import Report, ValidityRules
 
 # guidellm/scheduler/worker.py @v0.5.3-v0.6.0: a concurrent stream's `targeted_start` stays the time its first
 # request was due instead of the time the stream became free (0.8.1's resolve_dequeued_target_start), so these

@@ -15,8 +15,6 @@ all_peak_metrics.csv, performance_comparisons.csv and <model>_<config>_metrics.c
 
 from __future__ import annotations
 
-from typing import Any
-
 from llmd_bench.report.analysis import PEAK_COLUMNS, Report, baseline_of, build, natural_key, noise_floor_pct
 from llmd_bench.report.csv import CELL_METRIC_COLUMNS
 from llmd_bench.report.data import ReportInput
@@ -24,7 +22,7 @@ from llmd_bench.report.sections import SIMULATED_BANNER, STACK_HEADER, peak_tabl
 from llmd_bench.report.write import point_latest, write
 
 __all__ = ["CELL_METRIC_COLUMNS", "PEAK_COLUMNS", "SIMULATED_BANNER", "STACK_HEADER", "Report", "ReportInput",
-           "baseline_of", "build", "generate_report", "natural_key", "noise_floor_pct", "peak_table_text",
+           "baseline_of", "build", "natural_key", "noise_floor_pct", "peak_table_text",
            "point_latest", "render_report", "stack_row", "write"]
 
 
@@ -35,13 +33,3 @@ def render_report(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
 
     doc = document(report, plots)
     return markdown.render(doc, report), html.render(doc, report)
-
-
-def __getattr__(name: str) -> Any:
-    # generate_report (a stored run's report into a folder and the store) lives with the compare step, which
-    # imports this package: resolved on use.
-    if name == "generate_report":
-        from llmd_bench.steps.compare import generate_report
-
-        return generate_report
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,11 +13,12 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from llmd_bench.settings import settings
+
 if TYPE_CHECKING:
     from llmd_bench.context import StepContext
     from llmd_bench.runtime.base import Runtime
 
-RUNTIMES = ("local", "kubernetes")
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,6 @@ IMPLEMENTATIONS = {
 
 
 def selected_runtime() -> str:
-    from llmd_bench.settings import settings
-
     runtime = settings().runtime  # a SettingsError (a ValueError) names the variable and the allowed runtimes
     assert runtime is not None  # Settings._resolve always sets it
     return runtime

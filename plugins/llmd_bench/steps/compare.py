@@ -8,7 +8,6 @@ after the report is written, so the DAG run shows red.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from llmd_bench.cell_folder import RUN_SUMMARY_FILE, read_levels
 from llmd_bench.context import StepContext, write_json_atomic
 from llmd_bench.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
+from llmd_bench.report.generate import generate_report
 
 
 class CellsFailed(LlmdBenchError):
@@ -124,26 +124,3 @@ def log_to_mlflow(run_id: str, campaign: str, out: Path) -> str:
 def _factors_suffix(outcome: dict[str, Any]) -> str:
     factors = outcome.get("factors") or {}
     return f" [{','.join(f'{k}={v}' for k, v in factors.items())}]" if factors else ""
-
-
-def generate_report(run_id: str, out: Path, campaign: str | None = None, store: bool = False):
-    """Build the report of a stored run into `out` (and into the store when asked)."""
-    from llmd_bench import report as rpt
-    from llmd_bench.report.data import from_store
-    from llmd_bench.store import db
-
-    data = db.with_engine(lambda engine: from_store(engine, run_id, campaign), "reading the run")
-    report = rpt.build(data)
-    rpt.write(report, out)
-    if store:
-        md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
-        table = report.peaks.drop(columns=["full_model", "observability"], errors="ignore")
-        records = json.loads(table.to_json(orient="records"))
-        # The regressions go into the store with the report: Airflow's notifications read them from there.
-        regressions = report.regressions
-        db.in_transaction(lambda writer: writer.store_report(data.campaign, data.run_id, md, page, records, regressions),
-                          "storing the report")
-        if regressions:
-            print(f"{len(regressions)} regression(s) beyond noise: " + "; ".join(
-                f"{g['model']}/{g['config']} {g['change_pct'] or 0:+.1f}% vs {g['kind']} {g['other']}" for g in regressions))
-    return report

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, cell_folder, guidellm_watch, level_reset, method, sweep_core
+from llmd_bench import adaptive, cell_folder, configurations, guidellm_watch, level_reset, method, sweep_core
 from llmd_bench.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.context import StepContext
 from llmd_bench.errors import ReportError, RuntimeStepError
@@ -274,7 +274,7 @@ def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
 
     assert ctx.cell is not None
     contract = catalog.entry(ctx.params.llmd_version).contract
-    why = level_reset.refusals(ctx.configuration, contract, ctx.campaign.serving.backend, ctx.params.llmd_version)
+    why = configurations.cache_reset_refusals(ctx.configuration, contract, ctx.campaign.serving.backend, ctx.params.llmd_version)
     why += ctx.stack.reset_refusals()
     if why:
         raise level_reset.NotEquivalent(f"level_isolation: reset refused for {ctx.cell}: {'; '.join(why)}; "
