@@ -12,7 +12,7 @@ help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up, lint, and run the whole test suite on every core (the timing tests alone after)"
 	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps), on every core"
-	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, then mypy over the package (pyproject.toml)"
+	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, mypy over the package, lint-imports (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 105 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
@@ -45,6 +45,7 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check plugins dags tests benchmarks
 	$(BIN)/python -m mypy
+	$(BIN)/lint-imports
 
 airflow: setup
 	bash scripts/airflow.sh start

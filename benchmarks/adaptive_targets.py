@@ -28,10 +28,10 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
                    "LLMD_BENCH_CAMPAIGNS": str(WORK / "campaigns"), "LLMD_BENCH_RESULTS": str(WORK / "results"),
                    "LLMD_BENCH_REPORTS": str(WORK / "reports")})
 
-from llmd_bench import catalog  # noqa: E402 - after the environment above
-from llmd_bench.campaign import load_campaign, resolve_params  # noqa: E402
-from llmd_bench.context import StepContext  # noqa: E402
-from llmd_bench.guidellm_report import parse_report_file  # noqa: E402
+from llmd_bench.measure.guidellm_report import parse_report_file  # noqa: E402
+from llmd_bench.model import catalog  # noqa: E402 - after the environment above
+from llmd_bench.model.campaign import load_campaign, resolve_params  # noqa: E402
+from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import deploy, sweep, teardown, warmup  # noqa: E402
 
 GRID = [1, 5, 10, 15, 30, 40, 50, 65]  # the published 1, 50, ..., 650 scaled by 1/10

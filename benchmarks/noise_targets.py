@@ -29,11 +29,12 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
                    "LLMD_BENCH_CAMPAIGNS": str(WORK / "campaigns"), "LLMD_BENCH_RESULTS": str(WORK / "results"),
                    "LLMD_BENCH_REPORTS": str(WORK / "reports")})
 
-from llmd_bench import catalog, report  # noqa: E402 - after the environment above
-from llmd_bench.campaign import Cell, load_campaign, resolve_params  # noqa: E402
-from llmd_bench.context import StepContext  # noqa: E402
+from llmd_bench import report  # noqa: E402 - after the environment above
+from llmd_bench.measure.processes import free_port  # noqa: E402
+from llmd_bench.model import catalog  # noqa: E402
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params  # noqa: E402
 from llmd_bench.report.data import from_store  # noqa: E402
-from llmd_bench.runtime.processes import free_port  # noqa: E402
+from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import collect_pcp, deploy, load_results, sweep, teardown, warmup  # noqa: E402
 from llmd_bench.store import db  # noqa: E402
 from llmd_bench.store.server import server_at  # noqa: E402

@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from llmd_bench import report as rpt
+from llmd_bench.measure.processes import free_port
 from llmd_bench.report.data import from_csv_dir
-from llmd_bench.runtime.processes import free_port
 from llmd_bench.store import db, read
 from llmd_bench.store.server import server_at
 

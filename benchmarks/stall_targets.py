@@ -32,10 +32,11 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
                    "LLMD_BENCH_CAMPAIGNS": str(WORK / "campaigns"), "LLMD_BENCH_RESULTS": str(WORK / "results"),
                    "LLMD_BENCH_REPORTS": str(WORK / "reports")})
 
-from llmd_bench import catalog, guidellm_watch  # noqa: E402 - after the environment above
-from llmd_bench.campaign import load_campaign, resolve_params  # noqa: E402
-from llmd_bench.context import StepContext  # noqa: E402
-from llmd_bench.settings import settings  # noqa: E402
+from llmd_bench.measure import guidellm_watch  # noqa: E402 - after the environment above
+from llmd_bench.model import catalog  # noqa: E402
+from llmd_bench.model.campaign import load_campaign, resolve_params  # noqa: E402
+from llmd_bench.model.settings import settings  # noqa: E402
+from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import deploy, endpoint_for, sweep, teardown  # noqa: E402
 
 LEVELS = [1, 8, 16]  # the demo's levels (scripts/demo.sh)

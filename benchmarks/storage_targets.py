@@ -24,7 +24,7 @@ def main() -> None:
                       LLMD_BENCH_S3_ENDPOINT=endpoint, LLMD_BENCH_RESULTS_URL="s3://bench/campaigns")
     import boto3
 
-    from llmd_bench import storage
+    from llmd_bench.integrations import storage
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
     try:

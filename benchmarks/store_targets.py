@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from llmd_bench.guidellm_levels import LevelResult, compact_summary
-from llmd_bench.runtime.processes import free_port
+from llmd_bench.measure.guidellm_levels import LevelResult, compact_summary
+from llmd_bench.measure.processes import free_port
 from llmd_bench.store import db
 from llmd_bench.store.read import latest_run_peaks
 from llmd_bench.store.server import server_at

@@ -15,7 +15,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from llmd_bench import paths, storage
+from llmd_bench.integrations import storage
+from llmd_bench.model import paths
 
 reports_app = FastAPI(title="llmd-bench reports", docs_url=None, redoc_url=None, openapi_url=None)
 

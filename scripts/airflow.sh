@@ -73,7 +73,7 @@ export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=${LLMD_AIRFLOW_USE_JOB_SCHEDULE:-Tru
 ENV
 source "$RUN/env"
 airflow db migrate > "$RUN/db-migrate.log" 2>&1 || { tail -20 "$RUN/db-migrate.log"; exit 1; }
-LLMD_RESULTS_URL="$RESULTS_URL" python -m llmd_bench.airflow_settings airflow_settings.yaml "$(command -v airflow)"
+LLMD_RESULTS_URL="$RESULTS_URL" python -m llmd_bench.orchestration.airflow_settings airflow_settings.yaml "$(command -v airflow)"
 
 start() {
   local name=$1; shift

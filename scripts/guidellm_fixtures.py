@@ -39,8 +39,8 @@ from pathlib import Path
 
 import zstandard
 
-from llmd_bench.runtime import processes
-from llmd_bench.tokenizer import make_tokenizer
+from llmd_bench.measure import processes
+from llmd_bench.stack.tokenizer import make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "guidellm"

@@ -9,6 +9,8 @@ mkdir -p test-artifacts
 ruff check plugins dags tests benchmarks
 # types next: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
 python -m mypy
+# layers: the package imports downwards only, with no cycles (contracts in pyproject.toml [tool.importlinter])
+lint-imports
 if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
 # the parallel pass (a file's tests on one worker; the solo marker: tests/conftest.py), then the timing tests alone;
 # both always run

@@ -94,7 +94,7 @@ def artifacts():
 @pytest.fixture(scope="session", autouse=True)
 def results_db(tmp_path_factory):
     """A real PostgreSQL server for the whole test session (never the developer's own results)."""
-    from llmd_bench.runtime.processes import free_port
+    from llmd_bench.measure.processes import free_port
     from llmd_bench.store.server import server_at
 
     server = server_at(tmp_path_factory.mktemp("pg") / "server", free_port())

@@ -557,7 +557,7 @@ class FakeKube:
         c = next((c for c in containers if c.get("name") == container), containers[0] if containers else {})
         argv = kubelet_vllm_argv(c.get("command") or [], c.get("args") or [])
         if argv is not None:
-            from llmd_bench import vllm_formats
+            from llmd_bench.measure import vllm_formats
 
             return "\n".join(vllm_formats.startup_log(vllm_formats.parse_vllm_argv(argv), self.vllm_version)) + "\n"
         config = self._epp_config_loaded(obj, c, obj["metadata"].get("namespace") or ns or "")

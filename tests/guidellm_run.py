@@ -23,8 +23,8 @@ BIN = Path(sys.executable).parent
 
 def make_report(out: Path) -> Path:
     """Run the real mock server and GuideLLM; the report lands at `out`."""
-    from llmd_bench import paths
-    from llmd_bench.runtime import processes
+    from llmd_bench.measure import processes
+    from llmd_bench.model import paths
 
     port = processes.free_port()
     log = out.parent / "mock.log"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 from conftest import tiny_campaign, write_campaign
-from llmd_bench import catalog, method
-from llmd_bench.adaptive import AdaptiveSettings, AdaptiveSweep, LevelOutcome
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
+from llmd_bench.measure.adaptive import AdaptiveSweep, LevelOutcome
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import AdaptiveSettings, Cell, load_campaign, resolve_params
+from llmd_bench.plan import method
+from llmd_bench.stack.context import StepContext
 
 GRID = [1, 50, 100, 150, 300, 400, 500, 650]
 
@@ -84,8 +85,8 @@ def test_plan_counts_adaptive_as_an_upper_bound_with_the_over_saturation_constra
 def test_a_real_adaptive_sweep_stops_past_the_simulated_servers_capacity(campaigns_dir, results_dir):
     """The simulated server serves 2 requests at a time: throughput stops rising past 2-4 streams. The sweep stops
     at the plateau, measures one level between the best and its better neighbour, and never runs 16."""
-    from llmd_bench.guidellm_report import parse_report_file
-    from llmd_bench.runtime import local
+    from llmd_bench.measure.guidellm_report import parse_report_file
+    from llmd_bench.stack.runtime import local
     from llmd_bench.steps import sweep, warmup
 
     doc = tiny_campaign(configs=["no-offload"], sweep="adaptive")

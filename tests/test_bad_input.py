@@ -133,7 +133,7 @@ def test_impossible_csv_values_are_marked_invalid_with_the_reason(tmp_path):
     (lambda b: b.update(duration=b["duration"] + 60), "impossible window: a duration of"),
 ])
 def test_impossible_guidellm_levels_are_invalid_with_the_reason(real_report, tmp_path, breakage, reason):
-    from llmd_bench.guidellm_report import parse_report_file
+    from llmd_bench.measure.guidellm_report import parse_report_file
 
     doc = json.loads(real_report.read_text())
     breakage(doc["benchmarks"][0])

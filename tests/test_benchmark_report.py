@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import ROOT
-from llmd_bench import benchmark_report as br
 from llmd_bench import cli
-from llmd_bench.guidellm_report import parse_report_file
-from llmd_bench.importer import import_reports
+from llmd_bench.integrations import benchmark_report as br
+from llmd_bench.integrations.importer import import_reports
+from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.store import db
 from llmd_bench.store.rows import LEVEL_METRICS, LEVEL_STATS
 from llmd_bench.store.schema import Cell, LevelObservation, LevelResult, Run

@@ -9,10 +9,12 @@ import json
 import pytest
 
 from conftest import tiny_campaign, write_campaign
-from llmd_bench import catalog, cell_folder, cli, gpu_time
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.cell_folder import CellFolder, CellFolderError, CellRecord
-from llmd_bench.context import StepContext
+from llmd_bench import cli
+from llmd_bench.measure import cell_folder, gpu_time
+from llmd_bench.measure.cell_folder import CellFolder, CellFolderError, CellRecord
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.stack.context import StepContext
 
 STEP = {"status": "ok", "started": "2026-11-27T10:00:00.000+00:00", "ended": "2026-11-27T10:05:00.000+00:00",
         "elapsed_s": 300.0, "summary": {}}

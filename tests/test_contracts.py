@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from conftest import REFERENCE, ROOT
-from llmd_bench import catalog, manifests, sizing
-from llmd_bench.campaign import Cell, OffloadSize, load_campaign, resolve_params
-from llmd_bench.errors import CampaignError
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, OffloadSize, load_campaign, resolve_params
+from llmd_bench.model.errors import CampaignError
+from llmd_bench.stack import manifests, sizing
 
 K8S_VERSION = "1.33.0"
 CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
@@ -467,7 +468,7 @@ def test_every_configuration_x_release_renders_strictly_or_is_refused_naming_the
     """The whole catalog of configurations against the whole version catalog, on both backends: a cell either renders
     manifests that pass strict validation or is refused with a message naming the llm-d release (never a traceback
     or a KeyError from a piece the release's entry could not name)."""
-    from llmd_bench import configurations
+    from llmd_bench.model import configurations
 
     schema = _pool_schema()
     rendered: dict[str, int] = {}

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import REFERENCE, ROOT, tiny_campaign, write_campaign
-from llmd_bench.campaign import load_campaign
+from llmd_bench.model.campaign import load_campaign
 
 STEPS = {"deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"}
 
@@ -68,7 +68,7 @@ def test_cells_run_one_at_a_time_and_a_failure_does_not_stop_the_next(dag):
 
 
 def test_lanes_setting_allows_parallel_cells(campaigns_dir):
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
     doc = tiny_campaign(configs=["no-offload", "native-offload", "llm-d-redis", "llm-d-valkey"], lanes=2)
     dag = build_dag(load_campaign(write_campaign(campaigns_dir, doc)), runtime="local")
     firsts = [g for g in ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__native-offload")]
@@ -111,7 +111,7 @@ def test_params_form_defaults_and_trigger_time_validation(dag):
 
 
 def test_invalid_campaign_file_becomes_a_visible_failing_dag(campaigns_dir):
-    from llmd_bench.airflow_dag import build_dags
+    from llmd_bench.orchestration.airflow_dag import build_dags
     write_campaign(campaigns_dir, tiny_campaign())
     doc = tiny_campaign(dag_id="llmd_broken")
     doc["workload"]["duration_s"] = -1
@@ -124,7 +124,7 @@ def test_invalid_campaign_file_becomes_a_visible_failing_dag(campaigns_dir):
 
 def test_a_bad_schedule_is_refused_by_validation_and_hides_no_other_campaign(campaigns_dir, monkeypatch):
     """`every tuesday-ish` used to pass validate-campaign and then break the import of the DAG file."""
-    import llmd_bench.airflow_dag as airflow_dag
+    import llmd_bench.orchestration.airflow_dag as airflow_dag
 
     write_campaign(campaigns_dir, tiny_campaign())
     write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_sched", schedule="every tuesday-ish"), name="sched")
@@ -149,7 +149,7 @@ def test_campaigns_that_would_share_run_ids_or_a_dag_id_are_refused_and_hide_no_
     """Two campaigns that fire at the same time get the same scheduled run id, so the same results/<run id>/
     and reports/<run id>/; two files with one dag_id would silently replace one DAG by the other."""
     from llmd_bench import cli
-    from llmd_bench.airflow_dag import build_dags
+    from llmd_bench.orchestration.airflow_dag import build_dags
 
     write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_a", schedule="@weekly"), name="a")
     write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_b", schedule="@daily"), name="b")  # also on Sundays
@@ -180,7 +180,7 @@ def _render_pod(task, run_id="scheduled__2026-11-22T00:00:00+00:00"):
 def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
 
     monkeypatch.setenv("LLMD_BENCH_STEP_IMAGE", "registry.example/llmd-bench-steps:0.1.0")
     monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
@@ -227,7 +227,7 @@ def test_kubernetes_runtime_builds_step_pods(monkeypatch, campaigns_dir):
 def test_kubernetes_runtime_checks_the_cluster_before_any_cell_deploys(monkeypatch):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
 
     monkeypatch.setenv("LLMD_BENCH_NAMESPACE", "bench")
     campaign = load_campaign(REFERENCE)
@@ -265,7 +265,7 @@ def _run_kubernetes_shaped_dag(monkeypatch, campaigns_dir, failing):
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk.exceptions import AirflowException
 
-    from llmd_bench import airflow_dag
+    from llmd_bench.orchestration import airflow_dag
 
     def fake_step(step, campaign, cell, runtime, **kwargs):
         name = f"{cell.group_id}.{step}" if cell else step
@@ -302,8 +302,8 @@ def test_after_a_good_preflight_a_failed_cell_does_not_stop_the_next(airflow_db,
 
 
 def test_kubernetes_runtime_refuses_a_results_store_pods_cannot_share(monkeypatch):
-    from llmd_bench.errors import RuntimeStepError
-    from llmd_bench.step_pods import step_pod_settings
+    from llmd_bench.model.errors import RuntimeStepError
+    from llmd_bench.orchestration.step_pods import step_pod_settings
 
     monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", "file:///srv/results")
     with pytest.raises(RuntimeStepError, match="needs an S3-compatible store"):
@@ -319,7 +319,7 @@ def test_select_cells_skips_every_task_of_the_left_out_cells_at_once_and_names_b
     or a pod on a cluster, only to skip, one cell after another); a bad param fails it naming the allowed values."""
     from airflow.sdk.exceptions import AirflowException, DownstreamTasksSkipped
 
-    from llmd_bench.airflow_dag import CELL_STEPS, select_cells
+    from llmd_bench.orchestration.airflow_dag import CELL_STEPS, select_cells
 
     campaign = load_campaign(REFERENCE)
     cells = [c.group_id for c in campaign.cells()]

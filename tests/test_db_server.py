@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import llmd_bench.store.server as srv
-from llmd_bench.runtime.processes import free_port
+from llmd_bench.measure.processes import free_port
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the copy-out path is only taken as root")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmd_bench import docs_tables
-from llmd_bench.campaign import RunParams
+from llmd_bench.model import docs_tables
+from llmd_bench.model.campaign import RunParams
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -90,7 +90,7 @@ def test_the_airflow_screenshots_are_shown_from_docs():
 
 
 def test_the_generated_tables_are_current():
-    assert docs_tables.stale() == [], "regenerate with `PYTHONPATH=plugins .venv/bin/python -m llmd_bench.docs_tables`"
+    assert docs_tables.stale() == [], "regenerate with `PYTHONPATH=plugins .venv/bin/python -m llmd_bench.model.docs_tables`"
 
 
 def test_the_params_table_has_one_row_per_run_param_with_its_default_key():

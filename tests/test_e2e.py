@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench.campaign import load_campaign
-from llmd_bench.guidellm_report import parse_report_file
-from llmd_bench.runtime.processes import pid_alive, port_is_free
+from llmd_bench.measure.guidellm_report import parse_report_file
+from llmd_bench.measure.processes import pid_alive, port_is_free
+from llmd_bench.model.campaign import load_campaign
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,7 @@ def _assert_nothing_left(results_dir):
 
 
 def _run(campaign_path, conf):
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
     dag = build_dag(load_campaign(campaign_path), runtime="local")
     return dag.test(run_conf=conf)
 

@@ -16,12 +16,15 @@ import yaml
 
 from conftest import BIN, tiny_campaign, write_campaign
 from fake_kube import DEFAULT_API_GROUPS, FakeKube
-from llmd_bench import catalog, cli, preflight
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.errors import CampaignError, RuntimeStepError
-from llmd_bench.runtime import existing, processes, vllm_script
-from llmd_bench.runtime.local import kv_server_bin
+from llmd_bench import cli
+from llmd_bench.measure import processes
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import CampaignError, RuntimeStepError
+from llmd_bench.orchestration import preflight
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import existing, vllm_script
+from llmd_bench.stack.runtime.local import kv_server_bin
 
 NS, STEPS_NS, MODEL = "llm-d", "bench", "Qwen/Qwen3-0.6B"
 SERVER, EPP, EPP_CM, INDEX = "ms-decode", "gaie-epp", "gaie-epp", "kv-index"
@@ -708,7 +711,7 @@ def test_gitops_owners_are_refused_naming_the_controller_and_helm_is_noted():
 def _dag_env(monkeypatch, fake, results_dir, db_url):
     """The DAG's steps run as local processes (LocalStepOperator) that see a Kubernetes deployment: the existing
     runtime against the fake API, results as files, the offline tokenizer (no hub here)."""
-    from llmd_bench import paths
+    from llmd_bench.model import paths
 
     monkeypatch.setenv("LLMD_BENCH_RUNTIME", "kubernetes")
     monkeypatch.setenv("LLMD_BENCH_RESULTS_URL", f"file://{results_dir.parent}")
@@ -717,7 +720,7 @@ def _dag_env(monkeypatch, fake, results_dir, db_url):
 
 
 def _run_dag(campaigns_dir, doc, conf):
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
 
     doc["serving"]["existing"]["url"] = f"http://127.0.0.1:{_mock_port_of()}"
     campaign = load_campaign(write_campaign(campaigns_dir, doc, name="existing"))
@@ -806,7 +809,7 @@ def test_a_failed_sweep_in_existing_mode_still_restores_the_installed_stack_thro
 
 
 def test_read_only_refuses_a_method_that_restarts_before_anything_runs(campaigns_dir):
-    from llmd_bench.campaign import ParamsError
+    from llmd_bench.model.campaign import ParamsError
 
     campaign = load_campaign(write_campaign(campaigns_dir, existing_doc(read_only=True), name="existing"))
     with pytest.raises(ParamsError, match=r"trial_isolation: redeploy: serving.existing.read_only restarts nothing"):

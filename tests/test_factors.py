@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench import catalog, manifests, method
-from llmd_bench.campaign import Cell, find_campaign, load_campaign, resolve_params
-from llmd_bench.errors import CampaignError, ParamsError
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, find_campaign, load_campaign, resolve_params
+from llmd_bench.model.errors import CampaignError, ParamsError
+from llmd_bench.plan import method
 from llmd_bench.report import analysis, build
 from llmd_bench.report.data import CELL_COLUMNS, ReportInput
+from llmd_bench.stack import manifests
 
 
 def _pressure_campaign(**overrides) -> dict:
@@ -182,7 +184,7 @@ SHIPPED = ["kv_cache_eval", "kv_cache_eval_per_level", "kv_cache_eval_replicas",
 def test_every_cell_of_every_shipped_campaign_renders_strictly_and_builds_its_task_group(name):
     import kubernetes_validate
 
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
 
     campaign = find_campaign(name)
     params = resolve_params(campaign, {}, catalog.known_versions())

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from conftest import tiny_campaign, write_campaign
-from llmd_bench import paths
-from llmd_bench.cell_folder import CellFolder
-from llmd_bench.runtime import processes
+from llmd_bench.measure import processes
+from llmd_bench.measure.cell_folder import CellFolder
+from llmd_bench.model import paths
 from llmd_bench.store import db
 from llmd_bench.store.schema import Cell, LevelResult, Run
 from llmd_bench.store.server import server_at
@@ -70,7 +70,7 @@ def _rows(url: str) -> tuple[int, int, int]:
 
 def test_every_step_killed_with_sigkill_then_run_again_leaves_nothing_behind_and_no_duplicates(
         campaigns_dir, results_dir, db_url, monkeypatch):
-    from llmd_bench.runtime.local import cleanup_leftovers
+    from llmd_bench.stack.runtime.local import cleanup_leftovers
 
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     try:
@@ -157,7 +157,7 @@ def _kill_every_step(campaigns_dir, results_dir, db_url):
 
 
 def test_results_server_restarted_in_the_middle_of_a_load_loses_nothing(tmp_path, real_report, monkeypatch):
-    from llmd_bench.importer import import_reports
+    from llmd_bench.integrations.importer import import_reports
 
     server = server_at(tmp_path / "pg-restart", processes.free_port())
     url = server.start()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from llmd_bench import gpu_time
-from llmd_bench.cell_folder import CellRecord
+from llmd_bench.measure import gpu_time
+from llmd_bench.measure.cell_folder import CellRecord
 from llmd_bench.report import build, render_report
 from llmd_bench.report.analysis import normalize_levels
 from llmd_bench.report.data import CELL_COLUMNS, ReportInput

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conftest import BIN, ROOT
-from llmd_bench import guidellm_layouts
-from llmd_bench.errors import LlmdBenchError, ReportError
-from llmd_bench.guidellm_layouts import v0_5, v0_6, v0_8
-from llmd_bench.guidellm_report import load_json, parse_report, parse_report_file
-from llmd_bench.importer import _expected_duration, import_reports
+from llmd_bench.integrations.importer import _expected_duration, import_reports
+from llmd_bench.measure import guidellm_layouts
+from llmd_bench.measure.guidellm_layouts import v0_5, v0_6, v0_8
+from llmd_bench.measure.guidellm_report import load_json, parse_report, parse_report_file
+from llmd_bench.model.errors import LlmdBenchError, ReportError
 from llmd_bench.store import db
 from llmd_bench.store.schema import Cell, LevelResult, Run
 
@@ -252,7 +252,7 @@ def test_a_past_studys_factor_values_import_as_separate_cells_and_report_as_scal
     """A replica-scaling study of GuideLLM 0.5.4 reports: each report imported with its factor values under one run
     id is its own cell; the report compares within each replica count and adds the Scaling section."""
     from llmd_bench import report as rpt
-    from llmd_bench.importer import parse_factors
+    from llmd_bench.integrations.importer import parse_factors
     from llmd_bench.report.data import from_store
 
     for replicas in (1, 2):

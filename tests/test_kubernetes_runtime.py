@@ -6,11 +6,11 @@ import pytest
 
 from conftest import REFERENCE
 from fake_kube import FakeKube
-from llmd_bench import catalog
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
-from llmd_bench.runtime import kubernetes as k8s
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import kubernetes as k8s
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def test_sweep_pod_records_each_nodes_pmcd_and_collect_pcp_summarises_it(kube, t
     host IP is this machine, so the sweep pod's per-node pmloggers record the real local pmcd."""
     import time
 
-    from llmd_bench.observe import pcp
+    from llmd_bench.measure.observe import pcp
     from llmd_bench.steps import collect_pcp, sweep
 
     pcp.ensure_pmcd(tmp_path / "pmcd-logs")
@@ -213,7 +213,7 @@ def test_step_pods_pass_restricted_pod_security_and_follow_the_campaign(monkeypa
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk.definitions.context import Context
 
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
 
     monkeypatch.setenv("LLMD_BENCH_STEP_IMAGE", "ghcr.io/llmd-bench/llmd-bench-steps:0.1.0")
     campaign = load_campaign(REFERENCE)
@@ -272,8 +272,9 @@ def test_a_redeployed_trial_deletes_and_applies_the_cells_objects_then_warms_up(
 def test_the_recorded_memory_plan_is_what_each_model_servers_pod_requests(campaign_file):
     """cell.json's memory_plan once used the configuration's default CPU tier and native offload: 42 GiB for every
     lmcache-local cell whose pods requested 40 to 90 GiB. It must be the pod's own request, for every cell."""
-    from llmd_bench import manifests, paths
-    from llmd_bench.sizing import quantity
+    from llmd_bench.model import paths
+    from llmd_bench.stack import manifests
+    from llmd_bench.stack.sizing import quantity
 
     campaign = load_campaign(paths.campaigns_dir() / campaign_file)
     params = resolve_params(campaign, {}, catalog.known_versions())

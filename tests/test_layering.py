@@ -1,22 +1,26 @@
-"""Layer rules read from the source (ast, nothing imported): the results store (plugins/llmd_bench/store/) is the only
+"""Layer rules. The package's layers (pyproject.toml [tool.importlinter], run with `lint-imports`) and no import cycle
+(grimp). Read from the source (ast, nothing imported): the results store (plugins/llmd_bench/store/) is the only
 code that imports SQLAlchemy or holds SQL text, and runtime/ the only code that compares runtime names. The DAG file
 (dags/) and the UI plugin (plugins/llmd_bench_plugin.py) are checked with the package."""
 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import grimp
 import pytest
 
 from conftest import ROOT
-from llmd_bench.settings import RUNTIMES
+from llmd_bench.model.runtimes import RUNTIMES
 
 PACKAGE = ROOT / "plugins" / "llmd_bench"
 STORE = PACKAGE / "store"
-RUNTIME = PACKAGE / "runtime"
+RUNTIME = PACKAGE / "stack" / "runtime"
 # SQL statements as they are written (upper-case keywords): prose says "select ... from" in lower case
 SQL = re.compile(r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
                  r"|\b(?:CREATE|ALTER|DROP)\s+(?:TABLE|INDEX|DATABASE)\b|\bCOPY\s+\w+\s*\(")
@@ -25,7 +29,7 @@ SQL = re.compile(r"\bSELECT\b[\s\S]*?\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s
 def sources() -> list[Path]:
     """Every Python module of the project's code: the package, the UI plugin and the DAG file(s)."""
     found = sorted((ROOT / "plugins").rglob("*.py")) + sorted((ROOT / "dags").rglob("*.py"))
-    assert PACKAGE / "airflow_dag.py" in found and ROOT / "plugins" / "llmd_bench_plugin.py" in found
+    assert PACKAGE / "orchestration" / "airflow_dag.py" in found and ROOT / "plugins" / "llmd_bench_plugin.py" in found
     return found
 
 
@@ -97,7 +101,7 @@ def test_only_the_store_holds_sql_text():
 
 
 def test_only_the_runtime_compares_runtime_names():
-    """The runtime decides what its name means (runtime.FACTS: simulated, in a cluster); nothing else asks the name."""
+    """The runtime decides what its name means (runtimes.FACTS: simulated, in a cluster); nothing else asks the name."""
     assert violations(runtime_comparisons, RUNTIME) == {}
 
 
@@ -194,3 +198,34 @@ def test_the_cycle_check_finds_a_cycle_through_three_modules(tmp_path, monkeypat
     (pkg / "e.py").write_text("from cyclic_pkg import d\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert import_cycles("cyclic_pkg") == [["cyclic_pkg.a", "cyclic_pkg.b", "cyclic_pkg.c"]]
+
+
+def lint_imports(cwd: Path, config: Path | None = None, path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(p) for p in (path, ROOT / "plugins") if p)}
+    args = [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"]
+    return subprocess.run(args + (["--config", str(config)] if config else []), cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_layer_contracts_are_kept():
+    """model < measure < stack < store < report, plan < integrations < steps < orchestration < cli: each layer imports
+    only from the layers below it; Airflow is imported only at the edge; integrations do not import one another."""
+    done = lint_imports(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout and "Layers:" in done.stdout
+
+
+def test_the_layer_contract_finds_a_lower_layer_importing_a_higher_one(tmp_path):
+    pkg = tmp_path / "layered_pkg"
+    for layer in ("top", "bottom"):
+        (pkg / layer).mkdir(parents=True)
+        (pkg / layer / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "top" / "a.py").write_text("from layered_pkg.bottom import b\n")
+    (pkg / "bottom" / "b.py").write_text("def f():\n    from layered_pkg.top import a  # upwards, even in a function\n")
+    config = tmp_path / "pyproject.toml"
+    config.write_text('[tool.importlinter]\nroot_package = "layered_pkg"\n\n[[tool.importlinter.contracts]]\n'
+                      'name = "layers"\ntype = "layers"\nlayers = ["layered_pkg.top", "layered_pkg.bottom"]\n')
+    done = lint_imports(tmp_path, config, tmp_path)
+    assert done.returncode != 0 and "1 broken" in done.stdout, done.stdout + done.stderr
+    assert "layered_pkg.bottom.b -> layered_pkg.top.a" in done.stdout

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
-from llmd_bench import catalog
-from llmd_bench.campaign import Cell, ParamsError, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, ParamsError, load_campaign, resolve_params
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
 
 PROMPT = " ".join(f"w{i}" for i in range(100))  # 6 whole blocks of 16 tokens
 
@@ -105,7 +105,7 @@ def test_reset_needs_one_guidellm_run_per_level(campaigns_dir):
 
 
 def test_the_local_runtime_refuses_reset_without_a_simulated_prefix_cache(campaigns_dir):
-    from llmd_bench.level_reset import NotEquivalent
+    from llmd_bench.measure.level_reset import NotEquivalent
     from llmd_bench.steps import sweep
 
     campaign = _campaign(campaigns_dir, ["no-offload"])
@@ -116,7 +116,7 @@ def test_the_local_runtime_refuses_reset_without_a_simulated_prefix_cache(campai
 
 
 def test_model_servers_run_in_vllm_dev_mode_only_when_levels_are_reset():
-    from llmd_bench import manifests
+    from llmd_bench.stack import manifests
 
     campaign = load_campaign(REFERENCE)
     cell = Cell("Qwen/Qwen3-8B", "no-offload")
@@ -134,7 +134,7 @@ def test_model_servers_run_in_vllm_dev_mode_only_when_levels_are_reset():
 
 def test_the_epp_is_rolled_to_new_ready_pods_to_empty_its_in_memory_index(monkeypatch, results_dir):
     from fake_kube import FakeKube
-    from llmd_bench.runtime import kubernetes as k8s
+    from llmd_bench.stack.runtime import kubernetes as k8s
 
     fake = FakeKube("ready")
     try:
@@ -175,7 +175,7 @@ def _offload_cell(campaigns_dir, cache):
 
 
 def _sim_resets(url: str) -> float:
-    from llmd_bench.observe import prometheus
+    from llmd_bench.measure.observe import prometheus
 
     found = prometheus.scrape(f"{url}/metrics", known={"llmd_bench_sim_resets_total": ("counter", "resets")})
     assert isinstance(found, dict), found
@@ -183,9 +183,9 @@ def _sim_resets(url: str) -> float:
 
 
 def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campaigns_dir, results_dir):
-    from llmd_bench import gpu_time
-    from llmd_bench.guidellm_report import parse_report_file
-    from llmd_bench.runtime import local
+    from llmd_bench.measure import gpu_time
+    from llmd_bench.measure.guidellm_report import parse_report_file
+    from llmd_bench.stack.runtime import local
     from llmd_bench.steps import sweep, warmup
 
     ctx = _offload_cell(campaigns_dir, CACHE)
@@ -215,7 +215,7 @@ def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campai
     levels = parse_report_file(sweep.report_path(ctx, 1)).levels
     assert [lv.concurrency for lv in levels] == [1, 2] and all(lv.valid for lv in levels)
     # the warm-ups after resets count as warm-up GPU time, not as model loads (steps timed as the runner records them)
-    from llmd_bench.cell_folder import CellRecord
+    from llmd_bench.measure.cell_folder import CellRecord
 
     def step(started: str, ended: str, elapsed_s: float) -> dict:
         return {"status": "ok", "started": started, "ended": ended, "elapsed_s": elapsed_s, "summary": {}}
@@ -230,8 +230,8 @@ def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campai
 
 
 def test_a_reset_that_leaves_the_offload_tier_stops_the_sweep_before_anything_is_measured(campaigns_dir, results_dir):
-    from llmd_bench.level_reset import NotEquivalent
-    from llmd_bench.runtime import local
+    from llmd_bench.measure.level_reset import NotEquivalent
+    from llmd_bench.stack.runtime import local
     from llmd_bench.steps import sweep, warmup
 
     ctx = _offload_cell(campaigns_dir, {**CACHE, "offload_survives_reset": True})

@@ -9,11 +9,12 @@ import urllib.request
 import pytest
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
-from llmd_bench import catalog, completions
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
-from llmd_bench.runtime import local, processes
+from llmd_bench.measure import completions, processes
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import local
 from llmd_bench.steps import warmup
 
 
@@ -116,7 +117,7 @@ def test_deploy_after_an_interrupted_attempt_stops_the_old_processes_first(campa
 
 
 def test_cleanup_stops_what_a_cell_left_when_its_teardown_never_ran(campaigns_dir, results_dir):
-    from llmd_bench.runtime.local import cleanup_leftovers
+    from llmd_bench.stack.runtime.local import cleanup_leftovers
 
     ctx = _ctx(campaigns_dir, config="llm-d-valkey")
     state = local.deploy(ctx)  # ... and the worker dies here: no teardown
@@ -134,9 +135,9 @@ def test_cleanup_stops_what_a_cell_left_when_its_teardown_never_ran(campaigns_di
 def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path, monkeypatch):
     """Each step keeps its own part of cell.json (steps in different pods may write at the same time);
     merging follows the order of the writes, not the order of the steps."""
-    from llmd_bench import catalog
-    from llmd_bench.campaign import Cell, load_campaign, resolve_params
-    from llmd_bench.context import StepContext, merged_record
+    from llmd_bench.model import catalog
+    from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+    from llmd_bench.stack.context import StepContext, merged_record
 
     monkeypatch.setenv("LLMD_BENCH_RESULTS", str(tmp_path))
     campaign = load_campaign(REFERENCE)
@@ -168,7 +169,7 @@ def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path,
 
 def test_the_router_refuses_a_backend_that_names_no_host():
     """'127.0.0.1:8000' parses as a scheme and a path: every proxied request used to die in HTTPConnection(None)."""
-    from llmd_bench.runtime.router import make_handler
+    from llmd_bench.stack.runtime.router import make_handler
 
     with pytest.raises(ValueError, match=r"backend '127.0.0.1:8000' names no host: give a URL such as http://"):
         make_handler(["http://127.0.0.1:8001", "127.0.0.1:8000"])

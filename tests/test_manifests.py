@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from conftest import BIN, REFERENCE, ROOT
-from llmd_bench import catalog, configurations, manifests, pcp_manifests
-from llmd_bench.campaign import Architecture, Cell, load_campaign, resolve_params
-from llmd_bench.errors import CampaignError
+from llmd_bench.model import catalog, configurations
+from llmd_bench.model.campaign import Architecture, Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import CampaignError
+from llmd_bench.stack import manifests, pcp_manifests
 
 CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"
 DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -304,7 +305,7 @@ def test_a_backfill_version_takes_its_images_and_offload_setting_from_the_catalo
 
 
 def test_placement_pull_secrets_and_mirrors_reach_every_component(campaign):
-    from llmd_bench.campaign import Placement, Scheduling
+    from llmd_bench.model.campaign import Placement, Scheduling
 
     gpu = Placement(node_selector={"nvidia.com/gpu.product": "NVIDIA-L40S"},
                     tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
@@ -333,7 +334,7 @@ def test_placement_pull_secrets_and_mirrors_reach_every_component(campaign):
 
 
 def test_per_model_resources_and_a_shared_model_cache(campaign):
-    from llmd_bench.campaign import PodResources
+    from llmd_bench.model.campaign import PodResources
 
     big = campaign.model("Qwen/Qwen3-32B-AWQ").model_copy(
         update={"resources": PodResources(cpu_per_gpu=12, memory_gib_per_gpu=40)})
@@ -364,7 +365,7 @@ def test_a_catalog_configuration_with_its_own_offload_size_renders_it_for_each_v
     _, published = render(campaign, "Qwen/Qwen3-8B", "native-offload", llmd_version=version)
     _, doubled = render(campaign, "Qwen/Qwen3-8B", "native-offload-20k", llmd_version=version)
     assert _offload(published) == {key: 10000 * scale} and _offload(doubled) == {key: 20000 * scale}
-    from llmd_bench import sizing
+    from llmd_bench.stack import sizing
 
     per_rank = 10000 * 16 * sizing.kv_bytes_per_token_per_rank(sizing.architecture(campaign.model("Qwen/Qwen3-8B")), 2)
     def mib(q):

@@ -1,5 +1,5 @@
-"""MLflow logging (llmd_bench/mlflow_log.py) against a real local `mlflow server` (full mlflow 3.17.2 in its own venv,
-.venv-mlflow, built by scripts/mlflow-server-venv.sh) and runs stored in the real PostgreSQL test store.
+"""MLflow logging (llmd_bench/integrations/mlflow_log.py) against a real local `mlflow server` (full mlflow 3.17.2 in
+its own venv, .venv-mlflow, built by scripts/mlflow-server-venv.sh) and runs stored in the real PostgreSQL test store.
 
 Logged twice, a run has one MLflow run per cell x trial x level (plus one parent per campaign run) with the
 expected params, metrics, tags and the report as an artifact; a changed value updates the same run; without a
@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import text
 
 from conftest import BIN, ROOT, tiny_campaign, write_campaign
-from llmd_bench import cli, mlflow_log
-from llmd_bench.guidellm_report import load_json, parse_report
-from llmd_bench.runtime import processes
+from llmd_bench import cli
+from llmd_bench.integrations import mlflow_log
+from llmd_bench.measure import processes
+from llmd_bench.measure.guidellm_report import load_json, parse_report
 from llmd_bench.steps.load_results import level_rows
 from llmd_bench.store import db
 

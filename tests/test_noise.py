@@ -8,7 +8,7 @@ import random
 import pandas as pd
 import pytest
 
-from llmd_bench import noise
+from llmd_bench.measure import noise
 from llmd_bench.report import analysis
 
 
@@ -177,7 +177,7 @@ def _scaled(real_report, tmp_path, factor):
 
 
 def _seed(db_url, real_report, tmp_path, history_factors, current_redis_factor):
-    from llmd_bench.importer import import_reports
+    from llmd_bench.integrations.importer import import_reports
 
     runs = [(f"week-{i}", f, f) for i, f in enumerate(history_factors, start=1)]
     runs.append(("now", 1.0, current_redis_factor))

@@ -21,10 +21,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import tiny_campaign, write_campaign
-from llmd_bench import notify
-from llmd_bench.campaign import load_campaign
-from llmd_bench.importer import import_reports
-from llmd_bench.runtime.processes import free_port
+from llmd_bench.integrations import notify
+from llmd_bench.integrations.importer import import_reports
+from llmd_bench.measure.processes import free_port
+from llmd_bench.model.campaign import load_campaign
 from llmd_bench.store import db
 
 DAG_ID = "llmd_tiny"
@@ -103,7 +103,7 @@ def no_notification_connections(monkeypatch):
 # -- Airflow's side ----------------------------------------------------------------------------------
 @pytest.fixture
 def dag(campaigns_dir):
-    from llmd_bench.airflow_dag import build_dag
+    from llmd_bench.orchestration.airflow_dag import build_dag
     return build_dag(load_campaign(write_campaign(campaigns_dir, tiny_campaign())), runtime="local")
 
 
@@ -213,7 +213,7 @@ def _stored_regressions(url, run_id=RUN_ID):
 
 # -- tests -------------------------------------------------------------------------------------------
 def test_failure_e_mail_names_the_dag_run_and_failed_tasks(dag, smtp_server, supervisor, store, caplog):
-    caplog.set_level(logging.INFO, logger="llmd_bench.notify")
+    caplog.set_level(logging.INFO, logger="llmd_bench.integrations.notify")
     run_dag_failure_callback(dag)
     assert len(smtp_server.messages) == 1
     msg = smtp_server.messages[0]
@@ -243,7 +243,7 @@ def test_failure_without_a_supervisor_names_the_task_that_failed_the_run(dag, sm
 def test_off_by_default_nothing_sent_no_error(dag, supervisor, store, caplog, monkeypatch):
     sent = []
     monkeypatch.setattr(notify, "send", lambda *a, **k: sent.append(a))
-    caplog.set_level(logging.INFO, logger="llmd_bench.notify")
+    caplog.set_level(logging.INFO, logger="llmd_bench.integrations.notify")
     run_dag_failure_callback(dag)
     run_compare_success_callback(dag, RUN_ID)
     assert sent == []
@@ -352,7 +352,7 @@ def test_a_failed_run_lists_its_regressions_in_its_one_message(dag, store, real_
 def test_notify_imports_without_airflow():
     import subprocess
     import sys
-    code = ("import sys; import llmd_bench.notify; "
+    code = ("import sys; import llmd_bench.integrations.notify; "
             "assert not any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules), "
             "[m for m in sys.modules if m.startswith('airflow')][:5]")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

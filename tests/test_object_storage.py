@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BIN, ROOT, tiny_campaign, write_campaign
-from llmd_bench import storage
+from llmd_bench.integrations import storage
 
 BUCKET = "llmd-bench"
 
@@ -63,7 +63,7 @@ def test_a_store_restarted_in_the_middle_of_a_push_loses_nothing(s3, tmp_path, m
     so the restarted server still has the bucket.)"""
     from moto.server import ThreadedMotoServer
 
-    from llmd_bench.runtime.processes import free_port
+    from llmd_bench.measure.processes import free_port
 
     port = free_port()
     servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
@@ -121,7 +121,7 @@ def test_a_failed_step_reports_its_own_error_even_when_the_push_fails_too(campai
     from types import SimpleNamespace
 
     from llmd_bench import cli
-    from llmd_bench.errors import RuntimeStepError
+    from llmd_bench.model.errors import RuntimeStepError
 
     write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload"]))
     monkeypatch.setattr(storage, "pull_cell", lambda cell_dir: "snapshot")
@@ -199,7 +199,7 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
     check = tmp_path / "check" / "results"
     monkeypatch.setenv("LLMD_BENCH_RESULTS", str(check))
     storage.pull_run(check / "s3-run")
-    from llmd_bench.context import merged_record
+    from llmd_bench.stack.context import merged_record
     record = merged_record(check / "s3-run" / "Qwen3-0.6B" / "no-offload")
     assert {k: v["status"] for k, v in record["steps"].items()} == {s: "ok" for s in (
         "deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")}

@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench.cell_folder import GENERATOR_CPU_FILE
-from llmd_bench.observe import kv_index, pcp, prometheus, verdict
-from llmd_bench.observe.sampler import Sampler, read
-from llmd_bench.runtime import processes
+from llmd_bench.measure import processes
+from llmd_bench.measure.cell_folder import GENERATOR_CPU_FILE
+from llmd_bench.measure.observe import kv_index, pcp, prometheus, verdict
+from llmd_bench.measure.observe.sampler import Sampler, read
 
 VLLM_TEXT = """# HELP vllm:num_requests_running Number of requests in model execution batches.
 # TYPE vllm:num_requests_running gauge
@@ -135,7 +135,7 @@ def test_a_server_without_metrics_is_not_measured_never_zero(tmp_path):
 
 @pytest.mark.parametrize("kind", ["redis", "valkey"])
 def test_index_stats_and_verdicts_on_real_servers(tmp_path, kind):
-    from llmd_bench.runtime.local import kv_server_bin, kv_server_version
+    from llmd_bench.stack.runtime.local import kv_server_bin, kv_server_version
 
     port = processes.free_port()
     server = processes.start(kind, [kv_server_bin(kind), "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
@@ -251,7 +251,7 @@ inference_pool_ready_pods{{name="pool"}} 2
 def test_epp_admitting_blocks_while_the_backend_stays_empty_is_the_in_memory_index_pitfall(tmp_path):
     """llm-d v0.4.0: the EPP's default in-memory index wins over Valkey. The EPP's metrics show blocks
     admitted and looked up; the real Valkey server holds nothing: not taking effect, and the evidence says why."""
-    from llmd_bench.runtime.local import kv_server_bin, kv_server_version
+    from llmd_bench.stack.runtime.local import kv_server_bin, kv_server_version
 
     epp, url = _serve(lambda n: EPP_TEXT.format(admissions=400 * n, lookups=50 * n, hits=30 * n))
     port = processes.free_port()
@@ -313,7 +313,7 @@ def test_counters_that_restart_count_from_zero_and_nodes_without_data_do_not_bla
 
 def test_the_generators_cpu_is_measured_per_process_of_its_group(tmp_path):
     """A real process group with one busy process and one idle one, sampled from /proc like a sweep's GuideLLM."""
-    from llmd_bench.observe import generator
+    from llmd_bench.measure.observe import generator
 
     busy = subprocess.Popen(["sh", "-c", "sleep 30 & exec python3 -c 'while True: pass'"], start_new_session=True)
     try:
@@ -334,7 +334,7 @@ def test_the_generators_cpu_is_measured_per_process_of_its_group(tmp_path):
 
 
 def test_saturated_levels_are_suspect_with_the_reason():
-    from llmd_bench.observe import generator
+    from llmd_bench.measure.observe import generator
 
     # GuideLLM's own scheduler timing (scheduler_metrics of a 0.8.1 report): requests sent late by 30 % of
     # their time is a saturated generator; 4 % is its ordinary overhead; -1 means it had no estimate
@@ -350,8 +350,8 @@ def test_saturated_levels_are_suspect_with_the_reason():
 
 def test_a_real_guidellm_run_within_the_generators_capacity_is_not_suspect(real_report):
     """The session's real GuideLLM report (1 and 4 streams against the mock) is within capacity: nothing suspect."""
-    from llmd_bench.guidellm_report import parse_report_file
-    from llmd_bench.observe import generator
+    from llmd_bench.measure.guidellm_report import parse_report_file
+    from llmd_bench.measure.observe import generator
     from llmd_bench.steps.load_results import suspect_levels
 
     report = parse_report_file(real_report)

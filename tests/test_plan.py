@@ -8,8 +8,9 @@ import subprocess
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench import catalog, method
-from llmd_bench.campaign import find_campaign, load_campaign, resolve_params
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import find_campaign, load_campaign, resolve_params
+from llmd_bench.plan import method
 
 
 def _flag(argv, name):
@@ -99,7 +100,7 @@ def test_plan_json_of_the_per_level_campaign_is_the_revised_method():
 def test_a_per_level_multiplier_needs_per_level_runs(tmp_path):
     doc = tiny_campaign()
     doc["workload"]["prefix_count"] = "2x"
-    from llmd_bench.errors import CampaignError
+    from llmd_bench.model.errors import CampaignError
 
     with pytest.raises(CampaignError, match=r"workload.*prefix_count as a per-level multiplier \('2x'\) needs runs: per-level"):
         load_campaign(write_campaign(tmp_path, doc))
@@ -173,7 +174,7 @@ def _per_level_params(**conf):
 
 
 def test_plan_estimates_gpu_time_per_phase_from_the_stores_measured_cells(db_url):
-    from llmd_bench import plan_estimate
+    from llmd_bench.plan import plan_estimate
 
     campaign, params = _per_level_params()
     _store_history(db_url, params.llmd_version, params.tensor_parallel_size)
@@ -207,7 +208,7 @@ def test_plan_estimates_gpu_time_per_phase_from_the_stores_measured_cells(db_url
 
 
 def test_reset_saves_the_model_loads_restart_would_spend(db_url):
-    from llmd_bench import plan_estimate
+    from llmd_bench.plan import plan_estimate
 
     campaign, restart = _per_level_params()
     _store_history(db_url, restart.llmd_version, restart.tensor_parallel_size)
@@ -282,7 +283,7 @@ def test_without_history_the_defaults_are_used_and_labelled_and_adaptive_is_an_u
 def test_plan_never_starts_a_store_and_falls_back_to_defaults_when_none_answers(campaigns_dir, tmp_path):
     import os
 
-    from llmd_bench.runtime.processes import free_port
+    from llmd_bench.measure.processes import free_port
 
     path = write_campaign(campaigns_dir, tiny_campaign())
     base = {k: v for k, v in os.environ.items() if k not in ("LLMD_BENCH_DB_URL", "AIRFLOW_CONN_LLMD_RESULTS")}
@@ -320,7 +321,7 @@ def test_plan_cli_reads_the_configured_store(db_url):
 
 
 def test_a_measured_reset_cell_counts_a_warm_up_per_reset_and_its_resets_out_of_idle():
-    from llmd_bench import plan_estimate
+    from llmd_bench.plan import plan_estimate
     from llmd_bench.store.rows import GpuTimeHistoryRow
 
     reset = {"runs": "per-level", "sweep": "grid", "level_isolation": "reset", "trials": 1, "trial_isolation": "redeploy"}

@@ -15,8 +15,11 @@ import pytest
 
 from conftest import BIN, REFERENCE
 from fake_kube import FakeKube
-from llmd_bench import catalog, cli, manifests, preflight
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
+from llmd_bench import cli
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.orchestration import preflight
+from llmd_bench.stack import manifests
 
 NS = "bench"
 ONE_CELL = {"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload"], "replicas": 2, "tensor_parallel_size": 2}
@@ -235,7 +238,7 @@ def test_the_role_grants_every_permission_preflight_checks():
     assert not granted(preflight.Permission("list", "secrets"))
     assert not granted(preflight.Permission("create", "pods"))
     # every kind the runtime applies and deletes is in the list, with the verbs it uses
-    from llmd_bench.runtime import kubernetes as k8s
+    from llmd_bench.stack.runtime import kubernetes as k8s
 
     plural = {"ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments", "InferencePool": "inferencepools",
               "PersistentVolumeClaim": "persistentvolumeclaims"}
@@ -408,8 +411,8 @@ def test_quota_counts_every_container_and_the_step_pod(cluster, capsys):
 
 def test_pods_of_earlier_runs_do_not_count_against_the_quota(cluster, capsys):
     """deploy removes what earlier runs of the campaign left behind, so their usage is credited back."""
-    from llmd_bench.context import StepContext
-    from llmd_bench.runtime import kubernetes as k8s
+    from llmd_bench.stack.context import StepContext
+    from llmd_bench.stack.runtime import kubernetes as k8s
 
     campaign = load_campaign(REFERENCE)
     ctx = StepContext(campaign, params(), "old-run", "kubernetes", Cell("Qwen/Qwen3-8B", "no-offload"))
@@ -476,7 +479,7 @@ def test_the_skip_choices_are_the_checks():
 ])
 def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(cluster, capsys, monkeypatch, modes, replicas,
                                                                              expected):
-    import llmd_bench.campaign as campaign_module
+    import llmd_bench.model.campaign as campaign_module
 
     original = campaign_module.load_campaign
 
@@ -545,7 +548,7 @@ def test_existing_preflight_refuses_an_epp_config_it_cannot_write_or_a_disagreei
     assert ("Deployment/gaie-kv-events-epp container epp reads --config-file /config/precise-prefix-cache-config.yaml "
             "from a emptyDir volume (plugins-config-volume), not a ConfigMap") in " ".join(line.split()), line
 
-    import llmd_bench.campaign as campaign_module
+    import llmd_bench.model.campaign as campaign_module
 
     original = campaign_module.load_campaign
 

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from conftest import ROOT
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.importer import import_reports
+from llmd_bench.integrations.importer import import_reports
+from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.report import render
 
 FIXTURE = ROOT / "tests" / "fixtures" / "guidellm" / "0.5.4" / "guidellm-results.json.zst"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmd_bench.errors import ReportError
-from llmd_bench.guidellm_report import parse_report, parse_report_file
+from llmd_bench.measure.guidellm_report import parse_report, parse_report_file
+from llmd_bench.model.errors import ReportError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),

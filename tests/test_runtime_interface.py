@@ -6,11 +6,11 @@ import ast
 from pathlib import Path
 
 from conftest import REFERENCE
-from llmd_bench import catalog
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.runtime import IMPLEMENTATIONS, implementation_name
-from llmd_bench.runtime.base import Runtime
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import IMPLEMENTATIONS, implementation_name
+from llmd_bench.stack.runtime.base import Runtime
 
 STEPS = Path(__file__).resolve().parents[1] / "plugins" / "llmd_bench" / "steps"
 

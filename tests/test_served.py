@@ -8,11 +8,12 @@ import pytest
 
 from conftest import tiny_campaign, write_campaign
 from fake_kube import kubelet_vllm_argv
-from llmd_bench import catalog, served, vllm_formats
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
-from llmd_bench.runtime import local
+from llmd_bench.measure import served, vllm_formats
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import local
 from llmd_bench.steps import deploy
 
 MODEL = "Qwen/Qwen3-0.6B"
@@ -245,8 +246,8 @@ def test_every_configuration_at_every_release_renders_a_command_line_whose_serve
     """For each catalog release x configuration the renderer does not refuse: a vLLM started with the rendered
     command line (its start-up lines and cache config as that release prints them) proves every key the
     configuration demands. Catches a renderer that drops or misnames what the configuration asks for."""
-    from llmd_bench import configurations
-    from llmd_bench.errors import CampaignError
+    from llmd_bench.model import configurations
+    from llmd_bench.model.errors import CampaignError
     from llmd_bench.steps.deploy import wanted
 
     names = list(configurations.catalog())

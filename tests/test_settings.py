@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from llmd_bench import settings as settings_module
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.settings import Settings, SettingsError, env_name, markdown_table, results_store_url, settings
+from llmd_bench.model import settings as settings_module
+from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.settings import Settings, SettingsError, env_name, markdown_table, results_store_url, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("plugins", "dags") for p in sorted((ROOT / d).rglob("*.py"))]
-SETTINGS_FILE = ROOT / "plugins" / "llmd_bench" / "settings.py"
+SETTINGS_FILE = ROOT / "plugins" / "llmd_bench" / "model" / "settings.py"
 FALLBACKS = {"AIRFLOW_VAR_LLMD_BENCH_RUNTIME", "AIRFLOW_CONN_LLMD_RESULTS", "AIRFLOW_CONN_LLMD_MLFLOW", "AWS_ENDPOINT_URL"}
 ENV_NAMES = {env_name(f) for f in Settings.model_fields}
 
@@ -32,7 +32,7 @@ def docs_table() -> str:
 def test_the_docs_table_is_the_settings_fields():
     assert docs_table() == markdown_table(), (
         "docs/settings.md's Environment variables table differs from Settings: regenerate it with "
-        "`PYTHONPATH=plugins .venv/bin/python -m llmd_bench.docs_tables`")
+        "`PYTHONPATH=plugins .venv/bin/python -m llmd_bench.model.docs_tables`")
 
 
 def test_the_table_has_one_row_per_field_with_its_description():
@@ -73,7 +73,7 @@ def test_no_module_reads_a_variable_outside_settings():
     constants = _env_constants()
     found = {str(p.relative_to(ROOT)): reads for p in SOURCES if p != SETTINGS_FILE
              if (reads := ad_hoc_reads(p.read_text(), constants))}
-    assert found == {}, "read these through llmd_bench.settings.settings() instead"
+    assert found == {}, "read these through llmd_bench.model.settings.settings() instead"
 
 
 @pytest.mark.parametrize("line", [
@@ -106,7 +106,7 @@ def test_settings_follow_the_environment_at_run_time(monkeypatch):
 
 
 def test_paths_default_under_home_and_each_can_be_moved(monkeypatch, tmp_path):
-    from llmd_bench import paths
+    from llmd_bench.model import paths
 
     for name in ("CAMPAIGNS", "CATALOG", "MODELS", "RESULTS", "REPORTS", "TOKENIZER", "PGDATA_BASE"):
         monkeypatch.delenv(f"LLMD_BENCH_{name}", raising=False)
@@ -149,7 +149,7 @@ def test_a_bad_value_names_the_variable_where_it_is_used(monkeypatch, variable, 
 
 
 def test_settings_errors_are_the_projects_and_value_errors(monkeypatch):
-    from llmd_bench.runtime import selected_runtime
+    from llmd_bench.stack.runtime import selected_runtime
 
     assert issubclass(SettingsError, LlmdBenchError) and issubclass(SettingsError, ValueError)
     monkeypatch.setenv("LLMD_BENCH_RUNTIME", "mars")
@@ -158,8 +158,8 @@ def test_settings_errors_are_the_projects_and_value_errors(monkeypatch):
 
 
 def test_each_step_keeps_its_own_error_class(monkeypatch, tmp_path):
-    from llmd_bench import storage
-    from llmd_bench.errors import RuntimeStepError
+    from llmd_bench.integrations import storage
+    from llmd_bench.model.errors import RuntimeStepError
     from llmd_bench.steps import sweep
     from llmd_bench.store import server
 
@@ -229,7 +229,8 @@ def test_the_s3_endpoints_fall_back_in_order(monkeypatch):
 
 
 def test_defaults_agree_with_the_modules_constants():
-    from llmd_bench import manifests, pcp_manifests, storage
+    from llmd_bench.integrations import storage
+    from llmd_bench.stack import manifests, pcp_manifests
     from llmd_bench.steps import sweep
 
     fields = Settings.model_fields
@@ -280,7 +281,8 @@ def test_the_store_url_asks_airflow_only_when_told(monkeypatch, no_store):
 
 
 def test_nobody_starts_a_server_to_learn_there_is_no_store(monkeypatch, no_store, tmp_path):
-    from llmd_bench import notify, plan_estimate
+    from llmd_bench.integrations import notify
+    from llmd_bench.plan import plan_estimate
 
     monkeypatch.setenv("LLMD_BENCH_PGDATA_BASE", str(tmp_path / "pg"))
     history = plan_estimate.read_history(["Qwen/Qwen3-0.6B"], "local")

@@ -15,14 +15,14 @@ import pytest
 
 from conftest import BIN, ROOT, tiny_campaign, write_campaign
 from llmd_bench import cli
-from llmd_bench.runtime.processes import pid_alive, port_is_free
+from llmd_bench.measure.processes import pid_alive, port_is_free
 
 pytestmark = pytest.mark.e2e
 
 RUN_DAG = """
 import json, sys
-from llmd_bench.airflow_dag import build_dag
-from llmd_bench.campaign import load_campaign
+from llmd_bench.orchestration.airflow_dag import build_dag
+from llmd_bench.model.campaign import load_campaign
 dr = build_dag(load_campaign(sys.argv[1]), runtime="local").test(run_conf=json.loads(sys.argv[2]))
 print("RESULT " + json.dumps({"run_id": dr.run_id, "state": str(dr.state)}))
 """
@@ -105,9 +105,9 @@ def test_a_second_campaign_with_the_same_run_id_is_refused_before_it_touches_any
                                                                                       capsys):
     """Backfills of two campaigns over the same dates both get backfill__<date>: the second is refused,
     with the way out, instead of overwriting the first one's results."""
-    from llmd_bench import catalog
-    from llmd_bench.campaign import Cell, load_campaign, resolve_params
-    from llmd_bench.context import StepContext
+    from llmd_bench.model import catalog
+    from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+    from llmd_bench.stack.context import StepContext
 
     run_id = "backfill__2026-10-04T00:00:00+00:00"
     first = load_campaign(write_campaign(campaigns_dir, tiny_campaign(dag_id="llmd_first"), name="first"))

@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
 from fake_kube import FakeKube
-from llmd_bench import catalog
 from llmd_bench import report as rpt
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
 from llmd_bench.report.data import from_store
-from llmd_bench.runtime import kubernetes as k8s
-from llmd_bench.runtime import local
-from llmd_bench.runtime import stack_metadata as sm
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import kubernetes as k8s
+from llmd_bench.stack.runtime import local
+from llmd_bench.stack.runtime import stack_metadata as sm
 from llmd_bench.steps import deploy, load_results
 from llmd_bench.steps.sweep import report_path
 from llmd_bench.store import db
@@ -201,7 +201,7 @@ def test_local_shape_from_a_real_local_deploy(campaigns_dir, results_dir):
         assert s["guidellm_version"] == metadata.version("guidellm") and s["image"] is None
     # each mock server behind its simulated vLLM replica (started with the rendered vLLM command line), then the router
     assert [r["name"] for r in stack["router"]] == ["prefix-cache-0", "prefix-cache-1", "router"]
-    assert all("llmd_bench.runtime.router" in r["args"] for r in stack["router"])
+    assert all("llmd_bench.stack.runtime.router" in r["args"] for r in stack["router"])
     assert all("--vllm-args" in r["args"] for r in stack["router"][:2])
     assert stack["kv_backend"]["kind"] == "valkey" and stack["kv_backend"]["server_version"].startswith("9.")
     (host,) = stack["nodes"].values()
@@ -255,7 +255,7 @@ def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaig
     assert "vllm serve Qwen/Qwen3-8B --host 0.0.0.0" in versions
     assert "was simulated" not in md and "Stack per cell" in html
     # the Benchmark Report export carries the GPU model and the pulled digest
-    from llmd_bench import benchmark_report as br
+    from llmd_bench.integrations import benchmark_report as br
     from llmd_bench.store.read import read_stored_run
 
     stored = read_stored_run("run-k8s", url=db_url)
@@ -281,9 +281,9 @@ def test_stored_with_the_cell_idempotently_and_shown_in_the_report(kube, campaig
 def test_existing_and_unrecorded_cells_say_what_is_missing(db_url, real_report):
     """A cell whose stack could not be captured stores and shows why (the existing runtime's own capture is tested
     through the DAG in test_existing.py); imported cells carry none."""
-    from llmd_bench.guidellm_report import parse_report_file
-    from llmd_bench.importer import import_reports
-    from llmd_bench.runtime.stack_metadata import failed
+    from llmd_bench.integrations.importer import import_reports
+    from llmd_bench.measure.guidellm_report import parse_report_file
+    from llmd_bench.stack.runtime.stack_metadata import failed
 
     existing = failed("existing", False, RuntimeError("the API server did not answer"))
     run = db.RunInfo(campaign="reference", dag_run_id="run-existing", runtime="kubernetes", llmd_version="v0.4.0",

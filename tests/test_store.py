@@ -14,9 +14,9 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from conftest import BIN
-from llmd_bench.errors import LlmdBenchError, ReportError
-from llmd_bench.importer import import_reports
-from llmd_bench.runtime.processes import free_port
+from llmd_bench.integrations.importer import import_reports
+from llmd_bench.measure.processes import free_port
+from llmd_bench.model.errors import LlmdBenchError, ReportError
 from llmd_bench.store import db
 from llmd_bench.store.read import latest_run_peaks
 from llmd_bench.store.schema import Cell, LevelResult, Run
@@ -65,7 +65,7 @@ def test_a_runs_params_read_back_are_what_was_stored(tiny_params_run):
 @pytest.fixture
 def tiny_params_run(campaigns_dir):
     from conftest import tiny_campaign, write_campaign
-    from llmd_bench.campaign import load_campaign, resolve_params
+    from llmd_bench.model.campaign import load_campaign, resolve_params
 
     campaign = load_campaign(write_campaign(campaigns_dir, tiny_campaign()))
     pipeline = {**resolve_params(campaign, {}).model_dump(), "warmup_requests": 8, "gpu_hour_cost": None}
@@ -96,7 +96,7 @@ def test_import_then_reimport_writes_no_duplicates(db_url, real_report):
 def test_stored_levels_read_back_exactly_what_was_loaded_awkward_text_included(db_url):
     """Level rows go in with COPY: tabs, newlines, backslashes, quotes and non-ASCII in text and JSON,
     NULLs, an infinite float and fractional timestamps must come back unchanged."""
-    from llmd_bench.guidellm_levels import LevelResult as ParsedLevel
+    from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
 
     awkward = 'tab\there\nnew line \\ back\\slash "quoted" \\N naïve ✓'
     metrics = {"output_tps": {"mean": 123.456789012345, "median": None, "std_dev": 1.5},
@@ -265,7 +265,7 @@ def test_import_takes_any_catalog_configuration_and_a_campaigns_own(db_url, real
 def test_a_run_id_two_campaigns_share_is_read_only_with_the_campaign_named(db_url, real_report, tmp_path):
     """Backfills of two campaigns over the same dates share a run id: the report, the Benchmark Report export and
     the MLflow log each refuse to guess, naming both campaigns and --campaign, and read the right one when told."""
-    from llmd_bench import benchmark_report, mlflow_log
+    from llmd_bench.integrations import benchmark_report, mlflow_log
     from llmd_bench.report.data import from_store
 
     run_id = "backfill__2026-10-04T00:00:00+00:00"

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
-from llmd_bench import campaign, sweep_core
-from llmd_bench.adaptive import AdaptiveSettings, AdaptiveSweep, LevelOutcome
-from llmd_bench.sweep_core import (
+from llmd_bench.measure import sweep_core
+from llmd_bench.measure.adaptive import AdaptiveSweep, LevelOutcome
+from llmd_bench.measure.sweep_core import (
     AdaptiveDecisions,
     CompleteTrial,
     Isolate,
@@ -32,6 +32,8 @@ from llmd_bench.sweep_core import (
     TrialOneLevels,
     next_action,
 )
+from llmd_bench.model import campaign
+from llmd_bench.model.campaign import AdaptiveSettings
 
 GRID = (1, 50, 100, 150, 300, 400, 500, 650)
 Curve = Callable[[int], float | None]

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
-from llmd_bench import catalog, guidellm_watch
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
-from llmd_bench.guidellm_watch import LogTail, ProgressWatch, WatchPlan, parse_line
-from llmd_bench.runtime import local, processes
+from llmd_bench.measure import guidellm_watch, processes
+from llmd_bench.measure.guidellm_watch import LogTail, ProgressWatch, WatchPlan, parse_line
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import local
 from llmd_bench.steps import sweep
 
 STEP = ["--campaign", "tiny", "--run-id", "stall-run", "--model", "Qwen/Qwen3-0.6B", "--config", "no-offload"]

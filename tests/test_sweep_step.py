@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import COMMITTED_REPORT, tiny_campaign, write_campaign
-from llmd_bench import catalog
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.runtime import local
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import local
 from llmd_bench.steps import sweep
 
 # `guidellm run`: writes the committed report's benchmarks of the levels asked (--profile streams) where --output

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 
 from conftest import tiny_campaign, write_campaign
-from llmd_bench import catalog
-from llmd_bench.campaign import Cell, load_campaign, resolve_params
-from llmd_bench.context import StepContext
-from llmd_bench.runtime import local, processes
+from llmd_bench.measure import processes
+from llmd_bench.model import catalog
+from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import local
 from llmd_bench.steps import sweep, warmup
 
 
@@ -88,7 +89,7 @@ def test_the_revised_method_runs_one_guidellm_per_level_with_a_restart_before_ea
         assert not any(processes.pid_alive(pid) for pid in before.values())
         merged = sweep.report_path(ctx, 1)
         assert sweep.complete_report(ctx, merged)
-        from llmd_bench.guidellm_report import parse_report_file
+        from llmd_bench.measure.guidellm_report import parse_report_file
 
         # the request cap ended each level early, and that is valid: no duration rule applies then
         levels = parse_report_file(merged, expected_duration_s=ctx.params.expected_level_s).levels

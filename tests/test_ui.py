@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from conftest import ARTIFACTS, ROOT
-from llmd_bench.runtime.processes import free_port
+from llmd_bench.measure.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -248,7 +248,7 @@ def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(air
     state = json.loads((cell / "runtime.json").read_text())
     assert state["processes"] == [] and state["leftovers"] == []
     assert not list(cell.glob("trial-*/guidellm.pid"))
-    from llmd_bench.runtime.processes import pid_alive, port_is_free
+    from llmd_bench.measure.processes import pid_alive, port_is_free
     assert not any(pid_alive(p["pid"]) for p in state["stopped"])
     assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])
 

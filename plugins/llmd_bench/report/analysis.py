@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import pandas as pd
 
-from llmd_bench import configurations, noise
-from llmd_bench.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
-from llmd_bench.noise import Z95, t95
+from llmd_bench.measure import noise
+from llmd_bench.measure.noise import Z95, t95
+from llmd_bench.model import configurations
+from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput

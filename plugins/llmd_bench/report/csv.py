@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from llmd_bench import adaptive
+from llmd_bench.measure import adaptive
 from llmd_bench.report.analysis import Report
 
 CELL_METRIC_COLUMNS = ["model", "config", "concurrency", "output_tps_mean", "ttft_mean_ms", "tpot_mean_ms",

@@ -10,10 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.noise import MAX_HISTORY
+from llmd_bench.measure.noise import MAX_HISTORY
+from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.runtimes import simulated_runtime
 from llmd_bench.report.analysis import is_missing, normalize_levels
-from llmd_bench.runtime import simulated_runtime
 from llmd_bench.store.rows import CellRow, LevelRow, PeakRow, RunPeakRow, StoredCell, StoredRun, TrialPeakRow
 
 __all__ = ["CELL_COLUMNS", "CSV_REQUIRED", "LEVEL_COLUMNS", "OBSERVATION_COLUMNS", "ReportInput", "from_csv_dir",

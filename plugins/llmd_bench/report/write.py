@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from llmd_bench import paths
-from llmd_bench.errors import LlmdBenchError
+from llmd_bench.model import paths
+from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.report import csv, render, sections
 from llmd_bench.report.analysis import Report
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.cell_folder import CellRecord, write_observations
-from llmd_bench.context import StepContext
-from llmd_bench.observe import generator, kv_index, pcp, prometheus, verdict
-from llmd_bench.observe.sampler import read as read_samples
+from llmd_bench.measure.cell_folder import CellRecord, write_observations
+from llmd_bench.measure.observe import generator, kv_index, pcp, prometheus, verdict
+from llmd_bench.measure.observe.sampler import read as read_samples
+from llmd_bench.stack.context import StepContext
 from llmd_bench.steps import observation_targets
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench import catalog, manifests, served
-from llmd_bench.context import StepContext
-from llmd_bench.errors import NotSelected, RuntimeStepError
+from llmd_bench.measure import served
+from llmd_bench.model import catalog
+from llmd_bench.model.errors import NotSelected, RuntimeStepError
+from llmd_bench.stack import manifests
+from llmd_bench.stack.context import StepContext
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
 def stack_metadata(ctx: StepContext) -> dict[str, Any]:
     """What ran, stored with the cell (runtime/base.py Runtime.stack_metadata). Never fails the deploy: an error
     while capturing it is recorded under `unavailable`."""
-    from llmd_bench.runtime.stack_metadata import failed
+    from llmd_bench.stack.runtime.stack_metadata import failed
 
     try:
         return ctx.stack.stack_metadata()

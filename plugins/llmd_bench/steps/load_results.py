@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.cell_folder import CellRecord, Observations, read_observations, write_levels
-from llmd_bench.context import StepContext
-from llmd_bench.errors import ReportError
-from llmd_bench.guidellm_levels import Report
-from llmd_bench.guidellm_report import parse_report_file
-from llmd_bench.observe import generator
-from llmd_bench.results import cell_status, run_info_from_record, sha256
+from llmd_bench.measure.cell_folder import CellRecord, Observations, read_observations, write_levels
+from llmd_bench.measure.guidellm_levels import Report
+from llmd_bench.measure.guidellm_report import parse_report_file
+from llmd_bench.measure.observe import generator
+from llmd_bench.model.errors import ReportError
+from llmd_bench.stack.context import StepContext
+from llmd_bench.store.results import cell_status, run_info_from_record, sha256
 
 
 def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:

@@ -21,15 +21,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmd_bench import adaptive, cell_folder, configurations, guidellm_watch, level_reset, method, sweep_core
-from llmd_bench.cell_folder import GENERATOR_PID_FILE, CellFolder
-from llmd_bench.context import StepContext
-from llmd_bench.errors import ReportError, RuntimeStepError
-from llmd_bench.guidellm_report import parse_report_file
-from llmd_bench.observe import generator
-from llmd_bench.observe.sampler import Sampler
-from llmd_bench.runtime import processes
-from llmd_bench.settings import SettingsError, settings
+from llmd_bench.measure import adaptive, cell_folder, guidellm_watch, level_reset, processes, sweep_core
+from llmd_bench.measure.cell_folder import GENERATOR_PID_FILE, CellFolder
+from llmd_bench.measure.guidellm_report import parse_report_file
+from llmd_bench.measure.observe import generator
+from llmd_bench.measure.observe.sampler import Sampler
+from llmd_bench.model import configurations
+from llmd_bench.model.errors import ReportError, RuntimeStepError
+from llmd_bench.model.settings import SettingsError, settings
+from llmd_bench.plan import method
+from llmd_bench.stack.context import StepContext
 from llmd_bench.steps import endpoint_for, observation_targets
 from llmd_bench.steps.deploy import prove_served
 
@@ -270,7 +271,7 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
 
 def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
     """What level_isolation: reset empties for this cell, refused (naming why) where it cannot be shown to."""
-    from llmd_bench import catalog
+    from llmd_bench.model import catalog
 
     assert ctx.cell is not None
     contract = catalog.entry(ctx.params.llmd_version).contract
@@ -481,7 +482,7 @@ def level_outcome(ctx: StepContext, report: Path) -> sweep_core.LevelResult:
 
 def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
     """One GuideLLM run, restarted when it stalls; the serving samples of all runs go to the trial's files."""
-    from llmd_bench.runtime.local import guidellm_bin
+    from llmd_bench.stack.runtime.local import guidellm_bin
 
     cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
     print("running:", " ".join(cmd), flush=True)

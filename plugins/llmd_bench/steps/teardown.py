@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmd_bench.context import StepContext
+from llmd_bench.stack.context import StepContext
 
 
 def run(ctx: StepContext) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from llmd_bench.completions import prompt_text, send_request, served_models
-from llmd_bench.context import StepContext
-from llmd_bench.errors import RuntimeStepError
+from llmd_bench.measure.completions import prompt_text, send_request, served_models
+from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.stack.context import StepContext
 from llmd_bench.steps import endpoint_for
 
 

@@ -20,9 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.guidellm_levels import LevelResult as ParsedLevel
-from llmd_bench.settings import results_store_url, settings
+from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
+from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.store.rows import LEVEL_METRICS, LEVEL_STATS, CellInfo, GpuTime, RunInfo, metric_column
 from llmd_bench.store.schema import Cell, LevelObservation, LevelResult, Run, StoredReport
 

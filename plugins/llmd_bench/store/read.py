@@ -10,9 +10,9 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, text
 
-from llmd_bench.campaign import METHOD_DEFAULTS
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.runtime import simulated_runtimes
+from llmd_bench.model.campaign import METHOD_DEFAULTS
+from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.runtimes import simulated_runtimes
 from llmd_bench.store.db import with_engine
 from llmd_bench.store.rows import (
     CellRow,

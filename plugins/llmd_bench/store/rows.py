@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from llmd_bench.runtime import simulated_runtime
+from llmd_bench.model.runtimes import simulated_runtime
 
 CELL_STATUSES = ("ok", "invalid", "failed", "skipped")
 # GuideLLM's successful-request statistics stored per level: column `<metric>_<stat>` (level_results)

@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmd_bench.errors import LlmdBenchError
-from llmd_bench.settings import SettingsError, located, settings
+from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.settings import SettingsError, located, settings
 
 # Preferred when free; each data folder records the port it was given (PORT_FILE), so two checkouts
 # never fight over one port and each one's `llmd-bench db stop` stops its own server.
@@ -156,7 +156,7 @@ class LocalServer:
         self.init()
         if self.running():
             return self.url()
-        from llmd_bench.runtime.processes import port_is_free
+        from llmd_bench.measure.processes import port_is_free
 
         started = time.monotonic()
         # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
@@ -186,7 +186,7 @@ class LocalServer:
         return self.url()
 
     def _move_port(self) -> None:
-        from llmd_bench.runtime.processes import free_port
+        from llmd_bench.measure.processes import free_port
 
         self.port = free_port()
         (self.base / PORT_FILE).write_text(f"{self.port}\n")
@@ -222,7 +222,7 @@ def default_server() -> LocalServer:
     """This checkout's local server: data in LLMD_BENCH_PGDATA_BASE (default .state/pg), on the port its
     data folder recorded when it was first chosen: LLMD_BENCH_PG_PORT if set, else 54329 when free, else
     a free port."""
-    from llmd_bench.runtime.processes import free_port, port_is_free
+    from llmd_bench.measure.processes import free_port, port_is_free
 
     s = settings()
     base = located(s.pgdata_base)  # default paths.home() / ".state" / "pg"
