@@ -7,27 +7,48 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from llmd_bench.model.errors import SKIP_EXIT_CODE, LlmdBenchError, NotSelected
-from llmd_bench.model.settings import settings
+import yaml
+
+from llmd_bench.integrations import benchmark_report, mlflow_log, storage
+from llmd_bench.integrations.importer import import_reports, parse_factors
+from llmd_bench.model import catalog, paths
+from llmd_bench.model.campaign import (
+    Cell,
+    campaign_files,
+    campaign_set_errors,
+    find_campaign,
+    load_campaign,
+    parse_factors_arg,
+    resolve_params,
+)
+from llmd_bench.model.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError, NotSelected
+from llmd_bench.model.settings import results_store_url, settings
+from llmd_bench.orchestration import preflight
+from llmd_bench.plan import method
+from llmd_bench.plan.plan_estimate import History, read_history
+from llmd_bench.stack.context import StepContext, StepTimer, utc_now
+from llmd_bench.stack.runtime import selected_runtime
+from llmd_bench.stack.runtime.existing import render_role, restore_run
+from llmd_bench.stack.tokenizer import make_tokenizer
 from llmd_bench.steps import CELL_STEPS
+from llmd_bench.store.server import default_server
 
 
 def _step_module(name: str):
-    import importlib
     return importlib.import_module(f"llmd_bench.steps.{name}")
 
 
 def _campaign_and_params(args: argparse.Namespace):
     """--campaign and --params, resolved and validated against the campaign and the version catalog."""
-    from llmd_bench.model import catalog
-    from llmd_bench.model.campaign import find_campaign, resolve_params
 
     campaign = find_campaign(args.campaign)
     try:
@@ -41,8 +62,6 @@ def _campaign_and_params(args: argparse.Namespace):
 
 
 def _context(args: argparse.Namespace, with_cell: bool):
-    from llmd_bench.stack.context import StepContext
-    from llmd_bench.stack.runtime import selected_runtime
 
     campaign, params = _campaign_and_params(args)
     cell = None
@@ -55,7 +74,6 @@ def _context(args: argparse.Namespace, with_cell: bool):
 
 def campaign_cell(campaign, args: argparse.Namespace):
     """The cell named by --model, --config and --factors; refused unless it is one of the campaign's cells."""
-    from llmd_bench.model.campaign import Cell, parse_factors_arg
 
     if args.config not in campaign.configs:
         raise LlmdBenchError(f"--config {args.config!r} is not in campaign {campaign.dag_id}; "
@@ -71,8 +89,6 @@ def campaign_cell(campaign, args: argparse.Namespace):
 
 
 def run_cell_step(step: str, args: argparse.Namespace) -> int:
-    from llmd_bench.integrations import storage
-    from llmd_bench.stack.context import StepTimer, utc_now
 
     ctx = _context(args, with_cell=True)
     ctx.step = step
@@ -105,7 +121,6 @@ def run_cell_step(step: str, args: argparse.Namespace) -> int:
 
 def _push_keeping_the_error(snapshot) -> None:
     """After a failed step, push what it wrote, but let the step's own error be the one reported."""
-    from llmd_bench.integrations import storage
 
     try:
         storage.push(snapshot)
@@ -114,7 +129,6 @@ def _push_keeping_the_error(snapshot) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from llmd_bench.integrations import storage
 
     ctx = _context(args, with_cell=False)
     snapshot = storage.pull_run(ctx.run_dir)
@@ -129,10 +143,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_campaign(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from llmd_bench.model.campaign import campaign_files, campaign_set_errors, load_campaign
-    from llmd_bench.model.errors import CampaignError
 
     files = [Path(f) for f in args.files] or campaign_files()
     checked = [(f, load_campaign(f)) for f in files]
@@ -152,9 +163,7 @@ def cmd_validate_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tokenizer(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from llmd_bench.stack.tokenizer import make_tokenizer
 
     out = make_tokenizer(Path(args.out))
     print(f"offline tokenizer written to {out}")
@@ -162,7 +171,6 @@ def cmd_make_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     fmt = getattr(args, "format", "guidellm")
     given = [opt for opt, value in (("--model", args.model), ("--config", args.config),
@@ -173,7 +181,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         if given:
             raise LlmdBenchError(f"{', '.join(given)}: not used with --format benchmark-report (each report names its "
                                  "model, configuration and llm-d version)")
-        from llmd_bench.integrations import benchmark_report
 
         summary = benchmark_report.import_reports([Path(f) for f in args.files], run_id=args.run_id,
                                                   campaign=args.campaign)
@@ -183,8 +190,6 @@ def cmd_import(args: argparse.Namespace) -> int:
         args.import_parser.error("the following arguments are required with --format guidellm: "
                                  + ", ".join(o for o in ("--model", "--config", "--llmd-version") if o not in given))
 
-    from llmd_bench.integrations.importer import import_reports, parse_factors
-
     summary = import_reports([Path(f) for f in args.files], args.model, args.config, args.llmd_version,
                              run_id=args.run_id, campaign=args.campaign, factors=parse_factors(args.factors))
     print(json.dumps(summary))
@@ -192,9 +197,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from llmd_bench.integrations import benchmark_report
 
     summary = benchmark_report.export_run(args.run_id, Path(args.out), campaign=args.campaign,
                                           note=lambda line: print(f"[llmd-bench] {line}", flush=True))
@@ -203,7 +206,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_mlflow_log(args: argparse.Namespace) -> int:
-    from llmd_bench.integrations import mlflow_log
 
     target = mlflow_log.tracking_target(airflow=True)
     if target is None:
@@ -217,17 +219,16 @@ def cmd_mlflow_log(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from llmd_bench import report as rpt
+    from llmd_bench import report as rpt  # deferred: loads numpy, pandas
 
     out = Path(args.out)
     if args.from_csv:
-        from llmd_bench.report.data import from_csv_dir
+        from llmd_bench.report.data import from_csv_dir  # deferred: loads numpy, pandas
         report = rpt.build(from_csv_dir(Path(args.from_csv)))
         rpt.write(report, out)
     else:
-        from llmd_bench.report.generate import generate_report
+        from llmd_bench.report.generate import generate_report  # deferred: loads numpy, pandas, sqlalchemy
         report = generate_report(args.run_id, out, campaign=args.campaign)
     print(rpt.peak_table_text(report))
     print(f"report written to {out / 'report.html'}")
@@ -235,21 +236,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from llmd_bench.plan import method
-    from llmd_bench.stack.runtime import selected_runtime
 
     campaign, params = _campaign_and_params(args)
     try:
         runtime = selected_runtime()
     except ValueError as exc:
         raise LlmdBenchError(str(exc)) from None
-    from llmd_bench.plan.plan_estimate import History
 
     history = History(status="history not read (--no-history): defaults only")
     if not args.no_history:
         # the store's measured GPU time of these models, when a store URL is configured and answers at once;
         # never the local server (which resolving the URL would start), never an error: defaults instead
-        from llmd_bench.plan.plan_estimate import read_history
 
         history = read_history(sorted({c.model for c in campaign.cells() if params.selects(c)}), runtime)
     found = method.plan(campaign, params, runtime, history=history)
@@ -258,12 +255,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from llmd_bench.model import catalog
-    from llmd_bench.model.campaign import find_campaign, resolve_params
-    from llmd_bench.orchestration import preflight
-    from llmd_bench.stack import manifests, pcp_manifests
+    from llmd_bench.stack import manifests, pcp_manifests  # deferred: loads jinja2
 
     campaign = find_campaign(args.campaign)
     conf = {"llmd_version": args.llmd_version, "replicas": args.replicas}
@@ -279,7 +272,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     manifests.write(pcp_manifests.render_pcp(), out / "pcp")
     if campaign.serving.mode == "existing" and campaign.serving.existing is not None:
         # the Role in the installed stack's namespace, bound to the step pods' service account
-        from llmd_bench.stack.runtime.existing import render_role
 
         manifests.write(render_role(campaign.serving.existing.namespace, args.namespace,
                                     settings().service_account),
@@ -291,11 +283,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from llmd_bench.orchestration import preflight
 
     if args.node_reader_manifest:
-        import yaml
-
         print(yaml.safe_dump_all(preflight.node_reader_manifests(args.namespace), sort_keys=False), end="")
         return 0
     if not args.campaign:
@@ -315,12 +304,9 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put an installed stack (serving.mode existing) back as a run's deploy found it."""
-    from llmd_bench.stack.runtime.existing import restore_run
 
     namespace = args.namespace
     if namespace is None:
-        from llmd_bench.model.campaign import campaign_files, find_campaign, load_campaign
-
         if args.campaign:
             campaign = find_campaign(args.campaign)
             if campaign.serving.existing is None:
@@ -344,8 +330,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from llmd_bench.model import paths
-    from llmd_bench.stack.runtime.local import cleanup_leftovers
+    from llmd_bench.stack.runtime.local import cleanup_leftovers  # deferred: loads jinja2
 
     stopped = cleanup_leftovers(paths.results_root())
     for line in stopped:
@@ -355,7 +340,6 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from llmd_bench.store.server import default_server
 
     server = default_server()
     if args.action == "start":
@@ -371,8 +355,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "url":
         print(server.url() if server.password_file.exists() else "")
     elif args.action == "migrate":
-        from llmd_bench.model.settings import results_store_url
-        from llmd_bench.store import db
+        from llmd_bench.store import db  # deferred: loads sqlalchemy
         url = results_store_url() or server.start()
         db.with_engine(db.migrate, "migrating", url)
         print(f"results schema at head in {db.redacted(url)}")

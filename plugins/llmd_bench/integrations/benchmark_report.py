@@ -41,7 +41,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from llmd_bench.model import paths
+import yaml
+
+from llmd_bench import __version__
+from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
+from llmd_bench.model import catalog, configurations, paths
+from llmd_bench.model.campaign import campaign_configurations, check_model_id, per_level
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.store.rows import (
     LEVEL_STATS,
@@ -85,7 +90,7 @@ def schema() -> dict[str, Any]:
 
 def schema_errors(doc: Any) -> list[str]:
     """Every violation of the v0.2 JSON Schema, as '`dotted.path`: message' (the deepest cause of each)."""
-    import jsonschema
+    import jsonschema  # deferred: loads jsonschema
 
     validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
     out = []
@@ -185,8 +190,6 @@ def parse_iso_duration(text: Any) -> float | None:
 
 def _configuration(campaign: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
     """What the configuration sets, from the catalog (or the campaign's own configurations)."""
-    from llmd_bench.model import configurations
-    from llmd_bench.model.campaign import campaign_configurations
 
     try:
         found = configurations.lookup(name, campaign_configurations(campaign))
@@ -247,7 +250,6 @@ def _seq_len(data: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _load(run: RunRow, cell: CellRow, level: LevelRow, stage: int) -> dict[str, Any] | None:
-    from llmd_bench.model.campaign import per_level
 
     params = run.params.as_stored()
     tool_version = run.guidellm_version or cell.versions.get("guidellm_report")
@@ -457,7 +459,7 @@ def file_name(cell: CellRow, concurrency: int) -> str:
 def export_run(run_id: str, out: Path, campaign: str | None = None, url: str | None = None,
                note: Callable[[str], None] = print) -> dict[str, Any]:
     """Write one Benchmark Report v0.2 per cell x trial x valid level of a stored run into `out`."""
-    from llmd_bench.store.read import read_stored_run
+    from llmd_bench.store.read import read_stored_run  # deferred: loads sqlalchemy
 
     stored = read_stored_run(run_id, campaign, url)
     run = stored.run
@@ -496,7 +498,6 @@ def export_run(run_id: str, out: Path, campaign: str | None = None, url: str | N
 # -- import ------------------------------------------------------------------------------------------------------
 def load_report(path: Path) -> dict[str, Any]:
     """A Benchmark Report v0.2 file (JSON, or YAML as llm-d-benchmark also writes), checked against the schema."""
-    import yaml
 
     try:
         text = Path(path).read_text()
@@ -543,7 +544,6 @@ def _epoch(text: Any, path: Path, where: str) -> float:
 
 
 def _parsed_level(doc: dict[str, Any], ours: dict[str, Any], path: Path):
-    from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
 
     level = ours.get("level") or {}
     c = _int(level.get("concurrency")) or _int(_dig(doc, "scenario", "load", "standardized", "concurrency"))
@@ -625,10 +625,7 @@ def import_reports(files: list[Path], run_id: str | None = None, campaign: str =
     """Load Benchmark Report v0.2 files written by `llmd-bench export` into the results store as one run. A model id
     that is not a Hugging Face one or an llm-d version not in the catalog is refused naming the file and the field, as
     `import --format guidellm` refuses them (importer.py), before anything is written."""
-    from llmd_bench import __version__
-    from llmd_bench.model import catalog
-    from llmd_bench.model.campaign import check_model_id
-    from llmd_bench.store import db
+    from llmd_bench.store import db  # deferred: loads sqlalchemy
 
     if not files:
         raise BenchmarkReportError("no Benchmark Report files given")

@@ -10,10 +10,18 @@ from llmd_bench import __version__
 from llmd_bench.measure import guidellm_layouts
 from llmd_bench.measure.guidellm_levels import Report
 from llmd_bench.measure.guidellm_report import load_json, parse_report
-from llmd_bench.model import configurations, paths
-from llmd_bench.model.campaign import campaign_configurations, check_model_id
+from llmd_bench.model import catalog, configurations, paths
+from llmd_bench.model.campaign import (
+    CONFIG_FACTORS,
+    FACTORS,
+    STACK_FACTORS,
+    campaign_configurations,
+    check_model_id,
+    factor_label,
+)
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.store.results import cell_status, sha256
+from llmd_bench.store.rows import CellInfo, RunInfo, StoredRunParams
 
 
 def _expected_duration(doc: Any) -> float | None:
@@ -24,7 +32,6 @@ def _expected_duration(doc: Any) -> float | None:
 def parse_factors(text: str | None) -> dict[str, Any]:
     """`replicas=2,memory_regime=pressure` for imported reports: any factor of campaign.FACTORS, any value (a past
     study's values need not be in a campaign file); replicas and tensor_parallel_size are integers."""
-    from llmd_bench.model.campaign import FACTORS
 
     found: dict[str, Any] = {}
     for item in filter(None, (text or "").split(",")):
@@ -46,9 +53,7 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
     """Store GuideLLM reports (one trial each) as one run of `model` x `config` at `llmd_version`. A model id that
     is not a Hugging Face one, an llm-d version not in the catalog, an unknown configuration or a report that cannot
     be read or holds impossible numbers is refused with the reason, before anything is written."""
-    from llmd_bench.model import catalog
-    from llmd_bench.store import db
-    from llmd_bench.store.rows import CellInfo, RunInfo, StoredRunParams
+    from llmd_bench.store import db  # deferred: loads sqlalchemy
 
     # every argument is checked before any report is read, and every report before anything is stored
     try:
@@ -77,8 +82,6 @@ def import_reports(files: list[Path], model: str, config: str, llmd_version: str
                   vllm_version=entry.vllm_version, guidellm_version=first.guidellm_version,
                   llmd_bench_version=__version__, images=dict(entry.images),
                   params=StoredRunParams(imported_from=[str(f) for f, _, _ in parsed], guidellm_spec=first.spec))
-
-    from llmd_bench.model.campaign import CONFIG_FACTORS, STACK_FACTORS, factor_label
 
     factors = dict(factors or {})
 

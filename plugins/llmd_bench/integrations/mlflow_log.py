@@ -52,9 +52,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from llmd_bench.measure.guidellm_levels import METRICS as GUIDELLM_METRICS
+from llmd_bench.model import paths
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.model.settings import settings
@@ -108,7 +109,6 @@ class Target:
         parts = urlsplit(uri.strip())
         if not (parts.username or parts.password):
             return cls(uri.strip())
-        from urllib.parse import unquote
         env = {"MLFLOW_TRACKING_USERNAME": unquote(parts.username or "")}
         if parts.password:
             env["MLFLOW_TRACKING_PASSWORD"] = unquote(parts.password)
@@ -148,7 +148,7 @@ def tracking_target(airflow: bool | None = None) -> Target | None:
 
 def _airflow_connection() -> Any:
     try:
-        from airflow.sdk import BaseHook
+        from airflow.sdk import BaseHook  # deferred: loads airflow
     except Exception:  # noqa: BLE001 - without Airflow only the environment configures MLflow
         return None
     try:
@@ -159,7 +159,7 @@ def _airflow_connection() -> Any:
         return None  # a step pod has no metadata database: it gets LLMD_BENCH_MLFLOW_URI or nothing
     try:
         # a step the local runtime runs is a process of its own, outside the task: it reads the metadata database
-        from airflow.models.connection import Connection
+        from airflow.models.connection import Connection  # deferred: loads airflow
         return Connection.get_connection_from_secrets(CONN_ID)
     except Exception as exc:  # noqa: BLE001 - not defined (or no metadata database): logging is off
         log.debug("connection %s not defined: %s", CONN_ID, exc)
@@ -180,7 +180,6 @@ def _target_from_env_connection(raw: str) -> Target | None:
         return target_from_connection(c.get("conn_type"), c.get("host"), c.get("port"), c.get("schema"), c.get("login"),
                                       c.get("password"), json.loads(extra) if isinstance(extra, str) else extra)
     parts = urlsplit(raw)
-    from urllib.parse import parse_qsl, unquote
     extra = dict(parse_qsl(parts.query))
     return target_from_connection(parts.scheme, parts.hostname, parts.port, unquote(parts.path.lstrip("/")) or None,
                                   unquote(parts.username) if parts.username else None,
@@ -356,7 +355,7 @@ class _Logger:
     def upsert(self, key: str, name: str, tags: dict[str, str], params: dict[str, str], metrics: dict[str, float],
                start_ms: int | None, end_ms: int | None, status: str, parent: str | None = None) -> tuple[str, bool]:
         """The MLflow run of `key`, created or updated; (its id, whether it was created)."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param, RunTag  # deferred: loads mlflow
 
         tags = tags | {KEY_TAG: _text(key, TAG_MAX), KEY_ID_TAG: key_id(key), "mlflow.runName": name}
         if parent:
@@ -409,7 +408,7 @@ def log_run(engine_or_url: Any, run_id: str, campaign: str | None = None, tracki
 
 def _read(engine_or_url: Any, run_id: str, campaign: str | None) -> StoredRun:
     """The stored run (store/read.py) from a SQLAlchemy engine, a database URL, or the configured store (None)."""
-    from llmd_bench.store.read import read_stored_run, stored_run
+    from llmd_bench.store.read import read_stored_run, stored_run  # deferred: loads sqlalchemy
 
     if engine_or_url is None or isinstance(engine_or_url, str):
         return read_stored_run(run_id, campaign, engine_or_url, MlflowLogError)
@@ -418,7 +417,6 @@ def _read(engine_or_url: Any, run_id: str, campaign: str | None) -> StoredRun:
 
 def _report_files(stored: StoredRun, report_dir: Path | str | None) -> Path | None:
     """A folder holding the run's report: report_dir, else reports/<run id>/, else the stored report written out."""
-    from llmd_bench.model import paths
 
     folder = Path(report_dir) if report_dir else paths.reports_root() / paths.safe_component(stored.run.dag_run_id)
     if (folder / "report.html").is_file() or (folder / "report.md").is_file():
@@ -450,7 +448,7 @@ def _existing_runs(client: Any, experiment_id: str, campaign_run_id: str) -> dic
 def _experiment(client: Any, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # deferred: loads mlflow
         try:
             return client.create_experiment(name, tags={"llmd_bench": "true"})
         except MlflowException:  # created meanwhile by another logger
@@ -464,7 +462,7 @@ def _experiment(client: Any, name: str) -> str:
 
 
 def _log(stored: StoredRun, target: Target, report: Path | None) -> LogResult:
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # deferred: loads mlflow
 
     client = MlflowClient(tracking_uri=target.uri)
     run = stored.run

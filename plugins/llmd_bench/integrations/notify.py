@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from llmd_bench.model.settings import results_store_url
+
 SLACK_CONN_ID = "llmd_notify_slack"
 EMAIL_CONN_ID = "llmd_notify_email"
 OFF_MESSAGE = f"notifications off (no {SLACK_CONN_ID} / {EMAIL_CONN_ID} connection)"
@@ -144,7 +146,7 @@ def _llmd_version(params: Any, dag_run: Any, dag: Any) -> str | None:
 
 def _base_url() -> str | None:
     try:
-        from airflow.sdk.configuration import conf
+        from airflow.sdk.configuration import conf  # deferred: loads airflow
         url = conf.get("api", "base_url", fallback=None)
     except Exception:  # noqa: BLE001 - no Airflow configuration: no link to the UI
         url = os.environ.get("AIRFLOW__API__BASE_URL")
@@ -238,14 +240,14 @@ def failed_tasks(context: Any, run: RunFacts) -> list[str] | None:
 
 def _failed_from_supervisor(run: RunFacts) -> list[str]:
     # Worker and dag-processor: task code has no metadata-database access, the supervisor answers.
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance  # deferred: loads airflow
     states = RuntimeTaskInstance.get_task_states(dag_id=run.dag_id, run_ids=[run.run_id])
     return sorted(t for t, s in (states.get(run.run_id) or {}).items() if str(s) == "failed")
 
 
 def _failed_from_database(run: RunFacts) -> list[str]:
     # Airflow's metadata database, through Airflow's own query (airflow/models/dagrun.py @3.3.2 fetch_task_instances)
-    from airflow.models.dagrun import DagRun
+    from airflow.models.dagrun import DagRun  # deferred: loads airflow
     from airflow.utils.state import TaskInstanceState
     return sorted(ti.task_id for ti in DagRun.fetch_task_instances(dag_id=run.dag_id, run_id=run.run_id,
                                                                    state=TaskInstanceState.FAILED))
@@ -253,13 +255,13 @@ def _failed_from_database(run: RunFacts) -> list[str]:
 
 def results_url() -> str | None:
     """The results store as the steps see it, else the project's local server when it is running."""
-    from llmd_bench.model.settings import results_store_url
-
     url = results_store_url(airflow=True)
     if url:
         return url
+    # deferred: the DAG file imports this module; the server's code is needed only when a callback runs
+    from llmd_bench.store.server import default_server
+
     try:
-        from llmd_bench.store.server import default_server
         server = default_server()
         return server.url() if server.running() else None  # never start a server from a callback
     except Exception:  # noqa: BLE001 - no local server here: regressions are then read from nowhere
@@ -272,7 +274,7 @@ def read_regressions(run: RunFacts) -> tuple[list[dict[str, Any]] | None, str | 
     if not url:
         return None, "no results store configured"
     try:
-        from llmd_bench.store import db
+        from llmd_bench.store import db  # deferred: loads sqlalchemy
         found = db.stored_regressions(run.dag_id, run.run_id, url)
     except Exception as exc:  # noqa: BLE001 - the message goes out without them
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -287,7 +289,7 @@ def read_regressions(run: RunFacts) -> tuple[list[dict[str, Any]] | None, str | 
 def configured_channels() -> dict[str, Any]:
     """{conn_id: connection} of the notification connections that exist."""
     try:
-        from airflow.sdk import BaseHook
+        from airflow.sdk import BaseHook  # deferred: loads airflow
         from airflow.sdk.exceptions import AirflowNotFoundException
     except Exception as exc:  # noqa: BLE001 - without Airflow there is nothing to send with
         log.warning("notifications unavailable: %s", exc)
@@ -319,7 +321,7 @@ def send(message: Message, channels: dict[str, Any]) -> dict[str, bool]:
 
 
 def _send_slack(conn_id: str, conn: Any, message: Message) -> None:
-    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook  # deferred: loads airflow
 
     text = "\n".join([f"*{message.subject}*", *message.lines])
     SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=15).send(text=text, unfurl_links=False)
@@ -332,7 +334,7 @@ def _recipients(value: Any) -> list[str]:
 
 
 def _send_email(conn_id: str, conn: Any, message: Message) -> None:
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
+    from airflow.providers.smtp.hooks.smtp import SmtpHook  # deferred: loads airflow
 
     extra = conn.extra_dejson or {}
     to = _recipients(extra.get("to"))

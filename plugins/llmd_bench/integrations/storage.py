@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from llmd_bench.measure.cell_folder import RECORD_PARTS_DIR, RUN_SUMMARY_FILES
 from llmd_bench.model import paths
 from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.model.settings import SettingsError, settings
+from llmd_bench.stack.runtime import selected_runtime
 
 URL_ENV = "LLMD_BENCH_RESULTS_URL"
 SCHEMES = ("s3", "file")
@@ -42,7 +45,7 @@ class ObjectStore:
                                "(s3://bucket/prefix or file:///path)")
         self.url = url.rstrip("/")
         self.scheme = parsed.scheme
-        import fsspec
+        import fsspec  # deferred: loads fsspec
 
         if self.scheme == "s3":
             if not parsed.netloc:
@@ -133,8 +136,6 @@ def results_url() -> str | None:
     url = settings().results_url
     if url:
         return url
-    from llmd_bench.model.runtimes import cluster_runtime
-    from llmd_bench.stack.runtime import selected_runtime
 
     return DEFAULT_CLUSTER_URL if cluster_runtime(selected_runtime()) else None
 
@@ -242,7 +243,6 @@ def pull_cell(cell_dir: Path) -> Snapshot | None:
 def pull_run(run_dir: Path) -> Snapshot | None:
     """What compare reads of each cell: the records (with their parts) and the parsed levels, not the GuideLLM
     reports or archives (a 16-cell run holds hundreds of MB of those)."""
-    from llmd_bench.measure.cell_folder import RECORD_PARTS_DIR, RUN_SUMMARY_FILES
 
     return pull(run_dir, paths.results_root(), "results",
                 select=lambda rel: rel.rsplit("/", 1)[-1] in RUN_SUMMARY_FILES or f"/{RECORD_PARTS_DIR}/" in f"/{rel}")

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmd_bench.measure import processes
 from llmd_bench.measure.completions import send_request
 from llmd_bench.measure.observe import prometheus
 from llmd_bench.model.errors import RuntimeStepError
@@ -133,8 +134,6 @@ def _reported_success(body: bytes) -> bool | None:
 def reset_index(targets: ResetTargets) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if targets.kv is not None:
-        from llmd_bench.measure import processes
-
         host, port = targets.kv
         reply = processes.resp_command(port, "FLUSHALL", host=host)
         if not reply.startswith("+"):

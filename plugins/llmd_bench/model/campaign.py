@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmd_bench.model import configurations, paths
+from llmd_bench.model import catalog, configurations, paths
 from llmd_bench.model.configurations import CONFIG_NAME_PATTERN, Configuration, OffloadSize
 from llmd_bench.model.errors import CampaignError, ParamsError
 from llmd_bench.model.runtimes import cluster_runtime
@@ -509,7 +509,7 @@ class Campaign(_Strict):
         if schedule is None or schedule in SCHEDULE_PRESETS:
             return schedule
         try:
-            from croniter import croniter
+            from croniter import croniter  # deferred: optional (it comes with Airflow; a step pod may not have it)
         except ImportError:  # pragma: no cover - croniter comes with Airflow
             return schedule
         if not croniter.is_valid(schedule):
@@ -775,7 +775,7 @@ def first_shared_fire_time(a: str | None, b: str | None, days: int = 366) -> dat
     cron_a, cron_b = CRON_PRESETS.get(a or "", a), CRON_PRESETS.get(b or "", b)
     if not cron_a or not cron_b or cron_a.startswith("@") or cron_b.startswith("@"):
         return None  # unscheduled, @once, @continuous: no shared deterministic run id
-    from croniter import croniter
+    from croniter import croniter  # deferred: optional (it comes with Airflow; a step pod may not have it)
 
     start = datetime(2026, 1, 1, tzinfo=UTC)
     end = start + timedelta(days=days)
@@ -959,7 +959,6 @@ def resolve_params(campaign: Campaign, conf: dict[str, Any] | None, known_versio
 
 def reset_refusals(campaign: Campaign, params: RunParams) -> dict[str, list[str]]:
     """configuration -> why level_isolation: reset cannot empty its caches at params.llmd_version."""
-    from llmd_bench.model import catalog
 
     contract = catalog.entry(params.llmd_version).contract
     out: dict[str, list[str]] = {}

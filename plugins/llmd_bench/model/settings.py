@@ -339,7 +339,7 @@ def results_store_url(airflow: bool = False) -> str | None:
     if url or not airflow:
         return url
     try:
-        from airflow.sdk import BaseHook
+        from airflow.sdk import BaseHook  # deferred: loads airflow
         return BaseHook.get_connection(RESULTS_CONN_ID).get_uri()
     except Exception:  # noqa: BLE001 - not defined, no Airflow, or a failing secrets backend: all mean "none configured"
         return None

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException, DownstreamTasksSkipped
 
@@ -101,8 +102,9 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
     task_id = step
     if not cluster_runtime(runtime):
         return LocalStepOperator(task_id=task_id, arguments=arguments, **kwargs)
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator  # deferred: loads kubernetes
 
+    # deferred: only a cluster's DAGs run step pods; step_pods loads storage and the cell folder's models
     from llmd_bench.orchestration.step_pods import step_pod_settings
 
     labels = {"app.kubernetes.io/part-of": "llmd-bench", "llmd-bench/campaign": label_value(campaign.dag_id),
@@ -154,8 +156,6 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         # Optional Slack / e-mail notifications (off unless their connections exist): see notify.py.
         on_failure_callback=notify.on_dag_failure,
     ) as dag:
-        from airflow.providers.standard.operators.python import PythonOperator
-
         lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
         leaves: list[BaseOperator] = []
         # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
@@ -207,8 +207,6 @@ def invalid_campaign_dag(path: Path, error: str) -> DAG:
     """A visible stand-in for a campaign file that does not validate: its one task fails with the error."""
     with DAG(dag_id=f"invalid_campaign__{label_value(path.stem)}", schedule=None, tags=["invalid-campaign"],
              doc_md=f"**Campaign file `{path}` does not validate:**\n\n```\n{error}\n```") as dag:
-        from airflow.providers.standard.operators.python import PythonOperator
-
         def _fail() -> None:
             raise AirflowException(error)
 

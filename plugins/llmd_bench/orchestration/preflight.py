@@ -22,6 +22,7 @@ Every check runs (none stops at the first problem) and reports one line per find
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import threading
@@ -32,9 +33,15 @@ from typing import Any
 
 import yaml
 
+from llmd_bench.integrations import storage
+from llmd_bench.model import catalog
 from llmd_bench.model.campaign import Campaign, Cell, RunParams
-from llmd_bench.model.errors import LlmdBenchError
+from llmd_bench.model.errors import LlmdBenchError, RuntimeStepError
+from llmd_bench.model.names import label_value
 from llmd_bench.model.settings import settings
+from llmd_bench.orchestration.step_pods import LIGHT, STEP_RESOURCES
+from llmd_bench.stack.runtime.existing import SAVED_LABEL, locate
+from llmd_bench.stack.runtime.kubernetes import api_client as make_client
 
 CHECKS = ("namespace", "crds", "permissions", "secrets", "model_cache", "nodes", "quota", "store")
 # serving.mode existing adds one
@@ -202,7 +209,7 @@ class Api:
         self.host = getattr(client.configuration, "host", "?")
 
     def call(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
-        import urllib3
+        import urllib3  # deferred: loads urllib3
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -229,7 +236,7 @@ class Api:
 
 
 def _quantity(value: Any) -> Decimal:
-    from kubernetes.utils import parse_quantity
+    from kubernetes.utils import parse_quantity  # deferred: loads kubernetes
 
     return Decimal(0) if value in (None, "") else parse_quantity(str(value))
 
@@ -283,7 +290,7 @@ def _pod_resources(pod_spec: dict[str, Any]) -> dict[str, Decimal]:
 
 
 def cell_needs(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> CellNeeds:
-    from llmd_bench.stack import manifests
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     docs = manifests.render_cell(campaign, params, cell, run_id, namespace)
     totals: dict[str, Decimal] = {"pods": Decimal(0)}
@@ -307,7 +314,6 @@ def cell_needs(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, n
 
 def step_pod_totals() -> dict[str, Decimal]:
     """The biggest step pod (the sweep's load generator): it runs next to the cell."""
-    from llmd_bench.orchestration.step_pods import LIGHT, STEP_RESOURCES
 
     best: dict[str, Decimal] = {"pods": Decimal(1)}
     for res in [LIGHT, *STEP_RESOURCES.values()]:
@@ -416,7 +422,6 @@ def check_permissions(api: Api, report: Report, perms: tuple[Permission, ...] = 
 
 
 def check_secrets(api: Api, report: Report, specs: list[SecretSpec]) -> None:
-    import base64
 
     ns = report.namespace
     for s in specs:
@@ -577,7 +582,6 @@ QUOTA_KEYS = {"requests.cpu": "requests.cpu", "cpu": "requests.cpu", "requests.m
 
 def _leftover_usage(api: Api, ns: str, campaign: Campaign) -> tuple[dict[str, Decimal], int]:
     """Requests of this campaign's pods from earlier runs: counted in `used`, but deploy removes them first."""
-    from llmd_bench.model.names import label_value
 
     sel = f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={label_value(campaign.dag_id)}"
     try:
@@ -662,7 +666,6 @@ def _with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
 
 
 def check_store(report: Report) -> None:
-    from llmd_bench.integrations import storage
 
     url = settings().results_url or storage.DEFAULT_CLUSTER_URL
     if not url.startswith("s3://"):
@@ -709,8 +712,6 @@ class _StackReader:
         self.api, self.ns = api, ns
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        from llmd_bench.model.errors import RuntimeStepError
-
         try:
             return dict(self.api.get(self.PATHS[kind].format(ns=self.ns) + f"/{name}"))
         except ApiError as exc:
@@ -719,8 +720,6 @@ class _StackReader:
             raise RuntimeStepError(f"reading {kind}/{name}: {exc}") from None
 
     def list(self, kind: str, selector: str = "") -> list[dict[str, Any]]:
-        from llmd_bench.model.errors import RuntimeStepError
-
         try:
             return list(self.api.get(self.PATHS[kind].format(ns=self.ns), labelSelector=selector).get("items") or [])
         except ApiError as exc:
@@ -731,8 +730,6 @@ def check_existing(api: Api, report: Report, campaign: Campaign) -> None:
     """The installed objects serving.existing names, read and cross-checked as deploy does (existing.locate: the
     EPP's config found from its --config-file / --config-text, the campaign's configmap / config_key checked against
     it, the index Service's port), and no saved state an earlier run left unrestored."""
-    from llmd_bench.model.errors import RuntimeStepError
-    from llmd_bench.stack.runtime.existing import SAVED_LABEL, locate
 
     ex = campaign.serving.existing
     assert ex is not None
@@ -786,7 +783,7 @@ def check_existing(api: Api, report: Report, campaign: Campaign) -> None:
 
 def node_reader_manifests(namespace: str, service_account: str | None = None) -> list[dict[str, Any]]:
     """The optional read-only ClusterRole (+ binding to the step pods' service account) for the nodes check."""
-    from llmd_bench.stack.manifests import _env
+    from llmd_bench.stack.manifests import _env  # deferred: loads jinja2
 
     sa = service_account or settings().service_account
     text = _env().get_template("preflight/node-reader.yaml.j2").render(
@@ -797,7 +794,6 @@ def node_reader_manifests(namespace: str, service_account: str | None = None) ->
 def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "preflight",
         skip: tuple[str, ...] = (), api_client: Any = None) -> Report:
     """Every check, in order; a check that cannot run says why in its own line."""
-    from llmd_bench.model import catalog
 
     report = Report(namespace)
     if campaign.serving.mode == "existing":
@@ -847,7 +843,6 @@ def _run_checks(report: Report, cluster_checks: list[tuple[str, Callable[[Api], 
     if any(name not in skip for name, _ in cluster_checks):
         try:
             if api_client is None:
-                from llmd_bench.stack.runtime.kubernetes import api_client as make_client
                 api_client = make_client()
             api = Api(api_client)
             api.get("/version")

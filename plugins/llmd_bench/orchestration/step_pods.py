@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from llmd_bench import __version__
+from llmd_bench.integrations import storage
 from llmd_bench.model.campaign import Campaign
 from llmd_bench.model.errors import RuntimeStepError
 from llmd_bench.model.settings import settings
@@ -22,9 +23,7 @@ LIGHT = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1
 
 
 def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
-    from kubernetes.client import models as k8s
-
-    from llmd_bench.integrations import storage
+    from kubernetes.client import models as k8s  # deferred: loads kubernetes
 
     res = STEP_RESOURCES.get(step, LIGHT)
     s = settings()
@@ -70,7 +69,7 @@ def step_pod_settings(step: str, campaign: Campaign) -> dict[str, Any]:
     endpoint = s.step_store_endpoint
     if endpoint:
         env.append(k8s.V1EnvVar(name="LLMD_BENCH_S3_ENDPOINT", value=endpoint))
-    from llmd_bench.stack.manifests import mirrored, pod_placement
+    from llmd_bench.stack.manifests import mirrored, pod_placement  # deferred: loads jinja2
 
     serving = campaign.serving
     placement = pod_placement(serving.scheduling.steps, serving)

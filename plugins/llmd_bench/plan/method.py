@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import functools
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
+from llmd_bench.measure import cell_folder
 from llmd_bench.measure.gpu_time import PHASES
+from llmd_bench.model import paths
 from llmd_bench.model.campaign import Campaign, Cell, RunParams, per_level
+from llmd_bench.model.errors import CampaignError
 from llmd_bench.model.runtimes import cluster_runtime, simulated_runtime
 from llmd_bench.plan import plan_estimate
 from llmd_bench.plan.plan_estimate import History
@@ -78,8 +82,6 @@ def plan_tokenizer(runtime: str, model: str) -> str:
     # the same choice as sweep.tokenizer_spec (the simulated runtime's offline tokenizer, else the model's own),
     # without requiring the local tokenizer to exist yet
     if simulated_runtime(runtime):
-        from llmd_bench.model import paths
-
         return f"kind=hf_auto,model={paths.tokenizer_dir()}"
     return f"kind=hf_auto,model={model}"
 
@@ -189,8 +191,7 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
 
 def cell_refusal(campaign: Campaign, params: RunParams, cell: Cell) -> str | None:
     """Why the cell's deploy would be refused at params.llmd_version (manifests.render_cell's CampaignError), or None."""
-    from llmd_bench.model.errors import CampaignError
-    from llmd_bench.stack import manifests
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     try:
         manifests.render_cell(campaign, params.for_cell(cell), cell, "<plan>", "plan")
@@ -229,7 +230,6 @@ def upper_bounds(params: RunParams) -> list[str]:
 def report_name(trial: int, levels: list[int], params: RunParams) -> str:
     """Where a run writes its report, relative to the cell folder. Per-level runs are merged into the trial's
     report afterwards, so everything downstream reads one report per trial either way."""
-    from llmd_bench.measure import cell_folder
 
     return cell_folder.report_name(trial, levels[0] if one_run_per_level(params) else None)
 
@@ -289,6 +289,5 @@ def _hours(h: float) -> str:
 
 
 def _quoted(arg: str) -> str:
-    import shlex
 
     return shlex.quote(arg)

@@ -130,7 +130,7 @@ def history_cells(rows: list[GpuTimeHistoryRow]) -> list[HistoryCell]:
 def read_history(models: list[str], runtime: str, url: str | None = None) -> History:
     """The measured cells of these models on this runtime; on no configured store, an unreachable one or one
     without the results schema, no cells and a status that says why. Never raises, never starts a server."""
-    from llmd_bench.store import db, read
+    from llmd_bench.store import db, read  # deferred: loads sqlalchemy
 
     url = url or results_store_url()  # the configured store; never the local server
     if not url:

@@ -18,7 +18,8 @@ from __future__ import annotations
 from llmd_bench.report.analysis import PEAK_COLUMNS, Report, baseline_of, build, natural_key, noise_floor_pct
 from llmd_bench.report.csv import CELL_METRIC_COLUMNS
 from llmd_bench.report.data import ReportInput
-from llmd_bench.report.sections import SIMULATED_BANNER, STACK_HEADER, peak_table_text, stack_row
+from llmd_bench.report.render import html, markdown
+from llmd_bench.report.sections import SIMULATED_BANNER, STACK_HEADER, document, peak_table_text, stack_row
 from llmd_bench.report.write import point_latest, write
 
 __all__ = ["CELL_METRIC_COLUMNS", "PEAK_COLUMNS", "SIMULATED_BANNER", "STACK_HEADER", "Report", "ReportInput",
@@ -28,8 +29,6 @@ __all__ = ["CELL_METRIC_COLUMNS", "PEAK_COLUMNS", "SIMULATED_BANNER", "STACK_HEA
 
 def render_report(report: Report, plots: dict[str, bytes]) -> tuple[str, str]:
     """The report's Markdown and HTML, with these plots (name -> PNG), without writing anything."""
-    from llmd_bench.report.render import html, markdown
-    from llmd_bench.report.sections import document
 
     doc = document(report, plots)
     return markdown.render(doc, report), html.render(doc, report)

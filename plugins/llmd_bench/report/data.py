@@ -69,7 +69,7 @@ PREVIOUS_RUNS = 10
 
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
     """The report's input for the stored run `run_id` (of `campaign`); engine: the store's (store/db.py)."""
-    from llmd_bench.store import read
+    from llmd_bench.store import read  # deferred: loads sqlalchemy
 
     stored = read.stored_run(engine, run_id, campaign, summaries=False)
     return from_stored_run(stored, read.version_peaks(engine, stored.run.campaign),

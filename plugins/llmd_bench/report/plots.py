@@ -12,9 +12,9 @@ from llmd_bench.report.analysis import Report, is_missing
 def plots(report: Report) -> dict[str, bytes]:
     """Throughput, TTFT and TPOT vs concurrency per model, host use per level (where PCP measured it) and the
     peaks with their intervals."""
-    import matplotlib
+    import matplotlib  # deferred: loads matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib
 
     levels = report.data.levels[report.data.levels["valid"]]
     out: dict[str, bytes] = {}
@@ -80,7 +80,7 @@ def plots(report: Report) -> dict[str, bytes]:
 
 
 def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: loads matplotlib
 
     buf = io.BytesIO()
     fig.tight_layout()

@@ -12,7 +12,8 @@ from llmd_bench.measure import adaptive, gpu_time, noise
 from llmd_bench.measure.observe import generator
 from llmd_bench.measure.served import ServedHistory
 from llmd_bench.measure.served import worst as served_worst
-from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
+from llmd_bench.model import catalog, configurations
+from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS, campaign_configurations
 from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
@@ -112,8 +113,6 @@ def _method_section(doc: DocumentBuilder, report: Report) -> None:
 
 def _run_configurations(report: Report) -> dict[str, Any]:
     """The run's configuration definitions by name (the catalog's and the campaign's own); unknown names left out."""
-    from llmd_bench.model import configurations
-    from llmd_bench.model.campaign import campaign_configurations
 
     own = campaign_configurations(report.data.campaign)
     names: list[str] = []
@@ -133,7 +132,6 @@ def offload_policy_item(report: Report, version: Any) -> str | None:
     """The method section's line on what the OffloadingConnector offloads at the run's release (the catalog's
     offload_prompt_only record) and which configurations set it themselves; None when no configuration offloads
     with it or the release is not in the catalog."""
-    from llmd_bench.model import catalog
 
     if not isinstance(version, str) or version not in catalog.known_versions():
         return None
@@ -155,7 +153,6 @@ def cross_version_attributions(report: Report) -> list[list[str]]:
     """Per cross-version row, the policy changes the catalog records between its two releases that apply to the
     row's configuration (catalog.policy_changes): offload_prompt_only for an OffloadingConnector configuration that
     leaves it to vLLM, the filesystem tier's implementation for one with a filesystem tier."""
-    from llmd_bench.model import catalog
 
     cv = report.cross_version
     if cv is None:

@@ -19,11 +19,11 @@ from llmd_bench.model import paths
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.report import csv, render, sections
 from llmd_bench.report.analysis import Report
+from llmd_bench.report.plots import plots
 
 
 def outputs(report: Report, images: dict[str, bytes] | None = None) -> dict[str, str | bytes]:
     """File name -> content of every file of the report's folder."""
-    from llmd_bench.report.plots import plots
 
     images = plots(report) if images is None else images
     document = sections.document(report, images)

@@ -31,6 +31,7 @@ from llmd_bench.model import catalog, paths
 from llmd_bench.model.campaign import Campaign, Cell, ModelSpec, RunParams
 from llmd_bench.model.configurations import Configuration
 from llmd_bench.model.errors import RunFolderTaken
+from llmd_bench.stack.runtime import bind
 
 if TYPE_CHECKING:
     from llmd_bench.stack.runtime.base import Runtime
@@ -56,7 +57,6 @@ class StepContext:
     @functools.cached_property
     def stack(self) -> Runtime:
         """The Runtime that runs this cell's serving stack (runtime/base.py), chosen once."""
-        from llmd_bench.stack.runtime import bind
 
         return bind(self)
 

@@ -69,7 +69,7 @@ def architecture_from_config(config: dict[str, Any], kv_dtype_bytes: int = 2) ->
 def _config_json_from_hub(model: str) -> dict[str, Any] | None:
     """config.json from the Hub when this process can read it (a step pod with network and HF_TOKEN)."""
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # deferred: loads huggingface_hub
 
         return json.loads(Path(hf_hub_download(model, "config.json")).read_text())
     except Exception:  # noqa: BLE001 - offline, gated without a token, no such model: the caller says what to do

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def make_tokenizer(out: Path, vocab_size: int = 4000) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # deferred: loads tokenizers
 
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(889)

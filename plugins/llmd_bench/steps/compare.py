@@ -11,14 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmd_bench.integrations import storage
+from llmd_bench.integrations import mlflow_log, storage
 from llmd_bench.measure import gpu_time
 from llmd_bench.measure.cell_folder import RUN_SUMMARY_FILE, read_levels
 from llmd_bench.model import paths
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.report import peak_table_text, point_latest
 from llmd_bench.report.generate import generate_report
-from llmd_bench.stack.context import StepContext, write_json_atomic
+from llmd_bench.stack.context import StepContext, tool_versions, write_json_atomic
+from llmd_bench.store import db
+from llmd_bench.store.results import run_info
+from llmd_bench.store.rows import CellInfo, GpuTime
 
 
 class CellsFailed(LlmdBenchError):
@@ -52,10 +55,6 @@ def cell_outcomes(ctx: StepContext) -> list[dict[str, Any]]:
 
 def record_outcomes(ctx: StepContext, outcomes: list[dict[str, Any]]) -> None:
     """Failed and skipped cells go into the store too, so they are never silently missing there."""
-    from llmd_bench.stack.context import tool_versions
-    from llmd_bench.store import db
-    from llmd_bench.store.results import run_info
-    from llmd_bench.store.rows import CellInfo, GpuTime
 
     run = run_info(ctx.campaign.dag_id, ctx.run_id, ctx.runtime, tool_versions(ctx.params.llmd_version),
                    ctx.stored_params())
@@ -104,7 +103,6 @@ def log_to_mlflow(run_id: str, campaign: str, out: Path) -> str:
     """Log the stored run to MLflow when a tracking server is configured (llmd_bench/integrations/mlflow_log.py), else nothing.
     Never fails the step, the report being stored already: a failure is a warning in the step's output and
     its summary says it."""
-    from llmd_bench.integrations import mlflow_log
 
     try:
         target = mlflow_log.tracking_target()

@@ -9,6 +9,7 @@ from llmd_bench.model import catalog
 from llmd_bench.model.errors import NotSelected, RuntimeStepError
 from llmd_bench.stack import manifests
 from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime.stack_metadata import failed
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -41,7 +42,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
 def stack_metadata(ctx: StepContext) -> dict[str, Any]:
     """What ran, stored with the cell (runtime/base.py Runtime.stack_metadata). Never fails the deploy: an error
     while capturing it is recorded under `unavailable`."""
-    from llmd_bench.stack.runtime.stack_metadata import failed
 
     try:
         return ctx.stack.stack_metadata()
@@ -53,7 +53,7 @@ def stack_metadata(ctx: StepContext) -> dict[str, Any]:
 def already_stored(ctx: StepContext) -> bool:
     """A cleared or re-run DAG run must not benchmark a cell whose results are already stored.
     If the store cannot be asked, benchmark anyway: load_results will retry the store."""
-    from llmd_bench.store import db
+    from llmd_bench.store import db  # deferred: loads sqlalchemy
 
     assert ctx.cell is not None
     try:

@@ -16,6 +16,7 @@ from llmd_bench.measure.observe import generator
 from llmd_bench.model.errors import ReportError
 from llmd_bench.stack.context import StepContext
 from llmd_bench.store.results import cell_status, run_info_from_record, sha256
+from llmd_bench.store.rows import CellInfo
 
 
 def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:
@@ -65,8 +66,7 @@ def suspect_levels(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
 
 
 def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
-    from llmd_bench.store import db
-    from llmd_bench.store.rows import CellInfo
+    from llmd_bench.store import db  # deferred: loads sqlalchemy
 
     assert ctx.cell is not None
     cell = ctx.cell

@@ -26,12 +26,13 @@ from llmd_bench.measure.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.observe import generator
 from llmd_bench.measure.observe.sampler import Sampler
-from llmd_bench.model import configurations
+from llmd_bench.model import catalog, configurations
 from llmd_bench.model.errors import ReportError, RuntimeStepError
 from llmd_bench.model.settings import SettingsError, settings
 from llmd_bench.plan import method
 from llmd_bench.stack.context import StepContext
-from llmd_bench.steps import endpoint_for, observation_targets
+from llmd_bench.stack.runtime.local import guidellm_bin
+from llmd_bench.steps import endpoint_for, observation_targets, warmup
 from llmd_bench.steps.deploy import prove_served
 
 # GuideLLM can stall between levels and never exit (vllm-project/guidellm issues 431 and 1152). Each level
@@ -258,7 +259,6 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
 def redeploy(ctx: StepContext) -> dict[str, Any]:
     """trial_isolation: redeploy. The serving stack is stopped and started again and warmed up before the
     trial, so the trials' spread includes what a new deployment changes (caches, placement, start-up)."""
-    from llmd_bench.steps import warmup
 
     started = time.monotonic()
     ctx.stack.redeploy()
@@ -271,7 +271,6 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
 
 def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
     """What level_isolation: reset empties for this cell, refused (naming why) where it cannot be shown to."""
-    from llmd_bench.model import catalog
 
     assert ctx.cell is not None
     contract = catalog.entry(ctx.params.llmd_version).contract
@@ -288,7 +287,6 @@ def reset_targets(ctx: StepContext) -> level_reset.ResetTargets:
 
 def reset_caches(ctx: StepContext, targets: level_reset.ResetTargets, level: int) -> dict[str, Any]:
     """level_isolation: reset. Caches and index emptied and checked, then the warm-up a restarted server gets."""
-    from llmd_bench.steps import warmup
 
     done = level_reset.reset_between_levels(targets, level)
     prove_served(ctx, f"reset (level {level})")  # the servers (and a restarted router) prove again what they serve
@@ -482,7 +480,6 @@ def level_outcome(ctx: StepContext, report: Path) -> sweep_core.LevelResult:
 
 def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
     """One GuideLLM run, restarted when it stalls; the serving samples of all runs go to the trial's files."""
-    from llmd_bench.stack.runtime.local import guidellm_bin
 
     cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
     print("running:", " ".join(cmd), flush=True)

@@ -25,6 +25,7 @@ from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.store.rows import LEVEL_METRICS, LEVEL_STATS, CellInfo, GpuTime, RunInfo, metric_column
 from llmd_bench.store.schema import Cell, LevelObservation, LevelResult, Run, StoredReport
+from llmd_bench.store.server import start_local_server
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -37,7 +38,6 @@ class DatabaseUnavailable(LlmdBenchError):
 def configured_or_local_url() -> str:
     """The configured results store (settings.results_store_url), else the project's local server, which this
     starts when it is not running: the local runtime's default."""
-    from llmd_bench.store.server import start_local_server
 
     return results_store_url() or start_local_server()
 
@@ -57,7 +57,7 @@ def make_engine(url: str | None = None) -> Engine:
 def _json_dumps(obj: Any) -> str:
     # msgspec (a GuideLLM dependency) encodes level summaries ~5x faster than json; same JSON out.
     try:
-        import msgspec
+        import msgspec  # deferred: optional (a GuideLLM dependency; plain json without it)
     except ImportError:
         return json.dumps(obj)
     return msgspec.json.encode(obj).decode()
@@ -102,7 +102,7 @@ def in_transaction(fn: Callable[[Writer], T], what: str, url: str | None = None)
 
 
 def migrate(engine: Engine) -> None:
-    from alembic import command
+    from alembic import command  # deferred: loads alembic
     from alembic.config import Config
 
     cfg = Config()

@@ -257,7 +257,7 @@ def gpu_time_history(url: str, models: list[str], runtime: str, limit: int, conn
     """The newest `limit` cell x trial rows of these models on this runtime that have a GPU time, read once in a
     read-only session with these timeouts (no retries, no migration, never a server started): plan must stay fast
     and falls back to defaults on any error, which this raises."""
-    import psycopg2
+    import psycopg2  # deferred: loads psycopg2
     import psycopg2.extras
 
     dsn = url.replace("postgresql+psycopg2://", "postgresql://", 1)

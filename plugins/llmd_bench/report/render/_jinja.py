@@ -8,17 +8,17 @@ import html
 from functools import lru_cache
 from pathlib import Path
 
+from markupsafe import Markup
+
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 def _text(value: str):
-    from markupsafe import Markup
 
     return Markup(html.escape(value))
 
 
 def _inline(value: str):
-    from markupsafe import Markup
 
     parts = html.escape(value).split("**")
     return Markup("".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts)))
@@ -26,7 +26,7 @@ def _inline(value: str):
 
 @lru_cache(maxsize=1)
 def environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape  # deferred: loads jinja2
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False,

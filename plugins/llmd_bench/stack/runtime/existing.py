@@ -43,13 +43,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from llmd_bench.measure.cell_folder import EXISTING_SAVED_FILE as SAVED_FILE
+from llmd_bench.measure.observe.sampler import Targets
+from llmd_bench.measure.processes import resp_command
 from llmd_bench.measure.served import ServedSource
+from llmd_bench.model import catalog
 from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.names import dns_label, label_value
 from llmd_bench.model.settings import settings
-from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.context import StepContext, write_json_atomic
 from llmd_bench.stack.runtime import kubernetes as k8s
+from llmd_bench.stack.runtime import stack_metadata as sm
 from llmd_bench.stack.runtime import vllm_script
 from llmd_bench.stack.runtime.base import Runtime
+from llmd_bench.stack.runtime.kubernetes import Cluster, api_client
 
 CONFIG_HASH = "llmd-bench/config-hash"
 CELL_ANNOTATION = "llmd-bench/cell"
@@ -87,7 +93,7 @@ class Api:
                "Pod": ("", "pods")}
 
     def __init__(self, ns: str, client: Any = None) -> None:
-        from kubernetes import client as kc
+        from kubernetes import client as kc  # deferred: loads kubernetes
 
         self.api = client or k8s.api_client()
         self.ns = ns
@@ -98,7 +104,7 @@ class Api:
         return json.loads(resp.data or b"{}")
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             if kind in self.RAW:
@@ -117,7 +123,7 @@ class Api:
         return self._json(fn(self.ns, label_selector=selector, _preload_content=False)).get("items") or []
 
     def replace(self, kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             if kind in self.RAW:
@@ -131,7 +137,7 @@ class Api:
 
     def create_config_map(self, body: dict[str, Any]) -> bool:
         """False when it already exists."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             self.core.create_namespaced_config_map(self.ns, body, field_manager=k8s.FIELD_MANAGER, _preload_content=False)
@@ -143,7 +149,7 @@ class Api:
         return True
 
     def delete_config_map(self, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             self.core.delete_namespaced_config_map(name, self.ns, _preload_content=False)
@@ -153,7 +159,7 @@ class Api:
 
     def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
         """The last `lines` lines of a container's log (None: all of it since the container started)."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
@@ -180,7 +186,7 @@ class Api:
     def list_raw(self, kind: str) -> builtins.list[dict[str, Any]] | None:  # `list` here is the method above
         """None when the cluster does not serve the kind (KEDA not installed); refused when this identity may not
         list it (the Role of existing mode grants it)."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         group, _, plural = self.RAW[kind]
         try:
@@ -197,7 +203,7 @@ class Api:
 
     def serves_group(self, group: str) -> bool:
         """Whether the API server serves an API group (discovery, open to every authenticated client)."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             self._raw("GET", f"/apis/{group}")
@@ -339,8 +345,7 @@ def render(ctx: StepContext, index_port: int | None = None) -> Rendered:
     """The cell's model-server flags/env/image/replicas and EPP config, from manifests.py's rendering, with the
     installed stack's names (the EPP's Service for KV events, the index Service for the precise scorer) and the
     index Service's port (index_endpoint; the one FLUSHALL and the evidence use)."""
-    from llmd_bench.model import catalog
-    from llmd_bench.stack import manifests
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     assert ctx.cell is not None
     ex = existing_stack(ctx)
@@ -737,14 +742,12 @@ def saved_states(api: Api, run_id: str | None = None) -> list[SavedState]:
 
 
 def state_name(ctx: StepContext) -> str:
-    from llmd_bench.model.names import dns_label
 
     return SAVED_PREFIX + dns_label(f"{ctx.campaign.dag_id}-{ctx.run_id}-{ctx.cell}", limit=63 - len(SAVED_PREFIX))
 
 
 def save_state(api: Api, ctx: StepContext, objects: list[dict[str, Any]]) -> SavedState:
     """The ConfigMap holding the objects as they are now; written before any of them is changed."""
-    from llmd_bench.model.names import label_value
 
     state = SavedState(state_name(ctx), ctx.run_id, ctx.campaign.dag_id, str(ctx.cell), _now(), objects)
     body = {"apiVersion": "v1", "kind": "ConfigMap",
@@ -1175,8 +1178,6 @@ class ExistingRuntime(Runtime):
         return render(self.ctx, endpoint.port if endpoint else None)
 
     def _write_saved_copy(self, state: SavedState) -> None:
-        from llmd_bench.stack.context import write_json_atomic
-
         write_json_atomic(self.ctx.cell_dir / SAVED_FILE, {"state": state.name, "namespace": self.stack.namespace,
                                                            "run_id": state.run_id, "campaign": state.campaign,
                                                            "cell": state.cell, "saved_at": state.saved_at,
@@ -1227,9 +1228,6 @@ class ExistingRuntime(Runtime):
     def stack_metadata(self) -> dict[str, Any]:
         """What ran (runtime/stack_metadata.py), read from the installed stack as deploy left it: its model-server and
         EPP pods, the EPP ConfigMap's key, and the model servers' nodes' GPU Feature Discovery labels."""
-        from llmd_bench.model import catalog
-        from llmd_bench.stack.runtime import stack_metadata as sm
-        from llmd_bench.stack.runtime.kubernetes import Cluster, api_client
 
         ex, api = self.stack, self._api()
         live = locate(api, ex)
@@ -1270,8 +1268,6 @@ class ExistingRuntime(Runtime):
         return self.stack.url.rstrip("/")
 
     def observation_targets(self) -> Any:
-        from llmd_bench.measure.observe.sampler import Targets
-
         api = self._api()
         replicas = sorted(f"http://{pod['status']['podIP']}:{port}" for pod, port in self._server_pods(api))
         kv = self._index_address(api)
@@ -1324,8 +1320,6 @@ class ExistingRuntime(Runtime):
             return None
         version = None
         with contextlib.suppress(OSError, ValueError):
-            from llmd_bench.measure.processes import resp_command
-
             info = resp_command(address[1], "INFO", "server", host=address[0])
             fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
             version = (fields.get("valkey_version") or fields.get("redis_version") or "").strip() or None
@@ -1337,7 +1331,6 @@ class ExistingRuntime(Runtime):
         address = self._index_address(api)
         if address is None:
             return False
-        from llmd_bench.measure.processes import resp_command
 
         try:
             reply = resp_command(address[1], "FLUSHALL", host=address[0], timeout_s=10.0)
@@ -1381,7 +1374,7 @@ class ExistingRuntime(Runtime):
     # -- host recording ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def host_recording(self) -> Iterator[dict[str, Any] | None]:
-        from llmd_bench.stack.pcp_manifests import PMCD_PORT
+        from llmd_bench.stack.pcp_manifests import PMCD_PORT  # deferred: loads jinja2
 
         port = settings().pmcd_port or PMCD_PORT
         hosts = {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p, _ in self._server_pods(self._api())
@@ -1442,7 +1435,7 @@ def restore_run(run_id: str, namespace: str, timeout_s: float | None = None,
 
 def render_role(stack_namespace: str, steps_namespace: str, service_account: str) -> list[dict[str, Any]]:
     """The Role (and binding for the step pods' service account) existing mode needs in the stack's namespace."""
-    from llmd_bench.stack.manifests import _env
+    from llmd_bench.stack.manifests import _env  # deferred: loads jinja2
 
     text = _env().get_template("namespace/existing-rbac.yaml.j2").render(
         namespace=stack_namespace, steps_namespace=steps_namespace, step_service_account=service_account)

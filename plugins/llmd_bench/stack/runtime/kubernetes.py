@@ -17,11 +17,16 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from llmd_bench.measure.observe import pcp
 from llmd_bench.measure.observe.prometheus import fetch_text
+from llmd_bench.measure.observe.sampler import Targets
 from llmd_bench.measure.served import ServedSource
+from llmd_bench.model import catalog
 from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.names import label_value
 from llmd_bench.model.settings import settings
 from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import stack_metadata as sm
 from llmd_bench.stack.runtime.base import Runtime
 
 # The kinds of object this tool creates, in apply order (deleted in reverse).
@@ -38,7 +43,7 @@ def namespace() -> str:
 def api_client() -> Any:
     """In a pod: the service account. Elsewhere: the kubeconfig. LLMD_BENCH_KUBE_API=URL talks to an API
     server without authentication (kubectl proxy, or the tests' fake)."""
-    from kubernetes import client, config
+    from kubernetes import client, config  # deferred: loads kubernetes
 
     url = settings().kube_api
     if url:
@@ -56,7 +61,7 @@ class Cluster:
     """The few API calls the steps need, namespaced, as plain dicts."""
 
     def __init__(self, api: Any, ns: str) -> None:
-        from kubernetes import client
+        from kubernetes import client  # deferred: loads kubernetes
 
         self.api, self.ns = api, ns
         self.core, self.apps, self.custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
@@ -101,7 +106,7 @@ class Cluster:
         return [self._plain(i) for i in items]
 
     def delete(self, kind: str, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             if kind == "Deployment":
@@ -121,7 +126,7 @@ class Cluster:
 
     def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
         """The last `lines` lines of a container's log (None: all of it since the container started)."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
@@ -134,7 +139,7 @@ class Cluster:
     def nodes(self) -> tuple[builtins.list[dict[str, Any]] | None, str | None]:  # `list` here is the method above
         """All nodes, or (None, why not): nodes are cluster-scoped and the step Role is namespaced; the optional
         ClusterRole llmd-bench-node-reader (include/manifests/preflight/node-reader.yaml.j2) grants get and list."""
-        from kubernetes.client.exceptions import ApiException
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
 
         try:
             return [self._plain(n) for n in self.core.list_node().items], None
@@ -150,7 +155,7 @@ def selector_string(labels: dict[str, str], extra: str = "") -> str:
 
 
 def _cell_objects(ctx: StepContext) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
-    from llmd_bench.stack import manifests
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     assert ctx.cell is not None
     docs = manifests.render_cell(ctx.campaign, ctx.params, ctx.cell, ctx.run_id, namespace())
@@ -191,7 +196,6 @@ def pod_failure(pod: dict[str, Any]) -> str | None:
 def sweep_leftovers(cluster: Cluster, ctx: StepContext, remove: bool = True) -> list[str]:
     """Objects this tool labelled for the campaign in earlier runs: removed before this run deploys (listed only
     with remove=False)."""
-    from llmd_bench.model.names import label_value
 
     run = label_value(ctx.run_id)
     sel = (f"app.kubernetes.io/managed-by=llmd-bench,llmd-bench/campaign={label_value(ctx.campaign.dag_id)},"
@@ -212,7 +216,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     for r in removed:
         print(f"removed a leftover of an earlier run: {r}", flush=True)
     docs, labels, selector = _cell_objects(ctx)
-    from llmd_bench.stack.manifests import cell_names
+    from llmd_bench.stack.manifests import cell_names  # deferred: loads jinja2
 
     # The EPP connects to the Redis/Valkey index while it starts: the index comes up first.
     index_name = cell_names(ctx.cell)["kv"]
@@ -238,8 +242,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
 
 def _memory_plan(ctx: StepContext) -> dict[str, Any] | None:
     """The model server's memory plan, as render_cell sized its pod."""
-    from llmd_bench.model import catalog
-    from llmd_bench.stack import manifests
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     assert ctx.cell is not None
     if ctx.campaign.serving.backend != "vllm":
@@ -277,7 +280,7 @@ def wait_ready(cluster: Cluster, docs: list[dict[str, Any]], selector: dict[str,
 
 
 def _replica_urls(pods: list[dict[str, Any]]) -> list[str]:
-    from llmd_bench.stack.manifests import MODEL_PORT
+    from llmd_bench.stack.manifests import MODEL_PORT  # deferred: loads jinja2
 
     return sorted(f"http://{p['status']['podIP']}:{MODEL_PORT}" for p in _model_server_pods(pods)
                   if (p.get("status") or {}).get("podIP"))
@@ -288,13 +291,12 @@ def _model_server_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _kv(ctx: StepContext) -> dict[str, Any] | None:
-    from llmd_bench.stack.manifests import cell_names
+    from llmd_bench.stack.manifests import cell_names  # deferred: loads jinja2
 
     assert ctx.cell is not None
     kind = ctx.configuration.store_kind
     if kind is None:
         return None
-    from llmd_bench.model import catalog
 
     image = catalog.entry(ctx.params.llmd_version).images[kind]
     return {"kind": kind, "host": f"{cell_names(ctx.cell)['kv']}.{namespace()}.svc.cluster.local", "port": 6379,
@@ -303,7 +305,7 @@ def _kv(ctx: StepContext) -> dict[str, Any] | None:
 
 def endpoint(ctx: StepContext) -> str:
     """The EPP's Envoy: every request is routed by the llm-d scheduler (names are deterministic)."""
-    from llmd_bench.stack.manifests import ENVOY_PORT, cell_names
+    from llmd_bench.stack.manifests import ENVOY_PORT, cell_names  # deferred: loads jinja2
 
     assert ctx.cell is not None
     return f"http://{cell_names(ctx.cell)['epp']}.{namespace()}.svc.cluster.local:{ENVOY_PORT}"
@@ -312,8 +314,7 @@ def endpoint(ctx: StepContext) -> str:
 def observation_targets(ctx: StepContext) -> Any:
     """Replica pod IPs, the KV index and the EPP's metrics through their Services (step pods run in the
     cell's namespace, so they can reach all three)."""
-    from llmd_bench.measure.observe.sampler import Targets
-    from llmd_bench.stack.manifests import EPP_METRICS_PORT, cell_names
+    from llmd_bench.stack.manifests import EPP_METRICS_PORT, cell_names  # deferred: loads jinja2
 
     assert ctx.cell is not None
     _, _, selector = _cell_objects(ctx)
@@ -358,7 +359,7 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
     DaemonSet's pmcd listens (host network)."""
     _, _, selector = _cell_objects(ctx)
     pods = Cluster(api_client(), namespace()).list("Pod", selector_string(selector))
-    from llmd_bench.stack.pcp_manifests import PMCD_PORT
+    from llmd_bench.stack.pcp_manifests import PMCD_PORT  # deferred: loads jinja2
 
     port = settings().pmcd_port or PMCD_PORT
     return {p["spec"]["nodeName"]: f"{p['status']['hostIP']}:{port}" for p in _model_server_pods(pods)
@@ -367,7 +368,7 @@ def pcp_hosts(ctx: StepContext) -> dict[str, str]:
 
 def generator_pcp_host() -> dict[str, str]:
     """node name -> `hostIP:44321` of the node this step pod runs on (the downward API's env), or {}."""
-    from llmd_bench.stack.pcp_manifests import PMCD_PORT
+    from llmd_bench.stack.pcp_manifests import PMCD_PORT  # deferred: loads jinja2
 
     node, ip = settings().node_name, settings().node_ip
     port = settings().pmcd_port or PMCD_PORT
@@ -446,7 +447,7 @@ class KubernetesRuntime(Runtime):
     def served_sources(self) -> list[ServedSource]:
         """Each model-server pod's whole log since start and its /metrics (pod IP: step pods run in the cell's
         namespace), and each EPP pod's log."""
-        from llmd_bench.stack.manifests import MODEL_PORT
+        from llmd_bench.stack.manifests import MODEL_PORT  # deferred: loads jinja2
 
         assert self.ctx.cell is not None
         cluster = Cluster(api_client(), namespace())
@@ -456,8 +457,7 @@ class KubernetesRuntime(Runtime):
         return served_from_pods(servers, [(p, "epp") for p in _running(pods, "epp")], cluster.pod_log)
 
     def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
-        from llmd_bench.model import catalog
-        from llmd_bench.stack.manifests import cell_campaign, cell_names, epp_config
+        from llmd_bench.stack.manifests import cell_campaign, cell_names, epp_config  # deferred: loads jinja2
 
         assert self.ctx.cell is not None
         campaign = cell_campaign(self.ctx.campaign, self.ctx.cell)
@@ -468,9 +468,7 @@ class KubernetesRuntime(Runtime):
         """What ran (runtime/stack_metadata.py): the cell's model-server and EPP pods, the EPP ConfigMap, and the
         model servers' nodes' GPU Feature Discovery labels. vLLM's version is its GET /version when the pod answers
         within 2 s, else the version catalog's `vllm_version` for the catalog's image (labelled declared)."""
-        from llmd_bench.model import catalog
-        from llmd_bench.stack.manifests import MODEL_PORT, cell_names, mirrored
-        from llmd_bench.stack.runtime import stack_metadata as sm
+        from llmd_bench.stack.manifests import MODEL_PORT, cell_names, mirrored  # deferred: loads jinja2
 
         assert self.ctx.cell is not None
         cluster = Cluster(api_client(), namespace())
@@ -534,7 +532,6 @@ def _container_of(pod: dict[str, Any], names: tuple[str, ...]) -> str | None:
 @contextlib.contextmanager
 def recording_hosts(ctx: StepContext, servers: dict[str, str]) -> Iterator[dict[str, Any]]:
     """PCP of the serving nodes `servers` for the sweep, and of this pod's own node under `generator`."""
-    from llmd_bench.measure.observe import pcp
 
     own = generator_pcp_host()
     with contextlib.ExitStack() as stack:

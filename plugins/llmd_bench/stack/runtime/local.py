@@ -10,11 +10,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform as host_platform
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from llmd_bench import __version__
 from llmd_bench.measure import processes
 from llmd_bench.measure.cell_folder import (
     RUNTIME_STATE_FILE,
@@ -26,7 +29,9 @@ from llmd_bench.measure.cell_folder import (
     read_runtime_state,
     write_runtime_state,
 )
+from llmd_bench.measure.observe import pcp
 from llmd_bench.measure.observe.prometheus import fetch_text
+from llmd_bench.measure.observe.sampler import Targets
 from llmd_bench.measure.processes import ManagedProcess
 from llmd_bench.measure.served import ServedSource
 from llmd_bench.model import catalog, paths
@@ -224,7 +229,6 @@ def redeploy(ctx: StepContext) -> dict[str, Any]:
 
 def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:
     """pmlogger for this cell, from now until collect_pcp; `unavailable` says why when PCP cannot record."""
-    from llmd_bench.measure.observe import pcp
 
     try:
         tools = pcp.ensure_pmcd(ctx.folder.logs)
@@ -235,7 +239,6 @@ def start_pcp_recording(ctx: StepContext, started) -> dict[str, Any]:
 
 
 def observation_targets(ctx: StepContext) -> Any:
-    from llmd_bench.measure.observe.sampler import Targets
 
     state = load_state(ctx)
     kv = state.kv_backend
@@ -382,10 +385,6 @@ class LocalRuntime(Runtime):
     def stack_metadata(self) -> dict[str, Any]:
         """The simulated stack as it runs: the mock servers' GuideLLM version and command lines, the router's, the
         Redis/Valkey server's version, and this host's CPU model. No images, no vLLM, no EPP and no GPUs."""
-        import platform as host_platform
-        from importlib import metadata
-
-        from llmd_bench import __version__
 
         state = load_state(self.ctx)
         procs = [p.model_dump() for p in state.processes]
