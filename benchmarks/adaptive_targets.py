@@ -30,7 +30,8 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
 
 from llmd_bench.measure.guidellm_report import parse_report_file  # noqa: E402
 from llmd_bench.model import catalog  # noqa: E402 - after the environment above
-from llmd_bench.model.campaign import load_campaign, resolve_params  # noqa: E402
+from llmd_bench.model.campaign_files import load_campaign  # noqa: E402
+from llmd_bench.model.params import resolve_params  # noqa: E402
 from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import deploy, sweep, teardown, warmup  # noqa: E402
 

@@ -32,7 +32,9 @@ os.environ.update({"LLMD_BENCH_HOME": str(ROOT), "LLMD_BENCH_RUNTIME": "local", 
 from llmd_bench import report  # noqa: E402 - after the environment above
 from llmd_bench.measure.processes import free_port  # noqa: E402
 from llmd_bench.model import catalog  # noqa: E402
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params  # noqa: E402
+from llmd_bench.model.campaign import Cell  # noqa: E402
+from llmd_bench.model.campaign_files import load_campaign  # noqa: E402
+from llmd_bench.model.params import resolve_params  # noqa: E402
 from llmd_bench.report.data import from_store  # noqa: E402
 from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import collect_pcp, deploy, load_results, sweep, teardown, warmup  # noqa: E402

@@ -33,7 +33,8 @@ from llmd_bench.measure.guidellm_report import parse_report_file  # noqa: E402
 from llmd_bench.measure.observe import prometheus  # noqa: E402
 from llmd_bench.measure.observe.sampler import read as read_samples  # noqa: E402
 from llmd_bench.model import catalog  # noqa: E402 - after the environment above
-from llmd_bench.model.campaign import load_campaign, resolve_params  # noqa: E402
+from llmd_bench.model.campaign_files import load_campaign  # noqa: E402
+from llmd_bench.model.params import resolve_params  # noqa: E402
 from llmd_bench.stack.context import StepContext  # noqa: E402
 from llmd_bench.steps import deploy, sweep, teardown, warmup  # noqa: E402
 

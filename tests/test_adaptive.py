@@ -8,7 +8,9 @@ import json
 from conftest import tiny_campaign, write_campaign
 from llmd_bench.measure.adaptive import AdaptiveSweep, LevelOutcome
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import AdaptiveSettings, Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import AdaptiveSettings, Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.plan import method
 from llmd_bench.stack.context import StepContext
 

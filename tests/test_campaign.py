@@ -7,8 +7,10 @@ import yaml
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS, Method, Workload, load_campaign, resolve_params
+from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS, Method, Workload
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import CampaignError, ParamsError
+from llmd_bench.model.params import resolve_params
 
 
 def test_reference_campaign_matches_the_published_evaluation():
@@ -107,7 +109,7 @@ def test_the_february_method_is_defined_once_and_the_reference_campaign_runs_it(
 
 
 def test_every_shipped_campaign_validates():
-    from llmd_bench.model.campaign import campaign_files
+    from llmd_bench.model.campaign_files import campaign_files
     files = campaign_files()
     assert files, "no campaign shipped"
     for f in files:
@@ -181,7 +183,8 @@ def test_run_params_are_defined_once_and_the_trigger_form_accepts_and_refuses_wh
     nor refuse one they take."""
     import jsonschema
 
-    from llmd_bench.model.campaign import RunParams, Workload, default_and_schema
+    from llmd_bench.model.campaign import Workload
+    from llmd_bench.model.params import RunParams, default_and_schema
 
     c = load_campaign(REFERENCE)
     form = default_and_schema(c, catalog.known_versions())

@@ -13,7 +13,9 @@ from llmd_bench import cli
 from llmd_bench.measure import cell_folder, gpu_time
 from llmd_bench.measure.cell_folder import CellFolder, CellFolderError, CellRecord
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 
 STEP = {"status": "ok", "started": "2026-11-27T10:00:00.000+00:00", "ended": "2026-11-27T10:05:00.000+00:00",

@@ -17,8 +17,10 @@ import yaml
 
 from conftest import REFERENCE, ROOT
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, OffloadSize, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell, OffloadSize
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import CampaignError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack import manifests, sizing
 
 K8S_VERSION = "1.33.0"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import REFERENCE, ROOT, tiny_campaign, write_campaign
-from llmd_bench.model.campaign import load_campaign
+from llmd_bench.model.campaign_files import load_campaign
 
 STEPS = {"deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results"}
 

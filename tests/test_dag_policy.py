@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from llmd_bench.model.campaign import campaign_files, load_campaign
+from llmd_bench.model.campaign_files import campaign_files, load_campaign
 
 # Steps that hold or change GPUs: a blind retry would deploy twice or spend GPU time again; a user clears them.
 NO_RETRY = {"deploy", "warmup", "sweep", "teardown", "preflight"}

@@ -84,7 +84,7 @@ def test_step_image_has_a_writable_home_and_hugging_face_cache_under_work():
     runs = [a for op, a in ins if op == "RUN"]
     assert any(re.search(r"mkdir -p /work\b", a) and f"chown {user} /work" in a for a in runs), runs
     # the pods mount their scratch emptyDir at the same place
-    from llmd_bench.model.campaign import load_campaign
+    from llmd_bench.model.campaign_files import load_campaign
     from llmd_bench.orchestration.step_pods import step_pod_settings
 
     pod = step_pod_settings("sweep", load_campaign(ROOT / "include" / "campaigns" / "kv_cache_eval.yaml"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmd_bench.model import docs_tables
-from llmd_bench.model.campaign import RunParams
+from llmd_bench.model.params import RunParams
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -11,7 +11,7 @@ import pytest
 from conftest import BIN, tiny_campaign, write_campaign
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.processes import pid_alive, port_is_free
-from llmd_bench.model.campaign import load_campaign
+from llmd_bench.model.campaign_files import load_campaign
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,10 @@ from fake_kube import DEFAULT_API_GROUPS, FakeKube
 from llmd_bench import cli
 from llmd_bench.measure import processes
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import CampaignError, RuntimeStepError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.orchestration import preflight
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import existing, vllm_script

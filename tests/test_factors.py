@@ -11,8 +11,10 @@ import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, find_campaign, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import find_campaign, load_campaign
 from llmd_bench.model.errors import CampaignError, ParamsError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.plan import method
 from llmd_bench.report import analysis, build
 from llmd_bench.report.data import CELL_COLUMNS, ReportInput

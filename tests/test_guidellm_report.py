@@ -11,8 +11,10 @@ from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench.measure.guidellm_levels import ValidityRules, judge_level
 from llmd_bench.measure.guidellm_report import parse_report, parse_report_file
 from llmd_bench.model import catalog, paths
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import ReportError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.steps.sweep import guidellm_command
 

@@ -7,8 +7,10 @@ import pytest
 from conftest import REFERENCE
 from fake_kube import FakeKube
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import kubernetes as k8s
 

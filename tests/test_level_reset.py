@@ -9,7 +9,9 @@ import pytest
 
 from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, ParamsError, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell, ParamsError
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime.prefix_cache_sim import SimulatedPrefixCache, prompt_text
 

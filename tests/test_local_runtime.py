@@ -11,8 +11,10 @@ import pytest
 from conftest import REFERENCE, tiny_campaign, write_campaign
 from llmd_bench.measure import completions, processes
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import local
 from llmd_bench.steps import warmup
@@ -136,7 +138,9 @@ def test_the_latest_write_of_a_record_key_wins_whichever_step_wrote_it(tmp_path,
     """Each step keeps its own part of cell.json (steps in different pods may write at the same time);
     merging follows the order of the writes, not the order of the steps."""
     from llmd_bench.model import catalog
-    from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+    from llmd_bench.model.campaign import Cell
+    from llmd_bench.model.campaign_files import load_campaign
+    from llmd_bench.model.params import resolve_params
     from llmd_bench.stack.context import StepContext, merged_record
 
     monkeypatch.setenv("LLMD_BENCH_RESULTS", str(tmp_path))

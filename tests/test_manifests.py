@@ -15,8 +15,10 @@ import yaml
 
 from conftest import BIN, REFERENCE, ROOT
 from llmd_bench.model import catalog, configurations
-from llmd_bench.model.campaign import Architecture, Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Architecture, Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import CampaignError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack import manifests, pcp_manifests
 
 CRD = ROOT.parent / "shared" / "schemas" / "inferencepools.inference.networking.k8s.io-v1.2.0.crd.yaml"

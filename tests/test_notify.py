@@ -24,7 +24,7 @@ from conftest import tiny_campaign, write_campaign
 from llmd_bench.integrations import notify
 from llmd_bench.integrations.importer import import_reports
 from llmd_bench.measure.processes import free_port
-from llmd_bench.model.campaign import load_campaign
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.store import db
 
 DAG_ID = "llmd_tiny"

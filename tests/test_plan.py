@@ -9,7 +9,8 @@ import pytest
 
 from conftest import BIN, tiny_campaign, write_campaign
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import find_campaign, load_campaign, resolve_params
+from llmd_bench.model.campaign_files import find_campaign, load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.plan import method
 
 

@@ -17,7 +17,9 @@ from conftest import BIN, REFERENCE
 from fake_kube import FakeKube
 from llmd_bench import cli
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.orchestration import preflight
 from llmd_bench.stack import manifests
 
@@ -479,7 +481,7 @@ def test_the_skip_choices_are_the_checks():
 ])
 def test_the_model_cache_volume_must_exist_and_be_shareable_by_the_replicas(cluster, capsys, monkeypatch, modes, replicas,
                                                                              expected):
-    import llmd_bench.model.campaign as campaign_module
+    import llmd_bench.model.campaign_files as campaign_module
 
     original = campaign_module.load_campaign
 
@@ -548,7 +550,7 @@ def test_existing_preflight_refuses_an_epp_config_it_cannot_write_or_a_disagreei
     assert ("Deployment/gaie-kv-events-epp container epp reads --config-file /config/precise-prefix-cache-config.yaml "
             "from a emptyDir volume (plugins-config-volume), not a ConfigMap") in " ".join(line.split()), line
 
-    import llmd_bench.model.campaign as campaign_module
+    import llmd_bench.model.campaign_files as campaign_module
 
     original = campaign_module.load_campaign
 

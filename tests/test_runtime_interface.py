@@ -7,7 +7,9 @@ from pathlib import Path
 
 from conftest import REFERENCE
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import IMPLEMENTATIONS, implementation_name
 from llmd_bench.stack.runtime.base import Runtime

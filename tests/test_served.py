@@ -10,8 +10,10 @@ from conftest import tiny_campaign, write_campaign
 from fake_kube import kubelet_vllm_argv
 from llmd_bench.measure import served, vllm_formats
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import local
 from llmd_bench.steps import deploy

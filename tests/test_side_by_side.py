@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 RUN_DAG = """
 import json, sys
 from llmd_bench.orchestration.airflow_dag import build_dag
-from llmd_bench.model.campaign import load_campaign
+from llmd_bench.model.campaign_files import load_campaign
 dr = build_dag(load_campaign(sys.argv[1]), runtime="local").test(run_conf=json.loads(sys.argv[2]))
 print("RESULT " + json.dumps({"run_id": dr.run_id, "state": str(dr.state)}))
 """
@@ -106,7 +106,9 @@ def test_a_second_campaign_with_the_same_run_id_is_refused_before_it_touches_any
     """Backfills of two campaigns over the same dates both get backfill__<date>: the second is refused,
     with the way out, instead of overwriting the first one's results."""
     from llmd_bench.model import catalog
-    from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+    from llmd_bench.model.campaign import Cell
+    from llmd_bench.model.campaign_files import load_campaign
+    from llmd_bench.model.params import resolve_params
     from llmd_bench.stack.context import StepContext
 
     run_id = "backfill__2026-10-04T00:00:00+00:00"

@@ -19,7 +19,9 @@ from conftest import REFERENCE, tiny_campaign, write_campaign
 from fake_kube import FakeKube
 from llmd_bench import report as rpt
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.report.data import from_store
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import kubernetes as k8s

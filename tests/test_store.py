@@ -65,7 +65,8 @@ def test_a_runs_params_read_back_are_what_was_stored(tiny_params_run):
 @pytest.fixture
 def tiny_params_run(campaigns_dir):
     from conftest import tiny_campaign, write_campaign
-    from llmd_bench.model.campaign import load_campaign, resolve_params
+    from llmd_bench.model.campaign_files import load_campaign
+    from llmd_bench.model.params import resolve_params
 
     campaign = load_campaign(write_campaign(campaigns_dir, tiny_campaign()))
     pipeline = {**resolve_params(campaign, {}).model_dump(), "warmup_requests": 8, "gpu_hour_cost": None}

@@ -14,7 +14,9 @@ import pytest
 
 from conftest import COMMITTED_REPORT, tiny_campaign, write_campaign
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Cell, load_campaign, resolve_params
+from llmd_bench.model.campaign import Cell
+from llmd_bench.model.campaign_files import load_campaign
+from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import local
 from llmd_bench.steps import sweep

@@ -21,16 +21,10 @@ import yaml
 from llmd_bench.integrations import benchmark_report, mlflow_log, storage
 from llmd_bench.integrations.importer import import_reports, parse_factors
 from llmd_bench.model import catalog, paths
-from llmd_bench.model.campaign import (
-    Cell,
-    campaign_files,
-    campaign_set_errors,
-    find_campaign,
-    load_campaign,
-    parse_factors_arg,
-    resolve_params,
-)
+from llmd_bench.model.campaign import Cell, parse_factors_arg
+from llmd_bench.model.campaign_files import campaign_files, campaign_set_errors, find_campaign, load_campaign
 from llmd_bench.model.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError, NotSelected
+from llmd_bench.model.params import resolve_params
 from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.orchestration import preflight
 from llmd_bench.plan import method

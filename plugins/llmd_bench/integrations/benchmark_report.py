@@ -46,7 +46,8 @@ import yaml
 from llmd_bench import __version__
 from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
 from llmd_bench.model import catalog, configurations, paths
-from llmd_bench.model.campaign import campaign_configurations, check_model_id, per_level
+from llmd_bench.model.campaign import check_model_id, per_level
+from llmd_bench.model.campaign_files import campaign_configurations
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.store.rows import (
     LEVEL_STATS,

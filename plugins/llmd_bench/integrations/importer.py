@@ -11,14 +11,8 @@ from llmd_bench.measure import guidellm_layouts
 from llmd_bench.measure.guidellm_levels import Report
 from llmd_bench.measure.guidellm_report import load_json, parse_report
 from llmd_bench.model import catalog, configurations, paths
-from llmd_bench.model.campaign import (
-    CONFIG_FACTORS,
-    FACTORS,
-    STACK_FACTORS,
-    campaign_configurations,
-    check_model_id,
-    factor_label,
-)
+from llmd_bench.model.campaign import CONFIG_FACTORS, FACTORS, STACK_FACTORS, check_model_id, factor_label
+from llmd_bench.model.campaign_files import campaign_configurations
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.store.results import cell_status, sha256
 from llmd_bench.store.rows import CellInfo, RunInfo, StoredRunParams

@@ -69,7 +69,7 @@ RUN_KEY_ID_TAG = "llmd_bench.run_key_id"
 KIND_TAG = "llmd_bench.kind"
 PARENT_TAG = "mlflow.parentRunId"
 REPORT_ARTIFACT_PATH = "report"
-# The run's params every level shares, logged on each (the workload and method of campaign.RunParams, the warm-up);
+# The run's params every level shares, logged on each (the workload and method of params.RunParams, the warm-up);
 # the per-cell ones (concurrency, replicas, tensor parallel size) are logged with the cell's own values.
 SHARED_PARAMS = ("duration_s", "prompt_tokens", "output_tokens", "prefix_tokens", "prefix_count", "turns", "seed",
                    "max_requests", "warmup_requests", "runs", "level_isolation", "trial_isolation", "trials", "sweep",

@@ -238,7 +238,7 @@ class StepRecord(Strict):
 
 
 class StoredParams(Stored):
-    """The run's params (campaign.RunParams, whose fields change between versions) plus warmup_requests and
+    """The run's params (params.RunParams, whose fields change between versions) plus warmup_requests and
     gpu_hour_cost; what our code reads of them is declared."""
 
     tensor_parallel_size: int

@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmd_bench.measure import vllm_formats
 
 if TYPE_CHECKING:  # annotations only: cell_folder imports the record shapes below, below the campaign model
-    from llmd_bench.model.campaign import Campaign, Cell, RunParams
+    from llmd_bench.model.campaign import Campaign, Cell
     from llmd_bench.model.catalog import VersionEntry
     from llmd_bench.model.configurations import Configuration
+    from llmd_bench.model.params import RunParams
 
 Status = Literal["proven", "differs", "not provable"]
 Role = Literal["model-server", "epp"]

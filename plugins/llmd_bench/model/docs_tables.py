@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmd_bench.model import settings
-from llmd_bench.model.campaign import Campaign, FromCampaign, RunParams, Workload
+from llmd_bench.model.campaign import Campaign, FromCampaign, Workload
+from llmd_bench.model.params import RunParams
 
 DOCS = settings.CHECKOUT / "docs"
 # Campaign properties a run param defaults to, as a campaign file states them.
@@ -55,7 +56,7 @@ def _accepts(schema: dict[str, Any]) -> str:
 
 
 def _campaign_path(name: str) -> str:
-    """Where in a campaign file a run param's default lives (campaign.default_params reads the same)."""
+    """Where in a campaign file a run param's default lives (params.default_params reads the same)."""
     marks = [m for m in RunParams.model_fields[name].metadata if isinstance(m, FromCampaign)]
     if marks:
         return marks[0].path

@@ -29,17 +29,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException, Downs
 
 from llmd_bench.integrations import notify
 from llmd_bench.model import catalog, paths
-from llmd_bench.model.campaign import (
-    Campaign,
-    Cell,
-    campaign_files,
-    campaign_set_errors,
-    default_and_schema,
-    load_campaign,
-    selected_cells,
-)
+from llmd_bench.model.campaign import Campaign, Cell
+from llmd_bench.model.campaign_files import campaign_files, campaign_set_errors, load_campaign
 from llmd_bench.model.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.model.names import dns_label, label_value
+from llmd_bench.model.params import default_and_schema, selected_cells
 from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.stack.runtime import selected_runtime

@@ -35,9 +35,10 @@ import yaml
 
 from llmd_bench.integrations import storage
 from llmd_bench.model import catalog
-from llmd_bench.model.campaign import Campaign, Cell, RunParams
+from llmd_bench.model.campaign import Campaign, Cell
 from llmd_bench.model.errors import LlmdBenchError, RuntimeStepError
 from llmd_bench.model.names import label_value
+from llmd_bench.model.params import RunParams
 from llmd_bench.model.settings import settings
 from llmd_bench.orchestration.step_pods import LIGHT, STEP_RESOURCES
 from llmd_bench.stack.runtime.existing import SAVED_LABEL, locate

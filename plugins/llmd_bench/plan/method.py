@@ -15,8 +15,9 @@ from typing import Any
 from llmd_bench.measure import cell_folder
 from llmd_bench.measure.gpu_time import PHASES
 from llmd_bench.model import paths
-from llmd_bench.model.campaign import Campaign, Cell, RunParams, per_level
+from llmd_bench.model.campaign import Campaign, Cell, per_level
 from llmd_bench.model.errors import CampaignError
+from llmd_bench.model.params import RunParams
 from llmd_bench.model.runtimes import cluster_runtime, simulated_runtime
 from llmd_bench.plan import plan_estimate
 from llmd_bench.plan.plan_estimate import History

@@ -23,7 +23,8 @@ import pandas as pd
 from llmd_bench.measure import noise
 from llmd_bench.measure.noise import Z95, t95
 from llmd_bench.model import configurations
-from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT, campaign_configurations
+from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT
+from llmd_bench.model.campaign_files import campaign_configurations
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput

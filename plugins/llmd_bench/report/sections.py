@@ -13,7 +13,8 @@ from llmd_bench.measure.observe import generator
 from llmd_bench.measure.served import ServedHistory
 from llmd_bench.measure.served import worst as served_worst
 from llmd_bench.model import catalog, configurations
-from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS, campaign_configurations
+from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
+from llmd_bench.model.campaign_files import campaign_configurations
 from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput

@@ -28,9 +28,10 @@ from llmd_bench.measure.cell_folder import (
     write_json_atomic,
 )
 from llmd_bench.model import catalog, paths
-from llmd_bench.model.campaign import Campaign, Cell, ModelSpec, RunParams
+from llmd_bench.model.campaign import Campaign, Cell, ModelSpec
 from llmd_bench.model.configurations import Configuration
 from llmd_bench.model.errors import RunFolderTaken
+from llmd_bench.model.params import RunParams
 from llmd_bench.stack.runtime import bind
 
 if TYPE_CHECKING:

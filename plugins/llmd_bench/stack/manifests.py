@@ -23,10 +23,11 @@ import yaml
 
 from llmd_bench import __version__
 from llmd_bench.model import catalog, paths
-from llmd_bench.model.campaign import Campaign, Cell, Placement, RunParams, Serving
+from llmd_bench.model.campaign import Campaign, Cell, Placement, Serving
 from llmd_bench.model.configurations import Configuration, KvOffload
 from llmd_bench.model.errors import CampaignError
 from llmd_bench.model.names import dns_label, label_value
+from llmd_bench.model.params import RunParams
 from llmd_bench.stack import sizing
 
 SIM_MAX_MODEL_LEN, SIM_KV_CACHE_BLOCKS = 32768, 8192

@@ -67,7 +67,7 @@ class _Labelled(_Row):
 
 
 class StoredRunParams(BaseModel):
-    """A run's params as stored with it: campaign.RunParams of the version that ran it plus warmup_requests and
+    """A run's params as stored with it: params.RunParams of the version that ran it plus warmup_requests and
     gpu_hour_cost (context.stored_params); an import's imported_from and the GuideLLM spec it read. Every field is
     optional (runs stored by older versions lack later ones) and keys this version does not declare are kept:
     as_stored() is the stored JSON unchanged (numbers keep their JSON type: `int | float`, never 60 read as 60.0)."""
