@@ -10,6 +10,7 @@ was made by the pinned GuideLLM and makes a fresh one to check today's GuideLLM 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +24,9 @@ BIN = Path(sys.executable).parent
 
 def make_report(out: Path) -> Path:
     """Run the real mock server and GuideLLM; the report lands at `out`."""
-    from llmd_bench.measure import processes
+    from llmd_bench.measure import guidellm_watch, processes
     from llmd_bench.model import paths
+    from llmd_bench.steps import sweep
 
     port = processes.free_port()
     log = out.parent / "mock.log"
@@ -38,7 +40,21 @@ def make_report(out: Path) -> Path:
                "--data", "kind=synthetic_text,prompt_tokens=32,output_tokens=16,prefix_tokens=64,prefix_count=1,turns=1",
                "--tokenizer", f"kind=hf_auto,model={paths.tokenizer_dir()}", "--output", f"kind=json,path={out}",
                "--disable-progress"]
-        subprocess.run(cmd, check=True, capture_output=True)
+        # the sweep's own runner: its progress watch stops a stalled GuideLLM in seconds (0.8.1 can hang as a level
+        # starts: docs/troubleshooting.md) and the run is made again, as the sweep does; the deadline is the last resort
+        env = guidellm_watch.progress_logging_env({**os.environ, "HF_HUB_OFFLINE": "1"})
+        plan = guidellm_watch.WatchPlan(levels=[1, 4], duration_s=2.0, grace_s=30.0)
+        for attempt in range(1, 4):
+            try:
+                code = sweep.run_guidellm(cmd, out.parent / f"guidellm-{attempt}.log", env, 300.0, watch=plan)
+            except sweep.GuidellmStalled as exc:
+                print(f"attempt {attempt}: {exc}", file=sys.stderr)
+                continue
+            if code != 0:
+                raise subprocess.CalledProcessError(code, cmd)
+            break
+        else:
+            raise RuntimeError(f"guidellm stalled 3 times; logs in {out.parent}")
     finally:
         processes.stop(mock)
     return out
