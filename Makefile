@@ -11,7 +11,7 @@ TOKENIZER := .cache/tokenizer/tokenizer.json
 help:
 	@echo "make demo   - set up and run the reference campaign on the local runtime (demo-sized params)"
 	@echo "make test   - set up, lint, and run the whole test suite on every core (the timing tests alone after)"
-	@echo "make test-fast - lint and the tests that start no long-running servers (no Airflow, browser or sweeps), on every core"
+	@echo "make test-fast - lint and tests/unit + tests/integration (no Airflow, browser or sweeps: those are tests/e2e), on every core"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, mypy over the package, lint-imports (pyproject.toml)"
 	@echo "make bench  - print the performance and judgement targets' numbers (about 105 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
@@ -35,12 +35,12 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	@# the MLflow tracking server tests/test_mlflow.py starts: full mlflow in its own venv (.venv-mlflow)
+	@# the MLflow tracking server tests/e2e/test_mlflow.py starts: full mlflow in its own venv (.venv-mlflow)
 	bash scripts/mlflow-server-venv.sh
 	bash scripts/test.sh
 
 test-fast: setup
-	bash scripts/test.sh -m "not slow" -n auto
+	bash scripts/test.sh tests/unit tests/integration -n auto
 
 lint: setup
 	$(BIN)/ruff check plugins dags tests benchmarks

@@ -12,7 +12,8 @@ python -m mypy
 # layers: the package imports downwards only, with no cycles (contracts in pyproject.toml [tool.importlinter])
 lint-imports
 if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
-# the parallel pass (a file's tests on one worker; the solo marker: tests/conftest.py), then the timing tests alone;
+# the parallel pass over tests/unit, tests/integration and tests/e2e (a file's tests on one worker; the solo marker:
+# tests/conftest.py), then the timing tests alone;
 # both always run
 status=0
 pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder -m "not solo" || status=$?
