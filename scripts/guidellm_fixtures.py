@@ -24,7 +24,7 @@ Past studies (llm-d v0.4.0-v0.5.1) ran GuideLLM 0.5.3 and 0.5.4, later ones 0.6.
 3. compresses the report with zstd (level 19, with a checksum as the zstd tool writes) into the fixture folder:
    about 60 KiB each.
 
-tests/test_guidellm_layouts.py reads the committed files (it never installs these versions) and checks the numbers
+tests/{unit,integration,e2e}/test_guidellm_layouts.py reads the committed files (it never installs these versions) and checks the numbers
 against the mock server's settings above (TTFT near 20 ms, ITL near 5 ms, 3 s levels of 1, 2 and 4 streams).
 """
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The MLflow tracking server for tests/test_mlflow.py: the full `mlflow` package (server and UI) in its own venv,
+# The MLflow tracking server for tests/e2e/test_mlflow.py: the full `mlflow` package (server and UI) in its own venv,
 # .venv-mlflow, pinned by requirements-mlflow-server.txt. It cannot live in .venv (full mlflow pins pyarrow<26, the
 # GuideLLM stack 26); the pipeline only needs the client, mlflow-skinny, from requirements.txt. Idempotent: a venv
 # newer than its requirements is kept. `make test` runs it; the test's fixture runs it too when the venv is missing.

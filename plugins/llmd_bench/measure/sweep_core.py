@@ -5,7 +5,7 @@ far (the complete reports an earlier attempt left, the isolations done, the leve
 trials completed), it returns what to do next: isolate (redeploy before a trial, restart or reset before a level),
 run levels, refine, resume a report that exists, complete a trial, or stop. Nothing here reads a file, starts a
 process or opens a connection: steps/sweep.py scans the cell folder, executes each action and feeds back what
-happened, so every policy is tested by feeding observations (tests/test_sweep_core.py).
+happened, so every policy is tested by feeding observations (tests/unit/test_sweep_core.py).
 
 The rules every policy shares, decided here:
 - resume: a trial whose report holds every grid level is not run again; a run whose own report (runs: per-level) is
@@ -19,7 +19,7 @@ A policy (`sweep:` in the campaign) decides only which levels trial 1 measures, 
 those already measured: a SweepPolicy subclass registered under its `sweep` value with
 `@SweepPolicy.register("name")` (the pattern of GuideLLM's RegistryMixin.register, guidellm/utils/registry.py in the
 installed GuideLLM 0.8.1). A new policy (e.g. seeded) is a new class, in a module imported at the end of this one;
-tests/test_sweep_core.py checks every value campaign.SWEEPS allows has one.
+tests/unit/test_sweep_core.py checks every value campaign.SWEEPS allows has one.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ page between `<!-- NAME-table:start -->` and `<!-- NAME-table:end -->`.
     python -m llmd_bench.model.docs_tables           # rewrite the tables in docs/
     python -m llmd_bench.model.docs_tables --check   # exit 1 naming every page whose table differs from the code
 
-tests/test_settings.py and tests/test_docs.py fail when a page is stale.
+tests/{unit,integration}/test_settings.py and tests/unit/test_docs.py fail when a page is stale.
 """
 
 from __future__ import annotations

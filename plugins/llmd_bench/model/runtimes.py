@@ -12,7 +12,7 @@ RUNTIMES = ("local", "kubernetes")
 @dataclass(frozen=True)
 class RuntimeFacts:
     """What the rest of the package may know about a runtime, decided here once; nothing outside runtime/ compares
-    runtime names (tests/test_layering.py)."""
+    runtime names (tests/{unit,integration}/test_layering.py)."""
 
     # the serving layer is simulated: reports and exports say so, its numbers are compared only with other simulated
     # runs', its GPUs are simulated, GuideLLM uses the offline tokenizer set-up made

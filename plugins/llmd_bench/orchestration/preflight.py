@@ -83,7 +83,7 @@ def _perms(group: str, resources: tuple[str, ...], verbs: tuple[str, ...], sub: 
 _WRITE = ("create", "patch", "get", "list", "delete")
 # What runtime/kubernetes.py calls (server-side apply is `patch`, and `create` when the object is new;
 # teardown lists and deletes; deploy and the sweep read pods and their logs), in one place: preflight asks
-# for exactly these, and tests/test_preflight.py proves the namespace Role grants every one of them.
+# for exactly these, and tests/{unit,integration,e2e}/test_preflight.py proves the namespace Role grants every one of them.
 STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
     _perms("apps", ("deployments",), _WRITE)
     + _perms("", ("services", "configmaps", "persistentvolumeclaims"), _WRITE)
@@ -105,7 +105,7 @@ EXISTING_REVERT_PERMISSIONS: tuple[Permission, ...] = tuple(
 # What runtime/existing.py calls in the installed stack's namespace (serving.mode existing): read and replace the
 # Deployments and the EPP ConfigMap, create/list/delete its saved-state ConfigMap, read the index Service, pods, their
 # logs and events, and the autoscalers above. include/manifests/namespace/existing-rbac.yaml.j2 grants exactly these
-# (tests/test_existing.py).
+# (tests/{unit,integration,e2e}/test_existing.py).
 EXISTING_PERMISSIONS: tuple[Permission, ...] = tuple(
     _perms("apps", ("deployments",), ("get", "list", "update"))
     + _perms("", ("configmaps",), ("get", "list", "create", "update", "delete"))

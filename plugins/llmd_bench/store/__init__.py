@@ -1,5 +1,5 @@
 """The results store (PostgreSQL): the only package that imports SQLAlchemy or holds SQL text
-(tests/test_layering.py checks both).
+(tests/{unit,integration}/test_layering.py checks both).
 
 - rows.py: the typed rows every reader returns and every writer takes (no SQLAlchemy; import it freely).
 - read.py: the readers (a stored run with its cells, levels, observations and report; the peaks a run is compared
