@@ -22,12 +22,15 @@ from integration.test_existing import (
     V040,
     V040_NAMES,
     _mock_port_of,
+    _remember_ports,  # noqa: F401  (autouse: the mock's port for ctx_of)
     existing_doc,
     guide_doc,
     guide_setup,
     installed,
     kube,  # noqa: F401  (fixtures these tests request)
+    mock_port,  # noqa: F401  (kube's module-scoped servers)
     owned_all,
+    redis_port,  # noqa: F401
     script_of,
 )
 from llmd_bench.model.campaign_files import load_campaign

@@ -309,7 +309,8 @@ def test_airflow_connection_names_the_server(stored, airflow_db, mlflow_server, 
                                "llmd_mlflow"], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         assert "6 level run(s) (6 new, 0 updated) in experiment 'local-simulated/v0.4.0'" in done.stdout
-        step = subprocess.run([str(BIN / "python"), "-c", "from llmd_bench import mlflow_log; print(mlflow_log.tracking_uri())"],
+        probe = "from llmd_bench.integrations import mlflow_log; print(mlflow_log.tracking_uri())"
+        step = subprocess.run([str(BIN / "python"), "-c", probe],
                               capture_output=True, text=True, env={**env, "AIRFLOW_CTX_DAG_ID": "llmd_mlflow"}, timeout=300)
         assert step.stdout.strip() == mlflow_server, step.stderr[-2000:]
     finally:
