@@ -172,6 +172,12 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     # Members may all be zombies waiting for their parent; those hold no port.
+    return bool(group_members(pgid))
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of a process group's members that are not zombies (from /proc)."""
+    members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -179,8 +185,8 @@ def _group_alive(pgid: int) -> bool:
             except (OSError, IndexError):
                 continue
             if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+                members.append(int(entry.name))
+    return sorted(members)
 
 
 def leftovers(procs: list[ManagedProcess]) -> list[str]:

@@ -202,7 +202,7 @@ def _dump_stacks(pgid: int, log: Any) -> None:
     spy = Path(sys.executable).with_name("py-spy")
     spy_bin = str(spy) if spy.exists() else shutil.which("py-spy")
     out = [f"\n---- llmd-bench: the stalled GuideLLM's processes (group {pgid}) ----\n"]
-    for pid in _group_members(pgid):
+    for pid in processes.group_members(pgid):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
@@ -224,18 +224,6 @@ def _dump_stacks(pgid: int, log: Any) -> None:
     except OSError:
         pass
 
-
-def _group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().split(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
-    return sorted(members)
 
 
 def stop_process_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

@@ -158,16 +158,7 @@ class Api:
                 raise RuntimeStepError(f"deleting ConfigMap/{name} in namespace {self.ns}: {exc.status} {exc.reason}") from None
 
     def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
-        """The last `lines` lines of a container's log (None: all of it since the container started)."""
-        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
-
-        try:
-            # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
-            resp = self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines,
-                                                     _preload_content=False)
-            return bytes(resp.data).decode(errors="replace")
-        except ApiException as exc:
-            return f"(no log: {exc.status} {exc.reason})"
+        return k8s.read_pod_log(self.core, self.ns, pod, container, lines)
 
     # -- the kinds without a typed client here: raw calls on their paths ------------------------------------------
     RAW = {"HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),

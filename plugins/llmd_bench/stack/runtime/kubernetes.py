@@ -57,6 +57,18 @@ def api_client() -> Any:
     return client.ApiClient()
 
 
+def read_pod_log(core: Any, ns: str, pod: str, container: str | None, lines: int | None = 30) -> str:
+    """The last `lines` lines of a container's log (None: all of it since the container started), or "(no log: ...)"."""
+    from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+    try:
+        # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
+        resp = core.read_namespaced_pod_log(pod, ns, container=container, tail_lines=lines, _preload_content=False)
+        return bytes(resp.data).decode(errors="replace")
+    except ApiException as exc:
+        return f"(no log: {exc.status} {exc.reason})"
+
+
 class Cluster:
     """The few API calls the steps need, namespaced, as plain dicts."""
 
@@ -125,16 +137,7 @@ class Cluster:
                 raise
 
     def pod_log(self, pod: str, container: str | None, lines: int | None = 30) -> str:
-        """The last `lines` lines of a container's log (None: all of it since the container started)."""
-        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
-
-        try:
-            # the text as the kubelet sent it: the client's own decoding returns str(bytes), "b'...'", for text/plain
-            resp = self.core.read_namespaced_pod_log(pod, self.ns, container=container, tail_lines=lines,
-                                                     _preload_content=False)
-            return bytes(resp.data).decode(errors="replace")
-        except ApiException as exc:
-            return f"(no log: {exc.status} {exc.reason})"
+        return read_pod_log(self.core, self.ns, pod, container, lines)
 
     def nodes(self) -> tuple[builtins.list[dict[str, Any]] | None, str | None]:  # `list` here is the method above
         """All nodes, or (None, why not): nodes are cluster-scoped and the step Role is namespaced; the optional
