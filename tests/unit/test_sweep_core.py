@@ -268,8 +268,8 @@ def test_an_adaptive_sweep_resumes_measured_levels_and_decides_from_their_outcom
 
 def test_every_sweep_a_campaign_allows_has_a_policy_and_an_unknown_one_is_refused_by_name():
     assert set(campaign.SWEEPS) <= set(SweepPolicy.registry)
-    with pytest.raises(SweepCoreError, match="sweep: 'seeded' has no policy; allowed: adaptive, grid"):
-        next_action(_plan(sweep="seeded"), [])
+    with pytest.raises(SweepCoreError, match="sweep: 'bisect' has no policy; allowed: adaptive, grid, seeded"):
+        next_action(_plan(sweep="bisect"), [])
     with pytest.raises(ValidationError, match="levels must be unique and ascending"):
         _plan(levels=(4, 1))
     with pytest.raises(ValidationError):

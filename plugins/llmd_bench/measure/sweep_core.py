@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmd_bench.measure.adaptive import AdaptiveSweep, LevelOutcome
 from llmd_bench.measure.cell_folder import report_name
+from llmd_bench.measure.seeded import SeedDecision, SeededSweep, SeedMode, SeedSource
 from llmd_bench.model.campaign import AdaptiveSettings, LevelIsolation, TrialIsolation
 from llmd_bench.model.errors import LlmdBenchError
 
@@ -60,6 +61,8 @@ class SweepPlan(_Frozen):
     one_run_per_level: bool = Field(description="one GuideLLM run per level (runs: per-level, or an adaptive sweep)")
     noise_floor_pct: float = Field(ge=0, le=100)
     adaptive: AdaptiveSettings = AdaptiveSettings()
+    seed: SeedDecision | None = Field(None, description="sweep: seeded: how the cell is swept and from what "
+                                      "(seeded.decide_seed, from the store's history before the sweep)")
 
     @field_validator("levels")
     @classmethod
@@ -146,6 +149,43 @@ class AdaptiveDecisions(Decisions):
                 f"{self.not_run or 'none'}; refined: {self.refined or 'none'}")
 
 
+class SeededDecisions(Decisions):
+    """seeded.SeededSweep.summary(), key for key."""
+
+    policy: Literal["seeded"]
+    mode: SeedMode
+    reason: str
+    seeded_from: SeedSource | None
+    grid: list[int]
+    bracket: list[int]
+    run: list[int]
+    not_run: list[int]
+    not_run_reason: str
+    widened_up: list[int]
+    widened_down: list[int]
+    refined: list[int]
+    peak: int | None
+    peak_moved: bool
+    full_grid_every: int
+    bracket_runs_before: int
+    noise_floor_pct: float
+    adaptive: AdaptiveDecisions | None
+
+    def describe(self) -> str:
+        said = f"seeded sweep ({self.mode}: {self.reason})"
+        if self.mode == "bracket":
+            said += f"; bracket {self.bracket}"
+        if self.widened_up or self.widened_down:
+            said += (f"; widened {'up to ' + str(self.widened_up[-1]) if self.widened_up else ''}"
+                     f"{' and ' if self.widened_up and self.widened_down else ''}"
+                     f"{'down to ' + str(self.widened_down[-1]) if self.widened_down else ''} "
+                     "(the peak was at an edge of the levels measured)")
+        said += f"; peak at {self.peak}" + (" (moved)" if self.peak_moved else "")
+        if self.refined:
+            said += f"; refined: {self.refined}"
+        return said + f"; {self.not_run_reason}: {self.not_run or 'none'}"
+
+
 class TrialOneLevels(Decisions):
     """A later trial of a policy that decides: it measured the levels trial 1 decided."""
 
@@ -223,6 +263,7 @@ Action = Isolate | RunLevels | Resume | ResumeTrial | CompleteTrial | Stop
 class NextRun(_Frozen):
     levels: Levels
     refine: bool = False
+    kind: str = Field("", description="what the run is, as the policy's record names it (seeded: bracket, widen up...)")
 
 
 P = TypeVar("P", bound="type[SweepPolicy]")
@@ -235,9 +276,11 @@ class SweepPolicy(ABC):
     registry: ClassVar[dict[str, type[SweepPolicy]]] = {}
     name: ClassVar[str] = ""
     observes: ClassVar[bool] = False
+    # decides level by level (needs one GuideLLM run per level); a policy that plans groups of levels does not
+    level_by_level: ClassVar[bool] = False
 
     def __init__(self, plan: SweepPlan) -> None:
-        if self.observes and not plan.one_run_per_level:
+        if self.level_by_level and not plan.one_run_per_level:
             raise SweepCoreError(f"sweep: {plan.sweep} decides level by level and needs one GuideLLM run per level")
         self.plan = plan
 
@@ -290,6 +333,7 @@ class AdaptivePolicy(SweepPolicy):
     the measured levels with the same calls, in the same order, as a sweep fed level by level."""
 
     observes = True
+    level_by_level = True
 
     def _replay(self, measured: Sequence[Measured]) -> AdaptiveSweep:
         sweep = AdaptiveSweep(list(self.plan.levels), self.plan.noise_floor_pct, self.plan.adaptive)
@@ -314,6 +358,57 @@ class AdaptivePolicy(SweepPolicy):
         if sweep.next_level() is not None:
             raise SweepCoreError("the adaptive sweep is not done")
         return AdaptiveDecisions.model_validate(sweep.summary(), strict=False)
+
+    def later_decisions(self, levels_of_trial_1: Levels) -> TrialOneLevels:
+        return TrialOneLevels(levels_of_trial_1=list(levels_of_trial_1))
+
+
+@SweepPolicy.register("seeded")
+class SeededPolicy(SweepPolicy):
+    """seeded.SeededSweep: the bracket around the seed's peak (one GuideLLM run, or one per level), widened while the
+    peak sits at its edge, refined when the peak moved; the full grid or an adaptive sweep when plan.seed says so.
+    Its decisions are a function of the levels measured, so it is replayed from the observations' results."""
+
+    observes = True
+
+    def __init__(self, plan: SweepPlan) -> None:
+        super().__init__(plan)
+        if plan.seed is None:
+            raise SweepCoreError("sweep: seeded needs the seed decided from the store's history (plan.seed)")
+        self.seed = plan.seed
+
+    def _sweep(self) -> SeededSweep:
+        return SeededSweep(list(self.plan.levels), self.seed, self.plan.noise_floor_pct, self.plan.adaptive)
+
+    def _replay(self, measured: Sequence[Measured]) -> tuple[SeededSweep, list[tuple[Levels, str]]]:
+        sweep, kinds = self._sweep(), []
+        for run in measured:
+            wanted = sweep.next_levels()
+            if wanted is None or not set(run.levels) <= set(wanted[0]):
+                raise SweepCoreError(f"trial {run.trial}: the seeded sweep asked for "
+                                     f"{list(wanted[0]) if wanted else 'nothing'}, the observation is of {list(run.levels)}")
+            if sorted(r.concurrency for r in run.results) != sorted(run.levels):
+                raise SweepCoreError(f"trial {run.trial}: the observation of {list(run.levels)} has results for "
+                                     f"{sorted(r.concurrency for r in run.results)}")
+            kinds.append((run.levels, wanted[1]))
+            for result in run.results:
+                sweep.observe(LevelOutcome(result.concurrency, result.output_tps if result.valid else None,
+                                           result.over_saturated))
+        return sweep, kinds
+
+    def next_run(self, measured: Sequence[Measured]) -> NextRun | None:
+        sweep, _ = self._replay(measured)
+        wanted = sweep.next_levels()
+        if wanted is None:
+            return None
+        levels, kind = wanted
+        return NextRun(levels=tuple(levels), refine=kind == "refine", kind=kind)
+
+    def decisions(self, measured: Sequence[Measured]) -> SeededDecisions:
+        sweep, kinds = self._replay(measured)
+        if sweep.next_levels() is not None:
+            raise SweepCoreError("the seeded sweep is not done")
+        return SeededDecisions.model_validate(sweep.summary(kinds), strict=False)
 
     def later_decisions(self, levels_of_trial_1: Levels) -> TrialOneLevels:
         return TrialOneLevels(levels_of_trial_1=list(levels_of_trial_1))
@@ -351,12 +446,18 @@ def next_action(plan: SweepPlan, observations: Sequence[Observation]) -> Action:
         decides = trial == 1
         nxt = policy.next_run(measured) if decides else _next_planned(plan, levels_of_trial_1, measured)
         if nxt is None:
+            # the runs' reports merged into the trial's, unless its one run wrote the trial's report
+            merge = () if [m.report for m in measured] == [trial_report] else tuple(m.report for m in measured)
             return CompleteTrial(
                 trial=trial, report=trial_report, levels=tuple(sorted(c for m in measured for c in m.levels)),
-                merge=tuple(m.report for m in measured) if plan.one_run_per_level else (),
+                merge=merge,
                 decisions=policy.decisions(measured) if decides else policy.later_decisions(levels_of_trial_1))
+        if plan.one_run_per_level and len(nxt.levels) > 1:
+            nxt = nxt.model_copy(update={"levels": nxt.levels[:1]})
         observe = decides and policy.observes
-        run_report = report_name(trial, nxt.levels[0] if plan.one_run_per_level else None)
+        # a run of the whole grid writes the trial's report; any other run its own, named by its first level
+        whole = not plan.one_run_per_level and nxt.levels == plan.levels
+        run_report = report_name(trial, None if whole else nxt.levels[0])
         if run_report != trial_report and found.get(run_report) == nxt.levels:
             return Resume(trial=trial, levels=nxt.levels, report=run_report, observe=observe)
         before = nxt.levels[0]

@@ -57,6 +57,15 @@ class AdaptiveSettings(BaseModel):
                         "neighbours, to place the peak more precisely than the grid")
 
 
+class SeededSettings(BaseModel):
+    """`seeded:` in a campaign file (used with `sweep: seeded`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    full_grid_every: int = Field(4, ge=1, description="every N-th run of a cell measures the full grid (1: always), so "
+                                 "a seeded campaign re-checks the whole curve; a changed served stack also runs it")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -112,8 +121,8 @@ Multiplier = Annotated[str, Field(pattern=r"^[1-9][0-9]*x$")]
 Runs = Literal["per-cell", "per-level"]
 LevelIsolation = Literal["none", "restart", "reset"]
 RUNS: tuple[str, ...] = ("per-cell", "per-level")
-Sweep = Literal["grid", "adaptive"]
-SWEEPS: tuple[str, ...] = ("grid", "adaptive")
+Sweep = Literal["grid", "adaptive", "seeded"]
+SWEEPS: tuple[str, ...] = ("grid", "adaptive", "seeded")
 LEVEL_ISOLATIONS: tuple[str, ...] = ("none", "restart", "reset")
 
 
@@ -180,7 +189,9 @@ NoiseFloorPct = Annotated[float, Field(
 Baseline = Annotated[ConfigName, Field(description="The configuration the others are compared with.")]
 SweepParam = Annotated[Sweep, Field(
     description="grid: every level; adaptive: levels in order until throughput stops rising beyond the noise floor, "
-    "then refinement levels around the best (levels past it are shown as not run; adaptive.py).")]
+    "then refinement levels around the best (levels past it are shown as not run; adaptive.py); seeded: a cell with "
+    "stored runs measures only its last peak and the grid levels either side, widening while the peak is at an edge, "
+    "and the full grid every `seeded.full_grid_every` runs or when the served stack changed (seeded.py).")]
 
 
 class _Selection(_Strict):
@@ -463,7 +474,9 @@ class Campaign(_Strict):
     description: str = ""
     schedule: str | None = None
     catchup: bool = False
-    lanes: PositiveInt = Field(1, description="cells that may run at the same time (they share GPUs)")
+    lanes: PositiveInt | Literal["auto"] = Field(
+        1, description="cells that may run at the same time: a number (they share the cluster's GPUs), or auto (the "
+        "kubernetes runtime runs as many cells at once as the nodes' allocatable GPUs hold, each on its own GPUs)")
     trials: Trials = 1
     trial_isolation: TrialIsolationParam = "redeploy"
     noise_floor_pct: NoiseFloorPct = DEFAULT_NOISE_FLOOR_PCT
@@ -480,6 +493,7 @@ class Campaign(_Strict):
     factors: Factors = Field(Factors(), description="what the campaign varies besides models and configurations")
     sweep: SweepParam = "grid"
     adaptive: AdaptiveSettings = AdaptiveSettings()
+    seeded: SeededSettings = SeededSettings()
     gpu_hour_cost: NonNegativeFloat | None = Field(None, description="what one GPU-hour costs (any currency): the "
                                                    "report adds each cell's cost and the cost per million output tokens")
     memory_regimes: dict[FactorLabel, MemoryRegime] = Field(

@@ -89,7 +89,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
             path = ctx.folder.trial_report(trial)
             info = CellInfo(model=cell.model, short_model=cell.short_model, config=cell.config,
                                stack_factors=cell.stack_factors, config_factors=cell.config_factors,
-                               factors=dict(cell.factors), sweep=adaptive_summary(record, trial),
+                               factors=dict(cell.factors), sweep=sweep_decisions(record, trial),
                                trial=trial, status=status, reason=reason,
                                replicas=record.serving.replicas if record.serving else None,
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
@@ -107,11 +107,15 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
 
 
-def adaptive_summary(record: CellRecord, trial: int) -> dict[str, Any]:
-    """The adaptive sweep's decisions for a trial (trials after the first measure trial 1's levels)."""
+def sweep_decisions(record: CellRecord, trial: int) -> dict[str, Any]:
+    """The adaptive or seeded sweep's decisions for a trial (trials after the first measure trial 1's levels); {}
+    for a grid sweep."""
     trials = {t.trial: t for t in (record.sweep.trials if record.sweep else [])}
-    first = trials[1].adaptive if 1 in trials else None
-    mine = trials[trial].adaptive if trial in trials else None
+
+    def decided(t: int) -> dict[str, Any] | None:
+        return (trials[t].adaptive or trials[t].seeded) if t in trials else None
+
+    first, mine = decided(1), decided(trial)
     return mine if mine and "grid" in mine else (first or {})
 
 

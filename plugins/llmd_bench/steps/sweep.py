@@ -21,19 +21,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmd_bench.measure import adaptive, cell_folder, guidellm_watch, level_reset, processes, sweep_core
+from llmd_bench.measure import adaptive, cell_folder, guidellm_watch, level_reset, processes, seeded, sweep_core
 from llmd_bench.measure.cell_folder import GENERATOR_PID_FILE, CellFolder
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.observe import generator
 from llmd_bench.measure.observe.sampler import Sampler
 from llmd_bench.model import catalog, configurations
-from llmd_bench.model.errors import ReportError, RuntimeStepError
+from llmd_bench.model.errors import LlmdBenchError, ReportError, RuntimeStepError
+from llmd_bench.model.runtimes import simulated_runtime
 from llmd_bench.model.settings import SettingsError, settings
 from llmd_bench.plan import method
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime.local import guidellm_bin
 from llmd_bench.steps import endpoint_for, observation_targets, warmup
 from llmd_bench.steps.deploy import prove_served
+from llmd_bench.store import history
 
 # GuideLLM can stall between levels and never exit (vllm-project/guidellm issues 431 and 1152). Each level
 # may take its duration plus the drain of requests in flight; start-up loads the tokenizer and data.
@@ -312,7 +314,33 @@ def sweep_plan(ctx: StepContext) -> sweep_core.SweepPlan:
         sweep=ctx.params.sweep, levels=tuple(ctx.levels), trials=ctx.params.trials,
         trial_isolation=ctx.params.trial_isolation, level_isolation=ctx.params.level_isolation,
         one_run_per_level=method.one_run_per_level(ctx.params), noise_floor_pct=float(ctx.params.noise_floor_pct),
-        adaptive=ctx.campaign.adaptive)
+        adaptive=ctx.campaign.adaptive, seed=seed_decision(ctx) if ctx.params.sweep == "seeded" else None)
+
+
+def seed_decision(ctx: StepContext) -> seeded.SeedDecision:
+    """sweep: seeded: how this cell is swept (bracket, full grid or adaptive) and from what, decided from the store's
+    history and the stack deploy captured, once: a retried sweep reads it back from the cell folder (seed.json)."""
+    path = ctx.cell_dir / cell_folder.SEED_FILE
+    if path.exists():
+        return seeded.SeedDecision.model_validate_json(path.read_text())
+    assert ctx.cell is not None
+    record = ctx.record()
+    full_every = ctx.campaign.seeded.full_grid_every
+    query = history.SeedQuery(
+        campaign=ctx.campaign.dag_id, model=ctx.cell.model, config=ctx.cell.config, stack_factors=ctx.cell.stack_factors,
+        config_factors=ctx.cell.config_factors, llmd_version=ctx.params.llmd_version,
+        simulated=simulated_runtime(ctx.runtime), params=ctx.stored_params(), exclude_run=ctx.run_id,
+        versions=tuple(catalog.known_versions()))
+    try:
+        sources = history.seed_sources(query)
+    except LlmdBenchError as exc:  # the store down or unreadable: measure from scratch rather than not at all
+        decision = seeded.SeedDecision(mode="adaptive", reason=f"the results store's history could not be read ({exc}): "
+                                       "an adaptive sweep from scratch", full_grid_every=full_every)
+    else:
+        decision = seeded.decide_seed(sources, seeded.StackFingerprint.of(record.stack if record else None), full_every)
+    cell_folder.write_json_atomic(path, decision.model_dump(mode="json"))
+    print(f"seeded sweep: {decision.mode}: {decision.reason}", flush=True)
+    return decision
 
 
 def found_reports(ctx: StepContext, plan: sweep_core.SweepPlan) -> list[sweep_core.ReportFound]:
@@ -378,7 +406,7 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             observations.append(sweep_core.Measured(
                 trial=action.trial, levels=action.levels, report=action.report,
                 resumed=isinstance(action, sweep_core.Resume),
-                results=(level_outcome(ctx, run_out),) if action.observe else ()))
+                results=level_outcomes(ctx, run_out) if action.observe else ()))
         elif isinstance(action, sweep_core.CompleteTrial):
             trials.append(complete_trial(ctx, action, current, target))
             observations.append(sweep_core.TrialDone(trial=action.trial, levels=action.levels))
@@ -444,7 +472,7 @@ def complete_trial(ctx: StepContext, action: sweep_core.CompleteTrial, current: 
         "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
                           for lv in report.levels],
     }
-    if method.one_run_per_level(ctx.params):
+    if method.one_run_per_level(ctx.params) or len(current.runs) > 1:
         record["runs"] = current.runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
     else:
         record["argv"] = current.runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
@@ -455,15 +483,20 @@ def complete_trial(ctx: StepContext, action: sweep_core.CompleteTrial, current: 
     return record
 
 
-def level_outcome(ctx: StepContext, report: Path) -> sweep_core.LevelResult:
-    """What a deciding policy needs from a level's report: its throughput, whether it is valid, and whether
-    GuideLLM's over-saturation constraint stopped it."""
+def level_outcomes(ctx: StepContext, report: Path) -> tuple[sweep_core.LevelResult, ...]:
+    """What a deciding policy needs from each level of a run's report: its throughput, whether it is valid, and
+    whether GuideLLM's over-saturation constraint stopped it."""
     doc = json.loads(report.read_text())
     parsed = parse_report_file(report, expected_duration_s=ctx.params.expected_level_s)
-    (level,) = parsed.levels
-    fired = any(adaptive.over_saturation_fired(b) for b in doc.get("benchmarks", []) if isinstance(b, dict))
-    return sweep_core.LevelResult(concurrency=level.concurrency, valid=level.valid, output_tps=level.value("output_tps"),
-                                  over_saturated=fired)
+    benches = [b for b in doc.get("benchmarks", []) if isinstance(b, dict)]
+    out = []
+    positional = len(benches) == len(parsed.levels)  # the parser keeps GuideLLM's benchmark order, one per level
+    for i, level in enumerate(parsed.levels):
+        fired = (adaptive.over_saturation_fired(benches[i]) if positional
+                 else any(adaptive.over_saturation_fired(b) for b in benches) and len(parsed.levels) == 1)
+        out.append(sweep_core.LevelResult(concurrency=level.concurrency, valid=level.valid,
+                                          output_tps=level.value("output_tps"), over_saturated=fired))
+    return tuple(out)
 
 
 def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
