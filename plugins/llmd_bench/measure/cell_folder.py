@@ -52,6 +52,8 @@ PCP_GENERATOR_DIR = "pcp-generator"
 TRIAL_REPORT = "guidellm_report.json"
 GUIDELLM_LOG = "guidellm.log"
 GENERATOR_PID_FILE = "guidellm.pid"
+# sweep: seeded: how the cell is swept and from what, decided once from the store (a retried sweep reads it back)
+SEED_FILE = "seed.json"
 SERVING_SAMPLES_FILE = "serving_samples.jsonl"
 GENERATOR_CPU_FILE = "generator_cpu.jsonl"
 # the run folder (results/<run>/) holds compare's summary beside the cells
@@ -317,6 +319,7 @@ class Trial(Stored):
     runs: list[LevelRun] | None = None
     argv: list[str] | None = None
     adaptive: dict[str, Any] | None = None  # the adaptive sweep's decisions (adaptive.AdaptiveSweep.summary)
+    seeded: dict[str, Any] | None = None  # the seeded sweep's decisions (sweep_core.SeededDecisions)
 
 
 class Sweep(Strict):
