@@ -1,7 +1,7 @@
 """The report's CSV outputs, as file name -> text: all_peak_metrics.csv (one row per cell),
 performance_comparisons.csv (every configuration vs the baseline of its model), one <model>_<config>_metrics.csv
-per cell (every level; levels an adaptive sweep did not run named as such), and cross_version.csv /
-previous_run.csv when the run has those comparisons."""
+per cell (every level; levels an adaptive or seeded sweep did not run named as such, with the sweep's reason), and
+cross_version.csv / previous_run.csv when the run has those comparisons."""
 
 from __future__ import annotations
 
@@ -31,10 +31,14 @@ def cell_metrics(report: Report) -> dict[tuple[str, str], pd.DataFrame]:
     out = {}
     for (model, config), g in levels.groupby(["model", "config"], sort=False):
         rows = g.sort_values(["trial", "concurrency"])[CELL_METRIC_COLUMNS]
-        not_run = sweeps.get((model, config), {}).get("not_run", [])
+        sweep = sweeps.get((model, config), {})
+        not_run = sweep.get("not_run", [])
+        # a seeded sweep names its own reason ("not run (seeded bracket)"; past saturation in its adaptive mode);
+        # an adaptive sweep's record has none
+        reason = sweep.get("not_run_reason") or adaptive.NOT_RUN
         if not_run:  # named, never a zero or a silently missing row
             rows = pd.concat([rows, pd.DataFrame([{"model": model, "config": config, "concurrency": c, "valid": False,
-                                                   "invalid_reason": adaptive.NOT_RUN} for c in not_run],
+                                                   "invalid_reason": reason} for c in not_run],
                                                  columns=CELL_METRIC_COLUMNS)], ignore_index=True)
         out[(model, config)] = rows
     return out

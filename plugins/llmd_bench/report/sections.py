@@ -197,6 +197,8 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
     doc.p(", ".join(f"{n} {s}" for s, n in counts.items()) + f" of {len(report.peaks)} cells."
           + (f" Not selected in this run: {', '.join(f'{r.model}/{r.config}' for r in skipped.itertuples())}."
              if len(skipped) else ""))
+    if (d.params or {}).get("sweep") == "seeded":
+        doc.p(seeded_summary(t))
     items = []
     for r in t[t["status"].isin(["failed", "invalid"])].itertuples():
         items.append(f"**{r.model}/{r.config} {r.status}**: {r.reason or 'no reason recorded'}")
@@ -243,6 +245,7 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
                "TTFT ms", "TPOT ms", "Config effect"], rows)
 
     _adaptive_section(doc, t)
+    _seeded_section(doc, t)
 
     doc.h(2, "Latency at the peak")
     for metric, label in (("ttft_mean_ms", "TTFT (ms)"), ("tpot_mean_ms", "TPOT (ms)")):
@@ -559,7 +562,8 @@ def _adaptive_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
     """What an adaptive sweep measured and what it left out, per cell; levels it did not run are named as such."""
     if "sweep" not in t.columns:
         return
-    rows = [r for r in t.itertuples() if isinstance(r.sweep, dict) and r.sweep.get("grid")]
+    # a seeded sweep's cells are the Seeded sweeps section's, its adaptive-mode cells too
+    rows = [r for r in t.itertuples() if isinstance(r.sweep, dict) and r.sweep.get("grid") and not _seeded(r.sweep)]
     if not rows:
         return
     doc.h(2, "Adaptive sweep")
@@ -571,6 +575,88 @@ def _adaptive_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
                 ", ".join(map(str, r.sweep.get("refined", []))) or "-",
                 (", ".join(map(str, r.sweep["not_run"])) + f" ({adaptive.NOT_RUN})") if r.sweep.get("not_run") else "-",
                 r.sweep.get("stop_reason") or "-"] for r in rows])
+
+
+def _seeded(sweep: Any) -> bool:
+    """A cell's stored sweep decisions (cells.sweep) are a seeded sweep's (sweep_core.SeededDecisions)."""
+    return isinstance(sweep, dict) and sweep.get("policy") == "seeded"
+
+
+def _levels(levels: Any) -> str:
+    return ", ".join(map(str, levels or [])) or "-"
+
+
+SEED_KINDS = {"history": "this cell's last run", "previous-version": "this cell at an earlier llm-d version",
+              "other-cell": "another cell of the configuration"}
+
+
+def _seeded_from(source: Any) -> str:
+    """Kind, run id, llm-d version, cell and its peak: what the bracket was built around."""
+    if not isinstance(source, dict):
+        return "-"
+    kind = SEED_KINDS.get(str(source.get("kind")), str(source.get("kind")))
+    return (f"{kind}: run {source.get('dag_run_id')}, llm-d {source.get('llmd_version')}, {source.get('cell')}, "
+            f"peak at {source.get('peak')}")
+
+
+def _seeded_why(sweep: dict[str, Any]) -> str:
+    """Why the cell ran its mode; a bracket also says when the next full grid is due, adaptive where it stopped."""
+    why = str(sweep.get("reason") or "-")
+    every, before = sweep.get("full_grid_every"), sweep.get("bracket_runs_before")
+    if sweep.get("mode") == "bracket" and isinstance(every, int) and isinstance(before, int):
+        why += f"; bracket run {before + 1} of {max(every - 1, 1)}, the full grid again in {max(every - 1 - before, 1)} run(s)"
+    decided = sweep.get("adaptive")
+    if sweep.get("mode") == "adaptive" and isinstance(decided, dict) and decided.get("stop_reason"):
+        why += f"; stopped after {decided.get('stopped_after')}: {decided['stop_reason']}"
+    return why
+
+
+def seeded_summary(t: pd.DataFrame) -> str:
+    """The summary's line for a run with sweep: seeded: how many cells ran each mode."""
+    modes = [r.sweep.get("mode") for r in t.itertuples() if _seeded(getattr(r, "sweep", None))]
+    counts = {m: sum(1 for x in modes if x == m) for m in ("bracket", "full-grid", "adaptive")}
+    said = (f"Seeded sweep: {counts['bracket']} cell(s) measured a bracket around their last peak, "
+            f"{counts['full-grid']} the full grid, {counts['adaptive']} an adaptive sweep")
+    missing = len(t) - len(modes)
+    return said + (f"; {missing} without a recorded decision (not swept)" if missing else "") + " (see Seeded sweeps)."
+
+
+def _seeded_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
+    """What each seeded cell measured and why: its mode, the run it was seeded from, the bracket, the levels widened
+    and refined, the peak, and the levels not run, named by the cell's own reason (never a number)."""
+    if "sweep" not in t.columns:
+        return
+    rows = [r for r in t.itertuples() if _seeded(r.sweep)]
+    if not rows:
+        return
+    doc.h(2, "Seeded sweeps")
+    doc.p("A cell with stored runs measured a **bracket**: the peak level of the run it was seeded from and the grid "
+          "levels either side. While the best level sat at an edge of the levels measured (higher beyond the noise "
+          "floor than its neighbour), one more grid level was measured in that direction (**widened**); a refinement "
+          "level was measured only when the peak moved from the seed's. Every `seeded.full_grid_every`-th run, when "
+          "the served stack changed (image digests, vLLM version, GPU model, driver) or the last run had no valid "
+          "peak, the cell measured the **full grid**; a cell with nothing to seed from swept **adaptive**ly. Levels "
+          "not run are named with their reason: no number exists for them.")
+    table = []
+    for r in rows:
+        s = r.sweep
+        widened = "; ".join(part for part in (
+            f"up: {_levels(s.get('widened_up'))}" if s.get("widened_up") else "",
+            f"down: {_levels(s.get('widened_down'))}" if s.get("widened_down") else "") if part) or "-"
+        peak = s.get("peak")
+        seed = s.get("seeded_from") if isinstance(s.get("seeded_from"), dict) else {}
+        if peak is None:
+            peak_text = "- (no valid level)"
+        elif s.get("peak_moved"):
+            peak_text = f"{peak} (moved from {seed.get('peak')})"
+        else:
+            peak_text = f"{peak}" + (" (as seeded)" if seed else "")
+        reason = s.get("not_run_reason") or adaptive.NOT_RUN
+        table.append([r.model, r.config, str(s.get("mode") or "-"), _seeded_from(s.get("seeded_from")),
+                      _levels(s.get("bracket")), widened, _levels(s.get("refined")), _levels(s.get("run")), peak_text,
+                      f"{_levels(s.get('not_run'))}: {reason}" if s.get("not_run") else "-", _seeded_why(s)])
+    doc.table(["Model", "Config", "Mode", "Seeded from", "Bracket", "Widened", "Refined", "Measured", "Peak at",
+               "Not run", "Why"], table)
 
 
 def _evidence_section(doc: DocumentBuilder, report: Report, t: pd.DataFrame) -> None:
