@@ -472,7 +472,7 @@ def complete_trial(ctx: StepContext, action: sweep_core.CompleteTrial, current: 
         "level_windows": [{"trial": trial, "concurrency": lv.concurrency, "start": lv.start, "end": lv.end}
                           for lv in report.levels],
     }
-    if method.one_run_per_level(ctx.params) or len(current.runs) > 1:
+    if method.one_run_per_level(ctx.params) or action.merge:  # runs of their own reports, merged into the trial's
         record["runs"] = current.runs  # each with its argv (or resumed) and, after a restart, its redeploy timings
     else:
         record["argv"] = current.runs[0]["argv"]  # the command as run (llmd-bench plan shows the same, with placeholders)
