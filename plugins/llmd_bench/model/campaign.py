@@ -412,6 +412,8 @@ class SimulationProfile(_Strict):
     max_concurrent_requests: PositiveInt | None = None
     capacity: PositiveInt | None = Field(None, description="requests one replica serves at once, whole streamed "
                                          "responses included; the local router queues the rest (a saturating server)")
+    overload_ms: NonNegativeFloat = Field(0.0, description="with capacity: ms an admitted request loses per request "
+                                          "still queued, so throughput falls past capacity (an over-committed server)")
     prefix_cache: PrefixCacheSimulation | None = None
     server_fault: ServerFault | None = Field(None, description="rehearse a server that ignores flags: its deploy must "
                                              "fail the served-configuration proof")

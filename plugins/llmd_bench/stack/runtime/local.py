@@ -190,6 +190,8 @@ def _start_serving(ctx: StepContext, state: RuntimeState, started) -> None:
         cmd = [sys.executable, "-m", "llmd_bench.stack.runtime.router", "--port", str(port)]
         if sim.capacity:
             cmd += ["--capacity", str(sim.capacity)]
+            if sim.overload_ms:
+                cmd += ["--overload-ms", f"{sim.overload_ms:g}"]
         for url in state.replicas:
             cmd += ["--backend", url]
         router = serving(processes.start("router", cmd, port, folder.log("router")))

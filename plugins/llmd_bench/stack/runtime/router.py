@@ -2,7 +2,9 @@
 replicas, streaming responses through. It makes no cache-aware choice, and the report says so.
 
 With `--capacity N` each replica serves at most N requests at once, for the whole streamed response; the rest
-wait in the router, as requests queue in a saturated vLLM. (GuideLLM's mock-server `--max-concurrent-requests`
+wait in the router, as requests queue in a saturated vLLM. With `--overload-ms M` as well, an admitted request holds
+its slot M ms per request still waiting before it is served, so throughput falls past capacity (an over-committed
+server preempting and recomputing) instead of staying flat. (GuideLLM's mock-server `--max-concurrent-requests`
 cannot do this: its semaphore is released when the handler returns the stream, before any token is sent,
 guidellm/mock_server/server.py `_run_generation`, GuideLLM v0.8.1.)
 
@@ -26,6 +28,7 @@ import json
 import select
 import socket
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -37,7 +40,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 def make_handler(backends: list[str], capacity: int | None = None, cache: SimulatedPrefixCache | None = None,
-                 model: str = "", config_info: str | None = None) -> type[BaseHTTPRequestHandler]:
+                 model: str = "", config_info: str | None = None, overload_ms: float = 0.0) -> type[BaseHTTPRequestHandler]:
     if (cache is not None or config_info is not None) and len(backends) != 1:
         raise ValueError("a simulated prefix cache or vLLM replica stands for one replica: give exactly one --backend")
     replica = cache is not None or config_info is not None
@@ -50,6 +53,7 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
     lock = threading.Lock()
     counts = {b: 0 for b in backends}
     slots = {b: threading.BoundedSemaphore(capacity) if capacity else None for b in backends}
+    queued = {b: 0 for b in backends}  # requests waiting for a slot, per backend
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -74,8 +78,18 @@ def make_handler(backends: list[str], capacity: int | None = None, cache: Simula
             request_body = self.rfile.read(length) if length else None
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
             slot = slots[target.geturl()] if self.command == "POST" else None  # generation requests only
-            if slot is not None and not self._wait_for(slot):
-                return  # the client gave up while queued (GuideLLM ends a level): drop it, as vLLM aborts it
+            if slot is not None:
+                with lock:
+                    queued[target.geturl()] += 1
+                admitted = self._wait_for(slot)
+                with lock:
+                    queued[target.geturl()] -= 1
+                    waiting = queued[target.geturl()]
+                if not admitted:
+                    return  # the client gave up while queued (GuideLLM ends a level): drop it, as vLLM aborts it
+                if overload_ms and waiting:
+                    # holding its slot: the time an over-committed server loses per waiting request (preemption)
+                    time.sleep(overload_ms * waiting / 1000)
             counted = cache is not None and self.command == "POST"
             if counted:
                 assert cache is not None
@@ -165,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", action="append", required=True)
     parser.add_argument("--capacity", type=int, default=None, help="requests each backend serves at once")
+    parser.add_argument("--overload-ms", type=float, default=0.0,
+                        help="with --capacity: ms an admitted request loses per request still waiting")
     parser.add_argument("--prefix-cache-blocks", type=int, default=None, help="simulate a prefix cache of N GPU blocks")
     parser.add_argument("--block-tokens", type=int, default=16)
     parser.add_argument("--offload-blocks", type=int, default=0, help="and an offload tier of N blocks")
@@ -183,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         config_info = simulate_vllm_start(json.loads(args.vllm_args), args.drop_flag, args.serve_block_size, args.model,
                                           args.prefix_cache_blocks or 0, args.vllm_version)
     server = ThreadingHTTPServer(("127.0.0.1", args.port),
-                                 make_handler(args.backend, args.capacity, cache, args.model, config_info))
+                                 make_handler(args.backend, args.capacity, cache, args.model, config_info,
+                                              args.overload_ms))
     server.daemon_threads = True
     server.serve_forever()
 
