@@ -29,6 +29,7 @@ from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.orchestration import preflight
 from llmd_bench.plan import method
 from llmd_bench.plan.plan_estimate import History, read_history
+from llmd_bench.plan.seeding import SeedHistory, read_seed_history
 from llmd_bench.stack.context import StepContext, StepTimer, utc_now
 from llmd_bench.stack.runtime import selected_runtime
 from llmd_bench.stack.runtime.existing import render_role, restore_run
@@ -243,7 +244,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         # never the local server (which resolving the URL would start), never an error: defaults instead
 
         history = read_history(sorted({c.model for c in campaign.cells() if params.selects(c)}), runtime)
-    found = method.plan(campaign, params, runtime, history=history)
+    seeds = None
+    if params.sweep == "seeded":
+        # each cell's mode as the sweep will decide it, from the configured store (never the local server)
+        seeds = (SeedHistory(status="seed history not read (--no-history): seeded cells undecided, counted at their "
+                             "bound") if args.no_history else read_seed_history(campaign, params, runtime))
+    found = method.plan(campaign, params, runtime, history=history, seeds=seeds)
     print(json.dumps(found, indent=2) if args.json else method.format_plan(found), flush=True)
     return 0
 
@@ -402,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--no-history", action="store_true",
                    help="estimate GPU time from the documented defaults only, without reading the results store's "
-                        "measured cells (read only when LLMD_BENCH_DB_URL or AIRFLOW_CONN_LLMD_RESULTS is set)")
+                        "measured cells or, with sweep: seeded, the cells' seed history (read only when "
+                        "LLMD_BENCH_DB_URL or AIRFLOW_CONN_LLMD_RESULTS is set)")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("render", help="write a cell's Kubernetes manifests as YAML files")
     p.add_argument("--model", required=True)

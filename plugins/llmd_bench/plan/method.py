@@ -19,8 +19,9 @@ from llmd_bench.model.campaign import Campaign, Cell, per_level
 from llmd_bench.model.errors import CampaignError
 from llmd_bench.model.params import RunParams
 from llmd_bench.model.runtimes import cluster_runtime, simulated_runtime
-from llmd_bench.plan import plan_estimate
+from llmd_bench.plan import plan_estimate, seeding
 from llmd_bench.plan.plan_estimate import History
+from llmd_bench.plan.seeding import SeedHistory
 
 # Where plan shows values that exist only once the cell is deployed.
 PLAN_TARGET = "<cell endpoint>"
@@ -88,10 +89,13 @@ def plan_tokenizer(runtime: str, model: str) -> str:
 
 
 def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<run id>",
-         history: History | None = None) -> dict[str, Any]:
+         history: History | None = None, seeds: SeedHistory | None = None) -> dict[str, Any]:
     """Every selected cell with its configuration, levels, the GuideLLM runs (argv) per trial, the model loads,
     the seconds of measurement and the estimated GPU time per phase (plan_estimate.py: from `history`, the store's
-    measured cells, where it has the model, else documented defaults). Nothing is started or contacted here."""
+    measured cells, where it has the model, else documented defaults). sweep: seeded: each cell's mode decided from
+    `seeds` (the store's seed sources per cell, as the sweep decides it: seeding.py), its levels, and its measurement
+    from the seconds a level measured in `history`; a cell without seed sources is undecided and counted at its bound.
+    Nothing is started or contacted here."""
     cost = campaign.gpu_hour_cost
     isolation = str(params.level_isolation)
     bounds = upper_bounds(params)
@@ -102,31 +106,58 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         cell_params = params.for_cell(cell)
         spec = campaign.model(cell.model)
         levels = params.levels_for(spec)
+        seeded_plan = seeding.cell_plan(
+            seeding.decide(seeds, cell, campaign.seeded.full_grid_every), levels, campaign.adaptive.refine,
+            one_run_per_level(params)) if params.sweep == "seeded" else None
         runs = []
         for trial in range(1, params.trials + 1):
-            for run_levels in runs_of(params, levels):
-                output = report_name(trial, run_levels, params)
+            trial_runs = runs_of(params, levels) if seeded_plan is None else _seeded_runs(seeded_plan, trial, params)
+            for run_levels in trial_runs:
+                output = report_name(trial, run_levels, params) if seeded_plan is None else \
+                    _seeded_report_name(trial, run_levels, levels, params)
                 runs.append({"trial": trial, "levels": run_levels, "argv": guidellm_argv(
                     guidellm="guidellm", campaign=campaign, params=cell_params, cell=cell, levels=run_levels, run_id=run_id,
                     trial=trial, target=PLAN_TARGET, output=f"<cell folder>/{output}",
                     tokenizer=plan_tokenizer(runtime, cell.model))})
         refine = campaign.adaptive.refine if params.sweep == "adaptive" else 0
         n_levels = len(levels) + refine
+        guidellm_runs = params.trials * (n_levels if one_run_per_level(params) else 1)
+        # an upper bound when max_requests may end a level sooner or an adaptive sweep stops early
+        benchmark_s = round(n_levels * params.duration_s * params.trials, 3)
+        measurement_rule = "plan: levels x duration_s x trials" + (f" ({'; '.join(bounds)})" if bounds else "")
+        measurement_counts = (f"{n_levels} x {params.duration_s:g} s x {params.trials}"
+                              + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""))
+        seeded_info: dict[str, Any] = {}
+        if seeded_plan is not None:
+            n_levels = seeded_plan.counted_levels
+            per_level_s, per_level_rule = plan_estimate.level_seconds(
+                history, runtime=runtime, model=cell.model, config=cell.config, llmd_version=params.llmd_version,
+                tensor_parallel_size=cell_params.tensor_parallel_size, duration_s=params.duration_s)
+            # later trials measure the levels trial 1 decided: one run, or one per level
+            guidellm_runs = seeded_plan.guidellm_runs + (params.trials - 1) * (
+                n_levels if one_run_per_level(params) else 1)
+            benchmark_s = round(n_levels * per_level_s * params.trials, 3)
+            what = {"bracket": "the bracket", "full-grid": f"the grid's {len(levels)} + {seeded_plan.refine} refinement",
+                    "adaptive": f"at most: the grid's {len(levels)} + {seeded_plan.refine} refinement",
+                    "undecided": f"at most: the grid's {len(levels)} + {seeded_plan.refine} refinement"}[seeded_plan.mode]
+            measurement_rule = f"plan: seeded {seeded_plan.mode} levels x seconds per level x trials"
+            measurement_counts = f"{n_levels} ({what}) x {per_level_rule} x {params.trials}"
+            seeded_info = {"seeded": {
+                **seeded_plan.model_dump(mode="json", exclude={"first_runs"}), "said": seeded_plan.describe(),
+                "seconds_per_level": round(per_level_s, 3),
+                "benchmark_s_at_most": round(seeded_plan.at_most_levels * per_level_s * params.trials, 3)}}
         loads = model_loads(params, n_levels)
         resets = level_resets(params, n_levels)
         gpus = cell_params.tensor_parallel_size * cell_params.replicas
-        # an upper bound when max_requests may end a level sooner or an adaptive sweep stops early
-        benchmark_s = round(n_levels * params.duration_s * params.trials, 3)
         # the estimate of this cell, given its model loads and resets
         estimate_cell = functools.partial(
             plan_estimate.estimate_cell,
             runtime=runtime, model=cell.model, size_gb=spec.size_gb, config=cell.config,
             llmd_version=params.llmd_version, tensor_parallel_size=cell_params.tensor_parallel_size,
-            gpus=gpus, guidellm_runs=params.trials * (n_levels if one_run_per_level(params) else 1),
-            one_run_per_level=one_run_per_level(params), measurement_s=benchmark_s,
-            measurement_rule="plan: levels x duration_s x trials" + (f" ({'; '.join(bounds)})" if bounds else ""),
-            measurement_counts=f"{n_levels} x {params.duration_s:g} s x {params.trials}"
-                               + (f" (the grid's {len(levels)} + {refine} refinement)" if refine else ""),
+            gpus=gpus, guidellm_runs=guidellm_runs,
+            one_run_per_level=one_run_per_level(params) or (seeded_plan is not None
+                                                            and seeded_plan.mode in ("adaptive", "undecided")),
+            measurement_s=benchmark_s, measurement_rule=measurement_rule, measurement_counts=measurement_counts,
             history=history)
         config = campaign.cell_configuration(cell)
         # what the deploy would refuse, found the same way (rendering the cell): a release piece that could not be
@@ -149,7 +180,8 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
                         "llmd_version": params.llmd_version, **dict(cell.factors)},
             "configuration": config.model_dump(mode="json"),
             **({"refused": refused} if refused else {}),
-            "levels": levels,
+            "levels": levels if seeded_plan is None else seeded_plan.levels,
+            **seeded_info,
             "guidellm_runs": runs,
             "isolation": {"between_levels": params.level_isolation, "between_trials": params.trial_isolation},
             "model_loads": loads,
@@ -178,6 +210,10 @@ def plan(campaign: Campaign, params: RunParams, runtime: str, run_id: str = "<ru
         totals["gpu_hours_saved"] = round(sum(c["gpu_hours_saved"] for c in cells), 4)
     estimate_info: dict[str, Any] = {"history": history.status if history else "history not read: defaults only",
                                      "upper_bound": bounds}
+    if params.sweep == "seeded":
+        estimate_info["seeded"] = seeded_totals(cells, seeds)
+        if any(c["seeded"]["bound"] for c in cells):
+            bounds.append("at most: seeded cells swept adaptively or not yet decided count the grid plus refinement")
     if cost is not None:
         estimate_info["gpu_hour_cost"] = cost
     return {"campaign": campaign.dag_id, "runtime": runtime, "baseline": params.baseline,
@@ -218,6 +254,29 @@ def level_resets(params: RunParams, levels: int) -> int:
     return params.trials * levels if str(params.level_isolation) == "reset" else 0
 
 
+def _seeded_runs(seeded_plan: seeding.SeededCellPlan, trial: int, params: RunParams) -> list[list[int]]:
+    """A seeded cell's GuideLLM runs known before the run: trial 1's first runs (a bracket's widening and a
+    refinement follow from its results); a later trial measures trial 1's levels (shown: the planned ones)."""
+    if trial == 1:
+        return seeded_plan.first_runs
+    return runs_of(params, seeded_plan.levels)
+
+
+def _seeded_report_name(trial: int, levels: list[int], grid: list[int], params: RunParams) -> str:
+    """The sweep core's name: a run of the whole grid writes the trial's report, any other its own (sweep_core)."""
+    whole = not one_run_per_level(params) and levels == grid
+    return cell_folder.report_name(trial, None if whole else levels[0])
+
+
+def seeded_totals(cells: list[dict[str, Any]], seeds: SeedHistory | None) -> dict[str, Any]:
+    """How many seeded cells run each mode, where their seeds were read from, and the measurement if every bracket
+    widened to the whole grid."""
+    modes = [c["seeded"]["mode"] for c in cells]
+    return {"history": seeds.status if seeds is not None else SeedHistory().status,
+            "modes": {m: modes.count(m) for m in ("bracket", "full-grid", "adaptive", "undecided")},
+            "benchmark_s_at_most": round(sum(c["seeded"]["benchmark_s_at_most"] for c in cells), 3)}
+
+
 def upper_bounds(params: RunParams) -> list[str]:
     """Why the plan's measurement (and, adaptive, its loads and runs) may be more than the run spends."""
     bounds = []
@@ -248,6 +307,8 @@ def format_plan(found: dict[str, Any]) -> str:
                      f"model loads {c['model_loads']}" + (f"  resets {c['resets']}" if c["resets"] else "")
                      + f"  benchmark {c['benchmark_s']:g} s  GPUs {c['gpus']}  est. {_hours(e['gpu_hours_total'])} GPU-h"
                      + (f"  cost {e['cost']:,.2f}" if "cost" in e else ""))
+        if c.get("seeded"):
+            lines.append(f"    {c['seeded']['said']}")
         if c.get("refused"):
             lines.append(f"    REFUSED (the deploy would fail): {c['refused']}")
     t = found["totals"]
@@ -257,6 +318,13 @@ def format_plan(found: dict[str, Any]) -> str:
                  f"{t['model_loads']} model loads" + (f", {t['resets']} resets" if t.get("resets") else "")
                  + f", {t['benchmark_s']:g} s of measurement ({t['gpu_benchmark_hours']:g} GPU-hours of measurement"
                  + "".join(f"; {b}" for b in bounds) + ")")
+    seeded = estimate.get("seeded")
+    if seeded:
+        modes = seeded["modes"]
+        lines.append(f"seeded sweep ({seeded['history']}): {modes['bracket']} bracket, {modes['full-grid']} full grid, "
+                     f"{modes['adaptive']} adaptive" + (f", {modes['undecided']} undecided" if modes["undecided"] else "")
+                     + f"; at most {seeded['benchmark_s_at_most']:g} s of measurement if every bracket widened to the "
+                     "whole grid")
     if "gpu_hours" in t:
         simulated = f", GPUs simulated on the {found['runtime']} runtime" if simulated_runtime(found["runtime"]) else ""
         lines.append(f"estimated GPU-hours (GPUs x seconds per phase{simulated}; {estimate.get('history')}):")

@@ -4,7 +4,9 @@ The phases are gpu_time.py's: model_load, warmup, measurement, idle, teardown. E
 source:
 
 - measurement: the plan itself (levels x duration_s x trials; an upper bound when max_requests may end a level
-  sooner or an adaptive sweep stops past saturation);
+  sooner or an adaptive sweep stops past saturation); a seeded sweep's levels (plan/seeding.py) x the seconds a level
+  measured in the history (as a share of its run's duration_s; median, narrowed like the phases below), else
+  duration_s;
 - model_load, warmup, teardown, idle: the results store's measured history (`cells.gpu_time`, written by
   compare) of the same model on the same runtime, narrowed to the same llm-d version, tensor parallel size and
   configuration where such cells exist: the median seconds per model load, per warm-up (one after every load and
@@ -78,6 +80,8 @@ class HistoryCell:
     warmup_s: float  # seconds per warm-up: one after every model load and every reset between levels
     teardown_s: float
     idle_per_run_s: float  # idle seconds per GuideLLM run, resets taken out
+    # measured seconds per level as a share of the run's duration_s (None: the run's duration_s is not stored)
+    level_share: float | None = None
 
 
 @dataclass
@@ -119,11 +123,14 @@ def history_cells(rows: list[GpuTimeHistoryRow]) -> list[HistoryCell]:
         runtime = first.runtime
         idle = max(0.0, float(seconds["idle"]) - resets * defaults_for(runtime).reset_s)
         warmups = loads + resets
+        duration = params.duration_s
+        share = float(seconds["measurement"]) / sum(levels) / float(duration) if duration else None
         out.append(HistoryCell(
             model=first.model, config=first.config, runtime=runtime,
             llmd_version=first.llmd_version, tensor_parallel_size=first.tensor_parallel_size,
             one_run_per_level=per_level, load_s=float(seconds["model_load"]) / loads,
-            warmup_s=float(seconds["warmup"]) / warmups, teardown_s=float(seconds["teardown"]), idle_per_run_s=idle / runs))
+            warmup_s=float(seconds["warmup"]) / warmups, teardown_s=float(seconds["teardown"]), idle_per_run_s=idle / runs,
+            level_share=share))
     return out
 
 
@@ -160,6 +167,19 @@ def _narrowed(cells: list[HistoryCell], model: str, runtime: str, llmd_version: 
         if narrower:
             found, what = narrower, [*what, label]
     return found, ", ".join(what)
+
+
+def level_seconds(history: History | None, *, runtime: str, model: str, config: str, llmd_version: str,
+                  tensor_parallel_size: int, duration_s: float) -> tuple[float, str]:
+    """Seconds one level measures: duration_s x the median share of duration_s the history's levels measured (a
+    level measures its window; max_requests may end it sooner), narrowed like the phases; else duration_s."""
+    cells = [c for c in (history.cells if history else []) if c.level_share is not None]
+    found, what = _narrowed(cells, model, runtime, llmd_version, tensor_parallel_size, config)
+    if not found:
+        return float(duration_s), f"{duration_s:g} s (duration_s) per level"
+    share = statistics.median(c.level_share for c in found if c.level_share is not None)
+    return float(duration_s) * share, (f"{float(duration_s) * share:.1f} s per level ({_basis(len(found), what)}, "
+                                       f"median {share * 100:.0f} % of duration_s)")
 
 
 def _basis(n: int, what: str) -> str:
