@@ -20,6 +20,11 @@ its status shows the old generation and the old pods stay; `pod_ip` gives every 
 A cluster with `gpu_capacity` GPUs (nvidia.com/gpu, all nodes together) schedules pods like the real one: a pod that
 does not fit beside the running ones stays Pending (Unschedulable, "Insufficient nvidia.com/gpu"); a RollingUpdate
 with a surge starts its first new pod beside the old ones, a Recreate one (or maxSurge 0) only after they are gone.
+A pod whose nodeSelector names one of the added GPU nodes by `kubernetes.io/hostname` (its label, else its name) is
+scheduled there against that node's own allocatable nvidia.com/gpu (Pending Unschedulable when the pods running there
+leave too few), gets that nodeName, and `gpu_peak` keeps the most GPUs each node's running pods requested at once.
+Leases (coordination.k8s.io/v1) are stored like any object: POST creates (409 when it exists), GET, PUT (409 on a stale
+resourceVersion), DELETE (409 when DeleteOptions.preconditions.resourceVersion is not the object's), list by label.
 HorizontalPodAutoscalers and KEDA ScaledObjects are stored like any object (the scaledobjects path answers 404 unless
 `api_groups` serves keda.sh); replacing a ScaledObject annotated `autoscaling.keda.sh/paused: "true"` does what KEDA
 does (its Paused condition True, its HPA deleted).
@@ -41,7 +46,7 @@ PATHS = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>[^/]+))/names
 KIND_OF = {"deployments": "Deployment", "services": "Service", "configmaps": "ConfigMap",
            "horizontalpodautoscalers": "HorizontalPodAutoscaler", "scaledobjects": "ScaledObject",
            "inferencepools": "InferencePool", "pods": "Pod", "secrets": "Secret", "resourcequotas": "ResourceQuota",
-           "persistentvolumeclaims": "PersistentVolumeClaim"}
+           "persistentvolumeclaims": "PersistentVolumeClaim", "leases": "Lease"}
 DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?/?$")
 # group -> version -> [(plural, kind)]: what a cluster with the Gateway API Inference Extension serves
 DEFAULT_API_GROUPS = {
@@ -110,6 +115,7 @@ class FakeKube:
         self.nodes: list[dict] = []
         self.pod_ip, self.rollout_lag = pod_ip, rollout_lag
         self.gpu_capacity = gpu_capacity  # None: GPUs are not counted
+        self.gpu_peak: dict[str, int] = {}  # node -> the most GPUs its running pods requested at once (pinned pods)
         self.version = 1                   # the last resourceVersion handed out
         self.pod_owner: dict[tuple[str, str], str] = {}  # (ns, pod) -> Deployment
         self.pending: dict[tuple[str, str], int] = {}    # (ns, Deployment) -> reads left before its rollout
@@ -223,8 +229,16 @@ class FakeKube:
 
             def do_DELETE(self):
                 m, _ = self._route()
-                found = fake.delete(m["plural"], m["ns"], m["name"])
-                if not found:
+                length = int(self.headers.get("Content-Length") or 0)
+                options = json.loads(self.rfile.read(length) or b"{}") if length else {}
+                # DeleteOptions.preconditions.resourceVersion: 409 Conflict when the object changed since
+                wanted = (options.get("preconditions") or {}).get("resourceVersion")
+                found = fake.delete(m["plural"], m["ns"], m["name"], wanted)
+                if found is None:
+                    self._status(409, "Conflict", f'Operation cannot be fulfilled on {m["plural"]} "{m["name"]}": '
+                                 f"the ResourceVersion in the precondition ({wanted}) does not match the ResourceVersion "
+                                 "in record. The object might have been modified")
+                elif not found:
                     self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
                                      "code": 404})
                 else:
@@ -457,8 +471,22 @@ class FakeKube:
                 statuses.append(st)
             conditions = [{"type": "PodScheduled", "status": "True"}]
             phase = "Running"
-            if scenario == "unschedulable" or (self.gpu_capacity is not None and self._gpus_running()
-                                               + self._gpus(template["spec"]) > self.gpu_capacity):
+            node_name, host_ip = f"gpu-node-{i % len(self.host_ips)}", self.host_ips[i % len(self.host_ips)]
+            pinned = self._pinned_node(template["spec"])
+            if pinned is not None:
+                # a node selector for one GPU node: that node's own GPUs, as the scheduler counts them
+                index, node = pinned
+                node_name, host_ip = node["metadata"]["name"], self.host_ips[index % len(self.host_ips)]
+                need = self._gpus(template["spec"])
+                if scenario == "unschedulable" or self._node_gpus_running(node_name) + need > self._node_gpus(node):
+                    others = len(self.nodes) - 1
+                    conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                   "message": f"0/{len(self.nodes)} nodes are available: 1 Insufficient nvidia.com/gpu"
+                                              + (f", {others} node(s) didn't match Pod's node affinity/selector." if others
+                                                 else ".")}]
+                    statuses, phase = [], "Pending"
+            elif scenario == "unschedulable" or (self.gpu_capacity is not None and self._gpus_running()
+                                                 + self._gpus(template["spec"]) > self.gpu_capacity):
                 conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
                 statuses, phase = [], "Pending"
@@ -469,13 +497,17 @@ class FakeKube:
                    # the template's containers as they are (command, args, env, ports, resources)
                    "spec": {"containers": json.loads(json.dumps(template["spec"]["containers"])),
                             "volumes": json.loads(json.dumps(template["spec"].get("volumes") or [])),
-                            **({"nodeName": f"gpu-node-{i % len(self.host_ips)}"} if phase == "Running" else {})},
+                            **({"nodeSelector": dict(template["spec"]["nodeSelector"])}
+                               if template["spec"].get("nodeSelector") else {}),
+                            **({"nodeName": node_name} if phase == "Running" else {})},
                    "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses,
-                              **({"hostIP": self.host_ips[i % len(self.host_ips)]} if phase == "Running" else {}),
+                              **({"hostIP": host_ip} if phase == "Running" else {}),
                               "podIP": (self.pod_ip or f"10.1.{len(self.objects) % 250}.{i + 10}")
                               if phase == "Running" else None}}
             self.objects[("pods", ns, pod_name)] = pod
             self.pod_owner[(ns, pod_name)] = name
+            if phase == "Running" and pinned is not None:
+                self.gpu_peak[node_name] = max(self.gpu_peak.get(node_name, 0), self._node_gpus_running(node_name))
             ready += all(s["ready"] for s in statuses) and bool(statuses)
         dep["status"]["readyReplicas"] = ready
         dep["status"]["availableReplicas"] = ready
@@ -490,6 +522,33 @@ class FakeKube:
     def _gpus_running(self) -> int:
         return sum(self._gpus(o["spec"]) for (p, _, _), o in self.objects.items()
                    if p == "pods" and (o.get("status") or {}).get("phase") == "Running")
+
+    def _pinned_node(self, pod_spec: dict) -> tuple[int, dict] | None:
+        """(index, node) of the GPU node a pod's nodeSelector names by kubernetes.io/hostname (its label, else its
+        name), when such nodes were added; None otherwise (the pod is placed as before)."""
+        wanted = (pod_spec.get("nodeSelector") or {}).get("kubernetes.io/hostname")
+        if wanted is None:
+            return None
+        for index, node in enumerate(self.nodes):
+            name = node["metadata"]["name"]
+            if (node["metadata"].get("labels") or {}).get("kubernetes.io/hostname", name) == wanted and self._node_gpus(node):
+                return index, node
+        return None
+
+    @staticmethod
+    def _node_gpus(node: dict) -> int:
+        return int((node.get("status") or {}).get("allocatable", {}).get("nvidia.com/gpu", 0))
+
+    def _node_gpus_running(self, node_name: str) -> int:
+        """GPUs requested by the pods running on one node."""
+        return sum(self._gpus(o["spec"]) for (p, _, _), o in self.objects.items()
+                   if p == "pods" and (o.get("status") or {}).get("phase") == "Running"
+                   and (o.get("spec") or {}).get("nodeName") == node_name)
+
+    def gpus_in_use(self) -> dict[str, int]:
+        """node -> GPUs requested by the pods running there now (nodes added with add_node)."""
+        with self.lock:
+            return {n["metadata"]["name"]: self._node_gpus_running(n["metadata"]["name"]) for n in self.nodes}
 
     def _surge_blocked(self, dep: dict, old_pods: list, template_hash: str) -> bool:
         """A RollingUpdate with a surge starts one new pod beside the old ones (the Deployment controller's
@@ -525,11 +584,14 @@ class FakeKube:
             return [o for (p, n, _), o in self.objects.items()
                     if p == plural and n == ns and matches(o["metadata"].get("labels") or {}, selector)]
 
-    def delete(self, plural: str, ns: str, name: str) -> bool:
+    def delete(self, plural: str, ns: str, name: str, resource_version: str | None = None) -> bool | None:
+        """True: deleted; False: not found; None: `resource_version` (a precondition) is not the object's."""
         with self.lock:
             obj = self.objects.get((plural, ns, name))
             if obj is None:
                 return False
+            if resource_version and obj["metadata"].get("resourceVersion") != resource_version:
+                return None
             if KIND_OF[plural] in self.stuck_kinds:
                 obj["metadata"]["deletionTimestamp"] = now()
                 return True

@@ -6,7 +6,8 @@ a cluster) per cell only to skip it. In the kubernetes runtime a `preflight` tas
 (preflight.py); every cell's deploy runs after it, and none runs when it fails. Each cell (model x config) is a
 TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp -> teardown (teardown task, runs when any step fails),
 and collect_pcp -> load_results. Cells that share GPUs
-run one lane at a time; `compare` runs after every cell, also when some failed.
+run one lane at a time (`lanes: N` chains them into N lanes; `lanes: auto` on a cluster chains none: each deploy waits
+for a lane's Lease, stack/lanes.py); `compare` runs after every cell, also when some failed.
 Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
 a local process in the `local` runtime.
 """
@@ -36,6 +37,7 @@ from llmd_bench.model.names import dns_label, label_value
 from llmd_bench.model.params import default_and_schema, selected_cells
 from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.model.settings import results_store_url, settings
+from llmd_bench.stack.lanes import fixed_lanes
 from llmd_bench.stack.runtime import selected_runtime
 
 PARAMS_ARG = "{{ params | tojson }}"
@@ -150,7 +152,12 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         # Optional Slack / e-mail notifications (off unless their connections exist): see notify.py.
         on_failure_callback=notify.on_dag_failure,
     ) as dag:
-        lanes: list[list[BaseOperator]] = [[] for _ in range(campaign.lanes)]
+        cells = campaign.cells()
+        # lanes: auto on a cluster: no chains; every cell's deploy starts after the preflight and waits for a lane's
+        # Lease (stack/lanes.py), so as many cells run at once as the nodes' GPUs hold (a lane per cell here)
+        fixed = fixed_lanes(campaign.lanes, cluster_runtime(runtime), campaign.serving.mode)
+        n_lanes = fixed if fixed is not None else max(1, len(cells))
+        lanes: list[list[BaseOperator]] = [[] for _ in range(n_lanes)]
         leaves: list[BaseOperator] = []
         # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
         select = PythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
@@ -160,8 +167,8 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
             # every task after it (later cells' deploys, load_results, compare) needs it to have succeeded,
             # whatever their own trigger rule, so a failed preflight stops the whole run.
             preflight = step_operator("preflight", campaign, None, runtime).as_setup()
-        for i, cell in enumerate(campaign.cells()):
-            lane = lanes[i % campaign.lanes]
+        for i, cell in enumerate(cells):
+            lane = lanes[i % n_lanes]
             with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"
                            + (f" / {cell.factors_arg}" if cell.factors else "")):
                 # The first cell of a lane starts only after a successful preflight; the next ones run

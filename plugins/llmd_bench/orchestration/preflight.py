@@ -6,12 +6,14 @@ Every check runs (none stops at the first problem) and reports one line per find
 - namespace:   the namespace exists.
 - crds:        the version catalog's `required_crds` are served (API discovery, which any authenticated
                identity may read; no cluster-wide read of CustomResourceDefinition objects).
-- permissions: every verb x resource the kubernetes runtime calls (STEP_PERMISSIONS), asked with
-               SelfSubjectAccessReview in the namespace (creatable by any authenticated identity).
+- permissions: every verb x resource the kubernetes runtime calls (STEP_PERMISSIONS; with lanes: auto the Leases too),
+               asked with SelfSubjectAccessReview in the namespace (creatable by any authenticated identity).
 - secrets:     the results DB secret (required), the object-store and HF token secrets (optional: IRSA /
                workload identity, public models); existence and keys, never values.
 - nodes:       the model servers of every selected cell fit on the nodes' allocatable GPUs, memory and CPU
-               (needs the optional read-only ClusterRole in include/manifests/preflight/; else --skip nodes).
+               (needs the optional read-only ClusterRole in include/manifests/preflight/; else --skip nodes). With
+               lanes: auto, first the lane plan ("lanes: 4 (2 nodes x 2 slots of 2 GPUs)", stack/lanes.py), missing
+               when not even one cell fits a node, and the quota check counts that many cells at once.
 - quota:       the largest cell plus one step pod fits every ResourceQuota of the namespace (hard - used).
 - store:       the object store (LLMD_BENCH_RESULTS_URL, LLMD_BENCH_S3_ENDPOINT) is reachable and listable.
 - existing:    serving.mode existing only: the installed objects serving.existing names exist, and no earlier run
@@ -41,6 +43,7 @@ from llmd_bench.model.names import label_value
 from llmd_bench.model.params import RunParams
 from llmd_bench.model.settings import settings
 from llmd_bench.orchestration.step_pods import LIGHT, STEP_RESOURCES
+from llmd_bench.stack import lanes
 from llmd_bench.stack.runtime.existing import SAVED_LABEL, locate
 from llmd_bench.stack.runtime.kubernetes import api_client as make_client
 
@@ -93,6 +96,15 @@ STEP_PERMISSIONS: tuple[Permission, ...] = tuple(
     + _perms("", ("events",), ("list",))
     + _perms("", ("persistentvolumeclaims",), ("get",))
 )
+# lanes: auto: deploy lists the lanes' Leases and creates, re-uses (update) or takes one over (update), teardown reads
+# and deletes it (runtime/kubernetes.py LeaseApi); asked only of such campaigns, granted by the namespace Role
+LEASE_PERMISSIONS: tuple[Permission, ...] = tuple(
+    _perms("coordination.k8s.io", ("leases",), ("get", "list", "create", "update", "delete")))
+
+
+def step_permissions(campaign: Campaign) -> tuple[Permission, ...]:
+    """What the steps of this campaign call (STEP_PERMISSIONS, and the Leases with lanes: auto)."""
+    return STEP_PERMISSIONS + (LEASE_PERMISSIONS if campaign.lanes == "auto" else ())
 
 
 # What runtime/existing.py's revert_risks and restore call before and after patching: list HorizontalPodAutoscalers
@@ -483,32 +495,9 @@ def check_model_cache(api: Api, report: Report, campaign: Campaign, replicas: in
         report.add("model_cache", "ok", f"PersistentVolumeClaim {name} ({', '.join(sorted(modes))}) for {replicas} replica(s)")
 
 
-def _tolerated(taint: dict[str, Any], tolerations: list[dict[str, Any]], requested: dict[str, Decimal]) -> bool:
-    if taint.get("effect") not in ("NoSchedule", "NoExecute"):
-        return True
-    if taint.get("key") in requested and requested[taint["key"]] > 0:
-        return True  # ExtendedResourceToleration: pods requesting nvidia.com/gpu tolerate the nvidia.com/gpu taint
-    for t in tolerations:
-        if t.get("effect") and t["effect"] != taint.get("effect"):
-            continue
-        if t.get("operator") == "Exists" and (not t.get("key") or t["key"] == taint.get("key")):
-            return True
-        if t.get("key") == taint.get("key") and str(t.get("value", "")) == str(taint.get("value", "")):
-            return True
-    return False
-
-
 def _unusable(node: dict[str, Any], needs: CellNeeds) -> str:
-    """Why the model-server pods cannot go to this node at all, or ''."""
-    spec, labels = node.get("spec") or {}, node["metadata"].get("labels") or {}
-    if spec.get("unschedulable"):
-        return "cordoned"
-    wrong = [f"{k}={v}" for k, v in needs.node_selector.items() if labels.get(k) != v]
-    if wrong:
-        return f"not {','.join(wrong)}"
-    untolerated = [f"{t.get('key')}:{t.get('effect')}" for t in spec.get("taints") or []
-                   if not _tolerated(t, needs.tolerations, needs.per_pod)]
-    return f"taint {','.join(untolerated)}" if untolerated else ""
+    """Why the model-server pods cannot go to this node at all, or '' (as the lane plan judges nodes: lanes.py)."""
+    return lanes.node_excluded(node, needs.node_selector, needs.tolerations, needs.per_pod)
 
 
 def _fits_per_node(node: dict[str, Any], needs: CellNeeds) -> tuple[int, dict[str, Decimal]]:
@@ -525,18 +514,43 @@ def _node_text(node: dict[str, Any], alloc: dict[str, Decimal], needs: CellNeeds
             f"{_fmt('cpu', alloc['cpu'])} cpu" + (f" ({why})" if why else ""))
 
 
-def check_nodes(api: Api, report: Report, needs: list[CellNeeds], parallel: int, service_account: str) -> None:
+def check_lanes(report: Report, nodes: list[dict[str, Any]], needs: list[CellNeeds]) -> int | None:
+    """lanes: auto: the lane plan each deploy makes (lanes.plan_lanes, for the largest selected cell), reported; missing
+    when not even one cell fits a node. The lanes planned, or None."""
+    gpus = {id(n): math.prod(lanes.model_server_gpus(n.docs)) for n in needs}
+    largest = max(needs, key=lambda n: gpus[id(n)])
+    try:
+        plan = lanes.plan_lanes(nodes, gpus[id(largest)], largest.node_selector, largest.tolerations, str(largest.cell))
+    except lanes.LanesError as exc:
+        report.add("nodes", "missing", str(exc))
+        return None
+    report.add("nodes", "ok", f"{plan.describe()}: {len(needs)} selected cell(s), at most {min(plan.lanes, len(needs))} "
+                              "at once, each on its own GPUs (allocatable, not free: other workloads may hold some)")
+    return plan.lanes
+
+
+def check_nodes(api: Api, report: Report, needs: list[CellNeeds], parallel: int, service_account: str,
+                auto: bool = False) -> int | None:
+    """Every selected cell's model servers fit the nodes, `parallel` cells at once; with lanes: auto (`auto`), the lane
+    plan first, and as many cells at once as it has lanes. Returns the lanes planned (auto), else None."""
     try:
         nodes = api.get("/api/v1/nodes").get("items") or []
     except ApiError as exc:
         if exc.status == 403:
+            skip = ("; lanes: auto needs it (each deploy plans the lanes from the nodes), or set lanes to a number" if auto
+                    else ", or run with --skip nodes")
             report.add("nodes", "missing", f"cannot list nodes (forbidden) to check GPU capacity: an admin applies the "
                                            f"read-only ClusterRole {NODE_READER} and its binding to {service_account} "
                                            f"(llmd-bench preflight --node-reader-manifest --namespace {report.namespace} "
-                                           "| kubectl apply -f -), or run with --skip nodes")
+                                           f"| kubectl apply -f -){skip}")
         else:
             report.add("nodes", "missing", f"cannot list nodes: {exc}")
-        return
+        return None
+    planned = None
+    if auto and needs:
+        planned = check_lanes(report, nodes, needs)
+        # memory and CPU as well: the lanes count GPUs only
+        parallel = max(1, min(planned or 1, len(needs)))
     shapes: dict[tuple[Any, ...], list[CellNeeds]] = {}
     for n in needs:
         shapes.setdefault(n.shape, []).append(n)
@@ -553,8 +567,8 @@ def check_nodes(api: Api, report: Report, needs: list[CellNeeds], parallel: int,
         req = ", ".join(f"{_fmt(r, first.per_pod.get(r, Decimal(0)))} {r}" for r in (GPU, "memory", "cpu")
                         if first.per_pod.get(r, Decimal(0)) > 0 or r == GPU)
         more = f" (and {len(cells) - 1} more cell(s) alike)" if len(cells) > 1 else ""
-        lanes = f" x {parallel} cells at once (lanes)" if parallel > 1 else ""
-        line = (f"{first.cell}{more} needs {first.replicas} replicas x ({req}){lanes}; nodes: "
+        at_once = f" x {parallel} cells at once (lanes)" if parallel > 1 else ""
+        line = (f"{first.cell}{more} needs {first.replicas} replicas x ({req}){at_once}; nodes: "
                 f"{shown or 'none'} -> fits {min(fits, 999)} of {want}")
         if fits < want:
             excluded = any(_unusable(node, first) not in ("", "cordoned") for node in nodes)
@@ -573,6 +587,7 @@ def check_nodes(api: Api, report: Report, needs: list[CellNeeds], parallel: int,
         fits = sum(_fits_per_node(node, first)[0] for node in nodes)
         report.add("nodes", "ok", f"{first.cell} needs {first.replicas} replicas x ({req}) -> fits {min(fits, 999)} "
                                   f"on {len(nodes)} node(s) (allocatable, not free: other workloads may hold some)")
+    return planned
 
 
 # quota key -> the key of a cell's totals it limits
@@ -638,9 +653,9 @@ def check_quota(api: Api, report: Report, needs: list[CellNeeds], parallel: int,
             if need > free:
                 problems += 1
                 credit = f" (crediting {n_left} pod(s) of earlier runs that deploy removes)" if n_left else ""
-                lanes = f" x {parallel} cells at once" if parallel > 1 else ""
+                at_once = f" x {parallel} cells at once" if parallel > 1 else ""
                 report.add("quota", "missing",
-                           f"ResourceQuota {name}: {key} needs {_fmt(key, need)} for {worst.cell}{lanes} plus a step "
+                           f"ResourceQuota {name}: {key} needs {_fmt(key, need)} for {worst.cell}{at_once} plus a step "
                            f"pod, but hard {hard[key]} - used {used.get(key, '0')} leaves {_fmt(key, free)}{credit}: "
                            f"raise it (kubectl -n {ns} edit resourcequota {name}) or lower replicas in --params")
     if not problems:
@@ -802,16 +817,25 @@ def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "pr
     selected = [c for c in campaign.cells() if params.selects(c)]
     needs = [cell_needs(campaign, params, c, run_id, namespace) for c in selected]
     docs = [d for n in needs for d in n.docs]
-    parallel = max(1, min(campaign.lanes, len(selected)))
+    # lanes: auto (None): the nodes check plans the lanes, and the quota check counts that many cells at once
+    fixed = lanes.fixed_lanes(campaign.lanes, cluster=True, serving_mode=campaign.serving.mode)
+    parallel = max(1, min(fixed, len(selected))) if fixed is not None else 1
+    planned: dict[str, int] = {}
     sa = settings().service_account
+
+    def nodes(api: Api) -> None:
+        found = check_nodes(api, report, needs, parallel, f"system:serviceaccount:{namespace}:{sa}", auto=fixed is None)
+        if found:
+            planned["parallel"] = max(1, min(found, len(selected)))
+
     cluster_checks: list[tuple[str, Callable[[Api], None]]] = [
         ("namespace", lambda api: check_namespace(api, report)),
         ("crds", lambda api: check_crds(api, report, catalog.entry(params.llmd_version).required_crds, docs)),
-        ("permissions", lambda api: check_permissions(api, report)),
+        ("permissions", lambda api: check_permissions(api, report, step_permissions(campaign))),
         ("secrets", lambda api: check_secrets(api, report, secret_specs(campaign))),
         ("model_cache", lambda api: check_model_cache(api, report, campaign, params.replicas)),
-        ("nodes", lambda api: check_nodes(api, report, needs, parallel, f"system:serviceaccount:{namespace}:{sa}")),
-        ("quota", lambda api: check_quota(api, report, needs, parallel, campaign)),
+        ("nodes", nodes),
+        ("quota", lambda api: check_quota(api, report, needs, planned.get("parallel", parallel), campaign)),
     ]
     return _run_checks(report, cluster_checks, skip, api_client)
 

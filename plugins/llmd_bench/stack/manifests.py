@@ -29,6 +29,7 @@ from llmd_bench.model.errors import CampaignError
 from llmd_bench.model.names import dns_label, label_value
 from llmd_bench.model.params import RunParams
 from llmd_bench.stack import sizing
+from llmd_bench.stack.lanes import HOSTNAME_LABEL
 
 SIM_MAX_MODEL_LEN, SIM_KV_CACHE_BLOCKS = 32768, 8192
 EPP_PORT, EPP_HEALTH_PORT, ENVOY_PORT, MODEL_PORT, ZMQ_PORT, EPP_METRICS_PORT = 9002, 9003, 8081, 8000, 5557, 9090
@@ -71,6 +72,15 @@ def pod_placement(placement: Placement, serving: Serving) -> dict[str, Any]:
     if serving.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": n} for n in serving.image_pull_secrets]
     return spec
+
+
+def lane_placement(placement: dict[str, Any], lane_node: str | None) -> dict[str, Any]:
+    """The model servers' pod placement in a lane (lanes: auto, stack/lanes.py): the campaign's nodeSelector plus the
+    lane's node, by its kubernetes.io/hostname label; affinity and tolerations stay as the campaign sets them. Only
+    the model servers: the EPP, Envoy and the index request no GPU."""
+    if lane_node is None:
+        return placement
+    return {**placement, "nodeSelector": {**placement.get("nodeSelector", {}), HOSTNAME_LABEL: lane_node}}
 
 
 def cell_names(cell: Cell) -> dict[str, str]:
@@ -519,7 +529,8 @@ def fs_claim_name(serving: Serving, names: dict[str, str]) -> str:
     return serving.filesystem_offload.claim or names["kv_fs"]
 
 
-def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> dict[str, Any]:
+def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str,
+            lane_node: str | None = None) -> dict[str, Any]:
     serving = campaign.serving
     entry = catalog.entry(params.llmd_version)
     if serving.model_cache_pvc and params.replicas > 1 and serving.model_cache_pvc_access_mode == "ReadWriteOnce":
@@ -559,7 +570,7 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
         "namespace": namespace, "labels": labels, "selector": selector, "names": names, "fs_pvc": fs_pvc,
         "replicas": params.replicas, "model_cache_pvc": serving.model_cache_pvc,
         "server": model_server(cell, params, campaign, entry, names, namespace),
-        "server_placement": pod_placement(serving.scheduling.model_server, serving),
+        "server_placement": lane_placement(pod_placement(serving.scheduling.model_server, serving), lane_node),
         "epp": {"image": mirrored(entry.images["epp"], mirrors), "envoy_image": mirrored(entry.images["envoy"], mirrors),
                 "args": epp_args(entry, names, namespace), "env": epp_env, "service_account": EPP_SERVICE_ACCOUNT,
                 "kv_events": config.kv_events, "placement": pod_placement(serving.scheduling.epp, serving),
@@ -596,10 +607,12 @@ def memory_plan(campaign: Campaign, cell: Cell, tp: int, entry: catalog.VersionE
                        own_image=config.model_server.image is not None)
 
 
-def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str) -> list[dict[str, Any]]:
-    """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied)."""
+def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, namespace: str,
+                lane_node: str | None = None) -> list[dict[str, Any]]:
+    """The cell's objects, in apply order (its replicas and tensor_parallel_size factors applied); with `lane_node`
+    (lanes: auto) its model servers go to that node (lane_placement)."""
     campaign = cell_campaign(campaign, cell)
-    ctx = context(campaign, params.for_cell(cell), cell, run_id, namespace)
+    ctx = context(campaign, params.for_cell(cell), cell, run_id, namespace, lane_node)
     env = _env()
     docs: list[dict[str, Any]] = []
     templates = ((["cell/kv-offload-pvc.yaml.j2"] if ctx["fs_pvc"] else []) + (["cell/kv-index.yaml.j2"] if ctx["kv"] else [])

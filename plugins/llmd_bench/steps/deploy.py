@@ -23,7 +23,12 @@ def run(ctx: StepContext) -> dict[str, Any]:
     for what in found:
         print(f"left by an earlier run or attempt: {what}", flush=True)
     state = ctx.stack.deploy()
-    prove_served(ctx, "deploy")  # the servers' own word that they serve the configuration, or the deploy fails
+    try:
+        prove_served(ctx, "deploy")  # the servers' own word that they serve the configuration, or the deploy fails
+    except Exception:
+        if state.get("lane"):
+            free_lane(ctx)
+        raise
     stack = stack_metadata(ctx)  # before taking the record's lock: it may ask the cluster and the servers
     with ctx.update_record() as record:
         record["serving"] = {
@@ -36,7 +41,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
         if state.get("kv_backend"):
             record["versions"]["kv_backend"] = {state["kv_backend"]["kind"]: state["kv_backend"]["server_version"]}
         record["stack"] = stack
-    return {"endpoint": state["endpoint"], "replicas": len(state["replicas"]), "kv_backend": state.get("kv_backend")}
+    # lanes: auto: the lane the runtime took (cell.json `placement` has the whole of it)
+    lane = {"lane": state["lane"]} if state.get("lane") else {}
+    return {"endpoint": state["endpoint"], "replicas": len(state["replicas"]), "kv_backend": state.get("kv_backend"), **lane}
+
+
+def free_lane(ctx: StepContext) -> None:
+    """lanes: auto: a deploy that fails after the runtime took a lane tears the cell down, which frees the lane (Airflow
+    runs no teardown after a failed setup task: the lane and the pods' GPUs would stay held until the lease expires).
+    The deploy's own error is the one reported."""
+    try:
+        ctx.stack.teardown()
+    except Exception as exc:  # noqa: BLE001 - the deploy's own error is the one to report
+        print(f"could not tear the cell down after its failed deploy ({type(exc).__name__}: {exc}): its lane stays "
+              "held until its lease expires", flush=True)
 
 
 def stack_metadata(ctx: StepContext) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -22,9 +24,10 @@ from llmd_bench.measure.observe.prometheus import fetch_text
 from llmd_bench.measure.observe.sampler import Targets
 from llmd_bench.measure.served import ServedSource
 from llmd_bench.model import catalog
-from llmd_bench.model.errors import RuntimeStepError
+from llmd_bench.model.errors import LlmdBenchError, RuntimeStepError
 from llmd_bench.model.names import label_value
 from llmd_bench.model.settings import settings
+from llmd_bench.stack import lanes
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime import stack_metadata as sm
 from llmd_bench.stack.runtime.base import Runtime
@@ -157,11 +160,11 @@ def selector_string(labels: dict[str, str], extra: str = "") -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items()) + (f",{extra}" if extra else "")
 
 
-def _cell_objects(ctx: StepContext) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
+def _cell_objects(ctx: StepContext, lane_node: str | None = None) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, str]]:
     from llmd_bench.stack import manifests  # deferred: loads jinja2
 
     assert ctx.cell is not None
-    docs = manifests.render_cell(ctx.campaign, ctx.params, ctx.cell, ctx.run_id, namespace())
+    docs = manifests.render_cell(ctx.campaign, ctx.params, ctx.cell, ctx.run_id, namespace(), lane_node)
     labels, selector = manifests.cell_labels(ctx.campaign, ctx.cell, ctx.run_id)
     return docs, labels, selector
 
@@ -218,7 +221,7 @@ def deploy(ctx: StepContext) -> dict[str, Any]:
     removed = sweep_leftovers(cluster, ctx)
     for r in removed:
         print(f"removed a leftover of an earlier run: {r}", flush=True)
-    docs, labels, selector = _cell_objects(ctx)
+    docs, labels, selector = _cell_objects(ctx, lane_node(ctx))
     from llmd_bench.stack.manifests import cell_names  # deferred: loads jinja2
 
     # The EPP connects to the Redis/Valkey index while it starts: the index comes up first.
@@ -399,13 +402,196 @@ def teardown(ctx: StepContext) -> dict[str, Any]:
         time.sleep(poll)
 
 
+# -- lanes: auto (stack/lanes.py): a Lease per lane, the model servers on the lane's node --------------------------
+
+class LeaseApi:
+    """The Lease calls of lanes.LeaseStore, as raw JSON on their path (coordination.k8s.io/v1, namespaced), as
+    runtime/existing.py calls the kinds it has no typed client for."""
+
+    def __init__(self, api: Any, ns: str) -> None:
+        self.api, self.ns = api, ns
+        self.path = f"/apis/{lanes.LEASE_API}/namespaces/{ns}/leases"
+
+    def _call(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> dict[str, Any]:
+        resp = self.api.call_api(path, method, query_params=list((query or {}).items()), body=body,
+                                 header_params={"Accept": "application/json", "Content-Type": "application/json"},
+                                 auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
+        return dict(json.loads(resp.data or b"{}"))
+
+    def _failed(self, what: str, exc: Any) -> RuntimeStepError:
+        hint = (f": the step Role must grant get, list, create, update and delete on leases.coordination.k8s.io in "
+                f"namespace {self.ns} (re-apply the namespace set-up)" if exc.status == 403 else "")
+        return RuntimeStepError(f"{what} in namespace {self.ns}: {exc.status} {exc.reason}{hint}")
+
+    def list(self, selector: str) -> builtins.list[dict[str, Any]]:  # `list` here is this method
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+        try:
+            return list(self._call("GET", self.path, query={"labelSelector": selector}).get("items") or [])
+        except ApiException as exc:
+            raise self._failed("listing the lanes' Leases", exc) from None
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+        try:
+            return self._call("GET", f"{self.path}/{name}")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise self._failed(f"reading Lease/{name}", exc) from None
+
+    def create(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+        try:
+            return self._call("POST", self.path, body, {"fieldManager": FIELD_MANAGER})
+        except ApiException as exc:
+            if exc.status == 409:  # AlreadyExists: another cell took the lane first
+                return None
+            raise self._failed(f"creating Lease/{body['metadata']['name']}", exc) from None
+
+    def replace(self, name: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+        try:
+            return self._call("PUT", f"{self.path}/{name}", body, {"fieldManager": FIELD_MANAGER})
+        except ApiException as exc:
+            if exc.status in (404, 409):  # deleted, or written since we read it (resourceVersion)
+                return None
+            raise self._failed(f"replacing Lease/{name}", exc) from None
+
+    def delete(self, name: str, resource_version: str | None) -> bool:
+        from kubernetes.client.exceptions import ApiException  # deferred: loads kubernetes
+
+        # apimachinery pkg/apis/meta/v1/types.go @v0.36.3: DeleteOptions.preconditions.resourceVersion (409 when it
+        # changed): a lane another cell took over meanwhile is not deleted
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                **({"preconditions": {"resourceVersion": resource_version}} if resource_version else {})}
+        try:
+            self._call("DELETE", f"{self.path}/{name}", body)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return False
+            raise self._failed(f"deleting Lease/{name}", exc) from None
+        return True
+
+
+def lanes_auto(ctx: StepContext) -> bool:
+    return ctx.campaign.lanes == "auto"
+
+
+def lane_holder(ctx: StepContext) -> lanes.Holder:
+    assert ctx.cell is not None
+    return lanes.Holder(campaign=ctx.campaign.dag_id, run_id=ctx.run_id, cell=ctx.cell.group_id)
+
+
+def lane_node(ctx: StepContext) -> str | None:
+    """The node (its kubernetes.io/hostname) of the cell's lane, from its record (deploy acquired it; a redeploy in the
+    sweep reads it there), or None without lanes: auto. A cell of lanes: auto without a lane is refused: its model
+    servers would land on GPUs another lane holds."""
+    if not lanes_auto(ctx):
+        return None
+    placement = ctx.read_record().get("placement") or {}
+    if not placement.get("hostname"):
+        raise RuntimeStepError(f"lanes: auto: cell {ctx.cell} has no lane in its record (cell.json placement): its deploy "
+                               "acquires one before it deploys")
+    return str(placement["hostname"])
+
+
+def lane_plan(ctx: StepContext, cluster: Cluster) -> tuple[lanes.LanePlan, int]:
+    """The campaign's lane plan on the cluster's nodes now, for every cell this run selects (the same slots whichever
+    cell asks), and how many cells the run selects."""
+    from llmd_bench.stack import manifests  # deferred: loads jinja2
+
+    nodes, why = cluster.nodes()
+    if nodes is None:
+        raise RuntimeStepError(f"lanes: auto plans the lanes from the nodes' allocatable GPUs, but {why} (an admin applies "
+                               f"it: llmd-bench preflight --node-reader-manifest --namespace {cluster.ns} | kubectl apply "
+                               "-f -), or set lanes to a number")
+    needs: list[tuple[int, str, list[dict[str, Any]]]] = []
+    for cell in ctx.campaign.cells():
+        if not ctx.params.selects(cell):
+            continue
+        try:
+            docs = manifests.render_cell(ctx.campaign, ctx.params, cell, ctx.run_id, cluster.ns)
+        except LlmdBenchError:
+            continue  # that cell's own deploy is refused with the reason; it never takes a lane
+        replicas, per_pod = lanes.model_server_gpus(docs)
+        needs.append((replicas * per_pod, str(cell), docs))
+    if not needs:
+        raise RuntimeStepError(f"lanes: auto: no cell of this run can be rendered to plan the lanes (cell {ctx.cell})")
+    gpus, largest, docs = max(needs, key=lambda n: n[0])
+    (server,) = [d["spec"]["template"]["spec"] for d in docs if d["kind"] == "Deployment"
+                 and d["spec"]["template"]["metadata"]["labels"].get("llmd-bench/component") == "model-server"]
+    plan = lanes.plan_lanes(nodes, gpus, server.get("nodeSelector") or {}, server.get("tolerations") or [], largest)
+    return plan, len(needs)
+
+
+def acquire_lane(ctx: StepContext) -> dict[str, Any]:
+    """Take a lane for the cell (waiting while every lane is held) and record it in cell.json `placement`."""
+    assert ctx.cell is not None
+    cluster = Cluster(api_client(), namespace())
+    plan, cells = lane_plan(ctx, cluster)
+    print(f"{plan.describe()}; {cells} cell(s) selected, at most {min(plan.lanes, cells)} at once", flush=True)
+    s = settings()
+    duration = lanes.lease_seconds(ready_timeout_s=ready_timeout_s(ctx.model_spec.size_gb), trials=ctx.params.trials,
+                                   levels=len(ctx.levels), duration_s=ctx.params.duration_s,
+                                   teardown_s=s.teardown_timeout_s)
+    # every cell ahead of this one may hold a lane for its whole lease, one wave of lanes after another
+    wait = duration * math.ceil(cells / plan.lanes)
+    got = lanes.acquire(LeaseApi(cluster.api, cluster.ns), plan, lane_holder(ctx), duration_s=duration, wait_s=wait,
+                        poll_s=s.poll_s, labels={"app.kubernetes.io/part-of": "llmd-bench"}, sleep=time.sleep,
+                        say=lambda line: print(line, flush=True))
+    print(f"lane {got.slot.label} ({got.slot.gpus} GPUs on node {got.slot.node}, {got.how}) after {got.waited_s:.1f} s",
+          flush=True)
+    placement = {"kind": "lane", "plan": plan.describe(), "lanes": plan.lanes, "slot": got.slot.label,
+                 "node": got.slot.node, "hostname": got.slot.hostname, "gpus": got.slot.gpus, "lease": got.lease,
+                 "holder": lane_holder(ctx).identity, "how": got.how, "acquired": got.acquired, "released": None,
+                 "waited_s": got.waited_s, "lease_duration_s": duration}
+    with ctx.update_record() as record:
+        record["placement"] = placement
+    return placement
+
+
+def release_lane(ctx: StepContext) -> str | None:
+    """Delete the cell's Lease (after its objects are gone) and record when; None when the cell took no lane."""
+    placement = ctx.read_record().get("placement") or {}
+    if not lanes_auto(ctx) or not placement.get("lease"):
+        return None
+    leases = LeaseApi(api_client(), namespace())
+    released = lanes.micro_time(datetime.now(UTC))  # before the delete: no cell takes the lane earlier
+    outcome = lanes.release(leases, placement["lease"], lane_holder(ctx))
+    print(f"lane {placement.get('slot')}: {outcome}", flush=True)
+    if not placement.get("released"):  # a teardown run again keeps the first release's time
+        with ctx.update_record() as record:
+            record["placement"] = {**(record.get("placement") or {}), "released": released, "release": outcome}
+    return f"{placement.get('slot')}: {outcome}"
+
+
 class KubernetesRuntime(Runtime):
     """The cell's own llm-d stack in the cluster, rendered from our manifests and deleted at teardown."""
 
     name = "kubernetes"
 
     def deploy(self) -> dict[str, Any]:
-        return deploy(self.ctx)
+        if not lanes_auto(self.ctx):
+            return deploy(self.ctx)
+        placement = acquire_lane(self.ctx)
+        try:
+            state = deploy(self.ctx)
+        except Exception:
+            # Airflow runs no teardown after a failed setup task: free the lane here, once the cell's objects (and
+            # the GPUs their pods request) are gone; when they do not go, the lane stays held until its lease expires
+            try:
+                teardown(self.ctx)
+            except Exception as exc:  # noqa: BLE001 - the deploy's own error is the one to report
+                print(f"the failed deploy's objects did not go ({exc}); lane {placement['slot']} stays held until its "
+                      "lease expires", flush=True)
+            else:
+                release_lane(self.ctx)
+            raise
+        return {**state, "lane": placement["slot"]}
 
     def leftovers(self) -> list[str]:
         return sweep_leftovers(Cluster(api_client(), namespace()), self.ctx, remove=False)
@@ -415,7 +601,9 @@ class KubernetesRuntime(Runtime):
         deploy(self.ctx)
 
     def teardown(self) -> dict[str, Any]:
-        return teardown(self.ctx)
+        result = teardown(self.ctx)  # raises when objects stay: then the lane stays held (their pods may hold GPUs)
+        released = release_lane(self.ctx)
+        return {**result, "lane": released} if released else result
 
     def endpoint(self) -> str:
         return endpoint(self.ctx)
