@@ -50,6 +50,8 @@ def test_the_second_run_of_a_cell_measures_only_the_bracket_around_the_first_run
     assert first["seeded"]["mode"] == "adaptive" and "no stored run of this cell" in first["seeded"]["reason"]
     peak = first["seeded"]["peak"]
     assert peak is not None and first["seeded"]["adaptive"]["stopped_after"] in GRID
+    # adaptive from scratch: GuideLLM's over-saturation stop, as sweep: adaptive has it; a bracket has none
+    assert all("kind=over_saturation,mode=enforce" in r["argv"] for r in first["runs"])
 
     ctx, second = _sweep(campaign, "week-2")
     decided = second["seeded"]
@@ -59,6 +61,7 @@ def test_the_second_run_of_a_cell_measures_only_the_bracket_around_the_first_run
     assert peak in bracket and len(bracket) <= 3 and set(bracket) - {peak} <= set(GRID)
     # the bracket is one GuideLLM run; widening or a refinement are runs of their own
     assert second["runs"][0]["levels"] == bracket and len(second["runs"]) <= 1 + len(GRID)
+    assert "kind=over_saturation,mode=enforce" not in second["runs"][0]["argv"]
     assert decided["not_run"] and decided["not_run_reason"] == "not run (seeded bracket)"
     measured = sorted(lv.concurrency for lv in parse_report_file(sweep.report_path(ctx, 1)).levels)
     assert measured == decided["run"] and not set(decided["not_run"]) & set(measured)

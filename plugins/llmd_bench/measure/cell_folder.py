@@ -376,6 +376,7 @@ class CellRecord(Stored):
     stack: dict[str, Any] | None = None  # runtime/stack_metadata.py: what ran (free-form per platform)
     served: ServedHistory | None = None  # served.py: what the servers showed they serve, every check of the cell
     memory_plan: dict[str, Any] | None = None  # sizing's plan of the cell's GPU memory (Kubernetes)
+    placement: dict[str, Any] | None = None  # lanes: auto: the cell's lane, node, GPUs, acquired/released (stack/lanes.py)
     existing: ExistingRecord | None = None
     sweep: Sweep | None = None
     pcp: dict[str, Any] | None = None

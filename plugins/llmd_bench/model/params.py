@@ -73,6 +73,14 @@ class RunParams(_WorkloadParams, _Selection):
         return levels
 
 
+def stored_params(campaign: Campaign, params: RunParams) -> dict[str, Any]:
+    """A run's params as stored with it (runs.params): the params, plus the campaign settings the report states that
+    are not params (the warm-up, the GPU-hour cost). The one definition: the steps store it, plan and the seeded
+    sweep look history up with it."""
+    return {**params.model_dump(), "warmup_requests": campaign.workload.warmup_requests,
+            "gpu_hour_cost": campaign.gpu_hour_cost}
+
+
 def selected_cells(campaign: Campaign, conf: dict[str, Any] | None, known_versions: list[str] | None = None) -> list[Cell]:
     """The campaign's cells this run's params select, in campaign order (bad params raise as in resolve_params)."""
     params = resolve_params(campaign, conf, known_versions)

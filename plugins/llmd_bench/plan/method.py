@@ -28,12 +28,13 @@ PLAN_TARGET = "<cell endpoint>"
 
 
 def guidellm_argv(*, guidellm: str, campaign: Campaign, params: RunParams, cell: Cell, levels: list[int], run_id: str,
-                  trial: int, target: str, output: Path | str, tokenizer: str) -> list[str]:
+                  trial: int, target: str, output: Path | str, tokenizer: str,
+                  adaptive: bool | None = None) -> list[str]:
     """One GuideLLM 0.8.1 run over `levels`: all of a cell's levels (runs: per-cell, the February method) or
     one (runs: per-level, where 'Nx' prefix counts and request caps resolve at that level). Constraint kinds
     and their args: guidellm/schemas/scheduler/constraints/request.py (max_duration `seconds`, max_requests
     `count`), GuideLLM v0.8.1; synthetic_text's prefix_count: guidellm/schemas/data/deserializers/synthetic.py,
-    v0.8.1."""
+    v0.8.1. `adaptive`: the sweep decides adaptively (default: sweep: adaptive; a seeded sweep without history too)."""
     level = levels[0] if len(levels) == 1 else None
     prefix_count = _resolved(params.prefix_count, level, 1, "prefix_count")
     data = (f"kind=synthetic_text,prompt_tokens={params.prompt_tokens},output_tokens={params.output_tokens},"
@@ -42,7 +43,7 @@ def guidellm_argv(*, guidellm: str, campaign: Campaign, params: RunParams, cell:
     max_requests = _resolved(params.max_requests, level, params.turns, "max_requests")
     if max_requests is not None:
         constraints += ["--constraint", f"kind=max_requests,count={max_requests}"]
-    if params.sweep == "adaptive":
+    if params.sweep == "adaptive" if adaptive is None else adaptive:
         # GuideLLM's over-saturation detection stops a level whose queue and TTFT keep growing; the adaptive sweep
         # then stops the cell (guidellm/schemas/scheduler/constraints/saturation.py, GuideLLM v0.8.1: mode enforce)
         constraints += ["--constraint", "kind=over_saturation,mode=enforce"]

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from llmd_bench.measure import seeded
 from llmd_bench.model import catalog
 from llmd_bench.model.campaign import Campaign, Cell
-from llmd_bench.model.params import RunParams
+from llmd_bench.model.params import RunParams, stored_params
 from llmd_bench.model.runtimes import simulated_runtime
 from llmd_bench.model.settings import results_store_url
 
@@ -39,8 +39,7 @@ def seed_query(campaign: Campaign, params: RunParams, cell: Cell, *, runtime: st
     from llmd_bench.store.history import SeedQuery  # deferred: loads sqlalchemy
 
     cell_params = params.for_cell(cell)
-    stored = {**cell_params.model_dump(), "warmup_requests": campaign.workload.warmup_requests,
-              "gpu_hour_cost": campaign.gpu_hour_cost}
+    stored = stored_params(campaign, cell_params)
     return SeedQuery(campaign=campaign.dag_id, model=cell.model, config=cell.config, stack_factors=cell.stack_factors,
                      config_factors=cell.config_factors, llmd_version=cell_params.llmd_version,
                      simulated=simulated_runtime(runtime), params=stored, exclude_run=run_id,

@@ -31,7 +31,7 @@ from llmd_bench.model import catalog, paths
 from llmd_bench.model.campaign import Campaign, Cell, ModelSpec
 from llmd_bench.model.configurations import Configuration
 from llmd_bench.model.errors import RunFolderTaken
-from llmd_bench.model.params import RunParams
+from llmd_bench.model.params import RunParams, stored_params
 from llmd_bench.stack.runtime import bind
 
 if TYPE_CHECKING:
@@ -158,8 +158,7 @@ class StepContext:
     def stored_params(self) -> dict[str, Any]:
         """The run's params as stored with the run, plus the campaign settings the report states that are not
         params (the warm-up, the GPU-hour cost)."""
-        return {**self.params.model_dump(), "warmup_requests": self.campaign.workload.warmup_requests,
-                "gpu_hour_cost": self.campaign.gpu_hour_cost}
+        return stored_params(self.campaign, self.params)
 
     def _new_record(self) -> dict[str, Any]:
         assert self.cell is not None

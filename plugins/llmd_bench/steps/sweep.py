@@ -28,9 +28,8 @@ from llmd_bench.measure.observe import generator
 from llmd_bench.measure.observe.sampler import Sampler
 from llmd_bench.model import catalog, configurations
 from llmd_bench.model.errors import LlmdBenchError, ReportError, RuntimeStepError
-from llmd_bench.model.runtimes import simulated_runtime
 from llmd_bench.model.settings import SettingsError, settings
-from llmd_bench.plan import method
+from llmd_bench.plan import method, seeding
 from llmd_bench.stack.context import StepContext
 from llmd_bench.stack.runtime.local import guidellm_bin
 from llmd_bench.steps import endpoint_for, observation_targets, warmup
@@ -79,11 +78,11 @@ def tokenizer_spec(ctx: StepContext) -> str:
 
 
 def guidellm_command(ctx: StepContext, guidellm: str, target: str, output: Path, trial: int,
-                     levels: list[int] | None = None) -> list[str]:
+                     levels: list[int] | None = None, adaptive: bool | None = None) -> list[str]:
     assert ctx.cell is not None
     return method.guidellm_argv(guidellm=guidellm, campaign=ctx.campaign, params=ctx.params, cell=ctx.cell,
                                 levels=levels or ctx.levels, run_id=ctx.run_id, trial=trial, target=target, output=output,
-                                tokenizer=tokenizer_spec(ctx))
+                                tokenizer=tokenizer_spec(ctx), adaptive=adaptive)
 
 
 def complete_report(ctx: StepContext, path: Path, levels: list[int] | None = None) -> bool:
@@ -326,11 +325,7 @@ def seed_decision(ctx: StepContext) -> seeded.SeedDecision:
     assert ctx.cell is not None
     record = ctx.record()
     full_every = ctx.campaign.seeded.full_grid_every
-    query = history.SeedQuery(
-        campaign=ctx.campaign.dag_id, model=ctx.cell.model, config=ctx.cell.config, stack_factors=ctx.cell.stack_factors,
-        config_factors=ctx.cell.config_factors, llmd_version=ctx.params.llmd_version,
-        simulated=simulated_runtime(ctx.runtime), params=ctx.stored_params(), exclude_run=ctx.run_id,
-        versions=tuple(catalog.known_versions()))
+    query = seeding.seed_query(ctx.campaign, ctx.params, ctx.cell, runtime=ctx.runtime, run_id=ctx.run_id)
     try:
         sources = history.seed_sources(query)
     except LlmdBenchError as exc:  # the store down or unreadable: measure from scratch rather than not at all
@@ -375,6 +370,8 @@ class _TrialRuns:
 def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
     """Execute the sweep core's actions (sweep_core.next_action) until it stops; the trials as cell.json keeps them."""
     plan = sweep_plan(ctx)
+    # a seeded cell without history sweeps adaptively: GuideLLM's over-saturation stop as for sweep: adaptive
+    adaptive_mode = plan.sweep == "adaptive" or (plan.seed is not None and plan.seed.mode == "adaptive")
     observations: list[sweep_core.Observation] = list(found_reports(ctx, plan))
     trials: list[dict[str, Any]] = []
     current: _TrialRuns | None = None
@@ -400,7 +397,8 @@ def run_trials(ctx: StepContext, target: str) -> list[dict[str, Any]]:
             else:
                 run_out.parent.mkdir(parents=True, exist_ok=True)
                 current.runs.append({"levels": list(action.levels), "report": action.report,
-                                     **execute_run(ctx, action.trial, list(action.levels), target, run_out),
+                                     **execute_run(ctx, action.trial, list(action.levels), target, run_out,
+                                                   adaptive=adaptive_mode),
                                      **current.before_next})
                 current.before_next = {}
             observations.append(sweep_core.Measured(
@@ -499,10 +497,11 @@ def level_outcomes(ctx: StepContext, report: Path) -> tuple[sweep_core.LevelResu
     return tuple(out)
 
 
-def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path) -> dict[str, Any]:
+def execute_run(ctx: StepContext, trial: int, levels: list[int], target: str, out: Path,
+                adaptive: bool | None = None) -> dict[str, Any]:
     """One GuideLLM run, restarted when it stalls; the serving samples of all runs go to the trial's files."""
 
-    cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels)
+    cmd = guidellm_command(ctx, guidellm_bin(), target, out, trial, levels, adaptive)
     print("running:", " ".join(cmd), flush=True)
     # the progress watch reads GuideLLM's INFO progress lines (guidellm_watch.LOG_LEVEL_ENV)
     env = guidellm_watch.progress_logging_env(ctx.stack.guidellm_env() or dict(os.environ))
