@@ -4,34 +4,20 @@ swept and the stack it served; and a store that cannot be read. The decisions on
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.seeded import StackFingerprint, decide_seed
 from llmd_bench.model import catalog
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.store import db
 from llmd_bench.store.history import SeedQuery, seed_sources
 from llmd_bench.store.rows import CellInfo, RunInfo, StoredRunParams
+from stored_levels import levels_at
 
 PARAMS = {"concurrency": [1, 2, 4, 8], "duration_s": 2, "prompt_tokens": 64, "output_tokens": 32, "prefix_tokens": 256,
           "turns": 1, "tensor_parallel_size": 1, "replicas": 1, "runs": "per-cell", "prefix_count": 1,
           "max_requests": None, "level_isolation": "none"}
 MODEL = "Qwen/Qwen3-0.6B"
-
-
-def _levels(real_report, tps_by_level: dict[int, float | None]):
-    """The real report's first level, copied to each concurrency with this mean output tokens/s (None: invalid)."""
-    template = parse_report_file(real_report).levels[0]
-    out = []
-    for c, tps in tps_by_level.items():
-        metrics = {k: dict(v) for k, v in template.metrics.items()}
-        metrics["output_tps"] = {**metrics["output_tps"], "mean": tps if tps is not None else 1.0}
-        out.append(dataclasses.replace(template, concurrency=c, metrics=metrics,
-                                       invalid_reason=None if tps is not None else "errors above 5 %"))
-    return out
 
 
 def _store(db_url, real_report, run_id: str, *, version: str = "v0.9.0", runtime: str = "local", sweep: str = "seeded",
@@ -44,7 +30,7 @@ def _store(db_url, real_report, run_id: str, *, version: str = "v0.9.0", runtime
     cell = CellInfo(model=MODEL, short_model="Qwen3-0.6B", config="no-offload", trial=1, status="ok",
                     stack_factors=stack_factors, sweep=decisions or {}, stack=stack or {}, replicas=replicas,
                     tensor_parallel_size=1)
-    levels = _levels(real_report, tps or {1: 100.0, 2: 190.0, 4: 260.0, 8: 240.0})
+    levels = levels_at(real_report, tps or {1: 100.0, 2: 190.0, 4: 260.0, 8: 240.0})
     db.in_transaction(lambda w: w.store_cell(run, cell, levels), "test", db_url)
 
 

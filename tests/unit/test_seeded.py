@@ -149,7 +149,7 @@ def test_seeded_without_a_seed_is_refused():
 # -- full grid and adaptive modes ---------------------------------------------------------------------------------------
 
 def test_a_full_grid_measures_every_level_in_one_run_then_refines():
-    full = SeedDecision(mode="full-grid", reason="every 4. run measures the full grid", full_grid_every=4,
+    full = SeedDecision(mode="full-grid", reason="one run in 4 measures the full grid", full_grid_every=4,
                         bracket_runs_before=3)
     actions = _drive(_plan(full), _rising_then_falling(300))
     assert _short(actions) == ["run 1,50,100,150,300,400,500,650", "refine 350", "complete", "stop"]

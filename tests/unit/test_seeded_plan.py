@@ -60,7 +60,7 @@ def test_plan_shows_each_seeded_cells_mode_levels_and_runs_as_the_sweep_decides_
     assert bracket["benchmark_s"] == 3 * 60  # 3 levels x duration_s (no history) x 1 trial
     assert bracket["seeded"]["benchmark_s_at_most"] == (5 + 1) * 60  # widened to the whole grid, then refined
 
-    assert full["seeded"]["mode"] == "full-grid" and "every 4. run measures the full grid" in full["seeded"]["reason"]
+    assert full["seeded"]["mode"] == "full-grid" and "one run in 4 measures the full grid" in full["seeded"]["reason"]
     assert full["levels"] == GRID and [r["levels"] for r in full["guidellm_runs"]] == [GRID]
     assert full["benchmark_s"] == (5 + 1) * 60  # the grid and its refinement
 
@@ -74,8 +74,8 @@ def test_plan_shows_each_seeded_cells_mode_levels_and_runs_as_the_sweep_decides_
                     "at a time while the peak sits at an edge (at most the grid's 5 + 1 refinement); refines only if "
                     "the peak moved; the full grid instead if the served stack changed since run weekly-47")
     assert "levels 50,100,150  runs 1" in next(x for x in lines if x.strip().startswith(ids["no-offload"]))
-    assert "    seeded: full grid (every 4. run measures the full grid (seeded.full_grid_every; 3 seeded bracket run(s) " \
-           "since the last full one)); then up to 1 refinement level(s)" in lines
+    assert "    seeded: full grid (one run in 4 measures the full grid (seeded.full_grid_every: 4; 3 seeded bracket " \
+           "run(s) since the last full one)); then up to 1 refinement level(s)" in lines
     assert any(x.startswith("    seeded: adaptive (no stored run of this cell") for x in lines)
     assert ("seeded sweep (results store test:5432/db: the seed history of 3 cell(s)): 1 bracket, 1 full grid, "
             "1 adaptive; at most 1080 s of measurement if every bracket widened to the whole grid") in text

@@ -149,8 +149,9 @@ def decide_seed(sources: SeedSources, stack_now: StackFingerprint | None, full_g
             return SeedDecision(mode="full-grid", reason=f"the served stack changed since run {last.dag_run_id}: "
                                 + "; ".join(changed), full_grid_every=full_grid_every, bracket_runs_before=brackets)
         if brackets + 1 >= full_grid_every:
-            return SeedDecision(mode="full-grid", reason=f"every {full_grid_every}. run measures the full grid "
-                                f"(seeded.full_grid_every; {brackets} seeded bracket run(s) since the last full one)",
+            return SeedDecision(mode="full-grid", reason=f"one run in {full_grid_every} measures the full grid "
+                                f"(seeded.full_grid_every: {full_grid_every}; {brackets} seeded bracket run(s) since the "
+                                "last full one)",
                                 full_grid_every=full_grid_every, bracket_runs_before=brackets)
         if last.peak is None:
             return SeedDecision(mode="full-grid", reason=f"the cell's last run {last.dag_run_id} has no valid level "

@@ -157,8 +157,10 @@ def _cells_frame(cells: Iterable[StoredCell]) -> pd.DataFrame:
                      # `stack` (Runtime.stack_metadata as stored; {} when not captured) and `served` (every trial's
                      # served.ServedHistory; [] when not proven) are optional like `observability`
                      "observability": first.observability, "stack": first.stack,
-                     "served": [c.served for c in trials if c.served]})
-    return pd.DataFrame(rows)[CELL_COLUMNS + ["observability", "stack", "served"]]
+                     "served": [c.served for c in trials if c.served],
+                     # where and beside what each trial ran (rows.Placement), the first trial's for the cell
+                     "placement": first.placement})
+    return pd.DataFrame(rows)[CELL_COLUMNS + ["observability", "stack", "served", "placement"]]
 
 
 # -- from a folder of CSVs ----------------------------------------------------------------------------

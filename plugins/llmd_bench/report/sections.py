@@ -19,6 +19,7 @@ from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
+from llmd_bench.store.rows import Placement
 
 SIMULATED_BANNER = ("**The serving layer was SIMULATED.** This run used the local runtime: GuideLLM mock servers "
                     "stood in for vLLM and llm-d, with per-configuration latency profiles from the campaign file. "
@@ -246,6 +247,7 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
 
     _adaptive_section(doc, t)
     _seeded_section(doc, t)
+    _placement_section(doc, t)
 
     doc.h(2, "Latency at the peak")
     for metric, label in (("ttft_mean_ms", "TTFT (ms)"), ("tpot_mean_ms", "TPOT (ms)")):
@@ -575,6 +577,44 @@ def _adaptive_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
                 ", ".join(map(str, r.sweep.get("refined", []))) or "-",
                 (", ".join(map(str, r.sweep["not_run"])) + f" ({adaptive.NOT_RUN})") if r.sweep.get("not_run") else "-",
                 r.sweep.get("stop_reason") or "-"] for r in rows])
+
+
+def _placement_section(doc: DocumentBuilder, t: pd.DataFrame) -> None:
+    """Which cells ran at the same time, and where: the lanes of `lanes: auto` (each cell on its own GPUs of one node)
+    or `lanes: N` (cells at once sharing the GPUs, or on the local runtime this host). Nothing when one cell ran at a
+    time."""
+    if "placement" not in t.columns:
+        return
+    cells = [(r.model, r.config, r.placement) for r in t.itertuples() if isinstance(r.placement, Placement)]
+    kinds = {p.kind for _, _, p in cells}
+    if not cells or kinds == {"alone"}:
+        return
+    doc.h(2, "Cells side by side")
+    if "lane" in kinds:
+        doc.p("`lanes: auto`: as many cells ran at once as the nodes' allocatable GPUs held, each cell's model servers "
+              "on its own GPUs of one node (a Lease per lane, stack/lanes.py). Concurrent cells share the cluster's "
+              "network and storage, not GPUs; the noise history compares these cells only with runs placed the same way.")
+    if "shared" in kinds:
+        lanes = max(p.lanes or 0 for _, _, p in cells)
+        doc.p(f"`lanes: {lanes}`: up to {lanes} cells ran at once sharing the GPUs (on the local runtime, this host's "
+              "CPU); their numbers can include one another's load. The noise history compares these cells only with "
+              "runs placed the same way.")
+    rows = []
+    for model, config, p in cells:
+        beside = [f"{m} / {c}" for m, c, q in cells if (m, c) != (model, config) and _overlap(p, q)]
+        where = f"{p.slot} ({p.gpus} GPUs on {p.node})" if p.kind == "lane" else p.kind
+        rows.append([model, config, where, p.acquired or "-", p.released or "-",
+                     f"{p.waited_s:.0f}" if p.waited_s is not None else "-",
+                     ", ".join(beside) or ("-" if p.kind == "lane" else "not recorded")])
+    doc.table(["Model", "Config", "Lane", "From", "To", "Waited (s)", "Ran at the same time as"], rows)
+
+
+def _overlap(a: Placement, b: Placement) -> bool:
+    """Two cells' lanes were held at the same time (ISO 8601 UTC times compare as text); unknown ends never overlap."""
+    if not (a.acquired and b.acquired):
+        return False
+    a_end, b_end = a.released or "9999", b.released or "9999"
+    return a.acquired < b_end and b.acquired < a_end
 
 
 def _seeded(sweep: Any) -> bool:

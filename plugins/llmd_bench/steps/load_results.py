@@ -14,9 +14,11 @@ from llmd_bench.measure.guidellm_levels import Report
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.observe import generator
 from llmd_bench.model.errors import ReportError
+from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.lanes import fixed_lanes
 from llmd_bench.store.results import cell_status, run_info_from_record, sha256
-from llmd_bench.store.rows import CellInfo
+from llmd_bench.store.rows import CellInfo, Placement
 
 
 def parse_trials(ctx: StepContext) -> list[tuple[int, Report]]:
@@ -96,7 +98,8 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
                                versions=versions, report_path=str(path), report_sha256=sha256(path),
                                config_effect=observed.config_effect.model_dump() if observed else {},
                                observability=observability, stack=record.stack or {},
-                               served=record.served.model_dump(mode="json") if record.served else {})
+                               served=record.served.model_dump(mode="json") if record.served else {},
+                               placement=placement(ctx, record))
             mine = [s for s in levels if s["trial"] == trial]
             suspects = {s["concurrency"]: s["reason"] for s in mine if s["reason"]}
             lag_rows = [(s["concurrency"], "generator", "start_lag_pct", s["start_lag_pct"]) for s in mine
@@ -105,6 +108,15 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
 
     db.in_transaction(load, f"loading {ctx.cell}")
     print(f"stored {sum(len(r.levels) for _, r in reports)} level rows for {ctx.cell} in the results store")
+
+
+def placement(ctx: StepContext, record: CellRecord) -> Placement:
+    """Where and beside what the cell ran: its lane (lanes: auto, recorded by deploy), else alone or shared by the
+    campaign's lanes as this runtime ran them."""
+    if record.placement:
+        return Placement.model_validate(record.placement)
+    lanes = fixed_lanes(ctx.campaign.lanes, cluster_runtime(ctx.runtime), ctx.campaign.serving.mode) or 1
+    return Placement(kind="shared", lanes=lanes) if lanes > 1 else Placement(kind="alone", lanes=1)
 
 
 def sweep_decisions(record: CellRecord, trial: int) -> dict[str, Any]:

@@ -132,7 +132,8 @@ def upsert_run(session: Session, info: RunInfo) -> int:
 def upsert_cell(session: Session, run_id: int, info: CellInfo) -> int:
     values = dict(info.model_dump(), run_id=run_id, versions=info.versions or {}, config_effect=info.config_effect or {},
                   observability=info.observability or {}, factors=info.factors or {}, sweep=info.sweep or {},
-                  stack=info.stack or {}, served=info.served or {})
+                  stack=info.stack or {}, served=info.served or {},
+                  placement=info.placement.as_stored() if info.placement else {})
     key = ("run_id", "model", "config", "stack_factors", "config_factors", "trial")
     stmt = pg_insert(Cell).values(**values)
     upsert = stmt.on_conflict_do_update(

@@ -140,19 +140,27 @@ WORKLOAD_PARAMS = ("concurrency", "duration_s", "prompt_tokens", "output_tokens"
 METHOD_PARAMS = {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items()}
 
 
+# A run's placement kind (rows.Placement: alone, shared, lane): its cells share the campaign's lanes; cells stored
+# before placement was (no kind) ran as the campaign's lanes did then, counted as alone
+PLACEMENT_KIND = ("(SELECT coalesce(max(c.placement ->> 'kind'), 'alone') FROM cells c WHERE c.run_id = {run})")
+
+
 def _earlier_runs_cte() -> str:
     """`cur` (run :run_pk) and `earlier`: the latest :max_runs runs before it that measured the same thing (the
     runtimes whose serving is simulated are bound as :simulated)."""
     same_kind = "(r.runtime = ANY(CAST(:simulated AS text[]))) = (cur.runtime = ANY(CAST(:simulated AS text[])))"
     return """
 WITH cur AS (
-    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t FROM runs WHERE id = :run_pk
+    SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t,
+           """ + PLACEMENT_KIND.format(run="runs.id") + """ AS placement_kind
+    FROM runs WHERE id = :run_pk
 ), earlier AS (
     SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
     FROM runs r, cur
     WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
       AND """ + same_kind + """
       AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+      AND """ + PLACEMENT_KIND.format(run="r.id") + """ = cur.placement_kind
       AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
       AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
                             for k, v in METHOD_PARAMS.items()) + """

@@ -17,7 +17,7 @@ The report, MLflow, the Benchmark Report export, plan, notify and compare consum
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
@@ -147,6 +147,31 @@ class GpuTime(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
+PlacementKind = Literal["alone", "shared", "lane"]
+PLACEMENT_KINDS: tuple[str, ...] = ("alone", "shared", "lane")
+
+
+class Placement(BaseModel):
+    """Where and beside what a cell ran. kind: alone (lanes: 1, one cell at a time), shared (lanes: N > 1: cells at
+    once on the same GPUs pool, or this host), lane (lanes: auto: its own GPUs on one node, stack/lanes.py). A lane
+    also has its slot, node, GPUs and the lease's acquired and released times (ISO 8601, UTC) and seconds waited.
+    The noise history compares a cell only with runs of the same kind. Keys a lane records beyond these are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: PlacementKind = "alone"
+    lanes: int | None = None
+    slot: str | None = None
+    node: str | None = None
+    gpus: int | None = None
+    acquired: str | None = None
+    released: str | None = None
+    waited_s: float | None = None
+
+    def as_stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
 class CellRow(_Labelled):
     id: int
     run_id: int
@@ -166,6 +191,7 @@ class CellRow(_Labelled):
     report_sha256: str | None
     config_effect: dict[str, Any]
     observability: dict[str, Any]
+    placement: Placement = Placement()
 
 
 class LevelRow(_Row):
@@ -358,3 +384,4 @@ class CellInfo(_Row):
     observability: dict[str, Any] | None = None
     stack: dict[str, Any] | None = None
     served: dict[str, Any] | None = None
+    placement: Placement | None = None

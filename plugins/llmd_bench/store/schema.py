@@ -90,6 +90,8 @@ class Cell(Base):
     # what the servers showed they serve (served.ServedHistory: every check, pod and key, proven / differs / not
     # provable with why); {} for cells stored before the proof or imported
     served: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # where and beside what the cell ran (rows.Placement: kind lane / shared / alone, lane slot, node, GPUs, times)
+    placement: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     trial: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
