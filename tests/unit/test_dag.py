@@ -86,7 +86,8 @@ def test_params_form_defaults_and_trigger_time_validation(dag):
     assert set(params.keys()) == {"models", "configs", "concurrency", "duration_s", "prompt_tokens", "output_tokens",
                                   "prefix_tokens", "turns", "seed", "tensor_parallel_size", "replicas",
                                   "llmd_version", "trials", "trial_isolation", "noise_floor_pct", "baseline",
-                                  "prefix_count", "max_requests", "runs", "level_isolation", "factors", "sweep"}
+                                  "prefix_count", "max_requests", "runs", "level_isolation", "factors", "sweep", "slo",
+                                  "design"}
     assert params["concurrency"] == [1, 50, 100, 150, 300, 400, 500, 650]
     for name in params.keys():
         assert params.get_param(name).description, name
@@ -102,7 +103,8 @@ def test_params_form_defaults_and_trigger_time_validation(dag):
                        ({"concurrency": []}, "concurrency"), ({"concurrency": [-1]}, "concurrency"),
                        ({"duration_s": 0}, "duration_s"), ({"llmd_version": "v9"}, "llmd_version"),
                        ({"trial_isolation": "sometimes"}, "trial_isolation"), ({"noise_floor_pct": -1}, "noise_floor_pct"),
-                       ({"baseline": "native-offload-20k"}, "baseline")]:
+                       ({"baseline": "native-offload-20k"}, "baseline"), ({"design": "abab"}, "design"),
+                       ({"slo": {"ttft_ms": {"p97": 500}}}, "slo"), ({"slo": {"ttft_ms": {"p95": 0}}}, "slo")]:
         with pytest.raises((ParamValidationError, ValueError)) as err:
             validate(conf)
         assert name in str(err.value)

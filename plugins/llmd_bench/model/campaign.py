@@ -194,6 +194,46 @@ SweepParam = Annotated[Sweep, Field(
     "and the full grid every `seeded.full_grid_every` runs or when the served stack changed (seeded.py).")]
 
 
+class PercentileLimits(_Strict):
+    """Latency limits in ms at GuideLLM's percentiles of a level's successful requests (any of them)."""
+
+    p50: PositiveFloat | None = None
+    p90: PositiveFloat | None = None
+    p95: PositiveFloat | None = None
+    p99: PositiveFloat | None = None
+
+    def limits(self) -> dict[str, float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class Slo(_Strict):
+    """`slo:` latency targets a level must meet for its throughput to count as goodput (any of them; none set: no
+    goodput). TTFT, inter-token latency and request latency, each at p50/p90/p95/p99, in ms."""
+
+    ttft_ms: PercentileLimits | None = None
+    itl_ms: PercentileLimits | None = None
+    request_latency_ms: PercentileLimits | None = None
+
+    def targets(self) -> dict[str, dict[str, float]]:
+        """metric -> percentile -> limit in ms, the metrics and percentiles set only."""
+        out = {}
+        for metric in ("ttft_ms", "itl_ms", "request_latency_ms"):
+            limits = getattr(self, metric)
+            if limits is not None and limits.limits():
+                out[metric] = limits.limits()
+        return out
+
+
+SloParam = Annotated[Slo, Field(
+    description="Latency targets for goodput: {ttft_ms|itl_ms|request_latency_ms: {p50|p90|p95|p99: ms}}; the "
+    "highest measured level meeting every one is each cell's goodput. Empty: no goodput.")]
+Design = Literal["auto", "single", "aba"]
+DesignParam = Annotated[Design, Field(
+    description="aba: the baseline cell runs first and again last, and the drift between its two runs widens the "
+    "noise floor and is shown; single: each cell once; auto: aba on the local runtime (a shared host drifts), "
+    "single on a cluster.")]
+
+
 class _Selection(_Strict):
     """Which cells a run covers (first in the trigger form)."""
 
@@ -496,6 +536,8 @@ class Campaign(_Strict):
     sweep: SweepParam = "grid"
     adaptive: AdaptiveSettings = AdaptiveSettings()
     seeded: SeededSettings = SeededSettings()
+    slo: SloParam = Slo()
+    design: DesignParam = "auto"
     gpu_hour_cost: NonNegativeFloat | None = Field(None, description="what one GPU-hour costs (any currency): the "
                                                    "report adds each cell's cost and the cost per million output tokens")
     memory_regimes: dict[FactorLabel, MemoryRegime] = Field(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    BaseModel,
     Field,
     ValidationError,
 )
@@ -17,10 +18,14 @@ from llmd_bench.model.campaign import (
     Baseline,
     Campaign,
     Cell,
+    DesignParam,
     FromCampaign,
     ModelSpec,
     NoiseFloorPct,
+    PercentileLimits,
     PositiveInt,
+    Slo,
+    SloParam,
     SweepParam,
     TrialIsolationParam,
     Trials,
@@ -49,6 +54,8 @@ class RunParams(_WorkloadParams, _Selection):
                                                    "factor left out runs all its values."),
                        FromCampaign("factor_values")] = {}
     sweep: SweepParam = "grid"
+    slo: SloParam = Slo()
+    design: DesignParam = "auto"
 
     @property
     def expected_level_s(self) -> float | None:
@@ -181,6 +188,8 @@ def default_params(campaign: Campaign) -> dict[str, Any]:
         value: Any = campaign
         for attr in path.split("."):
             value = getattr(value, attr)
+        if isinstance(value, BaseModel):  # a block (slo): its JSON, only the keys set
+            return value.model_dump(mode="json", exclude_none=True)
         return list(value) if isinstance(value, (list, tuple)) else value
 
     return {name: resolve(source(name)) for name in RunParams.model_fields}
@@ -208,6 +217,11 @@ def params_json_schema(campaign: Campaign, known_versions: list[str]) -> dict[st
         "description": schema["factors"]["description"] + " This campaign's: "
         + ("; ".join(f"{name} {values}" for name, values in declared.items()) or "none") + ".",
     }
+    # slo: an object of metric -> percentile -> ms (campaign.Slo), spelled out for the form
+    percentiles = {p: {"type": "number", "exclusiveMinimum": 0} for p in PercentileLimits.model_fields}
+    schema["slo"] = {"type": "object", "additionalProperties": False, "description": schema["slo"]["description"],
+                     "properties": {m: {"type": "object", "additionalProperties": False, "properties": percentiles}
+                                    for m in Slo.model_fields}}
     return schema
 
 
@@ -236,6 +250,8 @@ def _allowed_values(campaign: Campaign, field: str, known_versions: list[str] | 
     schema = params_json_schema(campaign, known_versions or [])[field]
     if field == "factors":
         return str(campaign.factor_values)
+    if field == "slo":
+        return f"{{{' | '.join(Slo.model_fields)}: {{{' | '.join(PercentileLimits.model_fields)}: ms > 0}}}}"
     enum = schema.get("enum") or schema.get("items", {}).get("enum")
     if enum and (field != "llmd_version" or known_versions):
         return str(list(enum))
