@@ -62,6 +62,8 @@ bench: setup
 	$(BIN)/python benchmarks/adaptive_targets.py
 	$(BIN)/python benchmarks/reset_targets.py
 	$(BIN)/python benchmarks/stall_targets.py
+	$(BIN)/python benchmarks/seeded_targets.py
+	$(BIN)/python benchmarks/lanes_targets.py
 
 clean:
 	rm -rf .airflow results reports .cache/pg
