@@ -230,6 +230,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare_runs(args: argparse.Namespace) -> int:
+    """Two stored runs' judgements as a report of its own, in the reports folder (the Airflow UI lists it)."""
+    from llmd_bench.report import compare_runs  # deferred: loads numpy, pandas, sqlalchemy
+
+    pair = compare_runs.read_pair(args.run_a, args.run_b, args.campaign)
+    comparison = compare_runs.compare(*pair)
+    out = paths.reports_root() / paths.safe_component(f"compare__{args.run_a}__vs__{args.run_b}")
+    written = compare_runs.write_comparison(comparison, out)
+    for line in compare_runs.summary_lines(comparison):
+        print(line)
+    print(f"report written to {written['report.html']} and {written['report.md']}")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
 
     campaign, params = _campaign_and_params(args)
@@ -395,6 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--campaign", default=None, help="the campaign's dag id, when the run id is ambiguous")
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "compare-runs", help="judge two stored runs against each other (another week, llm-d version or cluster) and "
+                             "write the comparison as a report",
+        description="Compare two runs of the results store cell by cell, with the report's noise rules: each cell's "
+                    "peak in the newer run against the reference's, and each configuration's % vs the baseline in "
+                    "both. The reference is the run at the older llm-d version (at the same version, the earlier "
+                    "run); a REGRESSION is the newer run's peak lower beyond noise. A simulated run (local runtime) "
+                    "is compared only with simulated runs; runs that measured different workloads are shown without "
+                    "verdicts. Writes report.md, report.html, comparison.csv and the effect plot to "
+                    "<reports>/compare__RUN_A__vs__RUN_B/ (LLMD_BENCH_REPORTS) and prints the path.")
+    p.add_argument("run_a", metavar="RUN_A", help="a run in the results store (the Airflow dag_run id)")
+    p.add_argument("run_b", metavar="RUN_B", help="another run in the results store")
+    p.add_argument("--campaign", default=None, metavar="C",
+                   help="the campaign (dag id) both runs belong to, when a run id is in several campaigns")
+    p.set_defaults(func=cmd_compare_runs)
     p = sub.add_parser("mlflow-log", help="log a stored run to the MLflow tracking server (connection llmd_mlflow or "
                                           "LLMD_BENCH_MLFLOW_URI): one MLflow run per cell x trial x level, updated on re-runs")
     p.add_argument("--run-id", required=True, help="a run in the results store (the Airflow dag_run id)")

@@ -67,5 +67,5 @@ def test_report_compares_llmd_versions_and_flags_a_regression(db_url, real_repor
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Across llm-d versions" in md and "1 regression(s) beyond noise" in md
     assert (tmp_path / "r" / "cross_version.csv").exists()
-    # the older run is compared the other way round: an improvement, not a regression
-    assert set(old_only.cross_version["judgement"]) == {"improvement", "within noise"}
+    # the older run's newer version is context, never a reference: higher than it, not an improvement or a regression
+    assert set(old_only.cross_version["judgement"]) == {"higher (context: newer version)", "within noise"}

@@ -361,14 +361,15 @@ class Report:
 
     @property
     def regressions(self) -> list[dict[str, Any]]:
-        """Every peak lower beyond noise than another llm-d version's or than the previous run's (JSON-ready)."""
+        """Every peak lower beyond noise than an OLDER llm-d version's or than the previous run's (JSON-ready): the
+        one list the summary, the cross-version and previous-run sections, the stored report and notify count."""
         found = []
         for kind, table, other in (("llm-d version", self.cross_version, "other_version"),
                                    ("previous run", self.previous_run, "other_run")):
             if table is None:
                 continue
             for r in table[table["judgement"] == "REGRESSION"].itertuples():
-                if kind == "llm-d version" and _version_key(r.other_version) > _version_key(r.version):
+                if kind == "llm-d version" and version_key(r.other_version) >= version_key(r.version):
                     continue  # a backfilled older version being slower than a newer one is not a regression
                 found.append({"kind": kind, "model": r.model, "config": r.config, "version": r.version,
                               "other": getattr(r, other), "peak_output_tps": _rounded(r.peak_output_tps, 3),
@@ -462,6 +463,10 @@ def _cell_row(peaks: pd.DataFrame, model: str, config: str) -> pd.Series | None:
 
 
 def _cross_version(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
+    """This run's llm-d version against every other version of the campaign in the store, per cell. Only an OLDER
+    version is a reference: a drop beyond noise against it is a REGRESSION. A newer version is context, shown with
+    'lower' or 'higher' (context: newer version) and never a regression, so the report of a backfilled older release
+    does not call it being slower than its successors a regression (Report.regressions counts the same rows)."""
     cv = data.cross_version
     if cv is None or cv.empty or not data.llmd_version:
         return None
@@ -471,13 +476,34 @@ def _cross_version(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> 
         others = cv[(cv["model"] == cur["model"]) & (cv["config"] == cur["config"]) & (cv["llmd_version"] != data.llmd_version)]
         for _, old in others.iterrows():
             verdict, basis = _judge_peaks(cur, old, _cell_row(peaks, cur["model"], cur["config"]), floor_pct)
+            relation = version_relation(str(old["llmd_version"]), data.llmd_version)
             rows.append({"model": cur["model"], "config": cur["config"], "version": data.llmd_version,
-                         "other_version": old["llmd_version"], "peak_output_tps": cur["peak_output_tps"],
-                         "other_peak_output_tps": old["peak_output_tps"],
+                         "other_version": old["llmd_version"], "relation": relation,
+                         "peak_output_tps": cur["peak_output_tps"], "other_peak_output_tps": old["peak_output_tps"],
                          "change_pct": pct(cur["peak_output_tps"], old["peak_output_tps"]),
-                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]), "judgement": verdict,
+                         "samples": int(cur["samples"]), "other_samples": int(old["samples"]),
+                         "judgement": verdict if relation == "older" else as_context(verdict, relation),
                          "basis": basis})
-    return pd.DataFrame(rows) if rows else None
+    if not rows:
+        return None
+    out = pd.DataFrame(rows)
+    order = {m: i for i, m in enumerate(sorted(dict.fromkeys(out["model"]), key=natural_key))}
+    out = out.assign(_m=out["model"].map(order), _c=out["config"].map(config_order),
+                     _v=out["other_version"].map(version_key))
+    return out.sort_values(["_m", "_c", "_v"], kind="stable").drop(columns=["_m", "_c", "_v"]).reset_index(drop=True)
+
+
+def version_relation(other: str, version: str) -> str:
+    """'older', 'newer' or 'same release' (another spelling of it): what `other` is to `version`."""
+    a, b = version_key(other), version_key(version)
+    return "older" if a < b else "newer" if a > b else "same release"
+
+
+def as_context(verdict: str, relation: str) -> str:
+    """A judgement against a version that is no reference (newer, or the same release): its direction as context,
+    never improvement or REGRESSION."""
+    word = {"REGRESSION": "lower", "improvement": "higher"}.get(verdict)
+    return f"{word} (context: {relation} version)" if word else verdict
 
 
 def _previous_run(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> pd.DataFrame | None:
@@ -508,7 +534,8 @@ def _previous_run(data: ReportInput, peaks: pd.DataFrame, floor_pct: float) -> p
     return out.sort_values(["_m", "_c"]).drop(columns=["_m", "_c"]).reset_index(drop=True)
 
 
-def _version_key(version: str) -> tuple[int, ...]:
+def version_key(version: object) -> tuple[int, ...]:
+    """An llm-d version's order: its numbers (v0.10.0 after v0.9.0); text without numbers first."""
     return tuple(int(n) for n in re.findall(r"\d+", str(version)))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, is_missing
+from llmd_bench.report.versions import plots as effect_plots
 
 
 def plots(report: Report) -> dict[str, bytes]:
@@ -76,6 +77,7 @@ def plots(report: Report) -> dict[str, bytes]:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         out["peak_vs_baseline.png"] = _png(fig)
+    out.update(effect_plots(report))  # each configuration's effect by llm-d version (versions.py)
     return out
 
 

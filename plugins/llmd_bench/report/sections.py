@@ -19,6 +19,9 @@ from llmd_bench.report import analysis
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
+from llmd_bench.report.versions import PLOT_CAPTION as EFFECT_PLOT_CAPTION
+from llmd_bench.report.versions import PLOT_NAME as EFFECT_PLOT_NAME
+from llmd_bench.report.versions import effect_by_version, effect_section, policy_changes_for
 from llmd_bench.store.rows import Placement
 
 SIMULATED_BANNER = ("**The serving layer was SIMULATED.** This run used the local runtime: GuideLLM mock servers "
@@ -28,6 +31,7 @@ PLOT_CAPTIONS = {"throughput_vs_concurrency.png": "Output tokens/s vs concurrenc
                  "ttft_vs_concurrency.png": "TTFT vs concurrency", "tpot_vs_concurrency.png": "TPOT vs concurrency",
                  "peak_vs_baseline.png": "Peak output tokens/s per configuration with 95 % intervals",
                  "host_use_per_level.png": "CPU (and GPU, where measured) busy % per level, from PCP"}
+PLOT_CAPTIONS[EFFECT_PLOT_NAME] = EFFECT_PLOT_CAPTION  # the Effect by llm-d version section's (versions.py)
 
 
 def _fmt(v: Any, digits: int = 1, suffix: str = "") -> str:
@@ -159,23 +163,39 @@ def cross_version_attributions(report: Report) -> list[list[str]]:
     cv = report.cross_version
     if cv is None:
         return []
-    known = set(catalog.known_versions())
     configs = _run_configurations(report)
-    out = []
-    for r in cv.itertuples():
-        name = str(r.config).split(" [", 1)[0]
-        config = configs.get(name)
-        offload = config.model_server.kv_offload if config is not None else None
-        found: list[str] = []
-        if offload is not None and {r.version, r.other_version} <= known:
-            for change in catalog.policy_changes(str(r.other_version), str(r.version)):
-                applies = (change.applies_to == "offload" and offload.connector == "OffloadingConnector"
-                           and offload.offload_prompt_only is None) or \
-                          (change.applies_to == "filesystem" and offload.filesystem is not None)
-                if applies:
-                    found.append(change.text)
-        out.append(found)
-    return out
+    # the one rule of which recorded change applies to a configuration, shared with Effect by llm-d version
+    return [policy_changes_for(configs.get(str(r.config).split(" [", 1)[0]), str(r.other_version), str(r.version))
+            for r in cv.itertuples()]
+
+
+def regressions_of(report: Report, kind: str) -> list[dict[str, Any]]:
+    """The regressions of one kind ('llm-d version', 'previous run') from Report.regressions: the one list the
+    summary, the sections, the stored report and notify count, so their numbers agree."""
+    return [g for g in report.regressions if g["kind"] == kind]
+
+
+def regression_summary(report: Report) -> list[str]:
+    """The summary's lines on regressions (against older llm-d versions and the previous run) and on changes of a
+    configuration's effect between llm-d versions, counted from the lists the sections below show."""
+    regressions = report.regressions
+    items = []
+    if regressions:
+        by_kind = [f"{len(regressions_of(report, k))} {what}" for k, what in
+                   (("llm-d version", "against older llm-d versions"), ("previous run", "since the previous run"))
+                   if regressions_of(report, k)]
+        items.append(f"**{len(regressions)} regression(s) beyond noise** ({', '.join(by_kind)}): " + "; ".join(
+            f"{g['model']}/{g['config']} {_signed(g['change_pct'])} vs "
+            + (f"llm-d {g['other']}" if g["kind"] == "llm-d version" else f"previous run {g['other']}")
+            for g in regressions) + ".")
+    elif report.cross_version is not None or report.previous_run is not None:
+        items.append("No regression beyond noise against older llm-d versions or the previous run.")
+    table = effect_by_version(report) if report.cross_version is not None else None
+    if table is not None and table.beyond:
+        items.append(f"{len(table.beyond)} change(s) of a configuration's effect beyond noise between llm-d versions: "
+                     + "; ".join(f"{r.model}/{r.config} {c.before} -> {c.after} {c.change_pp:+.1f} pp"
+                                 for r, c in table.beyond) + " (see Effect by llm-d version).")
+    return items
 
 
 def document(report: Report, plots: dict[str, bytes]) -> Document:
@@ -222,12 +242,7 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
             diffs = ", ".join(f"{c.config} {_signed(c.vs_baseline_pct)} ({_judgement(c.judgement, c.basis)})"
                               for c in beyond.itertuples())
             items.append(f"{model}: beyond noise vs baseline: {diffs}.")
-    regressions = report.regressions
-    if regressions:
-        items.append(f"**{len(regressions)} regression(s) beyond noise**: " + "; ".join(
-            f"{g['model']}/{g['config']} {_signed(g['change_pct'])} vs "
-            + (f"llm-d {g['other']}" if g["kind"] == "llm-d version" else f"previous run {g['other']}")
-            for g in regressions) + ".")
+    items += regression_summary(report)
     items += [f"Warning: {w}" for w in report.warnings]
     doc.ul(items)
 
@@ -342,24 +357,28 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
     if report.cross_version is not None:
         doc.h(2, "Across llm-d versions")
         cv = report.cross_version
-        regressions = cv[cv["judgement"] == "REGRESSION"]
-        doc.p(f"Peaks of llm-d {d.llmd_version} against earlier runs of this campaign with other llm-d versions. "
-              + (f"**{len(regressions)} regression(s) beyond noise.**" if len(regressions) else "No regression beyond noise."))
+        n = len(regressions_of(report, "llm-d version"))
+        doc.p(f"Peaks of llm-d {d.llmd_version} against the runs of this campaign with other llm-d versions. An OLDER "
+              "version is the reference: a drop beyond noise against it is a REGRESSION. A newer version is context "
+              "(lower or higher than it), never a regression. "
+              + (f"**{n} regression(s) beyond noise against older versions.**" if n else
+                 "No regression beyond noise against older versions."))
         attributed = cross_version_attributions(report)
         if any(attributed):
             doc.p("A change marked with a policy change is attributed to it, not to performance: the version catalog "
                   "records that upstream changed what the configuration does between the two releases "
                   "(include/versions.yaml; catalog.policy_changes).")
-        doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other peak tok/s", "Change", "Judgement",
-                   "Basis", "Attributed to"],
-                  [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, _fmt(r.other_peak_output_tps),
-                    _signed(r.change_pct), r.judgement, r.basis, "; ".join(a) or "-"]
+        doc.table(["Model", "Config", "Version", "Peak tok/s", "Other version", "Other is", "Other peak tok/s", "Change",
+                   "Judgement", "Basis", "Attributed to"],
+                  [[r.model, r.config, r.version, _fmt(r.peak_output_tps), r.other_version, getattr(r, "relation", "-"),
+                    _fmt(r.other_peak_output_tps), _signed(r.change_pct), r.judgement, r.basis, "; ".join(a) or "-"]
                    for r, a in zip(cv.itertuples(), attributed, strict=True)])
+    effect_section(doc, report, plots)
 
     if report.previous_run is not None:
         doc.h(2, "Since the previous run")
         pr = report.previous_run
-        n = int((pr["judgement"] == "REGRESSION").sum())
+        n = len(regressions_of(report, "previous run"))
         doc.p(f"Each cell's peak against the latest earlier run of this campaign with the same llm-d version "
               f"({d.llmd_version}), the same workload and the same kind of runtime, judged against noise as above. "
               + (f"**{n} regression(s) beyond noise.**" if n else "No regression beyond noise."))
