@@ -13,7 +13,7 @@ own step code (deploy, warmup, sweep, teardown, load_results) into a private res
     floor of a full grid at the new capacity, and says it widened.
 The grid references run in a campaign of their own, so they never seed the seeded runs; every run id is unique
 (results/<run id>/ is one run's folder).
-`python benchmarks/seeded_targets.py [DURATION_S]`
+`python benchmarks/seeded_targets.py [DURATION_S] [PARTS]` (PARTS: ab, a or b; default ab)
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def within(r: dict, grid: dict) -> bool:
 
 def main() -> None:
     duration = float(sys.argv[1]) if len(sys.argv) > 1 else 8.0
+    parts = sys.argv[2] if len(sys.argv) > 2 else "ab"
     server = server_at(WORK / "pg", free_port())
     url = server.start()
     os.environ["LLMD_BENCH_DB_URL"] = url
@@ -129,43 +130,52 @@ def main() -> None:
               f"capacity {SMALL} then {LARGE}, overload 40 ms per queued request", flush=True)
         grid_small = run_cell(campaign_file("grid_small", SMALL, "grid", duration), "grid-small")
         show(grid_small)
-
-        print("(a) stable system", flush=True)
-        stable = campaign_file("stable", SMALL, "seeded", duration)
-        runs = [run_cell(stable, f"stable-week-{i}") for i in range(1, 6)]
-        for r in runs:
-            show(r, grid_small)
-        seeded = runs[1:4]
-        bench = sum(r["benchmark_s"] for r in seeded) / (3 * grid_small["benchmark_s"])
-        gpu = sum(r["gpu_s"] for r in seeded) / (3 * grid_small["gpu_s"])
-        cell_gpu = sum(r["cell_gpu_s"] for r in seeded) / (3 * grid_small["cell_gpu_s"])
-        peaks_ok = all(within(r, grid_small) for r in seeded)
-        print(f"(a) runs 2-4: modes {[r['mode'] for r in seeded]}; benchmark seconds {100 * bench:.0f} % of the grid's "
-              f"(target <= 40 %); sweep GPU-seconds {100 * gpu:.0f} % (target <= 50 %); the cell's whole GPU-seconds "
-              f"{100 * cell_gpu:.0f} %; every peak within {NOISE_FLOOR_PCT:g} % of the grid's: {peaks_ok}; run 5: "
-              f"{runs[4]['mode']}", flush=True)
-
-        print(f"(b) capacity {SMALL} -> {LARGE} before run 3", flush=True)
-        grid_large = run_cell(campaign_file("grid_large", LARGE, "grid", duration), "grid-large")
-        show(grid_large)
-        changing = campaign_file("change", SMALL, "seeded", duration)
-        before = [run_cell(changing, f"change-week-{i}") for i in (1, 2)]
-        for r in before:
-            show(r, grid_small)
-        changing = campaign_file("change", LARGE, "seeded", duration)
-        third = run_cell(changing, "change-week-3")
-        show(third, grid_large)
-        d = third["decided"]
-        widened = bool(d.get("widened_up") or d.get("widened_down"))
-        print(f"(b) run 3: peak {third['peak']:.1f} tok/s at {third['at']} vs the grid's {grid_large['peak']:.1f} at "
-              f"{grid_large['at']} ({100 * (third['peak'] / grid_large['peak'] - 1):+.1f} %, within "
-              f"{NOISE_FLOOR_PCT:g} %: {within(third, grid_large)}); says it widened: {widened} "
-              f"(up {d.get('widened_up')}, down {d.get('widened_down')}); benchmark seconds "
-              f"{100 * third['benchmark_s'] / grid_large['benchmark_s']:.0f} % of the grid's", flush=True)
+        if "a" in parts:
+            part_a(duration, grid_small)
+        if "b" in parts:
+            part_b(duration, grid_small)
         print(f"total wall {time.monotonic() - started:.0f} s", flush=True)
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(WORK, ignore_errors=True)
+
+
+def part_a(duration: float, grid_small: dict) -> None:
+    print("(a) stable system", flush=True)
+    stable = campaign_file("stable", SMALL, "seeded", duration)
+    runs = [run_cell(stable, f"stable-week-{i}") for i in range(1, 6)]
+    for r in runs:
+        show(r, grid_small)
+    seeded = runs[1:4]
+    bench = sum(r["benchmark_s"] for r in seeded) / (3 * grid_small["benchmark_s"])
+    gpu = sum(r["gpu_s"] for r in seeded) / (3 * grid_small["gpu_s"])
+    cell_gpu = sum(r["cell_gpu_s"] for r in seeded) / (3 * grid_small["cell_gpu_s"])
+    peaks_ok = all(within(r, grid_small) for r in seeded)
+    print(f"(a) runs 2-4: modes {[r['mode'] for r in seeded]}; benchmark seconds {100 * bench:.0f} % of the grid's "
+          f"(target <= 40 %); sweep GPU-seconds {100 * gpu:.0f} % (target <= 50 %); the cell's whole GPU-seconds "
+          f"{100 * cell_gpu:.0f} %; every peak within {NOISE_FLOOR_PCT:g} % of the grid's: {peaks_ok}; run 5: "
+          f"{runs[4]['mode']}", flush=True)
+
+
+
+def part_b(duration: float, grid_small: dict) -> None:
+    print(f"(b) capacity {SMALL} -> {LARGE} before run 3", flush=True)
+    grid_large = run_cell(campaign_file("grid_large", LARGE, "grid", duration), "grid-large")
+    show(grid_large)
+    changing = campaign_file("change", SMALL, "seeded", duration)
+    before = [run_cell(changing, f"change-week-{i}") for i in (1, 2)]
+    for r in before:
+        show(r, grid_small)
+    changing = campaign_file("change", LARGE, "seeded", duration)
+    third = run_cell(changing, "change-week-3")
+    show(third, grid_large)
+    d = third["decided"]
+    widened = bool(d.get("widened_up") or d.get("widened_down"))
+    print(f"(b) run 3: peak {third['peak']:.1f} tok/s at {third['at']} vs the grid's {grid_large['peak']:.1f} at "
+          f"{grid_large['at']} ({100 * (third['peak'] / grid_large['peak'] - 1):+.1f} %, within "
+          f"{NOISE_FLOOR_PCT:g} %: {within(third, grid_large)}); says it widened: {widened} "
+          f"(up {d.get('widened_up')}, down {d.get('widened_down')}); benchmark seconds "
+          f"{100 * third['benchmark_s'] / grid_large['benchmark_s']:.0f} % of the grid's", flush=True)
 
 
 if __name__ == "__main__":
