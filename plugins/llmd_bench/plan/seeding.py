@@ -66,14 +66,18 @@ def _read_only(url: str) -> str:
 
 def read_seed_history(campaign: Campaign, params: RunParams, runtime: str, url: str | None = None,
                       run_id: str = "<run id>") -> SeedHistory:
-    """The seed sources of every selected cell from the configured store, one query per cell, read-only with short
-    timeouts; the first failure ends the read (the cells left undecided). Never raises, never starts a server."""
+    """The seed sources of every selected cell from the configured store (else the local server when it is running),
+    one query per cell, read-only with short timeouts; the first failure ends the read (the cells left undecided).
+    Never raises, never starts a server."""
     from llmd_bench.store import db, history  # deferred: loads sqlalchemy
+    from llmd_bench.store.server import running_local_url  # deferred: loads the server's helpers
 
-    url = url or results_store_url()  # the configured store; never the local server
+    # the configured store; else on the local runtime, whose steps fall back to it, this checkout's local server if
+    # it is running
+    url = url or results_store_url() or (running_local_url() if simulated_runtime(runtime) else None)
     if not url:
-        return SeedHistory(status="no results store configured (LLMD_BENCH_DB_URL, AIRFLOW_CONN_LLMD_RESULTS): seeded "
-                           "cells undecided, counted at their bound")
+        return SeedHistory(status="no results store configured (LLMD_BENCH_DB_URL, AIRFLOW_CONN_LLMD_RESULTS) and the "
+                           "local one is not running: seeded cells undecided, counted at their bound")
     try:
         where = db.redacted(url)
     except ValueError:

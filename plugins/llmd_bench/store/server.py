@@ -241,6 +241,16 @@ def default_server() -> LocalServer:
     return LocalServer(base=server.base, port=port, movable=True)
 
 
+def running_local_url() -> str | None:
+    """This checkout's local server's URL when it is running (never started here), else None: what a read that
+    must stay fast (plan) uses where the steps would fall back to the local server."""
+    try:
+        server = default_server()
+        return server.url() if server.running() else None
+    except (OSError, DatabaseServerError, subprocess.SubprocessError):
+        return None
+
+
 def start_local_server() -> str:
     """Start this checkout's local server unless it is running, and return its URL: the explicit fallback of the
     places that use it when no results store is configured."""
