@@ -13,6 +13,7 @@ import pandas as pd
 from llmd_bench.measure.noise import MAX_HISTORY
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.runtimes import simulated_runtime
+from llmd_bench.report import timeseries, trends
 from llmd_bench.report.analysis import is_missing, normalize_levels
 from llmd_bench.store.rows import CellRow, LevelRow, PeakRow, RunPeakRow, StoredCell, StoredRun, TrialPeakRow
 
@@ -45,6 +46,12 @@ class ReportInput:
     # Each cell's earlier peaks (one per run and trial, oldest first) that measured the same thing:
     # the noise model's history (noise.py, store/read.py trial_peaks).
     history: pd.DataFrame | None = None
+    # Per run x cell: the peaks (and stored goodput) of the campaign's runs up to this one that measured the same thing
+    # (trends.TREND_COLUMNS, store/read.py campaign_trends); None when not read (metrics CSVs have no store).
+    trends: pd.DataFrame | None = None
+    # Per measured cell: its level windows, collect_pcp's record and the sampler's samples where on this machine
+    # (timeseries.CellServer); None when not read.
+    server: list[Any] | None = None
 
     @property
     def simulated(self) -> bool:
@@ -72,9 +79,12 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
     from llmd_bench.store import read  # deferred: loads sqlalchemy
 
     stored = read.stored_run(engine, run_id, campaign, summaries=False)
-    return from_stored_run(stored, read.version_peaks(engine, stored.run.campaign),
+    data = from_stored_run(stored, read.version_peaks(engine, stored.run.campaign),
                            read.run_peaks(engine, stored.run, PREVIOUS_RUNS),
                            read.trial_peaks(engine, stored.run, MAX_HISTORY))
+    data.trends = trends.frame(read.campaign_trends(engine, stored.run))
+    data.server = timeseries.collect(stored)
+    return data
 
 
 def from_stored_run(stored: StoredRun, versions: list[PeakRow], runs: list[RunPeakRow],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from llmd_bench.report import analysis
+from llmd_bench.report import analysis, timeseries, trends
 from llmd_bench.report.analysis import Report, is_missing
 from llmd_bench.report.versions import plots as effect_plots
 
@@ -78,6 +78,8 @@ def plots(report: Report) -> dict[str, bytes]:
         ax.grid(axis="y", alpha=0.3)
         out["peak_vs_baseline.png"] = _png(fig)
     out.update(effect_plots(report))  # each configuration's effect by llm-d version (versions.py)
+    out.update(trends.report_plots(report))  # each model's cells over the campaign's runs (trends.py)
+    out.update(timeseries.report_plots(report))  # each cell's servers over its sweep (timeseries.py)
     return out
 
 

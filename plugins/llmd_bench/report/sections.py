@@ -15,7 +15,7 @@ from llmd_bench.measure.served import worst as served_worst
 from llmd_bench.model import catalog, configurations
 from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
 from llmd_bench.model.campaign_files import campaign_configurations
-from llmd_bench.report import analysis
+from llmd_bench.report import analysis, timeseries, trends
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
@@ -353,6 +353,7 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
 
     doc.h(2, "Host and serving metrics per level")
     _evidence_section(doc, report, t)
+    timeseries.report_section(doc, report, plots)  # each cell's servers over its sweep (timeseries.py)
 
     if report.cross_version is not None:
         doc.h(2, "Across llm-d versions")
@@ -386,9 +387,13 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
                   [[r.model, r.config, _fmt(r.peak_output_tps), r.other_run, _fmt(r.other_peak_output_tps),
                     _signed(r.change_pct), r.judgement, r.basis] for r in pr.itertuples()])
 
+    trends.report_section(doc, report, plots)  # each cell's peak (and goodput) over the campaign's runs (trends.py)
+
     doc.h(2, "Plots")
+    shown = {getattr(b, "name", None) for b in doc.document.blocks() if b.kind == "figure"}  # a section's own, once
     for name, png in plots.items():
-        doc.img(name, png, PLOT_CAPTIONS.get(name, name))
+        if name not in shown:
+            doc.img(name, png, PLOT_CAPTIONS.get(name, name))
 
     doc.h(2, "Versions and parameters")
     doc.table(["Item", "Value"], [[k, str(v)] for k, v in d.versions.items() if v is not None]

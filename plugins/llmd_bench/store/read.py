@@ -28,6 +28,7 @@ from llmd_bench.store.rows import (
     StoredRun,
     TrialPeakRow,
 )
+from llmd_bench.store.trend_rows import GOODPUT_KEY, GOODPUT_SLO_KEY, TrendPeakRow
 
 T = TypeVar("T")
 
@@ -145,25 +146,35 @@ METHOD_PARAMS = {k: json.dumps(v) for k, v in METHOD_DEFAULTS.model_dump().items
 PLACEMENT_KIND = ("(SELECT coalesce(max(c.placement ->> 'kind'), 'alone') FROM cells c WHERE c.run_id = {run})")
 
 
-def _earlier_runs_cte() -> str:
-    """`cur` (run :run_pk) and `earlier`: the latest :max_runs runs before it that measured the same thing (the
-    runtimes whose serving is simulated are bound as :simulated)."""
-    same_kind = "(r.runtime = ANY(CAST(:simulated AS text[]))) = (cur.runtime = ANY(CAST(:simulated AS text[])))"
-    return """
+# `cur`: run :run_pk with its time and placement kind
+CUR_CTE = """
 WITH cur AS (
     SELECT id, campaign, llmd_version, runtime, params, coalesce(started_at, created_at) AS t,
            """ + PLACEMENT_KIND.format(run="runs.id") + """ AS placement_kind
     FROM runs WHERE id = :run_pk
-), earlier AS (
-    SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
-    FROM runs r, cur
-    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
-      AND """ + same_kind + """
-      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+)"""
+
+
+def _measured_like_cur() -> str:
+    """The condition that run `r` measured what `cur` did: the same kind of runtime (the runtimes whose serving is
+    simulated are bound as :simulated), placement kind, workload and method params."""
+    same_kind = "(r.runtime = ANY(CAST(:simulated AS text[]))) = (cur.runtime = ANY(CAST(:simulated AS text[])))"
+    return (same_kind + """
       AND """ + PLACEMENT_KIND.format(run="r.id") + """ = cur.placement_kind
       AND """ + " AND ".join(f"(r.params -> '{k}') IS NOT DISTINCT FROM (cur.params -> '{k}')" for k in WORKLOAD_PARAMS) + """
       AND """ + " AND ".join(f"coalesce(r.params -> '{k}', '{v}'::jsonb) = coalesce(cur.params -> '{k}', '{v}'::jsonb)"
-                            for k, v in METHOD_PARAMS.items()) + """
+                            for k, v in METHOD_PARAMS.items()))
+
+
+def _earlier_runs_cte() -> str:
+    """`cur` (run :run_pk) and `earlier`: the latest :max_runs runs before it that measured the same thing (the
+    runtimes whose serving is simulated are bound as :simulated)."""
+    return CUR_CTE + """, earlier AS (
+    SELECT r.id, r.dag_run_id, coalesce(r.started_at, r.created_at) AS t
+    FROM runs r, cur
+    WHERE r.campaign = cur.campaign AND r.llmd_version = cur.llmd_version AND r.id <> cur.id
+      AND (coalesce(r.started_at, r.created_at), r.id) < (cur.t, cur.id)
+      AND """ + _measured_like_cur() + """
     ORDER BY t DESC, r.id DESC
     LIMIT :max_runs
 )"""
@@ -277,3 +288,75 @@ def gpu_time_history(url: str, models: list[str], runtime: str, limit: int, conn
             return [GpuTimeHistoryRow.model_validate(dict(r)) for r in cur.fetchall()]
     finally:
         conn.close()
+
+
+# -- trends over a campaign's runs ---------------------------------------------------------------------------------
+# Per run x cell, the campaign's runs up to run :run_pk that measured what it measured (the same filter as the noise
+# history, _measured_like_cur, over every llm-d version: a release is one of the things a trend shows), the latest
+# :max_runs of them: the peak over trials, the goodput the run's stored report recorded in its peak table (the
+# :goodput_key of the cell's row, when a number, with the SLO it met) and whether a trial's peak level was suspect.
+MODEL_LABEL = "p.short_model || CASE WHEN p.stack_factors <> '' THEN ' [' || p.stack_factors || ']' ELSE '' END"
+CONFIG_LABEL = "p.config || CASE WHEN p.config_factors <> '' THEN ' [' || p.config_factors || ']' ELSE '' END"
+TRENDS_SQL = CUR_CTE + """, trend_runs AS (
+    SELECT r.id, r.dag_run_id, r.llmd_version, coalesce(r.started_at, r.created_at) AS t, r.id = cur.id AS is_current
+    FROM runs r, cur
+    WHERE r.campaign = cur.campaign
+      AND (coalesce(r.started_at, r.created_at), r.id) <= (cur.t, cur.id)
+      AND """ + _measured_like_cur() + f"""
+    ORDER BY t DESC, r.id DESC
+    LIMIT :max_runs
+), peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           r.id AS run_pk, r.dag_run_id, r.llmd_version, r.t, r.is_current, {CELL_KEY}, l.output_tps_mean,
+           l.suspect_reason IS NOT NULL AS suspect
+    FROM trend_runs r
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), goodput AS (
+    SELECT rep.dag_run_id, cell_row ->> 'model' AS model, cell_row ->> 'config' AS config,
+           CASE WHEN jsonb_typeof(cell_row -> :goodput_key) = 'number' THEN (cell_row ->> :goodput_key)::float END AS goodput,
+           cell_row ->> :goodput_slo_key AS goodput_slo
+    FROM reports rep
+    JOIN trend_runs r ON r.dag_run_id = rep.dag_run_id
+    JOIN cur ON cur.campaign = rep.campaign
+    CROSS JOIN LATERAL jsonb_array_elements(coalesce(rep.peak_table -> 'cells', '[]'::jsonb)) AS cell_row
+), campaign_runs AS (
+    SELECT count(*)::int AS n FROM runs r, cur
+    WHERE r.campaign = cur.campaign AND (coalesce(r.started_at, r.created_at), r.id) <= (cur.t, cur.id)
+)
+SELECT p.run_pk, p.dag_run_id, p.llmd_version, p.t, p.is_current, p.short_model, p.stack_factors, p.config,
+       p.config_factors, count(*)::int AS samples, avg(p.output_tps_mean) AS peak_output_tps,
+       stddev_samp(p.output_tps_mean) AS peak_std, max(g.goodput) AS goodput_output_tps,
+       max(g.goodput_slo) AS goodput_slo, bool_or(p.suspect) AS suspect,
+       (SELECT n FROM campaign_runs) AS campaign_runs
+FROM peak_levels p
+LEFT JOIN goodput g ON g.dag_run_id = p.dag_run_id AND g.model = {MODEL_LABEL} AND g.config = {CONFIG_LABEL}
+GROUP BY p.run_pk, p.dag_run_id, p.llmd_version, p.t, p.is_current, p.short_model, p.stack_factors, p.config,
+         p.config_factors
+ORDER BY p.t, p.run_pk, p.short_model, p.stack_factors, p.config, p.config_factors
+"""
+# A year of weekly runs
+MAX_TREND_RUNS = 52
+
+
+def campaign_trends(engine: Engine, run: RunRow, max_runs: int = MAX_TREND_RUNS) -> list[TrendPeakRow]:
+    """Per run x cell, oldest first: the peaks (and stored goodput) of `run` (is_current) and of the latest earlier
+    runs of its campaign that measured the same thing, at any llm-d version, `max_runs` runs in all."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(TRENDS_SQL), {"run_pk": run.id, "max_runs": max_runs, "simulated": simulated_runtimes(),
+                                               "goodput_key": GOODPUT_KEY, "goodput_slo_key": GOODPUT_SLO_KEY}).mappings()
+        return [TrendPeakRow.model_validate(dict(r)) for r in rows]
+
+
+CAMPAIGN_RUN_SQL = f"""
+SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE campaign = :campaign AND (CAST(:run_id AS text) IS NULL OR dag_run_id = :run_id)
+ORDER BY coalesce(started_at, created_at) DESC, id DESC LIMIT 1
+"""
+
+
+def campaign_run(engine: Engine, campaign: str, run_id: str | None = None) -> RunRow | None:
+    """The campaign's run `run_id`, or its latest run (by start, else creation) when None; None when there is none."""
+    with engine.connect() as conn:
+        found = conn.execute(text(CAMPAIGN_RUN_SQL), {"campaign": campaign, "run_id": run_id}).mappings().first()
+    return RunRow.model_validate(dict(found)) if found else None
