@@ -163,10 +163,11 @@ def test_compare_runs_judges_two_versions_with_the_older_as_reference(db_url, re
     md = (tmp_path / "reports" / "compare__week-9__vs__week-1" / "report.md").read_text()
     peaks = md.split("## Peaks", 1)[1].split("\n## ", 1)[0]
     rows = {line.split("|")[2].strip(): line for line in peaks.splitlines() if line.startswith("| Qwen3-8B")}
-    assert "| -15.0% | REGRESSION |" in rows["native-offload"]  # 187 -> 158.9 tok/s
-    assert "| +32.2% | improvement |" in rows["no-offload"] and "| +31.8% | improvement |" in rows["llm-d-redis"]
+    assert "| -15.0% | REGRESSION (weak: 1 trial, no history) |" in rows["native-offload"]  # 187 -> 158.9 tok/s
+    assert "| +32.2% | improvement (weak" in rows["no-offload"] and "| +31.8% | improvement (weak" in rows["llm-d-redis"]
     assert "**1 regression(s) beyond noise** in week-9: Qwen3-8B/native-offload -15.0%." in md
     assert "llm-d v0.6.0 is older than v0.7.0: the older run is the reference" in md
+    assert "| Model | Config | week-1 (llm-d v0.6.0) | week-9 (llm-d v0.7.0) |" in md
     assert "| Qwen3-8B | native-offload | -6.5% | **-39.9%** | week-1 -> week-9: -33.4 pp" in md
     assert "SIMULATED" not in md and "<h2>Peaks</h2>" in (path.group(1) and open(path.group(1)).read())
     meta = json.loads((tmp_path / "reports" / "compare__week-9__vs__week-1" / "report.json").read_text())

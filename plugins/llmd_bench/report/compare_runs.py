@@ -266,6 +266,12 @@ def _signed(v: Any) -> str:
     return "-" if v is None or is_missing(v) else f"{float(v):+.1f}%"
 
 
+def _judgement(judgement: str, basis: str) -> str:
+    """A verdict from one trial without history says so where it is read, as in a run's report."""
+    weak = "(no history)" in basis and judgement in ("improvement", "REGRESSION")
+    return f"{judgement} (weak: 1 trial, no history)" if weak else judgement
+
+
 def _run_facts(side: Side) -> list[str]:
     run, data = side.run, side.report.data
     ok = side.report.peaks["status"].eq("ok").sum()
@@ -322,8 +328,8 @@ def document(c: Comparison, plot: bytes | None) -> Document:
     doc.table(["Model", "Config", f"{ref.label} tok/s [95% CI]", f"{new.label} tok/s [95% CI]", "Change", "Judgement",
                "Basis", "Attributed to"],
               [[r.model, r.config, f"{_fmt(r.reference_peak_output_tps)} {r.reference_interval}".strip(),
-                f"{_fmt(r.compared_peak_output_tps)} {r.compared_interval}".strip(), _signed(r.change_pct), r.judgement,
-                r.basis, r.attributed_to or "-"] for r in c.peaks.itertuples()])
+                f"{_fmt(r.compared_peak_output_tps)} {r.compared_interval}".strip(), _signed(r.change_pct),
+                _judgement(r.judgement, r.basis), r.basis, r.attributed_to or "-"] for r in c.peaks.itertuples()])
 
     doc.h(2, "Effect vs the baseline in each run")
     if not c.effects.rows:
@@ -337,8 +343,9 @@ def document(c: Comparison, plot: bytes | None) -> Document:
               "spread from the store, else the campaign's noise_floor_pct as the 95 % bound of two single peaks' "
               "difference), never below the within-level spread; Student t at the fewest degrees of freedom, the "
               "normal quantile from the floor.")
-        doc.table(["Model", "Config", *c.effects.columns, "Change of effect beyond noise", "Policy changes between releases"],
-                  effect_rows(c.effects))
+        versions = (ref.run.llmd_version, new.run.llmd_version)
+        doc.table(["Model", "Config", *(f"{col} (llm-d {v})" for col, v in zip(c.effects.columns, versions, strict=True)),
+                   "Change of effect beyond noise", "Policy changes between releases"], effect_rows(c.effects))
         if plot:
             doc.img("effect_by_run.png", plot, f"% vs the {c.effects.baseline} peak in each run (95 % bounds; a ring: a "
                     "change beyond noise)")
