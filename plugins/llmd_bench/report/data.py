@@ -79,7 +79,7 @@ def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportI
     from llmd_bench.store import read  # deferred: loads sqlalchemy
 
     stored = read.stored_run(engine, run_id, campaign, summaries=False)
-    data = from_stored_run(stored, read.version_peaks(engine, stored.run.campaign),
+    data = from_stored_run(stored, read.version_peaks(engine, stored.run),
                            read.run_peaks(engine, stored.run, PREVIOUS_RUNS),
                            read.trial_peaks(engine, stored.run, MAX_HISTORY))
     data.trends = trends.frame(read.campaign_trends(engine, stored.run))

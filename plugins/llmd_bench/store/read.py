@@ -111,25 +111,6 @@ WITHIN_LEVEL_SE = """p.output_tps_mean * sqrt(
                               / nullif(l.request_latency_s_mean, 0), 2) / greatest(l.requests_successful, 1), 0)
                + power(l.concurrency::float / greatest(l.requests_successful, 1) / 1.96, 2))"""
 
-CROSS_VERSION_SQL = f"""
-WITH peak_levels AS (
-    SELECT DISTINCT ON (l.cell_id)
-           l.id AS level_id, r.llmd_version, r.id AS run_pk, {CELL_KEY}, l.output_tps_mean
-    FROM runs r
-    JOIN cells c ON c.run_id = r.id
-    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
-    WHERE r.campaign = :campaign
-    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
-), with_se AS (
-    SELECT p.*, {WITHIN_LEVEL_SE} AS within_level_se
-    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
-)
-SELECT llmd_version, {PEAK_KEY}, count(*)::int AS samples, count(DISTINCT run_pk)::int AS runs,
-       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
-       avg(within_level_se) AS within_level_se
-FROM with_se
-GROUP BY llmd_version, {PEAK_KEY}
-"""
 
 # The params that say what a run measured: an earlier run is compared with this one (the previous-run comparison,
 # the noise model's history) only when they are equal, and simulated runs only with simulated ones (the local
@@ -180,6 +161,29 @@ def _earlier_runs_cte() -> str:
 )"""
 
 
+# Per llm-d version x cell: the peaks of the campaign's runs that measured what run :run_pk did (the same runtime kind,
+# placement, workload and method params: a simulated run's numbers never average with a cluster's)
+CROSS_VERSION_SQL = CUR_CTE + f""", peak_levels AS (
+    SELECT DISTINCT ON (l.cell_id)
+           l.id AS level_id, r.llmd_version, r.id AS run_pk, {CELL_KEY}, l.output_tps_mean
+    FROM runs r
+    JOIN cur ON r.campaign = cur.campaign
+    JOIN cells c ON c.run_id = r.id
+    JOIN level_results l ON l.cell_id = c.id AND l.valid AND l.output_tps_mean IS NOT NULL
+    WHERE """ + _measured_like_cur() + f"""
+    ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
+), with_se AS (
+    SELECT p.*, {WITHIN_LEVEL_SE} AS within_level_se
+    FROM peak_levels p JOIN level_results l ON l.id = p.level_id
+)
+SELECT llmd_version, {PEAK_KEY}, count(*)::int AS samples, count(DISTINCT run_pk)::int AS runs,
+       avg(output_tps_mean) AS peak_output_tps, stddev_samp(output_tps_mean) AS peak_std,
+       avg(within_level_se) AS within_level_se
+FROM with_se
+GROUP BY llmd_version, {PEAK_KEY}
+"""
+
+
 PREVIOUS_RUNS_SQL = _earlier_runs_cte() + f""", candidates AS (
     SELECT id, dag_run_id, t, false AS is_current FROM earlier
     UNION ALL
@@ -211,11 +215,12 @@ ORDER BY l.cell_id, l.output_tps_mean DESC, l.concurrency
 """
 
 
-def version_peaks(engine: Engine, campaign: str) -> list[PeakRow]:
-    """Per llm-d version x cell of the campaign: the peaks of its runs and trials (the cross-version comparison)."""
+def version_peaks(engine: Engine, run: RunRow) -> list[PeakRow]:
+    """Per llm-d version x cell of `run`'s campaign: the peaks of the runs and trials that measured what `run` did
+    (the cross-version comparison, the effect by version)."""
     with engine.connect() as conn:
-        return [PeakRow.model_validate(dict(r))
-                for r in conn.execute(text(CROSS_VERSION_SQL), {"campaign": campaign}).mappings()]
+        rows = conn.execute(text(CROSS_VERSION_SQL), {"run_pk": run.id, "simulated": simulated_runtimes()}).mappings()
+        return [PeakRow.model_validate(dict(r)) for r in rows]
 
 
 def run_peaks(engine: Engine, run: RunRow, max_runs: int) -> list[RunPeakRow]:
