@@ -25,6 +25,7 @@ from llmd_bench.measure.noise import Z95, t95
 from llmd_bench.model import configurations
 from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT
 from llmd_bench.model.campaign_files import campaign_configurations
+from llmd_bench.report import goodput
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput
@@ -413,6 +414,7 @@ def build(data: ReportInput) -> Report:
     baseline = baseline_of(data)
     comparisons = versus_baseline(peaks, floor, baseline)
     table = _peak_table(data, peaks, comparisons, baseline)
+    table = table.merge(goodput_table(data, peaks, baseline, floor), on=["model", "config"], how="left")
     warnings = []
     own = campaign_configurations(data.campaign)
     for r in table.itertuples():
@@ -583,3 +585,64 @@ def _version_interval(row: pd.Series) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
+# -- goodput under SLOs (goodput.py: the run's SLO and which levels count) -----------------------------------------
+GOODPUT_COLUMNS = ["goodput_output_tps", "goodput_concurrency", "goodput_ci_low", "goodput_ci_high",
+                   "goodput_noise_basis", "goodput_vs_baseline_pct", "goodput_judgement", "goodput_basis", "goodput_slo",
+                   "goodput_reason"]
+
+
+def goodput_table(data: ReportInput, peaks: pd.DataFrame, baseline: str, floor_pct: float) -> pd.DataFrame:
+    """Per cell with a valid level: its goodput under the run's SLO (the level with the highest mean output tokens/s
+    among those that count: valid, not suspect, meeting every SLO in every trial; goodput.py), its interval as the
+    peak's, and its judgement against the baseline's goodput with the peak's noise rules (judge: the trials' Welch
+    test, else the noise floor from the cell's run-to-run spread of its peak or the campaign's, and the within-level
+    intervals). No SLO: only goodput_reason says so."""
+    out = pd.DataFrame({"model": peaks["model"], "config": peaks["config"]})
+    for col in GOODPUT_COLUMNS:
+        out[col] = None
+    targets, unread = goodput.targets_of(data.params)
+    if not targets or out.empty:
+        out["goodput_reason"] = unread or goodput.NO_SLO_REASON
+        return out
+    out["goodput_slo"] = goodput.slo_key(targets)
+    if data.latency is None:
+        out["goodput_reason"] = goodput.NOT_RECORDED
+        return out
+    checks = goodput.level_checks(data.levels, data.latency, targets)
+    found = cell_peaks(goodput.counting_levels(data.levels, checks))
+    # the peak's noise rules: the cell's run-to-run spread from its peaks' history and, under design: aba, its
+    # model's baseline drift (never the peaks' mean, which is no goodput: reference_moved asks the baseline's peak)
+    keyed = peaks.set_index(["model", "config"])
+    for col in ("history_sd", "history_n", "drift_pct"):
+        if col in keyed.columns:
+            found[col] = [keyed[col].get((m, c)) for m, c in zip(found["model"], found["config"])]
+    valid = data.levels[data.levels["valid"].astype(bool)]
+    level_tps = valid.groupby(["model", "config", "concurrency"])["output_tps_mean"].mean().to_dict()
+    for i, cell in out.iterrows():
+        model, config = cell["model"], cell["config"]
+        mine, base = _cell_row(found, model, config), _cell_row(found, model, baseline)
+        tps = {int(c): float(v) for (m, k, c), v in level_tps.items() if (m, k) == (model, config)}
+        conc = None if mine is None else int(mine["optimal_concurrency"])
+        out.at[i, "goodput_reason"] = goodput.reason(checks, model, config, conc, tps)
+        if mine is None:
+            out.at[i, "goodput_judgement"] = goodput.NO_GOODPUT
+            continue
+        out.at[i, "goodput_output_tps"] = float(mine["peak_output_tps"])
+        out.at[i, "goodput_concurrency"] = conc
+        out.at[i, "goodput_ci_low"], out.at[i, "goodput_ci_high"] = mine["peak_ci_low"], mine["peak_ci_high"]
+        out.at[i, "goodput_noise_basis"] = mine["noise_basis"]
+        base_peak = _cell_row(peaks, model, baseline)
+        if config == baseline:
+            out.at[i, "goodput_judgement"] = "baseline"
+        elif base is None:
+            out.at[i, "goodput_judgement"] = "no baseline" if base_peak is None else goodput.NO_BASELINE_GOODPUT
+        else:
+            moved = reference_moved(base_peak) if base_peak is not None else None
+            d = _versus(mine, base, floor_pct)
+            out.at[i, "goodput_vs_baseline_pct"] = d["tps_pct"]
+            out.at[i, "goodput_judgement"], out.at[i, "goodput_basis"] = (NO_VERDICT, moved) if moved else \
+                (d["judgement"], d["basis"])
+    out["goodput_concurrency"] = pd.to_numeric(out["goodput_concurrency"], errors="coerce").astype("Int64")
+    for col in ("goodput_output_tps", "goodput_ci_low", "goodput_ci_high", "goodput_vs_baseline_pct"):
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    return out

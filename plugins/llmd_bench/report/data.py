@@ -15,6 +15,7 @@ from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.runtimes import simulated_runtime
 from llmd_bench.report import timeseries, trends
 from llmd_bench.report.analysis import is_missing, normalize_levels
+from llmd_bench.report.goodput import latency_frame
 from llmd_bench.store.rows import CellRow, LevelRow, PeakRow, RunPeakRow, StoredCell, StoredRun, TrialPeakRow
 
 __all__ = ["CELL_COLUMNS", "CSV_REQUIRED", "LEVEL_COLUMNS", "OBSERVATION_COLUMNS", "ReportInput", "from_csv_dir",
@@ -46,6 +47,9 @@ class ReportInput:
     # Each cell's earlier peaks (one per run and trial, oldest first) that measured the same thing:
     # the noise model's history (noise.py, store/read.py trial_peaks).
     history: pd.DataFrame | None = None
+    # Each level's latency percentiles (goodput.LATENCY_COLUMNS, from GuideLLM's summaries: store/latency.py) for
+    # goodput under SLOs and latency against throughput; None when not read (metrics CSVs have none).
+    latency: pd.DataFrame | None = None
     # Per run x cell: the peaks (and stored goodput) of the campaign's runs up to this one that measured the same thing
     # (trends.TREND_COLUMNS, store/read.py campaign_trends); None when not read (metrics CSVs have no store).
     trends: pd.DataFrame | None = None
@@ -77,11 +81,13 @@ PREVIOUS_RUNS = 10
 def from_store(engine: Any, run_id: str, campaign: str | None = None) -> ReportInput:
     """The report's input for the stored run `run_id` (of `campaign`); engine: the store's (store/db.py)."""
     from llmd_bench.store import read  # deferred: loads sqlalchemy
+    from llmd_bench.store.latency import level_latency
 
     stored = read.stored_run(engine, run_id, campaign, summaries=False)
     data = from_stored_run(stored, read.version_peaks(engine, stored.run),
                            read.run_peaks(engine, stored.run, PREVIOUS_RUNS),
                            read.trial_peaks(engine, stored.run, MAX_HISTORY))
+    data.latency = latency_frame(level_latency(engine, stored.run.id))
     data.trends = trends.frame(read.campaign_trends(engine, stored.run))
     data.server = timeseries.collect(stored)
     return data

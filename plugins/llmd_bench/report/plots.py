@@ -7,6 +7,7 @@ from typing import Any
 
 from llmd_bench.report import analysis, timeseries, trends
 from llmd_bench.report.analysis import Report, is_missing
+from llmd_bench.report.goodput_section import plots as goodput_plots
 from llmd_bench.report.versions import plots as effect_plots
 
 
@@ -77,6 +78,7 @@ def plots(report: Report) -> dict[str, bytes]:
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
         out["peak_vs_baseline.png"] = _png(fig)
+    out.update(goodput_plots(report))  # latency against throughput, goodput beside the peak (goodput_section.py)
     out.update(effect_plots(report))  # each configuration's effect by llm-d version (versions.py)
     out.update(trends.report_plots(report))  # each model's cells over the campaign's runs (trends.py)
     out.update(timeseries.report_plots(report))  # each cell's servers over its sweep (timeseries.py)

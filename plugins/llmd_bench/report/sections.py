@@ -15,7 +15,7 @@ from llmd_bench.measure.served import worst as served_worst
 from llmd_bench.model import catalog, configurations
 from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
 from llmd_bench.model.campaign_files import campaign_configurations
-from llmd_bench.report import analysis, timeseries, trends
+from llmd_bench.report import analysis, goodput_section, timeseries, trends
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
@@ -259,6 +259,7 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
                      _fmt(r.ttft_mean_ms), _fmt(r.tpot_mean_ms), r.config_effect])
     doc.table(["Model", "Config", "Status", "Peak output tok/s [95% CI]", "At concurrency", "vs baseline", "Judgement",
                "TTFT ms", "TPOT ms", "Config effect"], rows)
+    goodput_section.section(doc, report, plots)  # goodput under the SLOs beside the peak, latency vs throughput
 
     _adaptive_section(doc, t)
     _seeded_section(doc, t)

@@ -100,6 +100,10 @@ class StoredRunParams(BaseModel):
     gpu_hour_cost: int | float | None = None
     # a campaign's hardware label (MLflow's experiment), when it sets one
     hardware: str | None = None
+    # latency targets for goodput (campaign.Slo as its JSON: metric -> percentile -> ms, unset ones null; read into
+    # campaign.Slo by the report, which names a value it cannot read) and the run's design (campaign.Design)
+    slo: dict[str, Any] | None = None
+    design: str | None = None
     imported_from: list[str] | None = None
     guidellm_spec: dict[str, Any] | None = None
 
