@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,8 @@ from conftest import ARTIFACTS, ROOT
 from llmd_bench.measure.processes import free_port
 
 pytestmark = pytest.mark.e2e
+DAG = "llmd_kv_cache_eval"
+OTHER_DAG = "llmd_kv_cache_eval_replicas"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,14 @@ def airflow_stack(tmp_path_factory):
                # unpausing must not start the weekly run of the full reference campaign in a test
                LLMD_AIRFLOW_USE_JOB_SCHEDULE="False",
                # a task whose worker died (the scheduler killed with it) is noticed in 30 s, not 300 s
-               AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="30")
+               AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT="30",
+               # users with DAG-level permissions (airflow_auth/dag_grants_auth.py): `reader` reads every DAG as a
+               # viewer, `outsider` is a viewer granted another campaign's DAG only
+               AIRFLOW__CORE__AUTH_MANAGER="dag_grants_auth.DagGrantsAuthManager",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "tests" / "e2e" / "airflow_auth"),
+                                                      os.environ.get("PYTHONPATH")) if p),
+               LLMD_TEST_AIRFLOW_USERS="reader:viewer,outsider:viewer",
+               LLMD_TEST_DAG_GRANTS=json.dumps({"outsider": [OTHER_DAG]}))
     out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("Airflow is up"))
@@ -48,10 +58,28 @@ def airflow_stack(tmp_path_factory):
         subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
 
 
-def auth_header(stack) -> dict[str, str]:
+def auth_header(stack, user: str = "admin") -> dict[str, str]:
     req = urllib.request.Request(f"{stack['url']}/auth/token", method="POST", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"username": "admin", "password": stack["password"]}).encode())
+                                 data=json.dumps({"username": user, "password": password_of(stack, user)}).encode())
     return {"Authorization": f"Bearer {json.loads(urllib.request.urlopen(req).read())['access_token']}"}
+
+
+def password_of(stack, user: str) -> str:
+    """The admin's password as scripts/airflow.sh printed it; another user's from the simple auth manager's file."""
+    if user == "admin":
+        return stack["password"]
+    generated = Path(stack["env"]["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+    return json.loads(generated.read_text())[user]
+
+
+def log_in(d, url: str, user: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    d.get(url)
+    wait_for(lambda: d.find_elements(By.NAME, "username"), what="login form")[0].send_keys(user)
+    d.find_element(By.NAME, "password").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(lambda: "login" not in d.current_url, what=f"{user}'s login")
 
 
 def api(stack, method, path, body=None):
@@ -251,6 +279,105 @@ def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(air
     from llmd_bench.measure.processes import pid_alive, port_is_free
     assert not any(pid_alive(p["pid"]) for p in state["stopped"])
     assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])
+
+
+def results_url(stack) -> str:
+    """The stack's results store (scripts/airflow.sh started it)."""
+    out = subprocess.run(["bash", "-c", f"source {ROOT}/scripts/env.sh && llmd-bench db url"], env=stack["env"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def tab(d, route: str):
+    """A plugin's tab on a DAG or run page: its link ends with plugin/<url_route>."""
+    from selenium.webdriver.common.by import By
+    return wait_for(lambda: next((a for a in d.find_elements(By.TAG_NAME, "a")
+                                  if (a.get_attribute("href") or "").endswith(f"plugin/{route}")), None),
+                    what=f"tab plugin/{route}")
+
+
+def framed_text(d) -> str:
+    """The text of the page the UI shows in its iframe (a plugin's external view)."""
+    from selenium.webdriver.common.by import By
+    frame = wait_for(lambda: d.find_elements(By.TAG_NAME, "iframe"), what="the view's iframe")[0]
+    d.switch_to.frame(frame)
+    try:
+        return wait_for(lambda: (t := d.find_element(By.TAG_NAME, "body").text) and "Trends" in t and t,
+                        what="the Trends page in the iframe")
+    finally:
+        d.switch_to.default_content()
+
+
+def test_the_trends_page_is_beside_the_report_tab_and_a_user_without_the_dags_permission_gets_nothing(
+        airflow_stack, tmp_path, real_report, artifacts):
+    """Ten weekly runs of the campaign in the stack's results store, made of a real GuideLLM report
+    (tests/integration/test_trends.py: no-offload steps down at w09, llm-d-redis drifts, native-offload moves by
+    noise), w10 also a run of the DAG. A viewer opens w10's Trends tab beside its Report tab, the DAG's Trends tab and
+    an earlier run's page; a viewer granted another campaign's DAG only gets 403 and no name of this one's runs."""
+    from selenium.webdriver.common.by import By
+
+    from integration.test_trends import store_weeks
+
+    url = airflow_stack["url"]
+    store_weeks(results_url(airflow_stack), real_report, campaign=DAG)
+    # w10 as a run of the DAG, queued on the paused DAG (never started), so the UI has its run page and tabs
+    api(airflow_stack, "PATCH", f"/api/v2/dags/{DAG}", {"is_paused": True})
+    api(airflow_stack, "POST", f"/api/v2/dags/{DAG}/dagRuns", {"dag_run_id": "w10", "logical_date": None, "conf": {}})
+    d = browser(tmp_path / "reader")
+    try:
+        log_in(d, url, "reader", password_of(airflow_stack, "reader"))
+        d.get(f"{url}/dags/{DAG}/runs/w10")
+        report_tab, trends_tab = tab(d, "llmd-bench-report"), tab(d, "llmd-bench-run-trends")
+        assert (report_tab.text, trends_tab.text) == ("Report", "Trends")
+        trends_tab.click()
+        text = framed_text(d)
+        for needed in (f"Trends: {DAG}", "This run: w10", "Trends over runs", "step -12.5% at w09", "drifting since w04",
+                       "drift +4.5% over 7 runs, w04 to w10", "within the band"):
+            assert needed in text, needed
+        time.sleep(1)
+        d.save_screenshot(str(artifacts / "ui-trends-tab.png"))
+        # the same page alone: its plots are embedded, no request of their own
+        d.get(f"{url}/llmd-bench/trends/{DAG}?run=w10")
+        images = d.find_elements(By.TAG_NAME, "img")
+        assert images and all(d.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
+        d.save_screenshot(str(artifacts / "ui-trends-page.png"))
+        # an earlier run: the trends up to it, its own verdicts
+        d.get(f"{url}/llmd-bench/trends/{DAG}?run=w09")
+        text = d.find_element(By.TAG_NAME, "body").text
+        assert "This run: w09" in text and "beyond the band (a step if the next run stays there)" in text
+        assert "w10" not in text
+        # the DAG's own Trends tab: the campaign's latest run
+        d.get(f"{url}/dags/{DAG}")
+        tab(d, "llmd-bench-trends").click()
+        assert f"Trends: {DAG}" in framed_text(d)
+    finally:
+        d.quit()
+        # never left queued: another test's unpausing would start it
+        urllib.request.urlopen(urllib.request.Request(f"{url}/api/v2/dags/{DAG}/dagRuns/w10", method="DELETE",
+                                                      headers=auth_header(airflow_stack)))
+
+    d = browser(tmp_path / "outsider")
+    try:
+        log_in(d, url, "outsider", password_of(airflow_stack, "outsider"))
+        d.get(f"{url}/llmd-bench/trends/{DAG}?run=w10")
+        text = d.find_element(By.TAG_NAME, "body").text
+        assert "Forbidden" in text
+        assert not any(name in text for name in ("w10", "w09", "Qwen3-8B", "no-offload", "Trends over runs")), text
+        d.save_screenshot(str(artifacts / "ui-trends-forbidden.png"))
+        d.get(f"{url}/llmd-bench/reports/")
+        assert DAG not in d.find_element(By.TAG_NAME, "body").text.replace(OTHER_DAG, "")
+    finally:
+        d.quit()
+    outsider, reader = auth_header(airflow_stack, "outsider"), auth_header(airflow_stack, "reader")
+    for path in (f"/llmd-bench/trends/{DAG}", f"/llmd-bench/trends/{DAG}?run=w10",
+                 f"/llmd-bench/trends/{DAG}?run=no-such-run", f"/api/v2/dags/{DAG}"):  # Airflow's own API agrees
+        assert http_status(f"{url}{path}", outsider) == 403, path
+    assert http_status(f"{url}/llmd-bench/trends/{OTHER_DAG}", outsider) == 404  # granted there: no run stored
+    assert http_status(f"{url}/llmd-bench/trends/{DAG}?run=no-such-run", reader) == 404
+    assert http_status(f"{url}/llmd-bench/trends/{DAG}?run=w10", reader) == 200
+    assert http_status(f"{url}/llmd-bench/trends/{DAG}") == 401
+    assert http_status(f"{url}/llmd-bench/trends/{DAG}", {"Authorization": "Bearer not-a-token"}) == 403
 
 
 def test_a_wiped_airflow_home_starts_again_and_its_stored_connections_still_read(airflow_stack):

@@ -4,6 +4,9 @@ campaign's runs up to a run that measured the same thing, read in SQL (store/rea
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from llmd_bench.report import build, trends
@@ -17,15 +20,20 @@ from stored_levels import levels_at
 
 PARAMS = {"concurrency": [1, 2], "duration_s": 2, "prompt_tokens": 64, "output_tokens": 32, "prefix_tokens": 256,
           "turns": 1, "tensor_parallel_size": 1, "replicas": 1, "llmd_version": "v0.9.0"}
-# ten weekly runs: no-offload steps down 12 % at w09 and stays; native-offload moves by noise only (< 1.2 %)
+# ten weekly runs: no-offload steps down 12 % at w09 and stays; native-offload moves by noise only (< 1.2 %);
+# llm-d-redis rises by 0.6-0.9 % a run from w04 on (4.5 % over 7 runs)
 NO_OFFLOAD = [1000, 1012, 995, 1006, 990, 1003, 1010, 998, 880, 874]
 NATIVE = [900, 905, 893, 911, 897, 902, 896, 908, 899, 903]
+REDIS = [950, 948, 955, 951, 960, 966, 973, 979, 986, 994]
+FIRST_WEEK = datetime(2026, 9, 7, 3, tzinfo=UTC)
 
 
 def store_run(db_url, real_report, run_id: str, peaks: dict[str, float], version: str = "v0.9.0",
-              params: dict | None = None, goodput: dict[str, float] | None = None, campaign: str = "weekly") -> None:
-    """One run of the campaign: a cell per configuration whose peak (concurrency 2) is `peaks[config]` tok/s, and a stored
-    report whose peak table records `goodput` where given."""
+              params: dict | None = None, goodput: dict[str, float] | None = None, campaign: str = "weekly",
+              week: float = 0.0) -> None:
+    """One run of the campaign, started `week` weeks after FIRST_WEEK: a cell per configuration whose peak (concurrency 2)
+    is `peaks[config]` tok/s, and a stored report whose peak table records `goodput` where given."""
+    start = (FIRST_WEEK + timedelta(weeks=week)).timestamp()
     run = RunInfo(campaign=campaign, dag_run_id=run_id, runtime="kubernetes", llmd_version=version, vllm_version=None,
                   guidellm_version="0.8.1", llmd_bench_version="test", images={},
                   params=StoredRunParams.model_validate(params or PARAMS))
@@ -34,7 +42,10 @@ def store_run(db_url, real_report, run_id: str, peaks: dict[str, float], version
         for config, tps in peaks.items():
             cell = CellInfo(model="Qwen/Qwen3-8B", short_model="Qwen3-8B", config=config, trial=1, status="ok",
                             replicas=1, tensor_parallel_size=1)
-            w.store_cell(run, cell, levels_at(real_report, {1: tps * 0.6, 2: tps}))
+            levels = [dataclasses.replace(lv, start=start + 60 * i, end=start + 60 * i + 30)
+                      for i, lv in enumerate(levels_at(real_report, {1: tps * 0.6, 2: tps}))]
+            w.store_cell(run, cell, levels)
+        w.finish_run(campaign, run_id, "ok")  # started_at: the first level's start
         if goodput:
             w.store_report(campaign, run_id, "md", "<html></html>", [
                 {"model": "Qwen3-8B", "config": c, "peak_output_tps": peaks[c], "goodput_output_tps": g,
@@ -43,18 +54,21 @@ def store_run(db_url, real_report, run_id: str, peaks: dict[str, float], version
     db.in_transaction(load, "test", db_url)
 
 
-def store_weeks(db_url, real_report, weeks: int = 10) -> None:
+def store_weeks(db_url, real_report, weeks: int = 10, campaign: str = "weekly") -> None:
     for i in range(weeks):
-        store_run(db_url, real_report, f"w{i + 1:02d}", {"no-offload": NO_OFFLOAD[i], "native-offload": NATIVE[i]},
-                  version="v0.8.0" if i < 3 else "v0.9.0", goodput={"no-offload": NO_OFFLOAD[i] * 0.8})
+        store_run(db_url, real_report, f"w{i + 1:02d}", {"no-offload": NO_OFFLOAD[i], "native-offload": NATIVE[i],
+                                                         "llm-d-redis": REDIS[i]},
+                  version="v0.8.0" if i < 3 else "v0.9.0", goodput={"no-offload": NO_OFFLOAD[i] * 0.8},
+                  campaign=campaign, week=i)
         if i == 4:  # a run of another workload in between: not in the trends, counted as the campaign's
-            store_run(db_url, real_report, "long-levels", {"no-offload": 2000.0}, params={**PARAMS, "duration_s": 60})
+            store_run(db_url, real_report, "long-levels", {"no-offload": 2000.0}, params={**PARAMS, "duration_s": 60},
+                      campaign=campaign, week=i + 0.5)
 
 
 def test_the_campaigns_runs_up_to_a_run_that_measured_the_same_thing_are_read_in_sql(db_url, real_report):
     store_weeks(db_url, real_report)
-    store_run(db_url, real_report, "other-campaign", {"no-offload": 5.0}, campaign="other")
-    store_run(db_url, real_report, "w11", {"no-offload": 870.0, "native-offload": 901.0})
+    store_run(db_url, real_report, "other-campaign", {"no-offload": 5.0}, campaign="other", week=3)
+    store_run(db_url, real_report, "w11", {"no-offload": 870.0, "native-offload": 901.0}, week=10)
     engine = db.make_engine(db_url)
     try:
         run = read_stored_run("w10", url=db_url).run
@@ -92,6 +106,9 @@ def test_a_step_is_flagged_noise_within_the_band_is_not_and_this_run_is_marked(d
     assert step.judgement.verdict == trends.STEP
     assert [step.runs["dag_run_id"].iloc[s.index] for s in step.judgement.steps] == ["w09"]
     assert step.judgement.steps[0].pct == pytest.approx((877 / 1001.75 - 1) * 100, abs=0.05)
+    drift = cells[("llm-d-redis", "peak")]
+    assert drift.judgement.verdict == trends.DRIFT and not drift.judgement.steps
+    assert [(d.first, d.last) for d in drift.judgement.drifts] == [(3, 9)]  # w04 to w10
     steady = cells[("native-offload", "peak")]
     assert steady.judgement.verdict == trends.WITHIN
     assert not (steady.judgement.steps or steady.judgement.drifts or steady.judgement.outliers)
@@ -107,7 +124,7 @@ def test_a_step_is_flagged_noise_within_the_band_is_not_and_this_run_is_marked(d
     (artifacts / "trends_Qwen3-8B.png").write_bytes(images["trends_Qwen3-8B.png"])
     fig = trends.figure([step, steady], "Qwen3-8B")
     labels = [t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()]
-    assert "this run: step" in labels and "this run: within the band" in labels
+    assert {"this run: step", "this run: within the band"} <= set(labels)
     notes = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any(n.startswith("step -12.") for n in notes) and "llm-d v0.9.0" in notes
 
@@ -116,5 +133,7 @@ def test_a_step_is_flagged_noise_within_the_band_is_not_and_this_run_is_marked(d
     rows = {line.split("|")[2].strip(): line for line in section.splitlines() if line.startswith("| Qwen3-8B")}
     assert "**step**" in rows["no-offload"] and "step -12.5% at w09" in rows["no-offload"]
     assert "| within the band |" in rows["native-offload"] and rows["native-offload"].count("| - |") == 1
+    assert "**drift**" in rows["llm-d-redis"] and "drift +4.5% over 7 runs, w04 to w10" in rows["llm-d-redis"]
+    assert "| drifting since w04 |" in rows["llm-d-redis"]
     assert "10 run(s) of this campaign up to run **w10**" in section
     assert "1 other run(s)" in section and "trends_Qwen3-8B.png" in section

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from llmd_bench.measure import noise
+from llmd_bench.model.campaign import DEFAULT_NOISE_FLOOR_PCT
 from llmd_bench.report import analysis
 from llmd_bench.report.document import DocumentBuilder
 from llmd_bench.store.trend_rows import GOODPUT_KEY as GOODPUT
@@ -252,7 +253,11 @@ def cell_trends(trends: pd.DataFrame, floor_pct: float, current_goodput: dict[tu
         return out
     current_run = trends.loc[trends["is_current"], "run_pk"]
     this_pk = current_run.iloc[0] if not current_run.empty else None
-    for (model, config), g in trends.groupby(["model", "config"], sort=False):
+    keys = sorted(dict.fromkeys(zip(trends["model"], trends["config"], strict=True)),
+                  key=lambda k: (analysis.natural_key(str(k[0])), analysis.config_order(str(k[1])), str(k[1])))
+    groups = dict(iter(trends.groupby(["model", "config"], sort=False)))
+    for model, config in keys:
+        g = groups[(model, config)]
         g = g.sort_values(["t", "run_pk"]).reset_index(drop=True)
         has_current = bool(g["is_current"].iloc[-1]) if this_pk is not None else False
         judged = [not bool(s) for s in g["suspect"]]
@@ -311,6 +316,9 @@ def _level_text(cell: CellTrend) -> str:
     if not j.levels:
         return "-"
     level = j.levels[-1]
+    drift = next((d for d in j.drifts if d.first < level.first <= d.last), None)
+    if drift is not None:  # the level the rule last started is one the drift passed through
+        return f"drifting since {cell.runs['dag_run_id'].iloc[drift.first]}"
     return f"{level.mean:,.1f} ± {level.half_pct:.1f}% ({len(level.members)} runs)"
 
 
@@ -339,7 +347,8 @@ def section(doc: DocumentBuilder, trends: pd.DataFrame | None, floor_pct: float,
     doc.p("**The rule.** The band is where a new run of the current level falls 95 % of the time: the level's mean ± "
           "t95 × the run-to-run spread × sqrt(1 + 1/n) (the spread from the successive differences of the earlier runs, "
           f"at least {noise.MIN_HISTORY}; otherwise the campaign's noise floor). A **step**: two runs in a row beyond the "
-          "band on the same side (by noise alone 0.06 % of the time); the level moved at the first. An **outlier**: one "
+          "band on the same side (with a known spread, noise does that 0.06 % of the time); the level moved at the "
+          "first. An **outlier**: one "
           "run beyond it, the next back. A **drift**: "
           f"{DRIFT_RUNS} runs in a row each moving the same way by less than two runs differ by noise (by noise alone "
           f"in order 2/{DRIFT_RUNS}! = {2 / math.factorial(DRIFT_RUNS) * 100:.2f} % of the time), the last further "
@@ -474,3 +483,51 @@ def report_plots(report: Report) -> dict[str, bytes]:
 def report_section(doc: DocumentBuilder, report: Report, images: dict[str, bytes]) -> None:
     section(doc, report.data.trends, analysis.noise_floor_pct(report.data), images, *current_goodput(report),
             unavailable=f"this report was made from {report.data.source}, not from the results store")
+
+
+# -- the Airflow UI's Trends page (plugins/llmd_bench_plugin.py) -----------------------------------------------------
+class TrendsUnavailable(Exception):
+    """The results store could not be read for the page (no store configured, or it did not answer)."""
+
+
+def page(campaign: str, run_id: str | None = None, url: str | None = None) -> str | None:
+    """The Trends page of a campaign: its trends up to run `run_id` (its latest run when None), as one self-contained
+    HTML page (plots embedded). None when the store holds no such run. Reads the configured results store once (never
+    starts the local one, never retries: a page must answer), else raises TrendsUnavailable."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError  # deferred: loads sqlalchemy
+
+    from llmd_bench.model.settings import results_store_url
+    from llmd_bench.report.render import html
+    from llmd_bench.store import db, read
+
+    url = url or results_store_url(airflow=True)
+    if not url:
+        raise TrendsUnavailable("no results store is configured (connection llmd_results or LLMD_BENCH_DB_URL)")
+    engine = db.make_engine(url)
+    try:
+        run = read.campaign_run(engine, campaign, run_id)
+        rows = read.campaign_trends(engine, run) if run is not None else []
+    except (OperationalError, ProgrammingError) as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise TrendsUnavailable(f"the results store {db.redacted(url)} could not be read: "
+                                f"{first[0] if first else type(exc).__name__}") from None
+    finally:
+        engine.dispose()
+    if run is None:
+        return None
+    floor = run.params.noise_floor_pct
+    floor_pct = float(floor) if floor is not None else DEFAULT_NOISE_FLOOR_PCT
+    data = frame(rows)
+    title = f"Trends: {campaign}"
+    doc = DocumentBuilder(title)
+    doc.h(1, title)
+    if run.simulated:
+        doc.note("**The serving layer was SIMULATED** in these runs (the local runtime): the trends show the pipeline "
+                 "at work, not how llm-d performs.")
+    started = run.started_at or run.created_at
+    doc.p(f"This run: **{run.dag_run_id}** (llm-d {run.llmd_version}, {run.runtime} runtime, "
+          f"{pd.Timestamp(started).strftime('%Y-%m-%d %H:%M UTC')}), "
+          + ("the campaign's latest." if run_id is None else "as chosen.")
+          + " Its report has this section as it stood when the report was made.")
+    section(doc, data, floor_pct, plots(data, floor_pct))
+    return html.render(doc.document)
