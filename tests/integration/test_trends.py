@@ -11,6 +11,7 @@ import pytest
 
 from llmd_bench.report import build, trends
 from llmd_bench.report.data import from_store
+from llmd_bench.report.generate import generate_report
 from llmd_bench.report.render import markdown
 from llmd_bench.report.sections import document
 from llmd_bench.store import db
@@ -30,7 +31,7 @@ FIRST_WEEK = datetime(2026, 9, 7, 3, tzinfo=UTC)
 
 def store_run(db_url, real_report, run_id: str, peaks: dict[str, float], version: str = "v0.9.0",
               params: dict | None = None, goodput: dict[str, float] | None = None, campaign: str = "weekly",
-              week: float = 0.0) -> None:
+              week: float = 0.0, latency_x: dict[int, dict[str, float]] | None = None) -> None:
     """One run of the campaign, started `week` weeks after FIRST_WEEK: a cell per configuration whose peak (concurrency 2)
     is `peaks[config]` tok/s, and a stored report whose peak table records `goodput` where given."""
     start = (FIRST_WEEK + timedelta(weeks=week)).timestamp()
@@ -43,7 +44,7 @@ def store_run(db_url, real_report, run_id: str, peaks: dict[str, float], version
             cell = CellInfo(model="Qwen/Qwen3-8B", short_model="Qwen3-8B", config=config, trial=1, status="ok",
                             replicas=1, tensor_parallel_size=1)
             levels = [dataclasses.replace(lv, start=start + 60 * i, end=start + 60 * i + 30)
-                      for i, lv in enumerate(levels_at(real_report, {1: tps * 0.6, 2: tps}))]
+                      for i, lv in enumerate(levels_at(real_report, {1: tps * 0.6, 2: tps}, latency_x))]
             w.store_cell(run, cell, levels)
         w.finish_run(campaign, run_id, "ok")  # started_at: the first level's start
         if goodput:
@@ -137,3 +138,27 @@ def test_a_step_is_flagged_noise_within_the_band_is_not_and_this_run_is_marked(d
     assert "| drifting since w04 |" in rows["llm-d-redis"]
     assert "10 run(s) of this campaign up to run **w10**" in section
     assert "1 other run(s)" in section and "trends_Qwen3-8B.png" in section
+
+
+def test_the_goodput_each_runs_report_stored_is_trended_in_the_next_runs_report(db_url, real_report, tmp_path,
+                                                                                monkeypatch):
+    """As compare does, each run's report is generated and stored after the run: its peak table carries the goodput
+    under the run's SLO (concurrency 2 misses TTFT p95 <= 200 ms, so the goodput is concurrency 1's, 60 % of the
+    peak); the sixth run's report trends it, a step down at w05."""
+    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
+    slo = {"ttft_ms": {"p95": 200.0}}
+    peaks = [1000, 1010, 995, 1005, 800, 805]
+    for i, peak in enumerate(peaks):
+        run_id = f"w{i + 1:02d}"
+        store_run(db_url, real_report, run_id, {"no-offload": peak}, params={**PARAMS, "slo": slo}, week=i,
+                  latency_x={2: {"ttft_ms": 10.0}})
+        report = generate_report(run_id, tmp_path / run_id, campaign="weekly", store=True)
+    goodput = report.peaks.set_index("config").loc["no-offload"]
+    assert goodput["goodput_output_tps"] == pytest.approx(805 * 0.6) and goodput["goodput_concurrency"] == 1
+    cells = {c.series: c for c in trends.cell_trends(report.data.trends, 5.0, *trends.current_goodput(report))}
+    assert [v for v in cells["goodput"].values] == pytest.approx([p * 0.6 for p in peaks])
+    assert cells["goodput"].judgement.verdict == trends.STEP
+    assert [cells["goodput"].runs["dag_run_id"].iloc[s.index] for s in cells["goodput"].judgement.steps] == ["w05"]
+    section = (tmp_path / "w06" / "report.md").read_text().split("## Trends over runs")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if "| goodput |" in line)
+    assert "| 483.0 | **step** |" in row and "step -20.0% at w05" in row

@@ -7,9 +7,11 @@ llm-d version).
 The rule, per cell and series (peak, goodput), on the runs' values in time order (docs/report.md "Trends over runs"):
 
 - **Noise**: the run-to-run spread s of the cell's runs before this one (the latest noise.MAX_HISTORY, at least
-  noise.MIN_HISTORY) from their successive differences: noise.cell_noise, the spread the report's noise floor uses
-  (von Neumann's mean square successive difference, which a slow drift moves little and a step far less than a
-  standard deviation would). With fewer runs the campaign's `noise_floor_pct` is the band's half-width.
+  noise.MIN_HISTORY), from their successive differences like noise.py's spread, as their median (`spread`): a slow
+  drift moves successive differences little and a step or an outlier moves one or two of them, not their median, so
+  the band is not widened by what it is to find (noise.py's mean square of them is: with 5 runs a 20 % step hid
+  itself). Its t quantile counts the median's degrees of freedom at MEDIAN_EFFICIENCY. With fewer runs the campaign's
+  `noise_floor_pct` is the band's half-width.
 - **Band**: where a new run of a level falls 95 % of the time: the level's mean +/- t95(df) x s x sqrt(1 + 1/n), n the
   level's runs (the prediction interval noise.CellNoise.prediction_pct uses).
 - **Step**: a run beyond the band and the next run beyond it on the same side: the level changed at the first of the
@@ -31,6 +33,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist, median
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -110,11 +113,37 @@ class Judgement:
     basis: str
 
 
+# the median of |d| for a difference d ~ N(0, 2 sd^2) of two runs is this x sd
+MEDIAN_ABS_DIFF = NormalDist().inv_cdf(0.75) * math.sqrt(2)
+# the degrees of freedom a median of n - 1 differences counts as: 45 % of a mean square's (a median's asymptotic efficiency
+# is 37 %, more with few values); 45 % keeps noise-only series of 12 runs flagged under 3 % (tests/unit/test_trends.py)
+MEDIAN_EFFICIENCY = 0.45
+
+
+def spread(history: Sequence[float]) -> noise.CellNoise | None:
+    """The run-to-run spread of a series' earlier values (oldest first; the values noise.cell_noise keeps: the latest
+    noise.MAX_HISTORY, at least noise.MIN_HISTORY): the median absolute successive difference / (0.6745 x sqrt(2)).
+    noise.py's mean square of the same differences is widened by one step or outlier in a short history (with 5
+    runs, a 20 % step hid itself); their median is not. A series that never moved falls back to the mean square's
+    estimate; None with too few values or no spread at all."""
+    found = noise.cell_noise(history)
+    if found is None or found.mean is None:
+        return None
+    values = [float(x) for x in history if x is not None and math.isfinite(float(x)) and float(x) > 0]
+    values = values[-noise.MAX_HISTORY:]
+    middle = median(abs(b - a) / found.mean for a, b in zip(values, values[1:]))
+    if middle <= 0:
+        return found if found.relative_sd > 0 else None
+    df = max(1, round(MEDIAN_EFFICIENCY * (found.samples - 1)))
+    return noise.CellNoise(middle / MEDIAN_ABS_DIFF, df + 1, found.mean)
+
+
 class _Band:
     """The band's half-width (%) around a level of n runs: from the history's run-to-run spread, else the floor."""
 
     def __init__(self, history: Sequence[float], floor_pct: float) -> None:
-        self.noise = noise.cell_noise(history)
+        self.noise = spread(history)
+        self.history = len(history)
         self.floor_pct = floor_pct
 
     def half_pct(self, n: int) -> float:
@@ -126,8 +155,8 @@ class _Band:
     def basis(self) -> str:
         if self.noise is None:
             return f"campaign noise_floor_pct {self.floor_pct:g} % (fewer than {noise.MIN_HISTORY} earlier runs)"
-        return (f"run-to-run spread {self.noise.relative_sd * 100:.2f} % (1 sd) from {self.noise.samples} earlier "
-                "runs' successive differences")
+        return (f"run-to-run spread {self.noise.relative_sd * 100:.2f} % (1 sd) from the median successive difference "
+                f"of {min(self.history, noise.MAX_HISTORY)} earlier runs (t95 at {self.noise.df} df)")
 
 
 def judge(values: Sequence[float | None], floor_pct: float, current: bool = True,
@@ -345,8 +374,8 @@ def section(doc: DocumentBuilder, trends: pd.DataFrame | None, floor_pct: float,
           + (f" {total - runs} other run(s) of the campaign up to it measured something else, had no valid peak or "
              "are older than the latest ones, and are not shown." if total > runs else ""))
     doc.p("**The rule.** The band is where a new run of the current level falls 95 % of the time: the level's mean ± "
-          "t95 × the run-to-run spread × sqrt(1 + 1/n) (the spread from the successive differences of the earlier runs, "
-          f"at least {noise.MIN_HISTORY}; otherwise the campaign's noise floor). A **step**: two runs in a row beyond the "
+          "t95 × the run-to-run spread × sqrt(1 + 1/n) (the spread from the median successive difference of the earlier "
+          f"runs, at least {noise.MIN_HISTORY}; otherwise the campaign's noise floor). A **step**: two runs in a row beyond the "
           "band on the same side (with a known spread, noise does that 0.06 % of the time); the level moved at the "
           "first. An **outlier**: one "
           "run beyond it, the next back. A **drift**: "
