@@ -25,7 +25,7 @@ from llmd_bench.measure.noise import Z95, t95
 from llmd_bench.model import configurations
 from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT
 from llmd_bench.model.campaign_files import campaign_configurations
-from llmd_bench.report import goodput
+from llmd_bench.report import goodput, suspects
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput
@@ -138,7 +138,7 @@ def cell_peaks(levels: pd.DataFrame) -> pd.DataFrame:
         at_peak = cell[cell["concurrency"] == best["concurrency"]]
         interval = _interval(at_peak, len(trials))
         trial_values = at_peak["output_tps_mean"].astype(float)
-        suspect = sorted({r for r in at_peak["suspect_reason"] if isinstance(r, str) and r})
+        suspect = suspects.peak_reasons(cell, int(best["concurrency"]))  # a busy host's levels count anywhere
         rows.append({
             "model": model, "config": config, "peak_output_tps": float(best["output_tps_mean"]),
             "optimal_concurrency": int(best["concurrency"]), "ttft_mean_ms": _f(best["ttft_mean_ms"]),

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from llmd_bench.measure import adaptive, gpu_time, noise
-from llmd_bench.measure.observe import generator
+from llmd_bench.measure.observe import generator, host_load
 from llmd_bench.measure.served import ServedHistory
 from llmd_bench.measure.served import worst as served_worst
 from llmd_bench.model import catalog, configurations
@@ -303,13 +303,16 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
           "model, configuration, llm-d version, workload and kind of runtime; at least "
           f"{noise.MIN_HISTORY} peaks, the latest {noise.MAX_HISTORY}; the 95 % bound of the difference of two runs "
           "from their successive differences), otherwise the campaign's `noise_floor_pct` "
-          f"(**{floor:g} %** for this run). A peak measured while the load generator was saturated gets **no verdict**. "
+          f"(**{floor:g} %** for this run). A peak measured while the load generator was saturated gets **no verdict**, "
+          "and so does a peak of a cell any of whose levels ran on a host busy with other work (at least "
+          f"{host_load.HOST_BUSY_LIMIT_PCT:g} % busy, {host_load.OUTSIDE_LIMIT_PCT:g} % of it outside the cell's servers "
+          f"and GuideLLM) or losing {host_load.STEAL_LIMIT_PCT:g} % of its CPU to steal. "
           "Otherwise the difference is **within noise**.")
     doc.ul([f"Interval of a cell's peak: {b}" for b in bases])
     suspect = t[t["peak_suspect"].map(lambda v: isinstance(v, str) and bool(v))] if "peak_suspect" in t else t.iloc[0:0]
     if not suspect.empty:
         doc.p("**Peaks measured at a suspect level** (no verdict for their comparisons):")
-        doc.ul([f"{r.model}/{r.config} at concurrency {_fmt(r.optimal_concurrency)}: {r.peak_suspect}"
+        doc.ul([f"{r.model}/{r.config} (peak at concurrency {_fmt(r.optimal_concurrency)}): {r.peak_suspect}"
                 for r in suspect.itertuples()])
     history = t[pd.to_numeric(t.get("history_n", pd.Series(dtype=float)), errors="coerce").fillna(0) > 0] \
         if "history_n" in t else t.iloc[0:0]

@@ -12,7 +12,7 @@ from typing import Any
 from llmd_bench.measure.cell_folder import CellRecord, Observations, read_observations, write_levels
 from llmd_bench.measure.guidellm_levels import Report
 from llmd_bench.measure.guidellm_report import parse_report_file
-from llmd_bench.measure.observe import generator
+from llmd_bench.measure.observe import generator, host_load
 from llmd_bench.model.errors import ReportError
 from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.stack.context import StepContext
@@ -56,14 +56,18 @@ def observation_rows(observed: Observations | None, trial: int) -> list[tuple[in
     return rows
 
 
-def suspect_levels(reports: list[tuple[int, Report]]) -> list[dict[str, Any]]:
-    """The levels whose numbers describe the load generator or the machine (observe/generator.py)."""
+def suspect_levels(reports: list[tuple[int, Report]], observed: Observations | None = None) -> list[dict[str, Any]]:
+    """The levels whose numbers describe the load generator (observe/generator.py) or a host busy with other work
+    (observe/host_load.py, from the generator's samples of the host) rather than the servers."""
+    host = {(lv.get("trial", 1), lv["concurrency"]): lv for lv in (observed.generator_levels if observed else [])}
     out = []
     for trial, report in reports:
         for lv in report.levels:
             lag = generator.start_lag_pct(lv.summary)
+            reasons = [r for r in (generator.suspect_reason(lag),
+                                   host_load.suspect_reason(host.get((trial, lv.concurrency), {}))) if r]
             out.append({"trial": trial, "concurrency": lv.concurrency, "start_lag_pct": lag,
-                        "reason": generator.suspect_reason(lag)})
+                        "reason": "; ".join(reasons) or None})
     return out
 
 
@@ -80,7 +84,7 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
     observability = ({k: getattr(observed, k) for k in ("pcp", "generator_host", "serving_metrics", "kv_index")}
                      if observed else {"pcp": {"status": "not measured", "reason": "collect_pcp did not run"}})
     versions = record.versions.model_dump(exclude_unset=True)
-    levels = suspect_levels(reports)
+    levels = suspect_levels(reports, observed)
     for s in levels:
         if s["reason"]:
             print(f"level {s['concurrency']} (trial {s['trial']}) is suspect: {s['reason']}")

@@ -4,8 +4,8 @@ GuideLLM runs in its own process group (steps/sweep.py); every second the CPU ti
 group is read from /proc, so each level records the generator's cores in use and its busiest process.
 Those are recorded, not judged: GuideLLM 0.8.1's scheduler and workers poll, so its busiest process sits
 near 100 % of a core even at concurrency 1, and its polling workers keep a 2-core host 96 % busy at 4
-streams while it keeps up (both measured here). Host CPU busy (PCP) is recorded per level for the same
-reason, not judged.
+streams while it keeps up (both measured here). A busy host alone is therefore no reason either; a host busy
+with work outside the cell is (host_load.py: the same sampler reads the host's and the cell's servers' CPU).
 
 What does show a generator that cannot keep up is GuideLLM's own scheduler timing (its report's
 `scheduler_metrics`, guidellm/benchmark/schemas/accumulator.py at v0.8.1): `request_targeted_start_delay`
@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmd_bench.measure.observe import host_load
+
 INTERVAL_S = 1.0
 START_LAG_LIMIT_PCT = 25.0
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -33,27 +35,23 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 def group_cpu_seconds(pgid: int, proc_root: Path = Path("/proc")) -> dict[str, float]:
     """user + system CPU seconds of every live process in the process group, by pid."""
-    out: dict[str, float] = {}
-    for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # the command name (field 2) is in parentheses and may hold spaces: split after its last ')'
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) < 13 or int(fields[2]) != pgid:  # fields[2] is pgrp (field 5 of stat)
-            continue
-        out[entry.name] = (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
-    return out
+    return host_load.in_groups(host_load.process_cpu(proc_root), {pgid})
 
 
 class CpuSampler:
-    """A background thread appending {"time": t, "cpu_s": {pid: seconds}} lines for a process group."""
+    """A background thread appending {"time": t, "cpu_s": {pid: seconds}} lines for a process group, with the
+    host's CPU (`host`: host_load.HostCpu), the cell's servers' (`servers_cpu_s`, by pid) and the sampling
+    step's (`step_cpu_s`: its process group and its parent), so a level can be judged for a busy host
+    (host_load.py)."""
 
     def __init__(self, out: Path, pgid: int, interval_s: float = INTERVAL_S) -> None:
         self.out, self.pgid, self.interval_s = out, pgid, interval_s
+        # the cell's servers as the local runtime started them for this trial (none in a cluster's sweep pod)
+        self.servers = host_load.cell_server_groups(out)
+        # the sweep step's process group, and the process that started the step (Airflow's task runner relaying its
+        # output; PID 1 and 0 are no such process): the harness, not other work
+        self.step_group, parent = os.getpgrp(), os.getppid()
+        self.step_parent = {str(parent)} if parent > 1 else set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llmd-bench-generator-cpu", daemon=True)
 
@@ -69,11 +67,24 @@ class CpuSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            cpu = group_cpu_seconds(self.pgid)
-            if cpu:
+            sample = self.sample()
+            if sample["cpu_s"]:
                 with open(self.out, "a") as f:
-                    f.write(json.dumps({"time": time.time(), "cpu_s": cpu}) + "\n")
+                    f.write(json.dumps(sample) + "\n")
             self._stop.wait(self.interval_s)
+
+    def sample(self, proc_root: Path = Path("/proc")) -> dict[str, Any]:
+        """One line: the time, GuideLLM's CPU by pid, and the host's, the servers' and the step's CPU."""
+        now = time.time()
+        procs = host_load.process_cpu(proc_root)
+        host = host_load.read_host_cpu(proc_root)
+        line: dict[str, Any] = {"time": now, "cpu_s": host_load.in_groups(procs, {self.pgid})}
+        if host is not None:
+            line["host"] = host.model_dump()
+            line["servers_cpu_s"] = host_load.in_groups(procs, self.servers)
+            line["step_cpu_s"] = {pid: cpu for pid, group, cpu in procs
+                                  if (group == self.step_group and group != self.pgid) or pid in self.step_parent}
+        return line
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -90,7 +101,8 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per level window: the generator's cores in use (all its processes) and its busiest process's % of a
-    core, from the first to the last sample inside the window. Levels with fewer than 2 samples are left out."""
+    core, from the first to the last sample inside the window, and the host's load over the same samples where
+    they read it (host_load.HostLoad.as_level). Levels with fewer than 2 samples are left out."""
     out = []
     for w in windows:
         inside = sorted((s for s in samples if w["start"] <= s["time"] <= w["end"]), key=lambda s: s["time"])
@@ -104,10 +116,12 @@ def per_level(samples: list[dict[str, Any]], windows: list[dict[str, Any]]) -> l
         used = {pid: max(0.0, cpu - first["cpu_s"].get(pid, 0.0)) for pid, cpu in last["cpu_s"].items()}
         if not used:
             continue
-        out.append({"concurrency": w["concurrency"], "trial": w.get("trial", 1),
-                    "cpu_cores": round(sum(used.values()) / elapsed, 3),
-                    "busiest_process_pct": round(max(used.values()) / elapsed * 100.0, 1),
-                    "processes": len(used)})
+        level = {"concurrency": w["concurrency"], "trial": w.get("trial", 1),
+                 "cpu_cores": round(sum(used.values()) / elapsed, 3),
+                 "busiest_process_pct": round(max(used.values()) / elapsed * 100.0, 1),
+                 "processes": len(used)}
+        load = host_load.level_load(first, last, sum(used.values()))
+        out.append(level | (load.as_level() if load is not None else {}))
     return out
 
 

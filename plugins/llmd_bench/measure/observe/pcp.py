@@ -25,7 +25,9 @@ from llmd_bench.model.names import dns_label
 PCP_BIN = Path("/usr/lib/pcp/bin")
 PMCD_SOCKET = Path("/run/pcp/pmcd.socket")
 LOG_INTERVAL = "1sec"
-HOST_METRICS = ["kernel.all.cpu.idle", "kernel.all.cpu.user", "kernel.all.cpu.sys", "hinv.ncpu", "mem.util.used",
+# kernel.all.cpu.steal: CPU time the hypervisor gave to other guests (host_load.py judges it from /proc/stat too)
+HOST_METRICS = ["kernel.all.cpu.idle", "kernel.all.cpu.user", "kernel.all.cpu.sys", "kernel.all.cpu.steal",
+                "hinv.ncpu", "mem.util.used",
                 "mem.physmem", "network.interface.in.bytes", "network.interface.out.bytes",
                 "disk.all.read_bytes", "disk.all.write_bytes"]
 GPU_METRICS = ["nvidia.gpuactive", "nvidia.memused", "nvidia.power"]
@@ -161,10 +163,12 @@ def host_row(row: dict[str, Any]) -> dict[str, float | None]:
 
     ncpu, idle = row.get("hinv.ncpu"), row.get("kernel.all.cpu.idle")
     cpu = None if not ncpu or idle is None else max(0.0, min(100.0, 100.0 * (1 - idle / (ncpu * 1000.0))))
+    steal = row.get("kernel.all.cpu.steal")  # ms of CPU time per second, like idle
     mem = row.get("mem.util.used")
     disk_r, disk_w = row.get("disk.all.read_bytes"), row.get("disk.all.write_bytes")
     return {
         "cpu_util_pct": cpu,
+        "cpu_steal_pct": None if not ncpu or steal is None else max(0.0, min(100.0, 100.0 * steal / (ncpu * 1000.0))),
         "mem_used_bytes": None if mem is None else mem * 1024,
         "net_in_bytes_per_s": total("network.interface.in.bytes-", skip_lo=True),
         "net_out_bytes_per_s": total("network.interface.out.bytes-", skip_lo=True),
