@@ -20,7 +20,7 @@ import yaml
 
 from llmd_bench.integrations import benchmark_report, mlflow_log, storage
 from llmd_bench.integrations.importer import import_reports, parse_factors
-from llmd_bench.model import catalog, paths
+from llmd_bench.model import catalog, design, paths
 from llmd_bench.model.campaign import Cell, parse_factors_arg
 from llmd_bench.model.campaign_files import campaign_files, campaign_set_errors, find_campaign, load_campaign
 from llmd_bench.model.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError, NotSelected
@@ -62,6 +62,8 @@ def _context(args: argparse.Namespace, with_cell: bool):
     cell = None
     if with_cell:
         cell = campaign_cell(campaign, args)
+        if getattr(args, "repeat", False):  # design: aba's second run of the baseline cell (model/design.py)
+            cell = design.repeat_of(cell, params.baseline)
     runtime = args.runtime or selected_runtime()
     campaign.check_runtime(runtime)  # serving.mode existing: a cluster's installed stack, never simulated
     return StepContext(campaign, params, args.run_id, runtime, cell)
@@ -395,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True)
         p.add_argument("--factors", default=None, help="the cell's factor values, e.g. replicas=2,memory_regime=pressure "
                        "(campaigns with factors)")
+        p.add_argument("--repeat", action="store_true", help="design: aba: the baseline cell's run after the others "
+                       "(its own folder <config>__repeat; stored as the baseline's trials after the run's trials)")
         p.set_defaults(func=lambda a, s=step: run_cell_step(s, a))
     p = sub.add_parser("compare", help="per-cell verdict of a run")
     run_args(p)

@@ -37,8 +37,8 @@ def test_schedule_weekly_no_catchup_one_active_run(dag):
 def test_one_group_per_cell_named_after_model_and_config(dag):
     groups = {k: v for k, v in dag.task_group.children.items() if k not in ("compare", "select_cells")}
     expected = {f"{m}__{c}" for m in ("Qwen3-0_6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ")
-                for c in ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey")}
-    assert set(groups) == expected
+                for c in ("no-offload", "native-offload", "llm-d-redis", "llm-d-valkey", "no-offload__repeat")}
+    assert set(groups) == expected  # design: auto on the local runtime is aba: each baseline again, last
     for gid, group in groups.items():
         assert {t.split(".")[-1] for t in group.children} == STEPS, gid
 
@@ -64,6 +64,7 @@ def test_cells_run_one_at_a_time_and_a_failure_does_not_stop_the_next(dag):
         assert deploy.trigger_rule == "all_done"
     compare = dag.get_task("compare")
     assert compare.trigger_rule == "all_done"
+    cells += [f"{c}__repeat" for c in cells if c.endswith("__no-offload")]  # design: aba's repeats, last
     assert {f"{c}.teardown" for c in cells} | {f"{c}.load_results" for c in cells} == compare.upstream_task_ids
 
 
@@ -236,12 +237,14 @@ def test_select_cells_skips_every_task_of_the_left_out_cells_at_once_and_names_b
     from llmd_bench.orchestration.airflow_dag import CELL_STEPS, select_cells
 
     campaign = load_campaign(REFERENCE)
-    cells = [c.group_id for c in campaign.cells()]
+    # every cell, and design: aba's repeat of each baseline (auto: aba on the local runtime)
+    cells = [c.group_id for c in campaign.cells()] + [f"{m}__no-offload__repeat" for m in
+                                                      ("Qwen3-0_6B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B-AWQ")]
     assert dag.get_task("select_cells").downstream_task_ids == {f"{c}.deploy" for c in cells}
     assert {t.split(".")[-1] for t in dag.task_group.children[cells[0]].children} == set(CELL_STEPS)
     with pytest.raises(DownstreamTasksSkipped) as skipped:
         select_cells(campaign, {"models": ["Qwen/Qwen3-8B"], "configs": ["no-offload", "llm-d-redis"]})
-    chosen = {"Qwen3-8B__no-offload", "Qwen3-8B__llm-d-redis"}
+    chosen = {"Qwen3-8B__no-offload", "Qwen3-8B__llm-d-redis", "Qwen3-8B__no-offload__repeat"}
     assert sorted(skipped.value.tasks) == sorted(f"{c}.{s}" for c in cells if c not in chosen for s in CELL_STEPS)
     assert all(dag.has_task(t) for t in skipped.value.tasks)
     assert select_cells(campaign, {}) == cells  # the campaign's defaults: every cell, nothing to skip

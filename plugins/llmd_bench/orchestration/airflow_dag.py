@@ -7,7 +7,9 @@ a cluster) per cell only to skip it. In the kubernetes runtime a `preflight` tas
 TaskGroup: deploy (setup) -> warmup -> sweep -> collect_pcp -> teardown (teardown task, runs when any step fails),
 and collect_pcp -> load_results. Cells that share GPUs
 run one lane at a time (`lanes: N` chains them into N lanes; `lanes: auto` on a cluster chains none: each deploy waits
-for a lane's Lease, stack/lanes.py); `compare` runs after every cell, also when some failed.
+for a lane's Lease, stack/lanes.py); `compare` runs after every cell, also when some failed. Under `design: aba`
+(model/design.py) each baseline cell runs again after all the cells of its model: a group `<baseline>__repeat`, the
+last of its lane chain; `select_cells` skips it when the run's design is single.
 Every step is an `llmd-bench <step>` command: a KubernetesPodOperator in the `kubernetes` runtime,
 a local process in the `local` runtime.
 """
@@ -29,13 +31,13 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException, DownstreamTasksSkipped
 
 from llmd_bench.integrations import notify
-from llmd_bench.model import catalog, paths
+from llmd_bench.model import catalog, design, paths
 from llmd_bench.model.campaign import Campaign, Cell
 from llmd_bench.model.campaign_files import campaign_files, campaign_set_errors, load_campaign
 from llmd_bench.model.errors import SKIP_EXIT_CODE, CampaignError, LlmdBenchError
 from llmd_bench.model.names import dns_label, label_value
-from llmd_bench.model.params import default_and_schema, selected_cells
-from llmd_bench.model.runtimes import cluster_runtime
+from llmd_bench.model.params import default_and_schema, resolve_params, selected_cells
+from llmd_bench.model.runtimes import cluster_runtime, simulated_runtime
 from llmd_bench.model.settings import results_store_url, settings
 from llmd_bench.stack.lanes import fixed_lanes
 from llmd_bench.stack.runtime import selected_runtime
@@ -90,6 +92,8 @@ def step_arguments(step: str, campaign: Campaign, cell: Cell | None) -> list[str
     args = [step, "--campaign", campaign.name, "--run-id", "{{ run_id }}", "--params", PARAMS_ARG]
     if cell is not None:
         args += ["--model", cell.model, "--config", cell.config] + (["--factors", cell.factors_arg] if cell.factors else [])
+        if isinstance(cell, design.RepeatCell):
+            args.append("--repeat")
     return args
 
 
@@ -119,16 +123,26 @@ def step_operator(step: str, campaign: Campaign, cell: Cell | None, runtime: str
 CELL_STEPS = ("deploy", "warmup", "sweep", "collect_pcp", "teardown", "load_results")
 
 
-def select_cells(campaign: Campaign, params: dict[str, Any]) -> list[str]:
+def select_cells(campaign: Campaign, params: dict[str, Any], runtime: str | None = None) -> list[str]:
     """The task `select_cells`: every task of the cells this run's params leave out is marked skipped at once
     (DownstreamTasksSkipped, as Airflow's ShortCircuitOperator does; a branch would not do, since every later cell
     is downstream of the first), instead of each cell's deploy running a step, or a pod, only to skip it, one cell
-    after another. Returns the selected groups. Bad params fail it with the deploy step's message."""
+    after another. Returns the selected groups (design: aba's repeats of the selected baseline cells last). Bad
+    params fail it with the deploy step's message."""
     try:
-        chosen = [cell.group_id for cell in selected_cells(campaign, dict(params), catalog.known_versions())]
+        run = resolve_params(campaign, dict(params), catalog.known_versions())
+        selected = selected_cells(campaign, dict(params), catalog.known_versions())
     except LlmdBenchError as exc:
         raise AirflowException(str(exc)) from None
-    left_out = [f"{cell.group_id}.{step}" for cell in campaign.cells() if cell.group_id not in chosen for step in CELL_STEPS]
+    built = design.repeat_cells(campaign)  # the repeat groups build_dag made: of the campaign's baseline
+    repeats = design.chosen_repeats(campaign, selected, run.baseline, run.design,
+                                    simulated_runtime(runtime or selected_runtime()))
+    if any(r not in built for r in repeats):
+        print(f"design: aba repeats the campaign's baseline {campaign.baseline!r}; this run's baseline "
+              f"{run.baseline!r} has no repeat in the DAG, so this run measures no drift")
+    chosen = [cell.group_id for cell in [*selected, *repeats] if cell in campaign.cells() or cell in built]
+    left_out = [f"{cell.group_id}.{step}" for cell in [*campaign.cells(), *built]
+                if cell.group_id not in chosen for step in CELL_STEPS]
     if left_out:
         raise DownstreamTasksSkipped(tasks=left_out)
     return chosen
@@ -160,14 +174,19 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         lanes: list[list[BaseOperator]] = [[] for _ in range(n_lanes)]
         leaves: list[BaseOperator] = []
         # In the Airflow worker, not a step: it only reads the params (the skipped deploys' own check stays as well).
-        select = PythonOperator(task_id="select_cells", python_callable=functools.partial(select_cells, campaign))
+        select = PythonOperator(task_id="select_cells",
+                                python_callable=functools.partial(select_cells, campaign, runtime=runtime))
         preflight = None
         if cluster_runtime(runtime):
             # Checks the cluster in seconds before any GPU time is spent. A setup task without a teardown:
             # every task after it (later cells' deploys, load_results, compare) needs it to have succeeded,
             # whatever their own trigger rule, so a failed preflight stops the whole run.
             preflight = step_operator("preflight", campaign, None, runtime).as_setup()
-        for i, cell in enumerate(cells):
+        # design: aba: the baseline cells again, after all the others (skipped by select_cells unless the run's
+        # design is aba); each repeat also waits for every cell of its model, in whichever lane it ran
+        repeats = design.repeat_cells(campaign)
+        model_leaves: dict[tuple[str, str], list[BaseOperator]] = {}
+        for i, cell in enumerate([*cells, *repeats]):
             lane = lanes[i % n_lanes]
             with TaskGroup(group_id=cell.group_id, tooltip=f"{cell.model} / {cell.config}"
                            + (f" / {cell.factors_arg}" if cell.factors else "")):
@@ -194,6 +213,10 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
             if lane:
                 # The next cell in a lane waits for the previous one to finish, whatever its outcome.
                 lane >> deploy
+            mine = model_leaves.setdefault((cell.model, cell.stack_factors), [])
+            if isinstance(cell, design.RepeatCell):
+                [t for t in mine if t not in lane] >> deploy
+            mine += [teardown, load_results]
             lane[:] = [teardown, load_results]
             leaves += [teardown, load_results]
         # compare is the only leaf: its failure fails the run and the DAG's failure callback tells about it

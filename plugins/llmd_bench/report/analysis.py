@@ -25,7 +25,7 @@ from llmd_bench.measure.noise import Z95, t95
 from llmd_bench.model import configurations
 from llmd_bench.model.campaign import DEFAULT_BASELINE, DEFAULT_NOISE_FLOOR_PCT
 from llmd_bench.model.campaign_files import campaign_configurations
-from llmd_bench.report import goodput, suspects
+from llmd_bench.report import drift, goodput, suspects
 
 if TYPE_CHECKING:
     from llmd_bench.report.data import ReportInput
@@ -251,8 +251,13 @@ def judge(value: pd.Series, reference: pd.Series,
                                  vb, float(reference["trial_sd_rel"]) * vb, int(reference["trials"]))
         basis = (f"{int(value['trials'])} and {int(reference['trials'])} trials (Welch t: "
                  f"{diff / vb * 100:+.1f} % +/- {half / vb * 100:.1f} %)")
+        extra = drift.allowance_pct(value, reference)  # design: aba: the baseline's drift widens the bound
+        if extra:
+            half += extra / 100.0 * vb
+            basis += f"; + {extra:.1f} % baseline drift (design: aba)"
         return (direction if abs(diff) > half else "within noise"), basis
-    floor = noise.floor_between(cell_noise_of(value), cell_noise_of(reference), noise_floor_pct)
+    floor = drift.widened(noise.floor_between(cell_noise_of(value), cell_noise_of(reference), noise_floor_pct),
+                          value, reference)
     change = pct(value["peak_output_tps"], reference["peak_output_tps"])
     if change is None:
         return "no noise basis", "none"
@@ -409,8 +414,9 @@ def with_history(peaks: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataFr
 
 
 def build(data: ReportInput) -> Report:
+    data, repeat = drift.split_repeat(data, baseline_of(data))  # design: aba: the baseline's last run, apart
     floor = noise_floor_pct(data)
-    peaks = with_history(cell_peaks(data.levels), data.history)
+    peaks = drift.with_drift(with_history(cell_peaks(data.levels), data.history), cell_peaks(repeat), baseline_of(data))
     baseline = baseline_of(data)
     comparisons = versus_baseline(peaks, floor, baseline)
     table = _peak_table(data, peaks, comparisons, baseline)

@@ -15,7 +15,7 @@ from llmd_bench.measure.served import worst as served_worst
 from llmd_bench.model import catalog, configurations
 from llmd_bench.model.campaign import FEBRUARY_METHOD, METHOD_DEFAULTS
 from llmd_bench.model.campaign_files import campaign_configurations
-from llmd_bench.report import analysis, goodput_section, timeseries, trends
+from llmd_bench.report import analysis, drift, goodput_section, timeseries, trends
 from llmd_bench.report.analysis import Report, baseline_of, is_missing, noise_floor_pct
 from llmd_bench.report.data import ReportInput
 from llmd_bench.report.document import Document, DocumentBuilder
@@ -306,9 +306,11 @@ def document(report: Report, plots: dict[str, bytes]) -> Document:
           f"(**{floor:g} %** for this run). A peak measured while the load generator was saturated gets **no verdict**, "
           "and so does a peak of a cell any of whose levels ran on a host busy with other work (at least "
           f"{host_load.HOST_BUSY_LIMIT_PCT:g} % busy, {host_load.OUTSIDE_LIMIT_PCT:g} % of it outside the cell's servers "
-          f"and GuideLLM) or losing {host_load.STEAL_LIMIT_PCT:g} % of its CPU to steal. "
+          f"and GuideLLM) or losing {host_load.STEAL_LIMIT_PCT:g} % of its CPU to steal. Under `design: aba` the "
+          "baseline runs again last and its drift widens every bound of its model's comparisons. "
           "Otherwise the difference is **within noise**.")
     doc.ul([f"Interval of a cell's peak: {b}" for b in bases])
+    doc.ul(drift.report_lines(t, baseline_of(d), floor, drift.design_of(d), int((d.params or {}).get("trials") or 1)))
     suspect = t[t["peak_suspect"].map(lambda v: isinstance(v, str) and bool(v))] if "peak_suspect" in t else t.iloc[0:0]
     if not suspect.empty:
         doc.p("**Peaks measured at a suspect level** (no verdict for their comparisons):")

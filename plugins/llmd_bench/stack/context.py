@@ -27,7 +27,7 @@ from llmd_bench.measure.cell_folder import (
     validate_record,
     write_json_atomic,
 )
-from llmd_bench.model import catalog, paths
+from llmd_bench.model import catalog, design, paths
 from llmd_bench.model.campaign import Campaign, Cell, ModelSpec
 from llmd_bench.model.configurations import Configuration
 from llmd_bench.model.errors import RunFolderTaken
@@ -175,6 +175,7 @@ class StepContext:
             "levels": self.levels,
             "versions": tool_versions(self.params.llmd_version),
             "steps": {},
+            **design.record_fields(self.cell, self.params.trials),  # design: aba's repeat says so
         }
 
 

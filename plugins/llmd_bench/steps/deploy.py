@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmd_bench.measure import served
-from llmd_bench.model import catalog
+from llmd_bench.model import catalog, design
 from llmd_bench.model.errors import NotSelected, RuntimeStepError
 from llmd_bench.stack import manifests
 from llmd_bench.stack.context import StepContext
@@ -75,7 +75,9 @@ def already_stored(ctx: StepContext) -> bool:
 
     assert ctx.cell is not None
     try:
-        return db.cell_stored(ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config, ctx.params.trials,
+        # design: aba's repeat is stored as the baseline's trials after the run's trials (model/design.py)
+        return db.cell_stored(ctx.campaign.dag_id, ctx.run_id, ctx.cell.model, ctx.cell.config,
+                              design.stored_trial(ctx.params.trials, ctx.params.trials, ctx.cell),
                               ctx.cell.stack_factors, ctx.cell.config_factors)
     except Exception as exc:  # noqa: BLE001 - a missing table or a down server is "not stored"
         print(f"could not check the results store ({type(exc).__name__}); deploying", flush=True)

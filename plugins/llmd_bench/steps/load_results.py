@@ -13,6 +13,7 @@ from llmd_bench.measure.cell_folder import CellRecord, Observations, read_observ
 from llmd_bench.measure.guidellm_levels import Report
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.observe import generator, host_load
+from llmd_bench.model import design
 from llmd_bench.model.errors import ReportError
 from llmd_bench.model.runtimes import cluster_runtime
 from llmd_bench.stack.context import StepContext
@@ -96,7 +97,8 @@ def store(ctx: StepContext, reports: list[tuple[int, Report]]) -> None:
             info = CellInfo(model=cell.model, short_model=cell.short_model, config=cell.config,
                                stack_factors=cell.stack_factors, config_factors=cell.config_factors,
                                factors=dict(cell.factors), sweep=sweep_decisions(record, trial),
-                               trial=trial, status=status, reason=reason,
+                               # design: aba's repeat of the baseline: its trials after the baseline's (design.py)
+                               trial=design.stored_trial(trial, ctx.params.trials, cell), status=status, reason=reason,
                                replicas=record.serving.replicas if record.serving else None,
                                tensor_parallel_size=ctx.params.tensor_parallel_size,
                                versions=versions, report_path=str(path), report_sha256=sha256(path),
