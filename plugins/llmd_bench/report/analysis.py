@@ -616,13 +616,18 @@ def goodput_table(data: ReportInput, peaks: pd.DataFrame, baseline: str, floor_p
         return out
     checks = goodput.level_checks(data.levels, data.latency, targets)
     found = cell_peaks(goodput.counting_levels(data.levels, checks))
+    # a busy host at any level of the cell might have pushed a level over the SLO: no verdict, as for the peak
+    # (suspects.py; the goodput's own level is never suspect, so only the busy host's reasons of other levels remain)
+    valid = data.levels[data.levels["valid"].astype(bool)]
+    found["peak_suspect"] = ["; ".join(suspects.peak_reasons(valid[(valid["model"] == m) & (valid["config"] == c)],
+                                                             int(at))) or None
+                             for m, c, at in zip(found["model"], found["config"], found["optimal_concurrency"])]
     # the peak's noise rules: the cell's run-to-run spread from its peaks' history and, under design: aba, its
     # model's baseline drift (never the peaks' mean, which is no goodput: reference_moved asks the baseline's peak)
     keyed = peaks.set_index(["model", "config"])
     for col in ("history_sd", "history_n", "drift_pct"):
         if col in keyed.columns:
             found[col] = [keyed[col].get((m, c)) for m, c in zip(found["model"], found["config"])]
-    valid = data.levels[data.levels["valid"].astype(bool)]
     level_tps = valid.groupby(["model", "config", "concurrency"])["output_tps_mean"].mean().to_dict()
     for i, cell in out.iterrows():
         model, config = cell["model"], cell["config"]
