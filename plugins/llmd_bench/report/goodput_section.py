@@ -58,7 +58,8 @@ def section(doc: DocumentBuilder, report: Report, plots: dict[str, bytes]) -> No
               "in every trial (with latency rising with load, the highest level that meets them): its throughput and "
               "concurrency, beside the peak. Invalid and suspect levels never count. It is judged against the "
               f"{analysis.baseline_of(report.data)} baseline's goodput like the peak: the interval of its own level, "
-              "the same noise floor (see Noise), no verdict when the baseline's peak left its run-to-run range.")
+              "the same noise floor (see Noise); no verdict when the baseline's peak left its run-to-run range or a "
+              "level of either cell ran on a busy host.")
         if report.data.latency is None:
             doc.p(f"Not available: {goodput.NOT_RECORDED}.")
         elif "goodput_judgement" in t.columns:
