@@ -104,3 +104,18 @@ def test_goodput_is_trended_only_under_this_runs_slo():
     assert [v is not None for v in mine["goodput"].values] == [True] * 5 + [False] * 4 + [True]
     # no goodput in this run's report: no goodput trend
     assert {c.series for c in trends.cell_trends(data, 5.0, {}, None)} == {"peak"}
+
+
+def test_the_section_says_why_there_are_no_trends():
+    from llmd_bench.report.document import DocumentBuilder
+    from llmd_bench.report.render import markdown
+
+    def said(frame, unavailable=None) -> str:
+        doc = DocumentBuilder("r")
+        doc.h(1, "r")
+        trends.section(doc, frame, 5.0, {}, unavailable=unavailable)
+        return markdown.render(doc.document)
+
+    assert "Not available: this report was made from CSV files" in said(None, "this report was made from CSV files")
+    empty = pd.DataFrame(columns=trends.TREND_COLUMNS)
+    assert "no stored run of this campaign up to this one has a valid peak" in said(empty, "made from the store")

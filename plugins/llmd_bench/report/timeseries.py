@@ -135,6 +135,7 @@ class Series:
 # panel -> y label
 PANELS = {"kv": "KV-cache usage %", "requests": "requests", "hits": "prefix-cache hit rate %", "index": "index keys",
           "host": "host CPU %"}
+PERCENT_PANELS = ("kv", "hits", "host")
 # the vLLM series: key -> (label, panel, vLLM metric(s), the stored per-level metric)
 GAUGES = {"kv_cache_usage": ("KV-cache usage", "kv", "vllm:kv_cache_usage_perc", "kv_cache_usage_perc"),
           "requests_running": ("running", "requests", "vllm:num_requests_running", "requests_running"),
@@ -144,6 +145,11 @@ RATES = {"prefix_hit_rate": ("prefix-cache hit rate", "hits", "vllm:prefix_cache
          "external_hit_rate": ("offload / external hit rate", "hits", "vllm:external_prefix_cache_hits_total",
                                "vllm:external_prefix_cache_queries_total",
                                ("external_prefix_cache_hits", "external_prefix_cache_queries"))}
+
+
+# what the local runtime's simulated server reports as a constant (stack/runtime/prefix_cache_sim.py metrics())
+SIMULATED_ZERO = {"kv_cache_usage": "the local runtime's simulated server reports no KV-cache usage",
+                  "requests_waiting": "the local runtime's simulated server reports no queue (its router queues)"}
 
 
 def series(cell: CellServer, observations: pd.DataFrame | None = None) -> list[Series]:
@@ -309,13 +315,20 @@ def figure(cell: CellServer, drawn: list[Series]) -> Any:
                                     label=f"{s.label} (level mean)" if line is None else None)
             else:
                 missing.append(f"{s.label}: not collected: {_short(s.why)}")
-            if s.drawn and cell.simulated and not any(v for _, v in s.points + s.per_level):
-                notes.append(f"{s.label}: 0 throughout: the local runtime's simulated server does not model it")
+            zero = s.drawn and not any(v for _, v in s.points + s.per_level)
+            if zero and cell.simulated and s.key in SIMULATED_ZERO:
+                notes.append(f"{s.label}: 0 throughout: {SIMULATED_ZERO[s.key]}")
+            elif zero and s.key == "index_keys":
+                notes.append(f"{s.label}: 0 throughout: nothing published KV events to the index")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
         drawn_here = any(s.drawn for s in drawn if s.panel == panel)
         if drawn_here:
             ax.legend(fontsize=7, loc="upper left")
+            if panel in PERCENT_PANELS:
+                ax.set_ylim(0, 105)
+            else:  # counts: from 0, at least to 1
+                ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
         else:
             ax.set_yticks([])
         said = [(m, "#b22222") for m in missing] + [(n, "#555555") for n in notes]

@@ -358,8 +358,11 @@ def section(doc: DocumentBuilder, trends: pd.DataFrame | None, floor_pct: float,
     """The "Trends over runs" section: the rule, a row per cell and series, and a plot per model (from `images`,
     named by plot_name)."""
     doc.h(2, HEADING)
-    if trends is None or trends.empty:
-        doc.p(f"Not available: {unavailable or 'no stored run of this campaign measured the same thing'}.")
+    if trends is None:
+        doc.p(f"Not available: {unavailable or 'the trends were not read'}.")
+        return
+    if trends.empty:
+        doc.p("Not available: no stored run of this campaign up to this one has a valid peak.")
         return
     cells = cell_trends(trends, floor_pct, current_goodput, current_slo)
     runs = trends["run_pk"].nunique()
