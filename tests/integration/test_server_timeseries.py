@@ -126,6 +126,7 @@ def test_the_plot_draws_what_was_sampled_and_says_why_a_series_was_not(db_url, r
     assert "**Qwen3-8B/no-offload** (2 level(s); drawn from samples)" in section
     assert f"- Not collected: running: {NO_METRICS}" in section
     assert section.count("server_timeseries_Qwen3-8B_") == 2
+    assert text.count("(server_timeseries_Qwen3-8B_no-offload.png)") == 1  # in its section only, not again in Plots
 
 
 def test_a_report_without_the_store_says_why_there_are_no_server_series():

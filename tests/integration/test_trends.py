@@ -138,6 +138,7 @@ def test_a_step_is_flagged_noise_within_the_band_is_not_and_this_run_is_marked(d
     assert "| drifting since w04 |" in rows["llm-d-redis"]
     assert "10 run(s) of this campaign up to run **w10**" in section
     assert "1 other run(s)" in section and "trends_Qwen3-8B.png" in section
+    assert text.count("(trends_Qwen3-8B.png)") == 1  # in its section only, not again in Plots
 
 
 def test_the_goodput_each_runs_report_stored_is_trended_in_the_next_runs_report(db_url, real_report, tmp_path,
