@@ -62,6 +62,7 @@ bench: setup
 	$(BIN)/python benchmarks/adaptive_targets.py
 	$(BIN)/python benchmarks/reset_targets.py
 	$(BIN)/python benchmarks/stall_targets.py
+	$(BIN)/python benchmarks/busy_host_targets.py
 	$(BIN)/python benchmarks/seeded_targets.py
 	$(BIN)/python benchmarks/lanes_targets.py
 

@@ -15,7 +15,8 @@ from llmd_bench.model.campaign_files import load_campaign
 
 pytestmark = pytest.mark.e2e
 
-CONF = {"concurrency": [1, 4], "duration_s": 2}
+# design: single: these runs are not about the baseline's repeat (tests/e2e/test_aba.py is)
+CONF = {"concurrency": [1, 4], "duration_s": 2, "design": "single"}
 
 
 def _states(dr):
@@ -166,7 +167,7 @@ def test_a_factor_campaign_runs_a_cell_per_factor_value_and_reports_scaling(airf
     doc["serving"]["llmd_version"] = "v0.7.0"
     doc["local_simulation"]["lmcache-valkey"] = {"ttft_ms": 45, "itl_ms": 8.6, "max_concurrent_requests": 64}
     path = write_campaign(campaigns_dir, doc)
-    dr = _run(path, {"concurrency": [2], "duration_s": 2})
+    dr = _run(path, {"concurrency": [2], "duration_s": 2, "design": "single"})
     states = _states(dr)
     assert dr.state == "success", states
     groups = ["Qwen3-0_6B__no-offload__replicas-1", "Qwen3-0_6B__no-offload__replicas-2",

@@ -38,7 +38,7 @@ def test_two_campaigns_run_at_the_same_time_without_sharing_anything(airflow_db,
 
     from llmd_bench.store.db import make_engine
 
-    conf = {"concurrency": [2, 4], "duration_s": 3}
+    conf = {"concurrency": [2, 4], "duration_s": 3, "design": "single"}  # no baseline repeat: two cells per run
     files = [write_campaign(campaigns_dir, tiny_campaign(dag_id=f"llmd_side_{x}", configs=["no-offload", "llm-d-redis"]),
                             name=f"side_{x}") for x in "ab"]
     procs = []
