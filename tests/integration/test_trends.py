@@ -163,3 +163,16 @@ def test_the_goodput_each_runs_report_stored_is_trended_in_the_next_runs_report(
     section = (tmp_path / "w06" / "report.md").read_text().split("## Trends over runs")[1].split("\n## ")[0]
     row = next(line for line in section.splitlines() if "| goodput |" in line)
     assert "| 483.0 | **step** |" in row and "step -20.0% at w05" in row
+
+
+def test_the_trends_page_says_why_when_the_store_cannot_be_read(db_url):
+    import pytest
+
+    from llmd_bench.measure.processes import free_port
+    from llmd_bench.report import trends
+
+    with pytest.raises(trends.TrendsUnavailable, match=r"the results store 127.0.0.1:\d+/x could not be read"):
+        trends.page("weekly", url=f"postgresql://u:p@127.0.0.1:{free_port()}/x")
+    # a store no run was ever loaded into: no schema, said the same way (never a traceback, never a server started)
+    with pytest.raises(trends.TrendsUnavailable, match="could not be read: .*runs"):
+        trends.page("weekly", url=db_url)

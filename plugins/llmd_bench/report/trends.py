@@ -526,25 +526,17 @@ def page(campaign: str, run_id: str | None = None, url: str | None = None) -> st
     """The Trends page of a campaign: its trends up to run `run_id` (its latest run when None), as one self-contained
     HTML page (plots embedded). None when the store holds no such run. Reads the configured results store once (never
     starts the local one, never retries: a page must answer), else raises TrendsUnavailable."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError  # deferred: loads sqlalchemy
-
     from llmd_bench.model.settings import results_store_url
     from llmd_bench.report.render import html
-    from llmd_bench.store import db, read
+    from llmd_bench.store import read  # deferred: loads sqlalchemy
 
     url = url or results_store_url(airflow=True)
     if not url:
         raise TrendsUnavailable("no results store is configured (connection llmd_results or LLMD_BENCH_DB_URL)")
-    engine = db.make_engine(url)
     try:
-        run = read.campaign_run(engine, campaign, run_id)
-        rows = read.campaign_trends(engine, run) if run is not None else []
-    except (OperationalError, ProgrammingError) as exc:
-        first = str(getattr(exc, "orig", exc)).strip().splitlines()
-        raise TrendsUnavailable(f"the results store {db.redacted(url)} could not be read: "
-                                f"{first[0] if first else type(exc).__name__}") from None
-    finally:
-        engine.dispose()
+        run, rows = read.read_campaign_trends(url, campaign, run_id)
+    except read.StoreUnreadable as exc:
+        raise TrendsUnavailable(str(exc)) from None
     if run is None:
         return None
     floor = run.params.noise_floor_pct

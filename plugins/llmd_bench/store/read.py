@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from llmd_bench.model.campaign import METHOD_DEFAULTS
 from llmd_bench.model.errors import LlmdBenchError
 from llmd_bench.model.runtimes import simulated_runtimes
-from llmd_bench.store.db import with_engine
+from llmd_bench.store.db import make_engine, redacted, with_engine
 from llmd_bench.store.rows import (
     CellRow,
     GpuTimeHistoryRow,
@@ -358,6 +359,26 @@ CAMPAIGN_RUN_SQL = f"""
 SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE campaign = :campaign AND (CAST(:run_id AS text) IS NULL OR dag_run_id = :run_id)
 ORDER BY coalesce(started_at, created_at) DESC, id DESC LIMIT 1
 """
+
+
+class StoreUnreadable(LlmdBenchError):
+    """The results store did not answer, or could not be read (no schema yet): said in one line with where."""
+
+
+def read_campaign_trends(url: str, campaign: str, run_id: str | None = None
+                         ) -> tuple[RunRow | None, list[TrendPeakRow]]:
+    """The campaign's run `run_id` (its latest when None) and its trends, read once from the store at `url` (no retry,
+    no migration, never a server started: a page must answer); StoreUnreadable when the store cannot be read."""
+    engine = make_engine(url)
+    try:
+        run = campaign_run(engine, campaign, run_id)
+        return run, (campaign_trends(engine, run) if run is not None else [])
+    except (OperationalError, ProgrammingError) as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()
+        raise StoreUnreadable(f"the results store {redacted(url)} could not be read: "
+                              f"{first[0] if first else type(exc).__name__}") from None
+    finally:
+        engine.dispose()
 
 
 def campaign_run(engine: Engine, campaign: str, run_id: str | None = None) -> RunRow | None:
