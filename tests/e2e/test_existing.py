@@ -110,7 +110,9 @@ def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_r
     before, script = owned_all(fake), script_of(fake.objects[("deployments", NS, server)], container)
     _dag_env(monkeypatch, fake, results_dir, db_url)
     doc = guide_doc(V040_NAMES, configs=("no-offload", "llm-d-redis"), replicas=2)
-    dr, states = _run_dag(campaigns_dir, doc, {"concurrency": [1, 2], "duration_s": 2})
+    # the DAG is built for the local runtime (local step operators) around a cluster's steps: design: auto would
+    # resolve to the local runtime's aba; a cluster's run is single
+    dr, states = _run_dag(campaigns_dir, doc, {"concurrency": [1, 2], "duration_s": 2, "design": "single"})
     assert dr.state == "success", states
     cells = ("Qwen3-0_6B__no-offload", "Qwen3-0_6B__llm-d-redis")
     for cell in cells:
@@ -157,7 +159,8 @@ def test_a_failed_sweep_in_existing_mode_still_restores_the_installed_stack_thro
     before = installed(fake)
     _dag_env(monkeypatch, fake, results_dir, db_url)
     monkeypatch.setenv("LLMD_BENCH_GUIDELLM", "/bin/false")
-    dr, states = _run_dag(campaigns_dir, existing_doc(configs=("no-offload",)), {"concurrency": [1], "duration_s": 2})
+    dr, states = _run_dag(campaigns_dir, existing_doc(configs=("no-offload",)),
+                          {"concurrency": [1], "duration_s": 2, "design": "single"})
     cell = "Qwen3-0_6B__no-offload"
     assert states[f"{cell}.deploy"] == "success" and states[f"{cell}.sweep"] == "failed", states
     assert states[f"{cell}.teardown"] == "success" and dr.state == "failed"
