@@ -13,7 +13,7 @@ help:
 	@echo "make test   - set up, lint, and run the whole test suite on every core (the timing tests alone after)"
 	@echo "make test-fast - lint and tests/unit + tests/integration (no Airflow, browser or sweeps: those are tests/e2e), on every core"
 	@echo "make lint   - ruff over plugins, dags, tests and benchmarks, mypy over the package, lint-imports (pyproject.toml)"
-	@echo "make bench  - print the performance and judgement targets' numbers (about 105 minutes; keep the machine quiet)"
+	@echo "make bench  - print the performance and judgement targets' numbers (about 150 minutes; keep the machine quiet)"
 	@echo "make airflow - start a local Airflow UI on 127.0.0.1:8080 (local runtime); make stop stops it"
 
 setup: $(STAMP) $(TOKENIZER)
