@@ -33,6 +33,12 @@ os.environ.update({
     "HF_HUB_OFFLINE": "1",
     # every test sweep is a few levels of a few seconds: a GuideLLM stall shows in minutes, not hours
     "LLMD_BENCH_SWEEP_TIMEOUT_S": "240",
+    # GuideLLM's scheduler workers (guidellm/settings.py @v0.8.1: mp_context_type "spawn", max_worker_processes 10):
+    # one worker forked from a forkserver needs half the CPU of one spawned interpreter per stream, and the test
+    # sweeps' few streams against a mock server need no more; the demo, the benchmarks and test_fidelity keep
+    # GuideLLM's defaults (measured: a 2-level run 15.5 -> 8.4 CPU-s)
+    "GUIDELLM__MP_CONTEXT_TYPE": "forkserver",
+    "GUIDELLM__MAX_WORKER_PROCESSES": "1",
 })
 os.environ.pop("LLMD_BENCH_CAMPAIGNS", None)
 os.environ.pop("LLMD_BENCH_GUIDELLM", None)
@@ -83,6 +89,23 @@ def airflow_db():
     out = subprocess.run([str(BIN / "airflow"), "db", "migrate"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return _AIRFLOW_HOME
+
+
+def fake_guidellm_command(directory: Path) -> str:
+    """A `guidellm` command whose `run` is tests/fake_guidellm.py (real traffic, no GuideLLM start-up cost) and whose
+    other subcommands (`mock-server`) are the real GuideLLM's: for tests about orchestration, not measurement."""
+    wrapper = directory / "guidellm"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT / "tests" / "fake_guidellm.py"}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.fixture
+def fake_guidellm(tmp_path_factory, monkeypatch):
+    """LLMD_BENCH_GUIDELLM set to the light stand-in (fake_guidellm_command) for this test."""
+    command = fake_guidellm_command(tmp_path_factory.mktemp("fake-guidellm"))
+    monkeypatch.setenv("LLMD_BENCH_GUIDELLM", command)
+    return command
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_the_baseline_runs_again_last_and_the_report_shows_its_drift(airflow_db, campaigns_dir, results_dir, db_url,
-                                                                      monkeypatch):
+                                                                      monkeypatch, fake_guidellm):
     from sqlalchemy import text
 
     from llmd_bench.orchestration.airflow_dag import build_dag

@@ -16,7 +16,7 @@ from llmd_bench.measure.cell_folder import CellFolder, CellRecord
 
 
 def test_a_cell_folder_written_by_the_steps_parses_through_the_models(campaigns_dir, results_dir, db_url, monkeypatch,
-                                                                      tmp_path):
+                                                                      tmp_path, fake_guidellm):
     """A real local cell, every step through the step runner: each file the steps wrote reads through its model, and
     the files' keys are the ones written before the contract (byte-compatible)."""
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)

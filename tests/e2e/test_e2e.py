@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import tiny_campaign, write_campaign
 from llmd_bench.measure.guidellm_report import parse_report_file
 from llmd_bench.measure.processes import pid_alive, port_is_free
 from llmd_bench.model.campaign_files import load_campaign
@@ -124,14 +124,14 @@ def test_campaign_runs_end_to_end_and_leaves_nothing_behind(airflow_db, campaign
         ("no-offload", 1), ("no-offload", 4), ("valkey-lowmem", 1), ("valkey-lowmem", 4)]
 
 
-def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir, tmp_path, monkeypatch,
-                                                              db_url):
+def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campaigns_dir, results_dir,
+                                                              tmp_path, monkeypatch, db_url, fake_guidellm):
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     wrapper = tmp_path / "guidellm-failing"
     wrapper.write_text(
         "#!/bin/sh\n"
         'case "$*" in *"cell=Qwen3-0_6B__no-offload"*) echo "simulated GuideLLM crash" >&2; exit 3;; esac\n'
-        f'exec "{BIN}/guidellm" "$@"\n')
+        f'exec "{fake_guidellm}" "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("LLMD_BENCH_GUIDELLM", str(wrapper))
     path = write_campaign(campaigns_dir, tiny_campaign(configs=["no-offload", "llm-d-redis"]))
@@ -158,7 +158,7 @@ def test_failed_sweep_still_tears_down_and_other_cells_finish(airflow_db, campai
 
 
 def test_a_factor_campaign_runs_a_cell_per_factor_value_and_reports_scaling(airflow_db, campaigns_dir, results_dir, db_url,
-                                                                            monkeypatch):
+                                                                            monkeypatch, fake_guidellm):
     """replicas [1, 2] x (no-offload, lmcache-valkey): four cells, each with its own replica count (mock servers
     behind the local router), the LMCache remote store started for real, and a report that compares within
     each replica count and shows the scaling."""

@@ -102,7 +102,7 @@ def _rows(url, sql):
 
 
 def test_an_existing_mode_campaign_runs_through_the_dag_patching_measuring_and_restoring_every_cell(
-        kube, airflow_db, campaigns_dir, results_dir, db_url, monkeypatch):
+        kube, airflow_db, campaigns_dir, results_dir, db_url, monkeypatch, fake_guidellm):
     # llm-d v0.4.0's guide install: vLLM started from `sh -c`, the EPP's config at its --config-file's key, the index
     # on a Service port of its own, Helm releases, on a cluster whose GPUs are all taken by the installed pods
     server, container, epp, key = V040_NAMES

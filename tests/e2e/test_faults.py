@@ -69,7 +69,7 @@ def _rows(url: str) -> tuple[int, int, int]:
 
 
 def test_every_step_killed_with_sigkill_then_run_again_leaves_nothing_behind_and_no_duplicates(
-        campaigns_dir, results_dir, db_url, monkeypatch):
+        campaigns_dir, results_dir, db_url, monkeypatch, fake_guidellm):
     from llmd_bench.stack.runtime.local import cleanup_leftovers
 
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)

@@ -35,7 +35,7 @@ def _sim_resets(url: str) -> float:
     return found["llmd_bench_sim_resets_total"]
 
 
-def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campaigns_dir, results_dir):
+def test_a_reset_sweep_empties_both_tiers_before_every_level_and_shows_it(campaigns_dir, results_dir, fake_guidellm):
     from llmd_bench.measure import gpu_time
     from llmd_bench.measure.guidellm_report import parse_report_file
     from llmd_bench.stack.runtime import local

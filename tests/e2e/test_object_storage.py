@@ -128,7 +128,7 @@ def test_a_store_that_is_down_fails_the_step_quickly_and_clearly(campaigns_dir, 
 
 
 @pytest.mark.e2e
-def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_dir, tmp_path, db_url, monkeypatch):
+def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_dir, tmp_path, db_url, monkeypatch, fake_guidellm):
     """Each step in a fresh scratch folder (a new pod), the local runtime serving; nothing is shared but
     the object store and the results database."""
     doc = tiny_campaign(configs=["no-offload"])
@@ -207,7 +207,8 @@ def test_a_cell_travels_between_step_pods_through_object_storage(s3, campaigns_d
         llmd_bench_plugin.reports_app.dependency_overrides.clear()
 
 
-def test_no_secret_reaches_any_artifact_log_or_stored_row(s3, s3_server, campaigns_dir, tmp_path, db_url, monkeypatch):
+def test_no_secret_reaches_any_artifact_log_or_stored_row(s3, s3_server, campaigns_dir, tmp_path, db_url, monkeypatch,
+                                                          fake_guidellm):
     """Known values planted for the HF token, the results database's password and the object-store keys; a
     cell runs through every step and compare, each step in its own pod folder; then every file the steps
     wrote (logs, cell.json, params, reports), every object in the bucket, every line they printed and every

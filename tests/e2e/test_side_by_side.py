@@ -33,7 +33,7 @@ def _cells(results_dir: Path, run_id: str) -> dict[str, dict]:
 
 
 def test_two_campaigns_run_at_the_same_time_without_sharing_anything(airflow_db, campaigns_dir, results_dir, db_url,
-                                                                     tmp_path, monkeypatch):
+                                                                     tmp_path, monkeypatch, fake_guidellm):
     from sqlalchemy import text
 
     from llmd_bench.store.db import make_engine

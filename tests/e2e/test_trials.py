@@ -30,7 +30,7 @@ def _serving_pids(ctx):
     return {p.name: p.pid for p in local.load_state(ctx).processes if p.name != "pmlogger"}
 
 
-def test_a_grid_sweep_redeploys_and_warms_up_the_cell_before_trial_2(campaigns_dir, results_dir):
+def test_a_grid_sweep_redeploys_and_warms_up_the_cell_before_trial_2(campaigns_dir, results_dir, fake_guidellm):
     """trial_isolation: redeploy (the default): new serving processes before trial 2, proven and warmed up, the
     trial measured against the new endpoint, the cell's host recording going on through the redeploy."""
     ctx = _ctx(campaigns_dir, "redeploy")
