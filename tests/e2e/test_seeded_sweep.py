@@ -35,7 +35,7 @@ def _sweep(campaign, run_id: str):
 
 
 def test_the_second_run_of_a_cell_measures_only_the_bracket_around_the_first_runs_peak(
-        campaigns_dir, results_dir, db_url, monkeypatch):
+        campaigns_dir, results_dir, db_url, monkeypatch, fake_guidellm):
     from llmd_bench.measure.guidellm_report import parse_report_file
     from llmd_bench.steps import sweep
     from llmd_bench.store.read import read_stored_run
