@@ -250,3 +250,16 @@ def test_select_cells_skips_every_task_of_the_left_out_cells_at_once_and_names_b
     assert select_cells(campaign, {}) == cells  # the campaign's defaults: every cell, nothing to skip
     with pytest.raises(AirflowException, match=r"Qwen/Qwen3-9B.*Qwen/Qwen3-0.6B"):
         select_cells(campaign, {"models": ["Qwen/Qwen3-9B"]})
+
+
+def test_the_run_params_live_on_the_dag_and_still_reach_every_task(dag):
+    """Airflow copies a DAG's params into each task, and serializing every copy validated every param's schema:
+    about 27 s per parse of the shipped DAGs. The tasks carry none; a running task gets the DAG's, the run's conf
+    over them (process_params, as the task runner calls it)."""
+    from airflow.sdk.definitions.param import process_params
+
+    assert {"models", "configs", "concurrency", "design"} <= set(dag.params)
+    assert all(not task.params for task in dag.tasks)
+    sweep = dag.get_task("Qwen3-0_6B__no-offload.sweep")
+    resolved = process_params(dag, sweep, {"duration_s": 7}, suppress_exception=False)
+    assert resolved["duration_s"] == 7 and resolved["models"] == dag.params["models"]
