@@ -35,8 +35,7 @@ demo: setup
 	bash scripts/demo.sh
 
 test: setup
-	@# the MLflow tracking server tests/e2e/test_mlflow.py starts: full mlflow in its own venv (.venv-mlflow)
-	bash scripts/mlflow-server-venv.sh
+	@# also builds, beside the tests, the MLflow tracking server's venv (.venv-mlflow) tests/e2e/test_mlflow.py starts
 	bash scripts/test.sh
 
 test-fast: setup

@@ -7,15 +7,30 @@ cd "$ROOT"
 mkdir -p test-artifacts
 # lint first: a red lint fails the run like a failed test (rules in pyproject.toml)
 ruff check plugins dags tests benchmarks
-# types next: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
-python -m mypy
 # layers: the package imports downwards only, with no cycles (contracts in pyproject.toml [tool.importlinter])
 lint-imports
-if [ $# -gt 0 ]; then exec pytest -p no:cacheprovider "$@"; fi
+if [ $# -gt 0 ]; then
+  # types: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
+  python -m mypy
+  exec pytest -p no:cacheprovider "$@"
+fi
+# The whole suite. Beside the parallel pass, in the background: mypy (about 45 s of one core from an empty cache)
+# and the MLflow server's venv (scripts/mlflow-server-venv.sh, about 75 s, mostly unpacking; tests/e2e/test_mlflow.py
+# waits for it on its lock). Both would otherwise run first, one after the other, while the e2e tests mostly wait.
+logs="$(mktemp -d)"
+python -m mypy > "$logs/mypy.log" 2>&1 &
+mypy_pid=$!
+bash scripts/mlflow-server-venv.sh > "$logs/mlflow-venv.log" 2>&1 &
+mlflow_pid=$!
 # the parallel pass over tests/unit, tests/integration and tests/e2e (a file's tests on one worker; the solo marker:
-# tests/conftest.py), then the timing tests alone;
-# both always run
+# tests/conftest.py), then the timing tests alone; all run whatever failed before them
 status=0
 pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder -m "not solo" || status=$?
+for job in "mypy:$mypy_pid" "mlflow-venv:$mlflow_pid"; do
+  if ! wait "${job#*:}"; then
+    echo "${job%%:*} failed:"; cat "$logs/${job%%:*}.log"; status=1
+  fi
+done
+cat "$logs/mypy.log"
 pytest -p no:cacheprovider -m solo || status=$?
 exit $status

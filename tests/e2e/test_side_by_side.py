@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, ROOT, tiny_campaign, write_campaign
+from conftest import BIN, ROOT, fake_guidellm_command, tiny_campaign, write_campaign
 from llmd_bench import cli
 from llmd_bench.measure.processes import pid_alive, port_is_free
 
@@ -154,6 +154,8 @@ def test_make_demo_in_two_clones_at_once(tmp_path):
         (clone / ".cache" / "tokenizer" / "tokenizer.json").touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LLMD_BENCH"))}
     env["DEMO_CONF"] = small
+    # what the clones share or not is the point here, not GuideLLM (test_e2e runs the demo's DAG with the real one)
+    env["LLMD_BENCH_GUIDELLM"] = fake_guidellm_command(tmp_path)
     procs = [subprocess.Popen(["make", "demo"], cwd=c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for c in clones]
     try:
