@@ -4,12 +4,11 @@ configuration, with the SLO drawn where set (goodput.py holds the SLO and which 
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pandas as pd
 
-from llmd_bench.report import analysis, goodput
+from llmd_bench.report import analysis, figures, goodput
 from llmd_bench.report.analysis import Report, is_missing
 from llmd_bench.report.document import DocumentBuilder
 
@@ -117,7 +116,7 @@ def plots(report: Report) -> dict[str, bytes]:
     fig = latency_figure(report)
     if fig is None:
         return out
-    out[LATENCY_PLOT] = _png(fig)
+    out[LATENCY_PLOT] = figures.png(fig)
     targets, _ = goodput.targets_of(report.data.params)
     peaks = report.peaks
     if targets and "goodput_output_tps" in peaks.columns and peaks["goodput_output_tps"].notna().any():
@@ -227,15 +226,4 @@ def _goodput_plot(peaks: pd.DataFrame, models: list[str], configs: list[str], co
         ax.set_ylabel("output tokens/s")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt  # deferred: loads matplotlib
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
+    return figures.png(fig)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
-from llmd_bench.report import analysis, timeseries, trends
+from llmd_bench.report import analysis, figures, timeseries, trends
 from llmd_bench.report.analysis import Report, is_missing
 from llmd_bench.report.goodput_section import plots as goodput_plots
 from llmd_bench.report.versions import plots as effect_plots
@@ -39,7 +36,7 @@ def plots(report: Report) -> dict[str, bytes]:
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
-        out[name] = _png(fig)
+        out[name] = figures.png(fig)
     obs = report.data.observations
     host = obs[obs["metric"].isin(["cpu_util_pct", "gpu_busy_pct"]) & (obs["source"] == "pcp")] if not obs.empty else obs
     if not host.empty:
@@ -56,7 +53,7 @@ def plots(report: Report) -> dict[str, bytes]:
             ax.set_ylim(0, 100)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=7)
-        out["host_use_per_level.png"] = _png(fig)
+        out["host_use_per_level.png"] = figures.png(fig)
     ok = report.peaks[report.peaks["status"] == "ok"]
     if not ok.empty:
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) * 2), 3.6))
@@ -77,20 +74,9 @@ def plots(report: Report) -> dict[str, bytes]:
         ax.set_ylabel("peak output tokens/s")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-        out["peak_vs_baseline.png"] = _png(fig)
+        out["peak_vs_baseline.png"] = figures.png(fig)
     out.update(goodput_plots(report))  # latency against throughput, goodput beside the peak (goodput_section.py)
     out.update(effect_plots(report))  # each configuration's effect by llm-d version (versions.py)
     out.update(trends.report_plots(report))  # each model's cells over the campaign's runs (trends.py)
     out.update(timeseries.report_plots(report))  # each cell's servers over its sweep (timeseries.py)
     return out
-
-
-def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt  # deferred: loads matplotlib
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-

@@ -29,6 +29,7 @@ import pandas as pd
 
 from llmd_bench.measure.cell_folder import CellFolder, trial_dir_name
 from llmd_bench.model import paths
+from llmd_bench.report import figures
 from llmd_bench.report.document import DocumentBuilder
 from llmd_bench.store.rows import StoredCell, StoredRun
 
@@ -351,21 +352,9 @@ def _short(why: str | None) -> str:
     return (why or "").removeprefix("not available: ")
 
 
-def _png(fig: Any) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt  # deferred: loads matplotlib
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def plots(cells: list[CellServer] | None, observations: pd.DataFrame | None) -> dict[str, bytes]:
     """A PNG per cell."""
-    return {plot_name(c): _png(figure(c, series(c, observations))) for c in cells or []}
+    return {plot_name(c): figures.png(figure(c, series(c, observations)), dpi=80) for c in cells or []}
 
 
 # -- the section -------------------------------------------------------------------------------------------------------

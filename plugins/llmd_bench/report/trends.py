@@ -40,7 +40,7 @@ import pandas as pd
 
 from llmd_bench.measure import noise
 from llmd_bench.model.campaign import DEFAULT_NOISE_FLOOR_PCT
-from llmd_bench.report import analysis
+from llmd_bench.report import analysis, figures
 from llmd_bench.report.document import DocumentBuilder
 from llmd_bench.store.trend_rows import GOODPUT_KEY as GOODPUT
 from llmd_bench.store.trend_rows import GOODPUT_SLO_KEY as GOODPUT_SLO
@@ -412,7 +412,7 @@ def plots(trends: pd.DataFrame | None, floor_pct: float, current_goodput: dict[t
     cells = cell_trends(trends, floor_pct, current_goodput, current_slo)
     out: dict[str, bytes] = {}
     for model in dict.fromkeys(c.model for c in cells):
-        out[plot_name(model)] = _png(figure([c for c in cells if c.model == model], model))
+        out[plot_name(model)] = figures.png(figure([c for c in cells if c.model == model], model))
     return out
 
 
@@ -481,18 +481,6 @@ def _draw(ax: Any, cell: CellTrend) -> None:
             ax.axvline(t[i], color="#7f7f7f", linestyle="--", linewidth=0.8)
             ax.annotate(f"llm-d {versions[i]}", (t[i], 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
                         textcoords="offset points", fontsize=7, color="#555555")
-
-
-def _png(fig: Any) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt  # deferred: loads matplotlib
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 # -- a run's report --------------------------------------------------------------------------------------------------

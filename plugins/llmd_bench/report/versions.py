@@ -20,7 +20,6 @@ the floor or the within-level spread. `judged_change` is the same rule for any t
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +32,7 @@ from llmd_bench.measure.noise import Z95, t95
 from llmd_bench.model import catalog, configurations
 from llmd_bench.model.campaign_files import campaign_configurations
 from llmd_bench.model.errors import CampaignError
+from llmd_bench.report import figures
 from llmd_bench.report.analysis import (
     Report,
     baseline_of,
@@ -382,11 +382,7 @@ def effect_plot(table: EffectTable, column_label: Any = None) -> bytes | None:
         ax.set_ylabel(f"% vs {table.baseline} peak")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figures.png(fig)
 
 
 def plots(report: Report) -> dict[str, bytes]:
