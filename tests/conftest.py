@@ -33,13 +33,13 @@ os.environ.update({
     "HF_HUB_OFFLINE": "1",
     # every test sweep is a few levels of a few seconds: a GuideLLM stall shows in minutes, not hours
     "LLMD_BENCH_SWEEP_TIMEOUT_S": "240",
-    # GuideLLM's scheduler workers (guidellm/settings.py @v0.8.1: mp_context_type "spawn", max_worker_processes 10):
-    # one worker forked from a forkserver needs half the CPU of one spawned interpreter per stream, and the test
-    # sweeps' few streams against a mock server need no more; the demo, the benchmarks and test_fidelity keep
-    # GuideLLM's defaults (measured: a 2-level run 15.5 -> 8.4 CPU-s)
-    "GUIDELLM__MP_CONTEXT_TYPE": "forkserver",
-    "GUIDELLM__MAX_WORKER_PROCESSES": "1",
 })
+# GuideLLM's scheduler workers (guidellm/settings.py @v0.8.1: mp_context_type "spawn", max_worker_processes 10): one
+# worker forked from a forkserver needs half the CPU of one spawned interpreter per stream, and the test sweeps' few
+# streams against a mock server need no more; the demo, the benchmarks and test_fidelity keep GuideLLM's defaults
+# (measured: a 2-level run 15.5 -> 8.4 CPU-s)
+LIGHT_GUIDELLM_ENV = {"GUIDELLM__MP_CONTEXT_TYPE": "forkserver", "GUIDELLM__MAX_WORKER_PROCESSES": "1"}
+os.environ.update(LIGHT_GUIDELLM_ENV)
 os.environ.pop("LLMD_BENCH_CAMPAIGNS", None)
 os.environ.pop("LLMD_BENCH_GUIDELLM", None)
 

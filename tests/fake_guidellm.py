@@ -50,9 +50,11 @@ def _options(argv: list[str]) -> dict[str, list[str]]:
     return opts
 
 
-def log(line: str) -> None:
+def log(line: str, where: str = "guidellm.benchmark.progress:_log_update:420") -> None:
+    """A line as GuideLLM's logger writes it to stderr (guidellm/logger.py @v0.8.1); the level lines' text is
+    GenerativeLoggingBenchmarkerProgress._log_update's (guidellm/benchmark/progress.py @v0.8.1)."""
     stamp = time.strftime("%y-%m-%d %H:%M:%S", time.gmtime())
-    print(f"{stamp}|INFO     |guidellm.benchmark.progress:_log_update:420 - {line}", file=sys.stderr, flush=True)
+    print(f"{stamp}|INFO     |{where} - {line}", file=sys.stderr, flush=True)
 
 
 def dist(values: list[float]) -> dict[str, Any]:
@@ -91,6 +93,8 @@ class Request:
 
 
 async def _stream(client: Any, url: str, model: str, prompt: str, req: Request, output_tokens: int) -> None:
+    # the fields GuideLLM's mock server reads: guidellm/mock_server/handlers/chat_completions.py @v0.8.1
+    # (max_completion_tokens caps the tokens streamed; stream_options.include_usage adds the usage chunk)
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True,
             "max_completion_tokens": output_tokens, "stream_options": {"include_usage": True}}
     req.sent = time.time()
@@ -252,8 +256,7 @@ def main(argv: list[str]) -> int:
             log(f"{name}: {status} | elapsed={time.time() - start:.1f}s | successful={done} errored={errored} "
                 f"incomplete={incomplete} | requests/s={done / seconds:.2f} output_tokens/s=0.00")
         benchmarks.append(benchmark(template, index, streams, seconds, requests, start, end))
-    print(f"{time.strftime('%y-%m-%d %H:%M:%S')}|INFO     |guidellm.benchmark.benchmarker:run:199 - "
-          "All benchmarks finalized", file=sys.stderr, flush=True)
+    log("All benchmarks finalized", "guidellm.benchmark.benchmarker:run:199")  # guidellm/benchmark/benchmarker.py @v0.8.1
     doc["config"]["spec"]["backend"].update(target=backend["target"], model=backend["model"])
     doc["config"]["spec"]["profile"]["streams"] = profile["streams"]
     doc["config"]["spec"]["constraints"] = [

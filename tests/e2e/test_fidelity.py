@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import BIN, LIGHT_GUIDELLM_ENV, tiny_campaign, write_campaign
 
 pytestmark = pytest.mark.e2e
 
@@ -35,8 +35,8 @@ TPOT_TOLERANCE_PP = 12.0
 def test_report_recovers_a_known_itl_difference(campaigns_dir, results_dir, db_url, monkeypatch, tmp_path):
     monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
     # a measurement: GuideLLM's own worker defaults, not the suite's lighter ones (tests/conftest.py)
-    monkeypatch.delenv("GUIDELLM__MP_CONTEXT_TYPE")
-    monkeypatch.delenv("GUIDELLM__MAX_WORKER_PROCESSES")
+    for name in LIGHT_GUIDELLM_ENV:
+        monkeypatch.delenv(name)
     doc = tiny_campaign(configs=["no-offload", "native-offload"])
     doc["workload"].update(concurrency=[4], duration_s=6, output_tokens=N, prompt_tokens=32, prefix_tokens=64)
     doc["local_simulation"] = {"no-offload": {"ttft_ms": TTFT, "itl_ms": ITL_BASE},

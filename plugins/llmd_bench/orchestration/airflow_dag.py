@@ -225,8 +225,9 @@ def build_dag(campaign: Campaign, runtime: str | None = None) -> DAG:
         compare = step_operator("compare", campaign, None, runtime, trigger_rule="all_done",
                                 on_success_callback=notify.on_compare_success)
         leaves >> compare
-    # Airflow copies the DAG's params into every task (sdk/bases/operator.py _get_parent_defaults @3.x) and serializing
-    # each copy checks every param's JSON schema against the metaschema (sdk/definitions/param.py Param.resolve):
+    # Airflow copies the DAG's params into every task (airflow/sdk/bases/operator.py _get_parent_defaults, task-sdk
+    # 1.3.2 with apache-airflow 3.3.2) and serializing each copy checks every param's JSON schema against the
+    # metaschema (airflow/sdk/definitions/param.py Param.resolve, same tag):
     # about 27 s of CPU per parse of the shipped campaigns' DAGs, in every `airflow dags test` and dag-processor loop.
     # A running task still gets them: process_params (sdk/definitions/param.py) merges the DAG's params first.
     for task in dag.tasks:
