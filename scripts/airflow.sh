@@ -66,6 +66,10 @@ export AIRFLOW__CORE__FERNET_KEY=$(cat "$RUN/fernet_key")
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=20
 export AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK=False
+# A scheduler started again within 30 s of a crash finds the dead one's job still healthy (scheduler_health_check_threshold
+# 30 s) and adopts its running tasks, to fail and tear them down, only at its next orphan check: every 30 s, not
+# the default 300 s (airflow/config_templates/config.yml, apache-airflow-core 3.3.2). The check is one query.
+export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=30
 export AIRFLOW_CONN_LLMD_RESULTS="$RESULTS_URL"
 export LLMD_BENCH_SWEEP_POOL=llmd_sweeps
 # False: only manual triggers and backfills run (no weekly run of the full campaign on unpause)
@@ -73,7 +77,7 @@ export AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=${LLMD_AIRFLOW_USE_JOB_SCHEDULE:-Tru
 ENV
 source "$RUN/env"
 airflow db migrate > "$RUN/db-migrate.log" 2>&1 || { tail -20 "$RUN/db-migrate.log"; exit 1; }
-LLMD_RESULTS_URL="$RESULTS_URL" python -m llmd_bench.orchestration.airflow_settings airflow_settings.yaml "$(command -v airflow)"
+LLMD_RESULTS_URL="$RESULTS_URL" python -m llmd_bench.orchestration.airflow_settings airflow_settings.yaml
 
 start() {
   local name=$1; shift

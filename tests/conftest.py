@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import shutil
@@ -44,6 +45,17 @@ os.environ.pop("LLMD_BENCH_CAMPAIGNS", None)
 os.environ.pop("LLMD_BENCH_GUIDELLM", None)
 
 BIN = Path(sys.executable).parent
+
+
+def _cache_kubernetes_schemas() -> None:
+    """kubernetes_validate.validate re-reads and re-parses its schema files on every call (kubernetes_validate/utils.py
+    schema_contents, 1.37.0), _definitions.json among them: 40 % of the manifest tests' CPU. The tests only read them."""
+    import kubernetes_validate.utils as k8s_validate_utils
+
+    k8s_validate_utils.schema_contents = functools.lru_cache(maxsize=None)(k8s_validate_utils.schema_contents)
+
+
+_cache_kubernetes_schemas()
 
 
 def tiny_campaign(**overrides) -> dict:

@@ -253,42 +253,6 @@ def test_backfills_for_two_llmd_versions_are_compared_in_the_report(airflow_stac
     assert "No regression beyond noise against older versions." in section and "| older |" in section
 
 
-def test_a_scheduler_killed_mid_sweep_and_started_again_ends_the_run_cleanly(airflow_stack):
-    """`kill -9` of the scheduler's process group (LocalExecutor: its task processes die with it) while a
-    sweep runs, then `make airflow` again: the run finishes or fails, teardown runs, nothing is left."""
-    import signal
-
-    dag = "llmd_kv_cache_eval"
-    conf = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["llm-d-redis"], "concurrency": [2, 4], "duration_s": 8,
-            "prefix_tokens": 64, "prompt_tokens": 32, "output_tokens": 16, "turns": 1, "design": "single"}
-    api(airflow_stack, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
-    run_id = api(airflow_stack, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
-
-    group = "Qwen3-0_6B__llm-d-redis"
-
-    def task_states():
-        tis = api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
-        return {ti["task_id"].removeprefix(f"{group}."): ti["state"] for ti in tis if ti["task_id"].startswith(group)}
-
-    wait_for(lambda: task_states().get("sweep") == "running", timeout=300, what="the sweep to run")
-    cell = airflow_stack["base"] / "results" / run_id / "Qwen3-0.6B" / "llm-d-redis"
-    wait_for(lambda: list(cell.glob("trial-*/guidellm.pid")), timeout=120, what="GuideLLM to start")
-    pid_file = airflow_stack["base"] / "state" / "airflow" / "scheduler.pid"
-    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=airflow_stack["env"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    wait_for(lambda: api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")["state"] in ("success", "failed"),
-             timeout=900, what="the run to end")
-    assert task_states()["teardown"] == "success", task_states()
-    state = json.loads((cell / "runtime.json").read_text())
-    assert state["processes"] == [] and state["leftovers"] == []
-    assert not list(cell.glob("trial-*/guidellm.pid"))
-    from llmd_bench.measure.processes import pid_alive, port_is_free
-    assert not any(pid_alive(p["pid"]) for p in state["stopped"])
-    assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])
-
-
 def results_url(stack) -> str:
     """The stack's results store (scripts/airflow.sh started it)."""
     out = subprocess.run(["bash", "-c", f"source {ROOT}/scripts/env.sh && llmd-bench db url"], env=stack["env"],
@@ -388,12 +352,33 @@ def test_the_trends_page_is_beside_the_report_tab_and_a_user_without_the_dags_pe
     assert http_status(f"{url}/llmd-bench/trends/{DAG}", {"Authorization": "Bearer not-a-token"}) == 403
 
 
-def test_a_wiped_airflow_home_starts_again_and_its_stored_connections_still_read(airflow_stack):
-    """`rm -rf .airflow` (a fresh airflow.cfg, a new key) with the metadata database kept: `make airflow` starts and
-    the connections stored under the old key still decrypt, since the key is kept beside the database. Last in the
-    module: it replaces the admin password the other tests use."""
+def test_a_crash_mid_sweep_and_a_wiped_airflow_home_then_make_airflow_ends_the_run_cleanly(airflow_stack):
+    """`kill -9` of every Airflow process group while a sweep runs (the scheduler's LocalExecutor task processes die
+    with it), then `rm -rf` of AIRFLOW_HOME (a fresh airflow.cfg, a new key) with the metadata database kept, then
+    `make airflow`: it starts, the connections stored under the old key still decrypt (the key is kept beside the
+    database), and the run finishes or fails with its teardown run and nothing left. Last in the module: it replaces
+    the admin password the other tests use. (One restart for both: each costs about a minute here.)"""
+    import signal
+
+    dag = "llmd_kv_cache_eval"
     env = airflow_stack["env"]
-    subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "stop"], env=env, capture_output=True)
+    conf = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["llm-d-redis"], "concurrency": [2, 4], "duration_s": 8,
+            "prefix_tokens": 64, "prompt_tokens": 32, "output_tokens": 16, "turns": 1, "design": "single"}
+    api(airflow_stack, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+    run_id = api(airflow_stack, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    group = "Qwen3-0_6B__llm-d-redis"
+
+    def task_states():
+        tis = api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
+        return {ti["task_id"].removeprefix(f"{group}."): ti["state"] for ti in tis if ti["task_id"].startswith(group)}
+
+    wait_for(lambda: task_states().get("sweep") == "running", timeout=300, what="the sweep to run")
+    cell = airflow_stack["base"] / "results" / run_id / "Qwen3-0.6B" / "llm-d-redis"
+    wait_for(lambda: list(cell.glob("trial-*/guidellm.pid")), timeout=120, what="GuideLLM to start")
+    pids = airflow_stack["base"] / "state" / "airflow"
+    for name in ("scheduler", "dag-processor", "api-server"):
+        os.killpg(int((pids / f"{name}.pid").read_text()), signal.SIGKILL)
     shutil.rmtree(env["AIRFLOW_HOME"])
     out = subprocess.run(["bash", str(ROOT / "scripts" / "airflow.sh"), "start"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
@@ -401,3 +386,12 @@ def test_a_wiped_airflow_home_starts_again_and_its_stored_connections_still_read
     airflow_stack["password"] = line.split("password ")[1].rstrip(")")
     conn = api(airflow_stack, "GET", "/api/v2/connections/llmd_results")
     assert conn["conn_type"] == "postgres" and conn["host"] == "127.0.0.1"
+    wait_for(lambda: api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")["state"] in ("success", "failed"),
+             timeout=900, what="the run to end")
+    assert task_states()["teardown"] == "success", task_states()
+    state = json.loads((cell / "runtime.json").read_text())
+    assert state["processes"] == [] and state["leftovers"] == []
+    assert not list(cell.glob("trial-*/guidellm.pid"))
+    from llmd_bench.measure.processes import pid_alive, port_is_free
+    assert not any(pid_alive(p["pid"]) for p in state["stopped"])
+    assert all(port_is_free(p["port"]) for p in state["stopped"] if p["port"])

@@ -13,6 +13,7 @@ Each cell's configuration comes from the configuration catalog (configurations.p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -582,7 +583,14 @@ def context(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, name
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(paths.home() / "include" / "manifests")),
+    return _templates(paths.home() / "include" / "manifests")
+
+
+@functools.lru_cache(maxsize=4)
+def _templates(folder: Path) -> jinja2.Environment:
+    """One environment per templates folder: it keeps the compiled templates (compiling them was nearly half of
+    rendering a cell) and recompiles one whose file changed (jinja2's auto_reload)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)),
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["combine"] = lambda a, b: {**a, **b}
     env.policies["json.dumps_kwargs"] = {"sort_keys": False}
