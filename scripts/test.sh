@@ -9,17 +9,21 @@ mkdir -p test-artifacts
 ruff check plugins dags tests benchmarks
 # layers: the package imports downwards only, with no cycles (contracts in pyproject.toml [tool.importlinter])
 lint-imports
-if [ $# -gt 0 ]; then
-  # types: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy])
-  python -m mypy
-  exec pytest -p no:cacheprovider "$@"
-fi
-# The whole suite. Beside the parallel pass, in the background: mypy (about 45 s of one core from an empty cache)
-# and the MLflow server's venv (scripts/mlflow-server-venv.sh, about 75 s, mostly unpacking; tests/e2e/test_mlflow.py
-# waits for it on its lock). Both would otherwise run first, one after the other, while the e2e tests mostly wait.
+# types: mypy over the package and the DAGs (settings and the files it checks in pyproject.toml [tool.mypy]), in the
+# background beside the tests (about 45 s of one core from an empty cache); a type error fails the run all the same
 logs="$(mktemp -d)"
 python -m mypy > "$logs/mypy.log" 2>&1 &
 mypy_pid=$!
+if [ $# -gt 0 ]; then
+  status=0
+  pytest -p no:cacheprovider "$@" || status=$?
+  wait "$mypy_pid" || status=$?
+  cat "$logs/mypy.log"
+  exit $status
+fi
+# The whole suite. Also in the background: the MLflow server's venv (scripts/mlflow-server-venv.sh, about 75 s, mostly
+# unpacking; tests/e2e/test_mlflow.py waits for it on its lock), which would otherwise run first while the e2e tests
+# mostly wait.
 bash scripts/mlflow-server-venv.sh > "$logs/mlflow-venv.log" 2>&1 &
 mlflow_pid=$!
 # the parallel pass over tests/unit, tests/integration and tests/e2e (a file's tests on one worker; the solo marker:
