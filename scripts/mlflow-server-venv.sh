@@ -20,7 +20,6 @@ echo "building the MLflow server venv $VENV (requirements-mlflow-server.txt)"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip==26.3
-# --no-compile: Python compiles the few modules the server imports on first use (the Makefile says why)
-"$VENV/bin/pip" install --quiet --no-compile -r "$REQ"
+"$VENV/bin/pip" install --quiet -r "$REQ"
 "$VENV/bin/pip" check
 touch "$STAMP"
