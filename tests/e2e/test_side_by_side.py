@@ -136,10 +136,12 @@ def test_a_second_campaign_with_the_same_run_id_is_refused_before_it_touches_any
 
 
 @pytest.mark.skipif(not (ROOT / ".venv" / ".installed").exists(), reason="needs the project's set-up .venv")
-def test_make_demo_in_two_clones_at_once(tmp_path):
+def test_make_demo_in_two_clones_at_once(tmp_path, airflow_db):
     """Each clone gets its own results server (a free port recorded with its data), Airflow home, results and
-    reports. The clones share this checkout's .venv (a symlink; its stamp is refreshed so `make` does not
-    rebuild it) and run a one-cell demo (DEMO_CONF) to keep the test short."""
+    reports. To keep the test short the clones share this checkout's .venv (a symlink; its stamp is refreshed so
+    `make` does not rebuild it), start from a copy of a migrated Airflow metadata database (the demo's `airflow db
+    migrate` then checks it; migrating from scratch is the airflow_db fixture's), and run a one-cell demo
+    (DEMO_CONF)."""
     small = json.dumps({"models": ["Qwen/Qwen3-0.6B"], "configs": ["llm-d-redis"], "concurrency": [2],
                         "duration_s": 2, "prompt_tokens": 32, "output_tokens": 16, "prefix_tokens": 64, "turns": 1})
     clones = []
@@ -148,6 +150,8 @@ def test_make_demo_in_two_clones_at_once(tmp_path):
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
         (clone / ".venv").symlink_to(ROOT / ".venv")
         shutil.copytree(ROOT / ".cache" / "tokenizer", clone / ".cache" / "tokenizer")
+        (clone / ".airflow").mkdir()
+        shutil.copy(Path(airflow_db) / "airflow.db", clone / ".airflow" / "airflow.db")
         clones.append(clone)
     (ROOT / ".venv" / ".installed").touch()  # newer than the clones' requirements: make does not rebuild
     for clone in clones:
