@@ -142,9 +142,8 @@ def results_db(tmp_path_factory):
     shutil.rmtree(server.base, ignore_errors=True)  # may be the /var/tmp fallback: leave nothing behind
 
 
-@pytest.fixture
-def db_url(results_db):
-    """A fresh, empty database in the session server; dropped afterwards."""
+def _database(results_db):
+    """A fresh, empty database in the session server, dropped when the generator resumes."""
     import uuid
 
     import psycopg2
@@ -162,6 +161,18 @@ def db_url(results_db):
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     conn.close()
+
+
+@pytest.fixture
+def db_url(results_db):
+    """A fresh, empty database in the session server; dropped afterwards."""
+    yield from _database(results_db)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(results_db):
+    """A fresh database shared by a module's tests (for data that takes seconds to make, read by several tests)."""
+    yield from _database(results_db)
 
 
 @pytest.fixture(scope="session")

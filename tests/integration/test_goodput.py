@@ -55,16 +55,18 @@ def _store(db_url, real_report, run_id: str, slo: dict | None) -> None:
     db.in_transaction(load, "test", db_url)
 
 
-@pytest.fixture
-def with_slo(db_url, real_report, tmp_path, monkeypatch):
-    _store(db_url, real_report, "with-slo", SLO)
-    monkeypatch.setenv("LLMD_BENCH_DB_URL", db_url)
-    out = tmp_path / "report"
-    return generate_report("with-slo", out, campaign="slo", store=True), out
+@pytest.fixture(scope="module")
+def with_slo(module_db_url, real_report, tmp_path_factory):
+    """The SLO run's report, made once for the tests that read it (a report takes seconds)."""
+    _store(module_db_url, real_report, "with-slo", SLO)
+    out = tmp_path_factory.mktemp("with-slo") / "report"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMD_BENCH_DB_URL", module_db_url)
+        return generate_report("with-slo", out, campaign="slo", store=True), out, module_db_url
 
 
 def test_goodput_is_the_best_level_meeting_every_slo_judged_against_the_baseline(with_slo):
-    report, _ = with_slo
+    report, _, _ = with_slo
     g = report.peaks.set_index("config")
     assert (g.at["no-offload", "optimal_concurrency"], g.at["no-offload", "goodput_concurrency"]) == (8, 4)
     assert g.at["no-offload", "goodput_output_tps"] == pytest.approx(300.0)
@@ -94,8 +96,8 @@ def test_goodput_is_the_best_level_meeting_every_slo_judged_against_the_baseline
     assert "at concurrency 4: busy host: 97 % busy" in busy["goodput_basis"]
 
 
-def test_goodput_is_in_the_csv_the_stored_report_and_both_formats(with_slo, db_url):
-    _, out = with_slo
+def test_goodput_is_in_the_csv_the_stored_report_and_both_formats(with_slo):
+    _, out, db_url = with_slo
     with open(out / "all_peak_metrics.csv") as f:
         rows = {r["config"]: r for r in csv.DictReader(f)}
     assert {k: rows["native-offload"][k] for k in ("goodput_output_tps", "goodput_concurrency", "goodput_judgement")} \
@@ -127,7 +129,7 @@ def test_goodput_is_in_the_csv_the_stored_report_and_both_formats(with_slo, db_u
 
 
 def test_the_latency_plot_draws_the_slo_where_set(with_slo, db_url, real_report, monkeypatch):
-    report, _ = with_slo
+    report, _, _ = with_slo
     fig = goodput_section.latency_figure(report)
     ttft, itl = fig.axes[0], fig.axes[1]
     limits = {ax.get_title(): {ln.get_label(): list(ln.get_ydata()) for ln in ax.get_lines() if "SLO" in ln.get_label()}
