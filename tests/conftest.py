@@ -225,14 +225,15 @@ def tier_of(item) -> str | None:
 SOLO_FILES = {"e2e/test_fidelity.py"}
 # The longest files first (a CI run's --durations on both cores, seconds per file), kept in this order by
 # --no-loadscope-reorder, so that no worker is left with a long file at the end while the other idles.
-HEAVIEST_FILES = ["e2e/test_ui.py",  # 350: three runs through a real Airflow scheduler and a browser
-                  "e2e/test_e2e.py", "e2e/test_side_by_side.py", "e2e/test_trials.py",  # 230, 190, 140
-                  "e2e/test_object_storage.py", "e2e/test_sweep_stall.py", "e2e/test_existing.py", "e2e/test_adaptive.py",
-                  "e2e/test_faults.py", "e2e/test_level_reset.py", "e2e/test_observability.py", "e2e/test_mlflow.py",
-                  "e2e/test_guidellm_report.py",
+HEAVIEST_FILES = ["e2e/test_ui.py",  # 357 (2026-12-07 CI): four runs through a real Airflow scheduler and a browser
+                  "e2e/test_e2e.py", "e2e/test_side_by_side.py",  # 217, 135
+                  "e2e/test_object_storage.py", "e2e/test_sweep_stall.py", "e2e/test_mlflow.py", "e2e/test_aba.py",
+                  "e2e/test_adaptive.py", "e2e/test_existing.py", "e2e/test_local_runtime.py",
+                  "e2e/test_observability.py", "e2e/test_trials.py", "e2e/test_seeded_sweep.py", "e2e/test_faults.py",
+                  "e2e/test_guidellm_report.py",  # 67 down to 24
                   # the fast tiers' longest files (pytest --durations on 2 cores, seconds per file)
-                  "unit/test_contracts.py", "integration/test_preflight.py", "integration/test_served.py",  # 35, 26, 21
-                  "integration/test_existing.py"]  # 13
+                  "integration/test_served.py", "integration/test_preflight.py",  # 24, 24
+                  "integration/test_fake_guidellm.py", "integration/test_goodput.py", "integration/test_notify.py"]  # 17-15
 
 
 def _file_key(item) -> str:
