@@ -64,8 +64,9 @@ def test_a_grid_sweep_redeploys_and_warms_up_the_cell_before_trial_2(campaigns_d
 def test_the_revised_method_runs_one_guidellm_per_level_with_a_restart_before_each(campaigns_dir, results_dir,
                                                                                    fake_guidellm):
     """runs: per-level, prefix_count 2x, max_requests 6x, level_isolation: restart, with real servers and GuideLLM's
-    stand-in (the argv is the point; test_e2e and test_adaptive run the real GuideLLM): one run per level with its own prefix count and request cap, fresh servers before every level
-    after the first, the levels merged into the trial's report; a cleared sweep resumes at the missing level."""
+    stand-in (the argv is the point; test_e2e and test_adaptive run the real GuideLLM): one run per level with its
+    own prefix count and request cap, fresh servers before every level after the first, the levels merged into the
+    trial's report; a cleared sweep resumes at the missing level."""
     doc = tiny_campaign(configs=["llm-d-valkey"])
     doc["workload"].update(concurrency=[1, 2], duration_s=1.5, runs="per-level", prefix_count="2x", max_requests="6x",
                            level_isolation="restart")
