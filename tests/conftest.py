@@ -259,3 +259,25 @@ def pytest_collection_modifyitems(config, items):
         if _file_key(item) in SOLO_FILES:
             item.add_marker(pytest.mark.solo)
     items.sort(key=_heaviest_first)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Run as root, a server whose folder `nobody` cannot reach keeps its data under /var/tmp/llmd-bench
+    (store/server.py server_at), outside the test's tmp_path: remove this session's stopped ones (3.6 GB had piled up
+    from earlier runs). Once, in the main process (under xdist the workers' temp folders are inside its own)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    from llmd_bench.store.server import FALLBACK_BASE, REQUESTED_BASE_FILE
+
+    try:
+        basetemp = session.config._tmp_path_factory.getbasetemp().resolve()
+        folders = list(FALLBACK_BASE.glob("data-*"))
+    except OSError:
+        return
+    for folder in folders:
+        try:
+            requested = Path((folder / REQUESTED_BASE_FILE).read_text().strip())
+        except OSError:
+            continue
+        if requested.is_relative_to(basetemp) and not (folder / "data" / "postmaster.pid").exists():
+            shutil.rmtree(folder, ignore_errors=True)

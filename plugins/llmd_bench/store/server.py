@@ -30,6 +30,9 @@ from llmd_bench.model.settings import SettingsError, located, settings
 # never fight over one port and each one's `llmd-bench db stop` stops its own server.
 DEFAULT_PORT = 54329
 PORT_FILE = "port"
+# in a fallback folder under /var/tmp/llmd-bench: the folder the server was asked for, so whoever owns that folder
+# (a checkout, a test session) can tell which fallback data is its own
+REQUESTED_BASE_FILE = "requested-base"
 DB_NAME = "llmd_results"
 DB_USER = "llmd"
 SERVICE_USER = "nobody"
@@ -305,8 +308,11 @@ def server_at(base: Path, port: int) -> LocalServer:
     if _is_root():
         base.parent.mkdir(parents=True, exist_ok=True)
         if not _reachable_by(SERVICE_USER, base.parent):
-            digest = hashlib.sha256(str(base.resolve()).encode()).hexdigest()[:12]
+            requested = base.resolve()
+            digest = hashlib.sha256(str(requested).encode()).hexdigest()[:12]
             base = FALLBACK_BASE / f"data-{digest}"
             FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
             os.chmod(FALLBACK_BASE, 0o755)
+            base.mkdir(exist_ok=True)
+            (base / REQUESTED_BASE_FILE).write_text(f"{requested}\n")
     return LocalServer(base=base, port=port)
