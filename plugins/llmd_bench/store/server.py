@@ -33,6 +33,8 @@ PORT_FILE = "port"
 # in a fallback folder under /var/tmp/llmd-bench: the folder the server was asked for, so whoever owns that folder
 # (a checkout, a test session) can tell which fallback data is its own
 REQUESTED_BASE_FILE = "requested-base"
+# fallback folder -> the folder asked for, noted by server_at and written by init when it creates the server
+_REQUESTED_BASES: dict[Path, Path] = {}
 DB_NAME = "llmd_results"
 DB_USER = "llmd"
 SERVICE_USER = "nobody"
@@ -140,6 +142,7 @@ class LocalServer:
         if (self.data / "PG_VERSION").exists():
             return
         self.base.mkdir(parents=True, exist_ok=True)
+        _note_requested_base(self.base)
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(18))
         pwfile = self.base / ".initdb-pw"
@@ -240,6 +243,7 @@ def default_server() -> LocalServer:
             return LocalServer(base=server.base, port=int(text))
     port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port()
     server.base.mkdir(parents=True, exist_ok=True)
+    _note_requested_base(server.base)
     recorded.write_text(f"{port}\n")
     return LocalServer(base=server.base, port=port, movable=True)
 
@@ -302,6 +306,13 @@ def port_taken_message(port: int, data: Path) -> str:
     return f"{base} by pid {pid} ({' '.join(c for c in cmd if c)[:200]}); set LLMD_BENCH_PG_PORT to a free port"
 
 
+def _note_requested_base(base: Path) -> None:
+    """In a fallback folder just created: the folder it stands in for (REQUESTED_BASE_FILE)."""
+    requested = _REQUESTED_BASES.get(base)
+    if requested is not None:
+        (base / REQUESTED_BASE_FILE).write_text(f"{requested}\n")
+
+
 def server_at(base: Path, port: int) -> LocalServer:
     """A server with its data in `base`, or under /var/tmp/llmd-bench when we are root and `nobody`
     (who runs it) cannot reach `base`'s parent."""
@@ -313,6 +324,5 @@ def server_at(base: Path, port: int) -> LocalServer:
             base = FALLBACK_BASE / f"data-{digest}"
             FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
             os.chmod(FALLBACK_BASE, 0o755)
-            base.mkdir(exist_ok=True)
-            (base / REQUESTED_BASE_FILE).write_text(f"{requested}\n")
+            _REQUESTED_BASES[base] = requested
     return LocalServer(base=base, port=port)
