@@ -14,11 +14,11 @@ lint-imports
 logs="$(mktemp -d)"
 python -m mypy > "$logs/mypy.log" 2>&1 &
 mypy_pid=$!
+status=0
+mypy_result() { wait "$mypy_pid" || status=$?; cat "$logs/mypy.log"; }
 if [ $# -gt 0 ]; then
-  status=0
   pytest -p no:cacheprovider "$@" || status=$?
-  wait "$mypy_pid" || status=$?
-  cat "$logs/mypy.log"
+  mypy_result
   exit $status
 fi
 # The whole suite. Also in the background: the MLflow server's venv (scripts/mlflow-server-venv.sh, about 75 s, mostly
@@ -28,10 +28,8 @@ bash scripts/mlflow-server-venv.sh > "$logs/mlflow-venv.log" 2>&1 &
 mlflow_pid=$!
 # the parallel pass over tests/unit, tests/integration and tests/e2e (a file's tests on one worker; the solo marker:
 # tests/conftest.py), then the timing tests alone; all run whatever failed before them
-status=0
 pytest -p no:cacheprovider -n "${LLMD_TEST_WORKERS:-auto}" --dist loadfile --no-loadscope-reorder -m "not solo" || status=$?
-wait "$mypy_pid" || status=$?
-cat "$logs/mypy.log"
+mypy_result
 wait "$mlflow_pid" || { status=1; echo "building the MLflow server's venv failed:"; cat "$logs/mlflow-venv.log"; }
 pytest -p no:cacheprovider -m solo || status=$?
 exit $status

@@ -270,6 +270,7 @@ def pytest_sessionfinish(session, exitstatus):
     from llmd_bench.store.server import FALLBACK_BASE, REQUESTED_BASE_FILE
 
     try:
+        # the tmp_path_factory fixture's own object: pytest offers no other way to it outside a fixture
         basetemp = session.config._tmp_path_factory.getbasetemp().resolve()
         folders = list(FALLBACK_BASE.glob("data-*"))
     except OSError:

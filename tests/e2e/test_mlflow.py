@@ -22,6 +22,7 @@ from llmd_bench import cli
 from llmd_bench.integrations import mlflow_log
 from llmd_bench.measure import processes
 from llmd_bench.measure.guidellm_report import load_json, parse_report
+from llmd_bench.orchestration.airflow_settings import run_cli
 from llmd_bench.steps.load_results import level_rows
 from llmd_bench.store import db
 
@@ -299,15 +300,10 @@ def test_compare_logs_when_configured_and_still_succeeds_when_the_server_is_down
 def test_airflow_connection_names_the_server(stored, airflow_db, mlflow_server, client):
     """`airflow connections add llmd_mlflow --conn-uri ...` in the metadata database, read by `llmd-bench mlflow-log`
     (and by a step the local runtime's operator starts, which has AIRFLOW_CTX_DAG_ID)."""
-    from airflow.cli import cli_parser
-
-    from llmd_bench.orchestration.airflow_settings import _run_cli
-
     env = {k: v for k, v in os.environ.items() if k not in (mlflow_log.URI_ENV, "AIRFLOW_CONN_LLMD_MLFLOW")}
     # the CLI's own command, in this process (as `make airflow` applies airflow_settings.yaml): an `airflow` process
     # costs seconds of start-up
-    parser = cli_parser.get_parser()
-    assert _run_cli(parser, ["connections", "add", mlflow_log.CONN_ID, "--conn-uri", mlflow_server]) is None
+    assert run_cli(["connections", "add", mlflow_log.CONN_ID, "--conn-uri", mlflow_server]) is None
     try:
         done = subprocess.run([str(BIN / "llmd-bench"), "mlflow-log", "--run-id", stored["run_id"], "--campaign",
                                "llmd_mlflow"], capture_output=True, text=True, env=env, timeout=300)
@@ -318,5 +314,5 @@ def test_airflow_connection_names_the_server(stored, airflow_db, mlflow_server, 
                               capture_output=True, text=True, env={**env, "AIRFLOW_CTX_DAG_ID": "llmd_mlflow"}, timeout=300)
         assert step.stdout.strip() == mlflow_server, step.stderr[-2000:]
     finally:
-        _run_cli(parser, ["connections", "delete", mlflow_log.CONN_ID])
+        run_cli(["connections", "delete", mlflow_log.CONN_ID])
     assert len(runs_of(client, "llmd_mlflow", stored["run_id"])) == 7

@@ -121,6 +121,14 @@ def wait_for(fn, timeout=60, what="element", every=0.5):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def run_end(stack, run_id: str, timeout: float = 600, dag: str = DAG) -> dict:
+    """The DAG run once it has succeeded or failed (polled every 2 s)."""
+    def ended():
+        run = api(stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")
+        return run if run["state"] in ("success", "failed") else None
+    return wait_for(ended, timeout=timeout, what=f"run {run_id} to end", every=2)
+
+
 def button(d, text, below_y=0):
     from selenium.webdriver.common.by import By
     return wait_for(lambda: next((b for b in d.find_elements(By.TAG_NAME, "button")
@@ -182,10 +190,7 @@ def test_trigger_form_run_and_report_from_the_ui(airflow_stack, tmp_path):
         assert run["conf"]["concurrency"] == [4] and float(run["conf"]["duration_s"]) == 2
         # a blank page while the run goes: the UI's polling kept chromium and the api-server at ~60 % of a core
         d.get("about:blank")
-        deadline = time.time() + 600
-        while run["state"] not in ("success", "failed") and time.time() < deadline:
-            time.sleep(2)
-            run = api(airflow_stack, "GET", f"/api/v2/dags/llmd_kv_cache_eval/dagRuns/{run['dag_run_id']}")
+        run = run_end(airflow_stack, run["dag_run_id"])
         assert run["state"] == "success", run
         # the run's Report tab (plugin external view) and the report it embeds
         d.get(f"{url}/dags/llmd_kv_cache_eval/runs/{run['dag_run_id']}")
@@ -229,13 +234,9 @@ def test_a_backfill_for_a_new_llmd_version_is_compared_with_the_older_version_in
     small = {"models": ["Qwen/Qwen3-0.6B"], "configs": ["no-offload"], "concurrency": [4], "duration_s": 2,
              "prefix_tokens": 64, "prompt_tokens": 32, "output_tokens": 16, "turns": 1, "design": "single"}
 
-    def ended(run_id):
-        return api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")["state"] in ("success", "failed")
-
     older = api(airflow_stack, "POST", f"/api/v2/dags/{dag}/dagRuns",
                 {"logical_date": None, "conf": small | {"llmd_version": "v0.4.0"}})["dag_run_id"]
-    wait_for(lambda: ended(older), timeout=600, what="the v0.4.0 run to end", every=2)
-    assert api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{older}")["state"] == "success"
+    assert run_end(airflow_stack, older)["state"] == "success"
     conf = json.dumps(small | {"llmd_version": "v0.8.0"})
     cmd = (f"source {ROOT}/scripts/env.sh && source {state} && airflow backfill create --dag-id {dag} "
            f"--from-date 2026-10-11T00:00:00 --to-date 2026-10-12T00:00:00 --dag-run-conf '{conf}'")
@@ -391,8 +392,7 @@ def test_a_crash_mid_sweep_and_a_wiped_airflow_home_then_make_airflow_ends_the_r
     airflow_stack["password"] = line.split("password ")[1].rstrip(")")
     conn = api(airflow_stack, "GET", "/api/v2/connections/llmd_results")
     assert conn["conn_type"] == "postgres" and conn["host"] == "127.0.0.1"
-    wait_for(lambda: api(airflow_stack, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}")["state"] in ("success", "failed"),
-             timeout=900, what="the run to end", every=2)
+    run_end(airflow_stack, run_id, timeout=900)
     assert task_states()["teardown"] == "success", task_states()
     state = json.loads((cell / "runtime.json").read_text())
     assert state["processes"] == [] and state["leftovers"] == []

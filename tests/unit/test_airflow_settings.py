@@ -31,5 +31,5 @@ def test_the_shipped_settings_become_the_cli_commands_with_the_environment_fille
 
 
 def test_a_command_the_cli_refuses_comes_back_as_its_error_not_an_exit():
-    error = airflow_settings._run_cli(cli_parser.get_parser(), ["pools", "set", "llmd_sweeps", "one", "slots"])
+    error = airflow_settings.run_cli(["pools", "set", "llmd_sweeps", "one", "slots"])
     assert error is not None and "invalid int value: 'one'" in error

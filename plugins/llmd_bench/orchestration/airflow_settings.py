@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -49,12 +50,17 @@ def commands(doc: dict[str, Any]) -> list[tuple[list[str], str | None]]:
     return out
 
 
-def _run_cli(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    return cli_parser.get_parser()
+
+
+def run_cli(args: list[str]) -> str | None:
     """One `airflow <args>` in this process: None when it succeeded, else its error output."""
     err = io.StringIO()
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            ns = parser.parse_args(args)
+            ns = _parser().parse_args(args)
             ns.func(ns)
     except SystemExit as exc:
         if exc.code not in (None, 0):
@@ -66,10 +72,9 @@ def _run_cli(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
 
 def apply(path: Path) -> list[str]:
     doc = yaml.safe_load(path.read_text()) or {}
-    parser = cli_parser.get_parser()
     done = []
     for args, applied in commands(doc):
-        error = _run_cli(parser, args)
+        error = run_cli(args)
         if applied is None:
             continue
         if error is not None:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,8 +33,6 @@ PORT_FILE = "port"
 # in a fallback folder under /var/tmp/llmd-bench: the folder the server was asked for, so whoever owns that folder
 # (a checkout, a test session) can tell which fallback data is its own
 REQUESTED_BASE_FILE = "requested-base"
-# fallback folder -> the folder asked for, noted by server_at and written by init when it creates the server
-_REQUESTED_BASES: dict[Path, Path] = {}
 DB_NAME = "llmd_results"
 DB_USER = "llmd"
 SERVICE_USER = "nobody"
@@ -93,6 +91,8 @@ class LocalServer:
     # the port was chosen just now (none recorded, none asked for): a checkout starting at the same moment
     # may bind it first, and then this one moves to another free port instead of failing
     movable: bool = False
+    # the folder asked for when `base` is its fallback under /var/tmp/llmd-bench (server_at), else None
+    requested_base: Path | None = None
 
     @property
     def data(self) -> Path:
@@ -138,11 +138,16 @@ class LocalServer:
         out = subprocess.run([self._bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True)
         return out.returncode == 0
 
+    def make_base(self) -> None:
+        """The server's folder, with the folder it stands in for noted in it when it is a fallback."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self.requested_base is not None:
+            (self.base / REQUESTED_BASE_FILE).write_text(f"{self.requested_base}\n")
+
     def init(self) -> None:
         if (self.data / "PG_VERSION").exists():
             return
-        self.base.mkdir(parents=True, exist_ok=True)
-        _note_requested_base(self.base)
+        self.make_base()
         if not self.password_file.exists():
             self.password_file.write_text(secrets.token_urlsafe(18))
         pwfile = self.base / ".initdb-pw"
@@ -235,17 +240,16 @@ def default_server() -> LocalServer:
     except SettingsError as exc:
         raise DatabaseServerError(str(exc)) from None
     if wanted:
-        return LocalServer(base=server.base, port=wanted)
+        return replace(server, port=wanted)
     recorded = server.base / PORT_FILE
     if recorded.exists():
         text = recorded.read_text().strip()
         if text.isdigit():
-            return LocalServer(base=server.base, port=int(text))
+            return replace(server, port=int(text))
     port = DEFAULT_PORT if port_is_free(DEFAULT_PORT) else free_port()
-    server.base.mkdir(parents=True, exist_ok=True)
-    _note_requested_base(server.base)
+    server.make_base()
     recorded.write_text(f"{port}\n")
-    return LocalServer(base=server.base, port=port, movable=True)
+    return replace(server, port=port, movable=True)
 
 
 def running_local_url() -> str | None:
@@ -306,13 +310,6 @@ def port_taken_message(port: int, data: Path) -> str:
     return f"{base} by pid {pid} ({' '.join(c for c in cmd if c)[:200]}); set LLMD_BENCH_PG_PORT to a free port"
 
 
-def _note_requested_base(base: Path) -> None:
-    """In a fallback folder just created: the folder it stands in for (REQUESTED_BASE_FILE)."""
-    requested = _REQUESTED_BASES.get(base)
-    if requested is not None:
-        (base / REQUESTED_BASE_FILE).write_text(f"{requested}\n")
-
-
 def server_at(base: Path, port: int) -> LocalServer:
     """A server with its data in `base`, or under /var/tmp/llmd-bench when we are root and `nobody`
     (who runs it) cannot reach `base`'s parent."""
@@ -321,8 +318,7 @@ def server_at(base: Path, port: int) -> LocalServer:
         if not _reachable_by(SERVICE_USER, base.parent):
             requested = base.resolve()
             digest = hashlib.sha256(str(requested).encode()).hexdigest()[:12]
-            base = FALLBACK_BASE / f"data-{digest}"
             FALLBACK_BASE.mkdir(parents=True, exist_ok=True)
             os.chmod(FALLBACK_BASE, 0o755)
-            _REQUESTED_BASES[base] = requested
+            return LocalServer(base=FALLBACK_BASE / f"data-{digest}", port=port, requested_base=requested)
     return LocalServer(base=base, port=port)
