@@ -22,7 +22,6 @@ from llmd_bench import cli
 from llmd_bench.integrations import mlflow_log
 from llmd_bench.measure import processes
 from llmd_bench.measure.guidellm_report import load_json, parse_report
-from llmd_bench.orchestration.airflow_settings import run_cli
 from llmd_bench.steps.load_results import level_rows
 from llmd_bench.store import db
 
@@ -301,9 +300,13 @@ def test_airflow_connection_names_the_server(stored, airflow_db, mlflow_server, 
     """`airflow connections add llmd_mlflow --conn-uri ...` in the metadata database, read by `llmd-bench mlflow-log`
     (and by a step the local runtime's operator starts, which has AIRFLOW_CTX_DAG_ID)."""
     env = {k: v for k, v in os.environ.items() if k not in (mlflow_log.URI_ENV, "AIRFLOW_CONN_LLMD_MLFLOW")}
-    # the CLI's own command, in this process (as `make airflow` applies airflow_settings.yaml): an `airflow` process
-    # costs seconds of start-up
-    assert run_cli(["connections", "add", mlflow_log.CONN_ID, "--conn-uri", mlflow_server]) is None
+    # `airflow` processes of their own, as a user runs them: added in this test's process (airflow_settings.run_cli),
+    # the connection was once not found by the command below in a CI run (2a7b288), after whatever the worker's
+    # process had run before; a fresh process starts from the environment alone
+    airflow = str(BIN / "airflow")
+    added = subprocess.run([airflow, "connections", "add", mlflow_log.CONN_ID, "--conn-uri", mlflow_server],
+                           capture_output=True, text=True, env=env)
+    assert added.returncode == 0, added.stdout + added.stderr
     try:
         done = subprocess.run([str(BIN / "llmd-bench"), "mlflow-log", "--run-id", stored["run_id"], "--campaign",
                                "llmd_mlflow"], capture_output=True, text=True, env=env, timeout=300)
@@ -314,5 +317,5 @@ def test_airflow_connection_names_the_server(stored, airflow_db, mlflow_server, 
                               capture_output=True, text=True, env={**env, "AIRFLOW_CTX_DAG_ID": "llmd_mlflow"}, timeout=300)
         assert step.stdout.strip() == mlflow_server, step.stderr[-2000:]
     finally:
-        run_cli(["connections", "delete", mlflow_log.CONN_ID])
+        subprocess.run([airflow, "connections", "delete", mlflow_log.CONN_ID], capture_output=True, env=env)
     assert len(runs_of(client, "llmd_mlflow", stored["run_id"])) == 7
