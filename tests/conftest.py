@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from guidellm_run import COMMITTED as COMMITTED_REPORT
+from guidellm_run import MOCK_SERVER as MOCK_SERVER  # re-exported: the test files import it from conftest
 from guidellm_run import make_report
 
 ROOT = Path(__file__).resolve().parents[1]

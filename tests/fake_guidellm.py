@@ -7,7 +7,8 @@ real streaming chat requests to the target at each level's concurrency for the l
 routers and KV indexes see the traffic), logs GuideLLM's progress lines (the sweep's watch reads them:
 measure/guidellm_watch.py), and writes a 0.8.1-layout report whose every level's request counts, latencies and
 rates come from the requests it made (template: the committed real report, tests/fixtures/guidellm/0.8.1).
-Any other subcommand (`mock-server`) is the real GuideLLM's.
+Any other subcommand is the real GuideLLM's; `mock-server` starts it as the local runtime does (without PyTorch:
+plugins/llmd_bench/stack/runtime/guidellm_mock_server.py).
 
 The tests that prove the real GuideLLM's wiring and numbers run the real one (tests/conftest.py `real_guidellm`
 lists them); a test opts in to this one with the `fake_guidellm` fixture.
@@ -28,6 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "tests" / "fixtures" / "guidellm" / "0.8.1" / "report.json"
+MOCK_SERVER_SCRIPT = ROOT / "plugins" / "llmd_bench" / "stack" / "runtime" / "guidellm_mock_server.py"
 PERCENTILES = {"p001": 0.1, "p01": 1, "p05": 5, "p10": 10, "p25": 25, "p50": 50, "p75": 75, "p90": 90, "p95": 95,
                "p99": 99, "p999": 99.9}
 
@@ -226,6 +228,8 @@ def benchmark(template: dict[str, Any], index: int, streams: int, seconds: float
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "mock-server":  # started as the local runtime starts GuideLLM's own (without PyTorch)
+        os.execv(sys.executable, [sys.executable, str(MOCK_SERVER_SCRIPT), *argv])
     if not argv or argv[0] != "run":
         real = Path(sys.executable).with_name("guidellm")
         os.execv(str(real), [str(real), *argv])

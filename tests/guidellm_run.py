@@ -20,6 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "tests" / "fixtures" / "guidellm" / "0.8.1" / "report.json"
 BIN = Path(sys.executable).parent
+# GuideLLM's mock server, started as the local runtime starts it (plugins/.../stack/runtime/guidellm_mock_server.py)
+MOCK_SERVER = [sys.executable, str(ROOT / "plugins" / "llmd_bench" / "stack" / "runtime" / "guidellm_mock_server.py"),
+               "mock-server"]
 
 
 def make_report(out: Path) -> Path:
@@ -30,7 +33,7 @@ def make_report(out: Path) -> Path:
 
     port = processes.free_port()
     log = out.parent / "mock.log"
-    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+    mock = processes.start("mock", [*MOCK_SERVER, "--host", "127.0.0.1", "--port", str(port),
                                     "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", "4"], port, log)
     try:
         processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)

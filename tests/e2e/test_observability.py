@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import BIN, MOCK_SERVER, tiny_campaign, write_campaign
 from llmd_bench.measure import processes
 from llmd_bench.measure.cell_folder import GENERATOR_CPU_FILE
 from llmd_bench.measure.observe import pcp, verdict
@@ -66,7 +66,7 @@ def test_a_server_without_metrics_is_not_measured_never_zero(tmp_path):
     from llmd_bench.steps.collect_pcp import serving_summaries
 
     port = processes.free_port()
-    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+    mock = processes.start("mock", [*MOCK_SERVER, "--host", "127.0.0.1", "--port", str(port),
                                     "--model", "m/x"], port, tmp_path / "mock.log")
     try:
         processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)

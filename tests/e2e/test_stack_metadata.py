@@ -26,7 +26,7 @@ from llmd_bench.model.campaign import Cell
 from llmd_bench.model.campaign_files import load_campaign
 from llmd_bench.model.params import resolve_params
 from llmd_bench.stack.context import StepContext
-from llmd_bench.stack.runtime import local
+from llmd_bench.stack.runtime import guidellm_mock_server, local
 from llmd_bench.steps import deploy, load_results
 from llmd_bench.steps.sweep import report_path
 from llmd_bench.store import db
@@ -48,7 +48,8 @@ def test_local_shape_from_a_real_local_deploy(campaigns_dir, results_dir):
         local.teardown(c)
     assert (stack["platform"], stack["simulated"], stack["replicas"]) == ("local", True, 2)
     for i, s in enumerate(stack["model_servers"]):
-        assert s["pod"] == f"mock-server-{i}" and s["args"][1] == "mock-server" and "Qwen/Qwen3-0.6B" in s["args"]
+        assert s["pod"] == f"mock-server-{i}" and "Qwen/Qwen3-0.6B" in s["args"]
+        assert s["args"][1:3] == [str(guidellm_mock_server.SCRIPT), "mock-server"]  # GuideLLM's, without PyTorch
         assert s["guidellm_version"] == metadata.version("guidellm") and s["image"] is None
     # each mock server behind its simulated vLLM replica (started with the rendered vLLM command line), then the router
     assert [r["name"] for r in stack["router"]] == ["prefix-cache-0", "prefix-cache-1", "router"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, tiny_campaign, write_campaign
+from conftest import MOCK_SERVER, tiny_campaign, write_campaign
 from fake_kube import DEFAULT_API_GROUPS, FakeKube
 from llmd_bench import cli
 from llmd_bench.measure import processes
@@ -53,7 +53,7 @@ def existing_doc(read_only=False, configs=("no-offload", "llm-d-redis"), **over)
 def mock_port(tmp_path_factory):
     """The installed stack's model server and gateway: GuideLLM's mock server on 127.0.0.1."""
     port = processes.free_port()
-    mock = processes.start("mock", [str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+    mock = processes.start("mock", [*MOCK_SERVER, "--host", "127.0.0.1", "--port", str(port),
                                     "--model", MODEL, "--ttft-ms", "5", "--itl-ms", "1"], port,
                            tmp_path_factory.mktemp("mock") / "mock.log")
     processes.wait_http(mock, f"http://127.0.0.1:{port}/health", 60)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import BIN, COMMITTED_REPORT, ROOT, fake_guidellm_command
+from conftest import BIN, COMMITTED_REPORT, MOCK_SERVER, ROOT, fake_guidellm_command
 from llmd_bench.measure import guidellm_watch, processes
 from llmd_bench.measure.guidellm_report import parse_report_file
 
@@ -25,7 +25,7 @@ def mock_servers(tmp_path_factory):
         for itl in (4, 12):
             port = processes.free_port()
             started.append(processes.start(f"mock-{itl}", [
-                str(BIN / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+                *MOCK_SERVER, "--host", "127.0.0.1", "--port", str(port),
                 "--model", "Qwen/Qwen3-0.6B", "--ttft-ms", "20", "--itl-ms", str(itl)], port, folder / f"mock-{itl}.log",
                 {"HF_HUB_OFFLINE": "1"}))
         for proc in started:

@@ -83,7 +83,7 @@ def slack_server(monkeypatch):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     # The hook builds <schema>://<host>/<password>: the password is the webhook's T/B/X token.
     monkeypatch.setenv("AIRFLOW_CONN_LLMD_NOTIFY_SLACK", json.dumps({
         "conn_type": "slackwebhook", "host": f"127.0.0.1:{server.server_port}", "schema": "http",

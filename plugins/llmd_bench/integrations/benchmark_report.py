@@ -45,7 +45,7 @@ import yaml
 
 from llmd_bench import __version__
 from llmd_bench.measure.guidellm_levels import LevelResult as ParsedLevel
-from llmd_bench.model import catalog, configurations, paths
+from llmd_bench.model import catalog, configurations, paths, yaml_text
 from llmd_bench.model.campaign import check_model_id, per_level
 from llmd_bench.model.campaign_files import campaign_configurations
 from llmd_bench.model.errors import LlmdBenchError
@@ -509,7 +509,7 @@ def load_report(path: Path) -> dict[str, Any]:
     except (PermissionError, UnicodeDecodeError) as exc:
         raise BenchmarkReportError(f"Benchmark Report {path}: not readable ({type(exc).__name__})") from None
     try:
-        doc = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        doc = json.loads(text) if str(path).endswith(".json") else yaml_text.load(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise BenchmarkReportError(f"Benchmark Report {path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}"
                                    f" ({str(exc).splitlines()[0]})") from None

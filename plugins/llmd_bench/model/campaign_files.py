@@ -11,7 +11,7 @@ from pydantic import (
     ValidationError,
 )
 
-from llmd_bench.model import paths
+from llmd_bench.model import paths, yaml_text
 from llmd_bench.model.campaign import Campaign
 from llmd_bench.model.configurations import Configuration
 from llmd_bench.model.errors import CampaignError
@@ -28,7 +28,7 @@ def _format_validation_error(err: ValidationError) -> str:
 def load_campaign(path: str | Path) -> Campaign:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_text.load(path.read_text())
     except FileNotFoundError:
         raise CampaignError(f"campaign file {path}: not found") from None
     except yaml.YAMLError as exc:

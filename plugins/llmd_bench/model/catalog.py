@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llmd_bench.model import paths
+from llmd_bench.model import paths, yaml_text
 from llmd_bench.model.errors import CampaignError
 
 REQUIRED_IMAGES = ("vllm", "epp", "inference_sim", "envoy", "guidellm", "redis", "valkey")
@@ -223,7 +223,7 @@ class VersionEntry(_Strict):
 @lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, VersionEntry]:
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = yaml_text.load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise CampaignError(f"version catalog {path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("versions"), dict):

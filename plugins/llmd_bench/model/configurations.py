@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmd_bench.model import paths
+from llmd_bench.model import paths, yaml_text
 from llmd_bench.model.errors import CampaignError
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -259,7 +259,7 @@ def _validate(raw: object, where: str) -> dict[str, Configuration]:
 @lru_cache(maxsize=4)
 def _load(path: str, mtime: float) -> dict[str, Configuration]:
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml_text.load(Path(path).read_text())
     except FileNotFoundError:
         raise CampaignError(f"configuration catalog {path}: not found") from None
     except yaml.YAMLError as exc:

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from airflow.cli import cli_parser
+
+from llmd_bench.model import yaml_text
 
 
 def _expand(value: str) -> str:
@@ -71,7 +72,7 @@ def run_cli(args: list[str]) -> str | None:
 
 
 def apply(path: Path) -> list[str]:
-    doc = yaml.safe_load(path.read_text()) or {}
+    doc = yaml_text.load(path.read_text()) or {}
     done = []
     for args, applied in commands(doc):
         error = run_cli(args)

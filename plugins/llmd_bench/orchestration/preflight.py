@@ -33,10 +33,8 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import yaml
-
 from llmd_bench.integrations import storage
-from llmd_bench.model import catalog
+from llmd_bench.model import catalog, yaml_text
 from llmd_bench.model.campaign import Campaign, Cell
 from llmd_bench.model.errors import LlmdBenchError, RuntimeStepError
 from llmd_bench.model.names import label_value
@@ -804,7 +802,7 @@ def node_reader_manifests(namespace: str, service_account: str | None = None) ->
     sa = service_account or settings().service_account
     text = _env().get_template("preflight/node-reader.yaml.j2").render(
         namespace=namespace, service_account=sa, cluster_role=NODE_READER)
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml_text.load_all(text) if d]
 
 
 def run(campaign: Campaign, params: RunParams, namespace: str, run_id: str = "preflight",

@@ -23,7 +23,7 @@ import jinja2
 import yaml
 
 from llmd_bench import __version__
-from llmd_bench.model import catalog, paths
+from llmd_bench.model import catalog, paths, yaml_text
 from llmd_bench.model.campaign import Campaign, Cell, Placement, Serving
 from llmd_bench.model.configurations import Configuration, KvOffload
 from llmd_bench.model.errors import CampaignError
@@ -626,7 +626,7 @@ def render_cell(campaign: Campaign, params: RunParams, cell: Cell, run_id: str, 
     templates = ((["cell/kv-offload-pvc.yaml.j2"] if ctx["fs_pvc"] else []) + (["cell/kv-index.yaml.j2"] if ctx["kv"] else [])
                  + ["cell/epp.yaml.j2", "cell/model-server.yaml.j2"])
     for name in templates:
-        docs += [d for d in yaml.safe_load_all(env.get_template(name).render(**ctx)) if d]
+        docs += [d for d in yaml_text.load_all(env.get_template(name).render(**ctx)) if d]
     return docs
 
 
@@ -648,7 +648,7 @@ def render_namespace(namespace: str, secrets: list[str] | None = None) -> list[d
     text = _env().get_template("namespace/rbac.yaml.j2").render(
         namespace=namespace, step_service_account=STEP_SERVICE_ACCOUNT, epp_service_account=EPP_SERVICE_ACCOUNT,
         epp_rules=epp_rbac_rules(), **extra)
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml_text.load_all(text) if d]
 
 
 def write(docs: list[dict[str, Any]], out: Path, prefix: str = "") -> list[Path]:

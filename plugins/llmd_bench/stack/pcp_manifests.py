@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
+from llmd_bench.model import yaml_text
 from llmd_bench.model.settings import settings
 from llmd_bench.stack.manifests import _env
 
@@ -26,4 +25,4 @@ def render_pcp(namespace: str = PCP_NAMESPACE, image: str | None = None, node_se
         namespace=namespace, image=image or settings().pcp_image or PCP_NODE_IMAGE,
         node_selector=node_selector or {"nvidia.com/gpu.present": "true"}, runtime_class=runtime_class,
         pmcd_port=PMCD_PORT)
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml_text.load_all(text) if d]

@@ -17,10 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from llmd_bench.model import paths
+from llmd_bench.model import paths, yaml_text
 from llmd_bench.model.campaign import Architecture, Campaign, ModelSpec, OffloadSize, PodResources, Serving
 from llmd_bench.model.catalog import VersionEntry
 from llmd_bench.model.configurations import FilesystemTier, KvOffload
@@ -37,7 +36,7 @@ FS_MAX_STAGING_GB = 150
 
 @lru_cache(maxsize=4)
 def _models(path: str, mtime: float) -> dict[str, Architecture]:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = yaml_text.load(Path(path).read_text()) or {}
     out = {}
     for name, arch in (raw.get("models") or {}).items():
         try:

@@ -46,7 +46,7 @@ from llmd_bench.measure.cell_folder import EXISTING_SAVED_FILE as SAVED_FILE
 from llmd_bench.measure.observe.sampler import Targets
 from llmd_bench.measure.processes import resp_command
 from llmd_bench.measure.served import ServedSource
-from llmd_bench.model import catalog
+from llmd_bench.model import catalog, yaml_text
 from llmd_bench.model.errors import RuntimeStepError
 from llmd_bench.model.names import dns_label, label_value
 from llmd_bench.model.settings import settings
@@ -657,10 +657,10 @@ def compare_stack(ctx: StepContext, live: Live, r: Rendered) -> list[tuple[str, 
             diffs.append((obj, "spec.replicas", str(dep["spec"].get("replicas", 1)), str(r.replicas)))
     text = live.epp_config_text()
     try:
-        have = yaml.safe_load(text) if text is not None else None
+        have = yaml_text.load(text) if text is not None else None
     except yaml.YAMLError:
         have = text
-    want = yaml.safe_load(r.epp_config)
+    want = yaml_text.load(r.epp_config)
     if have != want:
         if live.epp_config is not None:
             where = (f"ConfigMap/{live.epp_config['metadata']['name']}", f"data.{live.config_key}")
@@ -1251,7 +1251,7 @@ class ExistingRuntime(Runtime):
 
     def epp_config_given(self) -> tuple[dict[str, Any] | None, str]:
         """The EndpointPickerConfig this cell put in the installed EPP's ConfigMap (or found there, read-only)."""
-        loaded = yaml.safe_load(self._render(self._api()).epp_config)
+        loaded = yaml_text.load(self._render(self._api()).epp_config)
         return (loaded, "") if isinstance(loaded, dict) else (None, "the cell's EPP configuration is not a mapping")
 
     # -- what the sweep talks to and watches -------------------------------------------------------------------------
@@ -1430,4 +1430,4 @@ def render_role(stack_namespace: str, steps_namespace: str, service_account: str
 
     text = _env().get_template("namespace/existing-rbac.yaml.j2").render(
         namespace=stack_namespace, steps_namespace=steps_namespace, step_service_account=service_account)
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml_text.load_all(text) if d]

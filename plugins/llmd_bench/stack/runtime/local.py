@@ -39,6 +39,7 @@ from llmd_bench.model.errors import CampaignError, RuntimeStepError
 from llmd_bench.model.settings import settings
 from llmd_bench.stack import manifests
 from llmd_bench.stack.context import StepContext
+from llmd_bench.stack.runtime import guidellm_mock_server
 from llmd_bench.stack.runtime.base import Runtime
 
 START_TIMEOUT_S = 60.0
@@ -70,6 +71,14 @@ def guidellm_bin() -> str:
     if not found:
         raise RuntimeStepError("the `guidellm` command is not installed (run `make setup`)")
     return found
+
+
+def mock_server_command() -> list[str]:
+    """`guidellm mock-server`: GuideLLM's own server started without PyTorch (guidellm_mock_server.py) when GuideLLM
+    is this interpreter's; LLMD_BENCH_GUIDELLM's command as it is."""
+    if settings().guidellm or importlib.util.find_spec("guidellm") is None:
+        return [guidellm_bin(), "mock-server"]
+    return [sys.executable, str(guidellm_mock_server.SCRIPT), "mock-server"]
 
 
 def kv_server_bin(kind: str) -> str:
@@ -151,7 +160,7 @@ def _start_serving(ctx: StepContext, state: RuntimeState, started) -> None:
 
     for i in range(ctx.params.replicas):
         port = processes.free_port()
-        cmd = [guidellm_bin(), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+        cmd = [*mock_server_command(), "--host", "127.0.0.1", "--port", str(port),
                "--model", ctx.cell.model, "--ttft-ms", str(sim.ttft_ms), "--ttft-ms-std", str(sim.ttft_ms_std),
                "--itl-ms", str(sim.itl_ms), "--itl-ms-std", str(sim.itl_ms_std)]
         if sim.max_concurrent_requests:
