@@ -20,6 +20,8 @@ echo "building the MLflow server venv $VENV (requirements-mlflow-server.txt)"
 rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip==26.3
-"$VENV/bin/pip" install --quiet -r "$REQ"
+# --no-compile: the server imports a small part of these 850 MB, compiled when first imported (the tests run with
+# PYTHONDONTWRITEBYTECODE unset: scripts/env.sh)
+"$VENV/bin/pip" install --quiet --no-compile -r "$REQ"
 "$VENV/bin/pip" check
 touch "$STAMP"

@@ -21,9 +21,9 @@ if [ $# -gt 0 ]; then
   mypy_result
   exit $status
 fi
-# The whole suite. Also in the background: the MLflow server's venv (scripts/mlflow-server-venv.sh, about 75 s, mostly
-# unpacking; tests/e2e/test_mlflow.py waits for it on its lock), which would otherwise run first while the e2e tests
-# mostly wait.
+# The whole suite. Also in the background: the MLflow server's venv (scripts/mlflow-server-venv.sh; tests/e2e/test_mlflow.py
+# waits for it on its lock). `make test` has started it beside the set-up already: this one then waits for that build,
+# or builds it when the first failed or this script runs by hand.
 bash scripts/mlflow-server-venv.sh > "$logs/mlflow-venv.log" 2>&1 &
 mlflow_pid=$!
 # the parallel pass over tests/unit, tests/integration and tests/e2e (a file's tests on one worker; the solo marker:
