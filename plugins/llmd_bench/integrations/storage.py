@@ -12,6 +12,7 @@ load_results) never overwrite each other's files.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,25 @@ class StorageError(LlmdBenchError):
     pass
 
 
+@functools.cache
+def _botocore_loader() -> Any:
+    """One botocore data loader per process: each store's session would otherwise parse the S3 service model and the
+    endpoint rules from their JSON files again (about 0.2 CPU-s per store)."""
+    from botocore.loaders import create_loader  # deferred: loads botocore, for s3:// stores only
+
+    return create_loader()
+
+
+def _s3_session() -> Any:
+    """A session of its own for each store (credentials are read from the environment when it is used), sharing the
+    process's data loader (s3fs's `session` option, s3fs/core.py; botocore's `data_loader` component)."""
+    from aiobotocore.session import AioSession  # deferred: loads aiobotocore, for s3:// stores only
+
+    session = AioSession()
+    session.register_component("data_loader", _botocore_loader())
+    return session
+
+
 class ObjectStore:
     def __init__(self, url: str) -> None:
         parsed = urlparse(url)
@@ -53,7 +73,7 @@ class ObjectStore:
             self.root = f"{parsed.netloc}{parsed.path}".rstrip("/")
             self.endpoint = settings().store_endpoint
             # A store that is down must fail the step in seconds with its address, not retry for minutes.
-            options: dict[str, Any] = {"skip_instance_cache": True,
+            options: dict[str, Any] = {"skip_instance_cache": True, "session": _s3_session(),
                                        "config_kwargs": {"connect_timeout": 5, "read_timeout": 60,
                                                          "retries": {"max_attempts": 2, "mode": "standard"}}}
             if self.endpoint:
