@@ -59,6 +59,8 @@ def test_a_port_held_by_another_server_says_whose_data_it_serves_and_how_to_stop
     finally:
         a.stop(mode="immediate")
     with socket.socket() as s:  # some other program
+        # the port may still hold the stopped server's connections in TIME_WAIT: a program can bind it all the same
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
         # the holder named as /proc shows it (under pytest-xdist the title is "[pytest-xdist running] ...")
