@@ -97,6 +97,32 @@ def test_terminating_the_sweep_step_stops_guidellm_and_its_workers(deployed, sta
     assert not any(processes.pid_alive(pid) for pid in started)
 
 
+def test_a_sigterm_while_guidellm_starts_still_stops_it_and_says_so(tmp_path, monkeypatch):
+    """SIGTERM in the instant GuideLLM has started, before the step waits for it (here: while its pid is recorded):
+    the step still stops GuideLLM's group and says why. The handler was once installed only after that: the step
+    died by the signal and left GuideLLM running in its own session (seen with 4 test workers on 2 cores)."""
+    pids = tmp_path / "pids"
+    script = tmp_path / "guidellm"
+    script.write_text(f"#!/bin/sh\nsleep 100000 &\necho $! >> {pids}\necho $$ >> {pids}\nwait\n")
+    script.chmod(0o755)
+    record_group = processes.record_group
+
+    def record_then_terminated(*args, **kwargs):
+        record_group(*args, **kwargs)
+        _pids(pids)
+        os.kill(os.getpid(), signal.SIGTERM)  # what Airflow's on_kill and a deleted pod send
+
+    monkeypatch.setattr(processes, "record_group", record_then_terminated)
+    # the step's handler, not this one, must take the signal: without it the run below waits out its deadline
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        with pytest.raises(RuntimeStepError, match="the sweep was terminated; GuideLLM was stopped"):
+            sweep.run_guidellm([str(script)], tmp_path / "guidellm.log", None, deadline_s=5)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not any(processes.pid_alive(pid) for pid in _pids(pids))
+
+
 def test_the_deadline_follows_the_levels_and_can_be_set(campaigns_dir, results_dir, monkeypatch):
     monkeypatch.delenv(sweep.DEADLINE_ENV, raising=False)
     short = _ctx(campaigns_dir, concurrency=[1, 4], duration_s=10)

@@ -137,6 +137,9 @@ def watch_plan(ctx: StepContext, levels: list[int], env: dict[str, str] | None) 
                                     else guidellm_watch.DEFAULT_MAX_WORKERS, allowances=STALL_ALLOWANCES)
 
 
+TERMINATED = "the sweep was terminated; GuideLLM was stopped"
+
+
 def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, deadline_s: float,
                  cpu_samples: Path | None = None, watch: guidellm_watch.WatchPlan | None = None) -> int:
     """GuideLLM in its own process group, stopped with its workers when its progress log shows no progress for
@@ -144,28 +147,39 @@ def run_guidellm(cmd: list[str], log_path: Path, env: dict[str, str] | None, dea
     (Airflow killing the task, Kubernetes deleting the pod). A stalled run's log ends with its processes' stacks
     when py-spy is installed."""
     previous = signal.getsignal(signal.SIGTERM)
+    proc: subprocess.Popen[bytes] | None = None
+    stopping = False
 
     def terminated(signum: int, frame: Any) -> None:
-        raise RuntimeStepError("the sweep was terminated; GuideLLM was stopped")
+        nonlocal stopping
+        stopping = True
+        if proc is not None:  # GuideLLM runs: stop waiting for it (the finally below stops its group)
+            raise RuntimeStepError(TERMINATED)
 
-    with open(log_path, "w") as log:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                start_new_session=True)
-        pid_file = log_path.with_name(GENERATOR_PID_FILE)  # beside the log: trial-<n>/guidellm.pid
-        processes.record_group(pid_file, proc.pid, cmd)
-        in_main_thread = threading.current_thread() is threading.main_thread()
+    # the handler is in place before GuideLLM starts: a SIGTERM while it starts would otherwise end the step at once
+    # and leave GuideLLM, in a session of its own, running (seen with 4 test workers on 2 cores)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, terminated)
+    pid_file = log_path.with_name(GENERATOR_PID_FILE)  # beside the log: trial-<n>/guidellm.pid
+    try:
+        with open(log_path, "w") as log:
+            started = time.monotonic()
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)
+            processes.record_group(pid_file, proc.pid, cmd)
+            if stopping:  # terminated while GuideLLM was starting
+                raise RuntimeStepError(TERMINATED)
+            try:
+                with (generator.CpuSampler(cpu_samples, proc.pid) if cpu_samples else contextlib.nullcontext()):
+                    return _wait(proc, log_path, started, deadline_s, watch)
+            except GuidellmStalled:
+                _dump_stacks(proc.pid, log)
+                raise
+    finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, terminated)
-        try:
-            with (generator.CpuSampler(cpu_samples, proc.pid) if cpu_samples else contextlib.nullcontext()):
-                return _wait(proc, log_path, started, deadline_s, watch)
-        except GuidellmStalled:
-            _dump_stacks(proc.pid, log)
-            raise
-        finally:
-            if in_main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous)
+        if proc is not None:
             stop_process_group(proc)
             pid_file.unlink(missing_ok=True)
 
