@@ -29,6 +29,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "tests" / "fixtures" / "guidellm" / "0.8.1" / "report.json"
+# stack/runtime/guidellm_mock_server.py SCRIPT, by path: this stand-in runs per sweep and imports no llmd_bench
 MOCK_SERVER_SCRIPT = ROOT / "plugins" / "llmd_bench" / "stack" / "runtime" / "guidellm_mock_server.py"
 PERCENTILES = {"p001": 0.1, "p01": 1, "p05": 5, "p10": 10, "p25": 25, "p50": 50, "p75": 75, "p90": 90, "p95": 95,
                "p99": 99, "p999": 99.9}

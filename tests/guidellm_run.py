@@ -17,12 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llmd_bench.stack.runtime import guidellm_mock_server
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "tests" / "fixtures" / "guidellm" / "0.8.1" / "report.json"
 BIN = Path(sys.executable).parent
-# GuideLLM's mock server, started as the local runtime starts it (plugins/.../stack/runtime/guidellm_mock_server.py)
-MOCK_SERVER = [sys.executable, str(ROOT / "plugins" / "llmd_bench" / "stack" / "runtime" / "guidellm_mock_server.py"),
-               "mock-server"]
+# GuideLLM's mock server, started as the local runtime starts it (without PyTorch)
+MOCK_SERVER = [sys.executable, str(guidellm_mock_server.SCRIPT), "mock-server"]
 
 
 def make_report(out: Path) -> Path:
