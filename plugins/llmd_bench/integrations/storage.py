@@ -49,7 +49,7 @@ def _botocore_loader() -> Any:
 
 def _s3_session() -> Any:
     """A session of its own for each store (credentials are read from the environment when it is used), sharing the
-    process's data loader (s3fs's `session` option, s3fs/core.py; botocore's `data_loader` component)."""
+    process's data loader (s3fs's `session` option, s3fs/core.py @2026.9.0; botocore's `data_loader` component)."""
     from aiobotocore.session import AioSession  # deferred: loads aiobotocore, for s3:// stores only
 
     session = AioSession()
